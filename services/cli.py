@@ -1,0 +1,134 @@
+"""`livecalc`: the one command-line entry point of LiveCalc Mesh.
+
+Each command group lives beside the code it drives (`services.<svc>.cli`); this module only
+assembles the parser, resolves configuration from flags and the environment, and turns
+expected failures into one clear line on stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import cast
+
+import anyio
+from prometheus_client import disable_created_metrics
+
+from services.common.config import DEFAULT_PORTS, resolve_server_config
+from services.common.errors import LivecalcError
+from services.common.logs import configure_logging
+from services.common.server import serve
+from services.common.service import ServiceModule
+from services.common.up import run_mesh
+
+SERVICES = tuple(DEFAULT_PORTS)
+Command = Callable[[argparse.Namespace], int]
+
+
+def _service_module(name: str) -> ServiceModule:
+    return cast(ServiceModule, importlib.import_module(f"services.{name}.server"))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    env = os.environ
+    configure_logging(
+        args.service,
+        level=args.log_level or env.get("LIVECALC_LOG_LEVEL", "info"),
+        fmt=args.log_format or env.get("LIVECALC_LOG_FORMAT", "text"),
+    )
+    config = resolve_server_config(
+        args.service, env, host=args.host, port=args.port, metrics_port=args.metrics_port, grace_seconds=args.grace
+    )
+    module = _service_module(args.service)
+
+    async def run() -> None:
+        parts = await module.build(args, env)
+        await serve(config, parts.bindings, on_stop=parts.on_stop)
+
+    anyio.run(run, backend="asyncio")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    code: int = run_mesh(args)
+    return code
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve_p = sub.add_parser("serve", help="run one service in the foreground")
+    services = serve_p.add_subparsers(dest="service", required=True, metavar="SERVICE")
+    for name in SERVICES:
+        port, metrics = DEFAULT_PORTS[name]
+        p = services.add_parser(name, help=f"run the {name} service (default port {port})")
+        p.add_argument("--host", help="address to bind (env LIVECALC_HOST; default 127.0.0.1)")
+        p.add_argument("--port", type=int, help=f"gRPC port (env LIVECALC_{name.upper()}_PORT; default {port})")
+        p.add_argument(
+            "--metrics-port",
+            type=int,
+            help=f"Prometheus port, -1 to disable (env LIVECALC_{name.upper()}_METRICS_PORT; default {metrics})",
+        )
+        p.add_argument("--grace", type=float, help="shutdown grace in seconds (env LIVECALC_GRACE_SECONDS)")
+        p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+        p.add_argument("--log-format", choices=["text", "json"])
+        _service_module(name).add_arguments(p)
+        p.set_defaults(func=_cmd_serve)
+
+
+def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("up", help="run data, engine and gateway on localhost in the foreground")
+    p.add_argument("--data-dir", help="where datasets, packages and jobs live (default ./.livecalc)")
+    p.add_argument("--engines", type=int, default=1, help="number of engine processes (default 1)")
+    p.add_argument("--port-offset", type=int, default=0, help="added to every default port")
+    p.set_defaults(func=_cmd_up)
+
+
+def _optional_groups() -> Sequence[str]:
+    """Command groups contributed by service packages (`register(sub)` in services.<x>.cli)."""
+    return ("services.data.cli", "services.engine.cli", "services.gateway.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livecalc", description="LiveCalc Mesh: stochastic actuarial valuation")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    _add_up(sub)
+    bench = sub.add_parser("bench", help="benchmarks: print figures and ratios measured side by side")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="TARGET")
+    for module_name in _optional_groups():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+        register_bench = getattr(module, "register_bench", None)
+        if register_bench is not None:
+            register_bench(bench_sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = cast(Command, args.func)
+    try:
+        return func(args)
+    except LivecalcError as exc:
+        print(f"livecalc: error: {exc.details()}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"livecalc: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

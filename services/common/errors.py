@@ -1,0 +1,117 @@
+"""The one error tree of LiveCalc Mesh.
+
+Expected failures (bad input, unknown ids, limits, deadlines) are raised as subclasses of
+`LivecalcError`; each carries the gRPC status code it maps to. The server interceptor in
+`services.common.interceptors` turns them into statuses in one place; any other exception
+is a bug, logged with its traceback and answered as INTERNAL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One invalid request field: its dotted path and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+class LivecalcError(Exception):
+    """Base of all expected failures; `code` is the gRPC status they map to."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def details(self) -> str:
+        """The text sent to clients as the status details."""
+        return self.message
+
+
+class InvalidArgument(LivecalcError):
+    """The request is malformed; optionally names the offending fields."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, message: str, violations: tuple[FieldViolation, ...] = ()) -> None:
+        super().__init__(message)
+        self.violations = violations
+
+    def details(self) -> str:
+        if not self.violations:
+            return self.message
+        fields = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        return f"{self.message} ({fields})"
+
+
+class NotFound(LivecalcError):
+    """A named resource (dataset, job, package) does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(LivecalcError):
+    """A resource with that name exists and overwriting was not asked for."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(LivecalcError):
+    """The system is not in a state the request needs (e.g. the dataset changed)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(LivecalcError):
+    """A limit was hit: memory cap, message size, quota."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceeded(LivecalcError):
+    """Work ran past its time limit and was stopped."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Cancelled(LivecalcError):
+    """Work was cancelled by its caller."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+class Unavailable(LivecalcError):
+    """A peer service could not be reached; retrying may help."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unauthenticated(LivecalcError):
+    """The caller presented no or invalid credentials."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(LivecalcError):
+    """The caller is known but may not do this."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unimplemented(LivecalcError):
+    """The method exists in the contract but is not built yet."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Internal(LivecalcError):
+    """An invariant broke inside the service (a bug, or a model that trapped)."""
+
+    code = grpc.StatusCode.INTERNAL

@@ -1,0 +1,181 @@
+"""The one server bootstrap every LiveCalc service runs on.
+
+`serve()` starts a grpc.aio server with the service's own servicers, the standard health
+service (overall, `liveness`, `readiness` and each service name), reflection listing every
+service, the metrics/error interceptor and a Prometheus /metrics endpoint, then waits for
+SIGTERM or SIGINT. Shutdown is graceful: health turns NOT_SERVING first, the server keeps
+answering for `drain_seconds` so probes and balancers see it, then in-flight RPCs get the
+rest of the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from threading import Thread
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import anyio
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from services.common.config import ServerConfig
+from services.common.interceptors import ServerInterceptor
+from services.common.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+HEALTH_NAMES = ("liveness", "readiness")
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One gRPC service to host: its full name and how to add its servicer to a server."""
+
+    name: str
+    add: Callable[[aio.Server], None]
+
+
+@dataclass
+class RunningServer:
+    """What `start_server` started; `stop()` shuts it all down gracefully."""
+
+    config: ServerConfig
+    server: aio.Server
+    health: HealthServicer
+    port: int
+    metrics_port: int | None
+    service_names: tuple[str, ...]
+    _metrics_http: tuple[WSGIServer, Thread] | None = field(default=None, repr=False)
+    _on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
+
+    async def stop(self) -> None:
+        """NOT_SERVING, drain, then stop with the remaining grace; idempotent."""
+        cfg = self.config
+        log.info("shutting down", extra={"fields": {"grace_s": cfg.grace_seconds, "drain_s": cfg.drain_seconds}})
+        await self.health.enter_graceful_shutdown()
+        if cfg.drain_seconds > 0:
+            await anyio.sleep(cfg.drain_seconds)
+        await self.server.stop(max(cfg.grace_seconds - cfg.drain_seconds, 0.0))
+        for hook in self._on_stop:
+            await hook()
+        if self._metrics_http is not None:
+            httpd, thread = self._metrics_http
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(timeout=2)
+            self._metrics_http = None
+        log.info("stopped")
+
+
+async def start_server(
+    config: ServerConfig,
+    bindings: Sequence[ServiceBinding],
+    *,
+    registry: CollectorRegistry | None = None,
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> RunningServer:
+    """Start the server and its metrics endpoint; return once it accepts RPCs."""
+    registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+    metrics = ServerMetrics.create(registry)
+    age_ms = int(config.max_connection_age_seconds * 1000)
+    server = aio.server(
+        interceptors=[ServerInterceptor(metrics)],
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.max_connection_age_ms", age_ms),
+            ("grpc.max_connection_age_grace_ms", int(config.grace_seconds * 1000)),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for binding in bindings:
+        binding.add(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    own = tuple(b.name for b in bindings)
+    names = (*own, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    try:
+        port = server.add_insecure_port(config.address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {config.address}: {exc}") from exc
+    if port == 0:
+        raise OSError(f"cannot listen on {config.address}: port in use or address unavailable")
+    metrics_http: tuple[WSGIServer, Thread] | None = None
+    metrics_port: int | None = None
+    if config.metrics_port is not None:
+        httpd, thread = start_http_server(config.metrics_port, addr=config.metrics_host, registry=registry)
+        metrics_http = (httpd, thread)
+        metrics_port = int(httpd.server_port)
+    await server.start()
+    for name in ("", *HEALTH_NAMES, *own):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    running = RunningServer(
+        config=config,
+        server=server,
+        health=health,
+        port=port,
+        metrics_port=metrics_port,
+        service_names=names,
+        _metrics_http=metrics_http,
+        _on_stop=on_stop,
+    )
+    log.info(
+        "serving",
+        extra={"fields": {"service": config.service, "address": f"{config.host}:{port}", "metrics_port": metrics_port}},
+    )
+    return running
+
+
+async def serve(
+    config: ServerConfig,
+    bindings: Sequence[ServiceBinding],
+    *,
+    registry: CollectorRegistry | None = None,
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+    stop_event: anyio.Event | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT (or `stop_event`), then shut down gracefully."""
+    running = await start_server(config, bindings, registry=registry, on_stop=on_stop)
+    stop = stop_event if stop_event is not None else anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("signal received", extra={"fields": {"signal": signal.Signals(signum).name}})
+                    stop.set()
+                    return
+
+        tg.start_soon(watch_signals)
+        await stop.wait()
+        tg.cancel_scope.cancel()
+    with anyio.CancelScope(shield=True):
+        await running.stop()
+
+
+def unimplemented_servicer(base: type[Any], service_name: str) -> Any:
+    """An instance of `base` whose every RPC answers UNIMPLEMENTED, naming the method.
+
+    Used for services whose contract is published before their implementation lands.
+    """
+
+    def make(method: str) -> Callable[..., Awaitable[None]]:
+        async def handler(self: Any, request: Any, context: aio.ServicerContext[Any, Any]) -> None:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{service_name}/{method} is not implemented yet in this LiveCalc release",
+            )
+
+        return handler
+
+    methods = {name: make(name) for name in dir(base) if not name.startswith("_") and name[0].isupper()}
+    return type(f"Unimplemented{base.__name__}", (base,), methods)()

@@ -1,0 +1,138 @@
+"""`livecalc up`: the embedded mesh — data, engine(s) and gateway as child processes.
+
+Each service runs as its own `livecalc serve` process (as it would in a cluster), with its
+output prefixed by its name. Ctrl-C or SIGTERM stops them all gracefully, gateway first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.config import DEFAULT_PORTS
+from services.common.errors import Unavailable
+
+
+@dataclass
+class Child:
+    """One service process of the mesh."""
+
+    label: str
+    address: str
+    proc: subprocess.Popen[bytes]
+
+
+def _pump(label: str, stream: IO[bytes]) -> None:
+    for line in iter(stream.readline, b""):
+        sys.stderr.write(f"[{label}] {line.decode(errors='replace')}")
+        sys.stderr.flush()
+
+
+def _wait_serving(child: Child, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(child.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if child.proc.poll() is not None:
+                raise Unavailable(f"{child.label} exited with code {child.proc.returncode} during start-up")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise Unavailable(f"{child.label} at {child.address} was not ready after {timeout:.0f}s")
+
+
+def _start(label: str, argv: list[str], env: dict[str, str], address: str) -> Child:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    assert proc.stdout is not None
+    threading.Thread(target=_pump, args=(label, proc.stdout), daemon=True).start()
+    return Child(label, address, proc)
+
+
+def run_mesh(args: argparse.Namespace) -> int:
+    """Start the mesh, wait for Ctrl-C/SIGTERM, stop it; returns the exit code."""
+    data_dir = Path(args.data_dir or os.environ.get("LIVECALC_DATA_DIR", ".livecalc")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LIVECALC_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    exe = [sys.executable, "-m", "services.cli", "serve"]
+    off = int(args.port_offset)
+    plan: list[tuple[str, list[str], str]] = []
+    data_port, data_metrics = (p + off for p in DEFAULT_PORTS["data"])
+    plan.append(
+        (
+            "data",
+            [
+                *exe,
+                "data",
+                "--port",
+                str(data_port),
+                "--metrics-port",
+                str(data_metrics),
+                "--root",
+                str(data_dir / "datasets"),
+            ],
+            f"127.0.0.1:{data_port}",
+        )
+    )
+    engine_port, engine_metrics = (p + off for p in DEFAULT_PORTS["engine"])
+    for i in range(int(args.engines)):
+        # Extra engines take ports above the default range of all three services.
+        port = engine_port if i == 0 else engine_port + 100 + i
+        metrics = engine_metrics if i == 0 else engine_metrics + 100 + i
+        label = "engine" if args.engines == 1 else f"engine-{i}"
+        plan.append((label, [*exe, "engine", "--port", str(port), "--metrics-port", str(metrics)], f"127.0.0.1:{port}"))
+    gw_port, gw_metrics = (p + off for p in DEFAULT_PORTS["gateway"])
+    plan.append(
+        (
+            "gateway",
+            [*exe, "gateway", "--port", str(gw_port), "--metrics-port", str(gw_metrics)],
+            f"127.0.0.1:{gw_port}",
+        )
+    )
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    children: list[Child] = []
+    try:
+        for label, argv, address in plan:
+            child = _start(label, argv, env, address)
+            children.append(child)
+            _wait_serving(child, timeout=60)
+        print(
+            "livecalc mesh is up: " + ", ".join(f"{c.label} {c.address}" for c in children) + " (Ctrl-C stops it)",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop.is_set():
+            if any(c.proc.poll() is not None for c in children):
+                dead = [c.label for c in children if c.proc.poll() is not None]
+                print(f"livecalc: error: {', '.join(dead)} exited; stopping the mesh", file=sys.stderr)
+                return 1
+            stop.wait(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for child in reversed(children):
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        for child in reversed(children):
+            try:
+                child.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()

@@ -1,0 +1,115 @@
+"""Shared test helpers: free loopback ports and services started as real OS processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_serving(address: str, timeout: float = 30.0, service: str = "") -> None:
+    """Block until the health service at `address` answers SERVING."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as exc:
+                last = exc
+            time.sleep(0.1)
+    raise TimeoutError(f"{address} not SERVING after {timeout}s (last error: {last})")
+
+
+@dataclass
+class ServiceProcess:
+    """`livecalc serve NAME` running as its own process on free loopback ports."""
+
+    name: str
+    port: int
+    metrics_port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    extra: Sequence[str] = field(default=())
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            raise
+
+
+def start_service(
+    name: str,
+    tmp: Path,
+    *,
+    extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    grace: float = 5.0,
+    wait: bool = True,
+) -> ServiceProcess:
+    """Start `livecalc serve NAME` on free ports and wait until it is SERVING."""
+    port, metrics_port = free_port(), free_port()
+    log_path = tmp / f"{name}-{port}.log"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "livecalc"),
+                "serve",
+                name,
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(metrics_port),
+                "--grace",
+                str(grace),
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=ROOT,
+        )
+    service = ServiceProcess(name, port, metrics_port, proc, log_path, extra)
+    if wait:
+        try:
+            wait_serving(service.address)
+        except TimeoutError:
+            proc.kill()
+            raise TimeoutError(f"{name} did not start:\n{service.log()}") from None
+    return service
