@@ -22,8 +22,6 @@ from services.common.metrics import RpcType, ServerMetrics
 
 log = logging.getLogger(__name__)
 
-_Handler = grpc.RpcMethodHandler[Any, Any]
-
 
 def _split_method(full: str) -> tuple[str, str]:
     """'/pkg.Service/Method' -> ('pkg.Service', 'Method')."""
@@ -87,9 +85,9 @@ class ServerInterceptor(aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         # The stubs type handlers for the sync server; under aio their behaviours are
         # coroutines and async generators, hence Any.
         handler: Any = await continuation(handler_call_details)

@@ -23,12 +23,13 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
 from services.common.config import ServerConfig
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import ServerMetrics
+from services.common.reflection import DocumentedReflectionServicer, load_documented_files
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,9 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     own = tuple(b.name for b in bindings)
     names = (*own, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        DocumentedReflectionServicer(names, load_documented_files()), server
+    )
     try:
         port = server.add_insecure_port(config.address)
     except RuntimeError as exc:

@@ -1,0 +1,83 @@
+# One entry point for everything: CI calls these same targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: help env node prometheus protos protos-check wasm lint fmt test test-fast run up bench clean
+
+help:
+	@echo "make run    - build everything and run the embedded mesh on localhost"
+	@echo "make test   - install what the tests need and run lint + the whole test suite"
+	@echo "make lint   - ruff, mypy strict on services/, buf lint, generated-code staleness"
+	@echo "make protos - regenerate gen/livecalc from protos/"
+	@echo "make wasm   - rebuild the WASM models from models/ with ziglang"
+	@echo "make bench  - engine benchmark (figures and ratios)"
+
+# The virtual environment, rebuilt when the dependency list changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+env: $(STAMP)
+
+# buf (lint) and azurite (Azure Blob emulator) come from npm, pinned by package-lock.json.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node: $(NODE_STAMP)
+
+# A real Prometheus for the scrape tests: Debian's package, installed when we are root.
+prometheus:
+	@if command -v prometheus >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		echo "installing Debian prometheus"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else echo "prometheus not installed and not root: the Prometheus scrape test will be skipped"; fi
+
+protos: env
+	$(PY) scripts/gen_protos.py
+
+protos-check: env
+	$(PY) scripts/gen_protos.py --check
+
+wasm: env
+	$(PY) models/build.py
+
+lint: env node
+	$(BIN)/ruff check services tests scripts models
+	$(BIN)/ruff format --check services tests scripts models
+	$(BIN)/mypy services
+	npx --no-install buf lint
+	$(PY) scripts/gen_protos.py --check
+
+fmt: env
+	$(BIN)/ruff check --fix services tests scripts models
+	$(BIN)/ruff format services tests scripts models
+
+# pytest exits 5 when it collected nothing; make treats that as the failure it is.
+test: env node prometheus lint
+	$(BIN)/pytest -q
+
+test-fast: env
+	$(BIN)/pytest -q -m "not slow"
+
+up: env
+	$(BIN)/livecalc up
+
+run: env node
+	$(BIN)/livecalc run
+
+bench: env
+	$(BIN)/livecalc bench engine
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .livecalc
