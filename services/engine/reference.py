@@ -1,0 +1,370 @@
+"""Numpy reference implementations of the shipped model's nodes: ``python://esg`` and ``python://term_life``.
+
+They follow MODEL.md formula by formula and serve as the cross-check of the ``wasm://`` nodes
+(agreement to 1e-9 relative, not bitwise: libm differs) and, with one base scenario and
+lifelib's sample assumptions, reproduce lifelib basiclife BasicTerm_S.
+
+Vectorization: the scenario generator loops over months, vectorized over scenarios; the
+projection loops over months, vectorized over policies × scenarios (policies are processed in
+groups to bound memory). Sums over months run in month order, as lifelib's do.
+
+Also here: the reference summation order of the portfolio (``block_partials``,
+``fold_blocks``) that every engine must reproduce bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from services.engine.model_inputs import F64, Assumptions, ModelInputError, Policies, ScenarioParams, Violation
+
+U64 = npt.NDArray[np.uint64]
+
+BLOCK_SIZE: Final = 1024
+"""B: policies per block in the reference summation order (MODEL.md "Aggregation")."""
+
+_GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
+_MIX_M1: Final = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_M2: Final = np.uint64(0x94D049BB133111EB)
+_LOW32: Final = np.uint64(0xFFFFFFFF)
+_TWO_POW_M53: Final = 2.0**-53
+
+_MAX_CELLS_PER_GROUP: Final = 1 << 20
+"""Policies × scenarios projected at once (bounds the memory of one group to a few MiB per array)."""
+
+
+# ---------------------------------------------------------------------------
+# python://esg — counter-based normals and the Ornstein–Uhlenbeck shock
+
+
+def mix(z: U64) -> U64:
+    """SplitMix64 finalizer, mod 2^64.
+
+    z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31
+    """
+    z = z ^ (z >> np.uint64(30))
+    z = z * _MIX_M1
+    z = z ^ (z >> np.uint64(27))
+    z = z * _MIX_M2
+    return z ^ (z >> np.uint64(31))
+
+
+def random_bits(seed: int, scenarios: U64, counters: U64) -> U64:
+    """bits(seed, s, k) = mix(mix(seed) ^ mix(((s mod 2^32) << 32 | (k mod 2^32)) + 0x9E3779B97F4A7C15)).
+
+    ``scenarios`` and ``counters`` broadcast against each other.
+    """
+    seed_mixed = mix(np.array([seed], dtype=np.uint64))
+    counter = ((scenarios & _LOW32) << np.uint64(32)) | (counters & _LOW32)
+    return mix(seed_mixed ^ mix(counter + _GOLDEN))
+
+
+def uniforms(seed: int, scenarios: U64, counters: U64) -> F64:
+    """U(seed, s, k) = ((bits >> 11) + 0.5)·2^−53, in (0, 1)."""
+    bits = random_bits(seed, scenarios, counters)
+    return ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * _TWO_POW_M53
+
+
+def normals(seed: int, scenarios: npt.ArrayLike, count: int) -> F64:
+    """Z_s(m) for m = 0 … count−1, shape (len(scenarios), count), by Box–Muller on counter pairs.
+
+    Pair j = ⌊m/2⌋: u1 = U(seed, s, 2j), u2 = U(seed, s, 2j+1), ρ = sqrt(−2 ln u1);
+    Z_s(2j) = ρ·cos(2π·u2), Z_s(2j+1) = ρ·sin(2π·u2).
+    """
+    s = np.asarray(scenarios, dtype=np.uint64).reshape(-1, 1)
+    pairs = (count + 1) // 2
+    j = np.arange(pairs, dtype=np.uint64).reshape(1, -1)
+    u1 = uniforms(seed, s, np.uint64(2) * j)
+    u2 = uniforms(seed, s, np.uint64(2) * j + np.uint64(1))
+    rho = np.sqrt(-2.0 * np.log(u1))
+    angle = 2.0 * np.pi * u2
+    z = np.empty((s.shape[0], 2 * pairs), dtype=np.float64)
+    z[:, 0::2] = rho * np.cos(angle)
+    z[:, 1::2] = rho * np.sin(angle)
+    return z[:, :count]
+
+
+def ou_phi(a: float) -> float:
+    """φ = exp(−a/12): the monthly autoregression of the Ornstein–Uhlenbeck shock."""
+    return float(np.exp(-a / 12.0))
+
+
+def ou_sigma_mth(a: float, sigma: float) -> float:
+    """σ_m = σ·sqrt((1 − φ²)/(2a)): the standard deviation of one month's innovation."""
+    phi = ou_phi(a)
+    return float(sigma * np.sqrt((1.0 - phi * phi) / (2.0 * a)))
+
+
+def scenario_indices(params: ScenarioParams, scenarios: npt.ArrayLike | None = None) -> npt.NDArray[np.int64]:
+    """The scenario indices to generate: all (0 … N−1) by default, or the subset given, validated."""
+    if scenarios is None:
+        return np.arange(params.count, dtype=np.int64)
+    idx = np.asarray(scenarios, dtype=np.int64).reshape(-1)
+    bad = np.flatnonzero((idx < 0) | (idx >= params.count))
+    if bad.size:
+        raise ModelInputError(
+            "scenario selection",
+            [Violation("scenarios", f"index {int(idx[i])} is not in 0..{params.count - 1}") for i in bad],
+        )
+    return idx
+
+
+def esg(params: ScenarioParams, months: int, scenarios: npt.ArrayLike | None = None) -> F64:
+    """r_s(m), the short-rate shock of scenario s at month m, shape (len(scenarios), months).
+
+    r_s(0) = 0; r_s(m+1) = φ·r_s(m) + σ_m·Z_s(m); with include_base, r_0 ≡ 0. A row depends only
+    on (seed, a, σ, include_base, s): any subset of scenarios gives identical rows.
+    """
+    if months < 0:
+        raise ModelInputError("scenario request", [Violation("months", f"must be ≥ 0, got {months}")])
+    idx = scenario_indices(params, scenarios)
+    shocks = np.zeros((idx.size, months), dtype=np.float64)
+    if months < 2 or idx.size == 0:
+        return shocks
+    z = normals(params.seed, idx, months - 1)
+    phi, sigma_m = ou_phi(params.a), ou_sigma_mth(params.a, params.sigma)
+    for m in range(months - 1):
+        shocks[:, m + 1] = phi * shocks[:, m] + sigma_m * z[:, m]
+    if params.include_base:
+        shocks[idx == 0, :] = 0.0
+    return shocks
+
+
+# ---------------------------------------------------------------------------
+# python://term_life — per-policy present values under each scenario
+
+
+@dataclass(frozen=True, eq=False)
+class TermLifePVs:
+    """Per-policy present values, each of shape (policies, scenarios), and the premium used."""
+
+    premiums: F64
+    claims: F64
+    expenses: F64
+    commissions: F64
+    net_cf: F64
+    premium_pp: F64
+
+
+def projection_months(policies: Policies) -> npt.NDArray[np.int64]:
+    """M = 12·policy_term − duration_mth: months projected per policy (in force after that: matured)."""
+    return 12 * policies.policy_term.astype(np.int64) - policies.duration_mth
+
+
+def q_mth_table(assumptions: Assumptions) -> F64:
+    """q_mth by [female, age − min age, select duration]: 1 − (1 − min(1, q·sexfactor))^(1/12).
+
+    sexfactor is 1 for males and the female multiplier for females.
+    """
+    factor = np.array([1.0, assumptions.female_multiplier]).reshape(2, 1, 1)
+    q: F64 = 1.0 - (1.0 - np.minimum(1.0, assumptions.mortality[None, :, :] * factor)) ** (1.0 / 12.0)
+    return q
+
+
+def lapse_mth_base(assumptions: Assumptions) -> F64:
+    """l_base by policy year: 1 − (1 − lapse[y])^(1/12) (the last year's rate carries forward)."""
+    rates: F64 = 1.0 - (1.0 - assumptions.lapse) ** (1.0 / 12.0)
+    return rates
+
+
+def disc_factors_base(assumptions: Assumptions, months: int) -> F64:
+    """DF0(t) = (1 + ((1 + z[⌊t/12⌋])^(1/12) − 1))^(−t), lifelib's form, for t = 0 … months−1."""
+    t = np.arange(months)
+    disc_rate_mth = (1.0 + assumptions.curve[t // 12]) ** (1.0 / 12.0) - 1.0
+    factors: F64 = (1.0 + disc_rate_mth) ** (-t.astype(np.float64))
+    return factors
+
+
+def disc_factors(assumptions: Assumptions, shocks: F64) -> F64:
+    """DF_s(t) = DF0(t)·exp(−Σ_{m<t} r_s(m)/12), shape (scenarios, months); the shock sum runs in month order."""
+    months = shocks.shape[1]
+    cum = np.zeros_like(shocks)
+    if months > 1:
+        np.cumsum(shocks[:, :-1], axis=1, out=cum[:, 1:])  # sequential, so Σ_{m<t} in month order
+    factors: F64 = disc_factors_base(assumptions, months)[None, :] * np.exp(-cum / 12.0)
+    return factors
+
+
+def inflation_factor(assumptions: Assumptions, months: int) -> F64:
+    """(1 + infl)^(t/12) for t = 0 … months−1."""
+    factor: F64 = (1.0 + assumptions.inflation) ** (np.arange(months) / 12.0)
+    return factor
+
+
+def dynamic_lapse_factor(assumptions: Assumptions, shock: F64) -> F64:
+    """dl(t, s) = clamp(1 + β·r_s(t), lo, hi)."""
+    factor: F64 = np.clip(1.0 + assumptions.dyn_lapse_beta * shock, assumptions.dyn_lapse_lo, assumptions.dyn_lapse_hi)
+    return factor
+
+
+@dataclass(frozen=True, eq=False)
+class _PolicyRates:
+    """Per-policy rates of one group at month t (vectors over the group's policies)."""
+
+    q_mth: F64
+    lapse_mth: F64
+    first_year: npt.NDArray[np.bool_]
+    new_business: npt.NDArray[np.bool_]
+    in_force: npt.NDArray[np.bool_]
+
+
+def _rates_at(t: int, policies: Policies, assumptions: Assumptions, q_table: F64, lapse_table: F64) -> _PolicyRates:
+    """q_mth(t), l_base(t) and the month's flags per policy: dm = duration_mth + t, y = ⌊dm/12⌋, x = age + y."""
+    dm = policies.duration_mth.astype(np.int64) + t
+    y = dm // 12
+    row = np.clip(policies.age_at_entry + y - assumptions.mortality_min_age, 0, q_table.shape[1] - 1)
+    col = np.minimum(y, assumptions.select_period)
+    return _PolicyRates(
+        q_mth=q_table[policies.female, row, col],
+        lapse_mth=lapse_table[np.minimum(y, lapse_table.size - 1)],
+        first_year=y == 0,
+        new_business=dm == 0,
+        in_force=t < projection_months(policies),
+    )
+
+
+def net_premium_pp(policies: Policies, assumptions: Assumptions) -> F64:
+    """net = Σ_t claims(t)·DF0(t) / Σ_t pols(t)·DF0(t), on the base curve with dl ≡ 1, per policy.
+
+    claims(t) = sum_assured·deaths(t); projected from t = 0 (meaningful for duration_mth = 0).
+    """
+    months = int(projection_months(policies).max(initial=0))
+    df0 = disc_factors_base(assumptions, months)
+    q_table, lapse_table = q_mth_table(assumptions), lapse_mth_base(assumptions)
+    pols = policies.policy_count.copy()
+    pv_claims = np.zeros(len(policies))
+    pv_pols = np.zeros(len(policies))
+    for t in range(months):
+        r = _rates_at(t, policies, assumptions, q_table, lapse_table)
+        pols = np.where(r.in_force, pols, 0.0)
+        deaths = pols * r.q_mth
+        lapses = (pols - deaths) * np.minimum(1.0, r.lapse_mth)
+        pv_claims += policies.sum_assured * deaths * df0[t]
+        pv_pols += pols * df0[t]
+        pols = pols - deaths - lapses
+    with np.errstate(invalid="ignore", divide="ignore"):
+        net: F64 = pv_claims / pv_pols
+    return net
+
+
+def premium_pp(policies: Policies, assumptions: Assumptions) -> F64:
+    """Monthly premium per policy: the given premium_pp, or for the rows that compute it
+    round(100·(1 + loading)·net)/100 with Python's round (half to even, as np.rint).
+
+    Computed on one policy (policy_count 1): the premium per policy does not depend on the count.
+    """
+    given = policies.premium_pp.copy()
+    rows = np.flatnonzero(policies.computes_premium)
+    if rows.size:
+        unit = policies.take(rows)
+        unit = Policies(
+            policy_id=unit.policy_id, age_at_entry=unit.age_at_entry, female=unit.female,
+            policy_term=unit.policy_term, policy_count=np.ones(rows.size), sum_assured=unit.sum_assured,
+            duration_mth=unit.duration_mth, premium_pp=unit.premium_pp,
+        )  # fmt: skip
+        net = net_premium_pp(unit, assumptions)
+        given[rows] = np.rint(100.0 * ((1.0 + assumptions.premium_loading) * net)) / 100.0
+    return given
+
+
+def term_life(policies: Policies, assumptions: Assumptions, shocks: F64) -> TermLifePVs:
+    """Per-policy PVs of premiums, claims, expenses, commissions and pv_net_cf under each scenario.
+
+    ``shocks`` is the esg output r_s(t), shape (scenarios, ≥ max M). For each policy, month t < M:
+    deaths = pols·q_mth, lapses = (pols − deaths)·min(1, l_base·dl), pols ← pols − deaths − lapses;
+    premiums = premium_pp·pols, claims = sum_assured·deaths,
+    expenses = acq·policy_count·[dm = 0] + pols·maint/12·(1 + infl)^(t/12),
+    commissions = comm_rate·premiums·[y = 0]; PV_X = Σ_t X·DF_s(t) in month order;
+    pv_net_cf = PV_premiums − PV_claims − PV_expenses − PV_commissions.
+    """
+    assumptions.check_covers(policies)
+    months = int(projection_months(policies).max(initial=0))
+    shocks = np.asarray(shocks, dtype=np.float64)
+    if shocks.ndim != 2 or shocks.shape[1] < months:
+        raise ModelInputError(
+            "scenarios", [Violation("shocks", f"need shape (scenarios, ≥ {months}), got {shocks.shape}")]
+        )
+    shocks = shocks[:, :months]
+    n_pol, n_scen = len(policies), shocks.shape[0]
+    prem_pp = premium_pp(policies, assumptions)
+    pvs = {name: np.zeros((n_pol, n_scen)) for name in ("premiums", "claims", "expenses", "commissions")}
+    df = disc_factors(assumptions, shocks)
+    dl = dynamic_lapse_factor(assumptions, shocks)
+    group = max(1, _MAX_CELLS_PER_GROUP // max(1, n_scen))
+    for start in range(0, n_pol, group):
+        rows = slice(start, min(start + group, n_pol))
+        part = _project_group(policies.take(np.arange(rows.start, rows.stop)), prem_pp[rows], assumptions, df, dl)
+        for name, values in part.items():
+            pvs[name][rows] = values
+    net_cf = pvs["premiums"] - pvs["claims"] - pvs["expenses"] - pvs["commissions"]
+    prem_pp.setflags(write=False)
+    return TermLifePVs(net_cf=net_cf, premium_pp=prem_pp, **pvs)
+
+
+def _project_group(policies: Policies, prem_pp: F64, assumptions: Assumptions, df: F64, dl: F64) -> dict[str, F64]:
+    """Project one group of policies under all scenarios: month loop over (policies, scenarios) arrays."""
+    n_pol, n_scen = len(policies), df.shape[0]
+    months = int(projection_months(policies).max(initial=0))
+    q_table, lapse_table = q_mth_table(assumptions), lapse_mth_base(assumptions)
+    infl = inflation_factor(assumptions, months)
+    pols = np.repeat(policies.policy_count[:, None], n_scen, axis=1)
+    pv = {name: np.zeros((n_pol, n_scen)) for name in ("premiums", "claims", "expenses", "commissions")}
+    for t in range(months):
+        r = _rates_at(t, policies, assumptions, q_table, lapse_table)
+        pols[~r.in_force] = 0.0  # matured: no cash flow from here on
+        deaths = pols * r.q_mth[:, None]
+        lapses = (pols - deaths) * np.minimum(1.0, r.lapse_mth[:, None] * dl[None, :, t])
+        premiums = prem_pp[:, None] * pols
+        claims = policies.sum_assured[:, None] * deaths
+        acquisition = np.where(r.new_business, assumptions.expense_acq * policies.policy_count, 0.0)
+        expenses = acquisition[:, None] + pols * assumptions.expense_maint / 12.0 * infl[t]
+        commissions = np.where(r.first_year[:, None], assumptions.commission_rate * premiums, 0.0)
+        df_t = df[None, :, t]
+        pv["premiums"] += premiums * df_t
+        pv["claims"] += claims * df_t
+        pv["expenses"] += expenses * df_t
+        pv["commissions"] += commissions * df_t
+        pols = pols - deaths - lapses
+    return pv
+
+
+# ---------------------------------------------------------------------------
+# The reference summation order
+
+
+def block_partials(values: F64, block_size: int = BLOCK_SIZE) -> F64:
+    """Per-block sums over policies, shape (blocks, scenarios), for per-policy ``values`` (policies, scenarios).
+
+    partial[b] = (((0 + v[bB]) + v[bB+1]) + …) + v[bB+B−1]: a sequential fold in row order
+    starting from +0.0 (np.sum's pairwise order would not do).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"values must be (policies, scenarios), got shape {values.shape}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be ≥ 1, got {block_size}")
+    n_blocks = -(-values.shape[0] // block_size)
+    partials = np.zeros((n_blocks, values.shape[1]), dtype=np.float64)
+    for b in range(n_blocks):
+        acc = partials[b]
+        for row in values[b * block_size : (b + 1) * block_size]:
+            acc += row
+    return partials
+
+
+def fold_blocks(partials: F64) -> F64:
+    """Portfolio value per scenario: the left fold of block partials in block order, from +0.0."""
+    partials = np.asarray(partials, dtype=np.float64)
+    total = np.zeros(partials.shape[1], dtype=np.float64)
+    for partial in partials:
+        total += partial
+    return total
+
+
+def portfolio(values: F64, block_size: int = BLOCK_SIZE) -> F64:
+    """Portfolio value per scenario in the reference order: fold_blocks(block_partials(values))."""
+    return fold_blocks(block_partials(values, block_size))
