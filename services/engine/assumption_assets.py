@@ -228,8 +228,9 @@ def lifelib_sample_assumptions() -> Assumptions:
     years = [int(y) for y in disc.index]
     if years != list(range(len(years))):
         raise ValueError("lifelib's disc_rate_ann years do not run 0, 1, …")
-    # lapse max(0.1 − 0.02·y, 0.02) is 0.02 from year 4 on; the last value is carried forward
-    lapse = [max(0.1 - 0.02 * y, 0.02) for y in range(5)]
+    # lapse max(0.1 − 0.02·y, 0.02) in floats: y = 4 gives 0.020000000000000004, y ≥ 5 gives 0.02,
+    # which is then carried forward
+    lapse = [max(0.1 - 0.02 * y, 0.02) for y in range(6)]
     return Assumptions(
         mortality=mort.to_numpy(dtype=np.float64),
         mortality_min_age=ages[0],
