@@ -31,13 +31,13 @@ def _split_method(full: str) -> tuple[str, str]:
 
 
 def _code_name(code: grpc.StatusCode | None) -> str:
-    # go-grpc-prometheus labels codes in CamelCase ("OK", "InvalidArgument", …).
-    if code is None:
+    # go-grpc-prometheus labels codes as Go's codes.Code.String() does: "OK", "Canceled",
+    # "InvalidArgument", … (Go spells CANCELLED with one L).
+    if code is None or code == grpc.StatusCode.OK:
         return "OK"
-    name: str = code.name
-    if name == "OK":
-        return "OK"
-    return "".join(part.capitalize() for part in name.split("_"))
+    if code == grpc.StatusCode.CANCELLED:
+        return "Canceled"
+    return "".join(part.capitalize() for part in code.name.split("_"))
 
 
 class _Call:

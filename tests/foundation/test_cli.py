@@ -1,0 +1,82 @@
+"""The `livecalc` command: clear one-line errors, and `up` runs and stops the mesh."""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from services.common.config import DEFAULT_PORTS
+from tests.support import ROOT, VENV_BIN, wait_serving
+
+LIVECALC = str(VENV_BIN / "livecalc")
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LIVECALC, *args], capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT)
+
+
+def test_help_lists_the_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("serve", "up", "bench"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("serve", "data", "--port", "70000", "--metrics-port", "-1"), "port must be in 0..65535"),
+        (("serve", "gateway", "--host", "203.0.113.7", "--port", "0", "--metrics-port", "-1"), "cannot listen"),
+    ],
+)
+def test_bad_flags_give_one_clear_line(args: tuple[str, ...], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("livecalc: error:"), result.stderr
+    assert message in lines[-1]
+    assert "Traceback" not in result.stderr
+
+
+def _ports_free(offset: int) -> bool:
+    ports = [p + offset for pair in DEFAULT_PORTS.values() for p in pair]
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+@pytest.mark.slow
+def test_up_starts_all_three_and_stops_on_sigint(tmp_path: Path) -> None:
+    offset = next(o for o in random.sample(range(1000, 15000), 50) if _ports_free(o))
+    proc = subprocess.Popen(
+        [LIVECALC, "up", "--data-dir", str(tmp_path / "data"), "--port-offset", str(offset)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        for name in ("data", "engine", "gateway"):
+            wait_serving(f"127.0.0.1:{DEFAULT_PORTS[name][0] + offset}", timeout=60)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "livecalc mesh is up" in text
+    for name in ("data", "engine", "gateway"):
+        assert f"[{name}]" in text and "stopped" in text
+    with socket.socket() as s:  # the gateway's port is free again: nothing was left behind
+        s.bind(("127.0.0.1", DEFAULT_PORTS["gateway"][0] + offset))
