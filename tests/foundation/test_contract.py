@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from google.protobuf import descriptor_pb2
@@ -49,7 +50,7 @@ SERVICES = [
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.full_name)
-def test_one_request_and_response_per_rpc(service) -> None:
+def test_one_request_and_response_per_rpc(service: Any) -> None:
     for method in service.methods:
         assert method.input_type.name == f"{method.name}Request"
         assert method.output_type.name == f"{method.name}Response"
@@ -67,5 +68,5 @@ def test_every_livecalc_element_is_documented() -> None:
             assert (4, i) in commented, f"{name}: message {message.name} has no comment"
             for j, field in enumerate(message.field):
                 assert (4, i, 2, j) in commented, f"{name}: {message.name}.{field.name} has no comment"
-        for i, enum in enumerate(proto.enum_type):
+        for enum in proto.enum_type:
             assert enum.value[0].name.endswith("_UNSPECIFIED") and enum.value[0].number == 0
