@@ -73,8 +73,10 @@ test-fast: env
 up: env
 	$(BIN)/livecalc up
 
+# The embedded mesh in the foreground; the job demo joins it when the gateway's job
+# machinery lands.
 run: env node
-	$(BIN)/livecalc run
+	$(BIN)/livecalc up
 
 bench: env
 	$(BIN)/livecalc bench engine
