@@ -206,7 +206,7 @@ class _PolicyRates:
     """Per-policy rates of one group at month t (vectors over the group's policies)."""
 
     q_mth: F64
-    lapse_mth: F64
+    lapse_base: F64
     first_year: npt.NDArray[np.bool_]
     new_business: npt.NDArray[np.bool_]
     in_force: npt.NDArray[np.bool_]
@@ -220,7 +220,7 @@ def _rates_at(t: int, policies: Policies, assumptions: Assumptions, q_table: F64
     col = np.minimum(y, assumptions.select_period)
     return _PolicyRates(
         q_mth=q_table[policies.female, row, col],
-        lapse_mth=lapse_table[np.minimum(y, lapse_table.size - 1)],
+        lapse_base=lapse_table[np.minimum(y, lapse_table.size - 1)],
         first_year=y == 0,
         new_business=dm == 0,
         in_force=t < projection_months(policies),
@@ -241,11 +241,11 @@ def net_premium_pp(policies: Policies, assumptions: Assumptions) -> F64:
     for t in range(months):
         r = _rates_at(t, policies, assumptions, q_table, lapse_table)
         pols = np.where(r.in_force, pols, 0.0)
-        deaths = pols * r.q_mth
-        lapses = (pols - deaths) * np.minimum(1.0, r.lapse_mth)
-        pv_claims += policies.sum_assured * deaths * df0[t]
+        deaths = pols_death(pols, r.q_mth)
+        lapses = pols_lapse(pols, deaths, lapse_mth(r.lapse_base, np.ones(1)))
+        pv_claims += claims(policies.sum_assured, deaths) * df0[t]
         pv_pols += pols * df0[t]
-        pols = pols - deaths - lapses
+        pols = pols_if_next(pols, deaths, lapses)
     with np.errstate(invalid="ignore", divide="ignore"):
         net: F64 = pv_claims / pv_pols
     return net
@@ -300,36 +300,92 @@ def term_life(policies: Policies, assumptions: Assumptions, shocks: F64) -> Term
         part = _project_group(policies.take(np.arange(rows.start, rows.stop)), prem_pp[rows], assumptions, df, dl)
         for name, values in part.items():
             pvs[name][rows] = values
-    net_cf = pvs["premiums"] - pvs["claims"] - pvs["expenses"] - pvs["commissions"]
+    net_cf = pv_net_cf(pvs["premiums"], pvs["claims"], pvs["expenses"], pvs["commissions"])
     prem_pp.setflags(write=False)
     return TermLifePVs(net_cf=net_cf, premium_pp=prem_pp, **pvs)
 
 
 def _project_group(policies: Policies, prem_pp: F64, assumptions: Assumptions, df: F64, dl: F64) -> dict[str, F64]:
     """Project one group of policies under all scenarios: month loop over (policies, scenarios) arrays."""
+    a = assumptions
     n_pol, n_scen = len(policies), df.shape[0]
     months = int(projection_months(policies).max(initial=0))
-    q_table, lapse_table = q_mth_table(assumptions), lapse_mth_base(assumptions)
-    infl = inflation_factor(assumptions, months)
-    pols = np.repeat(policies.policy_count[:, None], n_scen, axis=1)
+    q_table, lapse_table = q_mth_table(a), lapse_mth_base(a)
+    infl = inflation_factor(a, months)
+    count, sum_assured = policies.policy_count[:, None], policies.sum_assured[:, None]
+    pols = np.repeat(count, n_scen, axis=1)
     pv = {name: np.zeros((n_pol, n_scen)) for name in ("premiums", "claims", "expenses", "commissions")}
     for t in range(months):
-        r = _rates_at(t, policies, assumptions, q_table, lapse_table)
+        r = _rates_at(t, policies, a, q_table, lapse_table)
         pols[~r.in_force] = 0.0  # matured: no cash flow from here on
-        deaths = pols * r.q_mth[:, None]
-        lapses = (pols - deaths) * np.minimum(1.0, r.lapse_mth[:, None] * dl[None, :, t])
-        premiums = prem_pp[:, None] * pols
-        claims = policies.sum_assured[:, None] * deaths
-        acquisition = np.where(r.new_business, assumptions.expense_acq * policies.policy_count, 0.0)
-        expenses = acquisition[:, None] + pols * assumptions.expense_maint / 12.0 * infl[t]
-        commissions = np.where(r.first_year[:, None], assumptions.commission_rate * premiums, 0.0)
-        df_t = df[None, :, t]
-        pv["premiums"] += premiums * df_t
-        pv["claims"] += claims * df_t
-        pv["expenses"] += expenses * df_t
-        pv["commissions"] += commissions * df_t
-        pols = pols - deaths - lapses
+        deaths = pols_death(pols, r.q_mth[:, None])
+        lapses = pols_lapse(pols, deaths, lapse_mth(r.lapse_base[:, None], dl[None, :, t]))
+        prem = premiums(prem_pp[:, None], pols)
+        cash_flows = {
+            "premiums": prem,
+            "claims": claims(sum_assured, deaths),
+            "expenses": expenses(a, count, r.new_business[:, None], pols, infl[t]),
+            "commissions": commissions(a, prem, r.first_year[:, None]),
+        }
+        for name, cf in cash_flows.items():
+            pv[name] += cf * df[None, :, t]
+        pols = pols_if_next(pols, deaths, lapses)
     return pv
+
+
+def lapse_mth(l_base: F64, dl: F64) -> F64:
+    """l_mth(t, s) = min(1, l_base(t)·dl(t, s))."""
+    rate: F64 = np.minimum(1.0, l_base * dl)
+    return rate
+
+
+def pols_death(pols: F64, q_mth: F64) -> F64:
+    """deaths(t) = pols(t)·q_mth(t)."""
+    deaths: F64 = pols * q_mth
+    return deaths
+
+
+def pols_lapse(pols: F64, deaths: F64, l_mth: F64) -> F64:
+    """lapses(t) = (pols(t) − deaths(t))·l_mth(t, s)."""
+    lapses: F64 = (pols - deaths) * l_mth
+    return lapses
+
+
+def pols_if_next(pols: F64, deaths: F64, lapses: F64) -> F64:
+    """pols(t+1) = pols(t) − deaths(t) − lapses(t) (policies in force at t = M mature)."""
+    nxt: F64 = pols - deaths - lapses
+    return nxt
+
+
+def premiums(prem_pp: F64, pols: F64) -> F64:
+    """premiums(t) = premium_pp·pols(t)."""
+    cf: F64 = prem_pp * pols
+    return cf
+
+
+def claims(sum_assured: F64, deaths: F64) -> F64:
+    """claims(t) = sum_assured·deaths(t)."""
+    cf: F64 = sum_assured * deaths
+    return cf
+
+
+def expenses(a: Assumptions, policy_count: F64, new_business: npt.NDArray[np.bool_], pols: F64, infl: float) -> F64:
+    """expenses(t) = acq·policy_count·[dm = 0] + pols(t)·maint/12·(1 + infl)^(t/12); ``infl`` is the factor."""
+    acquisition = np.where(new_business, a.expense_acq * policy_count, 0.0)
+    cf: F64 = acquisition + pols * a.expense_maint / 12.0 * infl
+    return cf
+
+
+def commissions(a: Assumptions, premiums: F64, first_year: npt.NDArray[np.bool_]) -> F64:
+    """commissions(t) = comm_rate·premiums(t)·[y = 0]."""
+    cf: F64 = np.where(first_year, a.commission_rate * premiums, 0.0)
+    return cf
+
+
+def pv_net_cf(pv_premiums: F64, pv_claims: F64, pv_expenses: F64, pv_commissions: F64) -> F64:
+    """pv_net_cf = PV_premiums − PV_claims − PV_expenses − PV_commissions."""
+    net: F64 = pv_premiums - pv_claims - pv_expenses - pv_commissions
+    return net
 
 
 # ---------------------------------------------------------------------------
