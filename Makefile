@@ -30,7 +30,9 @@ env: $(STAMP)
 
 # buf (lint) and azurite (Azure Blob emulator) come from npm, pinned by package-lock.json.
 $(NODE_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	# `npm ci` rejects this lock over the platform-specific optional packages of buf that
+	# npm 11 leaves out of it; `npm install` honours the locked versions all the same.
+	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 node: $(NODE_STAMP)
