@@ -29,9 +29,9 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 # buf (lint) and azurite (Azure Blob emulator) come from npm, pinned by package-lock.json.
+# `npm ci` rejects this lock over the platform-specific optional packages of buf that npm 11
+# leaves out of it; `npm install` honours the locked versions all the same.
 $(NODE_STAMP): package.json package-lock.json
-	# `npm ci` rejects this lock over the platform-specific optional packages of buf that
-	# npm 11 leaves out of it; `npm install` honours the locked versions all the same.
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
