@@ -1,0 +1,124 @@
+"""Build the shipped WASM models from C with the PyPI ``ziglang`` toolchain (``make wasm``).
+
+Each model is one C file compiled to a wasm32 reactor module that imports the shared memory
+``env.memory`` and nothing else (no WASI: the engine's sandbox refuses any other import).
+Every model gets its own static-data address (``--global-base``) so that several models can
+import the same memory without their data overlapping; the host places its buffers above
+the highest ``__heap_base``. The output is reproducible: ``tests/engine/test_wasm_build.py``
+rebuilds into a temporary directory and compares SHA-256 with the committed binaries.
+
+Usage: ``python models/build.py [--out DIR] [--check]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS_DIR = Path(__file__).resolve().parent
+WASM_DIR = MODELS_DIR / "wasm"
+INCLUDE_DIR = MODELS_DIR / "include"
+
+MAX_MEMORY = 65535 * 65536
+"""The memory import's declared maximum (65535 pages, just under 4 GiB); the host picks the real cap."""
+
+STATIC_REGION = 64 * 1024
+"""Bytes of static data (data, bss, the module's own small stack) each model may use."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model: its C source and the address of its static data in the shared memory."""
+
+    name: str
+    global_base: int
+
+    @property
+    def source(self) -> Path:
+        return MODELS_DIR / f"{self.name}.c"
+
+
+MODELS = (
+    ModelSource("esg", global_base=1 * STATIC_REGION),
+    ModelSource("term_life", global_base=2 * STATIC_REGION),
+)
+
+WASM_FLAGS = (
+    "-target",
+    "wasm32-wasi",
+    "-O3",
+    "-msimd128",
+    "-matomics",
+    "-mbulk-memory",
+    "-mexec-model=reactor",
+    "-ffp-contract=off",
+    "-s",
+    "-Wl,--no-entry",
+    "-Wl,--import-memory",
+    "-Wl,--shared-memory",
+    f"-Wl,--max-memory={MAX_MEMORY}",
+    "-Wl,--export=__stack_pointer",
+    "-Wl,--export=__heap_base",
+    "-Wl,--export=__data_end",
+    "-Wl,--export=__global_base",
+    "-z",
+    "stack-size=8192",
+)
+
+
+def wasm_command(model: ModelSource, out: Path) -> list[str]:
+    """The compiler command line that builds ``model`` into ``out``."""
+    return [
+        sys.executable,
+        "-m",
+        "ziglang",
+        "cc",
+        *WASM_FLAGS,
+        f"-Wl,--global-base={model.global_base}",
+        f"-I{INCLUDE_DIR}",
+        str(model.source),
+        "-o",
+        str(out),
+    ]
+
+
+def build(out_dir: Path = WASM_DIR) -> dict[str, Path]:
+    """Compile every model into ``out_dir``/<name>.wasm; returns name → path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    built: dict[str, Path] = {}
+    for model in MODELS:
+        out = out_dir / f"{model.name}.wasm"
+        subprocess.run(wasm_command(model, out), check=True, cwd=MODELS_DIR)
+        built[model.name] = out
+    return built
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=WASM_DIR, help="output directory (default models/wasm)")
+    parser.add_argument("--check", action="store_true", help="build into --out and compare with models/wasm")
+    args = parser.parse_args(argv)
+    built = build(args.out)
+    stale = []
+    for name, path in built.items():
+        digest = sha256(path)
+        print(f"{name}: {path} sha256={digest}")
+        committed = WASM_DIR / f"{name}.wasm"
+        if args.check and (not committed.exists() or sha256(committed) != digest):
+            stale.append(name)
+    if stale:
+        print(f"stale committed models (run `make wasm`): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

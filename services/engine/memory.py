@@ -1,0 +1,167 @@
+"""The engine's linear memory: one wasmtime SharedMemory (or, for the native baseline, one
+numpy buffer) that holds every input, bus buffer and output of a run.
+
+`EngineMemory` documents and enforces the layout; see its docstring.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import wasmtime
+
+from services.engine.errors import EngineClosed, ModelMemoryExceeded
+from services.engine.layout import ALIGN, Region, align_up
+from services.engine.runtime import PAGE, Runtime
+from services.engine.shared_memory import FixedSharedMemory
+
+STATIC_LIMIT = 1 << 20
+"""Models' static data (each model's [__global_base, __heap_base)) must lie below 1 MiB."""
+
+STACK_SIZE = 64 * 1024
+"""Bytes of C shadow stack per worker thread."""
+
+DEFAULT_CAP = 2 << 30
+"""Default memory cap: 2 GiB."""
+
+
+class Arena(Protocol):
+    """A linear memory the run code can lay buffers out in (WASM shared memory or native)."""
+
+    @property
+    def run_base(self) -> int: ...
+
+    def ensure(self, size: int) -> None: ...
+
+    def view(self, region: Region, dtype: npt.DTypeLike, shape: tuple[int, ...] | None = None) -> Any: ...
+
+    def write(self, offset: int, data: bytes) -> None: ...
+
+
+class EngineMemory:
+    """One SharedMemory shared by every WASM instance of the engine, laid out as:
+
+    ====================  =========================================================
+    [0, 1 MiB)            models' static data: each model links its data at its own
+                          ``__global_base`` (esg 64 KiB, term_life 128 KiB) up to its
+                          ``__heap_base``; ranges of loaded models must not overlap
+    [1 MiB, +K·64 KiB)    one C shadow stack per worker thread (``stack_top(k)``); each
+                          instance's ``__stack_pointer`` is set to its worker's stack
+    [run_base, …)         the current run: contexts, policy columns, assumptions,
+                          scenario and bus buffers, workspace, outputs (16-byte aligned
+                          regions from `LayoutBuilder`, re-laid out per run)
+    ====================  =========================================================
+
+    The memory grows (never shrinks) to what a run needs, up to ``cap`` bytes: that is the
+    engine's memory cap (store limits do not apply to shared memories; a model's own
+    ``memory.grow`` past the cap returns −1). Thread safety: the host writes inputs before
+    a run's calls start and reads outputs after they finish; during a run, WASM threads
+    write disjoint regions (their block partials, their scenario rows) only.
+    """
+
+    def __init__(self, runtime: Runtime, *, threads: int, cap: int = DEFAULT_CAP) -> None:
+        if threads < 1:
+            raise ValueError("threads must be ≥ 1")
+        self.threads = threads
+        self.stacks_base = STATIC_LIMIT
+        self._run_base = align_up(STATIC_LIMIT + threads * STACK_SIZE, 4096)
+        self.cap = min(cap, 65535 * PAGE)
+        if self._run_base > self.cap:
+            raise ModelMemoryExceeded(f"memory cap {self.cap} bytes is below the {self._run_base} bytes of stacks")
+        pages = -(-self._run_base // PAGE)
+        ty = wasmtime.MemoryType(wasmtime.Limits(pages, self.cap // PAGE), shared=True)
+        self.shared = FixedSharedMemory(runtime.engine, ty)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def run_base(self) -> int:
+        return self._run_base
+
+    def stack_top(self, worker: int) -> int:
+        """Initial ``__stack_pointer`` of worker ``worker`` (the stack grows down)."""
+        return self.stacks_base + (worker + 1) * STACK_SIZE
+
+    @property
+    def size(self) -> int:
+        return self.shared.size() * PAGE
+
+    def ensure(self, size: int) -> None:
+        """Grow to at least ``size`` bytes, or raise ModelMemoryExceeded past the cap."""
+        if self._closed:
+            raise EngineClosed("engine memory is closed")
+        if size > self.cap:
+            raise ModelMemoryExceeded(f"run needs {size} bytes of memory; the cap is {self.cap} bytes")
+        with self._lock:
+            missing = -(-size // PAGE) - self.shared.size()
+            if missing > 0:
+                self.shared.grow(missing)
+
+    def _address(self) -> int:
+        return self.shared.data_address()
+
+    def view(self, region: Region, dtype: npt.DTypeLike, shape: tuple[int, ...] | None = None) -> Any:
+        """A numpy array over ``region`` (no copy: writes go straight into WASM memory)."""
+        dt = np.dtype(dtype)
+        count = region.size // dt.itemsize
+        if region.end > self.size:
+            raise IndexError(f"region {region.name} ends past the memory ({region.end} > {self.size})")
+        if region.offset % ALIGN:
+            raise ValueError(f"region {region.name} is not {ALIGN}-byte aligned")
+        raw = (ctypes.c_uint8 * region.size).from_address(self._address() + region.offset)
+        arr = np.frombuffer(raw, dtype=dt, count=count)
+        return arr.reshape(shape) if shape is not None else arr
+
+    def write(self, offset: int, data: bytes) -> None:
+        if offset + len(data) > self.size:
+            raise IndexError("write past the end of memory")
+        ctypes.memmove(self._address() + offset, data, len(data))
+
+    def read(self, offset: int, size: int) -> bytes:
+        if offset + size > self.size:
+            raise IndexError("read past the end of memory")
+        return ctypes.string_at(self._address() + offset, size)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class NativeMemory:
+    """The native baseline's stand-in for `EngineMemory`: one buffer of ``cap`` bytes.
+
+    Offsets mean the same as in the WASM memory; the native library gets the base address.
+    The buffer is allocated once at its full size (untouched pages cost no RAM), so views
+    stay valid for the object's life.
+    """
+
+    def __init__(self, *, cap: int = 1 << 30) -> None:
+        self.cap = cap
+        self._buf: npt.NDArray[np.uint8] = np.zeros(cap + 64, np.uint8)
+        self._base = int(self._buf.ctypes.data) + (-int(self._buf.ctypes.data)) % 64
+
+    @property
+    def run_base(self) -> int:
+        return 4096
+
+    @property
+    def base_address(self) -> int:
+        return self._base
+
+    def ensure(self, size: int) -> None:
+        if size > self.cap:
+            raise ModelMemoryExceeded(f"run needs {size} bytes of memory; the cap is {self.cap} bytes")
+
+    def view(self, region: Region, dtype: npt.DTypeLike, shape: tuple[int, ...] | None = None) -> Any:
+        dt = np.dtype(dtype)
+        raw = (ctypes.c_uint8 * region.size).from_address(self._base + region.offset)
+        arr = np.frombuffer(raw, dtype=dt, count=region.size // dt.itemsize)
+        return arr.reshape(shape) if shape is not None else arr
+
+    def write(self, offset: int, data: bytes) -> None:
+        if offset + len(data) > self.cap:
+            raise IndexError("write past the end of memory")
+        ctypes.memmove(self._base + offset, data, len(data))
