@@ -1,25 +1,89 @@
-"""The data service's gRPC surface: DataService (placeholder until the catalog lands)."""
+"""`livecalc serve data`: configuration and assembly of the data service.
+
+The environment is read here only (`build`); everything below receives frozen config.
+The backend is the local root directory unless an Azure connection string and container
+are given (flags or LIVECALC_DATA_AZURE_CONNECTION_STRING / LIVECALC_DATA_AZURE_CONTAINER).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
-from services.common.server import ServiceBinding, unimplemented_servicer
+from services.common.errors import InvalidArgument
+from services.common.server import ServiceBinding
 from services.common.service import ServiceParts
+from services.data.azure_blob import AzureBlobStorage, AzureConfig
+from services.data.catalog import Catalog
+from services.data.local import LocalStorage
+from services.data.servicer import DataServicer
+from services.data.storage import Storage
 
 DATA_SERVICE = data_service_pb2.DESCRIPTOR.services_by_name["DataService"].full_name
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data service keeps datasets: a local root, or an Azure container."""
+
+    root: Path
+    azure: AzureConfig | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", help="dataset directory (env LIVECALC_DATA_ROOT)")
+    parser.add_argument(
+        "--root",
+        help="dataset directory (env LIVECALC_DATA_ROOT; default $LIVECALC_DATA_DIR/datasets or ./.livecalc/datasets)",
+    )
+    parser.add_argument(
+        "--azure-connection-string",
+        help="serve datasets from Azure Blob (env LIVECALC_DATA_AZURE_CONNECTION_STRING)",
+    )
+    parser.add_argument("--azure-container", help="blob container of the datasets (env LIVECALC_DATA_AZURE_CONTAINER)")
+
+
+def resolve_data_config(args: argparse.Namespace, env: Mapping[str, str]) -> DataConfig:
+    """Flags win over the environment, which wins over defaults."""
+    root = getattr(args, "root", None) or env.get("LIVECALC_DATA_ROOT")
+    if not root:
+        base = env.get("LIVECALC_DATA_DIR") or ".livecalc"
+        root = str(Path(base) / "datasets")
+    conn = getattr(args, "azure_connection_string", None) or env.get("LIVECALC_DATA_AZURE_CONNECTION_STRING")
+    container = getattr(args, "azure_container", None) or env.get("LIVECALC_DATA_AZURE_CONTAINER")
+    azure = None
+    if conn or container:
+        if not (conn and container):
+            raise InvalidArgument("Azure Blob needs both a connection string and a container name")
+        if not 3 <= len(container) <= 63:
+            raise InvalidArgument(f"Azure container names have 3 to 63 characters, got {container!r}")
+        azure = AzureConfig(connection_string=conn, container=container)
+    return DataConfig(root=Path(root), azure=azure)
+
+
+async def open_storage(config: DataConfig) -> Storage:
+    if config.azure is not None:
+        return await AzureBlobStorage.open(config.azure)
+    local = LocalStorage(config.root)
+    removed = local.remove_stale_uploads()
+    if removed:
+        log.info("removed stale uploads", extra={"fields": {"count": removed}})
+    return local
 
 
 async def build(args: argparse.Namespace, env: Mapping[str, str]) -> ServiceParts:
-    data = unimplemented_servicer(data_service_pb2_grpc.DataServiceServicer, DATA_SERVICE)
+    config = resolve_data_config(args, env)
+    storage = await open_storage(config)
+    servicer = DataServicer(Catalog(storage))
+    where = config.azure.container if config.azure is not None else str(config.root)
+    log.info("datasets", extra={"fields": {"source": "azure_blob" if config.azure else "local", "at": where}})
     return ServiceParts(
         bindings=[
-            ServiceBinding(DATA_SERVICE, lambda s: data_service_pb2_grpc.add_DataServiceServicer_to_server(data, s))
-        ]
+            ServiceBinding(DATA_SERVICE, lambda s: data_service_pb2_grpc.add_DataServiceServicer_to_server(servicer, s))
+        ],
+        on_stop=[storage.close],
     )

@@ -1,0 +1,155 @@
+"""Azure Blob storage (azure-storage-blob aio): the scale-out backend.
+
+Objects are block blobs in one container. Reads are ranged GETs, checked against the
+ETag the caller saw (If-Match), so a dataset replaced mid-read fails instead of mixing
+versions. Uploads stage blocks and commit the block list at the end: until the commit,
+Azure keeps the blocks uncommitted and invisible, which is the backend's atomic rename.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import BlobBlock
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+
+from livecalc.data.v1 import data_pb2
+from services.data.storage import ObjectChanged, ObjectExists, ObjectInfo, UploadSink
+
+
+@dataclass(frozen=True)
+class AzureConfig:
+    """Where the datasets live in Azure Blob; the connection string holds the credentials."""
+
+    connection_string: str
+    container: str
+
+    def __repr__(self) -> str:  # never print the account key
+        return f"AzureConfig(container={self.container!r})"
+
+
+class AzureBlobStorage:
+    """Objects as block blobs in one container; create with `await AzureBlobStorage.open(config)`."""
+
+    def __init__(self, service: BlobServiceClient, container: ContainerClient) -> None:
+        self._service = service
+        self._container = container
+
+    @classmethod
+    async def open(cls, config: AzureConfig) -> AzureBlobStorage:
+        """Connect and create the container if it does not exist."""
+        service = BlobServiceClient.from_connection_string(config.connection_string)
+        container = service.get_container_client(config.container)
+        try:
+            await container.create_container()
+        except ResourceExistsError:
+            pass
+        except BaseException:
+            await service.close()
+            raise
+        return cls(service, container)
+
+    @property
+    def source(self) -> data_pb2.DatasetSource.ValueType:
+        return data_pb2.DATASET_SOURCE_AZURE_BLOB
+
+    def location(self, name: str) -> str:
+        return f"{self._container.url}/{name}"
+
+    async def list(self) -> list[ObjectInfo]:
+        out = []
+        async for blob in self._container.list_blobs():
+            out.append(_info(blob.name, blob.size, blob.last_modified, blob.etag))
+        return out
+
+    async def stat(self, name: str) -> ObjectInfo | None:
+        try:
+            props = await self._container.get_blob_client(name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return _info(name, props.size, props.last_modified, props.etag)
+
+    async def read_range(self, name: str, offset: int, length: int, *, change_token: str | None = None) -> bytes:
+        if length <= 0:
+            return b""
+        blob = self._container.get_blob_client(name)
+        condition = MatchConditions.IfNotModified if change_token is not None else None
+        try:
+            stream = await blob.download_blob(
+                offset=offset, length=length, etag=change_token, match_condition=condition
+            )
+            data: bytes = await stream.readall()
+        except ResourceNotFoundError:
+            raise ObjectChanged(f"{name} vanished") from None
+        except ResourceModifiedError:
+            raise ObjectChanged(f"{name} changed") from None
+        except HttpResponseError as exc:
+            if exc.status_code == 416:  # range starts at or past the end
+                return b""
+            raise
+        return data
+
+    async def put(self, name: str, data: bytes) -> None:
+        await self._container.get_blob_client(name).upload_blob(data, overwrite=True)
+
+    async def delete(self, name: str) -> bool:
+        try:
+            await self._container.get_blob_client(name).delete_blob()
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    async def open_upload(self, name: str) -> UploadSink:
+        return _BlockUpload(self._container, name)
+
+    async def close(self) -> None:
+        await self._service.close()
+
+
+def _info(name: str, size: int, modified: datetime | None, etag: str) -> ObjectInfo:
+    return ObjectInfo(
+        name=name,
+        size=int(size),
+        modified=modified or datetime.fromtimestamp(0, UTC),
+        change_token=etag,
+        is_etag=True,
+    )
+
+
+class _BlockUpload:
+    """Staged blocks with ids unique to this upload; committed as one block list."""
+
+    def __init__(self, container: ContainerClient, name: str) -> None:
+        self._blob = container.get_blob_client(name)
+        self._prefix = secrets.token_hex(8)
+        self._blocks: list[BlobBlock] = []
+
+    async def write(self, data: bytes) -> None:
+        if not data:
+            return
+        raw = f"{self._prefix}-{len(self._blocks):08d}".encode()
+        block_id = base64.b64encode(raw).decode()
+        await self._blob.stage_block(block_id, data)
+        self._blocks.append(BlobBlock(block_id=block_id))
+
+    async def commit(self, *, overwrite: bool) -> None:
+        etag, condition = (None, None) if overwrite else ("*", MatchConditions.IfMissing)
+        try:
+            await self._blob.commit_block_list(self._blocks, etag=etag, match_condition=condition)
+        except (ResourceExistsError, ResourceModifiedError):
+            raise ObjectExists(self._blob.blob_name) from None
+
+    async def abort(self) -> None:
+        # Uncommitted blocks are invisible and Azure discards them (at the next commit of
+        # the blob, or after a week); there is nothing visible to remove.
+        self._blocks.clear()

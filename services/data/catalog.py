@@ -1,0 +1,276 @@
+"""The dataset catalog: which datasets exist, their versions and metadata.
+
+A dataset `NAME` is the object `NAME.csv` or `NAME.parquet` in the configured storage.
+Its metadata comes from the Parquet footer or the CSV index sidecar, never from reading
+the data: each request costs a stat (to notice a changed object) and, the first time a
+process sees a version, a small sidecar or footer read. Indexes and content hashes are
+built once per version and saved beside the data for every process to reuse.
+
+Versions: on local storage the SHA-256 of the content (computed once, when the index is
+built or the upload is verified); on Azure Blob the ETag.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+import anyio
+import anyio.to_thread
+import numpy as np
+import numpy.typing as npt
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from livecalc.data.v1 import data_pb2
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.data import sidecar
+from services.data.csv_index import CHECKPOINT_ROWS, CsvIndex, build_csv_index, save_csv_index
+from services.data.ids import validate_dataset_id
+from services.data.parquet_meta import ParquetMeta, read_parquet_meta
+from services.data.schema import ColumnSpec
+from services.data.storage import ObjectChanged, ObjectInfo, Storage, read_sequential
+
+FormatValue: TypeAlias = data_pb2.DatasetFormat.ValueType
+EXTENSIONS: Final[Mapping[FormatValue, str]] = {
+    data_pb2.DATASET_FORMAT_CSV: ".csv",
+    data_pb2.DATASET_FORMAT_PARQUET: ".parquet",
+}
+DEFAULT_PAGE_SIZE: Final = 100
+MAX_PAGE_SIZE: Final = 1000
+#: CSV offset arrays kept in memory (a 2M-row CSV's is 62 KiB).
+OFFSETS_CACHED: Final = 16
+
+
+def object_name(dataset_id: str, fmt: FormatValue) -> str:
+    return dataset_id + EXTENSIONS[fmt]
+
+
+def split_object_name(name: str) -> tuple[str, FormatValue] | None:
+    """(dataset id, format) for a dataset object name, None for anything else."""
+    if name.startswith("."):
+        return None
+    for fmt, ext in EXTENSIONS.items():
+        if name.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)], fmt
+    return None
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One version of one dataset, as the catalog knows it."""
+
+    dataset_id: str
+    object_name: str
+    format: FormatValue
+    source: data_pb2.DatasetSource.ValueType
+    info: ObjectInfo
+    version: str
+    rows: int
+    columns: tuple[ColumnSpec, ...]
+    location: str
+    csv: CsvIndex | None = None
+    parquet: ParquetMeta | None = None
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def to_proto(self) -> data_pb2.Dataset:
+        modified = Timestamp()
+        modified.FromDatetime(self.info.modified)
+        return data_pb2.Dataset(
+            dataset_id=self.dataset_id,
+            source=self.source,
+            format=self.format,
+            row_count=self.rows,
+            size_bytes=self.info.size,
+            version=self.version,
+            columns=[c.to_proto() for c in self.columns],
+            modify_time=modified,
+            location=self.location,
+        )
+
+    def check_columns(self, wanted: list[str], field: str = "columns") -> list[str] | None:
+        """The requested columns (None for all), refusing unknown or repeated names."""
+        if not wanted:
+            return None
+        known = set(self.column_names)
+        unknown = [c for c in wanted if c not in known]
+        if unknown:
+            raise InvalidArgument(f"dataset {self.dataset_id!r} has no column(s) {', '.join(map(repr, unknown))}")
+        if len(set(wanted)) != len(wanted):
+            raise InvalidArgument(f"{field} lists a column twice")
+        return list(wanted)
+
+
+class Catalog:
+    """Datasets of one storage backend; safe to share between concurrent RPCs."""
+
+    def __init__(self, storage: Storage, *, checkpoint_rows: int = CHECKPOINT_ROWS) -> None:
+        self.storage = storage
+        self.checkpoint_rows = checkpoint_rows
+        self._entries: dict[str, DatasetEntry] = {}
+        self._offsets: OrderedDict[tuple[str, str], npt.NDArray[np.int64]] = OrderedDict()
+        self._locks: dict[str, anyio.Lock] = {}
+        self._hashes_content = storage.source == data_pb2.DATASET_SOURCE_LOCAL
+
+    async def find(self, dataset_id: str) -> ObjectInfo:
+        """The object behind a dataset id: NOT_FOUND if none, FAILED_PRECONDITION if two."""
+        validate_dataset_id(dataset_id)
+        found = []
+        for fmt in EXTENSIONS:
+            info = await self.storage.stat(object_name(dataset_id, fmt))
+            if info is not None:
+                found.append(info)
+        if not found:
+            raise NotFound(f"dataset {dataset_id!r} not found")
+        if len(found) > 1:
+            names = " and ".join(i.name for i in found)
+            raise FailedPrecondition(f"dataset {dataset_id!r} is ambiguous: both {names} exist; delete one")
+        return found[0]
+
+    async def get(self, dataset_id: str, *, known_sha256: str | None = None) -> DatasetEntry:
+        """The dataset's current metadata (building its index on first sight of a version)."""
+        return await self.describe(await self.find(dataset_id), known_sha256=known_sha256)
+
+    async def describe(self, info: ObjectInfo, *, known_sha256: str | None = None) -> DatasetEntry:
+        cached = self._entries.get(info.name)
+        if cached is not None and cached.info.change_token == info.change_token:
+            return cached
+        lock = self._locks.setdefault(info.name, anyio.Lock())
+        async with lock:
+            cached = self._entries.get(info.name)
+            if cached is not None and cached.info.change_token == info.change_token:
+                return cached
+            try:
+                entry = await self._load(info, known_sha256)
+            except ObjectChanged:
+                raise FailedPrecondition(f"{info.name} changed while it was being indexed; retry") from None
+            self._entries[info.name] = entry
+            return entry
+
+    async def _load(self, info: ObjectInfo, known_sha256: str | None) -> DatasetEntry:
+        parts = split_object_name(info.name)
+        assert parts is not None
+        dataset_id, fmt = parts
+        side = await sidecar.read_header(self.storage, info.name)
+        header = side.header if side is not None and side.header.get("change_token") == info.change_token else None
+        csv_index: CsvIndex | None = None
+        parquet: ParquetMeta | None = None
+        sha: str | None = None
+        if fmt == data_pb2.DATASET_FORMAT_CSV:
+            csv_index = CsvIndex.from_header(header) if header is not None else None
+            if csv_index is None or (self._hashes_content and not csv_index.sha256):
+                hash_it = self._hashes_content and known_sha256 is None
+                csv_index = await build_csv_index(
+                    self.storage, info, checkpoint_rows=self.checkpoint_rows, hash_content=hash_it
+                )
+                if known_sha256 is not None and self._hashes_content:
+                    csv_index = CsvIndex(**{**csv_index.__dict__, "sha256": known_sha256})
+                await save_csv_index(self.storage, info.name, csv_index)
+                assert csv_index.offsets is not None
+                self._remember_offsets(info, csv_index.offsets)
+                csv_index = CsvIndex(**{**csv_index.__dict__, "offsets": None})
+            sha = csv_index.sha256
+            rows, columns = csv_index.rows, csv_index.columns
+        else:
+            parquet = await read_parquet_meta(self.storage, info)
+            rows, columns = parquet.rows, parquet.columns
+            if self._hashes_content:
+                sha = header.get("sha256") if header is not None and header.get("format") == "parquet" else None
+                if sha is None:
+                    sha = known_sha256 or await self._hash(info)
+                    marker = {"format": "parquet", "change_token": info.change_token, "sha256": sha}
+                    await self.storage.put(sidecar.sidecar_name(info.name), sidecar.encode(marker))
+        version = f"sha256:{sha}" if self._hashes_content else info.change_token.strip('"')
+        return DatasetEntry(
+            dataset_id=dataset_id,
+            object_name=info.name,
+            format=fmt,
+            source=self.storage.source,
+            info=info,
+            version=version,
+            rows=rows,
+            columns=columns,
+            location=self.storage.location(info.name),
+            csv=csv_index,
+            parquet=parquet,
+        )
+
+    async def _hash(self, info: ObjectInfo) -> str:
+        sha = hashlib.sha256()
+        async for chunk in read_sequential(self.storage, info.name, info.size, change_token=info.change_token):
+            await anyio.to_thread.run_sync(sha.update, chunk)
+        return sha.hexdigest()
+
+    def _remember_offsets(self, info: ObjectInfo, offsets: npt.NDArray[np.int64]) -> None:
+        key = (info.name, info.change_token)
+        self._offsets[key] = offsets
+        self._offsets.move_to_end(key)
+        while len(self._offsets) > OFFSETS_CACHED:
+            self._offsets.popitem(last=False)
+
+    async def csv_offsets(self, entry: DatasetEntry) -> npt.NDArray[np.int64]:
+        """The CSV's checkpoint offsets (from memory, else from its sidecar)."""
+        key = (entry.object_name, entry.info.change_token)
+        offsets = self._offsets.get(key)
+        if offsets is not None:
+            self._offsets.move_to_end(key)
+            return offsets
+        side = await sidecar.read_header(self.storage, entry.object_name)
+        if side is None or side.header.get("change_token") != entry.info.change_token:
+            raise FailedPrecondition(f"dataset {entry.dataset_id!r} changed while it was being read; retry")
+        offsets = await sidecar.read_offsets(self.storage, entry.object_name, side)
+        self._remember_offsets(entry.info, offsets)
+        return offsets
+
+    async def list_page(self, page_size: int, page_token: str) -> tuple[list[DatasetEntry], str]:
+        """One page of datasets ordered by id, and the token of the next page ('' at the end)."""
+        if page_size < 0:
+            raise InvalidArgument("page_size must be ≥ 0")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _decode_token(page_token)
+        by_id: dict[str, list[ObjectInfo]] = {}
+        for info in await self.storage.list():
+            parts = split_object_name(info.name)
+            if parts is not None and parts[0] > after:
+                try:
+                    validate_dataset_id(parts[0])
+                except InvalidArgument:
+                    continue  # objects whose names are not ids are not datasets
+                by_id.setdefault(parts[0], []).append(info)
+        ids = sorted(by_id)
+        page, more = ids[:size], len(ids) > size
+        entries = []
+        for dataset_id in page:
+            infos = by_id[dataset_id]
+            if len(infos) != 1:
+                continue  # ambiguous ids are reported by GetDataset, not listed
+            try:
+                entries.append(await self.describe(infos[0]))
+            except (FailedPrecondition, NotFound):
+                continue  # unreadable objects are reported by GetDataset and ValidateDataset
+        return entries, _encode_token(page[-1]) if more and page else ""
+
+    async def delete(self, dataset_id: str) -> None:
+        info = await self.find(dataset_id)
+        await self.storage.delete(info.name)
+        await self.storage.delete(sidecar.sidecar_name(info.name))
+        self._entries.pop(info.name, None)
+
+
+def _encode_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token is not a token from a previous ListDatasets answer") from None

@@ -1,0 +1,99 @@
+"""Column types of datasets and the term_life policy schema (MODEL.md "Inputs").
+
+One mapping between Arrow types (what readers produce), the contract's ColumnType and the
+types the CSV reader is told to use, so a column has the same type in every answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+import pyarrow as pa
+
+from livecalc.data.v1 import data_pb2
+
+ColumnTypeValue: TypeAlias = data_pb2.ColumnType.ValueType
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column as the catalog reports it."""
+
+    name: str
+    type: ColumnTypeValue
+    nullable: bool = True
+
+    def to_proto(self) -> data_pb2.Column:
+        return data_pb2.Column(name=self.name, type=self.type, nullable=self.nullable)
+
+
+_ARROW_FOR: Final[Mapping[ColumnTypeValue, pa.DataType]] = {
+    data_pb2.COLUMN_TYPE_INT64: pa.int64(),
+    data_pb2.COLUMN_TYPE_FLOAT64: pa.float64(),
+    data_pb2.COLUMN_TYPE_STRING: pa.string(),
+    data_pb2.COLUMN_TYPE_BOOL: pa.bool_(),
+}
+
+
+def column_type_of(arrow_type: pa.DataType) -> ColumnTypeValue:
+    """The contract's type for an Arrow type (UNSPECIFIED for anything else)."""
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if pa.types.is_integer(arrow_type):
+        return data_pb2.COLUMN_TYPE_INT64
+    if pa.types.is_floating(arrow_type):
+        return data_pb2.COLUMN_TYPE_FLOAT64
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return data_pb2.COLUMN_TYPE_STRING
+    if pa.types.is_boolean(arrow_type):
+        return data_pb2.COLUMN_TYPE_BOOL
+    return data_pb2.COLUMN_TYPE_UNSPECIFIED
+
+
+def arrow_type_of(column_type: ColumnTypeValue) -> pa.DataType:
+    """The Arrow type CSV cells of this column are converted to (text when unknown)."""
+    return _ARROW_FOR.get(column_type, pa.string())
+
+
+@dataclass(frozen=True)
+class PolicyColumn:
+    """One column of a model's policy schema."""
+
+    name: str
+    type: ColumnTypeValue
+    required: bool
+
+
+TERM_LIFE: Final[tuple[PolicyColumn, ...]] = (
+    PolicyColumn("policy_id", data_pb2.COLUMN_TYPE_INT64, True),
+    PolicyColumn("age_at_entry", data_pb2.COLUMN_TYPE_INT64, True),
+    PolicyColumn("sex", data_pb2.COLUMN_TYPE_STRING, True),
+    PolicyColumn("policy_term", data_pb2.COLUMN_TYPE_INT64, True),
+    PolicyColumn("policy_count", data_pb2.COLUMN_TYPE_FLOAT64, False),
+    PolicyColumn("sum_assured", data_pb2.COLUMN_TYPE_FLOAT64, True),
+    PolicyColumn("duration_mth", data_pb2.COLUMN_TYPE_INT64, False),
+    PolicyColumn("premium_pp", data_pb2.COLUMN_TYPE_FLOAT64, False),
+)
+"""MODEL.md's policy record, in its order."""
+
+MODELS: Final[Mapping[str, tuple[PolicyColumn, ...]]] = {"term_life": TERM_LIFE}
+"""Policy schemas by model name, for ValidateDataset."""
+
+KNOWN_TYPES: Final[Mapping[str, ColumnTypeValue]] = {c.name: c.type for c in TERM_LIFE}
+
+
+def settle_csv_type(name: str, inferred: pa.DataType) -> ColumnTypeValue:
+    """The type a CSV column is read as: inferred from the head of the file, widened to the
+    policy schema's type where that is compatible (ints in a float column, a column that is
+    empty at the head), so later rows are not misread as another type."""
+    known = KNOWN_TYPES.get(name)
+    found = column_type_of(inferred)
+    if pa.types.is_null(inferred):
+        return known if known is not None else data_pb2.COLUMN_TYPE_STRING
+    if known == data_pb2.COLUMN_TYPE_FLOAT64 and found == data_pb2.COLUMN_TYPE_INT64:
+        return known
+    if found == data_pb2.COLUMN_TYPE_UNSPECIFIED:
+        return data_pb2.COLUMN_TYPE_STRING  # dates and the like stay text
+    return found

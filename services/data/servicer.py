@@ -1,0 +1,162 @@
+"""DataService over a Catalog: request checks, answers, and message-size discipline.
+
+Handlers raise the typed errors of services.common.errors; the server interceptor maps
+them to gRPC statuses. Every streamed ReadRows message stays under MAX_MESSAGE_BYTES,
+splitting a batch when the rows turn out wider than estimated.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import anyio.to_thread
+import pyarrow as pa
+
+from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
+from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from services.data.catalog import Catalog
+from services.data.ids import validate_dataset_id
+from services.data.reading import MAX_BATCH_ROWS, default_batch_rows, fetch_rows, iter_range
+from services.data.sampling import SampleCache, rows_to_proto, sample_indices
+from services.data.upload import receive_upload
+from services.data.validation import validate
+
+#: Largest message this service sends; the gRPC default limit is 4 MiB.
+MAX_MESSAGE_BYTES: Final = 4 << 20
+#: ReadRows batches are split until their IPC payload is below this.
+BATCH_BYTES_LIMIT: Final = 3 << 20
+MAX_SAMPLE_ROWS: Final = 100_000
+
+Context = Any  # grpc.aio.ServicerContext; handlers only pass it through
+
+
+def ipc_bytes(table: pa.Table) -> bytes:
+    """One Arrow IPC stream: the schema and a single record batch."""
+    sink = io.BytesIO()
+    batch = table.combine_chunks().to_batches()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for b in batch or [pa.RecordBatch.from_pylist([], schema=table.schema)]:
+            writer.write_batch(b)
+    return sink.getvalue()
+
+
+def _split_to_fit(table: pa.Table) -> list[tuple[int, int, bytes]]:
+    """(offset, rows, IPC bytes) pieces of `table`, each below BATCH_BYTES_LIMIT."""
+    payload = ipc_bytes(table)
+    if len(payload) <= BATCH_BYTES_LIMIT or table.num_rows <= 1:
+        if len(payload) > BATCH_BYTES_LIMIT:
+            raise ResourceExhausted(f"one row needs {len(payload)} bytes, more than a message may carry")
+        return [(0, table.num_rows, payload)]
+    half = table.num_rows // 2
+    left = _split_to_fit(table.slice(0, half))
+    right = _split_to_fit(table.slice(half))
+    return [*left, *((half + o, n, p) for o, n, p in right)]
+
+
+class DataServicer(data_service_pb2_grpc.DataServiceServicer):
+    """The gRPC face of one catalog."""
+
+    def __init__(self, catalog: Catalog, cache: SampleCache | None = None) -> None:
+        self.catalog = catalog
+        self.cache = cache if cache is not None else SampleCache()
+
+    async def ListDatasets(
+        self, request: data_service_pb2.ListDatasetsRequest, context: Context
+    ) -> data_service_pb2.ListDatasetsResponse:
+        entries, token = await self.catalog.list_page(request.page_size, request.page_token)
+        return data_service_pb2.ListDatasetsResponse(datasets=[e.to_proto() for e in entries], next_page_token=token)
+
+    async def GetDataset(
+        self, request: data_service_pb2.GetDatasetRequest, context: Context
+    ) -> data_service_pb2.GetDatasetResponse:
+        entry = await self.catalog.get(request.dataset_id)
+        return data_service_pb2.GetDatasetResponse(dataset=entry.to_proto())
+
+    async def GetSchema(
+        self, request: data_service_pb2.GetSchemaRequest, context: Context
+    ) -> data_service_pb2.GetSchemaResponse:
+        entry = await self.catalog.get(request.dataset_id)
+        return data_service_pb2.GetSchemaResponse(
+            dataset_id=entry.dataset_id, version=entry.version, columns=[c.to_proto() for c in entry.columns]
+        )
+
+    async def SampleRows(
+        self, request: data_service_pb2.SampleRowsRequest, context: Context
+    ) -> data_service_pb2.SampleRowsResponse:
+        validate_dataset_id(request.dataset_id)
+        if request.n < 1:
+            raise InvalidArgument(f"n must be ≥ 1, got {request.n}")
+        if request.n > MAX_SAMPLE_ROWS:
+            raise InvalidArgument(f"n must be at most {MAX_SAMPLE_ROWS} per request, got {request.n}")
+        entry = await self.catalog.get(request.dataset_id)
+        if request.n > entry.rows:
+            raise InvalidArgument(f"n = {request.n} exceeds the {entry.rows} rows of dataset {entry.dataset_id!r}")
+        columns = entry.check_columns(list(request.columns))
+        key = (entry.object_name, entry.version, request.n, request.seed, tuple(columns or ()))
+        cached = self.cache.get(key)
+        if cached is not None:
+            return data_service_pb2.SampleRowsResponse.FromString(cached)
+        rows = await anyio.to_thread.run_sync(sample_indices, entry.rows, request.n, request.seed)
+        table = await fetch_rows(self.catalog, entry, rows, columns)
+        sampled = await anyio.to_thread.run_sync(rows_to_proto, table, rows)
+        response = data_service_pb2.SampleRowsResponse(
+            dataset_id=entry.dataset_id,
+            version=entry.version,
+            seed=request.seed,
+            dataset_row_count=entry.rows,
+            rows=sampled,
+        )
+        payload = response.SerializeToString()
+        if len(payload) > MAX_MESSAGE_BYTES - 1024:
+            raise ResourceExhausted(
+                f"a sample of {request.n} rows needs {len(payload)} bytes, over the {MAX_MESSAGE_BYTES}-byte"
+                " message limit; ask for fewer rows or columns"
+            )
+        self.cache.put(key, payload)
+        return response
+
+    async def ReadRows(
+        self, request: data_service_pb2.ReadRowsRequest, context: Context
+    ) -> AsyncIterator[data_service_pb2.ReadRowsResponse]:
+        validate_dataset_id(request.dataset_id)
+        start, end = request.start_row, request.end_row
+        if start < 0 or end < 0:
+            raise InvalidArgument(f"row range [{start}, {end}) must not be negative")
+        if end < start:
+            raise InvalidArgument(f"row range [{start}, {end}) is reversed: end_row must be ≥ start_row")
+        if request.batch_rows < 0:
+            raise InvalidArgument("batch_rows must be ≥ 0")
+        entry = await self.catalog.get(request.dataset_id)
+        if request.expected_version and request.expected_version != entry.version:
+            raise FailedPrecondition(
+                f"dataset {entry.dataset_id!r} is at version {entry.version}, not {request.expected_version}"
+            )
+        if end > entry.rows:
+            raise InvalidArgument(f"end_row {end} exceeds the {entry.rows} rows of dataset {entry.dataset_id!r}")
+        columns = entry.check_columns(list(request.columns))
+        batch_rows = min(request.batch_rows or default_batch_rows(entry), MAX_BATCH_ROWS)
+        async for first, table in iter_range(self.catalog, entry, start, end, columns=columns, batch_rows=batch_rows):
+            for offset, rows, payload in await anyio.to_thread.run_sync(_split_to_fit, table):
+                yield data_service_pb2.ReadRowsResponse(
+                    start_row=first + offset, row_count=rows, arrow_ipc=payload, version=entry.version
+                )
+
+    async def ValidateDataset(
+        self, request: data_service_pb2.ValidateDatasetRequest, context: Context
+    ) -> data_service_pb2.ValidateDatasetResponse:
+        entry = await self.catalog.get(request.dataset_id)
+        return await validate(self.catalog, entry, request.model, request.max_violations)
+
+    async def UploadDataset(
+        self, request_iterator: AsyncIterator[data_service_pb2.UploadDatasetRequest], context: Context
+    ) -> data_service_pb2.UploadDatasetResponse:
+        entry = await receive_upload(self.catalog, request_iterator)
+        return data_service_pb2.UploadDatasetResponse(dataset=entry.to_proto())
+
+    async def DeleteDataset(
+        self, request: data_service_pb2.DeleteDatasetRequest, context: Context
+    ) -> data_service_pb2.DeleteDatasetResponse:
+        await self.catalog.delete(request.dataset_id)
+        return data_service_pb2.DeleteDatasetResponse(dataset_id=request.dataset_id)

@@ -1,0 +1,144 @@
+"""The small async storage interface every dataset backend implements.
+
+The catalog, indexes, readers and uploads see storage only through `Storage`: flat object
+names in one namespace (a directory or a blob container), stat, ranged reads, small whole
+writes for index sidecars, and uploads that stay invisible until `commit()`. Keeping reads
+ranged everywhere is what lets a 50 GB dataset be served by a process with little memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from livecalc.data.v1 import data_pb2
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a stat of one stored object tells: enough to notice that it changed."""
+
+    name: str
+    size: int
+    modified: datetime
+    #: A token that changes whenever the content may have changed: the blob ETag, or
+    #: "size:mtime_ns" for a local file.
+    change_token: str
+    #: True when `change_token` is an ETag the backend can check on ranged reads.
+    is_etag: bool = False
+
+
+class UploadSink(Protocol):
+    """An object being written; nothing is visible under its name before `commit()`."""
+
+    async def write(self, data: bytes) -> None:
+        """Append the next bytes."""
+
+    async def commit(self, *, overwrite: bool) -> None:
+        """Make the object visible under its name (atomically where the backend allows)."""
+
+    async def abort(self) -> None:
+        """Discard everything written; idempotent, also after a failed commit."""
+
+
+class Storage(Protocol):
+    """Flat namespace of objects; every method may raise OSError-like backend errors."""
+
+    @property
+    def source(self) -> data_pb2.DatasetSource.ValueType:
+        """Which DatasetSource this backend is."""
+
+    def location(self, name: str) -> str:
+        """Where the object lives, for people: a path or a URL without credentials."""
+
+    async def list(self) -> list[ObjectInfo]:
+        """All visible objects, in no particular order."""
+
+    async def stat(self, name: str) -> ObjectInfo | None:
+        """The object's info, or None if it does not exist."""
+
+    async def read_range(self, name: str, offset: int, length: int, *, change_token: str | None = None) -> bytes:
+        """Bytes [offset, offset + length) (fewer at the end of the object).
+
+        With `change_token`, the read fails with `ObjectChanged` if the object no longer
+        has that token (checked by the backend where it can).
+        """
+
+    async def put(self, name: str, data: bytes) -> None:
+        """Write a small object whole, replacing any previous one (index sidecars)."""
+
+    async def delete(self, name: str) -> bool:
+        """Delete the object; False if it did not exist."""
+
+    async def open_upload(self, name: str) -> UploadSink:
+        """Start writing `name`; see UploadSink."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class ObjectChanged(Exception):
+    """The object changed (or vanished) while it was being read."""
+
+
+class ObjectExists(Exception):
+    """A commit without overwrite found the name taken."""
+
+
+async def read_sequential(
+    storage: Storage, name: str, size: int, *, chunk: int = 8 << 20, change_token: str | None = None
+) -> AsyncIterator[bytes]:
+    """The object's bytes in order, `chunk` bytes at a time (one ranged read each)."""
+    offset = 0
+    while offset < size:
+        data = await storage.read_range(name, offset, min(chunk, size - offset), change_token=change_token)
+        if not data:
+            raise ObjectChanged(f"{name} ended at {offset} bytes, expected {size}")
+        offset += len(data)
+        yield data
+
+
+class CountingStorage:
+    """Wraps a Storage and counts bytes and calls of ranged reads (benchmarks, tests)."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.bytes_read = 0
+        self.reads = 0
+
+    def reset(self) -> None:
+        self.bytes_read = 0
+        self.reads = 0
+
+    @property
+    def source(self) -> data_pb2.DatasetSource.ValueType:
+        return self.inner.source
+
+    def location(self, name: str) -> str:
+        return self.inner.location(name)
+
+    async def list(self) -> list[ObjectInfo]:
+        return await self.inner.list()
+
+    async def stat(self, name: str) -> ObjectInfo | None:
+        return await self.inner.stat(name)
+
+    async def read_range(self, name: str, offset: int, length: int, *, change_token: str | None = None) -> bytes:
+        data = await self.inner.read_range(name, offset, length, change_token=change_token)
+        self.bytes_read += len(data)
+        self.reads += 1
+        return data
+
+    async def put(self, name: str, data: bytes) -> None:
+        await self.inner.put(name, data)
+
+    async def delete(self, name: str) -> bool:
+        return await self.inner.delete(name)
+
+    async def open_upload(self, name: str) -> UploadSink:
+        return await self.inner.open_upload(name)
+
+    async def close(self) -> None:
+        await self.inner.close()
