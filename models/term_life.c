@@ -21,7 +21,7 @@
 #include "livecalc_model.h"
 
 #ifndef LC_LANES
-#define LC_LANES 8 /* scenarios per group: the interleave of disc/dlap */
+#define LC_LANES 16 /* scenarios per group: the interleave of disc/dlap */
 #endif
 #define LANES LC_LANES
 
@@ -160,7 +160,9 @@ int32_t tl_premiums(LC_BASE_ARG uint32_t ctx_off, uint32_t r_begin, uint32_t r_e
 /* LANES scenarios as NV vectors of VW doubles (GCC/Clang vector extensions: wasm f64x2,
  * native the widest AVX vector). Lane-wise vector arithmetic is IEEE scalar arithmetic, so
  * the lane a scenario sits in does not change its bits. */
-#if defined(__wasm__) || !defined(__AVX__)
+#if defined(LC_VW)
+#define VW LC_VW
+#elif defined(__wasm__) || !defined(__AVX__)
 #define VW 2
 #else
 #define VW 4
@@ -185,14 +187,15 @@ static inline vd vmin1(vd x) {
 
 /*
  * One policy under the LANES scenarios of one group, adding its five PVs to acc[5][NV].
- * Per month t and lane: w = pols·DF_s(t); pols ← pols·(1 − q)·(1 − min(1, l_base·dl)).
+ * Per month t and lane: w = pols·DF_s(t); pols ← pols·(1 − q)·(1 − min(1, l_base·dl)) (when
+ * l_base·hi ≤ 1 the clamp cannot bind and the factor is computed as p − (p·l_base)·dl).
  * In-year sums W = Σw give PV_premiums/premium_pp and (times q) PV_claims/SA; expenses add
  * maint_infl(t)·w each month.
  */
 static void project(vd acc[LC_N_PV][NV], const double *restrict disc, const double *restrict dlap,
                     const double *restrict maint_infl, const double *restrict q_sex, int32_t age_row,
                     uint32_t n_sel, const double *restrict l_base, uint32_t n_lapse, uint32_t dur, uint32_t M,
-                    double count, double sa, double prem, double acq, double comm_rate) {
+                    double count, double sa, double prem, double acq, double comm_rate, double hi) {
     vd pols[NV], a0[NV], a1[NV], cl[NV], ex[NV];
     for (uint32_t v = 0; v < NV; v++) {
         pols[v] = (vd){0} + count;
@@ -207,16 +210,32 @@ static void project(vd acc[LC_N_PV][NV], const double *restrict disc, const doub
         double lb = l_base[min_u32(y, n_lapse - 1)];
         vd w_year[NV];
         for (uint32_t v = 0; v < NV; v++) w_year[v] = (vd){0};
-        for (; t < end; t++) {
-            const double *restrict d = disc + (uint64_t)t * LANES;
-            const double *restrict dl = dlap + (uint64_t)t * LANES;
-            double e = maint_infl[t];
-            for (uint32_t v = 0; v < NV; v++) {
-                vd w = pols[v] * *(const vd_u *)(d + v * VW);
-                w_year[v] += w;
-                ex[v] += e * w;
-                vd l = vmin1(lb * *(const vd_u *)(dl + v * VW));
-                pols[v] *= p * (1.0 - l);
+        if (lb * hi <= 1.0) {
+            /* dl ≤ hi, so lb·dl ≤ 1: no clamp; (1 − q)(1 − lb·dl) as p − (p·lb)·dl */
+            double plb = p * lb;
+            for (; t < end; t++) {
+                const double *restrict d = disc + (uint64_t)t * LANES;
+                const double *restrict dl = dlap + (uint64_t)t * LANES;
+                double e = maint_infl[t];
+                for (uint32_t v = 0; v < NV; v++) {
+                    vd w = pols[v] * *(const vd_u *)(d + v * VW);
+                    w_year[v] += w;
+                    ex[v] += e * w;
+                    pols[v] *= p - plb * *(const vd_u *)(dl + v * VW);
+                }
+            }
+        } else {
+            for (; t < end; t++) {
+                const double *restrict d = disc + (uint64_t)t * LANES;
+                const double *restrict dl = dlap + (uint64_t)t * LANES;
+                double e = maint_infl[t];
+                for (uint32_t v = 0; v < NV; v++) {
+                    vd w = pols[v] * *(const vd_u *)(d + v * VW);
+                    w_year[v] += w;
+                    ex[v] += e * w;
+                    vd l = vmin1(lb * *(const vd_u *)(dl + v * VW));
+                    pols[v] *= p * (1.0 - l);
+                }
             }
         }
         for (uint32_t v = 0; v < NV; v++) {
@@ -280,7 +299,7 @@ int32_t tl_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b
                 const double *q_sex = q_mth + (female[i] ? c->n_ages * c->n_sel : 0);
                 uint32_t M = 12 * (uint32_t)term[i] - (uint32_t)dur[i];
                 project(acc, dg, lg, maint_infl, q_sex, age[i] - (int32_t)c->min_age, c->n_sel, l_base, c->n_lapse, (uint32_t)dur[i], M, count[i], sa[i], prem[i],
-                        c->expense_acq, c->commission_rate);
+                        c->expense_acq, c->commission_rate, c->dyn_lapse_hi);
             }
             uint32_t lanes = min_u32(LANES, N - g * LANES);
             for (uint32_t k = 0; k < LC_N_PV; k++)
