@@ -41,7 +41,9 @@ def _pump(label: str, stream: IO[bytes]) -> None:
 
 def _wait_serving(child: Child, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(child.address) as channel:
+    # Short reconnect backoff: the child is still binding its port on the first attempts.
+    options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 250)]
+    with grpc.insecure_channel(child.address, options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if child.proc.poll() is not None:

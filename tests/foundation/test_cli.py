@@ -64,16 +64,23 @@ def test_up_starts_all_three_and_stops_on_sigint(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
+    lines: list[str] = []
     try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().decode()
+            lines.append(line)
+            if "livecalc mesh is up" in line or not line:
+                break
         for name in ("data", "engine", "gateway"):
-            wait_serving(f"127.0.0.1:{DEFAULT_PORTS[name][0] + offset}", timeout=60)
-        time.sleep(0.5)
+            wait_serving(f"127.0.0.1:{DEFAULT_PORTS[name][0] + offset}", timeout=10)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=40)
     finally:
         if proc.poll() is None:
             proc.kill()
-    text = out.decode()
+    text = "".join(lines) + out.decode()
     assert proc.returncode == 0, text
     assert "livecalc mesh is up" in text
     for name in ("data", "engine", "gateway"):
