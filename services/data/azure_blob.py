@@ -12,6 +12,7 @@ import base64
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -83,11 +84,12 @@ class AzureBlobStorage:
         if length <= 0:
             return b""
         blob = self._container.get_blob_client(name)
-        condition = MatchConditions.IfNotModified if change_token is not None else None
+        # If-Match only when asked: the SDK forwards unused condition kwargs to the transport
+        conditions: dict[str, Any] = {}
+        if change_token is not None:
+            conditions = {"etag": change_token, "match_condition": MatchConditions.IfNotModified}
         try:
-            stream = await blob.download_blob(
-                offset=offset, length=length, etag=change_token, match_condition=condition
-            )
+            stream = await blob.download_blob(offset=offset, length=length, **conditions)
             data: bytes = await stream.readall()
         except ResourceNotFoundError:
             raise ObjectChanged(f"{name} vanished") from None
@@ -143,9 +145,9 @@ class _BlockUpload:
         self._blocks.append(BlobBlock(block_id=block_id))
 
     async def commit(self, *, overwrite: bool) -> None:
-        etag, condition = (None, None) if overwrite else ("*", MatchConditions.IfMissing)
+        conditions: dict[str, Any] = {} if overwrite else {"match_condition": MatchConditions.IfMissing}
         try:
-            await self._blob.commit_block_list(self._blocks, etag=etag, match_condition=condition)
+            await self._blob.commit_block_list(self._blocks, **conditions)
         except (ResourceExistsError, ResourceModifiedError):
             raise ObjectExists(self._blob.blob_name) from None
 

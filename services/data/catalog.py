@@ -258,9 +258,13 @@ class Catalog:
 
     async def delete(self, dataset_id: str) -> None:
         info = await self.find(dataset_id)
-        await self.storage.delete(info.name)
-        await self.storage.delete(sidecar.sidecar_name(info.name))
-        self._entries.pop(info.name, None)
+        await self.remove_object(info.name)
+
+    async def remove_object(self, name: str) -> None:
+        """Delete a dataset object and its sidecar (absent ones are fine)."""
+        await self.storage.delete(name)
+        await self.storage.delete(sidecar.sidecar_name(name))
+        self._entries.pop(name, None)
 
 
 def _encode_token(last_id: str) -> str:

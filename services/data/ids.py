@@ -35,10 +35,10 @@ def _problem(dataset_id: str) -> str | None:
         return f"must be at most {MAX_ID_LENGTH} characters"
     if dataset_id.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", dataset_id):
         return "must not be an absolute path"
-    if "/" in dataset_id or "\\" in dataset_id:
-        return "must not contain path separators"
     if ".." in dataset_id:
         return "must not contain '..'"
+    if "/" in dataset_id or "\\" in dataset_id:
+        return "must not contain path separators"
     if not _ID.fullmatch(dataset_id):
         return "may hold only letters, digits, '.', '_' and '-', and must start with a letter or digit"
     return None

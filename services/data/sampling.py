@@ -11,7 +11,6 @@ uniform sample of k rows.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -21,6 +20,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from livecalc.data.v1 import data_pb2
 
@@ -75,25 +75,27 @@ def sample_indices(rows: int, n: int, seed: int) -> npt.NDArray[np.int64]:
     return np.asarray(out, dtype=np.int64)
 
 
-def _json_safe(values: list[Any]) -> list[Any]:
-    """Values Struct can hold exactly: NaN/inf as null, integers beyond 2^53 as strings."""
-    out: list[Any] = []
-    for v in values:
-        if isinstance(v, float) and not math.isfinite(v):
-            out.append(None)
-        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_SAFE_INT:
-            out.append(str(v))  # JSON numbers are doubles: keep big ints exact
-        elif isinstance(v, (str, int, float, bool)) or v is None:
-            out.append(v)
-        else:
-            out.append(str(v))
-    return out
+def _json_values(column: pa.ChunkedArray) -> list[Any]:
+    """A column as values Struct holds exactly: NaN/inf as null, integers beyond 2^53 as strings."""
+    kind = column.type
+    if pa.types.is_floating(kind):
+        finite = pc.is_finite(column)
+        return pc.if_else(finite, column, pa.scalar(None, kind)).to_pylist()  # type: ignore[no-any-return]
+    values = column.to_pylist()
+    if pa.types.is_integer(kind):
+        extreme = pc.max(pc.abs_checked(column.cast(pa.float64()))).as_py() if len(column) else None
+        if extreme is not None and extreme > MAX_SAFE_INT:
+            return [str(v) if v is not None and abs(v) > MAX_SAFE_INT else v for v in values]
+        return values  # type: ignore[no-any-return]
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_boolean(kind):
+        return values  # type: ignore[no-any-return]
+    return [None if v is None else str(v) for v in values]
 
 
 def rows_to_proto(table: pa.Table, row_numbers: npt.NDArray[np.int64]) -> list[data_pb2.SampledRow]:
     """Rows as readable SampledRow messages (Struct values, big ints as strings)."""
     names = table.column_names
-    columns = [_json_safe(table.column(n).to_pylist()) for n in names]
+    columns = [_json_values(table.column(n)) for n in names]
     out = []
     for i, row in enumerate(row_numbers.tolist()):
         message = data_pb2.SampledRow(row=row)

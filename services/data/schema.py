@@ -85,15 +85,19 @@ KNOWN_TYPES: Final[Mapping[str, ColumnTypeValue]] = {c.name: c.type for c in TER
 
 
 def settle_csv_type(name: str, inferred: pa.DataType) -> ColumnTypeValue:
-    """The type a CSV column is read as: inferred from the head of the file, widened to the
-    policy schema's type where that is compatible (ints in a float column, a column that is
-    empty at the head), so later rows are not misread as another type."""
+    """The type a CSV column is read as.
+
+    Columns of the policy schema get the schema's type, so text in a numeric policy column
+    is reported as an error wherever it is (whole floats in an integer column stay float:
+    validation judges them). Other columns get the type inferred from the head of the file;
+    a column empty there, or of another kind (dates), is read as text.
+    """
     known = KNOWN_TYPES.get(name)
     found = column_type_of(inferred)
-    if pa.types.is_null(inferred):
-        return known if known is not None else data_pb2.COLUMN_TYPE_STRING
-    if known == data_pb2.COLUMN_TYPE_FLOAT64 and found == data_pb2.COLUMN_TYPE_INT64:
+    if known is not None:
+        if known == data_pb2.COLUMN_TYPE_INT64 and found == data_pb2.COLUMN_TYPE_FLOAT64:
+            return found
         return known
-    if found == data_pb2.COLUMN_TYPE_UNSPECIFIED:
-        return data_pb2.COLUMN_TYPE_STRING  # dates and the like stay text
+    if pa.types.is_null(inferred) or found == data_pb2.COLUMN_TYPE_UNSPECIFIED:
+        return data_pb2.COLUMN_TYPE_STRING
     return found

@@ -19,7 +19,6 @@ from livecalc.data.v1 import data_pb2, data_service_pb2
 from services.common.errors import AlreadyExists, FieldViolation, InvalidArgument, LivecalcError
 from services.data.catalog import EXTENSIONS, Catalog, DatasetEntry, object_name
 from services.data.ids import validate_dataset_id
-from services.data.sidecar import sidecar_name
 from services.data.storage import ObjectExists
 
 CHUNK_LIMIT: Final = 4 << 20
@@ -95,13 +94,12 @@ async def receive_upload(
                 await sink.abort()
     if header.overwrite:
         for other in others:
-            await catalog.storage.delete(other)
+            await catalog.remove_object(other)
     try:
         return await catalog.get(header.dataset_id, known_sha256=digest)
     except LivecalcError as exc:  # e.g. a CSV the row index cannot handle: do not keep it
         with anyio.CancelScope(shield=True):
-            await catalog.storage.delete(name)
-            await catalog.storage.delete(sidecar_name(name))
+            await catalog.remove_object(name)
         raise type(exc)(f"{exc.message}; the upload was not kept") from None
 
 

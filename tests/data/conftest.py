@@ -1,0 +1,99 @@
+"""Fixtures of the data service tests: small datasets, a real Azurite, large generated files."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.data.generate import generate
+from tests.support import ROOT, free_port
+
+AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
+#: The well-known public key of the Azure storage emulator (not a secret).
+EMULATOR_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+BIG_ROWS = 2_000_000
+
+
+def connection_string(port: int) -> str:
+    return (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={EMULATOR_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    )
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Azurite blob emulator on a free port; yields its connection string."""
+    if not AZURITE.exists():
+        pytest.fail(f"{AZURITE} is missing: run `npm install` (package azurite)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("azurite")
+    proc = subprocess.Popen(
+        [
+            str(AZURITE),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableTelemetry",
+            "--silent",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=workdir,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("Azurite did not start")
+            time.sleep(0.1)
+    try:
+        yield connection_string(port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def small_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """1,000 generated policies as CSV and Parquet (same rows), generated once."""
+    d = tmp_path_factory.mktemp("small")
+    out = {"csv": d / "pol.csv", "parquet": d / "pol.parquet"}
+    for path in out.values():
+        generate(path, 1000, 11)
+    return out
+
+
+@pytest.fixture(scope="session")
+def big_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """2,000,000 generated policies as CSV and Parquet, generated once per session."""
+    d = tmp_path_factory.mktemp("big")
+    out = {"csv": d / "big.csv", "parquet": d / "big.parquet"}
+    for path in out.values():
+        generate(path, BIG_ROWS, 2024)
+    return out
+
+
+def copy_into(root: Path, source: Path, name: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / name
+    shutil.copyfile(source, target)
+    return target
