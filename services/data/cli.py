@@ -27,7 +27,6 @@ from services.data.upload import CHUNK_LIMIT
 
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['data'][0]}"
 T = TypeVar("T")
-Sub = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 class RemoteError(LivecalcError):
@@ -235,7 +234,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(sub: Sub, name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+def _client(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    func: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
     p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"data service HOST:PORT (default {DEFAULT_ADDRESS})")
     p.add_argument("--json", action="store_true", help="print one JSON document and nothing else")
@@ -251,7 +255,7 @@ def _uint64(text: str) -> int:
     return value
 
 
-def register(sub: Sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `datasets` command group to the top-level parser."""
     group = sub.add_parser("datasets", help="datasets: generate locally; list, inspect, sample, validate, upload")
     cmds = group.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")
@@ -287,7 +291,7 @@ def register(sub: Sub) -> None:
     upload.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
 
 
-def register_bench(bench_sub: Sub) -> None:
+def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `bench data`."""
     from services.data.bench import add_bench_parser  # noqa: PLC0415 - keeps CLI start-up light
 

@@ -29,7 +29,7 @@ from services.data.storage import Storage
 MAGIC: Final = b"LCIDX001"
 PREFIX: Final = len(MAGIC) + 8
 #: First read of a sidecar: enough for the header of any ordinary dataset.
-HEAD_READ: Final = 16 << 10
+HEAD_READ: Final = 4 << 10
 
 
 def sidecar_name(object_name: str) -> str:

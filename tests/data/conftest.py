@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -12,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from services.data.generate import generate
-from tests.support import ROOT, free_port
+from tests.support import ROOT, VENV_BIN, free_port
 
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
 #: The well-known public key of the Azure storage emulator (not a secret).
 EMULATOR_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 BIG_ROWS = 2_000_000
+#: Peak resident memory of `livecalc datasets generate` for the big files, by suffix.
+GENERATE_PEAK_MB: dict[str, float] = {}
 
 
 def connection_string(port: int) -> str:
@@ -86,9 +89,27 @@ def small_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def big_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """2,000,000 generated policies as CSV and Parquet, generated once per session."""
     d = tmp_path_factory.mktemp("big")
-    out = {"csv": d / "big.csv", "parquet": d / "big.parquet"}
+    out = {"csv": d / "big.csv", "parquet": d / "big_pq.parquet"}
     for path in out.values():
-        generate(path, BIG_ROWS, 2024)
+        # through the CLI, as its own process, so its peak memory can be checked
+        proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "livecalc"),
+                "datasets",
+                "generate",
+                "--rows",
+                str(BIG_ROWS),
+                "--seed",
+                "2024",
+                "--out",
+                str(path),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0
+        GENERATE_PEAK_MB[path.suffix] = usage.ru_maxrss / 1024
     return out
 
 
