@@ -53,8 +53,10 @@ class ModelTrap(EngineError, Internal):
 
     def __init__(self, model: str, function: str, trap: str, code: str | None) -> None:
         self.model, self.function, self.trap, self.trap_code = model, function, trap, code
-        first_line = trap.strip().splitlines()[0] if trap.strip() else "trap"
-        super().__init__(f"model {model!r} trapped in {function}: {first_line}")
+        lines = [line.strip() for line in trap.strip().splitlines() if line.strip()]
+        # wasmtime puts the backtrace first and the cause ("wasm trap: …") last
+        reason = lines[-1] if lines else "trap"
+        super().__init__(f"model {model!r} trapped in {function}: {reason}")
 
 
 class ModelFailed(EngineError, FailedPrecondition):
@@ -63,6 +65,10 @@ class ModelFailed(EngineError, FailedPrecondition):
     def __init__(self, model: str, function: str, status: int, meaning: str) -> None:
         self.model, self.function, self.status = model, function, status
         super().__init__(f"model {model!r} {function} returned {status}: {meaning}")
+
+
+class InvalidModelInput(EngineError, InvalidArgument):
+    """Policies, assumptions or scenario parameters break the model's rules (MODEL.md)."""
 
 
 class PipelineError(EngineError, InvalidArgument):

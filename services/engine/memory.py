@@ -113,7 +113,7 @@ class EngineMemory:
         if region.offset % ALIGN:
             raise ValueError(f"region {region.name} is not {ALIGN}-byte aligned")
         raw = (ctypes.c_uint8 * region.size).from_address(self._address() + region.offset)
-        arr = np.frombuffer(raw, dtype=dt, count=count)
+        arr = np.ctypeslib.as_array(raw).view(dt)[:count]
         return arr.reshape(shape) if shape is not None else arr
 
     def write(self, offset: int, data: bytes) -> None:
@@ -158,7 +158,7 @@ class NativeMemory:
     def view(self, region: Region, dtype: npt.DTypeLike, shape: tuple[int, ...] | None = None) -> Any:
         dt = np.dtype(dtype)
         raw = (ctypes.c_uint8 * region.size).from_address(self._base + region.offset)
-        arr = np.frombuffer(raw, dtype=dt, count=region.size // dt.itemsize)
+        arr = np.ctypeslib.as_array(raw).view(dt)[: region.size // dt.itemsize]
         return arr.reshape(shape) if shape is not None else arr
 
     def write(self, offset: int, data: bytes) -> None:

@@ -58,6 +58,7 @@ class TermLifeResult:
 
     partials: F64
     premium_pp: F64
+    partials_region: Region
 
 
 def run_term_life(
@@ -130,4 +131,4 @@ def run_term_life(
     ex.map(model, "tl_run_blocks", c, _ranges(blocks, blocks_per_call), control)
     partials = mem.view(r["partials"], np.float64, (blocks, N_PV, n_scen))
     premiums = mem.view(r["premium_eff"], np.float64)
-    return TermLifeResult(partials=partials, premium_pp=premiums)
+    return TermLifeResult(partials=partials, premium_pp=premiums, partials_region=r["partials"])

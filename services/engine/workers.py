@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import wasmtime
 
@@ -28,6 +28,9 @@ from services.engine.errors import EngineClosed, ModelCancelled, ModelDeadlineEx
 from services.engine.memory import STATIC_LIMIT, Arena, EngineMemory
 from services.engine.runtime import Runtime
 from services.engine.sandbox import EpochTicker, StaticData, check_imports, map_trap, static_data
+
+GROW_SLACK = 1 << 20
+"""A trap after growing memory to within this many bytes of the cap counts as memory exhaustion."""
 
 RC_MEANING = {
     1: "context written for another ABI version",
@@ -72,12 +75,12 @@ class Executor(Protocol):
     ) -> None: ...
 
 
-def _check_rc(model: str, function: str, rc: int) -> None:
+def check_rc(model: str, function: str, rc: int) -> None:
     if rc != 0:
         raise ModelFailed(model, function, rc, RC_MEANING.get(rc, "unknown status"))
 
 
-def _map_threads(
+def map_threads(
     threads: int,
     ranges: Sequence[tuple[int, int]],
     run_one: Callable[[int, tuple[int, int]], None],
@@ -126,42 +129,68 @@ class LoadedModel:
     exports: frozenset[str]
 
 
+class _Instance:
+    """One model instance in a Store of its own (see `_Worker`)."""
+
+    def __init__(self, runtime: Runtime, memory: EngineMemory, model: LoadedModel, stack_top: int) -> None:
+        self.store = wasmtime.Store(runtime.engine)
+        self.store.set_limits(memory_size=memory.cap, instances=1, tables=4, memories=1)
+        self.store.set_epoch_deadline(1 << 62)
+        instance = wasmtime.Instance(self.store, model.module, [memory.shared])
+        self.exports = instance.exports(self.store)
+        if "__stack_pointer" in model.exports:
+            stack_pointer = self.exports["__stack_pointer"]
+            if not isinstance(stack_pointer, wasmtime.Global):
+                raise ModelLoadError(f"model {model.name!r} exports __stack_pointer that is not a global")
+            stack_pointer.set_value(self.store, wasmtime.Val.i32(stack_top))
+
+
 class _Worker:
-    """One thread's Store and its instances (created on first use, dropped after a trap)."""
+    """One thread's instances, one per model, each in its own Store (created on first use,
+    dropped after a trap).
+
+    One instance per Store: wasmtime 50 aborts the process (``assertion failed:
+    fault.is_none()``, store.rs) when an instance traps out of bounds on a shared memory that
+    another instance in the same Store also imports; `tests/engine/test_sandbox.py` covers it.
+    """
 
     def __init__(self, index: int, runtime: Runtime, memory: EngineMemory) -> None:
         self.index = index
         self._runtime, self._memory = runtime, memory
-        self._reset()
+        self._instances: dict[str, _Instance] = {}
 
-    def _reset(self) -> None:
-        self.store = wasmtime.Store(self._runtime.engine)
-        self.store.set_limits(memory_size=self._memory.cap, instances=16, tables=16, memories=1)
-        self.instances: dict[str, tuple[wasmtime.Instance, Any]] = {}
-
-    def exports(self, model: LoadedModel) -> Any:
-        entry = self.instances.get(model.sha256)
-        if entry is None:
-            self.store.set_epoch_deadline(1 << 62)
-            instance = wasmtime.Instance(self.store, model.module, [self._memory.shared])
-            exports = instance.exports(self.store)
-            if "__stack_pointer" in model.exports:
-                exports["__stack_pointer"].set_value(self.store, wasmtime.Val.i32(self._memory.stack_top(self.index)))
-            entry = (instance, exports)
-            self.instances[model.sha256] = entry
-        return entry[1]
+    def _instance(self, model: LoadedModel) -> _Instance:
+        inst = self._instances.get(model.sha256)
+        if inst is None:
+            inst = _Instance(self._runtime, self._memory, model, self._memory.stack_top(self.index))
+            self._instances[model.sha256] = inst
+        return inst
 
     def call(
-        self, model: LoadedModel, function: str, args: Sequence[int], control: RunControl, ticker: EpochTicker
+        self,
+        model: LoadedModel,
+        function: str,
+        args: Sequence[int],
+        *,
+        control: RunControl,
+        ticker: EpochTicker,
+        size_before: int,
     ) -> int:
+        """Call ``function``; ``size_before`` is the memory size when this batch of calls began."""
         control.check(f"model {model.name!r} {function}")
-        func = self.exports(model)[function]
-        self.store.set_epoch_deadline(ticker.ticks(control.remaining()))
+        inst = self._instance(model)
+        func = inst.exports[function]
+        if not isinstance(func, wasmtime.Func):
+            raise ModelLoadError(f"model {model.name!r} export {function!r} is not a function")
+        inst.store.set_epoch_deadline(ticker.ticks(control.remaining()))
         try:
-            return int(func(self.store, *args))
+            return int(func(inst.store, *args))
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            self._reset()  # a trapped instance may be left inconsistent: start afresh
-            at_cap = self._memory.size >= self._memory.cap
+            del self._instances[model.sha256]  # a trapped instance may be inconsistent: start afresh
+            # the model (or a sibling call of the same batch) grew the memory up to about the cap,
+            # then trapped: the usual end of an allocation that memory.grow refused
+            size_after = self._memory.size
+            at_cap = size_after > size_before and size_after > self._memory.cap - GROW_SLACK
             raise map_trap(
                 exc, model=model.name, function=function, at_cap=at_cap, cancelled=control.cancel.is_set()
             ) from exc
@@ -211,22 +240,32 @@ class WasmPool:
     def call(self, model: str, function: str, args: Sequence[int], control: RunControl) -> None:
         with self._run_lock:
             m = self._models[model]
-            _check_rc(m.name, function, self._workers[0].call(m, function, args, control, self._ticker))
+            rc = self._workers[0].call(
+                m, function, args, control=control, ticker=self._ticker, size_before=self._memory.size
+            )
+            check_rc(m.name, function, rc)
 
     def call_value(self, model: str, function: str, args: Sequence[int], control: RunControl) -> int:
         """Call and return the result as is (no status check)."""
         with self._run_lock:
-            return self._workers[0].call(self._models[model], function, args, control, self._ticker)
+            m = self._models[model]
+            return self._workers[0].call(
+                m, function, args, control=control, ticker=self._ticker, size_before=self._memory.size
+            )
 
     def map(self, model: str, function: str, ctx: int, ranges: Sequence[tuple[int, int]], control: RunControl) -> None:
         m = self._models[model]
+        size_before = self._memory.size
 
         def run_one(worker: int, item: tuple[int, int]) -> None:
-            rc = self._workers[worker].call(m, function, (ctx, item[0], item[1]), control, self._ticker)
-            _check_rc(m.name, function, rc)
+            args = (ctx, item[0], item[1])
+            rc = self._workers[worker].call(
+                m, function, args, control=control, ticker=self._ticker, size_before=size_before
+            )
+            check_rc(m.name, function, rc)
 
         with self._run_lock:
-            _map_threads(self.threads, ranges, run_one, self._pool)
+            map_threads(self.threads, ranges, run_one, self._pool)
 
     def close(self) -> None:
         if self._closed:

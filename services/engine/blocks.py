@@ -1,0 +1,92 @@
+"""Block partials and the reference summation order (MODEL.md "Aggregation").
+
+Policies are grouped into blocks of B = 1024 consecutive dataset rows. A block partial is
+the sum of its policies' values in row order, per scenario (computed inside the model);
+the portfolio value is the left fold of block partials in block order, from +0.0. Because
+each partial's bits do not depend on which thread, chunk or engine computed it, folding
+them in block order gives the same bits for any split — `BlockFolder` does that as blocks
+complete in any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from services.engine.abi import BLOCK_SIZE
+from services.engine.model_inputs import F64
+
+
+def block_count(rows: int) -> int:
+    """Blocks covering ``rows`` rows (the last may be partial)."""
+    return -(-rows // BLOCK_SIZE)
+
+
+def block_rows(block: int, rows: int) -> tuple[int, int]:
+    """Row range [start, stop) of ``block`` in a dataset of ``rows`` rows."""
+    return block * BLOCK_SIZE, min(rows, (block + 1) * BLOCK_SIZE)
+
+
+def chunks(blocks: int, blocks_per_chunk: int) -> Iterator[tuple[int, int]]:
+    """Consecutive block ranges [b0, b1) of at most ``blocks_per_chunk`` blocks."""
+    if blocks_per_chunk < 1:
+        raise ValueError("blocks_per_chunk must be ≥ 1")
+    for b0 in range(0, blocks, blocks_per_chunk):
+        yield b0, min(blocks, b0 + blocks_per_chunk)
+
+
+def fold(partials: F64) -> F64:
+    """Left fold over axis 0 in order, from +0.0: ((0 + p[0]) + p[1]) + …  (any trailing shape)."""
+    partials = np.asarray(partials, dtype=np.float64)
+    total = np.zeros(partials.shape[1:], dtype=np.float64)
+    for partial in partials:
+        total += partial
+    return total
+
+
+def result_hash(values: F64) -> str:
+    """SHA-256 (hex) of ``values`` as little-endian float64 in order: the job's result hash."""
+    return hashlib.sha256(np.ascontiguousarray(values, dtype="<f8").tobytes()).hexdigest()
+
+
+class BlockFolder:
+    """Folds block partials (any trailing shape) in block order as they arrive in any order.
+
+    ``add(b, partial)`` keeps out-of-order partials until every earlier block has arrived;
+    memory is bounded by how far arrivals run ahead of the next block to fold.
+    """
+
+    def __init__(self, blocks: int, first_block: int = 0) -> None:
+        self.first, self.end = first_block, first_block + blocks
+        self._next = first_block
+        self._pending: dict[int, F64] = {}
+        self._total: F64 | None = None
+
+    def add(self, block: int, partial: F64) -> None:
+        if not self.first <= block < self.end:
+            raise ValueError(f"block {block} outside [{self.first}, {self.end})")
+        if block < self._next or block in self._pending:
+            raise ValueError(f"block {block} added twice")
+        self._pending[block] = np.array(partial, dtype=np.float64, copy=True)
+        while self._next in self._pending:
+            part = self._pending.pop(self._next)
+            if self._total is None:
+                self._total = np.zeros_like(part)
+            self._total += part
+            self._next += 1
+
+    @property
+    def complete(self) -> bool:
+        return self._next == self.end
+
+    @property
+    def folded_blocks(self) -> int:
+        return self._next - self.first
+
+    def total(self) -> F64:
+        """The fold of all blocks (raises until every block arrived)."""
+        if not self.complete or self._total is None:
+            raise ValueError(f"blocks {self._next}..{self.end - 1} are still missing")
+        return self._total

@@ -1,0 +1,111 @@
+"""The benchmark baseline: the same C models compiled natively (``cc -O3 -march=native``).
+
+Built on demand into ``<cache>/native/<hash>/`` (hash of the sources, header, flags and
+compiler version) and loaded with ctypes; `NativePool` runs their entry points over K
+threads (ctypes releases the GIL) with the same offsets as the WASM host, in a
+`NativeMemory` buffer whose base address is passed as the first argument.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Final
+
+from services.common.errors import FailedPrecondition
+from services.engine.memory import NativeMemory
+from services.engine.runtime import default_cache_dir
+from services.engine.workers import RunControl, check_rc, map_threads
+
+MODELS_DIR: Final = Path(__file__).resolve().parents[2] / "models"
+NATIVE_FLAGS: Final = ("-O3", "-march=native", "-shared", "-fPIC")
+ENTRY_POINTS: Final = {
+    "esg": ("lc_abi_version", "esg_run"),
+    "term_life": ("lc_abi_version", "tl_lanes", "tl_prepare", "tl_prepare_scenarios", "tl_premiums", "tl_run_blocks"),
+}
+
+
+def compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise FailedPrecondition("no C compiler (cc, gcc or clang) for the native baseline")
+    return cc
+
+
+def build_native(name: str, cache_dir: Path | None = None) -> Path:
+    """Compile models/<name>.c to a shared library (cached); returns its path."""
+    cc = compiler()
+    source = MODELS_DIR / f"{name}.c"
+    header = MODELS_DIR / "include" / "livecalc_model.h"
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256(
+        b"\0".join([source.read_bytes(), header.read_bytes(), " ".join(NATIVE_FLAGS).encode(), version.encode()])
+    ).hexdigest()[:16]
+    out_dir = (cache_dir or default_cache_dir()) / "native" / key
+    lib = out_dir / f"lib{name}.so"
+    if not lib.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / f".lib{name}.{os.getpid()}.so"
+        cmd = [cc, *NATIVE_FLAGS, f"-I{header.parent}", str(source), "-o", str(tmp), "-lm"]
+        subprocess.run(cmd, check=True, capture_output=True)
+        os.replace(tmp, lib)
+    return lib
+
+
+class NativePool:
+    """`Executor` over the natively compiled models, K threads, one `NativeMemory`."""
+
+    def __init__(self, *, threads: int, cache_dir: Path | None = None, memory_cap: int = 1 << 30) -> None:
+        self.threads = threads
+        self._memory = NativeMemory(cap=memory_cap)
+        self._libs: dict[str, ctypes.CDLL] = {}
+        for name, functions in ENTRY_POINTS.items():
+            lib = ctypes.CDLL(str(build_native(name, cache_dir)))
+            for fn in functions:
+                f = getattr(lib, fn)
+                f.restype = ctypes.c_int32
+            self._libs[name] = lib
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="livecalc-native")
+        self._lock = threading.Lock()
+
+    @property
+    def memory(self) -> NativeMemory:
+        return self._memory
+
+    def _invoke(self, model: str, function: str, args: Sequence[int]) -> int:
+        f = getattr(self._libs[model], function)
+        if function in ("lc_abi_version", "tl_lanes"):
+            return int(f())
+        base = ctypes.c_void_p(self._memory.base_address)
+        return int(f(base, *(ctypes.c_uint32(a) for a in args)))
+
+    def call(self, model: str, function: str, args: Sequence[int], control: RunControl) -> None:
+        control.check(f"native {model} {function}")
+        check_rc(model, function, self._invoke(model, function, args))
+
+    def call_value(self, model: str, function: str, args: Sequence[int], control: RunControl) -> int:
+        return self._invoke(model, function, args)
+
+    def map(self, model: str, function: str, ctx: int, ranges: Sequence[tuple[int, int]], control: RunControl) -> None:
+        def run_one(worker: int, item: tuple[int, int]) -> None:
+            control.check(f"native {model} {function}")
+            check_rc(model, function, self._invoke(model, function, (ctx, item[0], item[1])))
+
+        with self._lock:
+            map_threads(self.threads, ranges, run_one, self._pool)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> NativePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,272 @@
+"""The pipeline runner: a package's nodes ``{id, engine, inputs, outputs}`` run in
+topological order over one shared memory.
+
+Inputs are ``$policies``, ``$assumptions``, ``$scenarios`` or bus buffers ``bus://name``
+produced by another node; outputs are bus buffers. Bus buffers live in the engine's
+SharedMemory, so WASM instances on K threads read them zero-copy, and ``python://`` nodes
+(the built-in numpy reference implementations, never code from a package) read and write
+the same buffers through numpy views.
+
+Node kinds (model ABI v1, docs/model-abi.md): a scenario generator (``esg``: exports
+``esg_run``; inputs ``$scenarios``; one output, rates f64 [N][T]) and a projection
+(``term_life``: exports ``tl_*``; inputs ``$policies``, ``$assumptions`` and one bus
+buffer of rates; one output, block partials f64 [blocks][5][N]). A ``wasm://name`` node's
+kind is read from its binary's exports; ``python://esg`` and ``python://term_life`` are
+the reference implementations of the same kinds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from services.engine import reference
+from services.engine.abi import BLOCK_SIZE, ESG_EXPORTS, N_PV, PV_COMPONENTS, TERM_LIFE_EXPORTS
+from services.engine.blocks import block_count, fold, result_hash
+from services.engine.errors import InvalidModelInput, ModelLoadError, PipelineError
+from services.engine.layout import LayoutBuilder, Region
+from services.engine.model_inputs import F64, Assumptions, ModelInputError, Policies, ScenarioParams
+from services.engine.wasm_nodes import projection_months, run_esg, run_term_life
+from services.engine.workers import RunControl, WasmPool
+
+SPECIAL_INPUTS: Final = ("$policies", "$assumptions", "$scenarios")
+BUS: Final = "bus://"
+WASM_DIR: Final = Path(__file__).resolve().parents[2] / "models" / "wasm"
+
+REFERENCE_PIPELINE: Final = (
+    {"id": "esg", "engine": "wasm://esg", "inputs": ["$scenarios"], "outputs": ["bus://rates"]},
+    {
+        "id": "term_life",
+        "engine": "wasm://term_life",
+        "inputs": ["$policies", "$assumptions", "bus://rates"],
+        "outputs": ["bus://pv"],
+    },
+)
+"""The shipped pipeline esg → term_life (MODEL.md), both nodes on the WASM host."""
+
+
+def shipped_models() -> dict[str, bytes]:
+    """The committed WASM builds of the shipped models, name → bytes."""
+    return {p.stem: p.read_bytes() for p in sorted(WASM_DIR.glob("*.wasm"))}
+
+
+@dataclass(frozen=True)
+class PipelineNode:
+    """One node of a package's pipeline: ``engine`` is ``wasm://name`` or ``python://name``."""
+
+    id: str
+    engine: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    @property
+    def scheme(self) -> str:
+        return self.engine.split("://", 1)[0]
+
+    @property
+    def model(self) -> str:
+        return self.engine.split("://", 1)[1]
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any]) -> PipelineNode:
+        node_id = raw.get("id")
+        if not isinstance(node_id, str) or not node_id:
+            raise PipelineError(f"pipeline node needs a non-empty string id, got {node_id!r}")
+        engine = raw.get("engine")
+        if not isinstance(engine, str) or not engine.startswith(("wasm://", "python://")) or engine.endswith("//"):
+            raise PipelineError(f"node {node_id!r}: engine must be wasm://name or python://name, got {engine!r}")
+        lists: dict[str, tuple[str, ...]] = {}
+        for key in ("inputs", "outputs"):
+            value = raw.get(key, [])
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise PipelineError(f"node {node_id!r}: {key} must be a list of strings")
+            lists[key] = tuple(value)
+        if not lists["outputs"]:
+            raise PipelineError(f"node {node_id!r} has no outputs")
+        for out in lists["outputs"]:
+            if not out.startswith(BUS) or len(out) == len(BUS):
+                raise PipelineError(f"node {node_id!r}: output {out!r} must be a bus://name buffer")
+        for inp in lists["inputs"]:
+            if inp not in SPECIAL_INPUTS and not (inp.startswith(BUS) and len(inp) > len(BUS)):
+                raise PipelineError(
+                    f"node {node_id!r}: unknown input {inp!r} (use $policies, $assumptions, $scenarios or bus://name)"
+                )
+        return cls(node_id, engine, lists["inputs"], lists["outputs"])
+
+
+def plan(config: Sequence[Mapping[str, Any] | PipelineNode]) -> list[PipelineNode]:
+    """Validate the nodes and return them in topological order (ties keep config order)."""
+    nodes = [n if isinstance(n, PipelineNode) else PipelineNode.from_config(n) for n in config]
+    if not nodes:
+        raise PipelineError("pipeline has no nodes")
+    producer: dict[str, str] = {}
+    ids: set[str] = set()
+    for node in nodes:
+        if node.id in ids:
+            raise PipelineError(f"duplicate node id {node.id!r}")
+        ids.add(node.id)
+        for out in node.outputs:
+            if out in producer:
+                raise PipelineError(f"bus buffer {out!r} is written by both {producer[out]!r} and {node.id!r}")
+            producer[out] = node.id
+    for node in nodes:
+        for inp in node.inputs:
+            if inp.startswith(BUS) and inp not in producer:
+                raise PipelineError(f"node {node.id!r} reads {inp!r}, which no node writes")
+    ordered: list[PipelineNode] = []
+    done: set[str] = set()
+    remaining = list(nodes)
+    while remaining:
+        ready = [n for n in remaining if all(producer[i] in done for i in n.inputs if i.startswith(BUS))]
+        if not ready:
+            cycle = ", ".join(n.id for n in remaining)
+            raise PipelineError(f"pipeline has a cycle among nodes {cycle}")
+        for n in ready:
+            ordered.append(n)
+            done.add(n.id)
+        remaining = [n for n in remaining if n.id not in done]
+    return ordered
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The ``$`` inputs of a run; ``first_block`` is the dataset block of the first policy row."""
+
+    policies: Policies
+    assumptions: Assumptions
+    scenarios: ScenarioParams
+    first_block: int = 0
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """Copies of every bus buffer (name → array) and the projection's block partials."""
+
+    buffers: dict[str, F64]
+    partials: F64
+    """f64 [blocks][5][N]: the last projection node's block partials (components PV_COMPONENTS)."""
+
+    def portfolio(self, component: str = "net_cf") -> F64:
+        """Per-scenario portfolio value: the fold of the block partials in block order."""
+        return fold(self.partials[:, PV_COMPONENTS.index(component), :])
+
+    @property
+    def result_hash(self) -> str:
+        return result_hash(self.portfolio("net_cf"))
+
+
+@dataclass
+class _Buffer:
+    region: Region
+    shape: tuple[int, ...]
+
+
+class PipelineRunner:
+    """Runs pipelines on a `WasmPool` (its memory holds every buffer); models by name."""
+
+    def __init__(self, pool: WasmPool, binaries: Mapping[str, bytes] | None = None) -> None:
+        self.pool = pool
+        self._binaries = dict(binaries if binaries is not None else shipped_models())
+        self._loaded: dict[str, str] = {}  # model name → sha256 loaded into the pool
+
+    def _load(self, name: str) -> str:
+        wasm = self._binaries.get(name)
+        if wasm is None:
+            raise PipelineError(f"wasm://{name}: no such model in the package")
+        digest = hashlib.sha256(wasm).hexdigest()
+        if self._loaded.get(name) != digest:
+            self.pool.load(name, wasm)
+            self._loaded[name] = digest
+        exports = self.pool.model(name).exports
+        if exports >= ESG_EXPORTS:
+            return "esg"
+        if exports >= TERM_LIFE_EXPORTS:
+            return "term_life"
+        raise ModelLoadError(f"wasm://{name} exports neither the esg nor the term_life entry points of ABI v1")
+
+    def run(
+        self,
+        config: Sequence[Mapping[str, Any] | PipelineNode],
+        inputs: RunInputs,
+        *,
+        control: RunControl | None = None,
+        blocks_per_call: int = 1,
+    ) -> PipelineResult:
+        control = control or RunControl()
+        nodes = plan(config)
+        try:
+            inputs.assumptions.check_covers(inputs.policies)
+        except ModelInputError as exc:
+            raise InvalidModelInput(str(exc)) from exc
+        months = projection_months(inputs.policies)
+        n_scen = inputs.scenarios.count
+        mem = self.pool.memory
+        alloc = LayoutBuilder(mem.run_base)
+        bus: dict[str, _Buffer] = {}
+        partials_name: str | None = None
+        for node in nodes:
+            kind = self._load(node.model) if node.scheme == "wasm" else node.model
+            if kind == "esg":
+                self._need(node, ("$scenarios",), 0)
+                shape: tuple[int, ...] = (n_scen, months)
+                region = alloc.add_array(f"{node.outputs[0]}", shape, np.float64)
+                mem.ensure(alloc.end)
+                if node.scheme == "wasm":
+                    run_esg(self.pool, node.model, alloc, inputs.scenarios, months, control=control, out=region)
+                else:
+                    control.check(f"node {node.id!r}")
+                    mem.view(region, np.float64, shape)[:] = reference.esg(inputs.scenarios, months)
+                bus[node.outputs[0]] = _Buffer(region, shape)
+            elif kind == "term_life":
+                rates = self._need(node, ("$policies", "$assumptions"), 1)
+                src = bus[rates[0]]
+                if len(src.shape) != 2 or src.shape[0] != n_scen or src.shape[1] < months:
+                    raise PipelineError(f"node {node.id!r}: {rates[0]} is not a rates buffer [N][≥{months}]")
+                blocks = block_count(len(inputs.policies))
+                shape = (blocks, N_PV, n_scen)
+                if node.scheme == "wasm":
+                    result = run_term_life(
+                        self.pool, node.model, alloc, inputs.policies, inputs.assumptions,
+                        rates=src.region, n_scen=n_scen, rates_stride=src.shape[1], control=control,
+                        blocks_per_call=blocks_per_call, name=node.id,
+                    )  # fmt: skip
+                    region = result.partials_region
+                else:
+                    control.check(f"node {node.id!r}")
+                    region = alloc.add_array(node.outputs[0], shape, np.float64)
+                    mem.ensure(alloc.end)
+                    shocks = mem.view(src.region, np.float64, src.shape)
+                    mem.view(region, np.float64, shape)[:] = reference_partials(
+                        inputs.policies, inputs.assumptions, shocks
+                    )
+                bus[node.outputs[0]] = _Buffer(region, shape)
+                partials_name = node.outputs[0]
+            else:
+                raise PipelineError(f"node {node.id!r}: unknown built-in engine {node.engine!r}")
+        if partials_name is None:
+            raise PipelineError("pipeline has no projection (term_life) node")
+        buffers = {name: np.array(mem.view(b.region, np.float64, b.shape)) for name, b in bus.items()}
+        return PipelineResult(buffers=buffers, partials=buffers[partials_name])
+
+    @staticmethod
+    def _need(node: PipelineNode, specials: tuple[str, ...], n_bus: int) -> list[str]:
+        missing = [s for s in specials if s not in node.inputs]
+        bus_inputs = [i for i in node.inputs if i.startswith(BUS)]
+        if missing or len(bus_inputs) != n_bus or len(node.outputs) != 1:
+            raise PipelineError(
+                f"node {node.id!r} ({node.engine}) needs inputs {', '.join(specials)}"
+                f"{' and one bus buffer' if n_bus else ''} and one output"
+            )
+        return bus_inputs
+
+
+def reference_partials(policies: Policies, assumptions: Assumptions, shocks: F64) -> F64:
+    """python://term_life as block partials f64 [blocks][5][N] (reference summation order)."""
+    pvs = reference.term_life(policies, assumptions, shocks)
+    parts = [reference.block_partials(getattr(pvs, name), BLOCK_SIZE) for name in PV_COMPONENTS]
+    return np.stack(parts, axis=1)

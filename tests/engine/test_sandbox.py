@@ -1,0 +1,131 @@
+"""Rogue models get a clear typed error, and the next run on the same host succeeds.
+
+Each rogue model is a tiny WAT module posing as a scenario generator (it exports the esg
+entry points), run as the ``wasm://esg`` node of the reference pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import wasmtime
+
+from services.common.errors import DeadlineExceeded, Internal, InvalidArgument, ResourceExhausted
+from services.engine.errors import (
+    ForbiddenImportError,
+    ModelCancelled,
+    ModelDeadlineExceeded,
+    ModelLoadError,
+    ModelMemoryExceeded,
+    ModelTrap,
+)
+from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs, shipped_models
+from services.engine.runtime import Runtime
+from services.engine.workers import RunControl, WasmPool
+from tests.engine.wasm_helpers import inputs
+
+CAP = 64 << 20
+MEMORY = '(import "env" "memory" (memory 1 65535 shared))'
+
+
+def esg_like(body: str, *, memory: str = MEMORY, extra: str = "") -> bytes:
+    return wasmtime.wat2wasm(
+        f"""(module {memory} {extra}
+              (global (export "__heap_base") i32 (i32.const 0))
+              (func (export "lc_abi_version") (result i32) (i32.const 1))
+              (func (export "esg_run") (param i32 i32 i32) (result i32) {body}))"""
+    )
+
+
+LOOP_FOREVER = esg_like("(loop $l (br $l)) (i32.const 0)")
+TRAP = esg_like("(unreachable)")
+OUT_OF_BOUNDS = esg_like("(i32.load (i32.const -8))")
+GROW_PAST_CAP = esg_like("(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (unreachable)")
+FORBIDDEN_IMPORT = esg_like(
+    "(i32.const 0)", extra='(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))'
+)
+HUGE_MEMORY = esg_like("(i32.const 0)", memory='(import "env" "memory" (memory 2048 65535 shared))')
+OWN_MEMORY = esg_like("(i32.const 0)", memory="(memory 1)")
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WasmPool]:
+    with WasmPool(Runtime(), threads=2, memory_cap=CAP) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def run_inputs() -> RunInputs:
+    return inputs(300, 8)
+
+
+@pytest.fixture(scope="module")
+def good_hash(pool: WasmPool, run_inputs: RunInputs) -> str:
+    return PipelineRunner(pool).run(REFERENCE_PIPELINE, run_inputs).result_hash
+
+
+def run_with(pool: WasmPool, esg_wasm: bytes, run_inputs: RunInputs, control: RunControl | None = None) -> str:
+    binaries = shipped_models() | {"esg": esg_wasm}
+    return PipelineRunner(pool, binaries).run(REFERENCE_PIPELINE, run_inputs, control=control).result_hash
+
+
+def assert_next_run_succeeds(pool: WasmPool, run_inputs: RunInputs, good_hash: str) -> None:
+    assert PipelineRunner(pool).run(REFERENCE_PIPELINE, run_inputs).result_hash == good_hash
+
+
+@pytest.mark.parametrize(
+    ("wasm", "error", "status", "words"),
+    [
+        (FORBIDDEN_IMPORT, ForbiddenImportError, InvalidArgument, "wasi_snapshot_preview1.fd_write"),
+        (HUGE_MEMORY, ModelMemoryExceeded, ResourceExhausted, "cap"),
+        (OWN_MEMORY, ModelLoadError, InvalidArgument, "env.memory"),
+        (b"\0asm\x01\0\0\0garbage", ModelLoadError, InvalidArgument, "not a valid WebAssembly"),
+    ],
+    ids=["forbidden-import", "memory-over-cap", "own-memory", "not-wasm"],
+)
+def test_refused_at_load(  # noqa: PLR0917 - pytest fixtures and parameters
+    pool: WasmPool, run_inputs: RunInputs, good_hash: str, wasm: bytes, error: type, status: type, words: str
+) -> None:
+    with pytest.raises(error, match=words) as info:
+        run_with(pool, wasm, run_inputs)
+    assert isinstance(info.value, status)
+    assert_next_run_succeeds(pool, run_inputs, good_hash)
+
+
+def test_loop_forever_hits_deadline(pool: WasmPool, run_inputs: RunInputs, good_hash: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(ModelDeadlineExceeded, match="deadline") as info:
+        run_with(pool, LOOP_FOREVER, run_inputs, RunControl(deadline=time.monotonic() + 0.3))
+    assert isinstance(info.value, DeadlineExceeded)
+    assert time.monotonic() - start < 5
+    assert_next_run_succeeds(pool, run_inputs, good_hash)
+
+
+def test_cancelled_before_a_call(pool: WasmPool, run_inputs: RunInputs, good_hash: str) -> None:
+    control = RunControl()
+    control.cancel.set()
+    with pytest.raises(ModelCancelled):
+        run_with(pool, LOOP_FOREVER, run_inputs, control)
+    assert_next_run_succeeds(pool, run_inputs, good_hash)
+
+
+@pytest.mark.parametrize(("wasm", "words"), [(TRAP, "unreachable"), (OUT_OF_BOUNDS, "out of bounds")])
+def test_trap_is_typed(pool: WasmPool, run_inputs: RunInputs, good_hash: str, wasm: bytes, words: str) -> None:
+    with pytest.raises(ModelTrap, match=words) as info:
+        run_with(pool, wasm, run_inputs)
+    assert isinstance(info.value, Internal)
+    assert info.value.function == "esg_run"
+    assert_next_run_succeeds(pool, run_inputs, good_hash)
+
+
+def test_growing_memory_past_cap(pool: WasmPool, run_inputs: RunInputs, good_hash: str) -> None:
+    with pytest.raises(ModelMemoryExceeded, match="cap") as info:
+        run_with(pool, GROW_PAST_CAP, run_inputs)
+    assert isinstance(info.value, ResourceExhausted)
+    assert pool.memory.size <= CAP
+    assert_next_run_succeeds(pool, run_inputs, good_hash)
+    # a plain trap afterwards is still a trap, not "memory exhausted"
+    with pytest.raises(ModelTrap):
+        run_with(pool, TRAP, run_inputs)
