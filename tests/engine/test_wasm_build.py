@@ -1,0 +1,52 @@
+"""The committed WASM models are what models/build.py builds (reproducible, not stale)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import wasmtime
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("livecalc_models_build", ROOT / "models" / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rebuild_matches_committed(tmp_path: Path) -> None:
+    build = build_module()
+    built = build.build(tmp_path)
+    assert set(built) == {"esg", "term_life"}
+    for name, path in built.items():
+        committed = ROOT / "models" / "wasm" / f"{name}.wasm"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == hashlib.sha256(committed.read_bytes()).hexdigest(), (
+            f"models/wasm/{name}.wasm is stale: run `make wasm` and commit"
+        )
+
+
+def test_models_import_only_shared_env_memory() -> None:
+    engine = wasmtime.Engine(_config())
+    for name in ("esg", "term_life"):
+        module = wasmtime.Module.from_file(engine, str(ROOT / "models" / "wasm" / f"{name}.wasm"))
+        imports = [(i.module, i.name) for i in module.imports]
+        assert imports == [("env", "memory")]
+        memory = module.imports[0].type
+        assert isinstance(memory, wasmtime.MemoryType) and memory.is_shared
+        exports = {e.name for e in module.exports}
+        assert {"__stack_pointer", "__heap_base", "__global_base", "lc_abi_version"} <= exports
+
+
+def _config() -> wasmtime.Config:
+    cfg = wasmtime.Config()
+    cfg.wasm_threads = True
+    cfg.shared_memory = True
+    return cfg
