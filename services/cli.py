@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 import anyio
-from prometheus_client import disable_created_metrics
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from services.common.config import DEFAULT_PORTS, resolve_server_config
 from services.common.errors import LivecalcError
@@ -45,8 +45,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     module = _service_module(args.service)
 
     async def run() -> None:
-        parts = await module.build(args, env)
-        await serve(config, parts.bindings, on_stop=parts.on_stop)
+        registry = CollectorRegistry(auto_describe=True)
+        parts = await module.build(args, env, registry)
+        await serve(config, parts.bindings, registry=registry, on_stop=parts.on_stop)
 
     anyio.run(run, backend="asyncio")
     return 0

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from prometheus_client import CollectorRegistry
+
 from services.common.server import ServiceBinding
 
 
@@ -24,5 +26,10 @@ class ServiceModule(Protocol):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the service's own `serve` flags (e.g. --root for data)."""
 
-    async def build(self, args: argparse.Namespace, env: Mapping[str, str]) -> ServiceParts:
-        """Create the servicers from parsed flags and the environment."""
+    async def build(
+        self, args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry
+    ) -> ServiceParts:
+        """Create the servicers from parsed flags and the environment.
+
+        `registry` is the server's Prometheus registry: the service's own metrics go there.
+        """

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.common.server import ServiceBinding
@@ -20,6 +22,7 @@ from services.common.service import ServiceParts
 from services.data.azure_blob import AzureBlobStorage, AzureConfig
 from services.data.catalog import Catalog
 from services.data.local import LocalStorage
+from services.data.metrics import MeteredStorage, StorageMetrics
 from services.data.servicer import DataServicer
 from services.data.storage import Storage
 
@@ -75,9 +78,9 @@ async def open_storage(config: DataConfig) -> Storage:
     return local
 
 
-async def build(args: argparse.Namespace, env: Mapping[str, str]) -> ServiceParts:
+async def build(args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry) -> ServiceParts:
     config = resolve_data_config(args, env)
-    storage = await open_storage(config)
+    storage = MeteredStorage(await open_storage(config), StorageMetrics.create(registry))
     servicer = DataServicer(Catalog(storage))
     where = config.azure.container if config.azure is not None else str(config.root)
     log.info("datasets", extra={"fields": {"source": "azure_blob" if config.azure else "local", "at": where}})

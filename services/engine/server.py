@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
+from prometheus_client import CollectorRegistry
+
 from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
 from services.common.server import ServiceBinding, unimplemented_servicer
 from services.common.service import ServiceParts
@@ -21,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The engine has no flags of its own yet."""
 
 
-async def build(args: argparse.Namespace, env: Mapping[str, str]) -> ServiceParts:
+async def build(args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry) -> ServiceParts:
     engine = unimplemented_servicer(engine_service_pb2_grpc.EngineServiceServicer, ENGINE_SERVICE)
     return ServiceParts(
         bindings=[

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
+from prometheus_client import CollectorRegistry
+
 from livecalc.gateway.v1 import job_service_pb2, job_service_pb2_grpc, package_service_pb2, package_service_pb2_grpc
 from services.common.server import ServiceBinding, unimplemented_servicer
 from services.common.service import ServiceParts
@@ -21,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The gateway has no flags of its own yet."""
 
 
-async def build(args: argparse.Namespace, env: Mapping[str, str]) -> ServiceParts:
+async def build(args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry) -> ServiceParts:
     jobs = unimplemented_servicer(job_service_pb2_grpc.JobServiceServicer, JOB_SERVICE)
     packages = unimplemented_servicer(package_service_pb2_grpc.PackageServiceServicer, PACKAGE_SERVICE)
     return ServiceParts(
