@@ -26,6 +26,8 @@ from services.engine.workers import RunControl, check_rc, map_threads
 
 MODELS_DIR: Final = Path(__file__).resolve().parents[2] / "models"
 NATIVE_FLAGS: Final = ("-O3", "-march=native", "-shared", "-fPIC")
+NARROW_FLAGS: Final = ("-DLC_VW=2", "-ffp-contract=off")
+"""Profiling variant: WASM's vector width (2 doubles) and no FMA contraction, native codegen."""
 ENTRY_POINTS: Final = {
     "esg": ("lc_abi_version", "esg_run"),
     "term_life": ("lc_abi_version", "tl_lanes", "tl_prepare", "tl_prepare_scenarios", "tl_premiums", "tl_run_blocks"),
@@ -39,21 +41,22 @@ def compiler() -> str:
     return cc
 
 
-def build_native(name: str, cache_dir: Path | None = None) -> Path:
+def build_native(name: str, cache_dir: Path | None = None, extra_flags: Sequence[str] = ()) -> Path:
     """Compile models/<name>.c to a shared library (cached); returns its path."""
+    flags = (*NATIVE_FLAGS, *extra_flags)
     cc = compiler()
     source = MODELS_DIR / f"{name}.c"
     header = MODELS_DIR / "include" / "livecalc_model.h"
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256(
-        b"\0".join([source.read_bytes(), header.read_bytes(), " ".join(NATIVE_FLAGS).encode(), version.encode()])
+        b"\0".join([source.read_bytes(), header.read_bytes(), " ".join(flags).encode(), version.encode()])
     ).hexdigest()[:16]
     out_dir = (cache_dir or default_cache_dir()) / "native" / key
     lib = out_dir / f"lib{name}.so"
     if not lib.exists():
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / f".lib{name}.{os.getpid()}.so"
-        cmd = [cc, *NATIVE_FLAGS, f"-I{header.parent}", str(source), "-o", str(tmp), "-lm"]
+        cmd = [cc, *flags, f"-I{header.parent}", str(source), "-o", str(tmp), "-lm"]
         subprocess.run(cmd, check=True, capture_output=True)
         os.replace(tmp, lib)
     return lib
@@ -62,12 +65,19 @@ def build_native(name: str, cache_dir: Path | None = None) -> Path:
 class NativePool:
     """`Executor` over the natively compiled models, K threads, one `NativeMemory`."""
 
-    def __init__(self, *, threads: int, cache_dir: Path | None = None, memory_cap: int = 1 << 30) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int,
+        cache_dir: Path | None = None,
+        memory_cap: int = 1 << 30,
+        extra_flags: Sequence[str] = (),
+    ) -> None:
         self.threads = threads
         self._memory = NativeMemory(cap=memory_cap)
         self._libs: dict[str, ctypes.CDLL] = {}
         for name, functions in ENTRY_POINTS.items():
-            lib = ctypes.CDLL(str(build_native(name, cache_dir)))
+            lib = ctypes.CDLL(str(build_native(name, cache_dir, extra_flags)))
             for fn in functions:
                 f = getattr(lib, fn)
                 f.restype = ctypes.c_int32

@@ -1,0 +1,33 @@
+"""`bench engine --json` prints one JSON object with the figures; native agrees with WASM."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.engine.bench import bench_engine
+from services.engine.native import compiler
+
+
+def test_bench_engine_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        compiler()
+    except Exception:  # noqa: BLE001 - no C compiler: the native figure is absent, the rest must work
+        pytest.skip("no C compiler")
+    assert bench_engine([1, 2], as_json=True, quick=True) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["wasm_steps_per_s"]) == {"1", "2"}
+    assert all(v > 0 for v in report["wasm_steps_per_s"].values())
+    assert report["native_steps_per_s"] > 0
+    assert report["numpy_steps_per_s"] > 0
+    assert report["ratios"]["wasm_vs_numpy"] > 1
+    assert report["machine"]["cores"] >= 1
+    for engine, rel in report["max_rel_diff_vs_numpy"].items():
+        assert rel < 1e-9, engine
+
+
+def test_bench_engine_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_engine([1], quick=True) == 0
+    out = capsys.readouterr().out
+    assert "wasm, 1 thread" in out and "numpy reference" in out and "ratios:" in out
