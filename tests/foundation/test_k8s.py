@@ -1,0 +1,81 @@
+"""The Kubernetes manifests: schema-valid, and consistent with what the services serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from services.common.config import DEFAULT_PORTS
+from services.common.server import HEALTH_NAMES
+from tests.support import ROOT
+
+K8S = ROOT / "k8s"
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def manifests() -> list[Path]:
+    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def base_objects() -> dict[tuple[str, str], dict[str, Any]]:
+    kustomization = documents(K8S / "base" / "kustomization.yaml")[0]
+    objects = {}
+    for resource in kustomization["resources"]:
+        for doc in documents(K8S / "base" / resource):
+            objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    return objects
+
+
+@pytest.mark.parametrize("path", [p for p in manifests() if "overlays" not in p.parts], ids=str)
+def test_base_manifests_validate_strictly(path: Path) -> None:
+    for doc in documents(path):
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+
+
+def test_kustomizations_reference_existing_files() -> None:
+    for kustomization in K8S.rglob("kustomization.yaml"):
+        doc = documents(kustomization)[0]
+        for entry in [*doc.get("resources", []), *(p["path"] for p in doc.get("patches", []))]:
+            assert (kustomization.parent / entry).exists(), f"{kustomization}: {entry} is missing"
+
+
+def test_overlay_patches_target_base_objects() -> None:
+    objects = base_objects()
+    for patch in (K8S / "overlays").rglob("*.yaml"):
+        if patch.name == "kustomization.yaml":
+            continue
+        for doc in documents(patch):
+            assert (doc["kind"], doc["metadata"]["name"]) in objects, f"{patch} patches nothing"
+
+
+@pytest.mark.parametrize("service", sorted(DEFAULT_PORTS))
+def test_ports_and_probes_match_the_servers(service: str) -> None:
+    objects = base_objects()
+    grpc_port, metrics_port = DEFAULT_PORTS[service]
+    deployment = objects[("Deployment", f"livecalc-{service}")]
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][:2] == ["serve", service]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": grpc_port, "metrics": metrics_port}
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(metrics_port)
+    # Kubernetes' gRPC probes name a health service; the servers register exactly these.
+    assert container["readinessProbe"]["grpc"] == {"port": grpc_port, "service": "readiness"}
+    assert container["livenessProbe"]["grpc"] == {"port": grpc_port, "service": "liveness"}
+    assert {"readiness", "liveness"} <= set(HEALTH_NAMES)
+    # The pod must outlive the service's own shutdown grace.
+    config = objects[("ConfigMap", "livecalc-config")]["data"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] > float(config["LIVECALC_GRACE_SECONDS"])
+    assert float(config["LIVECALC_DRAIN_SECONDS"]) <= float(config["LIVECALC_GRACE_SECONDS"])
+
+
+def test_engines_are_headless_for_client_side_balancing() -> None:
+    service = base_objects()[("Service", "livecalc-engine")]
+    assert service["spec"]["clusterIP"] == "None"
