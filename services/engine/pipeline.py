@@ -135,12 +135,11 @@ def plan(config: Sequence[Mapping[str, Any] | PipelineNode]) -> list[PipelineNod
 
 @dataclass(frozen=True)
 class RunInputs:
-    """The ``$`` inputs of a run; ``first_block`` is the dataset block of the first policy row."""
+    """The ``$`` inputs of a run. A chunk's policies must start at a block boundary of the dataset."""
 
     policies: Policies
     assumptions: Assumptions
     scenarios: ScenarioParams
-    first_block: int = 0
 
 
 @dataclass(frozen=True)

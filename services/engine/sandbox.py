@@ -7,8 +7,9 @@ and how its failures become typed errors.
   shared memories); a module whose import needs more than the cap is refused at load, and
   a trap after the model grew the memory to the cap is reported as `ModelMemoryExceeded`.
 - Time: epoch interruption. `EpochTicker` advances the engine's epoch every ``interval``
-  seconds; each call gets a deadline in ticks; the interrupt trap becomes
-  `ModelDeadlineExceeded`.
+  seconds; each call gets a deadline in ticks (at most ``max_call_seconds``); the interrupt
+  trap becomes `ModelDeadlineExceeded`, or `ModelCancelled` when the run was cancelled (the
+  ticker interrupts calls in flight as soon as a watched cancel event is set).
 - Traps: `map_trap` turns a wasmtime trap into `ModelTrap` (or the two above).
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Final
 
 import wasmtime
 
@@ -30,8 +30,6 @@ from services.engine.errors import (
     ModelTrap,
 )
 from services.engine.runtime import PAGE, Runtime
-
-NO_DEADLINE_TICKS: Final = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -67,24 +65,58 @@ def check_imports(name: str, module: wasmtime.Module, cap: int) -> ModelImports:
 
 
 class EpochTicker:
-    """A daemon thread that advances the engine's epoch every ``interval`` seconds."""
+    """A daemon thread that advances the engine's epoch every ``interval`` seconds.
 
-    def __init__(self, runtime: Runtime, interval: float = 0.01) -> None:
+    It also interrupts WASM in flight when a watched cancel event is set: every call's
+    deadline is at most ``max_call_ticks`` ahead, so advancing the epoch by that much traps
+    every running call at its next loop back-edge. ``max_call_ticks`` is kept small (2,401 with
+    the defaults) so that the interrupt takes about a millisecond: a slow one would let calls
+    that start meanwhile get deadlines past it. Calls of other runs
+    that get caught too see an interrupt they did not ask for; `_Worker.call` re-runs them
+    (entry points are idempotent).
+    """
+
+    def __init__(self, runtime: Runtime, interval: float = 0.05, max_call_seconds: float = 120.0) -> None:
         self.interval = interval
+        self.max_call_seconds = max_call_seconds
+        self.max_call_ticks = math.ceil(max_call_seconds / interval) + 1
         self._runtime = runtime
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._watched: dict[int, threading.Event] = {}
+        self._interrupted: set[int] = set()
         self._thread = threading.Thread(target=self._run, name="livecalc-epoch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self._runtime.increment_epoch()
+            with self._lock:
+                fresh = [k for k, ev in self._watched.items() if ev.is_set() and k not in self._interrupted]
+                self._interrupted.update(fresh)
+            if fresh:
+                self.interrupt()
+
+    def watch(self, cancel: threading.Event) -> None:
+        """Interrupt running calls as soon as ``cancel`` is set (until `unwatch`)."""
+        with self._lock:
+            self._watched[id(cancel)] = cancel
+
+    def unwatch(self, cancel: threading.Event) -> None:
+        with self._lock:
+            self._watched.pop(id(cancel), None)
+            self._interrupted.discard(id(cancel))
+
+    def interrupt(self) -> None:
+        """Trap every call in flight on this engine (epoch past every deadline)."""
+        for _ in range(self.max_call_ticks + 1):
+            self._runtime.increment_epoch()
 
     def ticks(self, seconds: float | None) -> int:
-        """Epoch deadline (in ticks from now) for ``seconds`` of run time; None: no deadline."""
+        """Epoch deadline (in ticks from now) for ``seconds`` of run time, at most one call's limit."""
         if seconds is None:
-            return NO_DEADLINE_TICKS
-        return max(1, math.ceil(seconds / self.interval) + 1)
+            return self.max_call_ticks
+        return min(self.max_call_ticks, max(1, math.ceil(seconds / self.interval) + 1))
 
     def close(self) -> None:
         self._stop.set()

@@ -14,6 +14,7 @@ Both implement `Executor`, which the model drivers (`wasm_nodes.py`) program aga
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -177,29 +178,41 @@ class _Worker:
         size_before: int,
     ) -> int:
         """Call ``function``; ``size_before`` is the memory size when this batch of calls began."""
-        control.check(f"model {model.name!r} {function}")
-        inst = self._instance(model)
-        func = inst.exports[function]
-        if not isinstance(func, wasmtime.Func):
-            raise ModelLoadError(f"model {model.name!r} export {function!r} is not a function")
-        inst.store.set_epoch_deadline(ticker.ticks(control.remaining()))
-        try:
-            return int(func(inst.store, *args))
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            del self._instances[model.sha256]  # a trapped instance may be inconsistent: start afresh
-            # the model (or a sibling call of the same batch) grew the memory up to about the cap,
-            # then trapped: the usual end of an allocation that memory.grow refused
-            size_after = self._memory.size
-            at_cap = size_after > size_before and size_after > self._memory.cap - GROW_SLACK
-            raise map_trap(
-                exc, model=model.name, function=function, at_cap=at_cap, cancelled=control.cancel.is_set()
-            ) from exc
+        while True:
+            control.check(f"model {model.name!r} {function}")
+            inst = self._instance(model)
+            func = inst.exports[function]
+            if not isinstance(func, wasmtime.Func):
+                raise ModelLoadError(f"model {model.name!r} export {function!r} is not a function")
+            inst.store.set_epoch_deadline(ticker.ticks(control.remaining()))
+            started = time.monotonic()
+            try:
+                return int(func(inst.store, *args))
+            except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+                del self._instances[model.sha256]  # a trapped instance may be inconsistent: start afresh
+                if _spurious_interrupt(exc, control, time.monotonic() - started, ticker):
+                    continue  # another run's cancellation interrupted this call: run it again
+                # the model (or a sibling call of the same batch) grew the memory up to about the cap,
+                # then trapped: the usual end of an allocation that memory.grow refused
+                size_after = self._memory.size
+                at_cap = size_after > size_before and size_after > self._memory.cap - GROW_SLACK
+                raise map_trap(
+                    exc, model=model.name, function=function, at_cap=at_cap, cancelled=control.cancel.is_set()
+                ) from exc
+
+
+def _spurious_interrupt(exc: Exception, control: RunControl, elapsed: float, ticker: EpochTicker) -> bool:
+    """An epoch interrupt that neither this run's cancellation nor a deadline explains."""
+    if not isinstance(exc, wasmtime.Trap) or exc.trap_code != wasmtime.TrapCode.INTERRUPT:
+        return False
+    left = control.remaining()
+    return not control.cancel.is_set() and (left is None or left > 0) and elapsed < ticker.max_call_seconds
 
 
 class WasmPool:
     """K workers (threads, Stores) over one `EngineMemory`; loads and sandboxes models."""
 
-    def __init__(self, runtime: Runtime, *, threads: int, memory_cap: int | None = None, tick: float = 0.01) -> None:
+    def __init__(self, runtime: Runtime, *, threads: int, memory_cap: int | None = None, tick: float = 0.05) -> None:
         self.runtime = runtime
         self.threads = threads
         self._memory = EngineMemory(runtime, threads=threads, **({"cap": memory_cap} if memory_cap else {}))
@@ -238,7 +251,7 @@ class WasmPool:
         return self._models[name]
 
     def call(self, model: str, function: str, args: Sequence[int], control: RunControl) -> None:
-        with self._run_lock:
+        with self._run_lock, self._watching(control):
             m = self._models[model]
             rc = self._workers[0].call(
                 m, function, args, control=control, ticker=self._ticker, size_before=self._memory.size
@@ -247,7 +260,7 @@ class WasmPool:
 
     def call_value(self, model: str, function: str, args: Sequence[int], control: RunControl) -> int:
         """Call and return the result as is (no status check)."""
-        with self._run_lock:
+        with self._run_lock, self._watching(control):
             m = self._models[model]
             return self._workers[0].call(
                 m, function, args, control=control, ticker=self._ticker, size_before=self._memory.size
@@ -264,8 +277,16 @@ class WasmPool:
             )
             check_rc(m.name, function, rc)
 
-        with self._run_lock:
+        with self._run_lock, self._watching(control):
             map_threads(self.threads, ranges, run_one, self._pool)
+
+    @contextlib.contextmanager
+    def _watching(self, control: RunControl) -> Iterator[None]:
+        self._ticker.watch(control.cancel)
+        try:
+            yield
+        finally:
+            self._ticker.unwatch(control.cancel)
 
     def close(self) -> None:
         if self._closed:

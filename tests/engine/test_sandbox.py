@@ -6,13 +6,15 @@ entry points), run as the ``wasm://esg`` node of the reference pipeline.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import wasmtime
 
-from services.common.errors import DeadlineExceeded, Internal, InvalidArgument, ResourceExhausted
+from services.common.errors import Cancelled, DeadlineExceeded, Internal, InvalidArgument, ResourceExhausted
+from services.engine import workers
 from services.engine.errors import (
     ForbiddenImportError,
     ModelCancelled,
@@ -31,11 +33,13 @@ MEMORY = '(import "env" "memory" (memory 1 65535 shared))'
 
 
 def esg_like(body: str, *, memory: str = MEMORY, extra: str = "") -> bytes:
-    return wasmtime.wat2wasm(
-        f"""(module {memory} {extra}
+    return bytes(
+        wasmtime.wat2wasm(
+            f"""(module {memory} {extra}
               (global (export "__heap_base") i32 (i32.const 0))
               (func (export "lc_abi_version") (result i32) (i32.const 1))
               (func (export "esg_run") (param i32 i32 i32) (result i32) {body}))"""
+        )
     )
 
 
@@ -103,6 +107,21 @@ def test_loop_forever_hits_deadline(pool: WasmPool, run_inputs: RunInputs, good_
     assert_next_run_succeeds(pool, run_inputs, good_hash)
 
 
+def test_cancel_interrupts_a_running_call(pool: WasmPool, run_inputs: RunInputs, good_hash: str) -> None:
+    control = RunControl()  # no deadline: only the cancellation can stop it
+    timer = threading.Timer(0.3, control.cancel.set)
+    timer.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(ModelCancelled) as info:
+            run_with(pool, LOOP_FOREVER, run_inputs, control)
+    finally:
+        timer.cancel()
+    assert isinstance(info.value, Cancelled)
+    assert time.monotonic() - start < 1.3  # stopped within a second of the cancel
+    assert_next_run_succeeds(pool, run_inputs, good_hash)
+
+
 def test_cancelled_before_a_call(pool: WasmPool, run_inputs: RunInputs, good_hash: str) -> None:
     control = RunControl()
     control.cancel.set()
@@ -129,3 +148,38 @@ def test_growing_memory_past_cap(pool: WasmPool, run_inputs: RunInputs, good_has
     # a plain trap afterwards is still a trap, not "memory exhausted"
     with pytest.raises(ModelTrap):
         run_with(pool, TRAP, run_inputs)
+
+
+def test_cancel_of_one_run_leaves_another_intact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelling interrupts every call on the engine; the other run's calls are re-run, same bits."""
+    retries: list[bool] = []
+    spurious = workers._spurious_interrupt
+
+    def spy(*args: object) -> bool:
+        retries.append(spurious(*args))  # type: ignore[arg-type]
+        return retries[-1]
+
+    monkeypatch.setattr(workers, "_spurious_interrupt", spy)
+    runtime = Runtime()
+    big = inputs(8 * 1024, 256)
+    with WasmPool(runtime, threads=1) as a, WasmPool(runtime, threads=1, memory_cap=CAP) as b:
+        expected = PipelineRunner(a).run(REFERENCE_PIPELINE, big).result_hash
+        control = RunControl()
+        errors: list[BaseException] = []
+
+        def rogue() -> None:
+            try:
+                run_with(b, LOOP_FOREVER, inputs(50, 4), control)
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+                errors.append(exc)
+
+        thread = threading.Thread(target=rogue)
+        thread.start()
+        timer = threading.Timer(0.1, control.cancel.set)
+        timer.start()
+        got = PipelineRunner(a).run(REFERENCE_PIPELINE, big).result_hash
+        thread.join(5)
+        timer.cancel()
+        assert got == expected
+        assert len(errors) == 1 and isinstance(errors[0], ModelCancelled)
+        assert True in retries  # the healthy run was interrupted and re-ran its call

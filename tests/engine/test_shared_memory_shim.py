@@ -35,12 +35,14 @@ def test_shim_imports_and_sizes() -> None:
     store = wasmtime.Store(eng)
     instance = wasmtime.Instance(store, wasmtime.Module(eng, WAT), [mem])
     exports = instance.exports(store)
-    exports["store"](store, 64, 0x01020304)
+    store_fn, pages = exports["store"], exports["pages"]
+    assert isinstance(store_fn, wasmtime.Func) and isinstance(pages, wasmtime.Func)
+    store_fn(store, 64, 0x01020304)
     assert mem.size() == 2
-    assert exports["pages"](store) == 2
+    assert pages(store) == 2
     assert ctypes.c_uint32.from_address(mem.data_address() + 64).value == 0x01020304
     mem.grow(3)
-    assert mem.size() == 5 == exports["pages"](store)
+    assert mem.size() == 5 == pages(store)
 
 
 def test_upstream_still_broken() -> None:
