@@ -31,3 +31,36 @@ def test_bench_engine_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_engine([1], quick=True) == 0
     out = capsys.readouterr().out
     assert "wasm, 1 thread" in out and "numpy reference" in out and "ratios:" in out
+
+
+def test_cli_bench_engine_json_is_one_document() -> None:
+    import subprocess
+
+    from tests.support import VENV_BIN
+
+    result = subprocess.run(
+        [str(VENV_BIN / "livecalc"), "bench", "engine", "--quick", "--threads", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)  # the whole stdout parses: nothing else was printed
+    assert set(report["wasm_steps_per_s"]) == {"1"}
+
+
+def test_cli_bench_engine_rejects_bad_threads() -> None:
+    import subprocess
+
+    from tests.support import VENV_BIN
+
+    result = subprocess.run(
+        [str(VENV_BIN / "livecalc"), "bench", "engine", "--threads", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "thread counts must be ≥ 1" in result.stderr

@@ -1,0 +1,35 @@
+"""The engine's commands: `livecalc bench engine`."""
+
+from __future__ import annotations
+
+import argparse
+
+from services.common.errors import InvalidArgument
+from services.engine.bench import bench_engine
+
+
+def _thread_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated thread counts, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("thread counts must be ≥ 1")
+    return counts
+
+
+def _cmd_bench_engine(args: argparse.Namespace) -> int:
+    if args.threads is not None and not args.threads:
+        raise InvalidArgument("--threads needs at least one count")
+    return bench_engine(args.threads, as_json=args.json, quick=args.quick)
+
+
+def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = bench_sub.add_parser(
+        "engine",
+        help="policy·scenario·months per second: WASM with 1..K threads, native C and numpy, with ratios",
+    )
+    p.add_argument("--threads", type=_thread_counts, help="thread counts to measure, e.g. 1,2,4 (default 1..cores)")
+    p.add_argument("--quick", action="store_true", help="a small problem, for a smoke run")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")
+    p.set_defaults(func=_cmd_bench_engine)
