@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
@@ -60,7 +60,7 @@ class _Call:
         self.metrics.handling_seconds.labels(*self.labels).observe(time.perf_counter() - self.start)
 
 
-async def _abort_for(exc: BaseException, context: aio.ServicerContext[Any, Any], method: str) -> grpc.StatusCode:
+async def _abort_for(exc: BaseException, context: aio.ServicerContext[Any, Any], method: str) -> NoReturn:
     """Map an exception escaping a handler to a status; abort the RPC with it."""
     if isinstance(exc, LivecalcError):
         log.info("rpc failed", extra={"fields": {"method": method, "code": exc.code.name, "error": exc.details()}})
@@ -107,22 +107,7 @@ class ServerInterceptor(aio.ServerInterceptor):
             async def unary_unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
                 call = _Call(metrics, RpcType.UNARY, service, name)
                 call.received()
-                code: grpc.StatusCode | None = grpc.StatusCode.OK
-                try:
-                    response = await inner_uu(request, context)
-                    call.sent()
-                    return response
-                except aio.AbortError:
-                    code = _code_after(context)
-                    raise
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except Exception as exc:  # noqa: BLE001 - mapped to a status here, once
-                    code = exc.code if isinstance(exc, LivecalcError) else grpc.StatusCode.INTERNAL
-                    await _abort_for(exc, context, method)
-                finally:
-                    call.done(code)
+                return await _unary_out(call, inner_uu(request, context), context, method)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
 
@@ -142,22 +127,7 @@ class ServerInterceptor(aio.ServerInterceptor):
 
             async def stream_unary(requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]) -> Any:
                 call = _Call(metrics, RpcType.CLIENT_STREAM, service, name)
-                code: grpc.StatusCode | None = grpc.StatusCode.OK
-                try:
-                    response = await inner_su(_count_in(call, requests), context)
-                    call.sent()
-                    return response
-                except aio.AbortError:
-                    code = _code_after(context)
-                    raise
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    code = exc.code if isinstance(exc, LivecalcError) else grpc.StatusCode.INTERNAL
-                    await _abort_for(exc, context, method)
-                finally:
-                    call.done(code)
+                return await _unary_out(call, inner_su(_count_in(call, requests), context), context, method)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **kwargs)
 
@@ -177,6 +147,26 @@ async def _count_in(call: _Call, requests: AsyncIterator[Any]) -> AsyncIterator[
     async for request in requests:
         call.received()
         yield request
+
+
+async def _unary_out(call: _Call, response: Awaitable[Any], context: aio.ServicerContext[Any, Any], method: str) -> Any:
+    """Await a handler's single response, counting it and mapping its errors."""
+    code: grpc.StatusCode | None = grpc.StatusCode.OK
+    try:
+        result = await response
+        call.sent()
+        return result
+    except aio.AbortError:
+        code = _code_after(context)
+        raise
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to a status here, once
+        code = exc.code if isinstance(exc, LivecalcError) else grpc.StatusCode.INTERNAL
+        await _abort_for(exc, context, method)
+    finally:
+        call.done(code)
 
 
 async def _stream_out(
