@@ -147,3 +147,29 @@ def test_base_scenario_among_stochastic_ones_is_lifelibs(
     pvs = ref.term_life(policies, assumptions, shocks)
     np.testing.assert_allclose(pvs.net_cf[:, 0], lifelib_results["pv_net_cf"], rtol=RTOL, atol=0)
     assert not np.allclose(pvs.net_cf[:, 1], pvs.net_cf[:, 0], rtol=1e-6)
+
+
+def test_wasm_pipeline_matches_lifelib_basic_term_s(
+    policies: Policies, assumptions: Assumptions, lifelib_results: dict[str, np.ndarray[Any, Any]]
+) -> None:
+    """The product path: wasm://esg → wasm://term_life, one model point per run, so each
+    run's single block partial is that policy's PV."""
+    from services.engine.abi import PV_COMPONENTS
+    from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs
+    from services.engine.runtime import Runtime
+    from services.engine.workers import WasmPool
+
+    base = ScenarioParams(count=1, include_base=True)
+    with WasmPool(Runtime(), threads=1) as pool:
+        runner = PipelineRunner(pool)
+        values = np.array(
+            [
+                runner.run(list(REFERENCE_PIPELINE), RunInputs(policies.take([i]), assumptions, base)).partials[0, :, 0]
+                for i in range(len(policies))
+            ]
+        )
+    for k, name in enumerate(PV_COMPONENTS):
+        expected = lifelib_results[f"pv_{name}"]
+        rel = np.abs(values[:, k] / expected - 1.0).max()
+        print(f"wasm vs lifelib BasicTerm_S, pv_{name}: max relative difference {rel:.3e}")
+        np.testing.assert_allclose(values[:, k], expected, rtol=RTOL, atol=0)
