@@ -77,7 +77,7 @@ up: env
 
 # The embedded mesh in the foreground; the job demo joins it when the gateway's job
 # machinery lands.
-run: env node
+run: env node wasm
 	$(BIN)/livecalc up
 
 bench: env
