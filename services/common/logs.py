@@ -64,3 +64,5 @@ def configure_logging(service: str, *, level: str = "info", fmt: str = "text") -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The Azure SDK logs every HTTP request and response header at INFO.
+    logging.getLogger("azure").setLevel(max(logging.WARNING, root.level))

@@ -16,15 +16,17 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    AzureError,
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
 )
 from azure.storage.blob import BlobBlock
-from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from livecalc.data.v1 import data_pb2
+from services.common.errors import InvalidArgument, Unavailable
 from services.data.storage import ObjectChanged, ObjectExists, ObjectInfo, UploadSink
 
 
@@ -49,12 +51,26 @@ class AzureBlobStorage:
     @classmethod
     async def open(cls, config: AzureConfig) -> AzureBlobStorage:
         """Connect and create the container if it does not exist."""
-        service = BlobServiceClient.from_connection_string(config.connection_string)
+        try:
+            # Few, short retries: a data service that cannot reach its storage should say so
+            # within seconds (callers retry RPCs themselves), not after minutes of backoff.
+            service = BlobServiceClient.from_connection_string(
+                config.connection_string,
+                retry_policy=ExponentialRetry(
+                    initial_backoff=1, increment_base=2, retry_total=3, random_jitter_range=1
+                ),
+                connection_timeout=10,
+            )
+        except ValueError as exc:
+            raise InvalidArgument(f"Azure connection string is malformed: {exc}") from None
         container = service.get_container_client(config.container)
         try:
             await container.create_container()
         except ResourceExistsError:
             pass
+        except AzureError as exc:
+            await service.close()
+            raise Unavailable(f"cannot open Azure container {config.container!r}: {exc.message}") from None
         except BaseException:
             await service.close()
             raise

@@ -18,6 +18,7 @@ from typing import BinaryIO
 import anyio.to_thread
 
 from livecalc.data.v1 import data_pb2
+from services.common.errors import InvalidArgument
 from services.data.storage import ObjectChanged, ObjectExists, ObjectInfo, UploadSink
 
 UPLOAD_PREFIX = ".upload-"
@@ -39,6 +40,8 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        if self.root.exists() and not self.root.is_dir():
+            raise InvalidArgument(f"dataset root {self.root} is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
 
     @property
