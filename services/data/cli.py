@@ -151,12 +151,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(as_dict(reply))
         return 0
+    # Struct keeps neither column order nor integer-ness: the schema restores both.
+    schema = call(args.address, lambda s: s.GetSchema(data_service_pb2.GetSchemaRequest(dataset_id=args.dataset_id)))
     rows = [json_format.MessageToDict(r.values) for r in reply.rows]
-    names = list(rows[0]) if rows else []
-    print(" ".join(["row", *names]))
+    present = set(rows[0]) if rows else set()
+    names = [c.name for c in schema.columns if c.name in present]
+    integers = {c.name for c in schema.columns if c.type == data_pb2.COLUMN_TYPE_INT64}
+    table = [["row", *names]]
     for r, values in zip(reply.rows, rows, strict=True):
-        print(" ".join([str(r.row), *("" if values.get(n) is None else str(values[n]) for n in names)]))
+        table.append([str(r.row), *(_cell(values.get(n), n in integers) for n in names)])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
     return 0
+
+
+def _cell(value: Any, integer: bool) -> str:
+    if value is None:
+        return ""
+    if integer and isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
