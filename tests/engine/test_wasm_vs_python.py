@@ -76,18 +76,21 @@ def test_wasm_esg_matches_python(host: PipelineRunner, run_inputs: RunInputs, py
 
 
 def test_esg_scenario_alone_equals_among_many(host: PipelineRunner) -> None:
-    """A scenario's rates depend on (seed, s) only, not on N: bits of N=5 equal the first 5 of N=300."""
+    """A scenario's rates depend on (seed, s) only, not on N: the bits of N=1 and N=5 are the
+    first rows of N=1000, and scenario 777 of 1000 is the reference's scenario 777 alone."""
     pool = host.pool
     host.run(pipeline("wasm", "wasm"), inputs(10, 2))  # loads the models
     months = 240
     out = {}
-    for n in (5, 300):
+    for n in (1, 5, 1000):
         alloc = LayoutBuilder(pool.memory.run_base)
         region = run_esg(pool, "esg", alloc, ScenarioParams(count=n, seed=99), months, control=RunControl())
         out[n] = np.array(pool.memory.view(region, np.float64, (n, months)))
-    assert np.array_equal(out[5], out[300][:5])
-    ref = reference.esg(ScenarioParams(count=300, seed=99), months, scenarios=[3, 250])
-    assert np.allclose(out[300][[3, 250]], ref, rtol=0, atol=1e-15)
+    assert np.array_equal(out[1], out[1000][:1])
+    assert np.array_equal(out[5], out[1000][:5])
+    alone = reference.esg(ScenarioParams(count=1000, seed=99), months, scenarios=[777])
+    assert np.allclose(out[1000][[777]], alone, rtol=0, atol=1e-15)
+    assert np.any(alone != 0)
 
 
 def test_computed_premiums_match_reference(host: PipelineRunner, run_inputs: RunInputs) -> None:
