@@ -7,13 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from services.common.errors import Unavailable
+from services.common.readiness import wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -24,24 +23,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_serving(address: str, timeout: float = 30.0, service: str = "") -> None:
-    """Block until the health service at `address` answers SERVING."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 250)]
-    with grpc.insecure_channel(address, options=options) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError as exc:
-                last = exc
-            time.sleep(0.1)
-    raise TimeoutError(f"{address} not SERVING after {timeout}s (last error: {last})")
 
 
 @dataclass
@@ -109,8 +90,8 @@ def start_service(
     service = ServiceProcess(name, port, metrics_port, proc, log_path, extra)
     if wait:
         try:
-            wait_serving(service.address)
-        except TimeoutError:
+            wait_serving(service.address, proc=proc, label=name)
+        except Unavailable as exc:
             proc.kill()
-            raise TimeoutError(f"{name} did not start:\n{service.log()}") from None
+            raise TimeoutError(f"{exc}:\n{service.log()}") from None
     return service

@@ -12,16 +12,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from services.common.config import DEFAULT_PORTS
-from services.common.errors import Unavailable
+from services.common.readiness import wait_serving
 
 
 @dataclass
@@ -37,25 +33,6 @@ def _pump(label: str, stream: IO[bytes]) -> None:
     for line in iter(stream.readline, b""):
         sys.stderr.write(f"[{label}] {line.decode(errors='replace')}")
         sys.stderr.flush()
-
-
-def _wait_serving(child: Child, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    # Short reconnect backoff: the child is still binding its port on the first attempts.
-    options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 250)]
-    with grpc.insecure_channel(child.address, options=options) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if child.proc.poll() is not None:
-                raise Unavailable(f"{child.label} exited with code {child.proc.returncode} during start-up")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise Unavailable(f"{child.label} at {child.address} was not ready after {timeout:.0f}s")
 
 
 def _start(label: str, argv: list[str], env: dict[str, str], address: str) -> Child:
@@ -113,7 +90,7 @@ def run_mesh(args: argparse.Namespace) -> int:
         for label, argv, address in plan:
             child = _start(label, argv, env, address)
             children.append(child)
-            _wait_serving(child, timeout=60)
+            wait_serving(child.address, timeout=60, proc=child.proc, label=child.label)
         print(
             "livecalc mesh is up: " + ", ".join(f"{c.label} {c.address}" for c in children) + " (Ctrl-C stops it)",
             file=sys.stderr,

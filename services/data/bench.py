@@ -26,10 +26,9 @@ from typing import Any
 
 import anyio
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
-from services.common.errors import Unavailable
+from services.common.readiness import wait_serving
 from services.data.catalog import Catalog
 from services.data.generate import generate
 from services.data.local import LocalStorage
@@ -78,24 +77,6 @@ def _peak_rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
-
-
-def _wait_serving(address: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise Unavailable("the data service exited during start-up")
-            try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                time.sleep(0.1)
-    raise Unavailable(f"the data service at {address} did not start within {timeout:.0f}s")
 
 
 def _count_rows(stub: data_service_pb2_grpc.DataServiceStub, request: data_service_pb2.ReadRowsRequest) -> int:
@@ -156,7 +137,7 @@ def run_bench(rows: int, seed: int, workdir: Path) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "services.cli", "serve", "data", "--root", str(root), "--port", str(port)]
     proc = subprocess.Popen([*cmd, "--metrics-port", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_serving(address, proc)
+        wait_serving(address, proc=proc, label="the data service")
         with grpc.insecure_channel(address) as channel:
             stub = data_service_pb2_grpc.DataServiceStub(channel)
             for fmt, dataset_id in ids.items():

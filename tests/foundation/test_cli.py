@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from services.common.config import DEFAULT_PORTS
-from tests.support import ROOT, VENV_BIN, wait_serving
+from services.common.readiness import wait_serving
+from tests.support import ROOT, VENV_BIN
 
 LIVECALC = str(VENV_BIN / "livecalc")
 
