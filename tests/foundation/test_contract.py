@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,13 +33,28 @@ def test_buf_lint_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(shutil.which("git") is None or not BUF.exists(), reason="needs git and buf")
-def test_buf_breaking_against_itself_passes() -> None:
-    # `buf breaking` runs against the working tree's own image: the FILE rule set must load.
-    result = subprocess.run(
-        [str(BUF), "breaking", "--against", "."], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+@pytest.mark.skipif(not BUF.exists(), reason="buf is installed by `make test` (npm)")
+def test_buf_breaking_catches_a_deleted_field(tmp_path: Path) -> None:
+    """The FILE rule set is live: an unchanged copy passes, a copy with a field removed fails."""
+
+    def breaking(edit: bool) -> subprocess.CompletedProcess[str]:
+        copy = tmp_path / ("edited" if edit else "same")
+        shutil.copytree(ROOT / "protos", copy / "protos")
+        shutil.copy(ROOT / "buf.yaml", copy / "buf.yaml")
+        if edit:
+            proto = copy / "protos/livecalc/data/v1/data_service.proto"
+            text = proto.read_text()
+            assert "  int64 n = 2;\n" in text
+            proto.write_text(text.replace("  int64 n = 2;\n", ""))
+        return subprocess.run(
+            [str(BUF), "breaking", str(copy), "--against", str(ROOT)], capture_output=True, text=True, check=False
+        )
+
+    same = breaking(edit=False)
+    assert same.returncode == 0, same.stdout + same.stderr
+    edited = breaking(edit=True)
+    assert edited.returncode != 0
+    assert 'field "2" with name "n"' in edited.stdout + edited.stderr
 
 
 SERVICES = [
