@@ -118,7 +118,8 @@ class Catalog:
         self._entries: dict[str, DatasetEntry] = {}
         self._offsets: OrderedDict[tuple[str, str], npt.NDArray[np.int64]] = OrderedDict()
         self._locks: dict[str, anyio.Lock] = {}
-        self._hashes_content = storage.source == data_pb2.DATASET_SOURCE_LOCAL
+        # Local versions are content hashes (or Parquet etags); Azure has ETags of its own.
+        self._local = storage.source == data_pb2.DATASET_SOURCE_LOCAL
 
     async def find(self, dataset_id: str) -> ObjectInfo:
         """The object behind a dataset id: NOT_FOUND if none, FAILED_PRECONDITION if two."""
@@ -166,12 +167,12 @@ class Catalog:
         sha: str | None = None
         if fmt == data_pb2.DATASET_FORMAT_CSV:
             csv_index = CsvIndex.from_header(header) if header is not None else None
-            if csv_index is None or (self._hashes_content and not csv_index.sha256):
-                hash_it = self._hashes_content and known_sha256 is None
+            if csv_index is None or (self._local and not csv_index.sha256):
+                hash_it = self._local and known_sha256 is None
                 csv_index = await build_csv_index(
                     self.storage, info, checkpoint_rows=self.checkpoint_rows, hash_content=hash_it
                 )
-                if known_sha256 is not None and self._hashes_content:
+                if known_sha256 is not None and self._local:
                     csv_index = CsvIndex(**{**csv_index.__dict__, "sha256": known_sha256})
                 await save_csv_index(self.storage, info.name, csv_index)
                 assert csv_index.offsets is not None
@@ -182,7 +183,7 @@ class Catalog:
         else:
             parquet = await read_parquet_meta(self.storage, info)
             rows, columns = parquet.rows, parquet.columns
-            if self._hashes_content:
+            if self._local:
                 sha = header.get("sha256") if header is not None and header.get("format") == "parquet" else None
                 if sha is None and known_sha256 is not None:
                     sha = known_sha256
@@ -190,7 +191,7 @@ class Catalog:
                     await self.storage.put(sidecar.sidecar_name(info.name), sidecar.encode(marker))
         if sha is not None:
             version = f"sha256:{sha}"
-        elif parquet is not None and self._hashes_content:
+        elif parquet is not None and self._local:
             # Hashing the content would read the whole file; the footer (row groups, chunk
             # offsets and sizes, statistics) plus size and mtime changes whenever it does.
             digest = hashlib.sha256(info.change_token.encode() + parquet.footer_bytes).hexdigest()
