@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import grpc
 import pytest
 from grpc import aio
@@ -57,9 +58,18 @@ async def server() -> AsyncIterator[tuple[RunningServer, CollectorRegistry]]:
         await running.stop()
 
 
-def handled(registry: CollectorRegistry, method: str, rpc_type: str, code: str) -> float:
+async def handled(registry: CollectorRegistry, method: str, rpc_type: str, code: str, expected: float) -> float:
+    """The handled count once it reaches `expected` (or after 2 s).
+
+    A failed RPC's status reaches the client when the handler aborts, a moment before the
+    handler's `finally` counts it; the client, on the same loop, can look in between.
+    """
     labels = {"grpc_type": rpc_type, "grpc_service": SERVICE, "grpc_method": method, "grpc_code": code}
-    return registry.get_sample_value("grpc_server_handled_total", labels) or 0.0
+    value = 0.0
+    with anyio.move_on_after(2):
+        while (value := registry.get_sample_value("grpc_server_handled_total", labels) or 0.0) < expected:
+            await anyio.sleep(0.01)
+    return value
 
 
 async def test_typed_error_becomes_its_status(server: tuple[RunningServer, CollectorRegistry]) -> None:
@@ -71,8 +81,8 @@ async def test_typed_error_becomes_its_status(server: tuple[RunningServer, Colle
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         assert info.value.details() == "dataset 'missing' does not exist"
         await stub.GetDataset(pb.GetDatasetRequest(dataset_id="ok"))
-    assert handled(registry, "GetDataset", "unary", "NotFound") == 1
-    assert handled(registry, "GetDataset", "unary", "OK") == 1
+    assert await handled(registry, "GetDataset", "unary", "NotFound", 1) == 1
+    assert await handled(registry, "GetDataset", "unary", "OK", 1) == 1
 
 
 async def test_bug_is_internal_without_leaking(server: tuple[RunningServer, CollectorRegistry]) -> None:
@@ -82,7 +92,7 @@ async def test_bug_is_internal_without_leaking(server: tuple[RunningServer, Coll
             await pb_grpc.DataServiceStub(channel).GetDataset(pb.GetDatasetRequest(dataset_id="bug"))
     assert info.value.code() == grpc.StatusCode.INTERNAL
     assert "secret" not in (info.value.details() or "")
-    assert handled(registry, "GetDataset", "unary", "Internal") == 1
+    assert await handled(registry, "GetDataset", "unary", "Internal", 1) == 1
 
 
 async def test_streaming_error_after_messages(server: tuple[RunningServer, CollectorRegistry]) -> None:
@@ -98,7 +108,7 @@ async def test_streaming_error_after_messages(server: tuple[RunningServer, Colle
     assert info.value.details() == "bad range (end_row: past the end)"
     labels = {"grpc_type": "server_stream", "grpc_service": SERVICE, "grpc_method": "ReadRows"}
     assert registry.get_sample_value("grpc_server_msg_sent_total", labels) == 2
-    assert handled(registry, "ReadRows", "server_stream", "InvalidArgument") == 1
+    assert await handled(registry, "ReadRows", "server_stream", "InvalidArgument", 1) == 1
 
 
 async def test_client_stream_counts_messages(server: tuple[RunningServer, CollectorRegistry]) -> None:
@@ -113,5 +123,5 @@ async def test_client_stream_counts_messages(server: tuple[RunningServer, Collec
     labels = {"grpc_type": "client_stream", "grpc_service": SERVICE, "grpc_method": "UploadDataset"}
     assert registry.get_sample_value("grpc_server_msg_received_total", labels) == 3
     assert registry.get_sample_value("grpc_server_started_total", labels) == 1
-    assert handled(registry, "UploadDataset", "client_stream", "OK") == 1
+    assert await handled(registry, "UploadDataset", "client_stream", "OK", 1) == 1
     assert registry.get_sample_value("grpc_server_handling_seconds_count", labels) == 1
