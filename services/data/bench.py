@@ -29,10 +29,10 @@ import grpc
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from services.common.readiness import wait_serving
+from services.common.storage.base import CountingStorage
+from services.common.storage.local import LocalStorage
 from services.data.catalog import Catalog
 from services.data.generate import generate
-from services.data.local import LocalStorage
-from services.data.storage import CountingStorage
 
 SAMPLE_N = 10_000
 

@@ -29,17 +29,22 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from livecalc.data.v1 import data_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.storage.base import ObjectChanged, ObjectInfo, Storage, StorageKind
 from services.data import sidecar
 from services.data.csv_index import CHECKPOINT_ROWS, CsvIndex, build_csv_index, save_csv_index
 from services.data.ids import validate_dataset_id
 from services.data.parquet_meta import ParquetMeta, read_parquet_meta
 from services.data.schema import ColumnSpec
-from services.data.storage import ObjectChanged, ObjectInfo, Storage
 
 FormatValue: TypeAlias = data_pb2.DatasetFormat.ValueType
 EXTENSIONS: Final[Mapping[FormatValue, str]] = {
     data_pb2.DATASET_FORMAT_CSV: ".csv",
     data_pb2.DATASET_FORMAT_PARQUET: ".parquet",
+}
+#: The DatasetSource each storage backend is.
+SOURCES: Final[Mapping[StorageKind, data_pb2.DatasetSource.ValueType]] = {
+    "local": data_pb2.DATASET_SOURCE_LOCAL,
+    "azure_blob": data_pb2.DATASET_SOURCE_AZURE_BLOB,
 }
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
@@ -119,7 +124,8 @@ class Catalog:
         self._offsets: OrderedDict[tuple[str, str], npt.NDArray[np.int64]] = OrderedDict()
         self._locks: dict[str, anyio.Lock] = {}
         # Local versions are content hashes (or Parquet etags); Azure has ETags of its own.
-        self._local = storage.source == data_pb2.DATASET_SOURCE_LOCAL
+        self.source = SOURCES[storage.kind]
+        self._local = storage.kind == "local"
 
     async def find(self, dataset_id: str) -> ObjectInfo:
         """The object behind a dataset id: NOT_FOUND if none, FAILED_PRECONDITION if two."""
@@ -202,7 +208,7 @@ class Catalog:
             dataset_id=dataset_id,
             object_name=info.name,
             format=fmt,
-            source=self.storage.source,
+            source=self.source,
             info=info,
             version=version,
             rows=rows,

@@ -25,9 +25,9 @@ import pyarrow.csv as pacsv
 
 from livecalc.data.v1 import data_pb2
 from services.common.errors import FailedPrecondition
+from services.common.storage.base import ObjectInfo, Storage, read_sequential
 from services.data import sidecar
 from services.data.schema import ColumnSpec, ColumnTypeValue, settle_csv_type
-from services.data.storage import ObjectInfo, Storage, read_sequential
 
 #: Rows between two checkpoints: a sampled row costs one span of about K rows.
 CHECKPOINT_ROWS: Final = 256

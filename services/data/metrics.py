@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 
-from livecalc.data.v1 import data_pb2
-from services.data.storage import CountingStorage, Storage
+from services.common.storage.base import CountingStorage, Storage
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class MeteredStorage(CountingStorage):
 
     def __init__(self, inner: Storage, metrics: StorageMetrics) -> None:
         super().__init__(inner)
-        label = data_pb2.DatasetSource.Name(inner.source).removeprefix("DATASET_SOURCE_").lower()
+        label = inner.kind
         self._read_bytes = metrics.read_bytes.labels(label)
         self._reads = metrics.reads.labels(label)
 

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.common.errors import FailedPrecondition
+from services.common.storage.base import ObjectInfo, Storage
 from services.data.schema import ColumnSpec, column_type_of
-from services.data.storage import ObjectInfo, Storage
 
 MAGIC: Final = b"PAR1"
 #: First read from the end: the footer of ordinary files fits, so metadata is one read.

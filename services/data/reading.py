@@ -22,10 +22,10 @@ import pyarrow.csv as pacsv
 
 from livecalc.data.v1 import data_pb2
 from services.common.errors import FailedPrecondition
+from services.common.storage.base import ObjectChanged
 from services.data.catalog import Catalog, DatasetEntry
 from services.data.parquet_meta import read_row_group
 from services.data.schema import ColumnSpec, arrow_type_of
-from services.data.storage import ObjectChanged
 
 #: Bytes of CSV fetched and parsed at a time by range reads.
 SPAN_BYTES: Final = 4 << 20

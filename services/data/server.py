@@ -19,12 +19,12 @@ from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.common.server import ServiceBinding
 from services.common.service import ServiceParts
-from services.data.azure_blob import AzureBlobStorage, AzureConfig
+from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
+from services.common.storage.base import Storage
+from services.common.storage.local import LocalStorage
 from services.data.catalog import Catalog
-from services.data.local import LocalStorage
 from services.data.metrics import MeteredStorage, StorageMetrics
 from services.data.servicer import DataServicer
-from services.data.storage import Storage
 
 DATA_SERVICE = data_service_pb2.DESCRIPTOR.services_by_name["DataService"].full_name
 log = logging.getLogger(__name__)

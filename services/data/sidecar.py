@@ -24,7 +24,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from services.data.storage import Storage
+from services.common.storage.base import Storage
 
 MAGIC: Final = b"LCIDX001"
 PREFIX: Final = len(MAGIC) + 8

@@ -17,9 +17,9 @@ import anyio
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
 from services.common.errors import AlreadyExists, FieldViolation, InvalidArgument, LivecalcError
+from services.common.storage.base import ObjectExists
 from services.data.catalog import EXTENSIONS, Catalog, DatasetEntry, object_name
 from services.data.ids import validate_dataset_id
-from services.data.storage import ObjectExists
 
 CHUNK_LIMIT: Final = 4 << 20
 MAX_UPLOAD_BYTES: Final = 1 << 40

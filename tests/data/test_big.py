@@ -16,9 +16,9 @@ import pytest
 from google.protobuf import json_format
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
+from services.common.storage.base import CountingStorage
+from services.common.storage.local import LocalStorage
 from services.data.catalog import Catalog
-from services.data.local import LocalStorage
-from services.data.storage import CountingStorage
 from tests.data.conftest import BIG_ROWS, GENERATE_PEAK_MB
 
 pytestmark = pytest.mark.slow

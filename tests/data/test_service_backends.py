@@ -20,11 +20,11 @@ from google.protobuf import json_format
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.data.azure_blob import AzureBlobStorage, AzureConfig
-from services.data.catalog import Catalog
-from services.data.local import LocalStorage
+from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
+from services.common.storage.base import CountingStorage, Storage
+from services.common.storage.local import LocalStorage
+from services.data.catalog import SOURCES, Catalog
 from services.data.servicer import DataServicer
-from services.data.storage import CountingStorage, Storage
 
 pytestmark = pytest.mark.anyio
 FORMATS = {"csv": data_pb2.DATASET_FORMAT_CSV, "parquet": data_pb2.DATASET_FORMAT_PARQUET}
@@ -95,7 +95,7 @@ async def test_metadata_sample_read_on_both_formats(storage: CountingStorage, sm
     samples = {}
     for fmt, path in small_files.items():
         ds = await upload(servicer, path.read_bytes(), f"pol_{fmt}", fmt)
-        assert ds.row_count == 1000 and ds.format == FORMATS[fmt] and ds.source == storage.source
+        assert ds.row_count == 1000 and ds.format == FORMATS[fmt] and ds.source == SOURCES[storage.kind]
         assert ds.size_bytes == path.stat().st_size
         assert [c.name for c in ds.columns] == reference.column_names
         assert ds.version

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.storage.local import LocalStorage
 from services.data.csv_index import build_csv_index
 from services.data.ids import validate_dataset_id
-from services.data.local import LocalStorage
 from services.data.sampling import SampleCache, SplitMix64, sample_indices
 
 

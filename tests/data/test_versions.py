@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from services.common.storage.base import CountingStorage
+from services.common.storage.local import LocalStorage
 from services.data.catalog import Catalog
-from services.data.local import LocalStorage
-from services.data.storage import CountingStorage
 
 pytestmark = pytest.mark.anyio
 

@@ -1,9 +1,10 @@
-"""The small async storage interface every dataset backend implements.
+"""The small async object-storage interface every backend implements.
 
-The catalog, indexes, readers and uploads see storage only through `Storage`: flat object
+Datasets, model packages and the job store see storage only through `Storage`: flat object
 names in one namespace (a directory or a blob container), stat, ranged reads, small whole
-writes for index sidecars, and uploads that stay invisible until `commit()`. Keeping reads
-ranged everywhere is what lets a 50 GB dataset be served by a process with little memory.
+writes, and uploads that stay invisible until `commit()`. Keeping reads ranged everywhere
+is what lets a 50 GB object be served by a process with little memory. Nothing here knows
+what the objects mean: callers map `Storage.kind` to their own vocabulary.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
-from livecalc.data.v1 import data_pb2
+StorageKind = Literal["local", "azure_blob"]
+KINDS: Final[tuple[StorageKind, ...]] = ("local", "azure_blob")
 
 
 @dataclass(frozen=True)
@@ -36,19 +38,26 @@ class UploadSink(Protocol):
     async def write(self, data: bytes) -> None:
         """Append the next bytes."""
 
-    async def commit(self, *, overwrite: bool) -> None:
-        """Make the object visible under its name (atomically where the backend allows)."""
+    async def commit(self, *, overwrite: bool) -> ObjectInfo:
+        """Make the object visible under its name atomically; returns the committed object's info.
+
+        The info (change token included) describes exactly the bytes written, even if another
+        writer replaces the object right after.
+        """
 
     async def abort(self) -> None:
         """Discard everything written; idempotent, also after a failed commit."""
+
+    def discard_now(self) -> None:
+        """Synchronous last-resort `abort()` for done-callbacks (no awaiting possible there)."""
 
 
 class Storage(Protocol):
     """Flat namespace of objects; every method may raise OSError-like backend errors."""
 
     @property
-    def source(self) -> data_pb2.DatasetSource.ValueType:
-        """Which DatasetSource this backend is."""
+    def kind(self) -> StorageKind:
+        """Which backend this is (callers map it to their own enums and metric labels)."""
 
     def location(self, name: str) -> str:
         """Where the object lives, for people: a path or a URL without credentials."""
@@ -113,8 +122,8 @@ class CountingStorage:
         self.reads = 0
 
     @property
-    def source(self) -> data_pb2.DatasetSource.ValueType:
-        return self.inner.source
+    def kind(self) -> StorageKind:
+        return self.inner.kind
 
     def location(self, name: str) -> str:
         return self.inner.location(name)

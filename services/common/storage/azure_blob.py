@@ -25,14 +25,13 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, ExponentialRetry
 
-from livecalc.data.v1 import data_pb2
 from services.common.errors import InvalidArgument, Unavailable
-from services.data.storage import ObjectChanged, ObjectExists, ObjectInfo, UploadSink
+from services.common.storage.base import ObjectChanged, ObjectExists, ObjectInfo, StorageKind, UploadSink
 
 
 @dataclass(frozen=True)
 class AzureConfig:
-    """Where the datasets live in Azure Blob; the connection string holds the credentials."""
+    """A blob container; the connection string holds the credentials."""
 
     connection_string: str
     container: str
@@ -77,8 +76,8 @@ class AzureBlobStorage:
         return cls(service, container)
 
     @property
-    def source(self) -> data_pb2.DatasetSource.ValueType:
-        return data_pb2.DATASET_SOURCE_AZURE_BLOB
+    def kind(self) -> StorageKind:
+        return "azure_blob"
 
     def location(self, name: str) -> str:
         return f"{self._container.url}/{name}"
@@ -151,6 +150,7 @@ class _BlockUpload:
         self._blob = container.get_blob_client(name)
         self._prefix = secrets.token_hex(8)
         self._blocks: list[BlobBlock] = []
+        self._size = 0
 
     async def write(self, data: bytes) -> None:
         if not data:
@@ -159,15 +159,27 @@ class _BlockUpload:
         block_id = base64.b64encode(raw).decode()
         await self._blob.stage_block(block_id, data)
         self._blocks.append(BlobBlock(block_id=block_id))
+        self._size += len(data)
 
-    async def commit(self, *, overwrite: bool) -> None:
+    async def commit(self, *, overwrite: bool) -> ObjectInfo:
         conditions: dict[str, Any] = {} if overwrite else {"match_condition": MatchConditions.IfMissing}
         try:
-            await self._blob.commit_block_list(self._blocks, **conditions)
+            result = await self._blob.commit_block_list(self._blocks, **conditions)
         except (ResourceExistsError, ResourceModifiedError):
             raise ObjectExists(self._blob.blob_name) from None
+        # The ETag of this commit names these bytes, whatever a later writer does.
+        modified = result.get("last_modified")
+        return _info(
+            self._blob.blob_name,
+            self._size,
+            modified if isinstance(modified, datetime) else None,
+            str(result["etag"]),
+        )
 
     async def abort(self) -> None:
         # Uncommitted blocks are invisible and Azure discards them (at the next commit of
         # the blob, or after a week); there is nothing visible to remove.
+        self.discard_now()
+
+    def discard_now(self) -> None:
         self._blocks.clear()

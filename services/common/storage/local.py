@@ -2,8 +2,12 @@
 
 Objects are files directly in the root directory. Uploads are written to a hidden
 `.upload-<random>-<name>` file in the same directory and renamed into place on commit,
-so a crash or an aborted stream never leaves a partial dataset visible. File I/O runs in
-worker threads so the event loop keeps serving other RPCs.
+so a crash or an aborted stream never leaves a partial object visible; an upload that ends
+any other way removes its file at once (`abort`, or `discard_now` from a done-callback).
+File I/O runs in worker threads so the event loop keeps serving other RPCs.
+
+Change tokens are `size:mtime_ns:inode`: two writes of the same size within one clock tick
+have equal mtimes, but every committed upload is a new file and so a new inode.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from typing import BinaryIO
 
 import anyio.to_thread
 
-from livecalc.data.v1 import data_pb2
 from services.common.errors import InvalidArgument
-from services.data.storage import ObjectChanged, ObjectExists, ObjectInfo, UploadSink
+from services.common.storage.base import ObjectChanged, ObjectExists, ObjectInfo, StorageKind, UploadSink
 
 UPLOAD_PREFIX = ".upload-"
 #: Orphaned upload files (from a killed process) older than this are removed at start.
 STALE_UPLOAD_SECONDS = 3600.0
+
+
+def _token(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
 def _info(name: str, st: os.stat_result) -> ObjectInfo:
@@ -31,7 +38,7 @@ def _info(name: str, st: os.stat_result) -> ObjectInfo:
         name=name,
         size=st.st_size,
         modified=datetime.fromtimestamp(st.st_mtime, UTC),
-        change_token=f"{st.st_size}:{st.st_mtime_ns}",
+        change_token=_token(st),
     )
 
 
@@ -45,8 +52,8 @@ class LocalStorage:
         self.root.mkdir(parents=True, exist_ok=True)
 
     @property
-    def source(self) -> data_pb2.DatasetSource.ValueType:
-        return data_pb2.DATASET_SOURCE_LOCAL
+    def kind(self) -> StorageKind:
+        return "local"
 
     def _path(self, name: str) -> Path:
         # Names come from validated ids plus fixed suffixes; this guards the invariant.
@@ -94,7 +101,7 @@ class LocalStorage:
             try:
                 if change_token is not None:
                     st = os.fstat(fd)
-                    if f"{st.st_size}:{st.st_mtime_ns}" != change_token:
+                    if _token(st) != change_token:
                         raise ObjectChanged(f"{name} changed")
                 return os.pread(fd, length, offset)
             finally:
@@ -161,36 +168,38 @@ class _LocalUpload:
         handle = self._handle
         await anyio.to_thread.run_sync(lambda: handle.write(data))
 
-    async def commit(self, *, overwrite: bool) -> None:
+    async def commit(self, *, overwrite: bool) -> ObjectInfo:
         handle, tmp, path = self._handle, self._tmp, self._path
 
-        def finish() -> None:
+        def finish() -> ObjectInfo:
             handle.flush()
             os.fsync(handle.fileno())
+            # stat before the rename: the same inode afterwards, and no later writer's file
+            info = _info(path.name, os.fstat(handle.fileno()))
             handle.close()
             if overwrite:
                 os.replace(tmp, path)
-                return
+                return info
             try:
                 os.link(tmp, path)  # atomic "create if absent"
             except FileExistsError:
                 raise ObjectExists(path.name) from None
             tmp.unlink()
+            return info
 
         try:
-            await anyio.to_thread.run_sync(finish)
+            return await anyio.to_thread.run_sync(finish)
         finally:
             await self.abort()
 
     async def abort(self) -> None:
+        # Synchronous on purpose: closing and unlinking are quick, and an awaited clean-up
+        # can be skipped by a second cancellation of a task that is already being torn down.
+        self.discard_now()
+
+    def discard_now(self) -> None:
         if self._done:
             return
         self._done = True
-        handle, tmp = self._handle, self._tmp
-
-        def discard() -> None:
-            handle.close()
-            tmp.unlink(missing_ok=True)
-
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(discard)
+        self._handle.close()
+        self._tmp.unlink(missing_ok=True)
