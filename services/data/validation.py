@@ -23,10 +23,10 @@ import pyarrow.csv as pacsv
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.storage.base import ObjectChanged
 from services.data.catalog import Catalog, DatasetEntry
 from services.data.reading import csv_convert_options, csv_spans, parquet_pieces, type_mismatches
 from services.data.schema import MODELS, PolicyColumn
-from services.data.storage import ObjectChanged
 
 DEFAULT_MAX_VIOLATIONS: Final = 100
 MAX_VIOLATIONS: Final = 10_000
