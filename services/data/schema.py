@@ -1,4 +1,4 @@
-"""Column types of datasets and the term_life policy schema (MODEL.md "Inputs").
+"""Column types of datasets: the contract's ColumnType, Arrow types and the policy record's kinds.
 
 One mapping between Arrow types (what readers produce), the contract's ColumnType and the
 types the CSV reader is told to use, so a column has the same type in every answer.
@@ -13,6 +13,7 @@ from typing import Final, TypeAlias
 import pyarrow as pa
 
 from livecalc.data.v1 import data_pb2
+from services.valuation.policy_schema import TERM_LIFE, ColumnKind
 
 ColumnTypeValue: TypeAlias = data_pb2.ColumnType.ValueType
 
@@ -57,31 +58,20 @@ def arrow_type_of(column_type: ColumnTypeValue) -> pa.DataType:
     return _ARROW_FOR.get(column_type, pa.string())
 
 
-@dataclass(frozen=True)
-class PolicyColumn:
-    """One column of a model's policy schema."""
-
-    name: str
-    type: ColumnTypeValue
-    required: bool
+_CONTRACT_TYPE: Final[Mapping[ColumnKind, ColumnTypeValue]] = {
+    "int64": data_pb2.COLUMN_TYPE_INT64,
+    "float64": data_pb2.COLUMN_TYPE_FLOAT64,
+    "string": data_pb2.COLUMN_TYPE_STRING,
+}
 
 
-TERM_LIFE: Final[tuple[PolicyColumn, ...]] = (
-    PolicyColumn("policy_id", data_pb2.COLUMN_TYPE_INT64, True),
-    PolicyColumn("age_at_entry", data_pb2.COLUMN_TYPE_INT64, True),
-    PolicyColumn("sex", data_pb2.COLUMN_TYPE_STRING, True),
-    PolicyColumn("policy_term", data_pb2.COLUMN_TYPE_INT64, True),
-    PolicyColumn("policy_count", data_pb2.COLUMN_TYPE_FLOAT64, False),
-    PolicyColumn("sum_assured", data_pb2.COLUMN_TYPE_FLOAT64, True),
-    PolicyColumn("duration_mth", data_pb2.COLUMN_TYPE_INT64, False),
-    PolicyColumn("premium_pp", data_pb2.COLUMN_TYPE_FLOAT64, False),
-)
-"""MODEL.md's policy record, in its order."""
+def contract_type(kind: ColumnKind) -> ColumnTypeValue:
+    """The contract's ColumnType of a policy column kind (services.valuation.policy_schema)."""
+    return _CONTRACT_TYPE[kind]
 
-MODELS: Final[Mapping[str, tuple[PolicyColumn, ...]]] = {"term_life": TERM_LIFE}
-"""Policy schemas by model name, for ValidateDataset."""
 
-KNOWN_TYPES: Final[Mapping[str, ColumnTypeValue]] = {c.name: c.type for c in TERM_LIFE}
+KNOWN_TYPES: Final[Mapping[str, ColumnTypeValue]] = {c.name: contract_type(c.kind) for c in TERM_LIFE}
+"""Types of the policy record's columns (the domain's definition, in the contract's terms)."""
 
 
 def settle_csv_type(name: str, inferred: pa.DataType) -> ColumnTypeValue:

@@ -18,20 +18,25 @@ import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.storage.base import ObjectChanged
 from services.data.catalog import Catalog, DatasetEntry
-from services.data.reading import csv_convert_options, csv_spans, parquet_pieces, type_mismatches
-from services.data.schema import MODELS, PolicyColumn
+from services.data.reading import csv_convert_options, csv_spans, parquet_pieces
+from services.valuation.policy_schema import (
+    DUPLICATE_MESSAGE,
+    DUPLICATE_RULE,
+    MODELS,
+    PolicyColumn,
+    check_rows,
+    coerce,
+)
 
 DEFAULT_MAX_VIOLATIONS: Final = 100
 MAX_VIOLATIONS: Final = 10_000
 IDS_PER_PASS: Final = 4_000_000
-MAX_AGE: Final = 120
 
 Mask = npt.NDArray[np.bool_]
 
@@ -66,130 +71,27 @@ def _cell(values: object, i: int) -> str:
     return repr(np.asarray(values)[i].item())[:40]
 
 
-@dataclass
-class _Columns:
-    """One batch's schema columns coerced to their types, with per-column masks."""
-
-    values: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.int64] | npt.NDArray[np.object_]]
-    missing: dict[str, Mask]
-
-
-def _coerce(col: pa.ChunkedArray, spec: PolicyColumn) -> tuple[object, Mask, Mask]:
-    """(values, missing mask, type-error mask) of one column as the schema's type."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    n = len(arr)
-    if spec.type == data_pb2.COLUMN_TYPE_STRING:
-        text = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
-        missing = np.asarray(pc.fill_null(pc.equal(text, ""), True).to_numpy(zero_copy_only=False), dtype=bool)
-        return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object), missing, np.zeros(n, dtype=bool)
-    bad = np.zeros(n, dtype=bool)
-    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        text = pc.utf8_trim_whitespace(arr.cast(pa.string()))
-        bad = type_mismatches(text, spec.type)
-        empty = np.asarray(pc.fill_null(pc.equal(text, ""), True).to_numpy(zero_copy_only=False), dtype=bool)
-        arr = pc.if_else(pa.array(bad | empty), pa.scalar(None, pa.string()), text)
-    elif not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_null(arr.type)):
-        bad = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        arr = pa.nulls(n, pa.string())
-    missing = np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool) & ~bad
-    floats = np.asarray(pc.cast(arr, pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
-    if spec.type == data_pb2.COLUMN_TYPE_INT64:
-        if pa.types.is_integer(arr.type):
-            ints = np.asarray(arr.fill_null(0).cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
-            return ints, missing, bad
-        whole = ~missing & ~bad & ~(np.isfinite(floats) & (floats == np.floor(floats)) & (np.abs(floats) < 2.0**63))
-        bad |= whole
-        return np.where(missing | bad, 0, floats).astype(np.int64), missing, bad
-    return floats, missing, bad
+_SHOWN_RULES: Final = frozenset({"type", "range", "enum"})
+"""Rules whose violation message shows the offending cell."""
 
 
 def _check_batch(
     report: _Report, schema: tuple[PolicyColumn, ...], first: int, table: pa.Table
 ) -> tuple[npt.NDArray[np.int64], Mask] | None:
-    """Row rules of one batch; returns the policy_id values and where they are valid integers."""
-    n = table.num_rows
-    present = {s.name: s for s in schema if s.name in table.column_names}
-    values: dict[str, object] = {}
-    missing: dict[str, Mask] = {}
-    rule_masks: dict[str, Mask] = {}
-    bads: dict[str, Mask] = {}
-
-    def flag(rule: str, column: str, mask: Mask, message: str, shown: object = None) -> None:
-        report.add(rule, column, first, mask, message, values=shown)
-        rule_masks[rule] = rule_masks.get(rule, np.zeros(n, dtype=bool)) | mask
-
-    for name, spec in present.items():
-        raw = table.column(name)
-        vals, miss, bad = _coerce(raw, spec)
-        bads[name] = bad
-        values[name], missing[name] = vals, miss
-        kind = data_pb2.ColumnType.Name(spec.type).removeprefix("COLUMN_TYPE_").lower()
-        flag("type", name, bad, f"must be {kind}", raw)
-        if spec.required:
-            flag("required", name, miss, "is required")
-    ok = {name: ~missing[name] for name in present}
-
-    def num(name: str) -> npt.NDArray[np.float64]:
-        return np.asarray(values[name], dtype=np.float64)
-
-    if "age_at_entry" in values:
-        age = num("age_at_entry")
-        flag(
-            "range", "age_at_entry", ok["age_at_entry"] & ((age < 0) | (age > MAX_AGE)), f"must be in 0..{MAX_AGE}", age
-        )
-    if "sex" in values:
-        sex = np.asarray(values["sex"], dtype=object)
-        valid = np.isin(np.char.upper(sex.astype(str)), ["M", "F"])
-        flag("enum", "sex", ok["sex"] & ~valid, "must be 'M' or 'F'", table.column("sex"))
-    if "policy_term" in values:
-        term = num("policy_term")
-        flag("range", "policy_term", ok["policy_term"] & (term < 1), "must be ≥ 1 year", term)
-        if "age_at_entry" in values:
-            both = ok["policy_term"] & ok["age_at_entry"] & (term >= 1)
-            flag(
-                "range",
-                "policy_term",
-                both & (num("age_at_entry") + term > MAX_AGE + 1),
-                f"plus age_at_entry must be ≤ {MAX_AGE + 1}",
-                term,
-            )
-    if "policy_count" in values:
-        count = num("policy_count")
-        flag(
-            "range",
-            "policy_count",
-            ok["policy_count"] & ~(np.isfinite(count) & (count >= 0)),
-            "must be finite and ≥ 0",
-            count,
-        )
-    if "sum_assured" in values:
-        sa = num("sum_assured")
-        flag("range", "sum_assured", ok["sum_assured"] & ~(np.isfinite(sa) & (sa > 0)), "must be finite and > 0", sa)
-    duration = num("duration_mth") if "duration_mth" in values else np.zeros(n)
-    if "duration_mth" in values:
-        has = ok["duration_mth"]
-        flag("range", "duration_mth", has & (duration < 0), "must be ≥ 0", duration)
-        if "policy_term" in values:
-            term = num("policy_term")
-            both = has & ok["policy_term"] & (duration >= 0) & (term >= 1)
-            flag("range", "duration_mth", both & (duration >= 12 * term), "must be < 12·policy_term", duration)
-    premium = num("premium_pp") if "premium_pp" in values else np.full(n, np.nan)
-    if "premium_pp" in values:
-        flag("range", "premium_pp", np.isinf(premium), "must be finite (or empty)", premium)
-    needed = ~(premium > 0) & (duration > 0)
-    flag(
-        "premium_required",
-        "premium_pp",
-        needed,
-        "is required when duration_mth > 0 (computed only for new business)",
-    )
-    for rule, mask in rule_masks.items():
+    """Row rules of one batch (the domain's, `check_rows`); returns policy_id values and where they are valid."""
+    check = check_rows(table, schema)
+    masks: dict[str, Mask] = {}
+    for b in check.breaks:
+        shown = table.column(b.column) if b.rule in _SHOWN_RULES else None
+        report.add(b.rule, b.column, first, b.rows, f"{b.column} {b.message}", values=shown)
+        masks[b.rule] = masks.get(b.rule, np.zeros(check.rows, dtype=bool)) | b.rows
+    for rule, mask in masks.items():
         report.count_rows(rule, mask)
-    report.rows += n
-    if "policy_id" not in values:
+    report.rows += check.rows
+    ids = check.columns.get("policy_id")
+    if ids is None:
         return None
-    valid = ok["policy_id"] & ~bads["policy_id"]
-    return np.asarray(values["policy_id"], dtype=np.int64), valid
+    return np.asarray(ids.values, dtype=np.int64), ids.valid
 
 
 class _Duplicates:
@@ -267,9 +169,6 @@ async def validate(
     missing_columns = [c.name for c in schema if c.required and c.name not in names]
     wanted = [c.name for c in schema if c.name in names]
     partitions = max(1, -(-entry.rows // IDS_PER_PASS))
-    id_spec = next(
-        (c for c in schema if c.name == "policy_id"), PolicyColumn("policy_id", data_pb2.COLUMN_TYPE_INT64, True)
-    )
     dups = [_Duplicates(partitions, 0)]
     try:
         async for first, table in _batches(catalog, entry, wanted):
@@ -280,8 +179,8 @@ async def validate(
             for part in range(1, partitions):
                 dups.append(_Duplicates(partitions, part))
                 async for first, table in _batches(catalog, entry, ["policy_id"]):
-                    ids, miss, bad = _coerce(table.column("policy_id"), id_spec)
-                    dups[-1].add(first, np.asarray(ids, dtype=np.int64), ~miss & ~bad)
+                    id_cells = coerce(table.column("policy_id"), "int64")
+                    dups[-1].add(first, np.asarray(id_cells.values, dtype=np.int64), id_cells.valid)
     except ObjectChanged:
         raise FailedPrecondition(f"dataset {entry.dataset_id!r} changed during validation; retry") from None
     dup_rows_all = []
@@ -297,14 +196,14 @@ async def validate(
             data_pb2.Violation(
                 row=row,
                 column="policy_id",
-                rule="duplicate_policy_id",
-                message=f"policy_id {pid} repeats an earlier row",
+                rule=DUPLICATE_RULE,
+                message=f"policy_id {pid} {DUPLICATE_MESSAGE}",
             )
         )
     details.sort(key=lambda v: (v.row, v.column, v.rule))
     counts = dict(report.rule_rows)
     if dup_rows.size:
-        counts["duplicate_policy_id"] = int(dup_rows.size)
+        counts[DUPLICATE_RULE] = int(dup_rows.size)
     if missing_columns:
         counts["required_column"] = len(missing_columns)
     total = report.total + int(dup_rows.size) + len(missing_columns)

@@ -37,7 +37,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from services.engine.model_inputs import F64, Assumptions, ModelInputError, Violation
+from services.valuation.arrays import F64
+from services.valuation.assumptions import Assumptions
+from services.valuation.errors import ModelInputError, Violation
 
 ASSET_FILES: Final = ("mortality.csv", "lapse.csv", "curve.csv", "expenses.json", "options.json")
 """The asset file names, relative to the package's ``assumptions/`` folder (options.json optional)."""

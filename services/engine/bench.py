@@ -26,12 +26,13 @@ import numpy as np
 from services.common.errors import FailedPrecondition
 from services.engine.assumption_assets import lifelib_sample_assumptions
 from services.engine.layout import LayoutBuilder
-from services.engine.model_inputs import F64, ScenarioParams
+from services.valuation.arrays import F64
+from services.valuation.scenarios import ScenarioParams
 from services.engine.model_points import synthetic_policies
 from services.engine.native import NARROW_FLAGS, NativePool, compiler
 from services.engine.pipeline import reference_partials, shipped_models
 from services.engine.runtime import Runtime, wasmtime_version
-from services.engine.wasm_nodes import projection_months, run_esg, run_term_life
+from services.engine.wasm_nodes import run_esg, run_term_life
 from services.engine.workers import Executor, RunControl, WasmPool
 
 DYN_LAPSE_BETA = 25.0
@@ -105,7 +106,7 @@ def measure(threads: list[int], size: BenchSize) -> dict[str, Any]:
     assumptions = dataclasses.replace(lifelib_sample_assumptions(), dyn_lapse_beta=DYN_LAPSE_BETA)
     policies = synthetic_policies(size.policies, seed=1, in_force=0.2)
     scenarios = ScenarioParams(count=size.scenarios, seed=2024, sigma=0.015)
-    months = projection_months(policies)
+    months = policies.horizon_months
     projected = int((12 * policies.policy_term.astype(np.int64) - policies.duration_mth).sum())
     steps = projected * scenarios.count
     inputs = {"policies": policies, "assumptions": assumptions}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.engine.model_inputs import Policies
+from services.valuation.policies import Policies
 
 
 def synthetic_policies(n: int, seed: int = 1, *, in_force: float = 0.0) -> Policies:

@@ -26,13 +26,18 @@ from typing import Any, Final
 import numpy as np
 
 from services.engine import reference
-from services.engine.abi import BLOCK_SIZE, ESG_EXPORTS, N_PV, PV_COMPONENTS, TERM_LIFE_EXPORTS
-from services.engine.blocks import block_count, fold, result_hash
+from services.engine.abi import ESG_EXPORTS, N_PV, PV_COMPONENTS, TERM_LIFE_EXPORTS
 from services.engine.errors import InvalidModelInput, ModelLoadError, PipelineError
 from services.engine.layout import LayoutBuilder, Region
-from services.engine.model_inputs import F64, Assumptions, ModelInputError, Policies, ScenarioParams
-from services.engine.wasm_nodes import projection_months, run_esg, run_term_life
+from services.engine.wasm_nodes import run_esg, run_term_life
 from services.engine.workers import RunControl, WasmPool
+from services.valuation.arrays import F64
+from services.valuation.assumptions import Assumptions
+from services.valuation.blocks import BLOCK_SIZE, block_count, fold
+from services.valuation.errors import ModelInputError
+from services.valuation.policies import Policies
+from services.valuation.scenarios import ScenarioParams
+from services.valuation.statistics import result_hash
 
 SPECIAL_INPUTS: Final = ("$policies", "$assumptions", "$scenarios")
 BUS: Final = "bus://"
@@ -202,7 +207,7 @@ class PipelineRunner:
             inputs.assumptions.check_covers(inputs.policies)
         except ModelInputError as exc:
             raise InvalidModelInput(str(exc)) from exc
-        months = projection_months(inputs.policies)
+        months = inputs.policies.horizon_months
         n_scen = inputs.scenarios.count
         mem = self.pool.memory
         alloc = LayoutBuilder(mem.run_base)

@@ -8,8 +8,8 @@ Vectorization: the scenario generator loops over months, vectorized over scenari
 projection loops over months, vectorized over policies × scenarios (policies are processed in
 groups to bound memory). Sums over months run in month order, as lifelib's do.
 
-Also here: the reference summation order of the portfolio (``block_partials``,
-``fold_blocks``) that every engine must reproduce bit for bit.
+Also here: per-block partials in the reference summation order (``block_partials``); their
+fold is ``services.valuation.blocks.fold``, which every engine must reproduce bit for bit.
 """
 
 from __future__ import annotations
@@ -20,11 +20,15 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from services.engine.model_inputs import F64, Assumptions, ModelInputError, Policies, ScenarioParams, Violation
+from services.valuation.arrays import F64
+from services.valuation.assumptions import Assumptions
+from services.valuation.blocks import BLOCK_SIZE, fold
+from services.valuation.errors import ModelInputError, Violation
+from services.valuation.policies import Policies
+from services.valuation.scenarios import ScenarioParams
 
 U64 = npt.NDArray[np.uint64]
 
-BLOCK_SIZE: Final = 1024
 """B: policies per block in the reference summation order (MODEL.md "Aggregation")."""
 
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
@@ -150,11 +154,6 @@ class TermLifePVs:
     premium_pp: F64
 
 
-def projection_months(policies: Policies) -> npt.NDArray[np.int64]:
-    """M = 12·policy_term − duration_mth: months projected per policy (in force after that: matured)."""
-    return 12 * policies.policy_term.astype(np.int64) - policies.duration_mth
-
-
 def q_mth_table(assumptions: Assumptions) -> F64:
     """q_mth by [female, age − min age, select duration]: 1 − (1 − min(1, q·sexfactor))^(1/12).
 
@@ -223,7 +222,7 @@ def _rates_at(t: int, policies: Policies, assumptions: Assumptions, q_table: F64
         lapse_base=lapse_table[np.minimum(y, lapse_table.size - 1)],
         first_year=y == 0,
         new_business=dm == 0,
-        in_force=t < projection_months(policies),
+        in_force=t < policies.projection_months,
     )
 
 
@@ -232,7 +231,7 @@ def net_premium_pp(policies: Policies, assumptions: Assumptions) -> F64:
 
     claims(t) = sum_assured·deaths(t); projected from t = 0 (meaningful for duration_mth = 0).
     """
-    months = int(projection_months(policies).max(initial=0))
+    months = int(policies.projection_months.max(initial=0))
     df0 = disc_factors_base(assumptions, months)
     q_table, lapse_table = q_mth_table(assumptions), lapse_mth_base(assumptions)
     pols = policies.policy_count.copy()
@@ -282,7 +281,7 @@ def term_life(policies: Policies, assumptions: Assumptions, shocks: F64) -> Term
     pv_net_cf = PV_premiums − PV_claims − PV_expenses − PV_commissions.
     """
     assumptions.check_covers(policies)
-    months = int(projection_months(policies).max(initial=0))
+    months = int(policies.projection_months.max(initial=0))
     shocks = np.asarray(shocks, dtype=np.float64)
     if shocks.ndim != 2 or shocks.shape[1] < months:
         raise ModelInputError(
@@ -309,7 +308,7 @@ def _project_group(policies: Policies, prem_pp: F64, assumptions: Assumptions, d
     """Project one group of policies under all scenarios: month loop over (policies, scenarios) arrays."""
     a = assumptions
     n_pol, n_scen = len(policies), df.shape[0]
-    months = int(projection_months(policies).max(initial=0))
+    months = int(policies.projection_months.max(initial=0))
     q_table, lapse_table = q_mth_table(a), lapse_mth_base(a)
     infl = inflation_factor(a, months)
     count, sum_assured = policies.policy_count[:, None], policies.sum_assured[:, None]
@@ -412,15 +411,6 @@ def block_partials(values: F64, block_size: int = BLOCK_SIZE) -> F64:
     return partials
 
 
-def fold_blocks(partials: F64) -> F64:
-    """Portfolio value per scenario: the left fold of block partials in block order, from +0.0."""
-    partials = np.asarray(partials, dtype=np.float64)
-    total = np.zeros(partials.shape[1], dtype=np.float64)
-    for partial in partials:
-        total += partial
-    return total
-
-
 def portfolio(values: F64, block_size: int = BLOCK_SIZE) -> F64:
-    """Portfolio value per scenario in the reference order: fold_blocks(block_partials(values))."""
-    return fold_blocks(block_partials(values, block_size))
+    """Portfolio value per scenario in the reference order: the fold of block_partials(values)."""
+    return fold(block_partials(values, block_size))

@@ -12,17 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.engine.abi import BLOCK_SIZE, ESG_CTX_SIZE, N_PV, TERM_LIFE_CTX_SIZE, EsgContext, TermLifeContext
+from services.engine.abi import ESG_CTX_SIZE, N_PV, TERM_LIFE_CTX_SIZE, EsgContext, TermLifeContext
 from services.engine.layout import LayoutBuilder, Region
-from services.engine.model_inputs import F64, Assumptions, Policies, ScenarioParams
 from services.engine.workers import Executor, RunControl
-
-
-def projection_months(policies: Policies) -> int:
-    """T: the longest projection, max(12·policy_term − duration_mth) (at least 1)."""
-    if len(policies) == 0:
-        return 1
-    return max(1, int((12 * policies.policy_term.astype(np.int64) - policies.duration_mth).max()))
+from services.valuation.arrays import F64
+from services.valuation.assumptions import Assumptions
+from services.valuation.blocks import BLOCK_SIZE
+from services.valuation.policies import Policies
+from services.valuation.scenarios import ScenarioParams
 
 
 def _ranges(total: int, step: int) -> list[tuple[int, int]]:
@@ -77,7 +74,7 @@ def run_term_life(
 ) -> TermLifeResult:
     """Project ``policies`` under the scenarios in ``rates`` (f64 [n_scen][rates_stride])."""
     assumptions.check_covers(policies)
-    n_rows, months = len(policies), projection_months(policies)
+    n_rows, months = len(policies), policies.horizon_months
     if rates_stride < months:
         raise ValueError(f"scenario rates have {rates_stride} months; the policies need {months}")
     lanes = ex.call_value(model, "tl_lanes", (), control)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.engine.abi import BLOCK_SIZE
-from services.engine.blocks import BlockFolder, block_count, chunks, result_hash
 from services.engine.pipeline import REFERENCE_PIPELINE, RunInputs
 from services.engine.runtime import Runtime
+from services.valuation.blocks import BLOCK_SIZE, BlockFolder, block_count, chunks
+from services.valuation.statistics import result_hash
 from tests.engine.wasm_helpers import inputs, rows_of, runner
 
 ROWS = 5 * BLOCK_SIZE - 300  # 5 blocks, the last one partial

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from services.engine.assumption_assets import (
@@ -17,7 +16,9 @@ from services.engine.assumption_assets import (
     shipped_assumptions,
     write_assumptions,
 )
-from services.engine.model_inputs import Assumptions, ModelInputError, Policies
+from services.valuation.assumptions import Assumptions
+from services.valuation.errors import ModelInputError
+from services.valuation.policies import Policies
 
 GOOD = {
     "policy_id": [10, 11, 12],
@@ -26,65 +27,6 @@ GOOD = {
     "policy_term": [10, 20, 5],
     "sum_assured": [1e5, 2e5, 3e5],
 }
-
-
-def test_policies_from_columns_with_defaults() -> None:
-    p = Policies.from_columns(GOOD)
-    assert len(p) == 3
-    assert p.female.tolist() == [0, 1, 1]
-    assert p.policy_count.tolist() == [1.0, 1.0, 1.0]
-    assert p.duration_mth.tolist() == [0, 0, 0]
-    assert np.isnan(p.premium_pp).all() and p.computes_premium.all()
-    assert (p.policy_id.dtype, p.age_at_entry.dtype, p.female.dtype) == (
-        np.dtype("int64"),
-        np.dtype("int32"),
-        np.dtype("int8"),
-    )
-    with pytest.raises(ValueError, match="read-only"):
-        p.sum_assured[0] = 1.0
-
-
-def test_policies_from_a_pyarrow_table() -> None:
-    table = pa.table(
-        {**GOOD, "duration_mth": [0, 13, 0], "premium_pp": pa.array([None, 12.5, -1.0]), "policy_count": [2.0, 1, 0]}
-    )
-    p = Policies.from_columns(table)
-    assert p.duration_mth.tolist() == [0, 13, 0]
-    assert p.computes_premium.tolist() == [True, False, True]
-    assert p.policy_count.tolist() == [2.0, 1.0, 0.0]
-
-
-def test_policy_errors_name_every_broken_row() -> None:
-    bad = {
-        "policy_id": [1, 2, 2, 4, 5, 6, 7],
-        "age_at_entry": [30, 121, 40, 50.5, 100, 30, 30],
-        "sex": ["M", "F", "X", "M", "F", "M", "M"],
-        "policy_term": [10, 1, 5, 5, 22, 0, 10],
-        "sum_assured": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-        "duration_mth": [0, 0, 0, 0, 0, 0, 120],
-        "premium_pp": [np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan],
-    }
-    with pytest.raises(ModelInputError) as info:
-        Policies.from_columns(bad)
-    found = {(v.row, v.column) for v in info.value.violations}
-    assert found == {
-        (1, "age_at_entry"),  # 121 > 120
-        (1, "policy_term"),  # 121 + 1 > 121
-        (2, "policy_id"),  # duplicate
-        (2, "sex"),
-        (3, "age_at_entry"),  # not whole
-        (4, "policy_term"),  # 100 + 22 > 121
-        (5, "policy_term"),  # < 1
-        (6, "sum_assured"),
-        (6, "duration_mth"),  # 120 = 12·term
-        (6, "premium_pp"),  # in force without a premium
-    }
-    assert "row 2: sex: must be 'M' or 'F', got X" in str(info.value)
-
-
-def test_missing_columns_are_named() -> None:
-    with pytest.raises(ModelInputError, match="sum_assured: required column is missing"):
-        Policies.from_columns({k: v for k, v in GOOD.items() if k != "sum_assured"})
 
 
 def test_asset_files_round_trip_exactly(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ import struct
 import numpy as np
 import pytest
 
+from services.common.errors import InvalidArgument
 from services.engine import reference as ref
-from services.engine.model_inputs import F64
-from services.engine.statistics import CTE_LEVELS, PERCENTILES, cte, cte_count, result_hash, statistics
+from services.valuation.arrays import F64
+from services.valuation.blocks import fold
+from services.valuation.statistics import CTE_LEVELS, PERCENTILES, cte, cte_count, result_hash, statistics
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_block_partials_are_split_invariant(values: F64, cuts: list[int]) -> Non
     bounds = [0, *cuts, values.shape[0]]
     chunks = [ref.block_partials(values[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
     np.testing.assert_array_equal(np.concatenate(chunks), whole)
-    assert result_hash(ref.fold_blocks(np.concatenate(chunks))) == result_hash(ref.portfolio(values))
+    assert result_hash(fold(np.concatenate(chunks))) == result_hash(ref.portfolio(values))
 
 
 def test_block_partials_of_a_partial_last_block_and_bad_input() -> None:
@@ -110,7 +112,7 @@ def test_statistics_against_direct_numpy() -> None:
 
 
 def test_statistics_refuse_empty_input() -> None:
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(InvalidArgument, match="non-empty"):
         statistics([])
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from services.engine import reference as ref
-from services.engine.model_inputs import ModelInputError, ScenarioParams
+from services.valuation.errors import ModelInputError
+from services.valuation.scenarios import ScenarioParams
 
 MASK64 = (1 << 64) - 1
 

@@ -14,7 +14,9 @@ import pytest
 
 from services.engine import reference as ref
 from services.engine.assumption_assets import lifelib_model_dir, lifelib_sample_assumptions
-from services.engine.model_inputs import Assumptions, Policies, ScenarioParams
+from services.valuation.assumptions import Assumptions
+from services.valuation.policies import Policies
+from services.valuation.scenarios import ScenarioParams
 
 pd = pytest.importorskip("pandas")
 mx = pytest.importorskip("modelx")
@@ -94,7 +96,7 @@ def lifelib_results(policies: Policies) -> dict[str, np.ndarray[Any, Any]]:
 def test_pv_net_cf_matches_lifelib_basic_term_s(
     policies: Policies, assumptions: Assumptions, lifelib_results: dict[str, np.ndarray[Any, Any]]
 ) -> None:
-    months = int(ref.projection_months(policies).max())
+    months = int(policies.projection_months.max())
     shocks = ref.esg(ScenarioParams(count=1, include_base=True), months)
     pvs = ref.term_life(policies, assumptions, shocks)
     assert pvs.net_cf.shape == (len(policies), 1)
@@ -115,7 +117,7 @@ def test_projection_length_is_lifelibs_without_its_empty_last_month(
     policies: Policies, lifelib_results: dict[str, np.ndarray[Any, Any]]
 ) -> None:
     # lifelib projects 12·term + 1 months; at t = 12·term every policy has matured (no cash flow)
-    np.testing.assert_array_equal(ref.projection_months(policies) + 1, lifelib_results["proj_len"])
+    np.testing.assert_array_equal(policies.projection_months + 1, lifelib_results["proj_len"])
 
 
 def test_sample_assumptions_match_lifelib_formulas(
@@ -142,7 +144,7 @@ def test_sample_assumptions_match_lifelib_formulas(
 def test_base_scenario_among_stochastic_ones_is_lifelibs(
     policies: Policies, assumptions: Assumptions, lifelib_results: dict[str, np.ndarray[Any, Any]]
 ) -> None:
-    months = int(ref.projection_months(policies).max())
+    months = int(policies.projection_months.max())
     shocks = ref.esg(ScenarioParams(count=8, seed=11, sigma=0.02), months)
     pvs = ref.term_life(policies, assumptions, shocks)
     np.testing.assert_allclose(pvs.net_cf[:, 0], lifelib_results["pv_net_cf"], rtol=RTOL, atol=0)

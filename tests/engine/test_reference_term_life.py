@@ -14,7 +14,11 @@ import pytest
 
 from services.engine import reference as ref
 from services.engine.assumption_assets import lifelib_sample_assumptions
-from services.engine.model_inputs import F64, Assumptions, ModelInputError, Policies, ScenarioParams
+from services.valuation.arrays import F64
+from services.valuation.assumptions import Assumptions
+from services.valuation.errors import ModelInputError
+from services.valuation.policies import Policies
+from services.valuation.scenarios import ScenarioParams
 
 
 def _scalar_pvs(p: Policies, i: int, a: Assumptions, r: list[float], premium: float) -> tuple[float, ...]:
@@ -96,7 +100,7 @@ def policies() -> Policies:
 
 @pytest.fixture(scope="module")
 def shocks(policies: Policies) -> F64:
-    months = int(ref.projection_months(policies).max())
+    months = int(policies.projection_months.max())
     return ref.esg(ScenarioParams(count=5, seed=77, sigma=0.03), months)
 
 

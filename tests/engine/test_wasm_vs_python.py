@@ -10,11 +10,11 @@ import pytest
 from services.engine import reference
 from services.engine.abi import PV_COMPONENTS
 from services.engine.layout import LayoutBuilder
-from services.engine.model_inputs import ScenarioParams
 from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.wasm_nodes import run_esg
 from services.engine.workers import RunControl, WasmPool
+from services.valuation.scenarios import ScenarioParams
 from tests.engine.wasm_helpers import inputs
 
 RTOL = 1e-9
@@ -94,10 +94,10 @@ def test_esg_scenario_alone_equals_among_many(host: PipelineRunner) -> None:
 
 
 def test_computed_premiums_match_reference(host: PipelineRunner, run_inputs: RunInputs) -> None:
-    from services.engine.wasm_nodes import projection_months, run_term_life
+    from services.engine.wasm_nodes import run_term_life
 
     pool = host.pool
-    months = projection_months(run_inputs.policies)
+    months = run_inputs.policies.horizon_months
     alloc = LayoutBuilder(pool.memory.run_base)
     control = RunControl()
     rates = run_esg(pool, "esg", alloc, run_inputs.scenarios, months, control=control)

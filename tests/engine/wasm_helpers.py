@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 from services.engine.assumption_assets import lifelib_sample_assumptions
-from services.engine.model_inputs import Assumptions, Policies, ScenarioParams
 from services.engine.model_points import synthetic_policies
 from services.engine.pipeline import PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
+from services.valuation.assumptions import Assumptions
+from services.valuation.policies import Policies
+from services.valuation.scenarios import ScenarioParams
 
 DYN_LAPSE_BETA = 25.0
 

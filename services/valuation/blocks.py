@@ -1,4 +1,4 @@
-"""Block partials and the reference summation order (MODEL.md "Aggregation").
+"""Blocks, the block plan and the reference summation order (MODEL.md "Aggregation").
 
 Policies are grouped into blocks of B = 1024 consecutive dataset rows. A block partial is
 the sum of its policies' values in row order, per scenario (computed inside the model);
@@ -10,13 +10,20 @@ complete in any order.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
+from typing import Final
 
 import numpy as np
 
-from services.engine.abi import BLOCK_SIZE
-from services.engine.model_inputs import F64
+from services.common.errors import Internal, InvalidArgument
+from services.valuation.arrays import F64
+
+BLOCK_SIZE: Final = 1024
+"""B: dataset rows per block, the unit of the reference summation order."""
+
+
+class BlockOrderError(Internal):
+    """A block partial arrived outside the plan, twice, or the fold was read before it was complete."""
 
 
 def block_count(rows: int) -> int:
@@ -30,9 +37,9 @@ def block_rows(block: int, rows: int) -> tuple[int, int]:
 
 
 def chunks(blocks: int, blocks_per_chunk: int) -> Iterator[tuple[int, int]]:
-    """Consecutive block ranges [b0, b1) of at most ``blocks_per_chunk`` blocks."""
+    """The block plan: consecutive block ranges [b0, b1) of at most ``blocks_per_chunk`` blocks."""
     if blocks_per_chunk < 1:
-        raise ValueError("blocks_per_chunk must be ≥ 1")
+        raise InvalidArgument(f"blocks_per_chunk must be ≥ 1, got {blocks_per_chunk}")
     for b0 in range(0, blocks, blocks_per_chunk):
         yield b0, min(blocks, b0 + blocks_per_chunk)
 
@@ -44,11 +51,6 @@ def fold(partials: F64) -> F64:
     for partial in partials:
         total += partial
     return total
-
-
-def result_hash(values: F64) -> str:
-    """SHA-256 (hex) of ``values`` as little-endian float64 in order: the job's result hash."""
-    return hashlib.sha256(np.ascontiguousarray(values, dtype="<f8").tobytes()).hexdigest()
 
 
 class BlockFolder:
@@ -66,9 +68,9 @@ class BlockFolder:
 
     def add(self, block: int, partial: F64) -> None:
         if not self.first <= block < self.end:
-            raise ValueError(f"block {block} outside [{self.first}, {self.end})")
+            raise BlockOrderError(f"block {block} outside [{self.first}, {self.end})")
         if block < self._next or block in self._pending:
-            raise ValueError(f"block {block} added twice")
+            raise BlockOrderError(f"block {block} added twice")
         self._pending[block] = np.array(partial, dtype=np.float64, copy=True)
         while self._next in self._pending:
             part = self._pending.pop(self._next)
@@ -85,8 +87,13 @@ class BlockFolder:
     def folded_blocks(self) -> int:
         return self._next - self.first
 
+    @property
+    def pending_blocks(self) -> int:
+        """Partials that arrived ahead of the fold and wait in memory."""
+        return len(self._pending)
+
     def total(self) -> F64:
         """The fold of all blocks (raises until every block arrived)."""
         if not self.complete or self._total is None:
-            raise ValueError(f"blocks {self._next}..{self.end - 1} are still missing")
+            raise BlockOrderError(f"blocks {self._next}..{self.end - 1} are still missing")
         return self._total

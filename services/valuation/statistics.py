@@ -1,6 +1,6 @@
 """Statistics and the result hash of a valuation's scenario vector (MODEL.md "Aggregation, statistics, result hash").
 
-Pure numpy with no engine dependencies, so the gateway's merge and the reference tests share
+Pure numpy: the gateway's merge, the engine's local runs and the reference tests share this
 one definition.
 """
 
@@ -14,6 +14,8 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+
+from services.common.errors import InvalidArgument
 
 PERCENTILES: Final = (0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5)
 """Reported percentiles p (in %), by linear interpolation at position p/100·(N−1) of the sorted values."""
@@ -47,7 +49,7 @@ class Statistics:
 def _as_values(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or v.size < 1:
-        raise ValueError(f"need a non-empty vector of scenario values, got shape {v.shape}")
+        raise InvalidArgument(f"need a non-empty vector of scenario values, got shape {v.shape}")
     return v
 
 
