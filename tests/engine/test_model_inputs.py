@@ -19,14 +19,7 @@ from services.engine.assumption_assets import (
 from services.valuation.assumptions import Assumptions
 from services.valuation.errors import ModelInputError
 from services.valuation.policies import Policies
-
-GOOD = {
-    "policy_id": [10, 11, 12],
-    "age_at_entry": [30, 45, 60],
-    "sex": ["M", "f", "F"],
-    "policy_term": [10, 20, 5],
-    "sum_assured": [1e5, 2e5, 3e5],
-}
+from tests.valuation.test_policies import GOOD
 
 
 def test_asset_files_round_trip_exactly(tmp_path: Path) -> None:
