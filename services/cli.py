@@ -17,6 +17,7 @@ from typing import cast
 import anyio
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from services.common.client import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, OutputClosed, silence_stdout
 from services.common.config import DEFAULT_PORTS, resolve_server_config
 from services.common.errors import LivecalcError
 from services.common.logs import configure_logging
@@ -86,9 +87,12 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=_cmd_up)
 
 
-def _optional_groups() -> Sequence[str]:
-    """Command groups contributed by service packages (`register(sub)` in services.<x>.cli)."""
-    return ("services.data.cli", "services.engine.cli", "services.gateway.cli")
+def _command_groups() -> Sequence[str]:
+    """Command groups contributed by service packages (`register(sub)` in services.<x>.cli).
+
+    Only modules that exist are listed: a missing one is an error, not silently skipped.
+    """
+    return ("services.data.cli", "services.engine.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,13 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_up(sub)
     bench = sub.add_parser("bench", help="benchmarks: print figures and ratios measured side by side")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="TARGET")
-    for module_name in _optional_groups():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+    for module_name in _command_groups():
+        module = importlib.import_module(module_name)
         register = getattr(module, "register", None)
         if register is not None:
             register(sub)
@@ -121,14 +120,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = cast(Command, args.func)
     try:
         return func(args)
+    except (OutputClosed, BrokenPipeError):
+        # `livecalc ... | head`: the reader has all it wanted; say nothing more.
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
     except LivecalcError as exc:
         print(f"livecalc: error: {exc.details()}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except OSError as exc:
         print(f"livecalc: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ first sight of a 50 GB file reads only its footer. On Azure Blob the blob's ETag
 from __future__ import annotations
 
 import base64
+import binascii
+import dataclasses
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,10 +31,10 @@ import numpy.typing as npt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from livecalc.data.v1 import data_pb2
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, LivecalcError, NotFound
 from services.common.storage.base import ObjectChanged, ObjectInfo, Storage, StorageKind
 from services.data import sidecar
-from services.data.csv_index import CHECKPOINT_ROWS, CsvIndex, build_csv_index, save_csv_index
+from services.data.csv_index import CHECKPOINT_ROWS, MAX_ROW_BYTES, CsvIndex, build_csv_index, save_csv_index
 from services.data.ids import validate_dataset_id
 from services.data.parquet_meta import ParquetMeta, read_parquet_meta
 from services.data.schema import ColumnSpec
@@ -46,7 +49,10 @@ SOURCES: Final[Mapping[StorageKind, data_pb2.DatasetSource.ValueType]] = {
     "local": data_pb2.DATASET_SOURCE_LOCAL,
     "azure_blob": data_pb2.DATASET_SOURCE_AZURE_BLOB,
 }
+log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE: Final = 100
+#: Page tokens carry this prefix, so a token from elsewhere is refused, not misread.
+TOKEN_PREFIX: Final = "after:"
 MAX_PAGE_SIZE: Final = 1000
 #: CSV offset arrays kept in memory (a 2M-row CSV's is 62 KiB).
 OFFSETS_CACHED: Final = 16
@@ -117,12 +123,20 @@ class DatasetEntry:
 class Catalog:
     """Datasets of one storage backend; safe to share between concurrent RPCs."""
 
-    def __init__(self, storage: Storage, *, checkpoint_rows: int = CHECKPOINT_ROWS) -> None:
+    def __init__(
+        self, storage: Storage, *, checkpoint_rows: int = CHECKPOINT_ROWS, max_row_bytes: int = MAX_ROW_BYTES
+    ) -> None:
         self.storage = storage
         self.checkpoint_rows = checkpoint_rows
+        self.max_row_bytes = max_row_bytes
         self._entries: dict[str, DatasetEntry] = {}
+        #: Commits of one dataset id (all its formats) happen one at a time, each together
+        #: with the index it installs, so a version always describes the bytes it names.
+        self._commit_locks: dict[str, anyio.Lock] = {}
         self._offsets: OrderedDict[tuple[str, str], npt.NDArray[np.int64]] = OrderedDict()
         self._locks: dict[str, anyio.Lock] = {}
+        #: Versions that could not be indexed, by object: (change token, reason).
+        self._failures: dict[str, tuple[str, str]] = {}
         # Local versions are content hashes (or Parquet etags); Azure has ETags of its own.
         self.source = SOURCES[storage.kind]
         self._local = storage.kind == "local"
@@ -150,6 +164,9 @@ class Catalog:
         cached = self._entries.get(info.name)
         if cached is not None and cached.info.change_token == info.change_token:
             return cached
+        failed = self._failures.get(info.name)
+        if failed is not None and failed[0] == info.change_token:
+            raise FailedPrecondition(failed[1])  # this version was refused before: not again
         lock = self._locks.setdefault(info.name, anyio.Lock())
         async with lock:
             cached = self._entries.get(info.name)
@@ -159,7 +176,11 @@ class Catalog:
                 entry = await self._load(info, known_sha256)
             except ObjectChanged:
                 raise FailedPrecondition(f"{info.name} changed while it was being indexed; retry") from None
+            except FailedPrecondition as exc:
+                self._failures[info.name] = (info.change_token, exc.message)
+                raise
             self._entries[info.name] = entry
+            self._failures.pop(info.name, None)
             return entry
 
     async def _load(self, info: ObjectInfo, known_sha256: str | None) -> DatasetEntry:
@@ -176,7 +197,11 @@ class Catalog:
             if csv_index is None or (self._local and not csv_index.sha256):
                 hash_it = self._local and known_sha256 is None
                 csv_index = await build_csv_index(
-                    self.storage, info, checkpoint_rows=self.checkpoint_rows, hash_content=hash_it
+                    self.storage,
+                    info,
+                    checkpoint_rows=self.checkpoint_rows,
+                    hash_content=hash_it,
+                    max_row_bytes=self.max_row_bytes,
                 )
                 if known_sha256 is not None and self._local:
                     csv_index = CsvIndex(**{**csv_index.__dict__, "sha256": known_sha256})
@@ -218,6 +243,54 @@ class Catalog:
             parquet=parquet,
         )
 
+    def commit_lock(self, dataset_id: str) -> anyio.Lock:
+        """The lock that serializes commits (and their index installs) of `dataset_id`."""
+        return self._commit_locks.setdefault(dataset_id, anyio.Lock())
+
+    async def install(
+        self, info: ObjectInfo, *, csv: CsvIndex | None, parquet: ParquetMeta | None, sha256: str
+    ) -> DatasetEntry:
+        """Record a just-committed object whose index was built from the uploaded bytes.
+
+        `info` is what the commit returned, so the sidecar names exactly these bytes; call it
+        under `commit_lock` so no other commit of the id can slip in between.
+        """
+        parts = split_object_name(info.name)
+        assert parts is not None
+        if csv is not None:
+            assert csv.offsets is not None
+            offsets = csv.offsets
+            csv = dataclasses.replace(csv, change_token=info.change_token, sha256=sha256 if self._local else None)
+            await save_csv_index(self.storage, info.name, csv)
+            self._remember_offsets(info, offsets)
+            csv = dataclasses.replace(csv, offsets=None)
+            rows, columns = csv.rows, csv.columns
+        else:
+            assert parquet is not None
+            parquet = parquet.with_change_token(info.change_token)
+            rows, columns = parquet.rows, parquet.columns
+            if self._local:
+                marker = {"format": "parquet", "change_token": info.change_token, "sha256": sha256}
+                await self.storage.put(sidecar.sidecar_name(info.name), sidecar.encode(marker))
+            else:
+                await self.storage.delete(sidecar.sidecar_name(info.name))  # a stale one from before
+        version = f"sha256:{sha256}" if self._local else info.change_token.strip('"')
+        entry = DatasetEntry(
+            dataset_id=parts[0],
+            object_name=info.name,
+            format=parts[1],
+            source=self.source,
+            info=info,
+            version=version,
+            rows=rows,
+            columns=columns,
+            location=self.storage.location(info.name),
+            csv=csv,
+            parquet=parquet,
+        )
+        self._entries[info.name] = entry
+        return entry
+
     def _remember_offsets(self, info: ObjectInfo, offsets: npt.NDArray[np.int64]) -> None:
         key = (info.name, info.change_token)
         self._offsets[key] = offsets
@@ -239,8 +312,11 @@ class Catalog:
         self._remember_offsets(entry.info, offsets)
         return offsets
 
-    async def list_page(self, page_size: int, page_token: str) -> tuple[list[DatasetEntry], str]:
-        """One page of datasets ordered by id, and the token of the next page ('' at the end)."""
+    async def list_page(self, page_size: int, page_token: str) -> tuple[list[data_pb2.Dataset], str]:
+        """One page of datasets ordered by id, and the token of the next page ('' at the end).
+
+        A dataset that cannot be served is listed with its `error`, never fails the page.
+        """
         if page_size < 0:
             raise InvalidArgument("page_size must be ≥ 0")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -256,16 +332,36 @@ class Catalog:
                 by_id.setdefault(parts[0], []).append(info)
         ids = sorted(by_id)
         page, more = ids[:size], len(ids) > size
-        entries = []
+        listed = []
         for dataset_id in page:
             infos = by_id[dataset_id]
             if len(infos) != 1:
-                continue  # ambiguous ids are reported by GetDataset, not listed
+                names = " and ".join(sorted(i.name for i in infos))
+                listed.append(self._unreadable(infos[0], f"ambiguous: both {names} exist; delete one"))
+                continue
             try:
-                entries.append(await self.describe(infos[0]))
-            except (FailedPrecondition, NotFound):
-                continue  # unreadable objects are reported by GetDataset and ValidateDataset
-        return entries, _encode_token(page[-1]) if more and page else ""
+                listed.append((await self.describe(infos[0])).to_proto())
+            except LivecalcError as exc:
+                listed.append(self._unreadable(infos[0], exc.message))
+            except Exception:
+                log.exception("cannot describe %s", infos[0].name)
+                listed.append(self._unreadable(infos[0], "internal error while indexing; see the server log"))
+        return listed, _encode_token(page[-1]) if more and page else ""
+
+    def _unreadable(self, info: ObjectInfo, reason: str) -> data_pb2.Dataset:
+        parts = split_object_name(info.name)
+        assert parts is not None
+        modified = Timestamp()
+        modified.FromDatetime(info.modified)
+        return data_pb2.Dataset(
+            dataset_id=parts[0],
+            source=self.source,
+            format=parts[1],
+            size_bytes=info.size,
+            modify_time=modified,
+            location=self.storage.location(info.name),
+            error=reason,
+        )
 
     async def delete(self, dataset_id: str) -> None:
         info = await self.find(dataset_id)
@@ -276,16 +372,26 @@ class Catalog:
         await self.storage.delete(name)
         await self.storage.delete(sidecar.sidecar_name(name))
         self._entries.pop(name, None)
+        self._failures.pop(name, None)
 
 
 def _encode_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode()
+    return base64.urlsafe_b64encode((TOKEN_PREFIX + last_id).encode()).decode()
 
 
 def _decode_token(token: str) -> str:
     if not token:
         return ""
+    bad = InvalidArgument("page_token is not a token from a previous ListDatasets answer")
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not a token from a previous ListDatasets answer") from None
+        raw = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not raw.startswith(TOKEN_PREFIX):
+        raise bad
+    last_id = raw[len(TOKEN_PREFIX) :]
+    try:
+        validate_dataset_id(last_id, "page_token")
+    except InvalidArgument:
+        raise bad from None
+    return last_id

@@ -9,32 +9,22 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
-
-import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message
+from typing import Any, Final, TypeVar
 
 from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
+from services.common.client import as_dict, emit_json
+from services.common.client import call as call_service
 from services.common.config import DEFAULT_PORTS
-from services.common.errors import InvalidArgument, LivecalcError, Unavailable
+from services.common.errors import InvalidArgument, LivecalcError
 from services.data.generate import generate
-from services.data.upload import CHUNK_LIMIT
 
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['data'][0]}"
+#: Upload chunk payload: well below the service's per-chunk cap and, with framing, the
+#: 4 MiB message limit (a 4 MiB payload plus its 5 framing bytes is over it).
+UPLOAD_CHUNK_BYTES: Final = 1 << 20
 T = TypeVar("T")
-
-
-class RemoteError(LivecalcError):
-    """The data service answered with an error status."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(f"{code.name.lower()}: {message}")
-        self.code = code
 
 
 class DatasetInvalid(LivecalcError):
@@ -42,28 +32,7 @@ class DatasetInvalid(LivecalcError):
 
 
 def call(address: str, fn: Callable[[data_service_pb2_grpc.DataServiceStub], T]) -> T:
-    """Run `fn` with a stub on a fresh channel; gRPC errors become one-line LivecalcErrors."""
-    options = [("grpc.max_receive_message_length", 16 << 20)]
-    with grpc.insecure_channel(address, options=options) as channel:
-        try:
-            return fn(data_service_pb2_grpc.DataServiceStub(channel))
-        except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            if code == grpc.StatusCode.UNAVAILABLE:
-                raise Unavailable(f"cannot reach the data service at {address}: {details}") from None
-            raise RemoteError(code, details or code.name) from None
-
-
-def as_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-
-
-def emit_json(document: Any) -> None:
-    json.dump(document, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
+    return call_service(address, "data", data_service_pb2_grpc.DataServiceStub, fn)
 
 
 def _enum(name: str, value: int, enum: Any) -> str:
@@ -115,7 +84,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'DATASET':<32} {'FORMAT':<8} {'ROWS':>12} {'BYTES':>14}  VERSION")
     for d in datasets:
         fmt = _enum("DATASET_FORMAT_", d.format, data_pb2.DatasetFormat)
-        print(f"{d.dataset_id:<32} {fmt:<8} {d.row_count:>12,} {d.size_bytes:>14,}  {d.version}")
+        if d.error:
+            print(f"{d.dataset_id:<32} {fmt:<8} {'-':>12} {d.size_bytes:>14,}  unreadable: {d.error}")
+        else:
+            print(f"{d.dataset_id:<32} {fmt:<8} {d.row_count:>12,} {d.size_bytes:>14,}  {d.version}")
     return 0
 
 
@@ -143,35 +115,47 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cell_value(cell: data_pb2.Cell) -> Any:
+    """A typed cell as a plain value: int64 stays an exact int, a missing value is None."""
+    kind = cell.WhichOneof("value")
+    return None if kind is None else getattr(cell, kind)
+
+
+def sample_document(reply: data_service_pb2.SampleRowsResponse) -> dict[str, Any]:
+    """The sample as JSON: columns in schema order, integers as integers."""
+    names = [c.name for c in reply.columns]
+    return {
+        "dataset_id": reply.dataset_id,
+        "version": reply.version,
+        "seed": reply.seed,
+        "dataset_row_count": reply.dataset_row_count,
+        "columns": [as_dict(c) for c in reply.columns],
+        "rows": [
+            {"row": r.row, "values": {n: cell_value(c) for n, c in zip(names, r.cells, strict=True)}}
+            for r in reply.rows
+        ],
+    }
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     request = data_service_pb2.SampleRowsRequest(
         dataset_id=args.dataset_id, n=args.n, seed=args.seed, columns=args.columns or []
     )
     reply = call(args.address, lambda s: s.SampleRows(request, timeout=args.timeout))
     if args.json:
-        emit_json(as_dict(reply))
+        emit_json(sample_document(reply))
         return 0
-    # Struct keeps neither column order nor integer-ness: the schema restores both.
-    schema = call(args.address, lambda s: s.GetSchema(data_service_pb2.GetSchemaRequest(dataset_id=args.dataset_id)))
-    rows = [json_format.MessageToDict(r.values) for r in reply.rows]
-    present = set(rows[0]) if rows else set()
-    names = [c.name for c in schema.columns if c.name in present]
-    integers = {c.name for c in schema.columns if c.type == data_pb2.COLUMN_TYPE_INT64}
-    table = [["row", *names]]
-    for r, values in zip(reply.rows, rows, strict=True):
-        table.append([str(r.row), *(_cell(values.get(n), n in integers) for n in names)])
+    table = [["row", *(c.name for c in reply.columns)]]
+    for r in reply.rows:
+        table.append([str(r.row), *(_cell(cell_value(c)) for c in r.cells)])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
     return 0
 
 
-def _cell(value: Any, integer: bool) -> str:
-    if value is None:
-        return ""
-    if integer and isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -199,7 +183,7 @@ def _file_sha256(path: Path) -> tuple[int, str]:
     sha = hashlib.sha256()
     size = 0
     with path.open("rb") as f:
-        while chunk := f.read(CHUNK_LIMIT):
+        while chunk := f.read(UPLOAD_CHUNK_BYTES):
             sha.update(chunk)
             size += len(chunk)
     return size, sha.hexdigest()
@@ -210,7 +194,7 @@ def upload_requests(
 ) -> Iterator[data_service_pb2.UploadDatasetRequest]:
     yield data_service_pb2.UploadDatasetRequest(header=header)
     with path.open("rb") as f:
-        while chunk := f.read(CHUNK_LIMIT):
+        while chunk := f.read(UPLOAD_CHUNK_BYTES):
             yield data_service_pb2.UploadDatasetRequest(chunk=chunk)
 
 
@@ -263,11 +247,24 @@ def _client(
     return p
 
 
-def _uint64(text: str) -> int:
-    value = int(text)
-    if not 0 <= value < 1 << 64:
-        raise argparse.ArgumentTypeError("must be in 0..2^64-1")
-    return value
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (the protobuf field's range)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {text}")
+        return value
+
+    return parse
+
+
+_uint64 = _bounded(0, (1 << 64) - 1)
+_positive_int64 = _bounded(1, (1 << 63) - 1)
+_count_int32 = _bounded(0, (1 << 31) - 1)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -276,7 +273,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmds = group.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")
 
     gen = cmds.add_parser("generate", help="write synthetic term-life policies (.csv or .parquet)")
-    gen.add_argument("--rows", type=int, required=True, help="number of policies")
+    gen.add_argument("--rows", type=_positive_int64, required=True, help="number of policies")
     gen.add_argument("--seed", type=_uint64, default=0, help="random seed (default 0)")
     gen.add_argument("--out", required=True, help="output path ending in .csv or .parquet")
     gen.add_argument("--json", action="store_true", help="print one JSON document and nothing else")
@@ -291,7 +288,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         _client(cmds, name, help_text, func).add_argument("dataset_id")
     sample = _client(cmds, "sample", "a seeded uniform sample of rows", cmd_sample)
     sample.add_argument("dataset_id")
-    sample.add_argument("--n", type=int, default=10, help="rows to draw (default 10)")
+    sample.add_argument("--n", type=_positive_int64, default=10, help="rows to draw (default 10)")
     sample.add_argument("--seed", type=_uint64, default=0, help="sampler seed (default 0)")
     sample.add_argument("--columns", nargs="+", help="columns to return (default all)")
     validate = _client(
@@ -299,7 +296,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     validate.add_argument("dataset_id")
     validate.add_argument("--model", default="term_life", help="model schema (default term_life)")
-    validate.add_argument("--max-violations", type=int, default=20, help="violations to list (default 20)")
+    validate.add_argument("--max-violations", type=_count_int32, default=20, help="violations to list (default 20)")
     upload = _client(cmds, "upload", "upload a .csv or .parquet file as a dataset", cmd_upload)
     upload.add_argument("path")
     upload.add_argument("--id", help="dataset id (default: the file name without extension)")

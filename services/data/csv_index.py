@@ -7,6 +7,9 @@ only that span: metadata, samples and row ranges never read the whole file again
 
 Rows are lines: a line break inside a quoted field is refused (the index would split the
 row), and so is an empty line before the last row. Trailing empty lines are ignored.
+A line (the header included) longer than `max_row_bytes`, or any NUL byte, is refused
+as soon as the scan meets it: every later read fetches whole checkpoint blocks, so the
+row cap is what bounds the memory of reading any row of an indexed file.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ CHECKPOINT_ROWS: Final = 256
 #: Bytes at the head of the file that column types are inferred from.
 TYPE_SAMPLE_BYTES: Final = 1 << 20
 READ_CHUNK: Final = 8 << 20
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+#: Default cap on the bytes of one line (header or row); policy rows are about 100 bytes.
+MAX_ROW_BYTES: Final = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class CsvIndex:
     #: Byte offset of the first data row and of the end of the last one.
     data_start: int
     data_end: int
+    #: Bytes of the longest line (header included), line break included.
+    widest_row: int = 0
     #: offsets[i] is the byte offset of row i·K; the last entry is data_end.
     offsets: npt.NDArray[np.int64] | None = field(default=None, compare=False, repr=False)
 
@@ -63,6 +70,7 @@ class CsvIndex:
             "checkpoint_rows": self.checkpoint_rows,
             "data_start": self.data_start,
             "data_end": self.data_end,
+            "widest_row": self.widest_row,
         }
 
     @classmethod
@@ -78,6 +86,7 @@ class CsvIndex:
                 checkpoint_rows=int(header["checkpoint_rows"]),
                 data_start=int(header["data_start"]),
                 data_end=int(header["data_end"]),
+                widest_row=int(header["widest_row"]),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -103,9 +112,11 @@ def _column_type(value: object) -> ColumnTypeValue:
 class _Scanner:
     """The sequential pass, fed chunk by chunk (runs in a worker thread)."""
 
-    def __init__(self, name: str, k: int, hash_content: bool) -> None:
+    def __init__(self, name: str, k: int, hash_content: bool, max_row_bytes: int = MAX_ROW_BYTES) -> None:
         self.name = name
         self.k = k
+        self.max_row_bytes = max_row_bytes
+        self.widest = 0  # bytes of the longest complete line so far
         self.sha = hashlib.sha256() if hash_content else None
         self.pos = 0  # bytes consumed so far
         self.last_byte = -1  # the byte just before `pos`
@@ -125,6 +136,9 @@ class _Scanner:
             self.sha.update(chunk)
         base = self.pos
         buf = np.frombuffer(chunk, dtype=np.uint8)
+        if (buf == 0).any():
+            nul = base + int(np.flatnonzero(buf == 0)[0])
+            raise FailedPrecondition(f"CSV {self.name}: NUL byte at offset {nul}; a CSV is text")
         if len(self.head) < TYPE_SAMPLE_BYTES:
             self.head += chunk[: TYPE_SAMPLE_BYTES - len(self.head)]
         newlines = np.flatnonzero(buf == 10)
@@ -132,17 +146,22 @@ class _Scanner:
         self.pos += len(chunk)
         previous_byte, self.last_byte = self.last_byte, int(buf[-1])
         if newlines.size and self.header_end < 0:
+            self._check_width(base + int(newlines[0]) + 1, -1)
             self.header_end = base + int(newlines[0]) + 1
             self.line_start = self.last_full_end = self.header_end
             self.checkpoints.append(self.header_end)
             newlines = newlines[1:]
         if newlines.size == 0:
+            self._check_width(self.pos - self.line_start, self.rows if self.header_end >= 0 else -1)
             return
         ends = newlines + base  # absolute offsets of the line breaks
         starts = np.empty_like(ends)
         starts[0] = self.line_start
         starts[1:] = ends[:-1] + 1
         lengths = ends - starts
+        widest = int(np.argmax(lengths))
+        self._check_width(int(lengths[widest]) + 1, self.rows + widest)
+        self._check_width(self.pos - int(ends[-1]) - 1, self.rows + ends.size)
         before = np.where(newlines > 0, buf[np.maximum(newlines - 1, 0)], previous_byte)
         empty = (lengths == 0) | ((lengths == 1) & (before == 13))
         self._track_empty(empty)
@@ -155,6 +174,15 @@ class _Scanner:
         numbers = np.arange(first + 1, first + ends.size + 1)
         self.checkpoints.extend((ends[numbers % self.k == 0] + 1).tolist())
         self.line_start = int(ends[-1]) + 1
+
+    def _check_width(self, width: int, row: int) -> None:
+        """Refuse a line over the cap (`row` -1 is the header), and remember the widest."""
+        if width > self.max_row_bytes:
+            what = "the header row" if row < 0 else f"row {row}"
+            raise FailedPrecondition(
+                f"CSV {self.name}: {what} has more than {self.max_row_bytes} bytes, the limit per row"
+            )
+        self.widest = max(self.widest, width)
 
     def _track_empty(self, empty: npt.NDArray[np.bool_]) -> None:
         full = np.flatnonzero(~empty)
@@ -188,7 +216,7 @@ class _Scanner:
             f"CSV {self.name}: a quoted field holds a line break, which the row index does not support"
         )
 
-    def finish(self, info: ObjectInfo) -> CsvIndex:
+    def finish(self, change_token: str) -> CsvIndex:
         if self.header_end < 0:
             if self.pos == 0:
                 raise FailedPrecondition(f"CSV {self.name} is empty: it needs a header row")
@@ -205,13 +233,14 @@ class _Scanner:
         blocks = -(-rows // self.k)
         offsets = [*self.checkpoints[:blocks], data_end] if rows else [self.header_end, self.header_end]
         return CsvIndex(
-            change_token=info.change_token,
+            change_token=change_token,
             sha256=self.sha.hexdigest() if self.sha is not None else None,
             rows=rows,
             columns=self._columns(),
             checkpoint_rows=self.k,
             data_start=self.header_end,
             data_end=data_end if rows else self.header_end,
+            widest_row=self.widest,
             offsets=np.asarray(offsets, dtype=np.int64),
         )
 
@@ -222,7 +251,10 @@ class _Scanner:
             text = header_line.decode("utf-8-sig").rstrip("\r\n")
         except UnicodeDecodeError:
             raise FailedPrecondition(f"CSV {self.name}: the header row is not UTF-8") from None
-        names = next(csv.reader([text]), [])
+        try:
+            names = next(csv.reader([text]), [])
+        except csv.Error as exc:
+            raise FailedPrecondition(f"CSV {self.name}: cannot parse the header row: {exc}") from None
         if not names or any(not n.strip() for n in names):
             raise FailedPrecondition(f"CSV {self.name}: the header row needs a non-empty name for every column")
         if len(set(names)) != len(names):
@@ -243,15 +275,33 @@ class _Scanner:
         return tuple(ColumnSpec(n, settle_csv_type(n, inferred.get(n, pa.null())), True) for n in names)
 
 
+class CsvIndexer:
+    """The index built from chunks as they come (an upload), before the object exists."""
+
+    def __init__(self, name: str, *, checkpoint_rows: int = CHECKPOINT_ROWS, max_row_bytes: int = MAX_ROW_BYTES):
+        self._scanner = _Scanner(name, checkpoint_rows, hash_content=False, max_row_bytes=max_row_bytes)
+
+    async def feed(self, chunk: bytes) -> None:
+        await anyio.to_thread.run_sync(self._scanner.feed, chunk)
+
+    def finish(self, change_token: str = "") -> CsvIndex:
+        return self._scanner.finish(change_token)
+
+
 async def build_csv_index(
-    storage: Storage, info: ObjectInfo, *, checkpoint_rows: int = CHECKPOINT_ROWS, hash_content: bool = True
+    storage: Storage,
+    info: ObjectInfo,
+    *,
+    checkpoint_rows: int = CHECKPOINT_ROWS,
+    hash_content: bool = True,
+    max_row_bytes: int = MAX_ROW_BYTES,
 ) -> CsvIndex:
     """One sequential pass over the object: the index, and its SHA-256 if asked."""
-    scanner = _Scanner(info.name, checkpoint_rows, hash_content)
+    scanner = _Scanner(info.name, checkpoint_rows, hash_content, max_row_bytes)
     token = info.change_token
     async for chunk in read_sequential(storage, info.name, info.size, chunk=READ_CHUNK, change_token=token):
         await anyio.to_thread.run_sync(scanner.feed, chunk)
-    return scanner.finish(info)
+    return scanner.finish(token)
 
 
 def source_name(source: data_pb2.DatasetSource.ValueType) -> str:

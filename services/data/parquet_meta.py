@@ -25,6 +25,8 @@ from services.data.schema import ColumnSpec, column_type_of
 MAGIC: Final = b"PAR1"
 #: First read from the end: the footer of ordinary files fits, so metadata is one read.
 TAIL_READ: Final = 64 << 10
+#: Largest footer accepted: it is held in memory for as long as the version is in use.
+MAX_FOOTER_BYTES: Final = 16 << 20
 #: Neighbouring column chunks closer than this are fetched in one request.
 COALESCE_GAP: Final = 1 << 20
 
@@ -48,6 +50,14 @@ class ParquetMeta:
     def row_group_of(self, row: int) -> int:
         return bisect.bisect_right(self.row_starts, row) - 1
 
+    def largest_row_group_bytes(self) -> int:
+        """Uncompressed bytes of the biggest row group: what reading one costs at least."""
+        md = self.metadata
+        return max((md.row_group(i).total_byte_size for i in range(md.num_row_groups)), default=0)
+
+    def with_change_token(self, change_token: str) -> ParquetMeta:
+        return ParquetMeta(change_token, self.size, self.metadata, self.columns, self.row_starts, self.footer_bytes)
+
     def uncompressed_bytes_per_row(self) -> float:
         md = self.metadata
         total = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
@@ -61,29 +71,41 @@ async def read_parquet_meta(storage: Storage, info: ObjectInfo) -> ParquetMeta:
         raise FailedPrecondition(f"Parquet {name} is too short to be a Parquet file ({size} bytes)")
     token = info.change_token
     tail = await storage.read_range(name, size - min(TAIL_READ, size), min(TAIL_READ, size), change_token=token)
-    if tail[-4:] != MAGIC:
+    footer_len = footer_length(name, size, tail)
+    if footer_len + 8 > len(tail):
+        extra = footer_len + 8 - len(tail)
+        tail = await storage.read_range(name, size - len(tail) - extra, extra, change_token=token) + tail
+    return await anyio.to_thread.run_sync(parse_footer, name, token, size, tail)
+
+
+def footer_length(name: str, size: int, tail: bytes) -> int:
+    """The footer length the last 8 bytes announce, refused when absurd or over MAX_FOOTER_BYTES."""
+    if size < 12 or tail[-4:] != MAGIC:
         raise FailedPrecondition(f"Parquet {name} does not end with the Parquet magic bytes")
     (footer_len,) = struct.unpack("<I", tail[-8:-4])
     if footer_len + 12 > size:
         raise FailedPrecondition(f"Parquet {name}: footer length {footer_len} exceeds the file")
+    if footer_len > MAX_FOOTER_BYTES:
+        raise FailedPrecondition(f"Parquet {name}: the footer has {footer_len} bytes, over the {MAX_FOOTER_BYTES}")
+    return int(footer_len)
+
+
+def parse_footer(name: str, change_token: str, size: int, tail: bytes) -> ParquetMeta:
+    """The metadata of a Parquet object of `size` bytes from its last bytes (footer included)."""
+    footer_len = footer_length(name, size, tail)
     if footer_len + 8 > len(tail):
-        extra = footer_len + 8 - len(tail)
-        tail = await storage.read_range(name, size - len(tail) - extra, extra, change_token=token) + tail
-    footer = tail[-(footer_len + 8) :]
-
-    def parse() -> pq.FileMetaData:
-        return pq.read_metadata(pa.BufferReader(MAGIC + footer))
-
+        raise FailedPrecondition(f"Parquet {name}: footer of {footer_len} bytes but only {len(tail)} at hand")
+    footer = bytes(tail[-(footer_len + 8) :])
     try:
-        metadata = await anyio.to_thread.run_sync(parse)
+        metadata = pq.read_metadata(pa.BufferReader(MAGIC + footer))
+        schema = metadata.schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as exc:
         raise FailedPrecondition(f"Parquet {name}: cannot read the footer: {exc}") from None
-    schema = metadata.schema.to_arrow_schema()
     columns = tuple(ColumnSpec(f.name, column_type_of(f.type), f.nullable) for f in schema)
     starts = [0]
     for i in range(metadata.num_row_groups):
         starts.append(starts[-1] + metadata.row_group(i).num_rows)
-    return ParquetMeta(token, size, metadata, columns, tuple(starts), footer)
+    return ParquetMeta(change_token, size, metadata, columns, tuple(starts), footer)
 
 
 class _SparseFile(io.RawIOBase):

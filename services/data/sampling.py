@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from livecalc.data.v1 import data_pb2
+from services.data.schema import ColumnSpec
 
 MASK64: Final = (1 << 64) - 1
 GOLDEN: Final = 0x9E3779B97F4A7C15
 #: Stream domain constant, so sample streams differ from the scenario generator's.
 SAMPLE_DOMAIN: Final = 0x5A4D504C45524F57
-MAX_SAFE_INT: Final = 1 << 53
 
 
 class SplitMix64:
@@ -75,33 +74,33 @@ def sample_indices(rows: int, n: int, seed: int) -> npt.NDArray[np.int64]:
     return np.asarray(out, dtype=np.int64)
 
 
-def _json_values(column: pa.ChunkedArray) -> list[Any]:
-    """A column as values Struct holds exactly: NaN/inf as null, integers beyond 2^53 as strings."""
-    kind = column.type
-    if pa.types.is_floating(kind):
-        finite = pc.is_finite(column)
-        return pc.if_else(finite, column, pa.scalar(None, kind)).to_pylist()  # type: ignore[no-any-return]
+_CELL_FIELD: Final = {
+    data_pb2.COLUMN_TYPE_INT64: "int64_value",
+    data_pb2.COLUMN_TYPE_FLOAT64: "float64_value",
+    data_pb2.COLUMN_TYPE_STRING: "string_value",
+    data_pb2.COLUMN_TYPE_BOOL: "bool_value",
+}
+
+
+def _cells(column: pa.ChunkedArray, column_type: data_pb2.ColumnType.ValueType) -> list[data_pb2.Cell]:
+    """A column as typed cells: exact integers, floats as doubles, missing values as empty cells."""
+    field = _CELL_FIELD.get(column_type)
     values = column.to_pylist()
-    if pa.types.is_integer(kind):
-        extreme = pc.max(pc.abs_checked(column.cast(pa.float64()))).as_py() if len(column) else None
-        if extreme is not None and extreme > MAX_SAFE_INT:
-            return [str(v) if v is not None and abs(v) > MAX_SAFE_INT else v for v in values]
-        return values  # type: ignore[no-any-return]
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_boolean(kind):
-        return values  # type: ignore[no-any-return]
-    return [None if v is None else str(v) for v in values]
+    if field is None:  # a type the contract does not name: its text
+        return [data_pb2.Cell() if v is None else data_pb2.Cell(string_value=str(v)) for v in values]
+    cell = data_pb2.Cell
+    return [cell() if v is None else cell(**{field: v}) for v in values]
 
 
-def rows_to_proto(table: pa.Table, row_numbers: npt.NDArray[np.int64]) -> list[data_pb2.SampledRow]:
-    """Rows as readable SampledRow messages (Struct values, big ints as strings)."""
-    names = table.column_names
-    columns = [_json_values(table.column(n)) for n in names]
-    out = []
-    for i, row in enumerate(row_numbers.tolist()):
-        message = data_pb2.SampledRow(row=row)
-        message.values.update({name: values[i] for name, values in zip(names, columns, strict=True)})
-        out.append(message)
-    return out
+def rows_to_proto(
+    table: pa.Table, row_numbers: npt.NDArray[np.int64], columns: Sequence[ColumnSpec]
+) -> list[data_pb2.SampledRow]:
+    """Rows as SampledRow messages whose cells follow `columns` (the table holds each of them)."""
+    cells = [_cells(table.column(c.name), c.type) for c in columns]
+    return [
+        data_pb2.SampledRow(row=row, cells=[column[i] for column in cells])
+        for i, row in enumerate(row_numbers.tolist())
+    ]
 
 
 @dataclass

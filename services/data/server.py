@@ -3,14 +3,15 @@
 The environment is read here only (`build`); everything below receives frozen config.
 The backend is the local root directory unless an Azure connection string and container
 are given (flags or LIVECALC_DATA_AZURE_CONNECTION_STRING / LIVECALC_DATA_AZURE_CONTAINER).
+Memory limits (limits.py) come from flags, then LIVECALC_DATA_* variables, then defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -23,6 +24,7 @@ from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
 from services.common.storage.base import Storage
 from services.common.storage.local import LocalStorage
 from services.data.catalog import Catalog
+from services.data.limits import MIB, DataLimits
 from services.data.metrics import MeteredStorage, StorageMetrics
 from services.data.servicer import DataServicer
 
@@ -36,6 +38,7 @@ class DataConfig:
 
     root: Path
     azure: AzureConfig | None = None
+    limits: DataLimits = field(default_factory=DataLimits)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +51,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve datasets from Azure Blob (env LIVECALC_DATA_AZURE_CONNECTION_STRING)",
     )
     parser.add_argument("--azure-container", help="blob container of the datasets (env LIVECALC_DATA_AZURE_CONTAINER)")
+    defaults = DataLimits()
+    for flag, _, unit, default, help_text in _LIMIT_FLAGS:
+        shown = default(defaults)
+        parser.add_argument(
+            f"--{flag}", type=float if unit == 0 else int, help=f"{help_text} (env {_env_name(flag)}; default {shown})"
+        )
+
+
+#: (flag, DataLimits field, bytes per unit (0: seconds), default as shown, help)
+_LIMIT_FLAGS: tuple[tuple[str, str, int, Callable[[DataLimits], object], str], ...] = (
+    (
+        "memory-budget-mb",
+        "memory_budget_bytes",
+        MIB,
+        lambda d: d.memory_budget_bytes // MIB,
+        "memory all reads may hold",
+    ),
+    ("max-row-bytes", "max_row_bytes", 1, lambda d: d.max_row_bytes, "longest CSV line accepted"),
+    ("max-sample-mb", "max_sample_bytes", MIB, lambda d: d.max_sample_bytes // MIB, "row data one sample may hold"),
+    ("max-message-rows", "max_message_rows", 1, lambda d: d.max_message_rows, "rows per ReadRows message"),
+    ("admission-wait-seconds", "admission_wait_seconds", 0, lambda d: d.admission_wait_seconds, "wait for memory"),
+)
+
+
+def _env_name(flag: str) -> str:
+    return "LIVECALC_DATA_" + flag.upper().replace("-", "_")
+
+
+def resolve_limits(args: argparse.Namespace, env: Mapping[str, str]) -> DataLimits:
+    """Flags win over LIVECALC_DATA_* variables, which win over DataLimits' defaults."""
+    values: dict[str, float | int] = {}
+    for flag, name, unit, _, _ in _LIMIT_FLAGS:
+        raw: object = getattr(args, flag.replace("-", "_"), None)
+        if raw is None:
+            text = env.get(_env_name(flag), "")
+            if not text:
+                continue
+            try:
+                raw = float(text) if unit == 0 else int(text)
+            except ValueError:
+                raise InvalidArgument(
+                    f"environment variable {_env_name(flag)} must be a number, got {text!r}"
+                ) from None
+        assert isinstance(raw, int | float)
+        values[name] = float(raw) if unit == 0 else int(raw) * unit
+    return DataLimits(**values)  # type: ignore[arg-type]
 
 
 def resolve_data_config(args: argparse.Namespace, env: Mapping[str, str]) -> DataConfig:
@@ -65,7 +114,7 @@ def resolve_data_config(args: argparse.Namespace, env: Mapping[str, str]) -> Dat
         if not 3 <= len(container) <= 63:
             raise InvalidArgument(f"Azure container names have 3 to 63 characters, got {container!r}")
         azure = AzureConfig(connection_string=conn, container=container)
-    return DataConfig(root=Path(root), azure=azure)
+    return DataConfig(root=Path(root), azure=azure, limits=resolve_limits(args, env))
 
 
 async def open_storage(config: DataConfig) -> Storage:
@@ -81,7 +130,7 @@ async def open_storage(config: DataConfig) -> Storage:
 async def build(args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry) -> ServiceParts:
     config = resolve_data_config(args, env)
     storage = MeteredStorage(await open_storage(config), StorageMetrics.create(registry))
-    servicer = DataServicer(Catalog(storage))
+    servicer = DataServicer(Catalog(storage, max_row_bytes=config.limits.max_row_bytes), limits=config.limits)
     where = config.azure.container if config.azure is not None else str(config.root)
     log.info("datasets", extra={"fields": {"source": "azure_blob" if config.azure else "local", "at": where}})
     return ServiceParts(

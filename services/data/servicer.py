@@ -1,8 +1,10 @@
-"""DataService over a Catalog: request checks, answers, and message-size discipline.
+"""DataService over a Catalog: request checks, memory admission, answers, message sizes.
 
 Handlers raise the typed errors of services.common.errors; the server interceptor maps
-them to gRPC statuses. Every streamed ReadRows message stays under MAX_MESSAGE_BYTES,
-splitting a batch when the rows turn out wider than estimated.
+them to gRPC statuses. Every request that reads rows first reserves its estimated peak
+memory from the service's MemoryBudget (see limits.py). Every streamed ReadRows message
+stays under MAX_MESSAGE_BYTES and `max_message_rows`, splitting a batch when the rows turn
+out wider than estimated.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import pyarrow as pa
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from services.data.catalog import Catalog
+from services.data.catalog import Catalog, DatasetEntry
 from services.data.ids import validate_dataset_id
-from services.data.reading import MAX_BATCH_ROWS, default_batch_rows, fetch_rows, iter_range
+from services.data.limits import DataLimits, MemoryBudget, mib
+from services.data.reading import SPAN_BYTES, default_batch_rows, fetch_rows, iter_range
 from services.data.sampling import SampleCache, rows_to_proto, sample_indices
 from services.data.upload import receive_upload
 from services.data.validation import validate
@@ -28,6 +31,11 @@ MAX_MESSAGE_BYTES: Final = 4 << 20
 #: ReadRows batches are split until their IPC payload is below this.
 BATCH_BYTES_LIMIT: Final = 3 << 20
 MAX_SAMPLE_ROWS: Final = 100_000
+#: Peak memory of a sample per raw row byte (lines, Arrow table, Python values, messages),
+#: measured with the load test in tests/data/test_load.py and rounded up.
+SAMPLE_OVERHEAD: Final = 12
+#: Peak memory of a sample per sampled row, whatever its width (row numbers, cell objects).
+SAMPLE_ROW_BYTES: Final = 400
 
 Context = Any  # grpc.aio.ServicerContext; handlers only pass it through
 
@@ -55,18 +63,48 @@ def _split_to_fit(table: pa.Table) -> list[tuple[int, int, bytes]]:
     return [*left, *((half + o, n, p) for o, n, p in right)]
 
 
+def row_bytes(entry: DatasetEntry) -> float:
+    """Average bytes of one stored row (CSV text, or uncompressed Parquet)."""
+    if entry.csv is not None:
+        return max((entry.csv.data_end - entry.csv.data_start) / max(entry.rows, 1), 1.0)
+    assert entry.parquet is not None
+    return max(entry.parquet.uncompressed_bytes_per_row(), 1.0)
+
+
+def read_overhead(entry: DatasetEntry) -> int:
+    """Peak memory of reading rows in order: the biggest span or row group, parsed and re-encoded."""
+    if entry.csv is not None:
+        span = max(SPAN_BYTES, entry.csv.checkpoint_rows * entry.csv.widest_row)
+        return 4 * span + 4 * BATCH_BYTES_LIMIT
+    assert entry.parquet is not None
+    return 3 * entry.parquet.largest_row_group_bytes() + 4 * BATCH_BYTES_LIMIT
+
+
 class DataServicer(data_service_pb2_grpc.DataServiceServicer):
     """The gRPC face of one catalog."""
 
-    def __init__(self, catalog: Catalog, cache: SampleCache | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        cache: SampleCache | None = None,
+        *,
+        limits: DataLimits | None = None,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self.catalog = catalog
         self.cache = cache if cache is not None else SampleCache()
+        self.limits = limits if limits is not None else DataLimits()
+        self.budget = (
+            budget
+            if budget is not None
+            else MemoryBudget(self.limits.memory_budget_bytes, wait_seconds=self.limits.admission_wait_seconds)
+        )
 
     async def ListDatasets(
         self, request: data_service_pb2.ListDatasetsRequest, context: Context
     ) -> data_service_pb2.ListDatasetsResponse:
-        entries, token = await self.catalog.list_page(request.page_size, request.page_token)
-        return data_service_pb2.ListDatasetsResponse(datasets=[e.to_proto() for e in entries], next_page_token=token)
+        datasets, token = await self.catalog.list_page(request.page_size, request.page_token)
+        return data_service_pb2.ListDatasetsResponse(datasets=datasets, next_page_token=token)
 
     async def GetDataset(
         self, request: data_service_pb2.GetDatasetRequest, context: Context
@@ -93,22 +131,35 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
         entry = await self.catalog.get(request.dataset_id)
         if request.n > entry.rows:
             raise InvalidArgument(f"n = {request.n} exceeds the {entry.rows} rows of dataset {entry.dataset_id!r}")
-        columns = entry.check_columns(list(request.columns))
-        key = (entry.object_name, entry.version, request.n, request.seed, tuple(columns or ()))
+        wanted = entry.check_columns(list(request.columns))
+        specs = [c for c in entry.columns if wanted is None or c.name in wanted]  # schema order
+        columns = [c.name for c in specs]
+        key = (entry.object_name, entry.version, request.n, request.seed, tuple(columns))
         cached = self.cache.get(key)
         if cached is not None:
             return data_service_pb2.SampleRowsResponse.FromString(cached)
-        rows = await anyio.to_thread.run_sync(sample_indices, entry.rows, request.n, request.seed)
-        table = await fetch_rows(self.catalog, entry, rows, columns)
-        sampled = await anyio.to_thread.run_sync(rows_to_proto, table, rows)
-        response = data_service_pb2.SampleRowsResponse(
-            dataset_id=entry.dataset_id,
-            version=entry.version,
-            seed=request.seed,
-            dataset_row_count=entry.rows,
-            rows=sampled,
-        )
-        payload = response.SerializeToString()
+        raw = int(request.n * row_bytes(entry) * len(columns) / max(len(entry.columns), 1))
+        if raw > self.limits.max_sample_bytes:
+            raise ResourceExhausted(
+                f"a sample of {request.n} rows holds about {mib(raw)} of row data, over the per-sample cap"
+                f" of {mib(self.limits.max_sample_bytes)} (--max-sample-mb); ask for fewer rows or columns"
+            )
+        estimate = read_overhead(entry) + raw * SAMPLE_OVERHEAD + request.n * SAMPLE_ROW_BYTES
+        async with self.budget.reserve(estimate, f"a sample of {request.n} rows"):
+            rows = await anyio.to_thread.run_sync(sample_indices, entry.rows, request.n, request.seed)
+            table = await fetch_rows(self.catalog, entry, rows, columns)
+            sampled = await anyio.to_thread.run_sync(rows_to_proto, table, rows, specs)
+            del table
+            response = data_service_pb2.SampleRowsResponse(
+                dataset_id=entry.dataset_id,
+                version=entry.version,
+                seed=request.seed,
+                dataset_row_count=entry.rows,
+                rows=sampled,
+                columns=[c.to_proto() for c in specs],
+            )
+            del sampled
+            payload = await anyio.to_thread.run_sync(response.SerializeToString)
         if len(payload) > MAX_MESSAGE_BYTES - 1024:
             raise ResourceExhausted(
                 f"a sample of {request.n} rows needs {len(payload)} bytes, over the {MAX_MESSAGE_BYTES}-byte"
@@ -136,23 +187,28 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
         if end > entry.rows:
             raise InvalidArgument(f"end_row {end} exceeds the {entry.rows} rows of dataset {entry.dataset_id!r}")
         columns = entry.check_columns(list(request.columns))
-        batch_rows = min(request.batch_rows or default_batch_rows(entry), MAX_BATCH_ROWS)
-        async for first, table in iter_range(self.catalog, entry, start, end, columns=columns, batch_rows=batch_rows):
-            for offset, rows, payload in await anyio.to_thread.run_sync(_split_to_fit, table):
-                yield data_service_pb2.ReadRowsResponse(
-                    start_row=first + offset, row_count=rows, arrow_ipc=payload, version=entry.version
-                )
+        batch_rows = min(request.batch_rows or default_batch_rows(entry), self.limits.max_message_rows)
+        async with self.budget.reserve(read_overhead(entry), f"reading rows of {entry.dataset_id!r}"):
+            batches = iter_range(self.catalog, entry, start, end, columns=columns, batch_rows=batch_rows)
+            async for first, table in batches:
+                for offset, rows, payload in await anyio.to_thread.run_sync(_split_to_fit, table):
+                    yield data_service_pb2.ReadRowsResponse(
+                        start_row=first + offset, row_count=rows, arrow_ipc=payload, version=entry.version
+                    )
 
     async def ValidateDataset(
         self, request: data_service_pb2.ValidateDatasetRequest, context: Context
     ) -> data_service_pb2.ValidateDatasetResponse:
         entry = await self.catalog.get(request.dataset_id)
-        return await validate(self.catalog, entry, request.model, request.max_violations)
+        # validation keeps a set of policy ids besides the spans it parses
+        estimate = read_overhead(entry) + entry.rows * 64
+        async with self.budget.reserve(estimate, f"validating {entry.dataset_id!r}"):
+            return await validate(self.catalog, entry, request.model, request.max_violations)
 
     async def UploadDataset(
         self, request_iterator: AsyncIterator[data_service_pb2.UploadDatasetRequest], context: Context
     ) -> data_service_pb2.UploadDatasetResponse:
-        entry = await receive_upload(self.catalog, request_iterator)
+        entry = await receive_upload(self.catalog, request_iterator, budget=self.budget, context=context)
         return data_service_pb2.UploadDatasetResponse(dataset=entry.to_proto())
 
     async def DeleteDataset(

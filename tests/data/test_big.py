@@ -13,12 +13,12 @@ import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from google.protobuf import json_format
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from services.common.storage.base import CountingStorage
 from services.common.storage.local import LocalStorage
 from services.data.catalog import Catalog
+from services.data.cli import sample_document
 from tests.data.conftest import BIG_ROWS, GENERATE_PEAK_MB
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ def test_two_million_rows(big_files: dict[str, Path], service_factory: Any) -> N
             t = time.perf_counter()
             assert stub.SampleRows(request) == reply
             print(f"{fmt} SampleRows again (cached): {(time.perf_counter() - t) * 1000:.0f} ms")
-            samples[fmt] = [(r.row, json_format.MessageToDict(r.values)) for r in reply.rows]
+            samples[fmt] = [(r["row"], r["values"]) for r in sample_document(reply)["rows"]]
             ids_col = reference.column("policy_id")
             assert all(v["policy_id"] == ids_col[row].as_py() for row, v in samples[fmt][:500])
             for start, end in ranges:

@@ -48,7 +48,12 @@ def test_local_service_cli_grpcurl_and_statuses(
     schema = as_json("datasets", "schema", "pol", *addr)
     assert schema["columns"][0] == {"name": "policy_id", "type": "COLUMN_TYPE_INT64", "nullable": True}
     sample = as_json("datasets", "sample", "pol", "--n", "5", "--seed", "42", *addr)
-    assert len(sample["rows"]) == 5 and sample["dataset_row_count"] == "1000"
+    assert len(sample["rows"]) == 5 and sample["dataset_row_count"] == 1000
+    # ints as ints, columns in schema order, and the same bytes every time
+    assert isinstance(sample["rows"][0]["values"]["policy_id"], int)
+    assert list(sample["rows"][0]["values"]) == [c["name"] for c in schema["columns"]]
+    again = livecalc("datasets", "sample", "pol", "--n", "5", "--seed", "42", *addr, "--json")
+    assert again.stdout == json.dumps(sample, indent=2) + "\n"
     report = as_json("datasets", "validate", "pol", *addr)
     assert report["valid"] is True
 
@@ -74,10 +79,14 @@ def test_local_service_cli_grpcurl_and_statuses(
         timeout=30,
         check=True,
     ).stdout
-    rows = json.loads(out)["rows"]
+    answer = json.loads(out)
+    rows = answer["rows"]
     assert len(rows) == 3
-    assert set(rows[0]["values"]) >= {"policy_id", "age_at_entry", "sex", "sum_assured"}
-    assert rows[0]["values"]["sex"] in ("M", "F")
+    names = [c["name"] for c in answer["columns"]]
+    assert names[:4] == ["policy_id", "age_at_entry", "sex", "policy_term"]
+    first = dict(zip(names, rows[0]["cells"], strict=True))
+    assert first["sex"]["stringValue"] in ("M", "F")
+    assert first["policy_id"]["int64Value"].isdigit()  # int64: exact, as proto3 JSON's string
 
     # errors: one line on stderr, non-zero exit, the right status
     for args, status in (

@@ -16,7 +16,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from google.protobuf import json_format
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -24,6 +23,7 @@ from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
 from services.common.storage.base import CountingStorage, Storage
 from services.common.storage.local import LocalStorage
 from services.data.catalog import SOURCES, Catalog
+from services.data.cli import sample_document
 from services.data.servicer import DataServicer
 
 pytestmark = pytest.mark.anyio
@@ -86,7 +86,7 @@ async def read_all(servicer: DataServicer, dataset_id: str, start: int, end: int
 
 
 def sample_dicts(reply: data_service_pb2.SampleRowsResponse) -> list[tuple[int, dict[str, Any]]]:
-    return [(r.row, json_format.MessageToDict(r.values)) for r in reply.rows]
+    return [(row["row"], row["values"]) for row in sample_document(reply)["rows"]]
 
 
 async def test_metadata_sample_read_on_both_formats(storage: CountingStorage, small_files: dict[str, Path]) -> None:

@@ -22,31 +22,32 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blivecalc/data/v1/data.proto\x12\x10livecalc.data.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x1c.livecalc.data.v1.ColumnType\x12\x10\n\x08nullable\x18\x03 \x01(\x08\"\xa5\x02\n\x07\x44\x61taset\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12/\n\x06source\x18\x02 \x01(\x0e\x32\x1f.livecalc.data.v1.DatasetSource\x12/\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1f.livecalc.data.v1.DatasetFormat\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0f\n\x07version\x18\x06 \x01(\t\x12)\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x18.livecalc.data.v1.Column\x12/\n\x0bmodify_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08location\x18\t \x01(\t\"G\n\tViolation\x12\x0b\n\x03row\x18\x01 \x01(\x03\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"(\n\tRuleCount\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"B\n\nSampledRow\x12\x0b\n\x03row\x18\x01 \x01(\x03\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct*c\n\rDatasetFormat\x12\x1e\n\x1a\x44\x41TASET_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x41TASET_FORMAT_CSV\x10\x01\x12\x1a\n\x16\x44\x41TASET_FORMAT_PARQUET\x10\x02*h\n\rDatasetSource\x12\x1e\n\x1a\x44\x41TASET_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x41TASET_SOURCE_LOCAL\x10\x01\x12\x1d\n\x19\x44\x41TASET_SOURCE_AZURE_BLOB\x10\x02*\x87\x01\n\nColumnType\x12\x1b\n\x17\x43OLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43OLUMN_TYPE_INT64\x10\x01\x12\x17\n\x13\x43OLUMN_TYPE_FLOAT64\x10\x02\x12\x16\n\x12\x43OLUMN_TYPE_STRING\x10\x03\x12\x14\n\x10\x43OLUMN_TYPE_BOOL\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blivecalc/data/v1/data.proto\x12\x10livecalc.data.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x1c.livecalc.data.v1.ColumnType\x12\x10\n\x08nullable\x18\x03 \x01(\x08\"\xb4\x02\n\x07\x44\x61taset\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12/\n\x06source\x18\x02 \x01(\x0e\x32\x1f.livecalc.data.v1.DatasetSource\x12/\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1f.livecalc.data.v1.DatasetFormat\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0f\n\x07version\x18\x06 \x01(\t\x12)\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x18.livecalc.data.v1.Column\x12/\n\x0bmodify_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08location\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\"G\n\tViolation\x12\x0b\n\x03row\x18\x01 \x01(\x03\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"(\n\tRuleCount\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"m\n\x04\x43\x65ll\x12\x15\n\x0bint64_value\x18\x01 \x01(\x03H\x00\x12\x17\n\rfloat64_value\x18\x02 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x07\n\x05value\"N\n\nSampledRow\x12\x0b\n\x03row\x18\x01 \x01(\x03\x12%\n\x05\x63\x65lls\x18\x03 \x03(\x0b\x32\x16.livecalc.data.v1.CellJ\x04\x08\x02\x10\x03R\x06values*c\n\rDatasetFormat\x12\x1e\n\x1a\x44\x41TASET_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x41TASET_FORMAT_CSV\x10\x01\x12\x1a\n\x16\x44\x41TASET_FORMAT_PARQUET\x10\x02*h\n\rDatasetSource\x12\x1e\n\x1a\x44\x41TASET_SOURCE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x41TASET_SOURCE_LOCAL\x10\x01\x12\x1d\n\x19\x44\x41TASET_SOURCE_AZURE_BLOB\x10\x02*\x87\x01\n\nColumnType\x12\x1b\n\x17\x43OLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43OLUMN_TYPE_INT64\x10\x01\x12\x17\n\x13\x43OLUMN_TYPE_FLOAT64\x10\x02\x12\x16\n\x12\x43OLUMN_TYPE_STRING\x10\x03\x12\x14\n\x10\x43OLUMN_TYPE_BOOL\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'livecalc.data.v1.data_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATASETFORMAT']._serialized_start=677
-  _globals['_DATASETFORMAT']._serialized_end=776
-  _globals['_DATASETSOURCE']._serialized_start=778
-  _globals['_DATASETSOURCE']._serialized_end=882
-  _globals['_COLUMNTYPE']._serialized_start=885
-  _globals['_COLUMNTYPE']._serialized_end=1020
-  _globals['_COLUMN']._serialized_start=112
-  _globals['_COLUMN']._serialized_end=196
-  _globals['_DATASET']._serialized_start=199
-  _globals['_DATASET']._serialized_end=492
-  _globals['_VIOLATION']._serialized_start=494
-  _globals['_VIOLATION']._serialized_end=565
-  _globals['_RULECOUNT']._serialized_start=567
-  _globals['_RULECOUNT']._serialized_end=607
-  _globals['_SAMPLEDROW']._serialized_start=609
-  _globals['_SAMPLEDROW']._serialized_end=675
+  _globals['_DATASETFORMAT']._serialized_start=785
+  _globals['_DATASETFORMAT']._serialized_end=884
+  _globals['_DATASETSOURCE']._serialized_start=886
+  _globals['_DATASETSOURCE']._serialized_end=990
+  _globals['_COLUMNTYPE']._serialized_start=993
+  _globals['_COLUMNTYPE']._serialized_end=1128
+  _globals['_COLUMN']._serialized_start=82
+  _globals['_COLUMN']._serialized_end=166
+  _globals['_DATASET']._serialized_start=169
+  _globals['_DATASET']._serialized_end=477
+  _globals['_VIOLATION']._serialized_start=479
+  _globals['_VIOLATION']._serialized_end=550
+  _globals['_RULECOUNT']._serialized_start=552
+  _globals['_RULECOUNT']._serialized_end=592
+  _globals['_CELL']._serialized_start=594
+  _globals['_CELL']._serialized_end=703
+  _globals['_SAMPLEDROW']._serialized_start=705
+  _globals['_SAMPLEDROW']._serialized_end=783
 # @@protoc_insertion_point(module_scope)

@@ -6,7 +6,6 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -146,6 +145,7 @@ class Dataset(_message.Message):
     COLUMNS_FIELD_NUMBER: _builtins.int
     MODIFY_TIME_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """Dataset id: the object name without its extension ("policies" for policies.csv)."""
     source: Global___DatasetSource.ValueType
@@ -160,6 +160,10 @@ class Dataset(_message.Message):
     """Version of the content: a content hash (local) or the blob ETag (Azure); results quote it."""
     location: _builtins.str
     """Location of the object: a file path or a blob URL without credentials."""
+    error: _builtins.str
+    """Why the dataset cannot be served (ListDatasets only); empty when it can. An unreadable
+    dataset is still listed, with what is known of it (id, source, format, size, location).
+    """
     @_builtins.property
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Column]:
         """Columns in storage order."""
@@ -180,10 +184,11 @@ class Dataset(_message.Message):
         columns: _abc.Iterable[Global___Column] | None = ...,
         modify_time: _timestamp_pb2.Timestamp | None = ...,
         location: _builtins.str = ...,
+        error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["modify_time", b"modify_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "dataset_id", b"dataset_id", "format", b"format", "location", b"location", "modify_time", b"modify_time", "row_count", b"row_count", "size_bytes", b"size_bytes", "source", b"source", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "dataset_id", b"dataset_id", "error", b"error", "format", b"format", "location", b"location", "modify_time", b"modify_time", "row_count", b"row_count", "size_bytes", b"size_bytes", "source", b"source", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -250,28 +255,70 @@ class RuleCount(_message.Message):
 Global___RuleCount: _TypeAlias = RuleCount  # noqa: Y015
 
 @_typing.final
+class Cell(_message.Message):
+    """Cell is one value of a sampled row, typed as its column (see Column.type)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INT64_VALUE_FIELD_NUMBER: _builtins.int
+    FLOAT64_VALUE_FIELD_NUMBER: _builtins.int
+    STRING_VALUE_FIELD_NUMBER: _builtins.int
+    BOOL_VALUE_FIELD_NUMBER: _builtins.int
+    int64_value: _builtins.int
+    """A COLUMN_TYPE_INT64 value, exact over the whole int64 range (JSON: a decimal string)."""
+    float64_value: _builtins.float
+    """A COLUMN_TYPE_FLOAT64 value (JSON: a number, or "NaN" / "Infinity" / "-Infinity")."""
+    string_value: _builtins.str
+    """A COLUMN_TYPE_STRING value."""
+    bool_value: _builtins.bool
+    """A COLUMN_TYPE_BOOL value."""
+    def __init__(
+        self,
+        *,
+        int64_value: _builtins.int = ...,
+        float64_value: _builtins.float = ...,
+        string_value: _builtins.str = ...,
+        bool_value: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "float64_value", b"float64_value", "int64_value", b"int64_value", "string_value", b"string_value", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "float64_value", b"float64_value", "int64_value", b"int64_value", "string_value", b"string_value", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["int64_value", "float64_value", "string_value", "bool_value"]  # noqa: Y015
+    _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
+
+Global___Cell: _TypeAlias = Cell  # noqa: Y015
+
+@_typing.final
 class SampledRow(_message.Message):
-    """SampledRow is one row of a seeded sample, in a form grpcurl prints as readable JSON."""
+    """SampledRow is one row of a seeded sample: typed cells in the order of
+    SampleRowsResponse.columns.
+
+    v1 changed here while it was young: field 2 was `google.protobuf.Struct values`, which
+    turned int64 into doubles (inexact above 2^53) and lost the column order; typed cells
+    replaced it and the field number is reserved.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ROW_FIELD_NUMBER: _builtins.int
-    VALUES_FIELD_NUMBER: _builtins.int
+    CELLS_FIELD_NUMBER: _builtins.int
     row: _builtins.int
     """Zero-based data row number of this row in the dataset."""
     @_builtins.property
-    def values(self) -> _struct_pb2.Struct:
-        """Column name to value; integers larger than 2^53 are given as strings."""
+    def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cell]:
+        """One cell per column of SampleRowsResponse.columns, in that order."""
 
     def __init__(
         self,
         *,
         row: _builtins.int = ...,
-        values: _struct_pb2.Struct | None = ...,
+        cells: _abc.Iterable[Global___Cell] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["row", b"row", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "row", b"row"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -220,6 +220,7 @@ class SampleRowsResponse(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     DATASET_ROW_COUNT_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """Dataset id."""
     version: _builtins.str
@@ -232,6 +233,10 @@ class SampleRowsResponse(_message.Message):
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[_data_pb2.SampledRow]:
         """The sampled rows, in sample order."""
 
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[_data_pb2.Column]:
+        """The columns of every row's cells, in schema order (the requested ones, or all)."""
+
     def __init__(
         self,
         *,
@@ -240,10 +245,11 @@ class SampleRowsResponse(_message.Message):
         seed: _builtins.int = ...,
         dataset_row_count: _builtins.int = ...,
         rows: _abc.Iterable[_data_pb2.SampledRow] | None = ...,
+        columns: _abc.Iterable[_data_pb2.Column] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "dataset_row_count", b"dataset_row_count", "rows", b"rows", "seed", b"seed", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "dataset_id", b"dataset_id", "dataset_row_count", b"dataset_row_count", "rows", b"rows", "seed", b"seed", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
