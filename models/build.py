@@ -2,6 +2,16 @@
 
 Each model is one C file compiled to a wasm32 reactor module that imports the shared memory
 ``env.memory`` and nothing else (no WASI: the engine's sandbox refuses any other import).
+
+The models are plain single-threaded code (each instance runs on one worker thread); only the
+host shares the memory. Linking with ``--shared-memory`` would make wasm-ld emit a start
+function that waits (``memory.atomic.wait32``) for another thread's data initialisation, and
+the sandbox refuses any module that can block. So the models link without atomics, with
+active data segments, and `mark_memory_shared` flips the memory import's shared flag after
+linking (one byte of the import section).
+
+The builds and a copy of the C sources (for the native baseline of ``livecalc bench engine``)
+are package data under ``services/engine/assets/models/``, so a wheel carries them.
 Every model gets its own static-data address (``--global-base``) so that several models can
 import the same memory without their data overlapping; the host places its buffers above
 the highest ``__heap_base``. The output is reproducible: ``tests/engine/test_wasm_build.py``
@@ -20,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
-WASM_DIR = MODELS_DIR / "wasm"
+WASM_DIR = MODELS_DIR.parent / "services" / "engine" / "assets" / "models"
 INCLUDE_DIR = MODELS_DIR / "include"
+SOURCES = ("esg.c", "term_life.c", "include/livecalc_model.h")
+"""Copied to ``<WASM_DIR>/src/`` for the native baseline of an installed engine."""
 
 MAX_MEMORY = 65535 * 65536
 """The memory import's declared maximum (65535 pages, just under 4 GiB); the host picks the real cap."""
@@ -52,14 +64,12 @@ WASM_FLAGS = (
     "wasm32-wasi",
     "-O3",
     "-msimd128",
-    "-matomics",
     "-mbulk-memory",
     "-mexec-model=reactor",
     "-ffp-contract=off",
     "-s",
     "-Wl,--no-entry",
     "-Wl,--import-memory",
-    "-Wl,--shared-memory",
     f"-Wl,--max-memory={MAX_MEMORY}",
     "-Wl,--export=__stack_pointer",
     "-Wl,--export=__heap_base",
@@ -86,14 +96,59 @@ def wasm_command(model: ModelSource, out: Path) -> list[str]:
     ]
 
 
+def _uleb(data: bytes | bytearray, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return result, pos
+
+
+def mark_memory_shared(wasm: bytes) -> bytes:
+    """Set the shared flag on the ``env.memory`` import (limits flags 0x01 → 0x03)."""
+    out = bytearray(wasm)
+    pos = 8
+    while pos < len(out):
+        section = out[pos]
+        size, pos = _uleb(out, pos + 1)
+        if section == 2:
+            count, p = _uleb(out, pos)
+            for _ in range(count):
+                names = []
+                for _ in range(2):
+                    n, p = _uleb(out, p)
+                    names.append(bytes(out[p : p + n]))
+                    p += n
+                kind = out[p]
+                p += 1
+                if kind != 0x02:
+                    raise SystemExit(f"models must import only env.memory, found kind {kind}")
+                if names == [b"env", b"memory"]:
+                    if out[p] != 0x01:
+                        raise SystemExit("env.memory must be linked with a maximum (--max-memory)")
+                    out[p] = 0x03
+                    return bytes(out)
+        pos += size
+    raise SystemExit("no env.memory import: link with --import-memory")
+
+
 def build(out_dir: Path = WASM_DIR) -> dict[str, Path]:
-    """Compile every model into ``out_dir``/<name>.wasm; returns name → path."""
+    """Compile every model into ``out_dir``/<name>.wasm and copy the sources to ``out_dir``/src;
+    returns name → path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     built: dict[str, Path] = {}
     for model in MODELS:
         out = out_dir / f"{model.name}.wasm"
         subprocess.run(wasm_command(model, out), check=True, cwd=MODELS_DIR)
+        out.write_bytes(mark_memory_shared(out.read_bytes()))
         built[model.name] = out
+    for rel in SOURCES:
+        target = out_dir / "src" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((MODELS_DIR / rel).read_bytes())
     return built
 
 
@@ -103,8 +158,10 @@ def sha256(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=WASM_DIR, help="output directory (default models/wasm)")
-    parser.add_argument("--check", action="store_true", help="build into --out and compare with models/wasm")
+    parser.add_argument(
+        "--out", type=Path, default=WASM_DIR, help="output directory (default services/engine/assets/models)"
+    )
+    parser.add_argument("--check", action="store_true", help="build into --out and compare with the committed builds")
     args = parser.parse_args(argv)
     built = build(args.out)
     stale = []

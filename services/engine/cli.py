@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from services.common.errors import InvalidArgument
 from services.engine.bench import bench_engine
@@ -21,7 +22,7 @@ def _thread_counts(text: str) -> list[int]:
 def _cmd_bench_engine(args: argparse.Namespace) -> int:
     if args.threads is not None and not args.threads:
         raise InvalidArgument("--threads needs at least one count")
-    return bench_engine(args.threads, as_json=args.json, quick=args.quick)
+    return bench_engine(args.threads, as_json=args.json, quick=args.quick, cache_dir=args.cache_dir)
 
 
 def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,4 +33,10 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--threads", type=_thread_counts, help="thread counts to measure, e.g. 1,2,4 (default 1..cores)")
     p.add_argument("--quick", action="store_true", help="a small problem, for a smoke run")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where compiled modules and native builds are kept (default ~/.cache/livecalc; "
+        "a temporary directory when that is not writable)",
+    )
     p.set_defaults(func=_cmd_bench_engine)

@@ -75,5 +75,9 @@ class PipelineError(EngineError, InvalidArgument):
     """A package's pipeline is malformed: unknown input, cycle, unknown engine, bad node."""
 
 
+class ModelNotLoaded(EngineError, FailedPrecondition):
+    """A run called a model it has not loaded."""
+
+
 class EngineClosed(EngineError, FailedPrecondition):
     """The host or worker pool was used after close()."""

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import wasmtime
 
+from services.common.errors import InvalidArgument
 from services.engine.errors import EngineClosed, ModelMemoryExceeded
 from services.engine.layout import ALIGN, Region, align_up
 from services.engine.runtime import PAGE, Runtime
@@ -56,16 +57,23 @@ class EngineMemory:
                           regions from `LayoutBuilder`, re-laid out per run)
     ====================  =========================================================
 
+    The whole memory belongs to one run at a time (the pool's `RunLease`), and is zeroed from
+    byte 0 to its size when the run ends: no run, and no model loaded later, can read another
+    run's policies, scenarios or results (models' static data is written afresh when their
+    instances are created for the next run).
+
     The memory grows (never shrinks) to what a run needs, up to ``cap`` bytes: that is the
     engine's memory cap (store limits do not apply to shared memories; a model's own
-    ``memory.grow`` past the cap returns −1). Thread safety: the host writes inputs before
-    a run's calls start and reads outputs after they finish; during a run, WASM threads
-    write disjoint regions (their block partials, their scenario rows) only.
+    ``memory.grow`` past the cap returns −1). Thread safety: only the thread holding the
+    lease writes inputs, before a run's calls start, and reads outputs after they finish;
+    during a run, WASM threads write disjoint regions (their block partials, their scenario
+    rows) only. Views (`view`) keep the memory mapped, so a read after `close()` never
+    touches freed pages.
     """
 
     def __init__(self, runtime: Runtime, *, threads: int, cap: int = DEFAULT_CAP) -> None:
         if threads < 1:
-            raise ValueError("threads must be ≥ 1")
+            raise InvalidArgument("threads must be ≥ 1")
         self.threads = threads
         self.stacks_base = STATIC_LIMIT
         self._run_base = align_up(STATIC_LIMIT + threads * STACK_SIZE, 4096)
@@ -74,9 +82,15 @@ class EngineMemory:
             raise ModelMemoryExceeded(f"memory cap {self.cap} bytes is below the {self._run_base} bytes of stacks")
         pages = -(-self._run_base // PAGE)
         ty = wasmtime.MemoryType(wasmtime.Limits(pages, self.cap // PAGE), shared=True)
-        self.shared = FixedSharedMemory(runtime.engine, ty)
+        self._shared: FixedSharedMemory | None = FixedSharedMemory(runtime.engine, ty)
         self._lock = threading.Lock()
-        self._closed = False
+
+    @property
+    def shared(self) -> FixedSharedMemory:
+        """The wasmtime handle (imported by every instance); EngineClosed after `close()`."""
+        if self._shared is None:
+            raise EngineClosed("engine memory is closed")
+        return self._shared
 
     @property
     def run_base(self) -> int:
@@ -92,42 +106,55 @@ class EngineMemory:
 
     def ensure(self, size: int) -> None:
         """Grow to at least ``size`` bytes, or raise ModelMemoryExceeded past the cap."""
-        if self._closed:
-            raise EngineClosed("engine memory is closed")
         if size > self.cap:
             raise ModelMemoryExceeded(f"run needs {size} bytes of memory; the cap is {self.cap} bytes")
+        shared = self.shared
         with self._lock:
-            missing = -(-size // PAGE) - self.shared.size()
+            missing = -(-size // PAGE) - shared.size()
             if missing > 0:
-                self.shared.grow(missing)
+                shared.grow(missing)
 
-    def _address(self) -> int:
-        return self.shared.data_address()
+    def _bytes(self, offset: int, size: int) -> ctypes.Array[ctypes.c_uint8]:
+        """A ctypes array over [offset, offset + size) that keeps the memory mapped while it lives.
+
+        A raw address alone does not: once the handle and every Store are gone wasmtime unmaps
+        the memory, and a numpy view made from the address would read freed pages (a segfault).
+        """
+        shared = self.shared
+        if offset < 0 or offset + size > shared.size() * PAGE:
+            raise IndexError(f"bytes [{offset}, {offset + size}) lie past the end of the memory")
+        raw = (ctypes.c_uint8 * size).from_address(shared.data_address() + offset)
+        raw._livecalc_owner = shared  # type: ignore[attr-defined]  # the view's base chain keeps this alive
+        return raw
 
     def view(self, region: Region, dtype: npt.DTypeLike, shape: tuple[int, ...] | None = None) -> Any:
-        """A numpy array over ``region`` (no copy: writes go straight into WASM memory)."""
+        """A numpy array over ``region`` (no copy: writes go straight into WASM memory).
+
+        The array keeps the memory mapped (reading it after `close()` reads the last bytes, never
+        freed pages); its contents belong to the run that holds the pool's lease.
+        """
         dt = np.dtype(dtype)
-        count = region.size // dt.itemsize
-        if region.end > self.size:
-            raise IndexError(f"region {region.name} ends past the memory ({region.end} > {self.size})")
         if region.offset % ALIGN:
             raise ValueError(f"region {region.name} is not {ALIGN}-byte aligned")
-        raw = (ctypes.c_uint8 * region.size).from_address(self._address() + region.offset)
-        arr = np.ctypeslib.as_array(raw).view(dt)[:count]
+        raw = self._bytes(region.offset, region.size)
+        arr = np.ctypeslib.as_array(raw).view(dt)[: region.size // dt.itemsize]
         return arr.reshape(shape) if shape is not None else arr
 
     def write(self, offset: int, data: bytes) -> None:
-        if offset + len(data) > self.size:
-            raise IndexError("write past the end of memory")
-        ctypes.memmove(self._address() + offset, data, len(data))
+        ctypes.memmove(ctypes.addressof(self._bytes(offset, len(data))), data, len(data))
 
     def read(self, offset: int, size: int) -> bytes:
-        if offset + size > self.size:
-            raise IndexError("read past the end of memory")
-        return ctypes.string_at(self._address() + offset, size)
+        return bytes(self._bytes(offset, size))
+
+    def zero(self, start: int, end: int | None = None) -> None:
+        """Clear [start, end) (end: the current size), so no later run can read what was there."""
+        stop = self.size if end is None else min(end, self.size)
+        if stop > start:
+            ctypes.memset(ctypes.addressof(self._bytes(start, stop - start)), 0, stop - start)
 
     def close(self) -> None:
-        self._closed = True
+        """Drop the handle; views made earlier keep the mapping alive until they are gone."""
+        self._shared = None
 
 
 class NativeMemory:

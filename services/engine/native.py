@@ -1,7 +1,8 @@
 """The benchmark baseline: the same C models compiled natively (``cc -O3 -march=native``).
 
-Built on demand into ``<cache>/native/<hash>/`` (hash of the sources, header, flags and
-compiler version) and loaded with ctypes; `NativePool` runs their entry points over K
+Built on demand from the sources shipped as package data (`shipped.model_sources`) into
+``<cache>/native/<hash>/`` (hash of the sources, header, flags and compiler version) and
+loaded with ctypes; `NativePool` runs their entry points over K
 threads (ctypes releases the GIL) with the same offsets as the WASM host, in a
 `NativeMemory` buffer whose base address is passed as the first argument.
 """
@@ -15,17 +16,19 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
 from services.common.errors import FailedPrecondition
 from services.engine.memory import NativeMemory
-from services.engine.runtime import default_cache_dir
-from services.engine.workers import RunControl, check_rc, map_threads
+from services.engine.runtime import usable_cache_dir
+from services.engine.shipped import model_sources
+from services.engine.workers import DaemonThreads, RunControl, check_rc, map_threads
 
-MODELS_DIR: Final = Path(__file__).resolve().parents[2] / "models"
 NATIVE_FLAGS: Final = ("-O3", "-march=native", "-shared", "-fPIC")
+SAME_BITS_FLAGS: Final = ("-ffp-contract=off",)
+"""The WASM build's arithmetic at native width: no FMA contraction (the WASM build is compiled
+with ``-ffp-contract=off`` and WASM has no fused multiply-add), full native vector width."""
 NARROW_FLAGS: Final = ("-DLC_VW=2", "-ffp-contract=off")
 """Profiling variant: WASM's vector width (2 doubles) and no FMA contraction, native codegen."""
 ENTRY_POINTS: Final = {
@@ -45,20 +48,21 @@ def build_native(name: str, cache_dir: Path | None = None, extra_flags: Sequence
     """Compile models/<name>.c to a shared library (cached); returns its path."""
     flags = (*NATIVE_FLAGS, *extra_flags)
     cc = compiler()
-    source = MODELS_DIR / f"{name}.c"
-    header = MODELS_DIR / "include" / "livecalc_model.h"
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256(
-        b"\0".join([source.read_bytes(), header.read_bytes(), " ".join(flags).encode(), version.encode()])
-    ).hexdigest()[:16]
-    out_dir = (cache_dir or default_cache_dir()) / "native" / key
-    lib = out_dir / f"lib{name}.so"
-    if not lib.exists():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / f".lib{name}.{os.getpid()}.so"
-        cmd = [cc, *flags, f"-I{header.parent}", str(source), "-o", str(tmp), "-lm"]
-        subprocess.run(cmd, check=True, capture_output=True)
-        os.replace(tmp, lib)
+    with model_sources() as src:
+        source = src / f"{name}.c"
+        header = src / "include" / "livecalc_model.h"
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+        key = hashlib.sha256(
+            b"\0".join([source.read_bytes(), header.read_bytes(), " ".join(flags).encode(), version.encode()])
+        ).hexdigest()[:16]
+        out_dir = usable_cache_dir(cache_dir) / "native" / key
+        lib = out_dir / f"lib{name}.so"
+        if not lib.exists():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            tmp = out_dir / f".lib{name}.{os.getpid()}.so"
+            cmd = [cc, *flags, f"-I{header.parent}", str(source), "-o", str(tmp), "-lm"]
+            subprocess.run(cmd, check=True, capture_output=True)
+            os.replace(tmp, lib)
     return lib
 
 
@@ -82,7 +86,7 @@ class NativePool:
                 f = getattr(lib, fn)
                 f.restype = ctypes.c_int32
             self._libs[name] = lib
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="livecalc-native")
+        self._pool = DaemonThreads(threads, "livecalc-native")
         self._lock = threading.Lock()
 
     @property
@@ -112,7 +116,7 @@ class NativePool:
             map_threads(self.threads, ranges, run_one, self._pool)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown()
 
     def __enter__(self) -> NativePool:
         return self

@@ -17,10 +17,8 @@ the reference implementations of the same kinds.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -29,8 +27,9 @@ from services.engine import reference
 from services.engine.abi import ESG_EXPORTS, N_PV, PV_COMPONENTS, TERM_LIFE_EXPORTS
 from services.engine.errors import InvalidModelInput, ModelLoadError, PipelineError
 from services.engine.layout import LayoutBuilder, Region
+from services.engine.shipped import shipped_models
 from services.engine.wasm_nodes import run_esg, run_term_life
-from services.engine.workers import RunControl, WasmPool
+from services.engine.workers import RunControl, RunLease, WasmPool
 from services.valuation.arrays import F64
 from services.valuation.assumptions import Assumptions
 from services.valuation.blocks import BLOCK_SIZE, block_count, fold
@@ -41,7 +40,6 @@ from services.valuation.statistics import result_hash
 
 SPECIAL_INPUTS: Final = ("$policies", "$assumptions", "$scenarios")
 BUS: Final = "bus://"
-WASM_DIR: Final = Path(__file__).resolve().parents[2] / "models" / "wasm"
 
 REFERENCE_PIPELINE: Final = (
     {"id": "esg", "engine": "wasm://esg", "inputs": ["$scenarios"], "outputs": ["bus://rates"]},
@@ -53,11 +51,6 @@ REFERENCE_PIPELINE: Final = (
     },
 )
 """The shipped pipeline esg → term_life (MODEL.md), both nodes on the WASM host."""
-
-
-def shipped_models() -> dict[str, bytes]:
-    """The committed WASM builds of the shipped models, name → bytes."""
-    return {p.stem: p.read_bytes() for p in sorted(WASM_DIR.glob("*.wasm"))}
 
 
 @dataclass(frozen=True)
@@ -171,22 +164,21 @@ class _Buffer:
 
 
 class PipelineRunner:
-    """Runs pipelines on a `WasmPool` (its memory holds every buffer); models by name."""
+    """Runs pipelines on a `WasmPool` (its memory holds every buffer); models by name.
+
+    Each run holds the pool's lease from layout to the copy of its outputs, so runners on
+    one pool (one per package, or per request) may run from any threads at once.
+    """
 
     def __init__(self, pool: WasmPool, binaries: Mapping[str, bytes] | None = None) -> None:
         self.pool = pool
         self._binaries = dict(binaries if binaries is not None else shipped_models())
-        self._loaded: dict[str, str] = {}  # model name → sha256 loaded into the pool
 
-    def _load(self, name: str) -> str:
+    def _load(self, lease: RunLease, name: str) -> str:
         wasm = self._binaries.get(name)
         if wasm is None:
             raise PipelineError(f"wasm://{name}: no such model in the package")
-        digest = hashlib.sha256(wasm).hexdigest()
-        if self._loaded.get(name) != digest:
-            self.pool.load(name, wasm)
-            self._loaded[name] = digest
-        exports = self.pool.model(name).exports
+        exports = lease.load(name, wasm).exports
         if exports >= ESG_EXPORTS:
             return "esg"
         if exports >= TERM_LIFE_EXPORTS:
@@ -207,21 +199,27 @@ class PipelineRunner:
             inputs.assumptions.check_covers(inputs.policies)
         except ModelInputError as exc:
             raise InvalidModelInput(str(exc)) from exc
+        with self.pool.lease(control) as lease:
+            return self._run(lease, nodes, inputs, control, blocks_per_call)
+
+    def _run(
+        self, lease: RunLease, nodes: list[PipelineNode], inputs: RunInputs, control: RunControl, blocks_per_call: int
+    ) -> PipelineResult:
         months = inputs.policies.horizon_months
         n_scen = inputs.scenarios.count
-        mem = self.pool.memory
+        mem = lease.memory
         alloc = LayoutBuilder(mem.run_base)
         bus: dict[str, _Buffer] = {}
         partials_name: str | None = None
         for node in nodes:
-            kind = self._load(node.model) if node.scheme == "wasm" else node.model
+            kind = self._load(lease, node.model) if node.scheme == "wasm" else node.model
             if kind == "esg":
                 self._need(node, ("$scenarios",), 0)
                 shape: tuple[int, ...] = (n_scen, months)
                 region = alloc.add_array(f"{node.outputs[0]}", shape, np.float64)
                 mem.ensure(alloc.end)
                 if node.scheme == "wasm":
-                    run_esg(self.pool, node.model, alloc, inputs.scenarios, months, control=control, out=region)
+                    run_esg(lease, node.model, alloc, inputs.scenarios, months, control=control, out=region)
                 else:
                     control.check(f"node {node.id!r}")
                     mem.view(region, np.float64, shape)[:] = reference.esg(inputs.scenarios, months)
@@ -235,7 +233,7 @@ class PipelineRunner:
                 shape = (blocks, N_PV, n_scen)
                 if node.scheme == "wasm":
                     result = run_term_life(
-                        self.pool, node.model, alloc, inputs.policies, inputs.assumptions,
+                        lease, node.model, alloc, inputs.policies, inputs.assumptions,
                         rates=src.region, n_scen=n_scen, rates_stride=src.shape[1], control=control,
                         blocks_per_call=blocks_per_call, name=node.id,
                     )  # fmt: skip

@@ -47,10 +47,18 @@ def wasmtime_version() -> str:
         return "unknown"
 
 
-def default_cache_dir() -> Path:
-    """$LIVECALC_CACHE_DIR or ~/.cache/livecalc: compiled modules and native builds."""
-    env = os.environ.get("LIVECALC_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "livecalc"
+def usable_cache_dir(configured: Path | None = None) -> Path:
+    """Where compiled modules and native builds go: ``configured`` (from the command's config),
+    else ``~/.cache/livecalc``; when that cannot be written (a read-only root filesystem, no
+    home) a fresh temporary directory, so the engine still works, only without reuse."""
+    preferred = configured if configured is not None else Path.home() / ".cache" / "livecalc"
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=preferred, prefix=".probe-"):
+            pass
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="livecalc-cache-"))
+    return preferred
 
 
 class Runtime:
@@ -112,12 +120,15 @@ class Runtime:
     def _store_serialized(self, key: str, module: wasmtime.Module) -> None:
         path = self._cache_path(key)
         assert path is not None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # write-then-rename so a concurrent reader never sees half a file
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(module.serialize())
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # write-then-rename so a concurrent reader never sees half a file
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(module.serialize())
+            os.replace(tmp, path)
+        except OSError:
+            return  # a read-only or full cache only costs recompiling next time
 
     def increment_epoch(self) -> None:
         self.engine.increment_epoch()

@@ -10,7 +10,13 @@ and how its failures become typed errors.
   seconds; each call gets a deadline in ticks (at most ``max_call_seconds``); the interrupt
   trap becomes `ModelDeadlineExceeded`, or `ModelCancelled` when the run was cancelled (the
   ticker interrupts calls in flight as soon as a watched cancel event is set).
-- Traps: `map_trap` turns a wasmtime trap into `ModelTrap` (or the two above).
+- Traps: `map_trap` turns a wasmtime trap into `ModelTrap` (or the two above); a failure
+  while instantiating (a start function that traps, a data segment out of bounds) is a load
+  error, `instantiation_error`.
+- The binary, read before any code runs (`wasm_binary`): static data must lie in the
+  models' region, exported entry points must have the ABI's signatures, ``__stack_pointer``
+  must be a mutable i32, and no code may use ``memory.atomic.wait*`` (a wait cannot be
+  interrupted, so it would hold a worker thread for ever).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 
 import wasmtime
 
+from services.engine.abi import EXPORT_SIGNATURES
 from services.engine.errors import (
     ForbiddenImportError,
     ModelCancelled,
@@ -30,6 +37,7 @@ from services.engine.errors import (
     ModelTrap,
 )
 from services.engine.runtime import PAGE, Runtime
+from services.engine.wasm_binary import ModuleInfo
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,14 @@ def check_imports(name: str, module: wasmtime.Module, cap: int) -> ModelImports:
     if memory.limits.min * PAGE > cap:
         raise ModelMemoryExceeded(
             f"model {name!r} needs at least {memory.limits.min * PAGE} bytes of memory; the cap is {cap} bytes"
+        )
+    # an import links only if the provided memory's maximum is within the declared one: the
+    # engine's memory may grow to the cap, so a smaller declared maximum could never link
+    if memory.limits.max is None or memory.limits.max * PAGE < cap:
+        declared = "no maximum" if memory.limits.max is None else f"a maximum of {memory.limits.max} pages"
+        raise ModelLoadError(
+            f"model {name!r} imports env.memory with {declared}; the engine's memory grows to "
+            f"{cap // PAGE} pages: declare the maximum as 65535 pages (-Wl,--max-memory=4294901760)"
         )
     return ModelImports(memory.limits.min, memory.limits.max)
 
@@ -123,6 +139,15 @@ class EpochTicker:
         self._thread.join()
 
 
+def instantiation_error(model: str, exc: wasmtime.Trap | wasmtime.WasmtimeError) -> ModelLoadError:
+    """A module that cannot be instantiated (its start function trapped, a segment does not
+    fit, its imports do not link) is a bad module: a load error."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    reason = lines[-1] if lines else "unknown error"
+    where = "its start function trapped" if isinstance(exc, wasmtime.Trap) else "instantiation failed"
+    return ModelLoadError(f"model {model!r} cannot be instantiated: {where}: {reason}")
+
+
 def map_trap(
     exc: wasmtime.Trap | wasmtime.WasmtimeError,
     *,
@@ -145,44 +170,7 @@ def map_trap(
 
 
 # ---------------------------------------------------------------------------
-# Where a module's static data lies, read from the binary (before any code runs)
-
-
-def _uleb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, pos
-
-
-def _sleb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            if byte & 0x40:
-                result -= 1 << shift
-            return result, pos
-
-
-def _const_expr(data: bytes, pos: int) -> tuple[int | None, int]:
-    """Value of an i32.const constant expression (None for any other), and the end position."""
-    value: int | None = None
-    op = data[pos]
-    pos += 1
-    if op == 0x41:
-        value, pos = _sleb(data, pos)
-        value &= 0xFFFFFFFF
-    while data[pos] != 0x0B:  # skip anything else up to `end`
-        pos += 1
-    return value, pos + 1
+# Static checks of the binary (before any code runs)
 
 
 @dataclass(frozen=True)
@@ -197,61 +185,54 @@ class StaticData:
         return self.start < other.end and other.start < self.end and self.start < self.end and other.start < other.end
 
 
-def static_data(wasm: bytes) -> StaticData:
-    """The module's static region: [__global_base, __heap_base) when exported, widened by any
-    active data segment. The module must have passed `check_imports` (no imported globals)."""
-    pos = 8
-    globals_: list[int | None] = []
-    exports: dict[str, int] = {}
-    ranges: list[tuple[int, int]] = []
-    passive = False
-    while pos < len(wasm):
-        section = wasm[pos]
-        size, pos = _uleb(wasm, pos + 1)
-        body_end = pos + size
-        if section == 6:  # globals
-            count, p = _uleb(wasm, pos)
-            for _ in range(count):
-                p += 2  # valtype, mutability
-                value, p = _const_expr(wasm, p)
-                globals_.append(value)
-        elif section == 7:  # exports
-            count, p = _uleb(wasm, pos)
-            for _ in range(count):
-                n, p = _uleb(wasm, p)
-                name = wasm[p : p + n].decode("utf-8", "replace")
-                kind = wasm[p + n]
-                index, p = _uleb(wasm, p + n + 1)
-                if kind == 3:
-                    exports[name] = index
-        elif section == 11:  # data
-            count, p = _uleb(wasm, pos)
-            for _ in range(count):
-                flags, p = _uleb(wasm, p)
-                offset: int | None = None
-                if flags == 2:
-                    _, p = _uleb(wasm, p)
-                if flags in (0, 2):
-                    offset, p = _const_expr(wasm, p)
-                else:
-                    passive = True
-                n, p = _uleb(wasm, p)
-                if offset is not None:
-                    ranges.append((offset, offset + n))
-                p += n
-        pos = body_end
-
-    def exported(name: str) -> int | None:
-        index = exports.get(name)
-        return globals_[index] if index is not None and index < len(globals_) else None
-
-    heap_base = exported("__heap_base")
-    if heap_base is not None:
-        global_base = exported("__global_base")
-        ranges.append((global_base if global_base is not None else 0, heap_base))
-    elif passive:
+def static_data(info: ModuleInfo) -> StaticData:
+    """The module's static region: [__global_base, __heap_base) when exported, widened by every
+    active data segment (offsets evaluated exactly, extended-const included)."""
+    ranges = [(seg.offset, seg.end) for seg in info.data]
+    heap_base = info.exported_global("__heap_base")
+    if heap_base is not None and heap_base.value is not None:
+        global_base = info.exported_global("__global_base")
+        start = global_base.value if global_base is not None and global_base.value is not None else 0
+        ranges.append((start, heap_base.value))
+    elif info.passive_segments:
         raise ModelLoadError("a model with passive data segments must export __heap_base (and __global_base)")
     ranges = [r for r in ranges if r[1] > r[0]]
     if not ranges:
-        return StaticData(0, 0, passive)
-    return StaticData(min(r[0] for r in ranges), max(r[1] for r in ranges), passive)
+        return StaticData(0, 0, bool(info.passive_segments))
+    return StaticData(min(r[0] for r in ranges), max(r[1] for r in ranges), bool(info.passive_segments))
+
+
+def check_code(name: str, info: ModuleInfo) -> None:
+    """Refuse instructions that can block a thread beyond the reach of epoch interruption."""
+    if info.blocking:
+        raise ModelLoadError(
+            f"model {name!r} uses {', '.join(sorted(info.blocking))}: a model may not block "
+            "(an atomic wait cannot be interrupted by deadlines or cancellation)"
+        )
+
+
+def check_exports(name: str, module: wasmtime.Module) -> None:
+    """Every ABI entry point the module exports has the ABI's signature, and ``__stack_pointer``
+    (which the host sets per worker) is a mutable i32 global."""
+    for export in module.exports:
+        ty = export.type
+        want = EXPORT_SIGNATURES.get(export.name)
+        if want is not None:
+            got = (
+                (tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results))
+                if isinstance(ty, wasmtime.FuncType)
+                else None
+            )
+            if got != want:
+                shown = "not a function" if got is None else f"({', '.join(got[0])}) -> ({', '.join(got[1])})"
+                raise ModelLoadError(
+                    f"model {name!r} export {export.name!r} has signature {shown}; "
+                    f"the model ABI needs ({', '.join(want[0])}) -> ({', '.join(want[1])})"
+                )
+        elif export.name == "__stack_pointer" and not (
+            isinstance(ty, wasmtime.GlobalType) and ty.mutable and str(ty.content) == "i32"
+        ):
+            raise ModelLoadError(
+                f"model {name!r} exports __stack_pointer that is not a mutable i32 global; "
+                "the host must set it to each worker's own stack"
+            )

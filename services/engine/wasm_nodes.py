@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.engine.abi import ESG_CTX_SIZE, N_PV, TERM_LIFE_CTX_SIZE, EsgContext, TermLifeContext
+from services.engine.errors import PipelineError
 from services.engine.layout import LayoutBuilder, Region
 from services.engine.workers import Executor, RunControl
 from services.valuation.arrays import F64
@@ -51,7 +52,8 @@ def run_esg(
 
 @dataclass(frozen=True)
 class TermLifeResult:
-    """Block partials f64 [blocks][5][N] (a view into the memory) and the premiums used."""
+    """Block partials f64 [blocks][5][N] and the premiums used: copies, which stay right after
+    the run's lease ends and the memory is zeroed for the next run."""
 
     partials: F64
     premium_pp: F64
@@ -76,7 +78,7 @@ def run_term_life(
     assumptions.check_covers(policies)
     n_rows, months = len(policies), policies.horizon_months
     if rates_stride < months:
-        raise ValueError(f"scenario rates have {rates_stride} months; the policies need {months}")
+        raise PipelineError(f"scenario rates have {rates_stride} months; the policies need {months}")
     lanes = ex.call_value(model, "tl_lanes", (), control)
     groups = -(-n_scen // lanes)
     blocks = -(-n_rows // BLOCK_SIZE)
@@ -126,6 +128,6 @@ def run_term_life(
     ex.map(model, "tl_prepare_scenarios", c, _ranges(groups, max(1, -(-groups // (4 * ex.threads)))), control)
     ex.map(model, "tl_premiums", c, _ranges(n_rows, BLOCK_SIZE), control)
     ex.map(model, "tl_run_blocks", c, _ranges(blocks, blocks_per_call), control)
-    partials = mem.view(r["partials"], np.float64, (blocks, N_PV, n_scen))
-    premiums = mem.view(r["premium_eff"], np.float64)
+    partials = np.array(mem.view(r["partials"], np.float64, (blocks, N_PV, n_scen)))
+    premiums = np.array(mem.view(r["premium_eff"], np.float64))
     return TermLifeResult(partials=partials, premium_pp=premiums, partials_region=r["partials"])

@@ -4,7 +4,13 @@
 engine's one SharedMemory, with ``__stack_pointer`` set to the worker's own stack region
 (instances sharing a memory would otherwise share one C stack). wasmtime-py calls release
 the GIL, so K workers run WASM in parallel. A Store is used by one thread at a time: a
-`map` hands worker k to exactly one task, and one run holds the pool at a time.
+`map` hands worker k to exactly one task.
+
+A run owns the pool for its whole length: `WasmPool.lease` hands out one `RunLease` at a
+time (other runs wait, within their deadline), and only the lease lays out, writes, calls
+and reads the memory. When the lease ends every instance is dropped and the memory is
+zeroed, so N concurrent runs give exactly their solo results and no run sees another's data.
+Worker threads are daemons: a call stuck in model code never keeps the process alive.
 
 `NativePool` runs the same C compiled natively (benchmark baseline) through ctypes, which
 also releases the GIL, with the same offsets into a `NativeMemory` buffer.
@@ -15,20 +21,40 @@ Both implement `Executor`, which the model drivers (`wasm_nodes.py`) program aga
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import hashlib
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import wasmtime
 
-from services.engine.errors import EngineClosed, ModelCancelled, ModelDeadlineExceeded, ModelFailed, ModelLoadError
+from services.engine.errors import (
+    EngineClosed,
+    ModelCancelled,
+    ModelDeadlineExceeded,
+    ModelFailed,
+    ModelLoadError,
+    ModelNotLoaded,
+)
 from services.engine.memory import STATIC_LIMIT, Arena, EngineMemory
 from services.engine.runtime import Runtime
-from services.engine.sandbox import EpochTicker, StaticData, check_imports, map_trap, static_data
+from services.engine.sandbox import (
+    EpochTicker,
+    StaticData,
+    check_code,
+    check_exports,
+    check_imports,
+    instantiation_error,
+    map_trap,
+    static_data,
+)
+from services.engine.wasm_binary import read_module
 
 GROW_SLACK = 1 << 20
 """A trap after growing memory to within this many bytes of the cap counts as memory exhaustion."""
@@ -81,11 +107,47 @@ def check_rc(model: str, function: str, rc: int) -> None:
         raise ModelFailed(model, function, rc, RC_MEANING.get(rc, "unknown status"))
 
 
+class DaemonThreads:
+    """K daemon threads running submitted callables (a minimal executor).
+
+    `concurrent.futures.ThreadPoolExecutor` joins its threads at interpreter exit, so one
+    call stuck in model code would keep the process alive; daemon threads do not.
+    """
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{k}", daemon=True) for k in range(threads)]
+        for t in self._threads:
+            t.start()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # noqa: BLE001 - handed to the submitter through the future
+                    future.set_exception(exc)
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((future, fn))
+        return future
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop the threads once their current work ends (waits at most ``timeout`` seconds)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
 def map_threads(
     threads: int,
     ranges: Sequence[tuple[int, int]],
     run_one: Callable[[int, tuple[int, int]], None],
-    pool: ThreadPoolExecutor,
+    pool: DaemonThreads,
 ) -> None:
     """Run ``run_one(worker, range)`` for every range, pulled dynamically by up to K workers."""
     it: Iterator[tuple[int, int]] = iter(ranges)
@@ -108,7 +170,7 @@ def map_threads(
     if n <= 1:
         loop(0)
         return
-    futures = [pool.submit(loop, k) for k in range(n)]
+    futures = [pool.submit(functools.partial(loop, k)) for k in range(n)]
     errors = [f.exception() for f in futures]
     first = next((e for e in errors if e is not None), None)
     if first is not None:
@@ -131,24 +193,35 @@ class LoadedModel:
 
 
 class _Instance:
-    """One model instance in a Store of its own (see `_Worker`)."""
+    """One model instance in a Store of its own (see `_Worker`).
 
-    def __init__(self, runtime: Runtime, memory: EngineMemory, model: LoadedModel, stack_top: int) -> None:
+    Instantiating runs the module's data-segment initialisation and start function, so it gets
+    the same epoch deadline as a call; a failure is a load error (a bad module), an interrupt is
+    re-raised for the caller to map to a deadline or cancellation.
+    """
+
+    def __init__(self, runtime: Runtime, memory: EngineMemory, model: LoadedModel, stack_top: int, ticks: int) -> None:
         self.store = wasmtime.Store(runtime.engine)
         self.store.set_limits(memory_size=memory.cap, instances=1, tables=4, memories=1)
-        self.store.set_epoch_deadline(1 << 62)
-        instance = wasmtime.Instance(self.store, model.module, [memory.shared])
-        self.exports = instance.exports(self.store)
-        if "__stack_pointer" in model.exports:
-            stack_pointer = self.exports["__stack_pointer"]
-            if not isinstance(stack_pointer, wasmtime.Global):
-                raise ModelLoadError(f"model {model.name!r} exports __stack_pointer that is not a global")
-            stack_pointer.set_value(self.store, wasmtime.Val.i32(stack_top))
+        self.store.set_epoch_deadline(ticks)
+        try:
+            instance = wasmtime.Instance(self.store, model.module, [memory.shared])
+            self.exports = instance.exports(self.store)
+            if "__stack_pointer" in model.exports:
+                stack_pointer = self.exports["__stack_pointer"]
+                assert isinstance(stack_pointer, wasmtime.Global)  # checked at load (check_exports)
+                stack_pointer.set_value(self.store, wasmtime.Val.i32(stack_top))
+        except wasmtime.Trap as exc:
+            if exc.trap_code == wasmtime.TrapCode.INTERRUPT:
+                raise
+            raise instantiation_error(model.name, exc) from exc
+        except wasmtime.WasmtimeError as exc:
+            raise instantiation_error(model.name, exc) from exc
 
 
 class _Worker:
-    """One thread's instances, one per model, each in its own Store (created on first use,
-    dropped after a trap).
+    """One thread's instances, one per model, each in its own Store (created on first use in a
+    run, dropped after a trap and when the run ends).
 
     One instance per Store: wasmtime 50 aborts the process (``assertion failed:
     fault.is_none()``, store.rs) when an instance traps out of bounds on a shared memory that
@@ -160,12 +233,8 @@ class _Worker:
         self._runtime, self._memory = runtime, memory
         self._instances: dict[str, _Instance] = {}
 
-    def _instance(self, model: LoadedModel) -> _Instance:
-        inst = self._instances.get(model.sha256)
-        if inst is None:
-            inst = _Instance(self._runtime, self._memory, model, self._memory.stack_top(self.index))
-            self._instances[model.sha256] = inst
-        return inst
+    def drop_instances(self) -> None:
+        self._instances.clear()
 
     def call(
         self,
@@ -180,16 +249,20 @@ class _Worker:
         """Call ``function``; ``size_before`` is the memory size when this batch of calls began."""
         while True:
             control.check(f"model {model.name!r} {function}")
-            inst = self._instance(model)
-            func = inst.exports[function]
-            if not isinstance(func, wasmtime.Func):
-                raise ModelLoadError(f"model {model.name!r} export {function!r} is not a function")
-            inst.store.set_epoch_deadline(ticker.ticks(control.remaining()))
             started = time.monotonic()
             try:
+                inst = self._instances.get(model.sha256)
+                if inst is None:
+                    ticks = ticker.ticks(control.remaining())
+                    inst = _Instance(self._runtime, self._memory, model, self._memory.stack_top(self.index), ticks)
+                    self._instances[model.sha256] = inst
+                func = inst.exports[function]
+                if not isinstance(func, wasmtime.Func):
+                    raise ModelLoadError(f"model {model.name!r} export {function!r} is not a function")
+                inst.store.set_epoch_deadline(ticker.ticks(control.remaining()))
                 return int(func(inst.store, *args))
             except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-                del self._instances[model.sha256]  # a trapped instance may be inconsistent: start afresh
+                self._instances.pop(model.sha256, None)  # a trapped instance may be inconsistent: start afresh
                 if _spurious_interrupt(exc, control, time.monotonic() - started, ticker):
                     continue  # another run's cancellation interrupted this call: run it again
                 # the model (or a sibling call of the same batch) grew the memory up to about the cap,
@@ -210,7 +283,11 @@ def _spurious_interrupt(exc: Exception, control: RunControl, elapsed: float, tic
 
 
 class WasmPool:
-    """K workers (threads, Stores) over one `EngineMemory`; loads and sandboxes models."""
+    """K workers (threads, Stores) over one `EngineMemory`; checks models and leases runs.
+
+    Thread safety: `load` may be called from any thread; everything that touches the memory
+    or the instances goes through the one `RunLease` held at a time.
+    """
 
     def __init__(self, runtime: Runtime, *, threads: int, memory_cap: int | None = None, tick: float = 0.05) -> None:
         self.runtime = runtime
@@ -218,9 +295,10 @@ class WasmPool:
         self._memory = EngineMemory(runtime, threads=threads, **({"cap": memory_cap} if memory_cap else {}))
         self._ticker = EpochTicker(runtime, tick)
         self._workers = [_Worker(k, runtime, self._memory) for k in range(threads)]
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="livecalc-wasm")
-        self._models: dict[str, LoadedModel] = {}
-        self._run_lock = threading.Lock()
+        self._pool = DaemonThreads(threads, "livecalc-wasm")
+        self._checked: dict[str, LoadedModel] = {}  # sha256 → model that passed the checks
+        self._checked_lock = threading.Lock()
+        self._lease_lock = threading.Lock()
         self._closed = False
 
     @property
@@ -228,57 +306,53 @@ class WasmPool:
         return self._memory
 
     def load(self, name: str, wasm: bytes) -> LoadedModel:
-        """Compile (cached), check imports, memory needs and static data; register as ``name``."""
+        """Compile (cached) and check a module: imports, exports, code, static data."""
         if self._closed:
             raise EngineClosed("worker pool is closed")
+        digest = hashlib.sha256(wasm).hexdigest()
+        with self._checked_lock:
+            known = self._checked.get(digest)
+        if known is not None:
+            return known if known.name == name else dataclasses.replace(known, name=name)
         module = self.runtime.module(wasm, name)
         check_imports(name, module, self._memory.cap)
-        statics = static_data(wasm)
+        check_exports(name, module)
+        try:
+            info = read_module(wasm)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"model {name!r}: {exc.message}") from exc
+        check_code(name, info)
+        statics = static_data(info)
         if statics.end > STATIC_LIMIT:
-            raise ModelLoadError(f"model {name!r} static data ends at {statics.end}, past the {STATIC_LIMIT} limit")
-        digest = hashlib.sha256(wasm).hexdigest()
-        for other in self._models.values():
-            if other.sha256 != digest and other.name != name and statics.overlaps(other.statics):
-                raise ModelLoadError(
-                    f"model {name!r} static data [{statics.start}, {statics.end}) overlaps model {other.name!r}"
-                )
-        exports = frozenset(e.name for e in module.exports)
-        model = LoadedModel(name, digest, module, statics, exports)
-        self._models[name] = model
+            raise ModelLoadError(
+                f"model {name!r} static data [{statics.start}, {statics.end}) ends past the {STATIC_LIMIT} limit "
+                "(data segments and __heap_base must lie below the worker stacks)"
+            )
+        model = LoadedModel(name, digest, module, statics, frozenset(e.name for e in module.exports))
+        with self._checked_lock:
+            self._checked[digest] = model
         return model
 
-    def model(self, name: str) -> LoadedModel:
-        return self._models[name]
-
-    def call(self, model: str, function: str, args: Sequence[int], control: RunControl) -> None:
-        with self._run_lock, self._watching(control):
-            m = self._models[model]
-            rc = self._workers[0].call(
-                m, function, args, control=control, ticker=self._ticker, size_before=self._memory.size
-            )
-            check_rc(m.name, function, rc)
-
-    def call_value(self, model: str, function: str, args: Sequence[int], control: RunControl) -> int:
-        """Call and return the result as is (no status check)."""
-        with self._run_lock, self._watching(control):
-            m = self._models[model]
-            return self._workers[0].call(
-                m, function, args, control=control, ticker=self._ticker, size_before=self._memory.size
-            )
-
-    def map(self, model: str, function: str, ctx: int, ranges: Sequence[tuple[int, int]], control: RunControl) -> None:
-        m = self._models[model]
-        size_before = self._memory.size
-
-        def run_one(worker: int, item: tuple[int, int]) -> None:
-            args = (ctx, item[0], item[1])
-            rc = self._workers[worker].call(
-                m, function, args, control=control, ticker=self._ticker, size_before=size_before
-            )
-            check_rc(m.name, function, rc)
-
-        with self._run_lock, self._watching(control):
-            map_threads(self.threads, ranges, run_one, self._pool)
+    @contextlib.contextmanager
+    def lease(self, control: RunControl | None = None) -> Iterator[RunLease]:
+        """Own the memory and the workers for one run (waits for the run before, within the
+        deadline of ``control``); at the end, drop instances and zero the memory."""
+        control = control or RunControl()
+        while not self._lease_lock.acquire(timeout=0.05):
+            control.check("waiting for the engine")
+        try:
+            if self._closed:
+                raise EngineClosed("worker pool is closed")
+            lease = RunLease(self, control)
+            try:
+                yield lease
+            finally:
+                lease.active = False
+                for worker in self._workers:
+                    worker.drop_instances()
+                self._memory.zero(0)
+        finally:
+            self._lease_lock.release()
 
     @contextlib.contextmanager
     def _watching(self, control: RunControl) -> Iterator[None]:
@@ -288,16 +362,98 @@ class WasmPool:
         finally:
             self._ticker.unwatch(control.cancel)
 
+    def _call(self, model: LoadedModel, function: str, args: Sequence[int], control: RunControl) -> int:
+        with self._watching(control):
+            return self._workers[0].call(
+                model, function, args, control=control, ticker=self._ticker, size_before=self._memory.size
+            )
+
+    def _map(self, model: LoadedModel, function: str, ctx: int, ranges: Sequence[tuple[int, int]],
+             control: RunControl) -> None:  # fmt: skip
+        size_before = self._memory.size
+
+        def run_one(worker: int, item: tuple[int, int]) -> None:
+            args = (ctx, item[0], item[1])
+            rc = self._workers[worker].call(
+                model, function, args, control=control, ticker=self._ticker, size_before=size_before
+            )
+            check_rc(model.name, function, rc)
+
+        with self._watching(control):
+            map_threads(self.threads, ranges, run_one, self._pool)
+
     def close(self) -> None:
+        """Stop the workers and release the memory (a run in progress finishes first)."""
         if self._closed:
             return
         self._closed = True
-        self._pool.shutdown(wait=True)
-        self._ticker.close()
-        self._memory.close()
+        with self._lease_lock:
+            self._pool.shutdown()
+            self._ticker.close()
+            for worker in self._workers:
+                worker.drop_instances()
+            self._memory.close()
 
     def __enter__(self) -> WasmPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RunLease:
+    """One run's exclusive use of a `WasmPool`: the `Executor` the model drivers program against.
+
+    Models are named per run (`use`), so two runs that give the same name to different
+    binaries never call each other's code; models used together must not overlap in static data.
+    """
+
+    def __init__(self, pool: WasmPool, control: RunControl) -> None:
+        self._pool = pool
+        self.control = control
+        self.threads = pool.threads
+        self.active = True
+        self._models: dict[str, LoadedModel] = {}
+
+    @property
+    def memory(self) -> EngineMemory:
+        self._check_active()
+        return self._pool.memory
+
+    def _check_active(self) -> None:
+        if not self.active:
+            raise EngineClosed("the run's lease on the engine has ended")
+
+    def use(self, model: LoadedModel) -> LoadedModel:
+        """Make ``model`` callable by its name in this run."""
+        self._check_active()
+        for other in self._models.values():
+            if other.name != model.name and other.sha256 != model.sha256 and model.statics.overlaps(other.statics):
+                raise ModelLoadError(
+                    f"model {model.name!r} static data [{model.statics.start}, {model.statics.end}) overlaps "
+                    f"model {other.name!r}"
+                )
+        self._models[model.name] = model
+        return model
+
+    def load(self, name: str, wasm: bytes) -> LoadedModel:
+        """Check ``wasm`` (`WasmPool.load`) and `use` it in this run as ``name``."""
+        return self.use(self._pool.load(name, wasm))
+
+    def model(self, name: str) -> LoadedModel:
+        self._check_active()
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotLoaded(f"model {name!r} is not loaded in this run")
+        return model
+
+    def call(self, model: str, function: str, args: Sequence[int], control: RunControl) -> None:
+        m = self.model(model)
+        check_rc(m.name, function, self._pool._call(m, function, args, control))
+
+    def call_value(self, model: str, function: str, args: Sequence[int], control: RunControl) -> int:
+        """Call and return the result as is (no status check)."""
+        return self._pool._call(self.model(model), function, args, control)
+
+    def map(self, model: str, function: str, ctx: int, ranges: Sequence[tuple[int, int]], control: RunControl) -> None:
+        self._pool._map(self.model(model), function, ctx, ranges, control)

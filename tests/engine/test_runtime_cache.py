@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.engine.pipeline import shipped_models
 from services.engine.runtime import Runtime, RuntimeConfig, wasmtime_version
+from services.engine.shipped import shipped_models
 
 
 def test_serialized_module_is_reused(tmp_path: Path) -> None:

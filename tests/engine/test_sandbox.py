@@ -23,8 +23,9 @@ from services.engine.errors import (
     ModelMemoryExceeded,
     ModelTrap,
 )
-from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs, shipped_models
+from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
+from services.engine.shipped import shipped_models
 from services.engine.workers import RunControl, WasmPool
 from tests.engine.wasm_helpers import inputs
 

@@ -1,4 +1,5 @@
-"""The committed WASM models are what models/build.py builds (reproducible, not stale)."""
+"""The shipped WASM models (package data) are what models/build.py builds (reproducible, not
+stale), with a current copy of the C sources, and they cannot block a thread."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from types import ModuleType
 
 import wasmtime
 
+from services.engine.shipped import shipped_models
+from services.engine.wasm_binary import read_module
+
 ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "services" / "engine" / "assets" / "models"
 
 
 def build_module() -> ModuleType:
@@ -27,16 +32,28 @@ def test_rebuild_matches_committed(tmp_path: Path) -> None:
     built = build.build(tmp_path)
     assert set(built) == {"esg", "term_life"}
     for name, path in built.items():
-        committed = ROOT / "models" / "wasm" / f"{name}.wasm"
+        committed = SHIPPED / f"{name}.wasm"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == hashlib.sha256(committed.read_bytes()).hexdigest(), (
-            f"models/wasm/{name}.wasm is stale: run `make wasm` and commit"
+            f"{committed} is stale: run `make wasm` and commit"
         )
+    for rel in build.SOURCES:
+        assert (SHIPPED / "src" / rel).read_bytes() == (ROOT / "models" / rel).read_bytes(), (
+            f"the shipped copy of models/{rel} is stale: run `make wasm` and commit"
+        )
+
+
+def test_shipped_models_have_no_blocking_instructions_and_no_passive_data() -> None:
+    """wasm-ld's shared-memory start function waits (memory.atomic.wait32); the sandbox refuses that."""
+    for name, wasm in shipped_models().items():
+        info = read_module(wasm)
+        assert not info.blocking, name
+        assert info.passive_segments == 0 and info.data, name
 
 
 def test_models_import_only_shared_env_memory() -> None:
     engine = wasmtime.Engine(_config())
     for name in ("esg", "term_life"):
-        module = wasmtime.Module.from_file(engine, str(ROOT / "models" / "wasm" / f"{name}.wasm"))
+        module = wasmtime.Module.from_file(engine, str(SHIPPED / f"{name}.wasm"))
         imports = [(i.module, i.name) for i in module.imports]
         assert imports == [("env", "memory")]
         memory = module.imports[0].type

@@ -12,6 +12,7 @@ from services.engine.abi import PV_COMPONENTS
 from services.engine.layout import LayoutBuilder
 from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
+from services.engine.shipped import shipped_models
 from services.engine.wasm_nodes import run_esg
 from services.engine.workers import RunControl, WasmPool
 from services.valuation.scenarios import ScenarioParams
@@ -78,14 +79,14 @@ def test_wasm_esg_matches_python(host: PipelineRunner, run_inputs: RunInputs, py
 def test_esg_scenario_alone_equals_among_many(host: PipelineRunner) -> None:
     """A scenario's rates depend on (seed, s) only, not on N: the bits of N=1 and N=5 are the
     first rows of N=1000, and scenario 777 of 1000 is the reference's scenario 777 alone."""
-    pool = host.pool
-    host.run(pipeline("wasm", "wasm"), inputs(10, 2))  # loads the models
     months = 240
     out = {}
-    for n in (1, 5, 1000):
-        alloc = LayoutBuilder(pool.memory.run_base)
-        region = run_esg(pool, "esg", alloc, ScenarioParams(count=n, seed=99), months, control=RunControl())
-        out[n] = np.array(pool.memory.view(region, np.float64, (n, months)))
+    with host.pool.lease() as lease:
+        lease.load("esg", shipped_models()["esg"])
+        for n in (1, 5, 1000):
+            alloc = LayoutBuilder(lease.memory.run_base)
+            region = run_esg(lease, "esg", alloc, ScenarioParams(count=n, seed=99), months, control=RunControl())
+            out[n] = np.array(lease.memory.view(region, np.float64, (n, months)))
     assert np.array_equal(out[1], out[1000][:1])
     assert np.array_equal(out[5], out[1000][:5])
     alone = reference.esg(ScenarioParams(count=1000, seed=99), months, scenarios=[777])
@@ -96,14 +97,16 @@ def test_esg_scenario_alone_equals_among_many(host: PipelineRunner) -> None:
 def test_computed_premiums_match_reference(host: PipelineRunner, run_inputs: RunInputs) -> None:
     from services.engine.wasm_nodes import run_term_life
 
-    pool = host.pool
     months = run_inputs.policies.horizon_months
-    alloc = LayoutBuilder(pool.memory.run_base)
     control = RunControl()
-    rates = run_esg(pool, "esg", alloc, run_inputs.scenarios, months, control=control)
-    result = run_term_life(
-        pool, "term_life", alloc, run_inputs.policies, run_inputs.assumptions,
-        rates=rates, n_scen=run_inputs.scenarios.count, rates_stride=months, control=control,
-    )  # fmt: skip
+    with host.pool.lease(control) as lease:
+        for name, wasm in shipped_models().items():
+            lease.load(name, wasm)
+        alloc = LayoutBuilder(lease.memory.run_base)
+        rates = run_esg(lease, "esg", alloc, run_inputs.scenarios, months, control=control)
+        result = run_term_life(
+            lease, "term_life", alloc, run_inputs.policies, run_inputs.assumptions,
+            rates=rates, n_scen=run_inputs.scenarios.count, rates_stride=months, control=control,
+        )  # fmt: skip
     expected = reference.premium_pp(run_inputs.policies, run_inputs.assumptions)
     assert np.array_equal(result.premium_pp, expected)

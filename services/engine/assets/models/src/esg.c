@@ -1,0 +1,71 @@
+/*
+ * esg: the counter-based Ornstein–Uhlenbeck scenario generator of MODEL.md.
+ *
+ * Scenario s depends only on (seed, a, σ, include_base, s): Z_s(m) is a pure function of
+ * (seed, s, m), so a scenario produced alone equals the same scenario among any others,
+ * and threads may split the scenario range any way they like.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#include "livecalc_model.h"
+
+static inline uint64_t mix(uint64_t z) {
+    z ^= z >> 30;
+    z *= 0xBF58476D1CE4E5B9ULL;
+    z ^= z >> 27;
+    z *= 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return z;
+}
+
+/* U(seed, s, k) = ((bits >> 11) + 0.5)·2^−53 with bits = mix(mix(seed) ^ mix((s << 32 | k) + φ64)). */
+static inline double uniform(uint64_t seed_mixed, uint64_t s, uint64_t k) {
+    uint64_t counter = ((s & 0xFFFFFFFFULL) << 32) | (k & 0xFFFFFFFFULL);
+    uint64_t bits = mix(seed_mixed ^ mix(counter + 0x9E3779B97F4A7C15ULL));
+    return ((double)(bits >> 11) + 0.5) * 0x1p-53;
+}
+
+/* One scenario row: r(0) = 0; r(m+1) = φ·r(m) + σ_m·Z(m), Z by Box–Muller on counter pairs. */
+static void scenario(double *restrict out, uint32_t n_months, uint64_t seed_mixed, uint64_t s,
+                     double phi, double sigma_m) {
+    if (n_months == 0) return;
+    out[0] = 0.0;
+    double r = 0.0;
+    for (uint32_t m = 0; m + 1 < n_months; m += 2) {
+        uint64_t j = m / 2;
+        double u1 = uniform(seed_mixed, s, 2 * j);
+        double u2 = uniform(seed_mixed, s, 2 * j + 1);
+        double rho = sqrt(-2.0 * log(u1));
+        double angle = 2.0 * M_PI * u2;
+        r = phi * r + sigma_m * (rho * cos(angle));
+        out[m + 1] = r;
+        if (m + 2 < n_months) {
+            r = phi * r + sigma_m * (rho * sin(angle));
+            out[m + 2] = r;
+        }
+    }
+}
+
+LC_EXPORT(lc_abi_version) int32_t lc_abi_version(void) { return LC_ABI_VERSION; }
+
+/* Fill rows [s_begin, s_end) of ctx->rates. */
+LC_EXPORT(esg_run)
+int32_t esg_run(LC_BASE_ARG uint32_t ctx_off, uint32_t s_begin, uint32_t s_end) {
+    const lc_esg_ctx *ctx = LC_AT(const lc_esg_ctx, ctx_off);
+    if (ctx->abi_version != LC_ABI_VERSION) return LC_E_ABI;
+    if (s_begin > s_end || s_end > ctx->n_scen) return LC_E_RANGE;
+    double *rates = LC_AT(double, ctx->rates);
+    double phi = exp(-ctx->a / 12.0);
+    double sigma_m = ctx->sigma * sqrt((1.0 - phi * phi) / (2.0 * ctx->a));
+    uint64_t seed_mixed = mix(ctx->seed);
+    for (uint32_t s = s_begin; s < s_end; s++) {
+        double *row = rates + (uint64_t)s * ctx->n_months;
+        if (s == 0 && ctx->include_base) {
+            for (uint32_t m = 0; m < ctx->n_months; m++) row[m] = 0.0;
+        } else {
+            scenario(row, ctx->n_months, seed_mixed, s, phi, sigma_m);
+        }
+    }
+    return LC_OK;
+}
