@@ -4,6 +4,14 @@ It wraps each method handler once, so unary and streaming methods alike are coun
 (started, handled by code, messages each way, latency) and every `LivecalcError` leaving a
 handler becomes its gRPC status with a clear message. Anything else is a bug: it is logged
 with its traceback and answered as INTERNAL without leaking internals to the client.
+
+Two more things happen here because no handler can do them itself:
+- A request that does not decode is answered INVALID_ARGUMENT (grpc.aio would log a
+  traceback and answer UNKNOWN): the deserializer is wrapped and the handler never runs.
+- Each handler runs in a task of its own, so `cancel_in_flight()` (called by the server's
+  graceful stop shortly before the grace period ends) can end the RPCs still running with
+  UNAVAILABLE. Otherwise grpc.aio force-cancels them and logs a CancelledError traceback
+  at error level for each.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import Any, NoReturn
 import grpc
 from grpc import aio
 
-from services.common.errors import LivecalcError
+from services.common.errors import InvalidArgument, LivecalcError, Unavailable
 from services.common.metrics import RpcType, ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -77,11 +85,102 @@ def _code_after(context: aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+class _Undecodable:
+    """What the wrapped deserializer returns for bytes that are not a valid request."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def reject(self, method: str) -> InvalidArgument:
+        return InvalidArgument(f"the request to {method} is not a valid message: {self.error}")
+
+
+def _safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def wrapped(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except Exception as exc:  # noqa: BLE001 - becomes INVALID_ARGUMENT for this RPC
+            return _Undecodable(exc)
+
+    return wrapped
+
+
+class _InFlight:
+    """The handler tasks of RPCs in progress, so a graceful stop can end them itself."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.stopping = False
+
+    async def run(self, coro: Awaitable[Any]) -> Any:
+        """Await `coro` in its own task; UNAVAILABLE if `cancel_all` ended it."""
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if self.stopping and not _current_cancelling():
+                raise Unavailable("the service is shutting down; retry") from None
+            raise
+        finally:
+            self.tasks.discard(task)
+
+    async def stream(self, responses: Any) -> AsyncIterator[Any]:
+        """Relay an async iterator driven by a task of its own (one message of look-ahead)."""
+        queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue(maxsize=1)
+
+        async def pump() -> None:
+            async for item in responses:
+                await queue.put((True, item))
+            await queue.put((False, None))
+
+        task = asyncio.ensure_future(pump())
+        self.tasks.add(task)
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    await self.run(task)  # re-raises its error (or UNAVAILABLE when stopped)
+                    if queue.empty():
+                        return
+                    more, item = queue.get_nowait()
+                else:
+                    more, item = getter.result()
+                if not more:
+                    return
+                yield item
+        finally:
+            task.cancel()
+            self.tasks.discard(task)
+
+    def cancel_all(self) -> int:
+        self.stopping = True
+        for task in list(self.tasks):
+            task.cancel()
+        return len(self.tasks)
+
+
+def _current_cancelling() -> bool:
+    """True when the RPC's own task is being cancelled (client gone), not just its handler."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class ServerInterceptor(aio.ServerInterceptor):
     """Metrics and error mapping around every method of a server."""
 
     def __init__(self, metrics: ServerMetrics) -> None:
         self._metrics = metrics
+        self._in_flight = _InFlight()
+
+    def cancel_in_flight(self) -> int:
+        """End every RPC still running with UNAVAILABLE; returns how many there were."""
+        return self._in_flight.cancel_all()
 
     async def intercept_service(
         self,
@@ -96,8 +195,9 @@ class ServerInterceptor(aio.ServerInterceptor):
         method: str = handler_call_details.method
         service, name = _split_method(method)
         metrics = self._metrics
+        in_flight = self._in_flight
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _safe_deserializer(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
 
@@ -107,7 +207,8 @@ class ServerInterceptor(aio.ServerInterceptor):
             async def unary_unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
                 call = _Call(metrics, RpcType.UNARY, service, name)
                 call.received()
-                return await _unary_out(call, inner_uu(request, context), context, method)
+                work = _rejected(request, method) or inner_uu(request, context)
+                return await _unary_out(call, in_flight.run(work), context, method)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
 
@@ -117,7 +218,9 @@ class ServerInterceptor(aio.ServerInterceptor):
             async def unary_stream(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 call = _Call(metrics, RpcType.SERVER_STREAM, service, name)
                 call.received()
-                async for item in _stream_out(call, inner_us(request, context), context, method):
+                bad = _rejected(request, method)
+                responses = in_flight.run(bad) if bad is not None else in_flight.stream(inner_us(request, context))
+                async for item in _stream_out(call, responses, context, method):
                     yield item
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, **kwargs)
@@ -127,7 +230,8 @@ class ServerInterceptor(aio.ServerInterceptor):
 
             async def stream_unary(requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]) -> Any:
                 call = _Call(metrics, RpcType.CLIENT_STREAM, service, name)
-                return await _unary_out(call, inner_su(_count_in(call, requests), context), context, method)
+                work = inner_su(_count_in(call, requests, method), context)
+                return await _unary_out(call, in_flight.run(work), context, method)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **kwargs)
 
@@ -137,14 +241,28 @@ class ServerInterceptor(aio.ServerInterceptor):
             requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             call = _Call(metrics, RpcType.BIDI_STREAM, service, name)
-            async for item in _stream_out(call, inner_ss(_count_in(call, requests), context), context, method):
+            responses = in_flight.stream(inner_ss(_count_in(call, requests, method), context))
+            async for item in _stream_out(call, responses, context, method):
                 yield item
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, **kwargs)
 
 
-async def _count_in(call: _Call, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+def _rejected(request: Any, method: str) -> Awaitable[Any] | None:
+    """A coroutine raising INVALID_ARGUMENT for an undecodable request, else None."""
+    if not isinstance(request, _Undecodable):
+        return None
+
+    async def reject() -> Any:
+        raise request.reject(method)
+
+    return reject()
+
+
+async def _count_in(call: _Call, requests: AsyncIterator[Any], method: str) -> AsyncIterator[Any]:
     async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.reject(method)
         call.received()
         yield request
 

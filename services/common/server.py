@@ -5,11 +5,14 @@ service (overall, `liveness`, `readiness` and each service name), reflection lis
 service, the metrics/error interceptor and a Prometheus /metrics endpoint, then waits for
 SIGTERM or SIGINT. Shutdown is graceful: health turns NOT_SERVING first, the server keeps
 answering for `drain_seconds` so probes and balancers see it, then in-flight RPCs get the
-rest of the grace period.
+rest of the grace period; those still running shortly before it ends are ended with
+UNAVAILABLE by the interceptor (see interceptors.py), so grpc.aio never has to
+force-cancel them. `stop()` runs once however often it is called; stop hooks run once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +37,8 @@ from services.common.reflection import DocumentedReflectionServicer, load_docume
 log = logging.getLogger(__name__)
 
 HEALTH_NAMES = ("liveness", "readiness")
+#: In-flight RPCs are ended this long before the grace period runs out.
+CANCEL_MARGIN_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,15 +61,32 @@ class RunningServer:
     service_names: tuple[str, ...]
     _metrics_http: tuple[WSGIServer, Thread] | None = field(default=None, repr=False)
     _on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
+    _interceptor: ServerInterceptor | None = field(default=None, repr=False)
+    _stopping: asyncio.Future[None] | None = field(default=None, repr=False)
 
     async def stop(self) -> None:
-        """NOT_SERVING, drain, then stop with the remaining grace; idempotent."""
+        """NOT_SERVING, drain, then stop with the remaining grace; idempotent.
+
+        A second call (a signal during a test's own stop, say) waits for the first.
+        """
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop_once())
+        await asyncio.shield(self._stopping)
+
+    async def _stop_once(self) -> None:
         cfg = self.config
         log.info("shutting down", extra={"fields": {"grace_s": cfg.grace_seconds, "drain_s": cfg.drain_seconds}})
         await self.health.enter_graceful_shutdown()
         if cfg.drain_seconds > 0:
             await anyio.sleep(cfg.drain_seconds)
-        await self.server.stop(max(cfg.grace_seconds - cfg.drain_seconds, 0.0))
+        remaining = max(cfg.grace_seconds - cfg.drain_seconds, 0.0)
+        stopping = asyncio.ensure_future(self.server.stop(remaining))
+        # End what is still running a little before grpc.aio would force-cancel it.
+        done, _ = await asyncio.wait({stopping}, timeout=max(remaining - CANCEL_MARGIN_SECONDS, 0.0))
+        if not done and self._interceptor is not None:
+            ended = self._interceptor.cancel_in_flight()
+            log.info("ending RPCs still in flight", extra={"fields": {"count": ended}})
+        await stopping
         for hook in self._on_stop:
             await hook()
         if self._metrics_http is not None:
@@ -87,8 +109,9 @@ async def start_server(
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
     metrics = ServerMetrics.create(registry)
     age_ms = int(config.max_connection_age_seconds * 1000)
+    interceptor = ServerInterceptor(metrics)
     server = aio.server(
-        interceptors=[ServerInterceptor(metrics)],
+        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
@@ -130,6 +153,7 @@ async def start_server(
         service_names=names,
         _metrics_http=metrics_http,
         _on_stop=on_stop,
+        _interceptor=interceptor,
     )
     log.info(
         "serving",
