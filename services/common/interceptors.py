@@ -158,6 +158,11 @@ class _InFlight:
             task.cancel()
             self.tasks.discard(task)
 
+    def relay(self, responses: Any) -> Any:
+        """A streaming handler's output, run in a task of its own: messages, or a coroutine
+        (a handler written with context.write())."""
+        return self.stream(responses) if hasattr(responses, "__aiter__") else self.run(responses)
+
     def cancel_all(self) -> int:
         self.stopping = True
         for task in list(self.tasks):
@@ -219,7 +224,7 @@ class ServerInterceptor(aio.ServerInterceptor):
                 call = _Call(metrics, RpcType.SERVER_STREAM, service, name)
                 call.received()
                 bad = _rejected(request, method)
-                responses = in_flight.run(bad) if bad is not None else in_flight.stream(inner_us(request, context))
+                responses = in_flight.run(bad) if bad is not None else in_flight.relay(inner_us(request, context))
                 async for item in _stream_out(call, responses, context, method):
                     yield item
 
@@ -241,7 +246,7 @@ class ServerInterceptor(aio.ServerInterceptor):
             requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             call = _Call(metrics, RpcType.BIDI_STREAM, service, name)
-            responses = in_flight.stream(inner_ss(_count_in(call, requests, method), context))
+            responses = in_flight.relay(inner_ss(_count_in(call, requests, method), context))
             async for item in _stream_out(call, responses, context, method):
                 yield item
 
