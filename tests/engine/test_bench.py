@@ -1,4 +1,7 @@
-"""`bench engine --json` prints one JSON object with the figures; native agrees with WASM."""
+"""`bench engine --json` prints one JSON object with the figures; native agrees with WASM.
+
+Tests check correctness only: the figures are printed, never compared with a speed.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ def test_bench_engine_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(report["wasm_steps_per_s"]) == {"1", "2"}
     assert all(v > 0 for v in report["wasm_steps_per_s"].values())
     assert report["native_steps_per_s"] > 0
+    assert report["native_same_bits_steps_per_s"] > 0
     assert report["numpy_steps_per_s"] > 0
-    assert report["ratios"]["wasm_vs_numpy"] > 1
+    assert report["ratios"]["wasm_vs_native_same_bits"] > 0
+    assert report["bit_identical_to_wasm"]["wasm2"]  # threads never change the bits
     assert report["machine"]["cores"] >= 1
     for engine, rel in report["max_rel_diff_vs_numpy"].items():
         assert rel < 1e-9, engine
