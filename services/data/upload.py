@@ -22,7 +22,7 @@ import anyio
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
 from services.common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
-from services.common.storage.base import ObjectExists, UploadSink
+from services.common.storage.base import ObjectBusy, ObjectExists, UploadSink
 from services.data.catalog import EXTENSIONS, Catalog, DatasetEntry, object_name
 from services.data.csv_index import CsvIndex, CsvIndexer
 from services.data.ids import validate_dataset_id
@@ -91,7 +91,10 @@ async def receive_upload(
     if budget is None:
         budget = MemoryBudget(1 << 62)
     async with budget.reserve(reserve, f"an upload of {header.dataset_id!r}"):
-        sink = await catalog.storage.open_upload(name)
+        try:
+            sink = await catalog.storage.open_upload(name)
+        except ObjectBusy as exc:
+            raise FailedPrecondition(f"dataset {header.dataset_id!r}: {exc}; retry when it has finished") from None
         if context is not None:
             # grpc.aio may never resume a handler whose client went away mid-stream; the
             # done-callback runs however the RPC ends, so the temporary object goes with it.
@@ -160,6 +163,8 @@ async def _stream_and_commit(
             info = await sink.commit(overwrite=header.overwrite)
         except ObjectExists:
             raise AlreadyExists(f"dataset {header.dataset_id!r} was created meanwhile") from None
+        except ObjectBusy as exc:
+            raise FailedPrecondition(f"dataset {header.dataset_id!r}: {exc}; nothing was stored, retry") from None
         with anyio.CancelScope(shield=True):  # the commit happened: finish the bookkeeping
             entry = await catalog.install(info, csv=csv, parquet=parquet, sha256=digest)
             for other in others:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
+from services.common.storage.base import CountingStorage, Storage
+from services.common.storage.local import LocalStorage
 from services.data.generate import generate
 from tests.support import ROOT, VENV_BIN, free_port
 
@@ -111,6 +115,20 @@ def big_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         assert proc.returncode == 0
         GENERATE_PEAK_MB[path.suffix] = usage.ru_maxrss / 1024
     return out
+
+
+@pytest.fixture(params=["local", "azure"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CountingStorage]:
+    """The same tests on a local directory and on a fresh container of a real Azurite."""
+    inner: Storage
+    if request.param == "local":
+        inner = LocalStorage(tmp_path / "datasets")
+    else:
+        conn = request.getfixturevalue("azurite")
+        inner = await AzureBlobStorage.open(AzureConfig(conn, f"t{secrets.token_hex(8)}"))
+    counting = CountingStorage(inner)
+    yield counting
+    await counting.close()
 
 
 def copy_into(root: Path, source: Path, name: str) -> Path:

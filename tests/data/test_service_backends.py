@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,28 +18,13 @@ import pytest
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
-from services.common.storage.base import CountingStorage, Storage
-from services.common.storage.local import LocalStorage
+from services.common.storage.base import CountingStorage
 from services.data.catalog import SOURCES, Catalog
 from services.data.cli import sample_document
 from services.data.servicer import DataServicer
 
 pytestmark = pytest.mark.anyio
 FORMATS = {"csv": data_pb2.DATASET_FORMAT_CSV, "parquet": data_pb2.DATASET_FORMAT_PARQUET}
-
-
-@pytest.fixture(params=["local", "azure"])
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CountingStorage]:
-    inner: Storage
-    if request.param == "local":
-        inner = LocalStorage(tmp_path / "datasets")
-    else:
-        conn = request.getfixturevalue("azurite")
-        inner = await AzureBlobStorage.open(AzureConfig(conn, f"t{secrets.token_hex(8)}"))
-    counting = CountingStorage(inner)
-    yield counting
-    await counting.close()
 
 
 def requests_for(

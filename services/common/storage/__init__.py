@@ -7,6 +7,7 @@ Dataset, package and job stores build on it; nothing here is specific to any of 
 from services.common.storage.base import (
     KINDS,
     CountingStorage,
+    ObjectBusy,
     ObjectChanged,
     ObjectExists,
     ObjectInfo,
@@ -19,6 +20,7 @@ from services.common.storage.base import (
 __all__ = [
     "KINDS",
     "CountingStorage",
+    "ObjectBusy",
     "ObjectChanged",
     "ObjectExists",
     "ObjectInfo",

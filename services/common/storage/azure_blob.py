@@ -4,12 +4,18 @@ Objects are block blobs in one container. Reads are ranged GETs, checked against
 ETag the caller saw (If-Match), so a dataset replaced mid-read fails instead of mixing
 versions. Uploads stage blocks and commit the block list at the end: until the commit,
 Azure keeps the blocks uncommitted and invisible, which is the backend's atomic rename.
+Uncommitted blocks belong to the blob, and any commit of the blob discards those it does
+not list, so two uploads of one name at once would destroy each other: a process allows
+one at a time (ObjectBusy), and a commit that lost its blocks to another process is
+reported the same way.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +32,7 @@ from azure.storage.blob import BlobBlock
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from services.common.errors import InvalidArgument, Unavailable
-from services.common.storage.base import ObjectChanged, ObjectExists, ObjectInfo, StorageKind, UploadSink
+from services.common.storage.base import ObjectBusy, ObjectChanged, ObjectExists, ObjectInfo, StorageKind, UploadSink
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class AzureBlobStorage:
     def __init__(self, service: BlobServiceClient, container: ContainerClient) -> None:
         self._service = service
         self._container = container
+        self._uploading: set[str] = set()
 
     @classmethod
     async def open(cls, config: AzureConfig) -> AzureBlobStorage:
@@ -117,7 +124,8 @@ class AzureBlobStorage:
         return data
 
     async def put(self, name: str, data: bytes) -> None:
-        await self._container.get_blob_client(name).upload_blob(data, overwrite=True)
+        # a stream, not bytes: aiohttp sends large byte bodies in one blocking call
+        await self._container.get_blob_client(name).upload_blob(io.BytesIO(data), length=len(data), overwrite=True)
 
     async def delete(self, name: str) -> bool:
         try:
@@ -127,7 +135,10 @@ class AzureBlobStorage:
         return True
 
     async def open_upload(self, name: str) -> UploadSink:
-        return _BlockUpload(self._container, name)
+        if name in self._uploading:
+            raise ObjectBusy(f"another upload of {name} is in progress")
+        self._uploading.add(name)
+        return _BlockUpload(self._container, name, lambda: self._uploading.discard(name))
 
     async def close(self) -> None:
         await self._service.close()
@@ -146,7 +157,8 @@ def _info(name: str, size: int, modified: datetime | None, etag: str) -> ObjectI
 class _BlockUpload:
     """Staged blocks with ids unique to this upload; committed as one block list."""
 
-    def __init__(self, container: ContainerClient, name: str) -> None:
+    def __init__(self, container: ContainerClient, name: str, release: Callable[[], None]) -> None:
+        self._release = release
         self._blob = container.get_blob_client(name)
         self._prefix = secrets.token_hex(8)
         self._blocks: list[BlobBlock] = []
@@ -157,7 +169,7 @@ class _BlockUpload:
             return
         raw = f"{self._prefix}-{len(self._blocks):08d}".encode()
         block_id = base64.b64encode(raw).decode()
-        await self._blob.stage_block(block_id, data)
+        await self._blob.stage_block(block_id, io.BytesIO(data), length=len(data))
         self._blocks.append(BlobBlock(block_id=block_id))
         self._size += len(data)
 
@@ -167,6 +179,12 @@ class _BlockUpload:
             result = await self._blob.commit_block_list(self._blocks, **conditions)
         except (ResourceExistsError, ResourceModifiedError):
             raise ObjectExists(self._blob.blob_name) from None
+        except HttpResponseError as exc:
+            if getattr(exc, "error_code", None) == "InvalidBlockList":  # another writer's commit dropped our blocks
+                raise ObjectBusy(f"another upload of {self._blob.blob_name} committed meanwhile") from None
+            raise
+        finally:
+            self._release()
         # The ETag of this commit names these bytes, whatever a later writer does.
         modified = result.get("last_modified")
         return _info(
@@ -183,3 +201,4 @@ class _BlockUpload:
 
     def discard_now(self) -> None:
         self._blocks.clear()
+        self._release()

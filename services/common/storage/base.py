@@ -96,6 +96,10 @@ class ObjectExists(Exception):
     """A commit without overwrite found the name taken."""
 
 
+class ObjectBusy(Exception):
+    """Another upload of the same name is in progress where the backend allows only one."""
+
+
 async def read_sequential(
     storage: Storage, name: str, size: int, *, chunk: int = 8 << 20, change_token: str | None = None
 ) -> AsyncIterator[bytes]:
