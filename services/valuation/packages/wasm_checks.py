@@ -1,0 +1,135 @@
+"""Static checks of a package's WASM binaries: what the engine's sandbox would refuse at load.
+
+The engine checks the same things when it loads a model (services/engine/sandbox.py); doing
+them here, from the bytes alone, keeps a hostile or broken binary out of the package store:
+- the bytes are a valid module (wasmtime validates it with the engine's features; nothing runs);
+- it imports only ``env.memory``, shared (no WASI, no host functions);
+- it exports the entry points of one model kind of the model ABI with their signatures, and
+  ``lc_abi_version`` returns the ABI version this mesh speaks;
+- the static data (data segments, [__global_base, __heap_base)) of the pipeline's models do not
+  overlap: they all live in one shared memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+import wasmtime
+
+from services.common.wasm_facts import WasmFacts, WasmFormatError, read_facts
+from services.valuation.packages.config import pipeline_of
+from services.valuation.packages.report import Issue, error, warning
+
+ABI_VERSION: Final = 1
+_I32: Final = "i32"
+_ABI: Final = {"lc_abi_version": ((), (_I32,))}
+KINDS: Final[dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]]] = {
+    "esg": {**_ABI, "esg_run": ((_I32, _I32, _I32), (_I32,))},
+    "term_life": {
+        **_ABI,
+        "tl_lanes": ((), (_I32,)),
+        "tl_prepare": ((_I32,), (_I32,)),
+        "tl_prepare_scenarios": ((_I32, _I32, _I32), (_I32,)),
+        "tl_premiums": ((_I32, _I32, _I32), (_I32,)),
+        "tl_run_blocks": ((_I32, _I32, _I32), (_I32,)),
+    },
+}
+"""Model ABI v1 (docs/model-abi.md): each kind's entry points as (params, results)."""
+
+
+def wasm_path(model: str) -> str:
+    return f"wasm/{model}.wasm"
+
+
+def _validator() -> wasmtime.Engine:
+    config = wasmtime.Config()
+    config.wasm_threads = True
+    config.shared_memory = True
+    return wasmtime.Engine(config)
+
+
+def model_kind(facts: WasmFacts) -> str | None:
+    """The ABI kind whose entry points the module exports (esg_run or tl_run_blocks)."""
+    if "esg_run" in facts.functions:
+        return "esg"
+    if "tl_run_blocks" in facts.functions:
+        return "term_life"
+    return None
+
+
+def check_binary(path: str, wasm: bytes, engine: wasmtime.Engine | None = None) -> tuple[WasmFacts | None, list[Issue]]:
+    """The facts of one binary and everything wrong with it."""
+    try:
+        facts = read_facts(wasm)
+    except WasmFormatError as exc:
+        return None, [error(path, str(exc))]
+    try:
+        wasmtime.Module.validate(engine or _validator(), wasm)
+    except wasmtime.WasmtimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        return None, [error(path, f"is not a valid WebAssembly module: {lines[-1] if lines else exc}")]
+    issues: list[Issue] = []
+    forbidden = [
+        f"{i.module}.{i.name} ({i.kind})"
+        for i in facts.imports
+        if (i.module, i.name, i.kind) != ("env", "memory", "memory")
+    ]
+    if forbidden:
+        issues.append(error(path, f"imports {', '.join(forbidden)}: a model may import only env.memory"))
+    memory = [i for i in facts.imports if (i.module, i.name, i.kind) == ("env", "memory", "memory")]
+    if not memory:
+        issues.append(error(path, "does not import env.memory (the model ABI runs models on one shared memory)"))
+    elif not memory[0].shared:
+        issues.append(error(path, "imports env.memory unshared; the model ABI needs a shared memory"))
+    kind = model_kind(facts)
+    if kind is None:
+        issues.append(error(path, "exports neither esg_run nor tl_run_blocks: not a model of the model ABI"))
+        return facts, issues
+    for name, want in KINDS[kind].items():
+        got = facts.functions.get(name)
+        if got is None:
+            issues.append(error(path, f"a {kind} model must export {name}"))
+        elif got != want:
+            issues.append(error(path, f"export {name} has signature {_sig(got)}; the model ABI needs {_sig(want)}"))
+    if "lc_abi_version" in facts.functions:
+        if facts.abi_version is None:
+            issues.append(warning(path, "lc_abi_version is not a constant; the engine checks the ABI version at load"))
+        elif facts.abi_version != ABI_VERSION:
+            issues.append(error(path, f"speaks model ABI version {facts.abi_version}; this mesh speaks {ABI_VERSION}"))
+    return facts, issues
+
+
+def _sig(sig: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
+    return f"({', '.join(sig[0])}) -> ({', '.join(sig[1])})"
+
+
+def check_pipeline_binaries(config: Mapping[str, object], files: Mapping[str, bytes]) -> list[Issue]:
+    """Check every ``wasm://`` node's binary, and that their static data do not overlap."""
+    issues: list[Issue] = []
+    facts: dict[str, WasmFacts] = {}
+    engine = _validator()
+    for i, node in enumerate(pipeline_of(config)):
+        if node.scheme != "wasm" or node.model in facts:
+            continue
+        path = wasm_path(node.model)
+        if path not in files:
+            issues.append(error(f"$.pipeline[{i}].engine", f"{node.engine} needs {path}, which is not in the package"))
+            continue
+        found, problems = check_binary(path, files[path], engine)
+        issues += problems
+        if found is not None:
+            facts[node.model] = found
+    names = sorted(facts)
+    for a_i, a in enumerate(names):
+        for b in names[a_i + 1 :]:
+            (a0, a1), (b0, b1) = facts[a].static_range(), facts[b].static_range()
+            if a0 < a1 and b0 < b1 and a0 < b1 and b0 < a1:
+                issues.append(
+                    error(
+                        wasm_path(b),
+                        f"static data [{b0}, {b1}) overlaps {wasm_path(a)}'s [{a0}, {a1}): models share one "
+                        "memory, so link each at its own --global-base",
+                    )
+                )
+    return issues
