@@ -43,7 +43,7 @@ class DataLimits:
     #: Most rows one ReadRows message carries.
     max_message_rows: int = 65536
     #: How long a request waits for budget before RESOURCE_EXHAUSTED.
-    admission_wait_seconds: float = 2.0
+    admission_wait_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("memory_budget_bytes", "max_row_bytes", "max_sample_bytes", "max_message_rows"):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio.to_thread
 from prometheus_client import CollectorRegistry
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
@@ -28,6 +29,9 @@ from services.data.limits import MIB, DataLimits
 from services.data.metrics import MeteredStorage, StorageMetrics
 from services.data.servicer import DataServicer
 
+#: Worker threads for parsing and file I/O. Few on purpose: more threads than cores only
+#: contend for the GIL, and the event loop (health checks included) waits behind them.
+WORKER_THREADS = 4
 DATA_SERVICE = data_service_pb2.DESCRIPTOR.services_by_name["DataService"].full_name
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,7 @@ async def open_storage(config: DataConfig) -> Storage:
 
 async def build(args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry) -> ServiceParts:
     config = resolve_data_config(args, env)
+    anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     storage = MeteredStorage(await open_storage(config), StorageMetrics.create(registry))
     servicer = DataServicer(Catalog(storage, max_row_bytes=config.limits.max_row_bytes), limits=config.limits)
     where = config.azure.container if config.azure is not None else str(config.root)

@@ -22,7 +22,7 @@ from services.data.catalog import Catalog, DatasetEntry
 from services.data.ids import validate_dataset_id
 from services.data.limits import DataLimits, MemoryBudget, mib
 from services.data.reading import SPAN_BYTES, default_batch_rows, fetch_rows, iter_range
-from services.data.sampling import SampleCache, rows_to_proto, sample_indices
+from services.data.sampling import SampleCache, add_rows, sample_indices
 from services.data.upload import receive_upload
 from services.data.validation import validate
 
@@ -34,8 +34,10 @@ MAX_SAMPLE_ROWS: Final = 100_000
 #: Peak memory of a sample per raw row byte (lines, Arrow table, Python values, messages),
 #: measured with the load test in tests/data/test_load.py and rounded up.
 SAMPLE_OVERHEAD: Final = 12
-#: Peak memory of a sample per sampled row, whatever its width (row numbers, cell objects).
-SAMPLE_ROW_BYTES: Final = 400
+#: Peak memory of a sample per sampled row and per column (Python values, cells).
+SAMPLE_CELL_BYTES: Final = 100
+#: ... and per sampled row, whatever its width (row numbers, the sampler's set).
+SAMPLE_ROW_BYTES: Final = 200
 
 Context = Any  # grpc.aio.ServicerContext; handlers only pass it through
 
@@ -144,21 +146,20 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
                 f"a sample of {request.n} rows holds about {mib(raw)} of row data, over the per-sample cap"
                 f" of {mib(self.limits.max_sample_bytes)} (--max-sample-mb); ask for fewer rows or columns"
             )
-        estimate = read_overhead(entry) + raw * SAMPLE_OVERHEAD + request.n * SAMPLE_ROW_BYTES
+        per_row = SAMPLE_ROW_BYTES + SAMPLE_CELL_BYTES * len(columns)
+        estimate = read_overhead(entry) + raw * SAMPLE_OVERHEAD + request.n * per_row
         async with self.budget.reserve(estimate, f"a sample of {request.n} rows"):
             rows = await anyio.to_thread.run_sync(sample_indices, entry.rows, request.n, request.seed)
             table = await fetch_rows(self.catalog, entry, rows, columns)
-            sampled = await anyio.to_thread.run_sync(rows_to_proto, table, rows, specs)
-            del table
             response = data_service_pb2.SampleRowsResponse(
                 dataset_id=entry.dataset_id,
                 version=entry.version,
                 seed=request.seed,
                 dataset_row_count=entry.rows,
-                rows=sampled,
                 columns=[c.to_proto() for c in specs],
             )
-            del sampled
+            await anyio.to_thread.run_sync(add_rows, response, table, rows, specs)
+            del table
             payload = await anyio.to_thread.run_sync(response.SerializeToString)
         if len(payload) > MAX_MESSAGE_BYTES - 1024:
             raise ResourceExhausted(
