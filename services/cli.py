@@ -92,7 +92,7 @@ def _command_groups() -> Sequence[str]:
 
     Only modules that exist are listed: a missing one is an error, not silently skipped.
     """
-    return ("services.data.cli", "services.engine.cli")
+    return ("services.data.cli", "services.engine.cli", "services.gateway.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,230 @@
+"""`livecalc package …`: build and check model packages locally, and upload them to the gateway.
+
+Local commands (init, build, validate, inspect) need no service; upload, list and show talk
+to the gateway's PackageService. Errors and warnings are printed one per line with their JSON
+path or file; `validate` exits 1 when there are errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from livecalc.gateway.v1 import package_pb2, package_service_pb2, package_service_pb2_grpc
+from services.common import client
+from services.common.client import as_dict, emit_json, write_out
+from services.common.config import DEFAULT_PORTS
+from services.common.errors import InvalidArgument
+from services.valuation.packages.package import Package, build_directory, check_directory, verify_archive
+from services.valuation.packages.reference import init_directory
+from services.valuation.packages.report import Issue, PackageInvalid
+
+DEFAULT_ADDRESS: Final = f"localhost:{DEFAULT_PORTS['gateway'][0]}"
+UPLOAD_CHUNK: Final = 4 << 20
+T = TypeVar("T")
+Stub = package_service_pb2_grpc.PackageServiceStub
+
+
+def call(address: str, fn: Callable[[Stub], T]) -> T:
+    return client.call(address, "gateway", Stub, fn)
+
+
+def _issue_json(issue: Issue) -> dict[str, str]:
+    return {"severity": issue.severity, "where": issue.where, "message": issue.message}
+
+
+def _print_issues(issues: list[Issue]) -> None:
+    for issue in issues:
+        print(str(issue), file=sys.stderr if issue.severity == "error" else sys.stdout)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    written = init_directory(Path(args.dir))
+    print(f"wrote the reference package (esg → term_life) to {args.dir}: {len(written)} files")
+    return 0
+
+
+def _source_date_epoch() -> int | None:
+    text = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidArgument(f"SOURCE_DATE_EPOCH must be an integer, got {text!r}") from None
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    archive, package = build_directory(Path(args.dir), source_date_epoch=_source_date_epoch())
+    Path(args.out).write_bytes(archive)
+    if args.json:
+        emit_json({"out": args.out, **_summary(package, archive)})
+        return 0
+    _print_issues(list(package.warnings))
+    print(f"built {args.out}: {len(archive):,} bytes, packageHash {package.package_hash}")
+    return 0
+
+
+def _check(path: Path) -> list[Issue]:
+    if path.is_dir():
+        return check_directory(path)
+    try:
+        return list(verify_archive(path.read_bytes()).warnings)
+    except PackageInvalid as exc:
+        return list(exc.issues)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.exists():
+        raise InvalidArgument(f"{path}: no such file or directory")
+    issues = _check(path)
+    errors = sum(1 for i in issues if i.severity == "error")
+    if args.json:
+        emit_json({"valid": errors == 0, "issues": [_issue_json(i) for i in issues]})
+    else:
+        _print_issues(issues)
+        verdict = "valid" if errors == 0 else f"invalid: {errors} error{'s' if errors != 1 else ''}"
+        print(f"{path}: {verdict}, {len(issues) - errors} warning(s)")
+    return 0 if errors == 0 else 1
+
+
+def _summary(package: Package, archive: bytes) -> dict[str, Any]:
+    m = package.manifest
+    return {
+        "package_hash": m.package_hash,
+        "name": package.config.get("name"),
+        "version": package.config.get("version"),
+        "created_at": m.created_at,
+        "archive_sha256": hashlib.sha256(archive).hexdigest(),
+        "size_bytes": len(archive),
+        "assets": [a.as_json() for a in m.assets],
+        "pipeline": package.config.get("pipeline"),
+        "scenarios": package.config.get("scenarios"),
+        "warnings": [_issue_json(i) for i in package.warnings],
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    archive = Path(args.file).read_bytes()
+    package = verify_archive(archive)
+    summary = _summary(package, archive)
+    if args.json:
+        emit_json(summary)
+        return 0
+    lines = [
+        f"package   {summary['name']} {summary['version']}",
+        f"hash      {summary['package_hash']}",
+        f"archive   {summary['size_bytes']:,} bytes, sha256 {summary['archive_sha256']}",
+        f"created   {summary['created_at']}",
+        "pipeline",
+    ]
+    for node in package.config.get("pipeline") or []:
+        lines.append(
+            f"  {node['id']:<12} {node['engine']:<20} {', '.join(node['inputs'])} → {', '.join(node['outputs'])}"
+        )
+    lines.append("assets")
+    lines += [f"  {a.path:<28} {a.size:>9,}  {a.type:<10} {a.sha256}" for a in package.manifest.assets]
+    lines += [f"warning: {i.where}: {i.message}" for i in package.warnings]
+    write_out("\n".join(lines) + "\n")
+    return 0
+
+
+def upload_requests(archive: bytes) -> Iterator[package_service_pb2.UploadPackageRequest]:
+    header = package_service_pb2.PackageUploadHeader(
+        size_bytes=len(archive), sha256=hashlib.sha256(archive).hexdigest()
+    )
+    yield package_service_pb2.UploadPackageRequest(header=header)
+    for start in range(0, len(archive), UPLOAD_CHUNK):
+        yield package_service_pb2.UploadPackageRequest(chunk=archive[start : start + UPLOAD_CHUNK])
+
+
+def _line(p: package_pb2.Package) -> str:
+    when = p.upload_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+    return f"{p.package_hash}  {p.name} {p.version}  {p.size_bytes:,} bytes  {when}"
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    archive = Path(args.file).read_bytes()
+    reply = call(args.address, lambda s: s.UploadPackage(upload_requests(archive), timeout=args.timeout))
+    if args.json:
+        emit_json(as_dict(reply))
+    else:
+        state = "already stored" if reply.already_existed else "uploaded"
+        print(f"{state}: {_line(reply.package)}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    packages: list[package_pb2.Package] = []
+    token = ""
+    while True:
+        request = package_service_pb2.ListPackagesRequest(page_size=args.page_size, page_token=token)
+        reply = call(args.address, lambda s, r=request: s.ListPackages(r, timeout=args.timeout))  # type: ignore[misc]
+        packages += reply.packages
+        token = reply.next_page_token
+        if not token:
+            break
+    if args.json:
+        emit_json({"packages": [as_dict(p) for p in packages]})
+    else:
+        write_out("".join(_line(p) + "\n" for p in packages))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    request = package_service_pb2.GetPackageRequest(package_hash=args.package_hash)
+    reply = call(args.address, lambda s: s.GetPackage(request, timeout=args.timeout))
+    p = reply.package
+    if args.json:
+        emit_json(as_dict(p))
+        return 0
+    lines = [_line(p), f"archive sha256 {p.archive_sha256}, default scenarios {p.default_scenario_count}", "pipeline"]
+    lines += [f"  {n.id:<12} {n.engine:<20} {', '.join(n.inputs)} → {', '.join(n.outputs)}" for n in p.pipeline]
+    lines.append("assets")
+    lines += [f"  {a.path:<28} {a.size_bytes:>9,}  {a.sha256}" for a in p.assets]
+    write_out("\n".join(lines) + "\n")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `package` command group to the top-level parser."""
+    group = sub.add_parser("package", help="model packages: init, build, validate, inspect, upload, list, show")
+    cmds = group.add_subparsers(dest="package_command", required=True, metavar="COMMAND")
+    p = cmds.add_parser("init", help="write the reference model (esg → term_life) as an editable directory")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_init)
+    p = cmds.add_parser("build", help="build a package archive from a directory (byte-reproducible)")
+    p.add_argument("dir")
+    p.add_argument("--out", required=True, help="archive path to write")
+    p.add_argument("--json", action="store_true", help="print one JSON document and nothing else")
+    p.set_defaults(func=cmd_build)
+    p = cmds.add_parser("validate", help="every error and warning of a package file or directory (exit 1 on errors)")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print one JSON document and nothing else")
+    p.set_defaults(func=cmd_validate)
+    p = cmds.add_parser("inspect", help="manifest, pipeline, sizes, hashes and warnings of a package file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print one JSON document and nothing else")
+    p.set_defaults(func=cmd_inspect)
+    for name, help_text, func in (
+        ("upload", "upload a package archive to the gateway", cmd_upload),
+        ("list", "list the stored packages, newest first", cmd_list),
+        ("show", "a stored package's record", cmd_show),
+    ):
+        p = cmds.add_parser(name, help=help_text)
+        p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"gateway HOST:PORT (default {DEFAULT_ADDRESS})")
+        p.add_argument("--json", action="store_true", help="print one JSON document and nothing else")
+        p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer (default 120)")
+        p.set_defaults(func=func)
+        if name == "upload":
+            p.add_argument("file")
+        elif name == "show":
+            p.add_argument("package_hash")
+        else:
+            p.add_argument("--page-size", type=int, default=100, help="packages per request (default 100)")
