@@ -66,14 +66,30 @@ def test_ports_and_probes_match_the_servers(service: str) -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": grpc_port, "metrics": metrics_port}
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(metrics_port)
-    # Kubernetes' gRPC probes name a health service; the servers register exactly these.
-    assert container["readinessProbe"]["grpc"] == {"port": grpc_port, "service": "readiness"}
-    assert container["livenessProbe"]["grpc"] == {"port": grpc_port, "service": "liveness"}
-    assert {"readiness", "liveness"} <= set(HEALTH_NAMES)
+    # Kubernetes' gRPC probes name a health service: the names the manifest uses must be
+    # ones the servers register (an unknown name answers NOT_FOUND and the pod never starts).
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == grpc_port
+        assert container[probe]["grpc"]["service"] in HEALTH_NAMES, probe
     # The pod must outlive the service's own shutdown grace.
     config = objects[("ConfigMap", "livecalc-config")]["data"]
     assert pod["spec"]["terminationGracePeriodSeconds"] > float(config["LIVECALC_GRACE_SECONDS"])
     assert float(config["LIVECALC_DRAIN_SECONDS"]) <= float(config["LIVECALC_GRACE_SECONDS"])
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1.0, "Gi": 1024.0}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_data_memory_budget_fits_the_pod_limit() -> None:
+    """The data service's default memory budget, plus its idle size, stays under its limit."""
+    from services.data.limits import MIB, DataLimits
+
+    deployment = base_objects()[("Deployment", "livecalc-data")]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    limit = _mebibytes(container["resources"]["limits"]["memory"])
+    assert DataLimits().memory_budget_bytes / MIB + 512 <= limit
 
 
 def test_engines_are_headless_for_client_side_balancing() -> None:
