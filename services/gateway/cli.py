@@ -25,7 +25,8 @@ from services.valuation.packages.reference import init_directory
 from services.valuation.packages.report import Issue, PackageInvalid
 
 DEFAULT_ADDRESS: Final = f"localhost:{DEFAULT_PORTS['gateway'][0]}"
-UPLOAD_CHUNK: Final = 4 << 20
+UPLOAD_CHUNK: Final = 1 << 20
+"""Below the 4 MiB message limit with room for the framing (the service accepts up to 4 MiB of payload)."""
 T = TypeVar("T")
 Stub = package_service_pb2_grpc.PackageServiceStub
 
