@@ -18,7 +18,6 @@ import pytest
 
 from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
 from services.data.cli import UPLOAD_CHUNK_BYTES
-from services.data.generate import generate
 from services.data.upload import CHUNK_LIMIT
 from tests.data.conftest import copy_into
 from tests.data.test_functional import as_json, livecalc
@@ -118,7 +117,6 @@ def test_cancelled_and_rejected_uploads_leave_no_temp_files(service_factory: Any
 def test_small_ones(service_factory: Any, tmp_path: Path, small_files: dict[str, Path]) -> None:
     root = tmp_path / "datasets"
     copy_into(root, small_files["csv"], "pol.csv")
-    generate(root / "many.parquet", 100_000, 5)
     data = service_factory("data", extra=["--root", str(root)], grace=3.0)
     addr = ["--address", data.address]
     # an out-of-range --n is a usage error on one line, not a traceback
@@ -145,14 +143,23 @@ def test_small_ones(service_factory: Any, tmp_path: Path, small_files: dict[str,
         with pytest.raises(grpc.RpcError) as err:
             stub.ListDatasets(data_service_pb2.ListDatasetsRequest(page_token="garbage"), timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        # a stream still running at shutdown ends with UNAVAILABLE, and the log stays clean
-        request = data_service_pb2.ReadRowsRequest(dataset_id="many", start_row=0, end_row=100_000, batch_rows=50)
-        stream = stub.ReadRows(request, timeout=30)
-        next(stream)
+        # an RPC still running at shutdown ends with UNAVAILABLE, and the log stays clean
+        header = data_service_pb2.UploadHeader(
+            dataset_id="late", format=data_pb2.DATASET_FORMAT_CSV, size_bytes=1 << 30, sha256="0" * 64
+        )
+
+        def endless() -> Iterator[data_service_pb2.UploadDatasetRequest]:
+            yield data_service_pb2.UploadDatasetRequest(header=header)
+            yield data_service_pb2.UploadDatasetRequest(chunk=b"a,b\n")
+            for _ in range(400):  # far longer than the grace period
+                time.sleep(0.05)
+                yield data_service_pb2.UploadDatasetRequest(chunk=b"1,2\n")
+
+        future = stub.UploadDataset.future(endless(), timeout=30)
+        time.sleep(0.5)
         data.proc.terminate()
         with pytest.raises(grpc.RpcError) as err:
-            for _ in stream:
-                time.sleep(0.002)
+            future.result(timeout=20)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert data.proc.wait(timeout=10) == 0
     log = data.log()
