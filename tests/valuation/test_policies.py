@@ -79,8 +79,6 @@ def test_missing_columns_are_named() -> None:
         Policies.from_columns({k: v for k, v in GOOD.items() if k != "sum_assured"})
 
 
-
-
 def test_a_model_input_error_is_invalid_argument_in_the_error_tree() -> None:
     with pytest.raises(ModelInputError) as info:
         Policies.from_columns({**GOOD, "age_at_entry": [30, 45, -1]})
