@@ -80,7 +80,7 @@ HOSTILE = {
         "static data",
     ),
     "extended-const-data-offset": Hostile(
-        module(extra='(data (i32.add (i32.const 1048576) (i32.const 16)) "\\ff\\ff\\ff\\ff")'),
+        module(extra='(data (i32.add (i32.const 16) (i32.const 1048576)) "\\ff\\ff\\ff\\ff")'),
         ModelLoadError,
         InvalidArgument,
         "static data",
