@@ -370,6 +370,8 @@ class JobResult(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
     PREVIEW_RELATIVE_DIFFERENCE_FIELD_NUMBER: _builtins.int
+    PV_NET_CF_IN_PARTS_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
     result_hash: _builtins.str
     """Lower-case hex SHA-256 of pv_net_cf as little-endian float64 in scenario order."""
     policy_count: _builtins.int
@@ -386,6 +388,12 @@ class JobResult(_message.Message):
     """For previews: (preview mean − full mean)/|full mean| against the latest full run of
     the same package, dataset version and scenarios; absent when there is none.
     """
+    pv_net_cf_in_parts: _builtins.bool
+    """True when pv_net_cf is too large for one message: it is empty here and was sent, in
+    scenario order, by the JobResultPart events just before the result event.
+    """
+    preview: _builtins.bool
+    """True for a preview job (PVs of a sample scaled by policies/sample size)."""
     @_builtins.property
     def statistics(self) -> Global___Statistics:
         """Statistics of portfolio pv_net_cf over scenarios."""
@@ -406,16 +414,52 @@ class JobResult(_message.Message):
         steps: _builtins.int = ...,
         elapsed_seconds: _builtins.float = ...,
         preview_relative_difference: _builtins.float | None = ...,
+        pv_net_cf_in_parts: _builtins.bool = ...,
+        preview: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "preview_relative_difference", b"preview_relative_difference", "statistics", b"statistics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "dataset_version", b"dataset_version", "elapsed_seconds", b"elapsed_seconds", "package_hash", b"package_hash", "policy_count", b"policy_count", "preview_relative_difference", b"preview_relative_difference", "pv_net_cf", b"pv_net_cf", "result_hash", b"result_hash", "statistics", b"statistics", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "dataset_version", b"dataset_version", "elapsed_seconds", b"elapsed_seconds", "package_hash", b"package_hash", "policy_count", b"policy_count", "preview", b"preview", "preview_relative_difference", b"preview_relative_difference", "pv_net_cf", b"pv_net_cf", "pv_net_cf_in_parts", b"pv_net_cf_in_parts", "result_hash", b"result_hash", "statistics", b"statistics", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__preview_relative_difference: _TypeAlias = _typing.Literal["preview_relative_difference"]  # noqa: Y015
     _WhichOneofArgType__preview_relative_difference: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__preview_relative_difference) -> _WhichOneofReturnType__preview_relative_difference | None: ...
 
 Global___JobResult: _TypeAlias = JobResult  # noqa: Y015
+
+@_typing.final
+class JobResultPart(_message.Message):
+    """JobResultPart carries one slice of a large result's pv_net_cf; the parts of one result
+    come in scenario order, just before its result event, and together cover every scenario.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_SCENARIO_FIELD_NUMBER: _builtins.int
+    PV_NET_CF_FIELD_NUMBER: _builtins.int
+    SCENARIO_COUNT_FIELD_NUMBER: _builtins.int
+    first_scenario: _builtins.int
+    """Scenario index of the first value in this part."""
+    scenario_count: _builtins.int
+    """Scenarios in the whole result."""
+    @_builtins.property
+    def pv_net_cf(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Portfolio pv_net_cf of scenarios first_scenario, first_scenario + 1, …."""
+
+    def __init__(
+        self,
+        *,
+        first_scenario: _builtins.int = ...,
+        pv_net_cf: _abc.Iterable[_builtins.float] | None = ...,
+        scenario_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_scenario", b"first_scenario", "pv_net_cf", b"pv_net_cf", "scenario_count", b"scenario_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobResultPart: _TypeAlias = JobResultPart  # noqa: Y015
 
 @_typing.final
 class JobError(_message.Message):
@@ -580,6 +624,7 @@ class JobEvent(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     CANCELLED_FIELD_NUMBER: _builtins.int
+    RESULT_PART_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Job id."""
     sequence: _builtins.int
@@ -612,6 +657,10 @@ class JobEvent(_message.Message):
     def cancelled(self) -> Global___JobCancelled:
         """Cancellation; the stream ends after it."""
 
+    @_builtins.property
+    def result_part(self) -> Global___JobResultPart:
+        """A slice of the final pv_net_cf vector when it does not fit in the result event."""
+
     def __init__(
         self,
         *,
@@ -624,12 +673,13 @@ class JobEvent(_message.Message):
         result: Global___JobResult | None = ...,
         error: Global___JobError | None = ...,
         cancelled: Global___JobCancelled | None = ...,
+        result_part: Global___JobResultPart | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "cancelled", b"cancelled", "error", b"error", "event", b"event", "progress", b"progress", "result", b"result", "statistics", b"statistics", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "cancelled", b"cancelled", "error", b"error", "event", b"event", "progress", b"progress", "result", b"result", "result_part", b"result_part", "statistics", b"statistics", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "cancelled", b"cancelled", "error", b"error", "event", b"event", "job_id", b"job_id", "progress", b"progress", "result", b"result", "sequence", b"sequence", "statistics", b"statistics", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "cancelled", b"cancelled", "error", b"error", "event", b"event", "job_id", b"job_id", "progress", b"progress", "result", b"result", "result_part", b"result_part", "sequence", b"sequence", "statistics", b"statistics", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "progress", "statistics", "result", "error", "cancelled"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "progress", "statistics", "result", "error", "cancelled", "result_part"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
