@@ -227,6 +227,8 @@ class ChunkSummary(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
     THREADS_FIELD_NUMBER: _builtins.int
+    READ_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    PACKAGE_CACHED_FIELD_NUMBER: _builtins.int
     blocks: _builtins.int
     """Blocks computed."""
     policies: _builtins.int
@@ -237,6 +239,10 @@ class ChunkSummary(_message.Message):
     """Wall time of the chunk on the engine, in seconds."""
     threads: _builtins.int
     """Worker threads used."""
+    read_wait_seconds: _builtins.float
+    """Seconds spent waiting for rows from the data service that computing did not hide."""
+    package_cached: _builtins.bool
+    """True when the package was already in the engine's cache (memory or disk)."""
     def __init__(
         self,
         *,
@@ -245,10 +251,12 @@ class ChunkSummary(_message.Message):
         steps: _builtins.int = ...,
         elapsed_seconds: _builtins.float = ...,
         threads: _builtins.int = ...,
+        read_wait_seconds: _builtins.float = ...,
+        package_cached: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "elapsed_seconds", b"elapsed_seconds", "policies", b"policies", "steps", b"steps", "threads", b"threads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "elapsed_seconds", b"elapsed_seconds", "package_cached", b"package_cached", "policies", b"policies", "read_wait_seconds", b"read_wait_seconds", "steps", b"steps", "threads", b"threads"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

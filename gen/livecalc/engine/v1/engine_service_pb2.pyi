@@ -167,6 +167,11 @@ class GetCapabilitiesResponse(_message.Message):
     CACHED_PACKAGES_FIELD_NUMBER: _builtins.int
     NODE_ENGINES_FIELD_NUMBER: _builtins.int
     PYTHON_NODES_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    BUSY_SLOTS_FIELD_NUMBER: _builtins.int
+    MEASURED_STEPS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    PACKAGE_CACHE_BYTES_FIELD_NUMBER: _builtins.int
+    PACKAGE_CACHE_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
     engine_version: _builtins.str
     """LiveCalc engine version."""
     wasmtime_version: _builtins.str
@@ -183,6 +188,18 @@ class GetCapabilitiesResponse(_message.Message):
     """CPU cores visible to the engine process."""
     memory_limit_bytes: _builtins.int
     """Memory cap of a model instance's linear memory, in bytes."""
+    slots: _builtins.int
+    """Chunks the engine runs at once; RunChunk answers RESOURCE_EXHAUSTED beyond this many."""
+    busy_slots: _builtins.int
+    """Chunks running on the engine now."""
+    measured_steps_per_second: _builtins.float
+    """Policy·scenario·month projection steps per second measured over the engine's recent
+    chunks (all threads together); 0 until a chunk has run.
+    """
+    package_cache_bytes: _builtins.int
+    """Bytes of package archives in the engine's on-disk package cache."""
+    package_cache_limit_bytes: _builtins.int
+    """Upper bound of the package cache in bytes; least recently used packages are evicted beyond it."""
     @_builtins.property
     def cached_packages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Package hashes of the packages cached on this engine."""
@@ -209,10 +226,15 @@ class GetCapabilitiesResponse(_message.Message):
         cached_packages: _abc.Iterable[_builtins.str] | None = ...,
         node_engines: _abc.Iterable[_builtins.str] | None = ...,
         python_nodes: _abc.Iterable[_builtins.str] | None = ...,
+        slots: _builtins.int = ...,
+        busy_slots: _builtins.int = ...,
+        measured_steps_per_second: _builtins.float = ...,
+        package_cache_bytes: _builtins.int = ...,
+        package_cache_limit_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abi_version", b"abi_version", "cached_packages", b"cached_packages", "cpu_count", b"cpu_count", "engine_version", b"engine_version", "memory_limit_bytes", b"memory_limit_bytes", "node_engines", b"node_engines", "python_nodes", b"python_nodes", "shared_memory", b"shared_memory", "simd", b"simd", "threads", b"threads", "wasmtime_version", b"wasmtime_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abi_version", b"abi_version", "busy_slots", b"busy_slots", "cached_packages", b"cached_packages", "cpu_count", b"cpu_count", "engine_version", b"engine_version", "measured_steps_per_second", b"measured_steps_per_second", "memory_limit_bytes", b"memory_limit_bytes", "node_engines", b"node_engines", "package_cache_bytes", b"package_cache_bytes", "package_cache_limit_bytes", b"package_cache_limit_bytes", "python_nodes", b"python_nodes", "shared_memory", b"shared_memory", "simd", b"simd", "slots", b"slots", "threads", b"threads", "wasmtime_version", b"wasmtime_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
