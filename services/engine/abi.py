@@ -8,27 +8,14 @@ import struct
 from dataclasses import astuple, dataclass
 from typing import Final
 
-ABI_VERSION: Final = 1
+from services.valuation.model_abi import ABI_VERSION, ENTRY_POINTS
+
 N_PV: Final = 5
 PV_COMPONENTS: Final = ("premiums", "claims", "expenses", "commissions", "net_cf")
 """Order of the five present values in a block partial."""
 
-ESG_EXPORTS: Final = frozenset({"lc_abi_version", "esg_run"})
-TERM_LIFE_EXPORTS: Final = frozenset(
-    {"lc_abi_version", "tl_lanes", "tl_prepare", "tl_prepare_scenarios", "tl_premiums", "tl_run_blocks"}
-)
-
-_I32: Final = "i32"
-EXPORT_SIGNATURES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
-    "lc_abi_version": ((), (_I32,)),
-    "esg_run": ((_I32, _I32, _I32), (_I32,)),
-    "tl_lanes": ((), (_I32,)),
-    "tl_prepare": ((_I32,), (_I32,)),
-    "tl_prepare_scenarios": ((_I32, _I32, _I32), (_I32,)),
-    "tl_premiums": ((_I32, _I32, _I32), (_I32,)),
-    "tl_run_blocks": ((_I32, _I32, _I32), (_I32,)),
-}
-"""(params, results) of every ABI entry point, as wasmtime names the value types; checked at load."""
+ESG_EXPORTS: Final = frozenset(ENTRY_POINTS["esg"])
+TERM_LIFE_EXPORTS: Final = frozenset(ENTRY_POINTS["term_life"])
 
 _ESG: Final = struct.Struct("<IIIIQddII")
 _TERM_LIFE: Final = struct.Struct("<" + "I" * 30 + "d" * 9)

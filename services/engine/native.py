@@ -24,6 +24,7 @@ from services.engine.memory import NativeMemory
 from services.engine.runtime import usable_cache_dir
 from services.engine.shipped import model_sources
 from services.engine.workers import DaemonThreads, RunControl, check_rc, map_threads
+from services.valuation.model_abi import ENTRY_POINTS
 
 NATIVE_FLAGS: Final = ("-O3", "-march=native", "-shared", "-fPIC")
 SAME_BITS_FLAGS: Final = ("-ffp-contract=off",)
@@ -31,10 +32,6 @@ SAME_BITS_FLAGS: Final = ("-ffp-contract=off",)
 with ``-ffp-contract=off`` and WASM has no fused multiply-add), full native vector width."""
 NARROW_FLAGS: Final = ("-DLC_VW=2", "-ffp-contract=off")
 """Profiling variant: WASM's vector width (2 doubles) and no FMA contraction, native codegen."""
-ENTRY_POINTS: Final = {
-    "esg": ("lc_abi_version", "esg_run"),
-    "term_life": ("lc_abi_version", "tl_lanes", "tl_prepare", "tl_prepare_scenarios", "tl_premiums", "tl_run_blocks"),
-}
 
 
 def compiler() -> str:

@@ -13,7 +13,7 @@ and how its failures become typed errors.
 - Traps: `map_trap` turns a wasmtime trap into `ModelTrap` (or the two above); a failure
   while instantiating (a start function that traps, a data segment out of bounds) is a load
   error, `instantiation_error`.
-- The binary, read before any code runs (`wasm_binary`): static data must lie in the
+- The binary, read before any code runs (`services.common.wasm_binary`): static data must lie in the
   models' region, exported entry points must have the ABI's signatures, ``__stack_pointer``
   must be a mutable i32, and no code may use ``memory.atomic.wait*`` (a wait cannot be
   interrupted, so it would hold a worker thread for ever).
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import wasmtime
 
-from services.engine.abi import EXPORT_SIGNATURES
+from services.common.wasm_binary import ModuleInfo
 from services.engine.errors import (
     ForbiddenImportError,
     ModelCancelled,
@@ -37,7 +37,7 @@ from services.engine.errors import (
     ModelTrap,
 )
 from services.engine.runtime import PAGE, Runtime
-from services.engine.wasm_binary import ModuleInfo
+from services.valuation.model_abi import SIGNATURES
 
 
 @dataclass(frozen=True)
@@ -173,35 +173,6 @@ def map_trap(
 # Static checks of the binary (before any code runs)
 
 
-@dataclass(frozen=True)
-class StaticData:
-    """Bytes [start, end) of the memory a module's data and bss occupy (empty: start == end)."""
-
-    start: int
-    end: int
-    passive_segments: bool
-
-    def overlaps(self, other: StaticData) -> bool:
-        return self.start < other.end and other.start < self.end and self.start < self.end and other.start < other.end
-
-
-def static_data(info: ModuleInfo) -> StaticData:
-    """The module's static region: [__global_base, __heap_base) when exported, widened by every
-    active data segment (offsets evaluated exactly, extended-const included)."""
-    ranges = [(seg.offset, seg.end) for seg in info.data]
-    heap_base = info.exported_global("__heap_base")
-    if heap_base is not None and heap_base.value is not None:
-        global_base = info.exported_global("__global_base")
-        start = global_base.value if global_base is not None and global_base.value is not None else 0
-        ranges.append((start, heap_base.value))
-    elif info.passive_segments:
-        raise ModelLoadError("a model with passive data segments must export __heap_base (and __global_base)")
-    ranges = [r for r in ranges if r[1] > r[0]]
-    if not ranges:
-        return StaticData(0, 0, bool(info.passive_segments))
-    return StaticData(min(r[0] for r in ranges), max(r[1] for r in ranges), bool(info.passive_segments))
-
-
 def check_code(name: str, info: ModuleInfo) -> None:
     """Refuse instructions that can block a thread beyond the reach of epoch interruption."""
     if info.blocking:
@@ -216,7 +187,7 @@ def check_exports(name: str, module: wasmtime.Module) -> None:
     (which the host sets per worker) is a mutable i32 global."""
     for export in module.exports:
         ty = export.type
-        want = EXPORT_SIGNATURES.get(export.name)
+        want = SIGNATURES.get(export.name)
         if want is not None:
             got = (
                 (tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results))

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import wasmtime
 
+from services.common.wasm_binary import StaticData, WasmFormatError, read_module, static_data
 from services.engine.errors import (
     EngineClosed,
     ModelCancelled,
@@ -46,15 +47,12 @@ from services.engine.memory import STATIC_LIMIT, Arena, EngineMemory
 from services.engine.runtime import Runtime
 from services.engine.sandbox import (
     EpochTicker,
-    StaticData,
     check_code,
     check_exports,
     check_imports,
     instantiation_error,
     map_trap,
-    static_data,
 )
-from services.engine.wasm_binary import read_module
 
 GROW_SLACK = 1 << 20
 """A trap after growing memory to within this many bytes of the cap counts as memory exhaustion."""
@@ -319,10 +317,10 @@ class WasmPool:
         check_exports(name, module)
         try:
             info = read_module(wasm)
-        except ModelLoadError as exc:
+            statics = static_data(info)
+        except WasmFormatError as exc:
             raise ModelLoadError(f"model {name!r}: {exc.message}") from exc
         check_code(name, info)
-        statics = static_data(info)
         if statics.end > STATIC_LIMIT:
             raise ModelLoadError(
                 f"model {name!r} static data [{statics.start}, {statics.end}) ends past the {STATIC_LIMIT} limit "

@@ -12,10 +12,9 @@ import struct
 import pytest
 import wasmtime
 
-from services.engine.errors import ModelLoadError
+from services.common.wasm_binary import WasmFormatError, read_module
 from services.engine.runtime import PAGE, Runtime
 from services.engine.shared_memory import FixedSharedMemory
-from services.engine.wasm_binary import read_module
 
 MODULES = 200
 SEED = 20240607
@@ -70,6 +69,26 @@ def _code(rng: random.Random, wait: bool) -> str:
             rng.randrange(len(parts) + 1), "(drop (memory.atomic.wait32 (i32.const 0) (i32.const 1) (i64.const 0)))"
         )
     return f"(func (local f64 i64) {' '.join(parts)})"
+
+
+VALTYPES = ("i32", "i64", "f32", "f64")
+
+
+def _functions(rng: random.Random) -> tuple[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]], int | None]:
+    """Exported functions of random signatures, maybe an ``lc_abi_version`` constant (its value or None)."""
+    wat, signatures = [], {}
+    for f in range(rng.randrange(4)):
+        params = tuple(rng.choice(VALTYPES) for _ in range(rng.randrange(4)))
+        results = tuple(rng.choice(VALTYPES) for _ in range(rng.randrange(2)))
+        body = f"({results[0]}.const 0)" if results else ""
+        wat.append(f'(func (export "f{f}") (param {" ".join(params)}) (result {" ".join(results)}) {body})')
+        signatures[f"f{f}"] = (params, results)
+    abi = rng.choice((None, 1, 11, -3, 0x7FFFFFFF))
+    if abi is not None:
+        wat.append(f'(func (export "lc_abi_version") (result i32) (i32.const {abi}))')
+        signatures["lc_abi_version"] = ((), ("i32",))
+    rng.shuffle(wat)
+    return " ".join(wat), signatures, abi
 
 
 def generate(rng: random.Random) -> tuple[str, bool]:
@@ -142,9 +161,10 @@ def test_reader_agrees_with_wasmtime_on_generated_modules(runtime: Runtime) -> N
             expr, offset = _offset_expr(rng, size, i32_values)
             data_wat.append(f'(data {expr} "{ff}")')
             segments.append((offset, offset + size))
+        wat_functions, signatures, abi = _functions(rng)
         wat = (
             f'(module (import "env" "memory" (memory {PAGES} {PAGES} shared)) {wat_globals} {" ".join(data_wat)} '
-            f"{_code(rng, wait)})"
+            f"{_code(rng, wait)} {wat_functions})"
         )
         wasm = bytes(wasmtime.wat2wasm(wat))
         info = read_module(wasm)
@@ -158,6 +178,23 @@ def test_reader_agrees_with_wasmtime_on_generated_modules(runtime: Runtime) -> N
         assert written == {i for a, b in segments for i in range(a, b)}, (n, wat)
         # code: a wait is found exactly when there is one, whatever the immediates look like
         assert info.blocking == ({"memory.atomic.wait32"} if wait else set()), (n, wat)
+        # functions: the reader's signatures are wasmtime's, and lc_abi_version's constant is what a call returns
+        module_exports = wasmtime.Module(runtime.engine, wasm).exports
+        funcs = {e.name: e.type for e in module_exports if isinstance(e.type, wasmtime.FuncType)}
+        assert (
+            {name: (tuple(str(p) for p in t.params), tuple(str(r) for r in t.results)) for name, t in funcs.items()}
+            == signatures
+            == info.functions
+        ), (n, wat)
+        if abi is None:
+            assert info.abi_version is None
+        else:
+            call = instance.exports(store)["lc_abi_version"]
+            assert isinstance(call, wasmtime.Func)
+            assert info.abi_version == call(store) == abi, (n, wat)
+        assert [(i.module, i.name, i.kind, i.shared, i.maximum) for i in info.imports] == [
+            ("env", "memory", "memory", True, PAGES)
+        ]
 
 
 @pytest.mark.parametrize(
@@ -166,5 +203,5 @@ def test_reader_agrees_with_wasmtime_on_generated_modules(runtime: Runtime) -> N
     ids=["truncated-const", "truncated-section", "not-version-1"],
 )
 def test_malformed_binaries_are_load_errors(wasm: bytes) -> None:
-    with pytest.raises(ModelLoadError):
+    with pytest.raises(WasmFormatError):
         read_module(wasm)

@@ -11,8 +11,8 @@ from types import ModuleType
 
 import wasmtime
 
+from services.common.wasm_binary import read_module
 from services.engine.shipped import shipped_models
-from services.engine.wasm_binary import read_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "services" / "engine" / "assets" / "models"

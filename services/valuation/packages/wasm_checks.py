@@ -13,29 +13,20 @@ them here, from the bytes alone, keeps a hostile or broken binary out of the pac
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
 
 import wasmtime
 
-from services.common.wasm_facts import WasmFacts, WasmFormatError, read_facts
+from services.common.wasm_binary import (
+    ModuleInfo,
+    Signature,
+    StaticData,
+    WasmFormatError,
+    read_module,
+    static_data,
+)
+from services.valuation.model_abi import ABI_VERSION, ENTRY_POINTS, model_kind
 from services.valuation.packages.config import pipeline_of
 from services.valuation.packages.report import Issue, error, warning
-
-ABI_VERSION: Final = 1
-_I32: Final = "i32"
-_ABI: Final = {"lc_abi_version": ((), (_I32,))}
-KINDS: Final[dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]]] = {
-    "esg": {**_ABI, "esg_run": ((_I32, _I32, _I32), (_I32,))},
-    "term_life": {
-        **_ABI,
-        "tl_lanes": ((), (_I32,)),
-        "tl_prepare": ((_I32,), (_I32,)),
-        "tl_prepare_scenarios": ((_I32, _I32, _I32), (_I32,)),
-        "tl_premiums": ((_I32, _I32, _I32), (_I32,)),
-        "tl_run_blocks": ((_I32, _I32, _I32), (_I32,)),
-    },
-}
-"""Model ABI v1 (docs/model-abi.md): each kind's entry points as (params, results)."""
 
 
 def wasm_path(model: str) -> str:
@@ -49,21 +40,14 @@ def _validator() -> wasmtime.Engine:
     return wasmtime.Engine(config)
 
 
-def model_kind(facts: WasmFacts) -> str | None:
-    """The ABI kind whose entry points the module exports (esg_run or tl_run_blocks)."""
-    if "esg_run" in facts.functions:
-        return "esg"
-    if "tl_run_blocks" in facts.functions:
-        return "term_life"
-    return None
-
-
-def check_binary(path: str, wasm: bytes, engine: wasmtime.Engine | None = None) -> tuple[WasmFacts | None, list[Issue]]:
+def check_binary(
+    path: str, wasm: bytes, engine: wasmtime.Engine | None = None
+) -> tuple[ModuleInfo | None, list[Issue]]:
     """The facts of one binary and everything wrong with it."""
     try:
-        facts = read_facts(wasm)
+        facts = read_module(wasm)
     except WasmFormatError as exc:
-        return None, [error(path, str(exc))]
+        return None, [error(path, exc.message)]
     try:
         wasmtime.Module.validate(engine or _validator(), wasm)
     except wasmtime.WasmtimeError as exc:
@@ -82,11 +66,11 @@ def check_binary(path: str, wasm: bytes, engine: wasmtime.Engine | None = None) 
         issues.append(error(path, "does not import env.memory (the model ABI runs models on one shared memory)"))
     elif not memory[0].shared:
         issues.append(error(path, "imports env.memory unshared; the model ABI needs a shared memory"))
-    kind = model_kind(facts)
+    kind = model_kind(facts.functions)
     if kind is None:
         issues.append(error(path, "exports neither esg_run nor tl_run_blocks: not a model of the model ABI"))
         return facts, issues
-    for name, want in KINDS[kind].items():
+    for name, want in ENTRY_POINTS[kind].items():
         got = facts.functions.get(name)
         if got is None:
             issues.append(error(path, f"a {kind} model must export {name}"))
@@ -100,14 +84,15 @@ def check_binary(path: str, wasm: bytes, engine: wasmtime.Engine | None = None) 
     return facts, issues
 
 
-def _sig(sig: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
+def _sig(sig: Signature) -> str:
     return f"({', '.join(sig[0])}) -> ({', '.join(sig[1])})"
 
 
 def check_pipeline_binaries(config: Mapping[str, object], files: Mapping[str, bytes]) -> list[Issue]:
     """Check every ``wasm://`` node's binary, and that their static data do not overlap."""
     issues: list[Issue] = []
-    facts: dict[str, WasmFacts] = {}
+    facts: dict[str, ModuleInfo] = {}
+    statics: dict[str, StaticData] = {}
     engine = _validator()
     for i, node in enumerate(pipeline_of(config)):
         if node.scheme != "wasm" or node.model in facts:
@@ -119,12 +104,17 @@ def check_pipeline_binaries(config: Mapping[str, object], files: Mapping[str, by
         found, problems = check_binary(path, files[path], engine)
         issues += problems
         if found is not None:
+            try:
+                statics[node.model] = static_data(found)
+            except WasmFormatError as exc:
+                issues.append(error(path, exc.message))
             facts[node.model] = found
-    names = sorted(facts)
+    names = sorted(statics)
     for a_i, a in enumerate(names):
         for b in names[a_i + 1 :]:
-            (a0, a1), (b0, b1) = facts[a].static_range(), facts[b].static_range()
-            if a0 < a1 and b0 < b1 and a0 < b1 and b0 < a1:
+            sa, sb = statics[a], statics[b]
+            if sa.overlaps(sb):
+                (a0, a1), (b0, b1) = (sa.start, sa.end), (sb.start, sb.end)
                 issues.append(
                     error(
                         wasm_path(b),

@@ -1,13 +1,15 @@
-"""A reader of the parts of a WebAssembly binary the sandbox checks before any code runs.
+"""A reader of the parts of a WebAssembly binary that are checked before any code runs.
 
-It decodes what wasmtime will do at instantiation without running it: the value of every
-module-defined global (constant expressions evaluated, extended-const included), the export
-table, where each active data segment lands, and which instructions the code uses (so that a
-module that could block a thread, ``memory.atomic.wait*``, is refused). It reads modules that
-wasmtime has already validated, so it checks structure only as far as it relies on it; any
-construct outside what the model ABI needs (imported globals, unknown opcodes) is refused
-with `ModelLoadError` rather than guessed at. `tests/engine/test_wasm_binary.py` fuzzes it
-against wasmtime's own view of generated modules.
+It decodes what wasmtime will do at instantiation without running it: the imports, the
+exported functions with their signatures, the value of every module-defined global (constant
+expressions evaluated, extended-const included), where each active data segment lands, the
+constant ``lc_abi_version`` returns, and which instructions the code uses (so that a module
+that could block a thread, ``memory.atomic.wait*``, is refused). The engine's sandbox checks a
+module with it at load, and the package validator checks a package's binaries with it at
+upload, so both judge a binary alike. It checks structure only as far as it relies on it
+(wasmtime validates the rest); any construct outside what the model ABI needs (imported
+globals, unknown opcodes) is refused with `WasmFormatError` rather than guessed at.
+`tests/engine/test_wasm_binary.py` fuzzes it against wasmtime's own view of generated modules.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from services.engine.errors import ModelLoadError
+from services.common.errors import InvalidArgument
+
+
+class WasmFormatError(InvalidArgument):
+    """The bytes are not a WebAssembly module this reader decodes, or use what a model may not."""
+
 
 _MASK32: Final = 0xFFFFFFFF
 _MASK64: Final = 0xFFFFFFFFFFFFFFFF
@@ -26,7 +33,7 @@ WAIT_OPCODES: Final = {0x01: "memory.atomic.wait32", 0x02: "memory.atomic.wait64
 
 
 class _Reader:
-    """A cursor over bytes; every read past the end is a `ModelLoadError`, never an IndexError."""
+    """A cursor over bytes; every read past the end is a `WasmFormatError`, never an IndexError."""
 
     def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
         self.data, self.pos = data, pos
@@ -34,14 +41,14 @@ class _Reader:
 
     def byte(self) -> int:
         if self.pos >= self.end:
-            raise ModelLoadError("truncated WebAssembly binary")
+            raise WasmFormatError("truncated WebAssembly binary")
         b = self.data[self.pos]
         self.pos += 1
         return b
 
     def bytes(self, n: int) -> bytes:
         if n < 0 or self.pos + n > self.end:
-            raise ModelLoadError("truncated WebAssembly binary")
+            raise WasmFormatError("truncated WebAssembly binary")
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
@@ -55,7 +62,7 @@ class _Reader:
             if not b & 0x80:
                 return result
             if shift > 70:
-                raise ModelLoadError("malformed LEB128 integer in WebAssembly binary")
+                raise WasmFormatError("malformed LEB128 integer in WebAssembly binary")
 
     def sleb(self) -> int:
         result = shift = 0
@@ -66,7 +73,7 @@ class _Reader:
             if not b & 0x80:
                 return result - (1 << shift) if b & 0x40 else result
             if shift > 70:
-                raise ModelLoadError("malformed LEB128 integer in WebAssembly binary")
+                raise WasmFormatError("malformed LEB128 integer in WebAssembly binary")
 
     def name(self) -> str:
         return self.bytes(self.uleb()).decode("utf-8", "replace")
@@ -95,10 +102,44 @@ class DataSegment:
         return self.offset + self.size
 
 
+VALTYPE_NAMES: Final = {
+    0x7F: "i32",
+    0x7E: "i64",
+    0x7D: "f32",
+    0x7C: "f64",
+    0x7B: "v128",
+    0x70: "funcref",
+    0x6F: "externref",
+}
+"""Value types as wasmtime spells them in signatures."""
+
+Signature = tuple[tuple[str, ...], tuple[str, ...]]
+"""(param types, result types) of a function."""
+
+_IMPORT_KINDS: Final = {0: "func", 1: "table", 2: "memory", 3: "global"}
+
+
+@dataclass(frozen=True)
+class Import:
+    """One import: ``kind`` is func, table, memory or global; ``shared`` for a shared memory;
+    ``maximum`` the memory's maximum in pages (None when it has none)."""
+
+    module: str
+    name: str
+    kind: str
+    shared: bool = False
+    maximum: int | None = None
+
+
 @dataclass
 class ModuleInfo:
-    """What the sandbox needs to know of a module, read from its binary."""
+    """What the checks need to know of a module, read from its binary."""
 
+    imports: list[Import] = field(default_factory=list)
+    functions: dict[str, Signature] = field(default_factory=dict)
+    """Exported function name → signature."""
+    abi_version: int | None = None
+    """The constant ``lc_abi_version`` returns, when its body is just ``i32.const N``."""
     globals: list[Global] = field(default_factory=list)
     exported_globals: dict[str, int] = field(default_factory=dict)
     """Export name → global index (module-defined globals only: imported ones are refused)."""
@@ -129,7 +170,7 @@ def const_expr(r: _Reader, globals_: list[Global]) -> int | None:
         op = r.byte()
         if op == 0x0B:
             if len(stack) != 1:
-                raise ModelLoadError("malformed constant expression")
+                raise WasmFormatError("malformed constant expression")
             return stack[0][1]
         if op == 0x41:
             stack.append((I32, r.sleb() & _MASK32))
@@ -144,12 +185,12 @@ def const_expr(r: _Reader, globals_: list[Global]) -> int | None:
         elif op == 0x23:
             index = r.uleb()
             if index >= len(globals_):
-                raise ModelLoadError(f"constant expression reads global {index}, which is not defined before it")
+                raise WasmFormatError(f"constant expression reads global {index}, which is not defined before it")
             g = globals_[index]
             stack.append((g.valtype, g.value))
         elif op in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):  # i32/i64 add, sub, mul
             if len(stack) < 2:
-                raise ModelLoadError("malformed constant expression")
+                raise WasmFormatError("malformed constant expression")
             (ta, a), (_, b) = stack[-2], stack[-1]
             del stack[-2:]
             mask = _MASK32 if op < 0x70 else _MASK64
@@ -168,14 +209,15 @@ def const_expr(r: _Reader, globals_: list[Global]) -> int | None:
             r.bytes(16)
             stack.append((V128, None))
         else:
-            raise ModelLoadError(f"constant expression uses opcode {op:#04x}, which the engine does not evaluate")
+            raise WasmFormatError(f"constant expression uses opcode {op:#04x}, which the engine does not evaluate")
 
 
-def _limits(r: _Reader) -> None:
+def _limits(r: _Reader) -> tuple[bool, int | None]:
+    """(shared, maximum) of a table's or memory's limits."""
     flags = r.byte()
     r.uleb()
-    if flags & 1:
-        r.uleb()
+    maximum = r.uleb() if flags & 1 else None
+    return bool(flags & 2), maximum
 
 
 def _valtype(r: _Reader) -> int:
@@ -185,38 +227,67 @@ def _valtype(r: _Reader) -> int:
     return t
 
 
-def _imports(r: _Reader) -> None:
-    """Skip the import section; an imported global would make global indices ambiguous here."""
+def _imports(r: _Reader, info: ModuleInfo, func_types: list[int]) -> None:
+    """Record the imports; an imported global would make global indices ambiguous here."""
     for _ in range(r.uleb()):
         module, name = r.name(), r.name()
         kind = r.byte()
+        shared, maximum = False, None
         if kind == 0x00:
-            r.uleb()
+            func_types.append(r.uleb())
         elif kind == 0x01:
             _valtype(r)
             _limits(r)
         elif kind == 0x02:
-            _limits(r)
+            shared, maximum = _limits(r)
         elif kind == 0x03:
-            raise ModelLoadError(f"imports global {module}.{name}: only env.memory may be imported")
+            raise WasmFormatError(f"imports global {module}.{name}: only env.memory may be imported")
         else:
-            raise ModelLoadError(f"import {module}.{name} has unknown kind {kind:#04x}")
+            raise WasmFormatError(f"import {module}.{name} has unknown kind {kind:#04x}")
+        info.imports.append(Import(module, name, _IMPORT_KINDS[kind], shared, maximum))
+
+
+def _types(r: _Reader) -> list[Signature]:
+    types: list[Signature] = []
+    for _ in range(r.uleb()):
+        if r.byte() != 0x60:
+            raise WasmFormatError("type section holds a form other than a function type")
+        params = tuple(VALTYPE_NAMES.get(_valtype(r), "?") for _ in range(r.uleb()))
+        results = tuple(VALTYPE_NAMES.get(_valtype(r), "?") for _ in range(r.uleb()))
+        types.append((params, results))
+    return types
+
+
+def _constant_body(r: _Reader) -> int | None:
+    """N when a function body is exactly ``i32.const N; end`` with no locals, else None."""
+    if r.uleb() != 0 or r.byte() != 0x41:
+        return None
+    value = r.sleb()
+    return value if r.byte() == 0x0B and r.pos == r.end else None
 
 
 def read_module(wasm: bytes) -> ModuleInfo:
-    """Decode globals, exports, data segments, start and the code's blocking instructions."""
+    """Decode imports, exports, globals, data segments, start and the code's blocking instructions."""
     if wasm[:8] != b"\0asm\x01\0\0\0":
-        raise ModelLoadError("not a WebAssembly 1.0 binary")
+        raise WasmFormatError("not a WebAssembly module (bad magic number or version: WebAssembly 1.0 expected)")
     info = ModuleInfo()
+    types: list[Signature] = []
+    func_types: list[int] = []  # type index of every function, imported ones first
+    exported_funcs: dict[str, int] = {}
+    code_start = -1
     top = _Reader(wasm, 8)
     while top.pos < top.end:
         section = top.byte()
         size = top.uleb()
         r = _Reader(wasm, top.pos, top.pos + size)
         if r.end > len(wasm):
-            raise ModelLoadError("truncated WebAssembly binary")
-        if section == 2:
-            _imports(r)
+            raise WasmFormatError("truncated WebAssembly binary")
+        if section == 1:
+            types = _types(r)
+        elif section == 2:
+            _imports(r, info, func_types)
+        elif section == 3:
+            func_types.extend(r.uleb() for _ in range(r.uleb()))
         elif section == 6:
             for _ in range(r.uleb()):
                 valtype = _valtype(r)
@@ -227,16 +298,37 @@ def read_module(wasm: bytes) -> ModuleInfo:
                 name = r.name()
                 kind = r.byte()
                 index = r.uleb()
-                if kind == 0x03:
+                if kind == 0x00:
+                    exported_funcs[name] = index
+                elif kind == 0x03:
                     info.exported_globals[name] = index
         elif section == 8:
             info.has_start = True
         elif section == 10:
+            code_start = r.pos
             info.blocking |= _blocking_instructions(r)
         elif section == 11:
             _data(r, info)
         top.pos = r.end
+    for name, index in exported_funcs.items():
+        if index < len(func_types) and func_types[index] < len(types):
+            info.functions[name] = types[func_types[index]]
+    abi = exported_funcs.get("lc_abi_version")
+    if abi is not None and code_start >= 0:
+        info.abi_version = _abi_constant(wasm, code_start, abi - sum(1 for i in info.imports if i.kind == "func"))
     return info
+
+
+def _abi_constant(wasm: bytes, code_start: int, body_index: int) -> int | None:
+    """The constant the code section's body number ``body_index`` returns (see `_constant_body`)."""
+    r = _Reader(wasm, code_start)
+    if not 0 <= body_index < r.uleb():
+        return None
+    for _ in range(body_index):
+        skip = r.uleb()  # read before moving: `r.pos += r.uleb()` would add to the old position
+        r.pos += skip
+    size = r.uleb()
+    return _constant_body(_Reader(wasm, r.pos, r.pos + size))
 
 
 def _data(r: _Reader, info: ModuleInfo) -> None:
@@ -247,11 +339,11 @@ def _data(r: _Reader, info: ModuleInfo) -> None:
             r.bytes(r.uleb())
             continue
         if flags not in (0, 2):
-            raise ModelLoadError(f"data segment with unknown flags {flags}")
+            raise WasmFormatError(f"data segment with unknown flags {flags}")
         memory = r.uleb() if flags == 2 else 0
         offset = const_expr(r, info.globals)
         if offset is None:
-            raise ModelLoadError("data segment offset is not an integer constant")
+            raise WasmFormatError("data segment offset is not an integer constant")
         n = r.uleb()
         r.bytes(n)
         info.data.append(DataSegment(memory, offset, n))
@@ -329,7 +421,7 @@ def _instructions(r: _Reader) -> Iterator[tuple[int, int]]:
         elif op == 0xFC:
             sub = r.uleb()
             if sub > 17:
-                raise ModelLoadError(f"code uses instruction 0xfc {sub}, which the engine does not allow")
+                raise WasmFormatError(f"code uses instruction 0xfc {sub}, which the engine does not allow")
             for _ in range(_FC_IMMEDIATES.get(sub, 0)):
                 r.uleb()
             yield op, sub
@@ -345,7 +437,7 @@ def _instructions(r: _Reader) -> Iterator[tuple[int, int]]:
                 _memarg(r)
                 r.byte()
             elif sub > 0x113:
-                raise ModelLoadError(f"code uses instruction 0xfd {sub}, which the engine does not allow")
+                raise WasmFormatError(f"code uses instruction 0xfd {sub}, which the engine does not allow")
             yield op, sub
         elif op == 0xFE:
             sub = r.uleb()
@@ -354,10 +446,10 @@ def _instructions(r: _Reader) -> Iterator[tuple[int, int]]:
             elif sub <= 0x4E:
                 _memarg(r)
             else:
-                raise ModelLoadError(f"code uses instruction 0xfe {sub}, which the engine does not allow")
+                raise WasmFormatError(f"code uses instruction 0xfe {sub}, which the engine does not allow")
             yield op, sub
         else:
-            raise ModelLoadError(f"code uses opcode {op:#04x}, which the engine does not allow")
+            raise WasmFormatError(f"code uses opcode {op:#04x}, which the engine does not allow")
 
 
 def _blocking_instructions(r: _Reader) -> set[str]:
@@ -373,3 +465,32 @@ def _blocking_instructions(r: _Reader) -> set[str]:
                 found.add(WAIT_OPCODES[op])
         r.pos += size
     return found
+
+
+@dataclass(frozen=True)
+class StaticData:
+    """Bytes [start, end) of the memory a module's data and bss occupy (empty: start == end)."""
+
+    start: int
+    end: int
+    passive_segments: bool
+
+    def overlaps(self, other: StaticData) -> bool:
+        return self.start < other.end and other.start < self.end and self.start < self.end and other.start < other.end
+
+
+def static_data(info: ModuleInfo) -> StaticData:
+    """The module's static region: [__global_base, __heap_base) when exported, widened by every
+    active data segment (offsets evaluated exactly, extended-const included)."""
+    ranges = [(seg.offset, seg.end) for seg in info.data]
+    heap_base = info.exported_global("__heap_base")
+    if heap_base is not None and heap_base.value is not None:
+        global_base = info.exported_global("__global_base")
+        start = global_base.value if global_base is not None and global_base.value is not None else 0
+        ranges.append((start, heap_base.value))
+    elif info.passive_segments:
+        raise WasmFormatError("a model with passive data segments must export __heap_base (and __global_base)")
+    ranges = [r for r in ranges if r[1] > r[0]]
+    if not ranges:
+        return StaticData(0, 0, bool(info.passive_segments))
+    return StaticData(min(r[0] for r in ranges), max(r[1] for r in ranges), bool(info.passive_segments))
