@@ -1,13 +1,13 @@
 # One image for all three services: `livecalc serve gateway|engine|data`.
-# The WASM models are committed (models/wasm), so the image needs no C toolchain; the
-# source tree is installed in place because the engine finds its models beside it.
+# The WASM models and assumption files are committed package data
+# (services/valuation/reference_model), so the image needs no C toolchain and a plain,
+# non-editable install carries everything the services load at run time.
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gen gen
 COPY services services
-COPY models models
-RUN pip install --no-cache-dir -e . && useradd --uid 10001 --create-home livecalc
+RUN pip install --no-cache-dir . && rm -rf build && useradd --uid 10001 --create-home livecalc
 USER 10001
 WORKDIR /home/livecalc
 ENV PYTHONUNBUFFERED=1 LIVECALC_HOST=0.0.0.0

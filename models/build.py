@@ -11,7 +11,7 @@ active data segments, and `mark_memory_shared` flips the memory import's shared 
 linking (one byte of the import section).
 
 The builds and a copy of the C sources (for the native baseline of ``livecalc bench engine``)
-are package data under ``services/engine/assets/models/``, so a wheel carries them.
+are package data under ``services/valuation/reference_model/models/``, so a wheel carries them.
 Every model gets its own static-data address (``--global-base``) so that several models can
 import the same memory without their data overlapping; the host places its buffers above
 the highest ``__heap_base``. The output is reproducible: ``tests/engine/test_wasm_build.py``
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
-WASM_DIR = MODELS_DIR.parent / "services" / "engine" / "assets" / "models"
+WASM_DIR = MODELS_DIR.parent / "services" / "valuation" / "reference_model" / "models"
 INCLUDE_DIR = MODELS_DIR / "include"
 SOURCES = ("esg.c", "term_life.c", "include/livecalc_model.h")
 """Copied to ``<WASM_DIR>/src/`` for the native baseline of an installed engine."""
@@ -159,7 +159,10 @@ def sha256(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--out", type=Path, default=WASM_DIR, help="output directory (default services/engine/assets/models)"
+        "--out",
+        type=Path,
+        default=WASM_DIR,
+        help="output directory (default services/valuation/reference_model/models)",
     )
     parser.add_argument("--check", action="store_true", help="build into --out and compare with the committed builds")
     args = parser.parse_args(argv)

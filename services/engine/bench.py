@@ -33,10 +33,10 @@ from services.engine.model_points import synthetic_policies
 from services.engine.native import NARROW_FLAGS, SAME_BITS_FLAGS, NativePool, compiler
 from services.engine.pipeline import reference_partials
 from services.engine.runtime import Runtime, RuntimeConfig, wasmtime_version
-from services.engine.shipped import shipped_models
 from services.engine.wasm_nodes import run_esg, run_term_life
 from services.engine.workers import Executor, RunControl, WasmPool
 from services.valuation.arrays import F64
+from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
 
 DYN_LAPSE_BETA = 25.0

@@ -22,9 +22,9 @@ from typing import Final
 from services.common.errors import FailedPrecondition
 from services.engine.memory import NativeMemory
 from services.engine.runtime import usable_cache_dir
-from services.engine.shipped import model_sources
 from services.engine.workers import DaemonThreads, RunControl, check_rc, map_threads
 from services.valuation.model_abi import ENTRY_POINTS
+from services.valuation.reference_model import model_sources
 
 NATIVE_FLAGS: Final = ("-O3", "-march=native", "-shared", "-fPIC")
 SAME_BITS_FLAGS: Final = ("-ffp-contract=off",)

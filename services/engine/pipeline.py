@@ -27,7 +27,6 @@ from services.engine import reference
 from services.engine.abi import ESG_EXPORTS, N_PV, PV_COMPONENTS, TERM_LIFE_EXPORTS
 from services.engine.errors import InvalidModelInput, ModelLoadError, PipelineError
 from services.engine.layout import LayoutBuilder, Region
-from services.engine.shipped import shipped_models
 from services.engine.wasm_nodes import run_esg, run_term_life
 from services.engine.workers import RunControl, RunLease, WasmPool
 from services.valuation.arrays import F64
@@ -35,6 +34,7 @@ from services.valuation.assumptions import Assumptions
 from services.valuation.blocks import BLOCK_SIZE, block_count, fold
 from services.valuation.errors import ModelInputError
 from services.valuation.policies import Policies
+from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
 from services.valuation.statistics import result_hash
 

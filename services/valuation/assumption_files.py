@@ -1,10 +1,8 @@
 """The assumption asset files of a model package (``assumptions/*``) ↔ `Assumptions`.
 
 The format is part of the model package contract that the gateway (validating uploads), the
-CLI (validate, inspect) and the engine (loading packages) all read, so it is defined here, in
-the shared domain. ``services/engine/assumption_assets.py`` holds the same parser from before
-packages existed; it should import these functions instead of keeping its copy (the engine's
-owner's follow-up). docs/packages.md and the engine module's docstring describe the files.
+CLI (validate, inspect) and the engine (loading packages) all read, so it is defined here, once.
+docs/packages.md and ``services/engine/assumption_assets.py``'s docstring describe the files.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from services.common.errors import DeadlineExceeded, InvalidArgument, LivecalcEr
 from services.engine.errors import ModelDeadlineExceeded, ModelLoadError
 from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
-from services.engine.shipped import shipped_models
 from services.engine.workers import RunControl, WasmPool
+from services.valuation.reference_model import shipped_models
 from tests.engine.wasm_helpers import inputs
 
 CAP = 64 << 20
@@ -149,7 +149,7 @@ def test_a_stuck_worker_does_not_keep_the_process_alive() -> None:
         import wasmtime
         from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner
         from services.engine.runtime import Runtime
-        from services.engine.shipped import shipped_models
+        from services.valuation.reference_model import shipped_models
         from services.engine.workers import WasmPool
         from tests.engine.wasm_helpers import inputs
 

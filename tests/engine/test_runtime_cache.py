@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.engine.runtime import Runtime, RuntimeConfig, wasmtime_version
-from services.engine.shipped import shipped_models
+from services.valuation.reference_model import shipped_models
 
 
 def test_serialized_module_is_reused(tmp_path: Path) -> None:

@@ -25,8 +25,8 @@ from services.engine.errors import (
 )
 from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
-from services.engine.shipped import shipped_models
 from services.engine.workers import RunControl, WasmPool
+from services.valuation.reference_model import shipped_models
 from tests.engine.wasm_helpers import inputs
 
 CAP = 64 << 20

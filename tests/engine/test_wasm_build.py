@@ -12,10 +12,10 @@ from types import ModuleType
 import wasmtime
 
 from services.common.wasm_binary import read_module
-from services.engine.shipped import shipped_models
+from services.valuation.reference_model import shipped_models
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "services" / "engine" / "assets" / "models"
+SHIPPED = ROOT / "services" / "valuation" / "reference_model" / "models"
 
 
 def build_module() -> ModuleType:

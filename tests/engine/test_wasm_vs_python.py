@@ -12,9 +12,9 @@ from services.engine.abi import PV_COMPONENTS
 from services.engine.layout import LayoutBuilder
 from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
-from services.engine.shipped import shipped_models
 from services.engine.wasm_nodes import run_esg
 from services.engine.workers import RunControl, WasmPool
+from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
 from tests.engine.wasm_helpers import inputs
 

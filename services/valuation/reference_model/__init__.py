@@ -1,0 +1,47 @@
+"""The reference model (MODEL.md) as the project ships it: WASM builds, their C sources and
+lifelib basiclife BasicTerm_S's sample assumptions as asset files.
+
+Package data read through `importlib.resources`, so a wheel or a container install finds it
+as well as a checkout. The engine runs and benchmarks these builds; ``livecalc package init``
+writes them (with the assumption files) as the reference model package. ``make wasm``
+(models/build.py) writes ``models/`` from the top-level ``models/`` sources;
+``python -m services.engine.assumption_assets`` writes ``assumptions/`` from lifelib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+
+def _here() -> Traversable:
+    return resources.files(__name__)
+
+
+def shipped_models() -> dict[str, bytes]:
+    """The committed WASM builds of the reference model's nodes, name → bytes."""
+    found = sorted((t for t in (_here() / "models").iterdir() if t.name.endswith(".wasm")), key=lambda t: t.name)
+    return {t.name.removesuffix(".wasm"): t.read_bytes() for t in found}
+
+
+def shipped_assumption_files() -> dict[str, bytes]:
+    """The reference model's assumption files (``assumptions/*`` of its package), name → bytes."""
+    found = sorted((t for t in (_here() / "assumptions").iterdir() if t.is_file()), key=lambda t: t.name)
+    return {t.name: t.read_bytes() for t in found}
+
+
+@contextlib.contextmanager
+def model_sources() -> Iterator[Path]:
+    """A directory holding the models' C sources and ``include/livecalc_model.h`` (native builds)."""
+    with resources.as_file(_here() / "models" / "src") as path:
+        yield path
+
+
+@contextlib.contextmanager
+def assumptions_dir() -> Iterator[Path]:
+    """The directory of the shipped assumption files (a real path; for regenerating them in a checkout)."""
+    with resources.as_file(_here() / "assumptions") as path:
+        yield path
