@@ -99,7 +99,10 @@ Global___BlockRange: _TypeAlias = BlockRange  # noqa: Y015
 
 @_typing.final
 class SampleSelection(_message.Message):
-    """SampleSelection selects a seeded sample of policies instead of a block range (preview runs)."""
+    """SampleSelection selects a seeded sample of policies instead of a block range (preview runs).
+    The chunk answers one BlockPartial with block_index 0, first_row 0 and row_count n: the
+    sampled policies (in sample order) summed in blocks of 1024 and folded in block order.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -140,12 +143,18 @@ class BlockPartial(_message.Message):
     PV_CLAIMS_FIELD_NUMBER: _builtins.int
     PV_EXPENSES_FIELD_NUMBER: _builtins.int
     PV_COMMISSIONS_FIELD_NUMBER: _builtins.int
+    FIRST_SCENARIO_FIELD_NUMBER: _builtins.int
     block_index: _builtins.int
     """Index of the block."""
     first_row: _builtins.int
     """Zero-based dataset row of the block's first policy."""
     row_count: _builtins.int
     """Number of policies (rows) in the block."""
+    first_scenario: _builtins.int
+    """Scenario index of the first value of each vector above. 0 unless the vectors of one block
+    would exceed a gRPC message (above about 78,000 scenarios): then the block's partial comes
+    as several messages, each with the same block and a consecutive scenario range.
+    """
     @_builtins.property
     def pv_net_cf(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Sum of the policies' net cash-flow present values, by scenario."""
@@ -177,10 +186,11 @@ class BlockPartial(_message.Message):
         pv_claims: _abc.Iterable[_builtins.float] | None = ...,
         pv_expenses: _abc.Iterable[_builtins.float] | None = ...,
         pv_commissions: _abc.Iterable[_builtins.float] | None = ...,
+        first_scenario: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_index", b"block_index", "first_row", b"first_row", "pv_claims", b"pv_claims", "pv_commissions", b"pv_commissions", "pv_expenses", b"pv_expenses", "pv_net_cf", b"pv_net_cf", "pv_premiums", b"pv_premiums", "row_count", b"row_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_index", b"block_index", "first_row", b"first_row", "first_scenario", b"first_scenario", "pv_claims", b"pv_claims", "pv_commissions", b"pv_commissions", "pv_expenses", b"pv_expenses", "pv_net_cf", b"pv_net_cf", "pv_premiums", b"pv_premiums", "row_count", b"row_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

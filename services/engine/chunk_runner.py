@@ -1,0 +1,295 @@
+"""One chunk of a job on this engine: rows in, exact block partials out, as a stream of events.
+
+A chunk is a run of policy blocks (B = 1024 dataset rows each; MODEL.md's reference order) or a
+seeded sample (previews). Its blocks are computed in *pieces* of a few blocks, each one
+pipeline run (esg → term_life, or whatever the package declares) on the engine's `WasmPool`:
+
+- a reader task fetches the rows of the next piece from the data service while the current
+  piece computes (a queue of one piece: memory stays bounded by two pieces);
+- rows become `Policies` (every rule checked; violations name *dataset* row numbers);
+- after each piece the chunk yields one `BlockPartial` per block, then a progress event;
+  block partials do not depend on how blocks are grouped into pieces, so the bits are those
+  of one run over the whole dataset.
+
+Pipeline runs execute in a worker thread. When the caller goes away (the handler's
+`asyncio.CancelledError`), the run's `RunControl` is cancelled and epoch interruption stops
+the WASM in flight within a tick (docs/model-abi.md); the thread then ends on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import operator
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from livecalc.engine.v1 import engine_pb2, engine_service_pb2
+from services.common.errors import InvalidArgument
+from services.engine.abi import PV_COMPONENTS
+from services.engine.metrics import EngineMetrics
+from services.engine.package_loader import LoadedPackage
+from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
+from services.engine.row_reader import Sample
+from services.engine.workers import RunControl, WasmPool
+from services.valuation.arrays import F64
+from services.valuation.blocks import BLOCK_SIZE, fold
+from services.valuation.errors import ModelInputError
+from services.valuation.policies import Policies
+from services.valuation.scenarios import ScenarioParams
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MESSAGE_BUDGET_BYTES = 3 << 20
+"""A partial message carries at most this many bytes of PV values (the limit is 4 MiB)."""
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """What a chunk computes: blocks [first_block, first_block + block_count), or a sample."""
+
+    dataset_id: str
+    dataset_version: str
+    scenarios: ScenarioParams
+    first_block: int = 0
+    block_count: int = 0
+    sample_n: int = 0
+    sample_seed: int = 0
+
+    @property
+    def is_sample(self) -> bool:
+        return self.sample_n > 0
+
+
+@dataclass
+class ChunkStats:
+    """Figures of a finished chunk (for the summary and the engine's measured speed)."""
+
+    blocks: int = 0
+    policies: int = 0
+    steps: int = 0
+    compute_seconds: float = 0.0
+    read_wait_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Piece:
+    first_block: int
+    first_row: int
+    policies: Policies
+    dataset_rows: npt.NDArray[np.int64] | None = None  # a sample's dataset row numbers
+
+
+class RowSource(Protocol):
+    """Reads a chunk's rows (`services.engine.row_reader.RowReader`, or a fake in tests)."""
+
+    async def read(self, dataset_id: str, version: str, start_row: int, end_row: int) -> pa.Table: ...
+
+    async def sample(self, dataset_id: str, version: str, n: int, seed: int) -> Sample: ...
+
+
+def policies_at(table: pa.Table, row_of: Callable[[int], int]) -> Policies:
+    """Validated policies of ``table``; violations renamed to dataset rows by ``row_of``."""
+    try:
+        return Policies.from_columns(table)
+    except ModelInputError as exc:
+        raise _renumbered(exc, row_of) from None
+
+
+def _renumbered(exc: ModelInputError, row_of: Callable[[int], int]) -> ModelInputError:
+    return ModelInputError(
+        exc.what,
+        [dataclasses.replace(v, row=None if v.row is None else row_of(v.row)) for v in exc.violations],
+    )
+
+
+def block_partials(block: int, first_row: int, rows: int, values: F64) -> list[engine_pb2.BlockPartial]:
+    """One block's partial (values f64 [5][N], PV_COMPONENTS order) as one message, or as several
+    scenario ranges when the vectors would not fit one message."""
+    n = values.shape[1]
+    per_message = max(1, MESSAGE_BUDGET_BYTES // (8 * len(PV_COMPONENTS)))
+    out = []
+    for s0 in range(0, n, per_message):
+        s1 = min(n, s0 + per_message)
+        part = {f"pv_{name}": values[i, s0:s1].tolist() for i, name in enumerate(PV_COMPONENTS)}
+        out.append(
+            engine_pb2.BlockPartial(block_index=block, first_row=first_row, row_count=rows, first_scenario=s0, **part)
+        )
+    return out
+
+
+def steps_of(policies: Policies, scenarios: int) -> int:
+    """Policy·scenario·month projection steps of a run."""
+    return int(policies.projection_months.sum()) * scenarios
+
+
+class ChunkRunner:
+    """Runs chunks on one `WasmPool`; ``gate`` orders whole chunks' compute (first come, first
+    computed) so a chunk that arrived first also finishes first, while later ones read ahead."""
+
+    def __init__(
+        self,
+        pool: WasmPool,
+        metrics: EngineMetrics,
+        *,
+        piece_blocks: int,
+        on_speed: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.metrics = metrics
+        self.piece_blocks = max(1, piece_blocks)
+        self._gate = asyncio.Lock()
+        self._on_speed = on_speed
+
+    async def run(
+        self,
+        package: LoadedPackage,
+        work: ChunkWork,
+        rows: RowSource,
+        dataset_rows: int,
+        *,
+        control: RunControl,
+        stats: ChunkStats,
+    ) -> AsyncIterator[engine_service_pb2.RunChunkResponse]:
+        """Events of the chunk: progress, partials (block order), progress … (the caller adds the summary)."""
+        if work.is_sample:
+            pieces: Sequence[tuple[int, int]] = [(0, 1)]
+            total_blocks = 1
+        else:
+            first, count = work.first_block, work.block_count
+            if first < 0 or count < 1 or first * BLOCK_SIZE >= dataset_rows:
+                raise InvalidArgument(
+                    f"blocks [{first}, {first + count}) are outside dataset {work.dataset_id!r} "
+                    f"({dataset_rows} rows, {-(-dataset_rows // BLOCK_SIZE)} blocks)"
+                )
+            last = min(first + count, -(-dataset_rows // BLOCK_SIZE))
+            if last != first + count:
+                raise InvalidArgument(
+                    f"blocks [{first}, {first + count}) run past the last block ({last - 1}) of dataset "
+                    f"{work.dataset_id!r}"
+                )
+            pieces = [(b, min(b + self.piece_blocks, last)) for b in range(first, last, self.piece_blocks)]
+            total_blocks = count
+        yield _progress(0, total_blocks, 0)
+        queue: asyncio.Queue[_Piece | BaseException] = asyncio.Queue(maxsize=1)
+        reader = asyncio.ensure_future(self._read_ahead(work, pieces, rows, dataset_rows, queue))
+        runner = PipelineRunner(self.pool, package.binaries)
+        done_blocks = 0
+        try:
+            async with self._gate:
+                for _ in pieces:
+                    waited = time.monotonic()
+                    item = await queue.get()
+                    stats.read_wait_seconds += time.monotonic() - waited
+                    if isinstance(item, BaseException):
+                        raise item
+                    result, seconds = await self._compute(runner, package, item, work.scenarios, control)
+                    steps = steps_of(item.policies, work.scenarios.count)
+                    stats.steps += steps
+                    stats.policies += len(item.policies)
+                    stats.compute_seconds += seconds
+                    self.metrics.steps.inc(steps)
+                    if self._on_speed is not None:
+                        self._on_speed(steps, seconds)
+                    for message in self._partials(item, result, work):
+                        yield engine_service_pb2.RunChunkResponse(partial=message)
+                    done_blocks += 1 if work.is_sample else result.partials.shape[0]
+                    stats.blocks = done_blocks
+                    yield _progress(done_blocks, total_blocks, stats.steps)
+        finally:
+            reader.cancel()
+
+    @staticmethod
+    def _partials(piece: _Piece, result: PipelineResult, work: ChunkWork) -> list[engine_pb2.BlockPartial]:
+        parts = result.partials  # f64 [blocks][5][N]
+        if work.is_sample:
+            # one partial: the sample's blocks folded in block order (a fixed, reproducible order)
+            folded = np.stack([fold(parts[:, i, :]) for i in range(parts.shape[1])])
+            return block_partials(0, 0, len(piece.policies), folded)
+        out = []
+        n_rows = len(piece.policies)
+        for i in range(parts.shape[0]):
+            rows = min(BLOCK_SIZE, n_rows - i * BLOCK_SIZE)
+            out += block_partials(piece.first_block + i, piece.first_row + i * BLOCK_SIZE, rows, parts[i])
+        return out
+
+    async def _read_ahead(
+        self,
+        work: ChunkWork,
+        pieces: Sequence[tuple[int, int]],
+        rows: RowSource,
+        dataset_rows: int,
+        queue: asyncio.Queue[_Piece | BaseException],
+    ) -> None:
+        try:
+            if work.is_sample:
+                sample = await rows.sample(work.dataset_id, work.dataset_version, work.sample_n, work.sample_seed)
+                numbers = sample.rows
+                policies = await asyncio.to_thread(policies_at, sample.table, lambda r: int(numbers[r]))
+                await queue.put(_Piece(0, 0, policies, numbers))
+                return
+            for b0, b1 in pieces:
+                start, end = b0 * BLOCK_SIZE, min(b1 * BLOCK_SIZE, dataset_rows)
+                table = await rows.read(work.dataset_id, work.dataset_version, start, end)
+                policies = await asyncio.to_thread(policies_at, table, functools.partial(operator.add, start))
+                await queue.put(_Piece(b0, start, policies))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            await queue.put(exc)
+
+    async def _compute(
+        self, runner: PipelineRunner, package: LoadedPackage, piece: _Piece, scenarios: ScenarioParams,
+        control: RunControl,
+    ) -> tuple[PipelineResult, float]:  # fmt: skip
+        def row_of(r: int) -> int:
+            return int(piece.dataset_rows[r]) if piece.dataset_rows is not None else piece.first_row + r
+
+        def work() -> tuple[PipelineResult, float]:
+            self.metrics.wasm_calls_in_flight.inc()
+            started = time.monotonic()
+            try:
+                try:
+                    package.assumptions.check_covers(piece.policies)
+                except ModelInputError as exc:
+                    raise _renumbered(exc, row_of) from None
+                inputs = RunInputs(piece.policies, package.assumptions, scenarios)
+                result = runner.run(package.nodes, inputs, control=control)
+                return result, time.monotonic() - started
+            finally:
+                self.metrics.wasm_calls_in_flight.dec()
+                self.metrics.last_wasm_end.set(time.time())
+
+        return await in_thread(work, control)
+
+
+async def in_thread(fn: Callable[[], T], control: RunControl) -> T:
+    """Run ``fn`` in a worker thread; if the awaiting task is cancelled, cancel ``control`` (the
+    WASM stops within an epoch tick) and re-raise at once, leaving the thread to end on its own."""
+    future = asyncio.get_running_loop().run_in_executor(None, fn)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        control.cancel.set()
+        future.add_done_callback(_consume)
+        raise
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so asyncio does not log "exception was never retrieved"
+
+
+def _progress(done: int, total: int, steps: int) -> engine_service_pb2.RunChunkResponse:
+    return engine_service_pb2.RunChunkResponse(
+        progress=engine_pb2.ChunkProgress(blocks_done=done, blocks_total=total, steps_done=steps)
+    )

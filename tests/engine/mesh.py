@@ -1,0 +1,108 @@
+"""Helpers of the engine's functional tests: a stochastic reference package, datasets, uploads,
+and RunChunk requests against real data, gateway and engine processes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
+from livecalc.engine.v1 import engine_pb2, engine_service_pb2, engine_service_pb2_grpc
+from livecalc.gateway.v1 import package_service_pb2_grpc
+from services.data.generate import generate
+from services.engine.abi import PV_COMPONENTS
+from services.gateway.cli import upload_requests
+from services.valuation.packages.package import build_directory
+from services.valuation.packages.reference import init_directory
+from tests.engine.wasm_helpers import DYN_LAPSE_BETA
+
+SCENARIOS = 19  # not a multiple of the 16 lanes
+SEED = 20240601
+SIGMA = 0.02
+
+
+def stochastic_package(root: Path) -> bytes:
+    """The reference package with dynamic lapse on (β = 25), as archive bytes."""
+    init_directory(root)
+    options = root / "assumptions" / "options.json"
+    data = json.loads(options.read_text()) if options.exists() else {}
+    data["dynamic_lapse"] = {**data.get("dynamic_lapse", {}), "beta": DYN_LAPSE_BETA}
+    options.write_text(json.dumps(data, indent=2) + "\n")
+    archive, _ = build_directory(root, source_date_epoch=0)
+    return archive
+
+
+def upload_package(address: str, archive: bytes) -> str:
+    with grpc.insecure_channel(address) as channel:
+        reply = package_service_pb2_grpc.PackageServiceStub(channel).UploadPackage(upload_requests(archive), timeout=60)
+    return str(reply.package.package_hash)
+
+
+def policies_csv(path: Path, rows: int, seed: int = 11, bad_row: int | None = None) -> pa.Table:
+    """A generated policy dataset (optionally with one row whose age_at_entry is 200)."""
+    generate(path, rows, seed)
+    table = pacsv.read_csv(path)
+    if bad_row is not None:
+        ages = table.column("age_at_entry").to_numpy().copy()
+        ages[bad_row] = 200
+        table = table.set_column(table.schema.get_field_index("age_at_entry"), "age_at_entry", pa.array(ages))
+        pacsv.write_csv(table, path)
+    return table
+
+
+def dataset_version(address: str, dataset_id: str) -> str:
+    with grpc.insecure_channel(address) as channel:
+        stub = data_service_pb2_grpc.DataServiceStub(channel)
+        got = stub.GetDataset(data_service_pb2.GetDatasetRequest(dataset_id=dataset_id), timeout=30)
+    return str(got.dataset.version)
+
+
+def chunk_request(
+    package_hash: str,
+    gateway: str,
+    dataset_id: str,
+    version: str,
+    *,
+    first_block: int = 0,
+    block_count: int = 1,
+    scenarios: int = SCENARIOS,
+    sample: tuple[int, int] | None = None,
+) -> engine_service_pb2.RunChunkRequest:
+    request = engine_service_pb2.RunChunkRequest(
+        job_id="test",
+        chunk_id=1,
+        package_hash=package_hash,
+        package_address=gateway,
+        dataset_id=dataset_id,
+        dataset_version=version,
+        scenarios=engine_pb2.ScenarioSpec(count=scenarios, seed=SEED, volatility=SIGMA),
+    )
+    if sample is not None:
+        request.sample.CopyFrom(engine_pb2.SampleSelection(n=sample[0], seed=sample[1]))
+    else:
+        request.blocks.CopyFrom(engine_pb2.BlockRange(first_block=first_block, block_count=block_count))
+    return request
+
+
+def run_chunk(engine: str, request: engine_service_pb2.RunChunkRequest) -> list[engine_service_pb2.RunChunkResponse]:
+    with grpc.insecure_channel(engine) as channel:
+        call = engine_service_pb2_grpc.EngineServiceStub(channel).RunChunk(request, timeout=120)
+        try:
+            return list(call)
+        finally:
+            call.cancel()
+
+
+def partial_values(partial: engine_pb2.BlockPartial) -> np.ndarray:
+    """f64 [5][N] in PV_COMPONENTS order."""
+    return np.array([list(getattr(partial, f"pv_{name}")) for name in PV_COMPONENTS], dtype=np.float64)
+
+
+def events(responses: list[engine_service_pb2.RunChunkResponse], kind: str) -> Iterator[object]:
+    return (getattr(r, kind) for r in responses if r.WhichOneof("event") == kind)

@@ -1,0 +1,243 @@
+"""EngineService.RunChunk and GetCapabilities on real data, gateway and engine processes.
+
+The partials an engine streams fold to the in-process pipeline's result bit for bit (dynamic
+lapse on); bad rows, changed datasets, busy engines and cancelled calls get their statuses;
+a cancelled chunk's CPU work stops within a second, measured from the engine's side.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
+from services.engine.pipeline import PipelineRunner, RunInputs
+from services.engine.runtime import Runtime
+from services.engine.workers import WasmPool
+from services.valuation.assumption_files import assumptions_from_files
+from services.valuation.blocks import BLOCK_SIZE, BlockFolder, block_count, fold
+from services.valuation.packages.package import verify_archive
+from services.valuation.policies import Policies
+from services.valuation.scenarios import ScenarioParams
+from services.valuation.statistics import result_hash
+from tests.engine.mesh import (
+    SCENARIOS,
+    SEED,
+    SIGMA,
+    chunk_request,
+    dataset_version,
+    events,
+    partial_values,
+    policies_csv,
+    run_chunk,
+    stochastic_package,
+    upload_package,
+)
+from tests.support import VENV_BIN, ServiceProcess, start_service
+
+ROWS = 5 * BLOCK_SIZE - 300  # 5 blocks, the last one partial
+BAD_ROW = 2 * BLOCK_SIZE + 77  # in block 2
+LONG_ROWS = 24 * BLOCK_SIZE
+
+
+@dataclass
+class Mesh:
+    data: ServiceProcess
+    gateway: ServiceProcess
+    engine: ServiceProcess
+    package_hash: str
+    archive: bytes
+    table: pa.Table
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    tmp = tmp_path_factory.mktemp("mesh")
+    root = tmp / "datasets"
+    root.mkdir()
+    table = policies_csv(root / "pol.csv", ROWS)
+    policies_csv(root / "bad.csv", ROWS, bad_row=BAD_ROW)
+    policies_csv(root / "long.csv", LONG_ROWS, seed=5)
+    archive = stochastic_package(tmp / "model")
+    started: list[ServiceProcess] = []
+    try:
+        data = start_service("data", tmp, extra=["--root", str(root)])
+        started.append(data)
+        gateway = start_service("gateway", tmp, env={"LIVECALC_DATA_DIR": str(tmp / "gw")})
+        started.append(gateway)
+        engine = start_service(
+            "engine",
+            tmp,
+            extra=["--data", data.address, "--threads", "2", "--slots", "1", "--piece-blocks", "2",
+                   "--cache-dir", str(tmp / "engine-cache")],
+        )  # fmt: skip
+        started.append(engine)
+        package_hash = upload_package(gateway.address, archive)
+        yield Mesh(data, gateway, engine, package_hash, archive, table, root)
+    finally:
+        for service in reversed(started):
+            service.terminate()
+
+
+def in_process_partials(mesh: Mesh, table: pa.Table, scenarios: int = SCENARIOS) -> np.ndarray:
+    """f64 [blocks][5][N] of the shipped pipeline run in this process on the package's assumptions."""
+    package = verify_archive(mesh.archive)
+    assumptions = assumptions_from_files(
+        {p.removeprefix("assumptions/"): d for p, d in package.files.items() if p.startswith("assumptions/")}
+    )
+    assert assumptions.dyn_lapse_beta > 0
+    inputs = RunInputs(
+        Policies.from_columns(table), assumptions, ScenarioParams(count=scenarios, seed=SEED, sigma=SIGMA)
+    )
+    with WasmPool(Runtime(), threads=2) as pool:
+        return PipelineRunner(pool).run(package.config["pipeline"], inputs).partials
+
+
+def test_partials_fold_to_the_in_process_result_bit_for_bit(mesh: Mesh) -> None:
+    version = dataset_version(mesh.data.address, "pol")
+    expected = in_process_partials(mesh, mesh.table)
+    blocks = block_count(ROWS)
+    folder = BlockFolder(blocks)
+    # two chunks, as a gateway might split the job: [0, 3) and [3, 5)
+    for first, count in ((3, 2), (0, 3)):
+        request = chunk_request(mesh.package_hash, mesh.gateway.address, "pol", version,
+                                first_block=first, block_count=count)  # fmt: skip
+        responses = run_chunk(mesh.engine.address, request)
+        kinds = [r.WhichOneof("event") for r in responses]
+        assert kinds[0] == "progress" and kinds[-1] == "summary"
+        partials = list(events(responses, "partial"))
+        assert [p.block_index for p in partials] == list(range(first, first + count))  # type: ignore[attr-defined]
+        for p in partials:
+            b = p.block_index  # type: ignore[attr-defined]
+            assert p.first_row == b * BLOCK_SIZE  # type: ignore[attr-defined]
+            assert p.row_count == min(BLOCK_SIZE, ROWS - b * BLOCK_SIZE)  # type: ignore[attr-defined]
+            values = partial_values(p)  # type: ignore[arg-type]
+            assert values.tobytes() == expected[b].tobytes()
+            folder.add(b, values[4])
+        progress = list(events(responses, "progress"))
+        assert progress[-1].blocks_done == count and progress[-1].blocks_total == count  # type: ignore[attr-defined]
+        summary = responses[-1].summary
+        assert summary.blocks == count and summary.threads == 2 and summary.steps > 0
+        assert summary.steps == progress[-1].steps_done  # type: ignore[attr-defined]
+    assert result_hash(folder.total()) == result_hash(fold(expected[:, 4, :]))
+
+
+def test_sample_runs_as_one_partial(mesh: Mesh) -> None:
+    version = dataset_version(mesh.data.address, "pol")
+    request = chunk_request(mesh.package_hash, mesh.gateway.address, "pol", version, sample=(1500, 3))
+    responses = run_chunk(mesh.engine.address, request)
+    partials = list(events(responses, "partial"))
+    assert len(partials) == 1 and partials[0].row_count == 1500  # type: ignore[attr-defined]
+    again = list(events(run_chunk(mesh.engine.address, request), "partial"))
+    assert partial_values(again[0]).tobytes() == partial_values(partials[0]).tobytes()  # type: ignore[arg-type]
+
+
+def test_bad_row_is_invalid_argument_naming_dataset_row_and_column(mesh: Mesh) -> None:
+    version = dataset_version(mesh.data.address, "bad")
+    request = chunk_request(mesh.package_hash, mesh.gateway.address, "bad", version, first_block=0, block_count=5)
+    with pytest.raises(grpc.RpcError) as info:
+        run_chunk(mesh.engine.address, request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"row {BAD_ROW}" in info.value.details() and "age_at_entry" in info.value.details()
+
+
+def test_wrong_dataset_version_is_failed_precondition(mesh: Mesh) -> None:
+    request = chunk_request(mesh.package_hash, mesh.gateway.address, "pol", "not-the-version", block_count=1)
+    with pytest.raises(grpc.RpcError) as info:
+        run_chunk(mesh.engine.address, request)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_unknown_package_is_not_found(mesh: Mesh) -> None:
+    version = dataset_version(mesh.data.address, "pol")
+    request = chunk_request("ab" * 32, mesh.gateway.address, "pol", version)
+    with pytest.raises(grpc.RpcError) as info:
+        run_chunk(mesh.engine.address, request)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    import os
+
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric(engine: ServiceProcess, name: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{engine.metrics_port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exposed")
+
+
+def test_busy_engine_is_resource_exhausted_and_cancel_stops_cpu_within_a_second(mesh: Mesh) -> None:
+    version = dataset_version(mesh.data.address, "long")
+    request = chunk_request(mesh.package_hash, mesh.gateway.address, "long", version,
+                            block_count=block_count(LONG_ROWS), scenarios=2000)  # fmt: skip
+    with grpc.insecure_channel(mesh.engine.address) as channel:
+        stub = engine_service_pb2_grpc.EngineServiceStub(channel)
+        call = stub.RunChunk(request, timeout=120)
+        try:
+            first = next(call)
+            assert first.WhichOneof("event") == "progress"
+            deadline = time.monotonic() + 30
+            while metric(mesh.engine, "livecalc_engine_compute_in_flight") < 1:
+                assert time.monotonic() < deadline, "the chunk never started computing"
+                time.sleep(0.05)
+            time.sleep(0.5)  # well inside the WASM work
+            with pytest.raises(grpc.RpcError) as info:
+                list(stub.RunChunk(request, timeout=30))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "slots" in info.value.details()
+            caps = stub.GetCapabilities(engine_service_pb2.GetCapabilitiesRequest(), timeout=10)
+            assert caps.slots == 1 and caps.busy_slots == 1
+            cancelled_at = time.time()
+        finally:
+            call.cancel()
+        # engine side: the run ends (its thread leaves WASM) within a second of the cancel
+        deadline = time.monotonic() + 5
+        while metric(mesh.engine, "livecalc_engine_compute_in_flight") > 0:
+            assert time.monotonic() < deadline, "WASM kept running after the cancel"
+            time.sleep(0.02)
+        ended = metric(mesh.engine, "livecalc_engine_last_compute_end_seconds")
+        assert ended - cancelled_at < 1.0, f"compute ended {ended - cancelled_at:.3f} s after the cancel"
+        # and the process burns no CPU afterwards
+        time.sleep(0.3)
+        before = cpu_seconds(mesh.engine.proc.pid)
+        time.sleep(1.0)
+        assert cpu_seconds(mesh.engine.proc.pid) - before < 0.2
+        # the slot is free again
+        caps = stub.GetCapabilities(engine_service_pb2.GetCapabilitiesRequest(), timeout=10)
+        assert caps.busy_slots == 0
+        assert metric(mesh.engine, "livecalc_engine_busy_slots") == 0
+
+
+def test_get_capabilities_through_grpcurl(mesh: Mesh) -> None:
+    run_chunk(
+        mesh.engine.address,
+        chunk_request(mesh.package_hash, mesh.gateway.address, "pol", dataset_version(mesh.data.address, "pol")),
+    )
+    done = subprocess.run(
+        [str(VENV_BIN / "grpcurl"), "-plaintext", mesh.engine.address,
+         "livecalc.engine.v1.EngineService/GetCapabilities"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    caps = json.loads(done.stdout)
+    assert caps["threads"] == 2 and caps["slots"] == 1 and caps["simd"] is True and caps["sharedMemory"] is True
+    assert caps["cachedPackages"] == [mesh.package_hash]
+    assert caps["measuredStepsPerSecond"] > 0 and int(caps["packageCacheBytes"]) > 0
+    assert caps["abiVersion"] == 1 and caps["pythonNodes"] == ["esg", "term_life"]
