@@ -1,6 +1,12 @@
 """`livecalc serve gateway`: configuration and assembly of the gateway's gRPC surface.
 
-JobService still answers UNIMPLEMENTED with a message naming the method. PackageService
+JobService runs jobs over the engines named by ``--engines`` (a list of HOST:PORT, or
+``dns:///NAME:PORT``; env LIVECALC_ENGINES; default the local engine) and reads dataset
+metadata from the data service at ``--data-address`` (env LIVECALC_DATA_ADDRESS; default the
+local data service); jobs, events and results live in SQLite at ``--jobs-db`` (env
+LIVECALC_JOBS_DB; default $LIVECALC_DATA_DIR/jobs.sqlite3). Engines download packages from
+``--advertise-address`` (env LIVECALC_GATEWAY_ADVERTISE_ADDRESS; default this gateway's own
+host:port). PackageService
 stores packages in ``$LIVECALC_DATA_DIR/packages`` (default ./.livecalc/packages), or in an
 Azure Blob container when a connection string and a container are given (flags, or
 LIVECALC_PACKAGES_AZURE_CONNECTION_STRING / LIVECALC_PACKAGES_AZURE_CONTAINER). The
@@ -18,14 +24,22 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from livecalc.gateway.v1 import job_service_pb2, job_service_pb2_grpc, package_service_pb2, package_service_pb2_grpc
+from services.common.config import DEFAULT_PORTS, resolve_server_config
 from services.common.errors import InvalidArgument
-from services.common.server import ServiceBinding, unimplemented_servicer
+from services.common.server import ServiceBinding
 from services.common.service import ServiceParts
 from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
 from services.common.storage.base import Storage
 from services.common.storage.local import LocalStorage
+from services.gateway.dispatcher import DispatchConfig
+from services.gateway.engines import EnginePool, EngineTargets
+from services.gateway.inputs import DataServiceDatasets
+from services.gateway.job_servicer import JobServicer
+from services.gateway.jobs import JobConfig, JobManager
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.package_servicer import PackageServicer
 from services.gateway.package_store import PackageStore
+from services.gateway.store import JobStore
 
 JOB_SERVICE = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 PACKAGE_SERVICE = package_service_pb2.DESCRIPTOR.services_by_name["PackageService"].full_name
@@ -40,7 +54,36 @@ class PackageConfig:
     azure: AzureConfig | None = None
 
 
+@dataclass(frozen=True)
+class JobsConfig:
+    """Where the gateway's engines, data service and job store are."""
+
+    engines: EngineTargets
+    data_address: str
+    jobs_db: Path
+    advertise_address: str
+    max_attempts: int = 4
+    resolve_seconds: float = 30.0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engines",
+        help="engines: HOST:PORT[,HOST:PORT…] or dns:///NAME:PORT (env LIVECALC_ENGINES; default the local engine)",
+    )
+    parser.add_argument(
+        "--data-address", help="data service HOST:PORT (env LIVECALC_DATA_ADDRESS; default the local data service)"
+    )
+    parser.add_argument(
+        "--jobs-db", help="SQLite job store (env LIVECALC_JOBS_DB; default $LIVECALC_DATA_DIR/jobs.sqlite3)"
+    )
+    parser.add_argument(
+        "--advertise-address",
+        help="HOST:PORT engines use to download packages from this gateway (env LIVECALC_GATEWAY_ADVERTISE_ADDRESS)",
+    )
+    parser.add_argument(
+        "--chunk-attempts", type=int, help="tries per chunk before a job fails (env LIVECALC_CHUNK_ATTEMPTS; default 4)"
+    )
     parser.add_argument(
         "--packages-root",
         help="package directory (env LIVECALC_PACKAGES_ROOT; default $LIVECALC_DATA_DIR/packages)",
@@ -73,6 +116,38 @@ def resolve_package_config(args: argparse.Namespace, env: Mapping[str, str]) -> 
     return PackageConfig(root=Path(root), azure=azure)
 
 
+def resolve_jobs_config(args: argparse.Namespace, env: Mapping[str, str]) -> JobsConfig:
+    """Flags win over the environment, which wins over defaults."""
+    engines = getattr(args, "engines", None) or env.get("LIVECALC_ENGINES") or f"127.0.0.1:{DEFAULT_PORTS['engine'][0]}"
+    data = (
+        getattr(args, "data_address", None)
+        or env.get("LIVECALC_DATA_ADDRESS")
+        or f"127.0.0.1:{DEFAULT_PORTS['data'][0]}"
+    )
+    db = getattr(args, "jobs_db", None) or env.get("LIVECALC_JOBS_DB")
+    if not db:
+        db = str(Path(env.get("LIVECALC_DATA_DIR") or ".livecalc") / "jobs.sqlite3")
+    advertise = getattr(args, "advertise_address", None) or env.get("LIVECALC_GATEWAY_ADVERTISE_ADDRESS")
+    if not advertise:
+        own = resolve_server_config("gateway", env, host=getattr(args, "host", None), port=getattr(args, "port", None))
+        host = "127.0.0.1" if own.host in ("0.0.0.0", "::", "[::]") else own.host
+        advertise = f"{host}:{own.port}"
+    attempts_raw = getattr(args, "chunk_attempts", None) or env.get("LIVECALC_CHUNK_ATTEMPTS") or 4
+    try:
+        attempts = int(attempts_raw)
+    except ValueError:
+        raise InvalidArgument(f"chunk attempts must be an integer, got {attempts_raw!r}") from None
+    if attempts < 1:
+        raise InvalidArgument(f"chunk attempts must be ≥ 1, got {attempts}")
+    return JobsConfig(
+        engines=EngineTargets.parse(engines),
+        data_address=data,
+        jobs_db=Path(db),
+        advertise_address=advertise,
+        max_attempts=attempts,
+    )
+
+
 async def open_storage(config: PackageConfig) -> Storage:
     if config.azure is not None:
         return await AzureBlobStorage.open(config.azure)
@@ -86,8 +161,41 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
     storage = await open_storage(config)
     where = config.azure.container if config.azure is not None else str(config.root)
     log.info("packages", extra={"fields": {"source": storage.kind, "at": where}})
-    jobs = unimplemented_servicer(job_service_pb2_grpc.JobServiceServicer, JOB_SERVICE)
-    packages = PackageServicer(PackageStore(storage))
+    package_store = PackageStore(storage)
+    packages = PackageServicer(package_store)
+    jobs_config = resolve_jobs_config(args, env)
+    metrics = GatewayMetrics.create(registry)
+    store = JobStore(jobs_config.jobs_db)
+    datasets = DataServiceDatasets(jobs_config.data_address)
+    manager = JobManager(
+        store,
+        EnginePool(jobs_config.engines, resolve_seconds=jobs_config.resolve_seconds),
+        package_store,
+        datasets=datasets,
+        metrics=metrics,
+        config=JobConfig(
+            package_address=jobs_config.advertise_address,
+            dispatch=DispatchConfig(max_attempts=jobs_config.max_attempts),
+        ),
+    )
+    manager.recover()
+    log.info(
+        "jobs",
+        extra={
+            "fields": {
+                "engines": ",".join(jobs_config.engines.addresses) or f"dns:///{jobs_config.engines.dns_name}",
+                "data": jobs_config.data_address,
+                "store": str(jobs_config.jobs_db),
+            }
+        },
+    )
+    jobs = JobServicer(manager, metrics)
+
+    async def stop_jobs() -> None:
+        await manager.close()
+        await datasets.close()
+        store.close()
+
     return ServiceParts(
         bindings=[
             ServiceBinding(JOB_SERVICE, lambda s: job_service_pb2_grpc.add_JobServiceServicer_to_server(jobs, s)),
@@ -95,5 +203,5 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
                 PACKAGE_SERVICE, lambda s: package_service_pb2_grpc.add_PackageServiceServicer_to_server(packages, s)
             ),
         ],
-        on_stop=[storage.close],
+        on_stop=[stop_jobs, storage.close],
     )

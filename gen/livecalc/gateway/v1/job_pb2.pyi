@@ -128,7 +128,9 @@ class JobSpec(_message.Message):
     """Worker threads per engine; 0 means each engine's default."""
     @_builtins.property
     def scenarios(self) -> _engine_pb2.ScenarioSpec:
-        """Scenario set; when count is 0 the package's configured scenarios are used."""
+        """Scenario set. When absent, the package's configured scenarios are used; when present,
+        count must be at least 1.
+        """
 
     @_builtins.property
     def preview(self) -> Global___PreviewSpec:

@@ -1,0 +1,280 @@
+"""The dispatcher: runs a job's chunks on the engines and feeds their partials to the fold.
+
+Per engine, as many workers as the engine has slots take chunks from one queue kept in
+block order (a retried remainder goes back in its block order, so ahead of later chunks).
+A worker does not take a chunk that starts more than `window_blocks` past the fold's next
+block, which bounds the partials waiting in the gateway. Faults (DESIGN.md step 6):
+
+- UNAVAILABLE, a reset stream, a stream that ends early, a chunk deadline: the chunk's
+  missing blocks go back to the queue (another engine will likely take them), at most
+  `max_attempts` times, and the engine pauses with exponential backoff;
+- RESOURCE_EXHAUSTED: the engine is full (another gateway, say); requeued without counting;
+- INVALID_ARGUMENT, FAILED_PRECONDITION and any other status: the job fails at once with it.
+
+Every call has a deadline. Cancelling `run()` cancels the in-flight RunChunk calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import grpc
+from grpc import aio
+
+from livecalc.engine.v1 import engine_pb2, engine_service_pb2
+from services.common.errors import LivecalcError
+from services.gateway.engines import Engine, EnginePool
+from services.gateway.fold import JobFold
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.planner import Plan, ranges
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+
+
+class JobFailed(LivecalcError):
+    """The job cannot finish: `code` is the status it ends with (often the engine's)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(order=True)
+class Work:
+    """Blocks [first_block, first_block + block_count) still to compute; ``attempts`` so far."""
+
+    first_block: int
+    block_count: int
+    chunk_id: int = field(compare=False)
+    attempts: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    max_attempts: int = 4
+    backoff_seconds: float = 0.2
+    #: Deadline of one RunChunk call beyond the chunk's own time limit.
+    chunk_timeout_seconds: float = 600.0
+    #: Pause between looks for new engines while a job runs (DNS targets).
+    engine_scan_seconds: float = 5.0
+
+
+def retryable(exc: aio.AioRpcError) -> bool:
+    code = exc.code()
+    if code in RETRYABLE:
+        return True
+    details = (exc.details() or "").lower()
+    return code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) and (
+        "rst_stream" in details or "reset" in details or "goaway" in details or "socket closed" in details
+    )
+
+
+class Dispatcher:
+    """Runs one job's plan (or its preview sample) over the pool; partials go into `fold`."""
+
+    def __init__(
+        self,
+        pool: EnginePool,
+        request: engine_service_pb2.RunChunkRequest,
+        plan: Plan,
+        fold: JobFold,
+        *,
+        config: DispatchConfig,
+        metrics: GatewayMetrics,
+        window_blocks: int,
+        on_change: Callable[[], None] = lambda: None,
+        preview: bool = False,
+    ) -> None:
+        self.pool, self.template, self.plan, self.fold = pool, request, plan, fold
+        self.config, self.metrics = config, metrics
+        self.window_blocks = max(1, window_blocks)
+        self.on_change = on_change
+        self.preview = preview
+        self._queue: list[Work] = [Work(c.first_block, c.block_count, c.chunk_id) for c in plan.chunks]
+        heapq.heapify(self._queue)
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._failure: JobFailed | None = None
+        self.steps = 0
+        self.engines_active: set[str] = set()
+        self.chunks_run = 0
+
+    @property
+    def done(self) -> bool:
+        return self.fold.complete or self._failure is not None
+
+    def _notify(self) -> None:
+        wake, self._wake = self._wake, asyncio.Event()
+        wake.set()
+
+    async def run(self) -> None:
+        """Return once every block is folded; raises JobFailed when the job cannot finish."""
+        started: set[Engine] = set()
+        async with anyio.create_task_group() as tg:
+
+            def start_workers(engines: list[Engine]) -> None:
+                for engine in engines:
+                    if engine not in started:
+                        started.add(engine)
+                        for _ in range(engine.slots):
+                            tg.start_soon(self._worker, engine)
+
+            start_workers(await self.pool.refresh())
+
+            async def scan() -> None:
+                while not self.done:
+                    with anyio.move_on_after(self.config.engine_scan_seconds):
+                        await self._wait_done()
+                    if not self.done:
+                        start_workers(await self.pool.refresh())
+
+            tg.start_soon(scan)
+            await self._wait_done()
+            tg.cancel_scope.cancel()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _wait_done(self) -> None:
+        while not self.done:
+            await self._wake.wait()
+
+    def _fail(self, failure: JobFailed) -> None:
+        if self._failure is None:
+            self._failure = failure
+        self._notify()
+
+    async def _take(self) -> Work | None:
+        """The next chunk in block order within the window; None when the job is done."""
+        while True:
+            if self.done:
+                return None
+            if self._queue and (
+                self.preview or self._queue[0].first_block < self.fold.folded_blocks + self.window_blocks
+            ):
+                self._in_flight += 1
+                return heapq.heappop(self._queue)
+            await self._wake.wait()
+
+    async def _worker(self, engine: Engine) -> None:
+        while not self.done:
+            if engine.gone:
+                return
+            pause = engine.down_until - time.monotonic()
+            if pause > 0:
+                with anyio.move_on_after(pause):
+                    await self._wait_done()
+                continue
+            async with engine.semaphore:
+                work = await self._take()
+                if work is None:
+                    return
+                try:
+                    await self._run(engine, work)
+                finally:
+                    self._in_flight -= 1
+                    self._notify()
+
+    def _request(self, work: Work) -> engine_service_pb2.RunChunkRequest:
+        req = engine_service_pb2.RunChunkRequest()
+        req.CopyFrom(self.template)
+        req.chunk_id = work.chunk_id
+        if not self.preview:
+            req.blocks.CopyFrom(engine_pb2.BlockRange(first_block=work.first_block, block_count=work.block_count))
+        return req
+
+    async def _run(self, engine: Engine, work: Work) -> None:
+        wanted = set(range(work.first_block, work.first_block + work.block_count))
+        received: set[int] = set()
+        timeout = self.config.chunk_timeout_seconds + (self.template.time_limit_seconds or 0)
+        self.metrics.chunks_dispatched.inc()
+        self.engines_active.add(engine.address)
+        call = engine.stub.RunChunk(self._request(work), timeout=timeout)
+        try:
+            async for message in call:
+                kind = message.WhichOneof("event")
+                if kind == "partial":
+                    partial = message.partial
+                    if self.preview:
+                        partial.block_index = work.first_block
+                    block = int(partial.block_index)
+                    if block not in wanted or block in received:
+                        raise JobFailed(
+                            grpc.StatusCode.INTERNAL,
+                            f"engine {engine.address} sent block {block}, not one it was asked for",
+                        )
+                    if self.fold.add(partial):
+                        received.add(block)
+                        self.on_change()
+                        self._notify()
+                elif kind == "summary":
+                    self.steps += int(message.summary.steps)
+        except aio.AioRpcError as exc:
+            if not retryable(exc) and exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self._fail(JobFailed(exc.code(), exc.details() or exc.code().name))
+                return
+            self._requeue(
+                engine,
+                work,
+                wanted - received,
+                exc.code().name,
+                exc.details() or "",
+                count=exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
+            return
+        except JobFailed as failure:
+            self._fail(failure)
+            return
+        except LivecalcError as exc:  # a malformed partial: an engine bug, not the job's
+            self._fail(JobFailed(exc.code, f"engine {engine.address}: {exc.message}"))
+            return
+        finally:
+            call.cancel()
+            self.engines_active.discard(engine.address)
+        missing = wanted - received
+        if missing:
+            self._requeue(engine, work, missing, "STREAM_ENDED", "the stream ended before every block arrived")
+            return
+        engine.succeeded()
+        self.chunks_run += 1
+
+    def _requeue(
+        self, engine: Engine, work: Work, missing: set[int], code: str, details: str, *, count: bool = True
+    ) -> None:
+        self.fold.discard_pieces(missing)
+        attempts = work.attempts + (1 if count else 0)
+        pause = engine.failed(self.config.backoff_seconds)
+        log.warning(
+            "chunk failed on an engine; requeued",
+            extra={
+                "fields": {
+                    "engine": engine.address,
+                    "chunk": work.chunk_id,
+                    "missing_blocks": len(missing),
+                    "attempt": attempts,
+                    "code": code,
+                    "details": details,
+                    "engine_pause_s": round(pause, 3),
+                }
+            },
+        )
+        if attempts >= self.config.max_attempts:
+            self._fail(
+                JobFailed(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"chunk {work.chunk_id} (blocks {work.first_block}..{work.first_block + work.block_count - 1}) "
+                    f"failed {attempts} times; last: {code} from {engine.address}: {details}",
+                )
+            )
+            return
+        self.metrics.chunks_retried.inc()
+        for first, n in ranges(missing):
+            heapq.heappush(self._queue, Work(first, n, work.chunk_id, attempts))
+        self._notify()

@@ -1,0 +1,172 @@
+"""The engines a gateway dispatches to: a fixed list, or every address of a DNS name.
+
+``--engines ADDR[,ADDR…]`` names engines directly; ``dns:///NAME:PORT`` (a Kubernetes headless
+Service) is resolved to one address per pod and re-resolved every `resolve_seconds`, so new
+pods join and vanished ones leave (DESIGN.md step 3). Each engine gets its own channel and a
+semaphore of as many slots as its GetCapabilities advertises, shared by every job, so an
+engine never gets more chunks at once than it said it takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import grpc
+from grpc import aio
+
+from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
+from services.common.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from livecalc.engine.v1.engine_service_pb2_grpc import EngineServiceAsyncStub
+
+log = logging.getLogger(__name__)
+
+#: Engines answer larger messages than the default 4 MiB when scenarios are many.
+MAX_RECEIVE_BYTES: Final = 64 << 20
+CAPABILITIES_TIMEOUT: Final = 5.0
+#: Longest pause of an engine after repeated failures, in seconds.
+MAX_BACKOFF: Final = 5.0
+
+
+@dataclass(frozen=True)
+class EngineTargets:
+    """Where engines are: fixed addresses, or a DNS name and port to resolve."""
+
+    addresses: tuple[str, ...] = ()
+    dns_name: str = ""
+    dns_port: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> EngineTargets:
+        text = text.strip()
+        if text.startswith("dns:///"):
+            host, sep, port = text[len("dns:///") :].rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise InvalidArgument(f"engines: expected dns:///NAME:PORT, got {text!r}")
+            return cls(dns_name=host, dns_port=int(port))
+        addresses = tuple(a.strip() for a in text.split(",") if a.strip())
+        if not addresses:
+            raise InvalidArgument("engines: give at least one HOST:PORT, or dns:///NAME:PORT")
+        for a in addresses:
+            host, sep, port = a.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise InvalidArgument(f"engines: expected HOST:PORT, got {a!r}")
+        return cls(addresses=addresses)
+
+
+@dataclass(eq=False)
+class Engine:
+    """One engine: its channel, advertised slots and failure backoff."""
+
+    address: str
+    channel: aio.Channel
+    stub: EngineServiceAsyncStub
+    slots: int = 0
+    semaphore: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    failures: int = 0
+    down_until: float = 0.0
+    gone: bool = False
+
+    def failed(self, base: float) -> float:
+        """Record a failure; returns how long the engine is left alone."""
+        self.failures += 1
+        pause = min(MAX_BACKOFF, base * 2.0 ** (self.failures - 1))
+        self.down_until = time.monotonic() + pause
+        return pause
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.down_until = 0.0
+
+    @property
+    def available(self) -> bool:
+        return not self.gone and self.slots > 0 and time.monotonic() >= self.down_until
+
+
+class EnginePool:
+    """The current engines; `refresh()` resolves names and asks new engines for their slots."""
+
+    def __init__(self, targets: EngineTargets, *, resolve_seconds: float = 30.0, backoff: float = 0.2) -> None:
+        self.targets = targets
+        self.resolve_seconds = resolve_seconds
+        self.backoff = backoff
+        self._engines: dict[str, Engine] = {}
+        self._resolved_at = -1e9
+        self._lock = asyncio.Lock()
+
+    async def _resolve(self) -> list[str]:
+        if not self.targets.dns_name:
+            return list(self.targets.addresses)
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self.targets.dns_name, self.targets.dns_port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            log.warning("cannot resolve engines", extra={"fields": {"name": self.targets.dns_name, "error": str(exc)}})
+            return [e.address for e in self._engines.values()]
+        out = []
+        for family, _, _, _, sockaddr in infos:
+            ip = str(sockaddr[0])
+            host = f"[{ip}]" if family == socket.AF_INET6 else ip
+            out.append(f"{host}:{int(sockaddr[1])}")
+        return sorted(set(out))
+
+    async def refresh(self, *, force: bool = False) -> list[Engine]:
+        """The engines that answered GetCapabilities; re-resolves when due."""
+        async with self._lock:
+            now = time.monotonic()
+            if force or now - self._resolved_at >= self.resolve_seconds or not self._engines:
+                addresses = await self._resolve()
+                self._resolved_at = now
+                for address in addresses:
+                    if address not in self._engines:
+                        channel = aio.insecure_channel(
+                            address, options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+                        )
+                        self._engines[address] = Engine(
+                            address, channel, engine_service_pb2_grpc.EngineServiceStub(channel)
+                        )
+                for address, engine in list(self._engines.items()):
+                    if address not in addresses:
+                        engine.gone = True
+                        del self._engines[address]
+                        await engine.channel.close(grace=None)
+            unknown = [e for e in self._engines.values() if e.slots == 0 and time.monotonic() >= e.down_until]
+        if unknown:
+            await asyncio.gather(*(self._capabilities(e) for e in unknown))
+        return [e for e in self._engines.values() if e.slots > 0 and not e.gone]
+
+    async def _capabilities(self, engine: Engine) -> None:
+        try:
+            caps = await engine.stub.GetCapabilities(
+                engine_service_pb2.GetCapabilitiesRequest(), timeout=CAPABILITIES_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            pause = engine.failed(self.backoff)
+            log.warning(
+                "engine did not answer GetCapabilities",
+                extra={"fields": {"engine": engine.address, "code": exc.code().name, "retry_in_s": pause}},
+            )
+            return
+        slots = max(1, int(caps.slots))
+        engine.slots = slots
+        engine.semaphore = asyncio.Semaphore(slots)
+        engine.succeeded()
+        log.info("engine", extra={"fields": {"engine": engine.address, "slots": slots, "threads": caps.threads}})
+
+    def engines(self) -> list[Engine]:
+        return [e for e in self._engines.values() if e.slots > 0 and not e.gone]
+
+    @property
+    def total_slots(self) -> int:
+        return sum(e.slots for e in self.engines())
+
+    async def close(self) -> None:
+        for engine in self._engines.values():
+            await engine.channel.close(grace=None)
+        self._engines.clear()

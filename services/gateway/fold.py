@@ -1,0 +1,120 @@
+"""The job's fold: block partials of the five PVs folded in block order (MODEL.md "Aggregation").
+
+Partials arrive from many engines in any order; `BlockFolder` keeps the early ones until
+every earlier block is in, so the portfolio has the reference summation order's bits. The
+gateway holds at most the partials of the blocks in flight (the dispatcher's window bounds
+them), never the dataset.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+from livecalc.engine.v1 import engine_pb2
+from services.common.errors import Internal
+from services.valuation.arrays import F64
+from services.valuation.blocks import BLOCK_SIZE, BlockFolder, block_rows
+
+#: The five present values of a partial, in the fold's row order.
+COMPONENTS: Final = ("pv_net_cf", "pv_premiums", "pv_claims", "pv_expenses", "pv_commissions")
+
+
+def partial_array(partial: engine_pb2.BlockPartial, scenarios: int) -> F64:
+    """A BlockPartial (or a piece of one) as f64 [5][n] in COMPONENTS order; bad lengths are an engine bug."""
+    rows = [np.asarray(getattr(partial, name), dtype=np.float64) for name in COMPONENTS]
+    n = rows[0].size
+    for name, row in zip(COMPONENTS, rows, strict=True):
+        if row.shape != (n,) or n == 0 or partial.first_scenario + n > scenarios:
+            raise Internal(
+                f"block {partial.block_index}: {name} has {row.size} values from scenario "
+                f"{partial.first_scenario}, expected {scenarios} in all"
+            )
+    return np.stack(rows)
+
+
+class JobFold:
+    """Folds the blocks of a job of ``rows`` rows and ``scenarios`` scenarios, in block order."""
+
+    def __init__(self, rows: int, blocks: int, scenarios: int, *, check_rows: bool = True) -> None:
+        self.rows, self.blocks, self.scenarios = rows, blocks, scenarios
+        self.check_rows = check_rows
+        self._folder = BlockFolder(blocks)
+        self._received: set[int] = set()
+        #: Blocks whose partial comes in scenario pieces: (values so far, scenarios filled).
+        self._assembling: dict[int, tuple[F64, int]] = {}
+
+    def has(self, block: int) -> bool:
+        return block in self._received
+
+    def add(self, partial: engine_pb2.BlockPartial) -> bool:
+        """Take one partial (or one scenario piece of it); True once its block is complete and folded.
+
+        Pieces of a block (BlockPartial.first_scenario) come in scenario order; a block is
+        folded when its last scenario is in.
+        """
+        block = int(partial.block_index)
+        if block in self._received:
+            raise Internal(f"block {block} arrived twice")
+        start, stop = block_rows(block, self.rows)
+        if self.check_rows and partial.row_count and partial.row_count != stop - start:
+            raise Internal(f"block {block}: {partial.row_count} rows, expected {stop - start}")
+        values = partial_array(partial, self.scenarios)
+        first, n = int(partial.first_scenario), values.shape[1]
+        if first == 0 and n == self.scenarios:
+            whole = values
+        else:
+            held, filled = self._assembling.get(block, (np.empty((len(COMPONENTS), self.scenarios)), 0))
+            if first != filled:
+                raise Internal(f"block {block}: piece from scenario {first}, expected {filled}")
+            held[:, first : first + n] = values
+            if first + n < self.scenarios:
+                self._assembling[block] = (held, first + n)
+                return False
+            self._assembling.pop(block, None)
+            whole = held
+        self._folder.add(block, whole)
+        self._received.add(block)
+        return True
+
+    def discard_pieces(self, blocks: set[int]) -> None:
+        """Forget half-assembled blocks (their chunk failed; they will be computed again)."""
+        for block in blocks:
+            self._assembling.pop(block, None)
+
+    @property
+    def complete(self) -> bool:
+        return self._folder.complete
+
+    @property
+    def folded_blocks(self) -> int:
+        return self._folder.folded_blocks
+
+    @property
+    def pending_blocks(self) -> int:
+        """Blocks received ahead of the fold (the fold lag, in blocks)."""
+        return self._folder.pending_blocks
+
+    @property
+    def rows_done(self) -> int:
+        """Rows of the blocks folded so far."""
+        return self.rows if self.complete else min(self.rows, self.folded_blocks * BLOCK_SIZE)
+
+    def partial_total(self) -> F64 | None:
+        """The fold so far, f64 [5][N], or None before the first block."""
+        total = self._folder._total
+        return None if total is None else np.array(total)
+
+    def estimate(self) -> F64 | None:
+        """The running estimate: the folded sums scaled by rows/rows_done (exact once complete)."""
+        total = self.partial_total()
+        if total is None or self.rows_done == 0:
+            return None
+        if self.complete:
+            return total
+        return total * (self.rows / self.rows_done)
+
+    def total(self) -> F64:
+        """The final fold, f64 [5][N] (raises until every block arrived)."""
+        return self._folder.total()

@@ -1,0 +1,132 @@
+"""What a job reads before it runs: dataset metadata from the data service, the package's
+default scenarios, and the validated scenario parameters.
+
+The data service is reached over gRPC (services never import each other); its statuses
+come back as `Upstream` errors with the same code, so NOT_FOUND stays NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import grpc
+from grpc import aio
+
+from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
+from livecalc.engine.v1 import engine_pb2
+from services.common.errors import FieldViolation, InvalidArgument, LivecalcError
+from services.gateway.package_store import PackageStore
+from services.valuation.errors import ModelInputError
+from services.valuation.packages.archive import read_archive
+from services.valuation.packages.manifest import CONFIG
+from services.valuation.scenarios import ScenarioParams
+
+DATA_TIMEOUT: Final = 10.0
+
+
+class Upstream(LivecalcError):
+    """Another service answered with an error; `code` is its status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    dataset_id: str
+    version: str
+    rows: int
+
+
+class Datasets(Protocol):
+    """Dataset metadata (the data service, or a fake in tests)."""
+
+    async def get(self, dataset_id: str) -> DatasetInfo: ...
+
+
+class DataServiceDatasets:
+    """GetDataset over one channel to the data service."""
+
+    def __init__(self, address: str, timeout: float = DATA_TIMEOUT) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel: aio.Channel | None = None
+
+    async def get(self, dataset_id: str) -> DatasetInfo:
+        if self._channel is None:
+            self._channel = aio.insecure_channel(self.address)
+        stub = data_service_pb2_grpc.DataServiceStub(self._channel)
+        try:
+            reply = await stub.GetDataset(
+                data_service_pb2.GetDatasetRequest(dataset_id=dataset_id), timeout=self.timeout
+            )
+        except aio.AioRpcError as exc:
+            details = exc.details() or exc.code().name
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                details = f"cannot reach the data service at {self.address}: {details}"
+            raise Upstream(exc.code(), details) from None
+        d = reply.dataset
+        return DatasetInfo(d.dataset_id, d.version, int(d.row_count))
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(grace=None)
+
+
+class PackageScenarios:
+    """The configured scenarios of stored packages (read once per package, then cached)."""
+
+    def __init__(self, store: PackageStore) -> None:
+        self.store = store
+        self._cache: dict[str, dict[str, Any]] = {}
+
+    async def get(self, package_hash: str) -> dict[str, Any]:
+        if package_hash not in self._cache:
+            data = b"".join([piece async for *_, piece in self.store.download(package_hash)])
+            config = json.loads(read_archive(data, self.store.limits)[CONFIG])
+            self._cache[package_hash] = dict(config.get("scenarios") or {})
+        return self._cache[package_hash]
+
+
+def scenario_params(spec: engine_pb2.ScenarioSpec | None, configured: dict[str, Any]) -> ScenarioParams:
+    """The job's scenarios: the spec's when given (count ≥ 1), else the package's."""
+    try:
+        if spec is None:
+            return ScenarioParams(
+                count=int(configured.get("count", 0)),
+                seed=int(configured.get("seed", 0)),
+                a=float(configured.get("a", 0.1)),
+                sigma=float(configured.get("sigma", 0.01)),
+                include_base=bool(configured.get("include_base", True)),
+            )
+        return ScenarioParams(
+            count=int(spec.count),
+            seed=int(spec.seed),
+            a=spec.mean_reversion if spec.HasField("mean_reversion") else 0.1,
+            sigma=spec.volatility if spec.HasField("volatility") else 0.01,
+            include_base=spec.include_base if spec.HasField("include_base") else True,
+        )
+    except ModelInputError as exc:
+        raise InvalidArgument(
+            "invalid scenarios",
+            tuple(FieldViolation(f"spec.scenarios.{v.column}", v.message) for v in exc.violations),
+        ) from None
+
+
+def scenario_spec(params: ScenarioParams) -> engine_pb2.ScenarioSpec:
+    """Every parameter explicit, so engines never fall back to their own defaults."""
+    return engine_pb2.ScenarioSpec(
+        count=params.count,
+        seed=params.seed,
+        mean_reversion=params.a,
+        volatility=params.sigma,
+        include_base=params.include_base,
+    )
+
+
+def scenarios_key(params: ScenarioParams) -> str:
+    """Identity of a scenario set, for comparing a preview with a full run."""
+    return f"{params.count}:{params.seed}:{params.a!r}:{params.sigma!r}:{int(params.include_base)}"

@@ -1,0 +1,466 @@
+"""Jobs: submit, run, watch, cancel (DESIGN.md "The mesh at run time").
+
+`JobManager` owns the live jobs of this gateway. A job is validated and planned on submit,
+recorded in the job store, and answered with its `accepted` event; a task then runs it:
+checks the dataset is still the version it validated, dispatches the chunks, folds the
+partials, emits coalesced progress (every `progress_seconds` when something moved) and
+running statistics (about every `statistics_seconds`), and closes the log with exactly one
+of result, error or cancelled. Everything is written to the store as it happens.
+
+A job that was running when the gateway stopped is not resumed: the next start marks it
+FAILED (ABORTED) with a message saying so; submitting it again reruns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Final
+
+import grpc
+
+from livecalc.engine.v1 import engine_pb2, engine_service_pb2
+from livecalc.gateway.v1 import job_pb2
+from services.common.errors import FieldViolation, InvalidArgument, LivecalcError, NotFound
+from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
+from services.gateway.engines import EnginePool
+from services.gateway.events import EventLog, now_timestamp
+from services.gateway.fold import JobFold
+from services.gateway.inputs import Datasets, PackageScenarios, scenario_params, scenario_spec, scenarios_key
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.package_store import PackageStore, check_hash
+from services.gateway.planner import Chunk, Plan, plan
+from services.gateway.results import PART_VALUES, final_result, relative_difference, running_statistics, split_result
+from services.gateway.store import JobStore, ResultKey
+from services.valuation.blocks import BLOCK_SIZE
+from services.valuation.scenarios import ScenarioParams
+
+log = logging.getLogger(__name__)
+
+S = job_pb2.JobState
+ENDED: Final = frozenset({S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED})
+RESTART_MESSAGE: Final = "the gateway stopped while this job was running; it was not resumed: submit it again"
+#: How long CancelJob waits for the job's task to wind down.
+CANCEL_WAIT: Final = 5.0
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """How jobs run; `package_address` is where engines download packages (this gateway)."""
+
+    package_address: str
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    progress_seconds: float = 0.25
+    statistics_seconds: float = 1.0
+    #: Blocks a job may have in flight ahead of its fold, per engine slot, in chunks.
+    window_chunks_per_slot: int = 2
+    chunk_time_limit_seconds: float = 0.0
+
+
+@dataclass
+class LiveJob:
+    """A job this gateway is running (or has just ended)."""
+
+    job: job_pb2.Job
+    log: EventLog
+    plan: Plan
+    params: ScenarioParams
+    key: ResultKey
+    rows: int
+    task: asyncio.Task[None] | None = None
+    fold: JobFold | None = None
+    dispatcher: Dispatcher | None = None
+    cancel_reason: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+def new_job_id() -> str:
+    return f"job-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
+
+
+class JobManager:
+    def __init__(
+        self,
+        store: JobStore,
+        pool: EnginePool,
+        packages: PackageStore,
+        *,
+        datasets: Datasets,
+        metrics: GatewayMetrics,
+        config: JobConfig,
+    ) -> None:
+        self.store, self.pool, self.packages, self.datasets = store, pool, packages, datasets
+        self.metrics, self.config = metrics, config
+        self.scenarios = PackageScenarios(packages)
+        self._live: dict[str, LiveJob] = {}
+        metrics.track_fold_lag(lambda: float(sum(j.fold.pending_blocks for j in self._live.values() if j.fold)))
+
+    def recover(self) -> int:
+        """Mark jobs left running by a previous process FAILED; returns how many."""
+        stale = self.store.jobs_in([S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING])
+        for job in stale:
+            events = self.store.events(job.job_id)
+            logbook = EventLog(job.job_id, sink=self.store.append_event, events=events)
+            self._end(job, logbook, S.JOB_STATE_FAILED, error=job_pb2.JobError(code="ABORTED", message=RESTART_MESSAGE))
+        self.metrics.set_job_counts(self.store.count_by_state())
+        if stale:
+            log.warning(
+                "jobs left running by the previous gateway marked failed", extra={"fields": {"count": len(stale)}}
+            )
+        return len(stale)
+
+    # submit
+
+    async def submit(self, spec: job_pb2.JobSpec, idempotency_key: str = "") -> str:
+        """Validate, plan and record a job; returns its id (an existing one for a known key)."""
+        if idempotency_key and (existing := self.store.job_by_key(idempotency_key)):
+            return existing
+        bad = []
+        if spec.chunk_blocks < 0:
+            bad.append(FieldViolation("spec.chunk_blocks", "must be ≥ 0"))
+        if spec.threads < 0:
+            bad.append(FieldViolation("spec.threads", "must be ≥ 0"))
+        if not spec.dataset_id:
+            bad.append(FieldViolation("spec.dataset_id", "is required"))
+        if not spec.package_hash:
+            bad.append(FieldViolation("spec.package_hash", "is required"))
+        if spec.HasField("scenarios") and spec.scenarios.count == 0:
+            bad.append(
+                FieldViolation("spec.scenarios.count", "must be ≥ 1 (leave scenarios out for the package's own)")
+            )
+        if spec.HasField("preview") and spec.preview.sample_rows < 1:
+            bad.append(FieldViolation("spec.preview.sample_rows", "must be ≥ 1"))
+        if bad:
+            raise InvalidArgument("invalid job spec", tuple(bad))
+        check_hash(spec.package_hash)
+        await self.packages.get(spec.package_hash)  # NOT_FOUND when not stored
+        dataset = await self.datasets.get(spec.dataset_id)  # NOT_FOUND from the data service
+        configured = {} if spec.HasField("scenarios") else await self.scenarios.get(spec.package_hash)
+        params = scenario_params(spec.scenarios if spec.HasField("scenarios") else None, configured)
+        if dataset.rows < 1:
+            raise InvalidArgument(f"dataset {spec.dataset_id} has no rows")
+        preview = spec.HasField("preview")
+        if preview and spec.preview.sample_rows > dataset.rows:
+            raise InvalidArgument(
+                "invalid job spec",
+                (FieldViolation("spec.preview.sample_rows", f"must be ≤ the dataset's {dataset.rows} rows"),),
+            )
+        engines = await self.pool.refresh()
+        slots = sum(e.slots for e in engines) or 1
+        if preview:
+            job_plan = Plan(
+                rows=int(spec.preview.sample_rows), blocks_total=1, chunk_blocks=1, chunks=(Chunk(0, 0, 1),)
+            )
+        else:
+            job_plan = plan(dataset.rows, slots=slots, scenarios=params.count, chunk_blocks=int(spec.chunk_blocks))
+
+        recorded = job_pb2.JobSpec()
+        recorded.CopyFrom(spec)
+        recorded.scenarios.CopyFrom(scenario_spec(params))
+        job = job_pb2.Job(
+            job_id=new_job_id(),
+            spec=recorded,
+            state=S.JOB_STATE_QUEUED,
+            create_time=now_timestamp(),
+            progress=job_pb2.JobProgress(blocks_total=job_plan.blocks_total, policies_total=job_plan.rows),
+        )
+        if idempotency_key and (existing := self.store.job_by_key(idempotency_key)):
+            return existing  # a concurrent submission with the same key got there first
+        self.store.put_job(job, idempotency_key)
+        logbook = EventLog(job.job_id, sink=self.store.append_event)
+        live = LiveJob(
+            job=job,
+            log=logbook,
+            plan=job_plan,
+            params=params,
+            key=ResultKey(spec.package_hash, dataset.version, scenarios_key(params)),
+            rows=dataset.rows,
+        )
+        self._live[job.job_id] = live
+        self.metrics.jobs_submitted.inc()
+        self.metrics.transition(0, S.JOB_STATE_QUEUED)
+        logbook.append(
+            accepted=job_pb2.JobAccepted(job=job, blocks_total=job_plan.blocks_total, chunks_total=len(job_plan.chunks))
+        )
+        live.task = asyncio.get_running_loop().create_task(self._run(live), name=f"job {job.job_id}")
+        log.info(
+            "job accepted",
+            extra={
+                "fields": {
+                    "job": job.job_id,
+                    "rows": job_plan.rows,
+                    "blocks": job_plan.blocks_total,
+                    "chunks": len(job_plan.chunks),
+                    "scenarios": params.count,
+                    "preview": preview,
+                }
+            },
+        )
+        return job.job_id
+
+    # run
+
+    def _request(self, live: LiveJob) -> engine_service_pb2.RunChunkRequest:
+        spec = live.job.spec
+        req = engine_service_pb2.RunChunkRequest(
+            job_id=live.job.job_id,
+            package_hash=spec.package_hash,
+            package_address=self.config.package_address,
+            dataset_id=spec.dataset_id,
+            dataset_version=live.key.dataset_version,
+            block_size=BLOCK_SIZE,
+            scenarios=spec.scenarios,
+            threads=spec.threads,
+            time_limit_seconds=self.config.chunk_time_limit_seconds,
+        )
+        if spec.HasField("preview"):
+            req.sample.CopyFrom(engine_pb2.SampleSelection(n=spec.preview.sample_rows, seed=spec.preview.seed))
+        return req
+
+    def _progress(self, live: LiveJob) -> job_pb2.JobProgress:
+        fold, disp = live.fold, live.dispatcher
+        done = fold.folded_blocks if fold else 0
+        return job_pb2.JobProgress(
+            blocks_done=done,
+            blocks_total=live.plan.blocks_total,
+            policies_done=fold.rows_done if fold else 0,
+            policies_total=live.plan.rows,
+            engines_active=len(disp.engines_active) if disp else 0,
+            elapsed_seconds=time.monotonic() - live.started,
+        )
+
+    async def _ticker(self, live: LiveJob) -> None:
+        """Coalesced progress and about-once-a-second running statistics."""
+        cfg = self.config
+        last_blocks = 0
+        last_stats_blocks = 0
+        next_stats = time.monotonic() + cfg.statistics_seconds
+        while True:
+            await asyncio.sleep(cfg.progress_seconds)
+            fold = live.fold
+            if fold is None:
+                continue
+            if fold.folded_blocks != last_blocks:
+                last_blocks = fold.folded_blocks
+                live.job.progress.CopyFrom(self._progress(live))
+                live.log.append(progress=live.job.progress)
+            if time.monotonic() >= next_stats and fold.folded_blocks != last_stats_blocks and not fold.complete:
+                estimate = fold.estimate()
+                if estimate is not None:
+                    last_stats_blocks = fold.folded_blocks
+                    next_stats = time.monotonic() + cfg.statistics_seconds
+                    live.log.append(statistics=running_statistics(estimate[:, :], fold.rows_done, fold.rows))
+
+    async def _run(self, live: LiveJob) -> None:
+        job = live.job
+        ticker: asyncio.Task[None] | None = None
+        try:
+            current = await self.datasets.get(job.spec.dataset_id)
+            if current.version != live.key.dataset_version:
+                raise JobFailed(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"dataset {job.spec.dataset_id} changed after the job was accepted "
+                    f"(version {live.key.dataset_version} → {current.version})",
+                )
+            preview = job.spec.HasField("preview")
+            live.fold = JobFold(live.plan.rows, live.plan.blocks_total, live.params.count, check_rows=not preview)
+            slots = max(1, self.pool.total_slots)
+            live.dispatcher = Dispatcher(
+                self.pool,
+                self._request(live),
+                live.plan,
+                live.fold,
+                config=self.config.dispatch,
+                metrics=self.metrics,
+                window_blocks=self.config.window_chunks_per_slot * slots * live.plan.chunk_blocks,
+                preview=preview,
+            )
+            self._set_state(live, S.JOB_STATE_RUNNING)
+            job.start_time.CopyFrom(now_timestamp())
+            live.started = time.monotonic()
+            self.store.put_job(job)
+            live.job.progress.CopyFrom(self._progress(live))
+            live.log.append(progress=live.job.progress)
+            ticker = asyncio.get_running_loop().create_task(self._ticker(live))
+            await live.dispatcher.run()
+            ticker.cancel()
+            self._succeed(live)
+        except asyncio.CancelledError:
+            if live.cancel_reason is None:
+                raise  # the gateway is stopping
+            self._cancelled(live)
+        except LivecalcError as exc:
+            self._failed(live, exc.code.name, exc.details())
+        except Exception as exc:
+            log.exception("job failed with a bug", extra={"fields": {"job": job.job_id}})
+            self._failed(live, "INTERNAL", f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+            if live.log.closed:
+                self._live.pop(job.job_id, None)
+
+    def _succeed(self, live: LiveJob) -> None:
+        job, fold, disp = live.job, live.fold, live.dispatcher
+        assert fold is not None and disp is not None
+        pvs = fold.total()
+        preview = job.spec.HasField("preview")
+        if preview:
+            pvs = pvs * (live.rows / live.plan.rows)
+        difference = None
+        if preview:
+            full = self.store.latest_full_mean(live.key)
+            if full is not None:
+                difference = relative_difference(float(pvs[0].mean()), full[1])
+        result = final_result(
+            pvs,
+            policy_count=live.plan.rows,
+            dataset_version=live.key.dataset_version,
+            package_hash=job.spec.package_hash,
+            steps=disp.steps,
+            elapsed_seconds=time.monotonic() - live.started,
+            preview=preview,
+            preview_relative_difference=difference,
+        )
+        end = now_timestamp()
+        self.store.put_result(
+            job.job_id,
+            live.key,
+            preview=preview,
+            mean=result.statistics.mean,
+            end_ns=end.ToNanoseconds(),
+            pv_net_cf=pvs[0],
+        )
+        job.progress.CopyFrom(self._progress(live))
+        parts, slim = split_result(result)
+        for part in parts:
+            live.log.append(result_part=part)
+        self._end(job, live.log, S.JOB_STATE_SUCCEEDED, result=slim, end=end)
+        log.info(
+            "job succeeded",
+            extra={
+                "fields": {"job": job.job_id, "hash": result.result_hash, "elapsed_s": round(result.elapsed_seconds, 3)}
+            },
+        )
+
+    def _failed(self, live: LiveJob, code: str, message: str) -> None:
+        if live.log.closed:
+            return
+        log.info("job failed", extra={"fields": {"job": live.job.job_id, "code": code, "message": message}})
+        self._end(live.job, live.log, S.JOB_STATE_FAILED, error=job_pb2.JobError(code=code, message=message))
+
+    def _cancelled(self, live: LiveJob) -> None:
+        if live.log.closed:
+            return
+        self._end(
+            live.job, live.log, S.JOB_STATE_CANCELLED, cancelled=job_pb2.JobCancelled(reason=live.cancel_reason or "")
+        )
+
+    def _set_state(self, live: LiveJob, state: int) -> None:
+        self.metrics.transition(live.job.state, state)
+        live.job.state = state  # type: ignore[assignment]
+
+    def _end(
+        self,
+        job: job_pb2.Job,
+        logbook: EventLog,
+        state: int,
+        *,
+        result: job_pb2.JobResult | None = None,
+        error: job_pb2.JobError | None = None,
+        cancelled: job_pb2.JobCancelled | None = None,
+        end: object = None,
+    ) -> None:
+        """Record the final state first, then close the log with its one terminal event."""
+        self.metrics.transition(job.state, state)
+        job.state = state  # type: ignore[assignment]
+        job.end_time.CopyFrom(end if end is not None else now_timestamp())  # type: ignore[arg-type]
+        if result is not None:
+            job.result.CopyFrom(result)
+            self.store.put_job(job)
+            logbook.append(result=result)
+        elif error is not None:
+            job.error.CopyFrom(error)
+            self.store.put_job(job)
+            logbook.append(error=error)
+        else:
+            self.store.put_job(job)
+            logbook.append(cancelled=cancelled or job_pb2.JobCancelled())
+
+    # read side
+
+    def get(self, job_id: str, *, with_vector: bool = True) -> job_pb2.Job:
+        live = self._live.get(job_id)
+        if live is not None:
+            out = job_pb2.Job()
+            out.CopyFrom(live.job)
+            return out
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} does not exist")
+        if with_vector and job.state == S.JOB_STATE_SUCCEEDED and not job.result.pv_net_cf_in_parts:
+            vector = self.store.result_vector(job_id)
+            if vector is not None and vector.size <= PART_VALUES:
+                job.result.pv_net_cf.extend(vector.tolist())
+        return job
+
+    def list(self, page_size: int, page_token: str, state: int) -> tuple[list[job_pb2.Job], str]:
+        jobs, token = self.store.list_jobs(page_size, page_token, state)
+        for job in jobs:
+            live = self._live.get(job.job_id)
+            if live is not None:
+                job.CopyFrom(live.job)
+            del job.result.pv_net_cf[:]
+        return jobs, token
+
+    async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[job_pb2.JobEvent]:
+        """The job's events after ``after``: replayed, then live until the job ends."""
+        if after < 0:
+            raise InvalidArgument("after_sequence must be ≥ 0")
+        live = self._live.get(job_id)
+        if live is not None:
+            async for event in live.log.follow(after):
+                yield event
+            return
+        if self.store.get_job(job_id) is None:
+            raise NotFound(f"job {job_id} does not exist")
+        for event in self.store.events(job_id, after):
+            yield event
+
+    async def cancel(self, job_id: str, reason: str) -> job_pb2.Job:
+        live = self._live.get(job_id)
+        if live is None or live.log.closed:
+            return self.get(job_id)
+        live.cancel_reason = reason
+        task = live.task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT)
+        self._cancelled(live)
+        self._live.pop(job_id, None)
+        return self.get(job_id)
+
+    async def close(self) -> None:
+        """Stop every running job (the gateway is stopping) and record them as not resumed."""
+        for live in list(self._live.values()):
+            if live.task is not None and not live.task.done():
+                live.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await live.task
+            if not live.log.closed:
+                self._end(
+                    live.job,
+                    live.log,
+                    S.JOB_STATE_FAILED,
+                    error=job_pb2.JobError(code="ABORTED", message=RESTART_MESSAGE),
+                )
+        self._live.clear()
+        await self.pool.close()
