@@ -1,7 +1,10 @@
 """`livecalc up`: the embedded mesh — data, engine(s) and gateway as child processes.
 
 Each service runs as its own `livecalc serve` process (as it would in a cluster), with its
-output prefixed by its name. Ctrl-C or SIGTERM stops them all gracefully, gateway first.
+output prefixed by its name. ``--engines N`` starts N engines on consecutive ports from the
+engine's default (50052, 50054, 50055, … stepping over the data and gateway ports), each with
+its own metrics port; the gateway is given their addresses, the engines the data service's and
+the gateway's. Ctrl-C or SIGTERM stops them all gracefully, gateway first.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from services.common.config import DEFAULT_PORTS
+from services.common.errors import InvalidArgument
 from services.common.readiness import wait_serving
 
 
@@ -40,6 +44,24 @@ def _start(label: str, argv: list[str], env: dict[str, str], address: str) -> Ch
     assert proc.stdout is not None
     threading.Thread(target=_pump, args=(label, proc.stdout), daemon=True).start()
     return Child(label, address, proc)
+
+
+def engine_ports(count: int, offset: int = 0) -> list[tuple[int, int]]:
+    """(gRPC port, metrics port) of each of ``count`` engines: consecutive from the engine's
+    default ports (plus ``offset``), stepping over the ports of the other services."""
+    if count < 1:
+        raise InvalidArgument(f"--engines must be ≥ 1, got {count}")
+    taken = {p + offset for name, ports in DEFAULT_PORTS.items() if name != "engine" for p in ports}
+    grpc_port, metrics_port = (p + offset for p in DEFAULT_PORTS["engine"])
+    out: list[tuple[int, int]] = []
+    while len(out) < count:
+        while grpc_port in taken:
+            grpc_port += 1
+        while metrics_port in taken:
+            metrics_port += 1
+        out.append((grpc_port, metrics_port))
+        grpc_port, metrics_port = grpc_port + 1, metrics_port + 1
+    return out
 
 
 def run_mesh(args: argparse.Namespace) -> int:
@@ -67,21 +89,24 @@ def run_mesh(args: argparse.Namespace) -> int:
             f"127.0.0.1:{data_port}",
         )
     )
-    engine_port, engine_metrics = (p + off for p in DEFAULT_PORTS["engine"])
-    for i in range(int(args.engines)):
-        # Extra engines take ports above the default range of all three services.
-        port = engine_port if i == 0 else engine_port + 100 + i
-        metrics = engine_metrics if i == 0 else engine_metrics + 100 + i
-        label = "engine" if args.engines == 1 else f"engine-{i}"
-        plan.append((label, [*exe, "engine", "--port", str(port), "--metrics-port", str(metrics)], f"127.0.0.1:{port}"))
     gw_port, gw_metrics = (p + off for p in DEFAULT_PORTS["gateway"])
+    data_address, gw_address = f"127.0.0.1:{data_port}", f"127.0.0.1:{gw_port}"
+    engines = engine_ports(int(args.engines), off)
+    for i, (port, metrics) in enumerate(engines):
+        label = "engine" if len(engines) == 1 else f"engine-{i}"
+        argv = [*exe, "engine", "--port", str(port), "--metrics-port", str(metrics)]
+        plan.append((label, [*argv, "--data", data_address, "--gateway", gw_address], f"127.0.0.1:{port}"))
     plan.append(
         (
             "gateway",
             [*exe, "gateway", "--port", str(gw_port), "--metrics-port", str(gw_metrics)],
-            f"127.0.0.1:{gw_port}",
+            gw_address,
         )
     )
+    # the gateway reads its peers from the environment (flags of its own may come and go)
+    env["LIVECALC_ENGINES"] = ",".join(f"127.0.0.1:{port}" for port, _ in engines)
+    env["LIVECALC_DATA_ADDRESS"] = data_address
+    env["LIVECALC_GATEWAY_ADVERTISE_ADDRESS"] = gw_address
 
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())

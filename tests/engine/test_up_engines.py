@@ -1,0 +1,70 @@
+"""`livecalc up --engines N`: N engine processes on consecutive ports, each serving EngineService."""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
+from services.common.up import engine_ports
+from tests.support import ROOT, VENV_BIN
+
+
+def test_engine_ports_are_consecutive_and_step_over_the_other_services() -> None:
+    assert engine_ports(3) == [(50052, 9465), (50054, 9467), (50055, 9468)]
+    assert engine_ports(1, 100) == [(50152, 9565)]
+
+
+def _free(ports: list[int]) -> bool:
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+@pytest.mark.slow
+def test_up_with_two_engines_serves_both(tmp_path: Path) -> None:
+    def ports(offset: int) -> list[int]:
+        base = [50051 + offset, 50053 + offset, 9464 + offset, 9466 + offset]
+        return base + [p for pair in engine_ports(2, offset) for p in pair]
+
+    offset = next(o for o in random.sample(range(1000, 15000), 50) if _free(ports(o)))
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "livecalc"), "up", "--engines", "2", "--data-dir", str(tmp_path / "data"),
+         "--port-offset", str(offset)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().decode()
+            lines.append(line)
+            if "livecalc mesh is up" in line or not line:
+                break
+        assert "livecalc mesh is up" in lines[-1], "".join(lines)
+        for port, _ in engine_ports(2, offset):
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                caps = engine_service_pb2_grpc.EngineServiceStub(channel).GetCapabilities(
+                    engine_service_pb2.GetCapabilitiesRequest(), timeout=10
+                )
+                assert caps.slots >= 1 and caps.threads >= 1
+        assert "engine-0" in lines[-1] and "engine-1" in lines[-1]
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0
