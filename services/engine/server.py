@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--piece-blocks",
         type=int,
-        help="blocks computed per pipeline run inside a chunk (env LIVECALC_ENGINE_PIECE_BLOCKS; default 2·threads)",
+        help="blocks computed per pipeline run inside a chunk (env LIVECALC_ENGINE_PIECE_BLOCKS; default 4·threads)",
     )
     parser.add_argument(
         "--time-limit",
@@ -106,7 +106,7 @@ def resolve_engine_config(args: argparse.Namespace, env: Mapping[str, str]) -> E
         ),
         cache_dir=usable_cache_dir(Path(cache) if cache else None),
         package_cache_bytes=cache_mb << 20,
-        piece_blocks=_value(flag("piece_blocks"), env, "LIVECALC_ENGINE_PIECE_BLOCKS", int, 2 * threads),
+        piece_blocks=_value(flag("piece_blocks"), env, "LIVECALC_ENGINE_PIECE_BLOCKS", int, 4 * threads),
         time_limit_seconds=_value(
             flag("time_limit"), env, "LIVECALC_ENGINE_TIME_LIMIT", float, DEFAULT_TIME_LIMIT_SECONDS
         ),

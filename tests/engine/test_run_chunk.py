@@ -186,8 +186,10 @@ def metric(engine: ServiceProcess, name: str) -> float:
 
 def test_busy_engine_is_resource_exhausted_and_cancel_stops_cpu_within_a_second(mesh: Mesh) -> None:
     version = dataset_version(mesh.data.address, "long")
+    # 8000 scenarios: one piece (2 blocks) is about a second of WASM work on 2 cores, so ending
+    # well inside a second of the cancel needs the interrupt, not the end of the piece
     request = chunk_request(mesh.package_hash, mesh.gateway.address, "long", version,
-                            block_count=block_count(LONG_ROWS), scenarios=2000)  # fmt: skip
+                            block_count=block_count(LONG_ROWS), scenarios=8000)  # fmt: skip
     with grpc.insecure_channel(mesh.engine.address) as channel:
         stub = engine_service_pb2_grpc.EngineServiceStub(channel)
         call = stub.RunChunk(request, timeout=120)
@@ -219,7 +221,9 @@ def test_busy_engine_is_resource_exhausted_and_cancel_stops_cpu_within_a_second(
         time.sleep(0.3)
         before = cpu_seconds(mesh.engine.proc.pid)
         time.sleep(1.0)
-        assert cpu_seconds(mesh.engine.proc.pid) - before < 0.2
+        burnt = cpu_seconds(mesh.engine.proc.pid) - before
+        print(f"compute ended {ended - cancelled_at:.3f} s after the cancel; CPU in the next second {burnt:.3f} s")
+        assert burnt < 0.2
         # the slot is free again
         caps = stub.GetCapabilities(engine_service_pb2.GetCapabilitiesRequest(), timeout=10)
         assert caps.busy_slots == 0
