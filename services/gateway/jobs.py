@@ -76,6 +76,8 @@ class LiveJob:
     fold: JobFold | None = None
     dispatcher: Dispatcher | None = None
     cancel_reason: str | None = None
+    #: blocks_done of the last progress event.
+    reported_blocks: int = -1
     started: float = field(default_factory=time.monotonic)
 
 
@@ -234,10 +236,17 @@ class JobManager:
             elapsed_seconds=time.monotonic() - live.started,
         )
 
+    def _report_progress(self, live: LiveJob) -> None:
+        """A progress event when blocks were folded since the last one (and the first one)."""
+        done = live.fold.folded_blocks if live.fold else 0
+        if done != live.reported_blocks:
+            live.reported_blocks = done
+            live.job.progress.CopyFrom(self._progress(live))
+            live.log.append(progress=live.job.progress)
+
     async def _ticker(self, live: LiveJob) -> None:
         """Coalesced progress and about-once-a-second running statistics."""
         cfg = self.config
-        last_blocks = 0
         last_stats_blocks = 0
         next_stats = time.monotonic() + cfg.statistics_seconds
         while True:
@@ -245,10 +254,7 @@ class JobManager:
             fold = live.fold
             if fold is None:
                 continue
-            if fold.folded_blocks != last_blocks:
-                last_blocks = fold.folded_blocks
-                live.job.progress.CopyFrom(self._progress(live))
-                live.log.append(progress=live.job.progress)
+            self._report_progress(live)
             if time.monotonic() >= next_stats and fold.folded_blocks != last_stats_blocks and not fold.complete:
                 estimate = fold.estimate()
                 if estimate is not None:
@@ -284,8 +290,7 @@ class JobManager:
             job.start_time.CopyFrom(now_timestamp())
             live.started = time.monotonic()
             self.store.put_job(job)
-            live.job.progress.CopyFrom(self._progress(live))
-            live.log.append(progress=live.job.progress)
+            self._report_progress(live)
             ticker = asyncio.get_running_loop().create_task(self._ticker(live))
             await live.dispatcher.run()
             ticker.cancel()
@@ -338,7 +343,7 @@ class JobManager:
             end_ns=end.ToNanoseconds(),
             pv_net_cf=pvs[0],
         )
-        job.progress.CopyFrom(self._progress(live))
+        self._report_progress(live)  # the last progress (100 %) always precedes the result
         parts, slim = split_result(result)
         for part in parts:
             live.log.append(result_part=part)
