@@ -135,3 +135,20 @@ def grpcurl(address: str, method: str, body: dict[str, Any]) -> list[Any]:
 
 def until_end(events: Iterator[job_pb2.JobEvent]) -> list[job_pb2.JobEvent]:
     return list(events)
+
+
+def metric(service: ServiceProcess, name: str) -> float:
+    """One unlabelled sample of a service's /metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exposed")
+
+
+def metric_text(service: ServiceProcess) -> str:
+    import urllib.request
+
+    return str(urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).read().decode())
