@@ -123,7 +123,8 @@ def grpcurl(address: str, method: str, body: dict[str, Any]) -> list[Any]:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    decoder, text, out, i = json.JSONDecoder(), done.stdout, [], 0
+    decoder, text, i = json.JSONDecoder(), done.stdout, 0
+    out: list[Any] = []
     while True:
         while i < len(text) and text[i].isspace():
             i += 1

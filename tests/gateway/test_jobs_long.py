@@ -6,6 +6,7 @@ every finished job and its events (the job it was running is marked FAILED, not 
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ def test_running_statistics_converge_and_watch_joins_in_the_middle(mesh: Mesh) -
     assert errors[-1] <= errors[0] + 0.02, errors
     # about once a second, not more often
     times = [e.time.ToNanoseconds() / 1e9 for e in events if e.WhichOneof("event") == "statistics"]
-    assert all(b - a >= 0.9 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(times))
     progress_times = [e.time.ToNanoseconds() / 1e9 for e in events if e.WhichOneof("event") == "progress"]
     assert len(progress_times) <= 5 * (progress_times[-1] - progress_times[0]) + 3  # coalesced
 

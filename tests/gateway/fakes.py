@@ -1,0 +1,144 @@
+"""Test doubles for the gateway's unit tests: an in-process fake engine stub and pool.
+
+`FakeEngineStub.RunChunk` answers like EngineService.RunChunk (progress, one BlockPartial
+per block, summary) from a fixed table of block partials, and can be told to fail; it is
+not the real engine, only a stand-in for dispatcher and job-manager logic tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc import aio
+
+from livecalc.engine.v1 import engine_pb2, engine_service_pb2
+from services.gateway.engines import Engine
+from services.gateway.fold import COMPONENTS
+from services.gateway.inputs import DatasetInfo
+from services.valuation.blocks import BLOCK_SIZE, block_rows
+
+
+def partial_table(blocks: int, scenarios: int, seed: int = 1) -> np.ndarray:
+    """f64 [blocks][5][N] of made-up partials."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(1000.0, 100.0, size=(blocks, len(COMPONENTS), scenarios))
+
+
+class FakeError(aio.AioRpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, aio.Metadata(), aio.Metadata(), details=details)
+
+
+class FakeCall:
+    def __init__(self, gen: AsyncIterator[engine_service_pb2.RunChunkResponse]) -> None:
+        self._gen = gen
+        self.cancelled = False
+
+    def __aiter__(self) -> AsyncIterator[engine_service_pb2.RunChunkResponse]:
+        return self._gen
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+class FakeEngineStub:
+    """RunChunk over `table`; `fail(request, block)` may return an error to raise before that block."""
+
+    def __init__(
+        self,
+        table: np.ndarray,
+        rows: int,
+        *,
+        fail: Callable[[engine_service_pb2.RunChunkRequest, int], aio.AioRpcError | None] | None = None,
+        delay: float = 0.0,
+        piece: int = 0,
+    ) -> None:
+        self.table, self.rows, self.fail, self.delay, self.piece = table, rows, fail, delay, piece
+        self.requests: list[engine_service_pb2.RunChunkRequest] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def RunChunk(self, request: engine_service_pb2.RunChunkRequest, timeout: float | None = None) -> FakeCall:
+        self.requests.append(request)
+        return FakeCall(self._run(request))
+
+    async def _run(
+        self, request: engine_service_pb2.RunChunkRequest
+    ) -> AsyncIterator[engine_service_pb2.RunChunkResponse]:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            first, count = request.blocks.first_block, request.blocks.block_count
+            yield engine_service_pb2.RunChunkResponse(progress=engine_pb2.ChunkProgress(blocks_total=count))
+            for b in range(first, first + count):
+                await asyncio.sleep(self.delay)
+                if self.fail is not None and (err := self.fail(request, b)) is not None:
+                    raise err
+                start, stop = block_rows(b, self.rows)
+                n = self.table.shape[2]
+                step = self.piece or n
+                for s0 in range(0, n, step):
+                    values = {name: self.table[b, i, s0 : s0 + step].tolist() for i, name in enumerate(COMPONENTS)}
+                    partial = engine_pb2.BlockPartial(
+                        block_index=b, first_row=start, row_count=stop - start, first_scenario=s0, **values
+                    )
+                    yield engine_service_pb2.RunChunkResponse(partial=partial)
+            yield engine_service_pb2.RunChunkResponse(summary=engine_pb2.ChunkSummary(blocks=count, steps=10 * count))
+        finally:
+            self.in_flight -= 1
+
+
+def fake_engine(address: str, stub: FakeEngineStub, slots: int = 1) -> Engine:
+    return Engine(address=address, channel=None, stub=stub, slots=slots, semaphore=asyncio.Semaphore(slots))  # type: ignore[arg-type]
+
+
+class FakePool:
+    def __init__(self, engines: list[Engine]) -> None:
+        self._engines = engines
+
+    async def refresh(self, *, force: bool = False) -> list[Engine]:
+        return list(self._engines)
+
+    def engines(self) -> list[Engine]:
+        return list(self._engines)
+
+    @property
+    def total_slots(self) -> int:
+        return sum(e.slots for e in self._engines)
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeDatasets:
+    def __init__(self, rows: int, version: str = "v1") -> None:
+        self.rows, self.version = rows, version
+
+    async def get(self, dataset_id: str) -> DatasetInfo:
+        from services.common.errors import NotFound
+
+        if dataset_id != "pol":
+            raise NotFound(f"dataset {dataset_id!r} does not exist")
+        return DatasetInfo(dataset_id, self.version, self.rows)
+
+
+class FakePackages:
+    """PackageStore.get for one known hash."""
+
+    def __init__(self, known: str) -> None:
+        self.known = known
+
+    async def get(self, package_hash: str) -> Any:
+        from services.common.errors import NotFound
+
+        if package_hash != self.known:
+            raise NotFound(f"package {package_hash} is not stored")
+        return object()
+
+
+ROWS_3_BLOCKS = 3 * BLOCK_SIZE - 10
