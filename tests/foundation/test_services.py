@@ -66,10 +66,11 @@ def test_health_names_and_unimplemented_message(service_factory: Callable[..., S
             health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         jobs = job_service_pb2_grpc.JobServiceStub(channel)
+        # JobService is implemented (issue 10): an unknown job is NOT_FOUND, naming it
         with pytest.raises(grpc.RpcError) as info:
-            jobs.ListJobs(job_service_pb2.ListJobsRequest(), timeout=5)
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "ListJobs is not implemented yet" in (info.value.details() or "")
+            jobs.GetJob(job_service_pb2.GetJobRequest(job_id="no-such-job"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "no-such-job" in (info.value.details() or "")
 
 
 @pytest.mark.parametrize("name", sorted(OWN_SERVICES))
