@@ -65,6 +65,8 @@ class DispatchConfig:
     chunk_timeout_seconds: float = 600.0
     #: Pause between looks for new engines while a job runs (DNS targets).
     engine_scan_seconds: float = 5.0
+    #: A job with no engine that answers for this long fails with UNAVAILABLE.
+    no_engine_seconds: float = 30.0
 
 
 def retryable(exc: aio.AioRpcError) -> bool:
@@ -130,11 +132,23 @@ class Dispatcher:
             start_workers(await self.pool.refresh())
 
             async def scan() -> None:
+                alone_since = None if started else time.monotonic()
                 while not self.done:
-                    with anyio.move_on_after(self.config.engine_scan_seconds):
+                    pause = self.config.engine_scan_seconds if started else min(1.0, self.config.engine_scan_seconds)
+                    with anyio.move_on_after(pause):
                         await self._wait_done()
-                    if not self.done:
-                        start_workers(await self.pool.refresh())
+                    if self.done:
+                        return
+                    start_workers(await self.pool.refresh(force=not started))
+                    if started:
+                        alone_since = None
+                    elif alone_since is not None and time.monotonic() - alone_since > self.config.no_engine_seconds:
+                        self._fail(
+                            JobFailed(
+                                grpc.StatusCode.UNAVAILABLE,
+                                f"no engine answered for {self.config.no_engine_seconds:g} s; is an engine running?",
+                            )
+                        )
 
             tg.start_soon(scan)
             await self._wait_done()

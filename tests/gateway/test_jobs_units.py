@@ -334,3 +334,21 @@ def test_engine_targets_parse() -> None:
     for bad in ("", "dns:///noport", "host"):
         with pytest.raises(InvalidArgument):
             EngineTargets.parse(bad)
+
+
+async def test_dispatch_without_engines_fails_unavailable_in_bounded_time() -> None:
+    from livecalc.engine.v1 import engine_service_pb2
+
+    p = plan(BLOCK_SIZE, slots=1, scenarios=1)
+    d = Dispatcher(
+        FakePool([]),  # type: ignore[arg-type]
+        engine_service_pb2.RunChunkRequest(job_id="j"),
+        p,
+        JobFold(BLOCK_SIZE, 1, 1),
+        config=DispatchConfig(engine_scan_seconds=0.05, no_engine_seconds=0.2),
+        metrics=GatewayMetrics.create(CollectorRegistry()),
+        window_blocks=1,
+    )
+    with pytest.raises(JobFailed) as info:
+        await asyncio.wait_for(d.run(), 5)
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE and "no engine" in info.value.message
