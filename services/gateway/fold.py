@@ -103,8 +103,7 @@ class JobFold:
 
     def partial_total(self) -> F64 | None:
         """The fold so far, f64 [5][N], or None before the first block."""
-        total = self._folder._total
-        return None if total is None else np.array(total)
+        return self._folder.folded()
 
     def estimate(self) -> F64 | None:
         """The running estimate: the folded sums scaled by rows/rows_done (exact once complete)."""

@@ -92,6 +92,10 @@ class BlockFolder:
         """Partials that arrived ahead of the fold and wait in memory."""
         return len(self._pending)
 
+    def folded(self) -> F64 | None:
+        """A copy of the fold of the blocks folded so far (None before the first): a running total."""
+        return None if self._total is None else self._total.copy()
+
     def total(self) -> F64:
         """The fold of all blocks (raises until every block arrived)."""
         if not self.complete or self._total is None:

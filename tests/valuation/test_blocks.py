@@ -56,3 +56,16 @@ def test_result_hash_is_sha256_of_le_float64() -> None:
     expected = hashlib.sha256(b"".join(int(np.float64(v).view(np.uint64)).to_bytes(8, "little") for v in values))
     assert result_hash(values) == expected.hexdigest()
     assert result_hash(values.astype(">f8")) == expected.hexdigest()
+
+
+def test_folded_is_a_running_total_in_block_order() -> None:
+    folder = BlockFolder(3)
+    assert folder.folded() is None
+    folder.add(1, np.array([10.0]))  # waits for block 0
+    assert folder.folded() is None
+    folder.add(0, np.array([1.0]))
+    running = folder.folded()
+    assert running is not None and running.tolist() == [11.0]
+    running[0] = -1.0  # a copy: the fold is not disturbed
+    folder.add(2, np.array([100.0]))
+    assert folder.total().tolist() == [111.0]
