@@ -33,16 +33,17 @@ class Child:
     proc: subprocess.Popen[bytes]
 
 
-def _pump(label: str, stream: IO[bytes]) -> None:
+def _pump(label: str, stream: IO[bytes], sink: IO[str] | None) -> None:
     for line in iter(stream.readline, b""):
-        sys.stderr.write(f"[{label}] {line.decode(errors='replace')}")
-        sys.stderr.flush()
+        out = sink or sys.stderr
+        out.write(f"[{label}] {line.decode(errors='replace')}")
+        out.flush()
 
 
-def _start(label: str, argv: list[str], env: dict[str, str], address: str) -> Child:
+def _start(label: str, argv: list[str], env: dict[str, str], address: str, sink: IO[str] | None = None) -> Child:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     assert proc.stdout is not None
-    threading.Thread(target=_pump, args=(label, proc.stdout), daemon=True).start()
+    threading.Thread(target=_pump, args=(label, proc.stdout, sink), daemon=True).start()
     return Child(label, address, proc)
 
 
@@ -64,13 +65,16 @@ def engine_ports(count: int, offset: int = 0) -> list[tuple[int, int]]:
     return out
 
 
-def run_mesh(args: argparse.Namespace) -> int:
-    """Start the mesh, wait for Ctrl-C/SIGTERM, stop it; returns the exit code."""
-    data_dir = Path(args.data_dir or os.environ.get("LIVECALC_DATA_DIR", ".livecalc")).resolve()
+def data_dir_of(value: str | None) -> Path:
+    """The embedded mesh's data dir: the flag, else LIVECALC_DATA_DIR, else ./.livecalc."""
+    return Path(value or os.environ.get("LIVECALC_DATA_DIR", ".livecalc")).resolve()
+
+
+def mesh_plan(data_dir: Path, engines_count: int, off: int) -> tuple[list[tuple[str, list[str], str]], dict[str, str]]:
+    """(label, argv, address) of each service to start, in start order, and their environment."""
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LIVECALC_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     exe = [sys.executable, "-m", "services.cli", "serve"]
-    off = int(args.port_offset)
     plan: list[tuple[str, list[str], str]] = []
     data_port, data_metrics = (p + off for p in DEFAULT_PORTS["data"])
     plan.append(
@@ -91,7 +95,7 @@ def run_mesh(args: argparse.Namespace) -> int:
     )
     gw_port, gw_metrics = (p + off for p in DEFAULT_PORTS["gateway"])
     data_address, gw_address = f"127.0.0.1:{data_port}", f"127.0.0.1:{gw_port}"
-    engines = engine_ports(int(args.engines), off)
+    engines = engine_ports(engines_count, off)
     for i, (port, metrics) in enumerate(engines):
         label = "engine" if len(engines) == 1 else f"engine-{i}"
         argv = [*exe, "engine", "--port", str(port), "--metrics-port", str(metrics)]
@@ -107,15 +111,41 @@ def run_mesh(args: argparse.Namespace) -> int:
     env["LIVECALC_ENGINES"] = ",".join(f"127.0.0.1:{port}" for port, _ in engines)
     env["LIVECALC_DATA_ADDRESS"] = data_address
     env["LIVECALC_GATEWAY_ADVERTISE_ADDRESS"] = gw_address
+    return plan, env
 
+
+def start_children(
+    plan: list[tuple[str, list[str], str]], env: dict[str, str], children: list[Child], sink: IO[str] | None = None
+) -> None:
+    """Start each service in order and wait until it serves; started ones are appended to
+    ``children`` as they start, so the caller can stop them even when a later one fails.
+    Their output goes to ``sink`` (default stderr), each line prefixed with the label."""
+    for label, argv, address in plan:
+        child = _start(label, argv, env, address, sink)
+        children.append(child)
+        wait_serving(child.address, timeout=60, proc=child.proc, label=child.label)
+
+
+def stop_children(children: list[Child]) -> None:
+    """SIGTERM every child, gateway first, and wait for them (kill after 30 s)."""
+    for child in reversed(children):
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+    for child in reversed(children):
+        try:
+            child.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+
+
+def run_mesh(args: argparse.Namespace) -> int:
+    """Start the mesh, wait for Ctrl-C/SIGTERM, stop it; returns the exit code."""
+    plan, env = mesh_plan(data_dir_of(args.data_dir), int(args.engines), int(args.port_offset))
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     children: list[Child] = []
     try:
-        for label, argv, address in plan:
-            child = _start(label, argv, env, address)
-            children.append(child)
-            wait_serving(child.address, timeout=60, proc=child.proc, label=child.label)
+        start_children(plan, env, children)
         print(
             "livecalc mesh is up: " + ", ".join(f"{c.label} {c.address}" for c in children) + " (Ctrl-C stops it)",
             file=sys.stderr,
@@ -132,11 +162,4 @@ def run_mesh(args: argparse.Namespace) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for child in reversed(children):
-            if child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-        for child in reversed(children):
-            try:
-                child.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
+        stop_children(children)

@@ -1,0 +1,447 @@
+"""`AsyncClient`: the asynchronous Python client of LiveCalc Mesh (grpc.aio, on asyncio).
+
+One client holds one channel to the gateway (jobs, packages) and one to the data service
+(datasets), opened lazily inside the running event loop. Every unary call has a deadline
+(`timeout`, per call overridable); idempotent calls (get, list, show, sample, cancel) are
+retried on UNAVAILABLE with exponential backoff, never submissions or uploads (a submission
+carries an idempotency key, so a stream that breaks after acceptance is resumed with
+WatchJob instead). Failures raise the project's error types (`services.common.errors`).
+
+Streams (`submit`, `watch`) are async iterators of `JobEvent`s; leaving the loop early
+cancels the underlying call (NOTES.md: a stream not cancelled keeps the server streaming).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Final, TypeVar
+
+import grpc
+from grpc import aio
+
+from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
+from livecalc.engine.v1 import engine_pb2
+from livecalc.gateway.v1 import (
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    package_pb2,
+    package_service_pb2,
+    package_service_pb2_grpc,
+)
+from services.client.errors import RETRYABLE, JobCancelled, JobFailed, from_rpc_error
+from services.common.config import DEFAULT_PORTS
+from services.common.errors import InvalidArgument, LivecalcError, Unavailable
+from services.valuation.packages.package import build_directory
+
+T = TypeVar("T")
+
+DEFAULT_GATEWAY: Final = f"localhost:{DEFAULT_PORTS['gateway'][0]}"
+DEFAULT_DATA: Final = f"localhost:{DEFAULT_PORTS['data'][0]}"
+#: Upload chunk payload: below the 4 MiB message limit with room for the framing.
+UPLOAD_CHUNK: Final = 1 << 20
+MAX_RECEIVE_BYTES: Final = 16 << 20
+#: Events that end a job's stream.
+FINAL_EVENTS: Final = frozenset({"result", "error", "cancelled"})
+
+
+def job_spec(
+    package_hash: str,
+    dataset_id: str,
+    *,
+    scenarios: int | None = None,
+    seed: int | None = None,
+    mean_reversion: float | None = None,
+    volatility: float | None = None,
+    preview_rows: int | None = None,
+    preview_seed: int = 0,
+    chunk_blocks: int = 0,
+    threads: int = 0,
+    labels: Mapping[str, str] | None = None,
+) -> job_pb2.JobSpec:
+    """A `JobSpec`. Without ``scenarios`` the package's configured scenario set is used;
+    ``preview_rows`` makes it a preview on a seeded sample of that many policies."""
+    spec = job_pb2.JobSpec(
+        package_hash=package_hash,
+        dataset_id=dataset_id,
+        chunk_blocks=chunk_blocks,
+        threads=threads,
+        labels=dict(labels or {}),
+    )
+    if scenarios is not None:
+        spec.scenarios.CopyFrom(engine_pb2.ScenarioSpec(count=scenarios, seed=seed or 0))
+        if mean_reversion is not None:
+            spec.scenarios.mean_reversion = mean_reversion
+        if volatility is not None:
+            spec.scenarios.volatility = volatility
+    elif seed is not None or mean_reversion is not None or volatility is not None:
+        raise InvalidArgument("a scenario seed, mean reversion or volatility needs a scenario count")
+    if preview_rows is not None:
+        spec.preview.CopyFrom(job_pb2.PreviewSpec(sample_rows=preview_rows, seed=preview_seed))
+    return spec
+
+
+def package_archive(path: Path) -> bytes:
+    """The archive bytes of a package file, or of a package directory built on the fly."""
+    if path.is_dir():
+        archive, _ = build_directory(path, source_date_epoch=0)
+        return archive
+    if not path.is_file():
+        raise InvalidArgument(f"{path}: no such package file or directory")
+    return path.read_bytes()
+
+
+def _package_requests(archive: bytes) -> Iterator[package_service_pb2.UploadPackageRequest]:
+    header = package_service_pb2.PackageUploadHeader(
+        size_bytes=len(archive), sha256=hashlib.sha256(archive).hexdigest()
+    )
+    yield package_service_pb2.UploadPackageRequest(header=header)
+    for start in range(0, len(archive), UPLOAD_CHUNK):
+        yield package_service_pb2.UploadPackageRequest(chunk=archive[start : start + UPLOAD_CHUNK])
+
+
+def _dataset_requests(
+    path: Path, header: data_service_pb2.UploadHeader
+) -> Iterator[data_service_pb2.UploadDatasetRequest]:
+    yield data_service_pb2.UploadDatasetRequest(header=header)
+    with path.open("rb") as f:
+        while chunk := f.read(UPLOAD_CHUNK):
+            yield data_service_pb2.UploadDatasetRequest(chunk=chunk)
+
+
+class ResultAssembler:
+    """Collects a job's events into its final `JobResult`, joining `JobResultPart`s.
+
+    Feed every event to `add`; it returns the complete result at the result event (with
+    ``pv_net_cf`` filled in, also when it came in parts) and raises `JobFailed` /
+    `JobCancelled` at an error or cancelled event.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[float] = []
+
+    def add(self, event: job_pb2.JobEvent) -> job_pb2.JobResult | None:
+        kind = event.WhichOneof("event")
+        if kind == "result_part":
+            part = event.result_part
+            if part.first_scenario != len(self.parts):
+                raise LivecalcError(
+                    f"job {event.job_id}: result part starts at scenario {part.first_scenario}, "
+                    f"expected {len(self.parts)}"
+                )
+            self.parts.extend(part.pv_net_cf)
+        elif kind == "result":
+            result = job_pb2.JobResult()
+            result.CopyFrom(event.result)
+            if result.pv_net_cf_in_parts:
+                if len(self.parts) != result.statistics.scenario_count:
+                    raise LivecalcError(
+                        f"job {event.job_id}: got {len(self.parts)} of {result.statistics.scenario_count} result values"
+                    )
+                result.pv_net_cf.extend(self.parts)
+                result.pv_net_cf_in_parts = False
+            return result
+        elif kind == "error":
+            raise JobFailed(event.job_id, event.error.code, event.error.message)
+        elif kind == "cancelled":
+            raise JobCancelled(event.job_id, event.cancelled.reason)
+        return None
+
+
+class AsyncClient:
+    """Asynchronous client of a LiveCalc Mesh: jobs, packages (gateway) and datasets (data service).
+
+    >>> async with AsyncClient("localhost:50051", data="localhost:50053") as lc:
+    ...     result = await lc.run(job_spec(package_hash, "policies"))
+
+    ``timeout`` is the deadline of each unary call in seconds (streams have none unless
+    ``stream_timeout`` is set: a valuation may run for hours); ``retries`` is how often an
+    idempotent call is retried on UNAVAILABLE (backoff 0.2 s doubling, at most 5 s).
+    """
+
+    def __init__(
+        self,
+        gateway: str = DEFAULT_GATEWAY,
+        *,
+        data: str = DEFAULT_DATA,
+        timeout: float = 30.0,
+        upload_timeout: float = 600.0,
+        stream_timeout: float | None = None,
+        retries: int = 3,
+    ) -> None:
+        self.gateway = gateway
+        self.data = data
+        self.timeout = timeout
+        self.upload_timeout = upload_timeout
+        self.stream_timeout = stream_timeout
+        self.retries = retries
+        self._channels: dict[str, aio.Channel] = {}
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channels (in-flight calls are cancelled)."""
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close()
+
+    def _channel(self, address: str) -> aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = aio.insecure_channel(address, options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+            self._channels[address] = channel
+        return channel
+
+    def _jobs(self) -> job_service_pb2_grpc.JobServiceAsyncStub:
+        return job_service_pb2_grpc.JobServiceStub(self._channel(self.gateway))
+
+    def _packages(self) -> package_service_pb2_grpc.PackageServiceAsyncStub:
+        return package_service_pb2_grpc.PackageServiceStub(self._channel(self.gateway))
+
+    def _datasets(self) -> data_service_pb2_grpc.DataServiceAsyncStub:
+        return data_service_pb2_grpc.DataServiceStub(self._channel(self.data))
+
+    async def _call(self, service: str, fn: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
+        address = self.data if service == "data" else self.gateway
+        delay = 0.2
+        attempt = 0
+        while True:
+            try:
+                return await fn()
+            except grpc.aio.AioRpcError as exc:
+                if idempotent and exc.code() in RETRYABLE and attempt < self.retries:
+                    attempt += 1
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                raise from_rpc_error(exc, service, address) from None
+
+    # ---- jobs -------------------------------------------------------------------------
+
+    async def submit(
+        self, spec: job_pb2.JobSpec, *, idempotency_key: str | None = None
+    ) -> AsyncGenerator[job_pb2.JobEvent, None]:
+        """Submit a job and yield its events (accepted, progress, statistics, result parts,
+        then one of result / error / cancelled). Leaving the loop does not cancel the job.
+
+        The submission carries an idempotency key (a fresh UUID unless given): when the
+        stream breaks (UNAVAILABLE) before acceptance it is resubmitted with the same key,
+        after acceptance the events are resumed with WatchJob from the last one seen.
+        """
+        key = idempotency_key or uuid.uuid4().hex
+        request = job_service_pb2.SubmitJobRequest(spec=spec, idempotency_key=key)
+        job_id, last, attempt = "", 0, 0
+        while True:
+            call = (
+                self._jobs().SubmitJob(request, timeout=self.stream_timeout)
+                if not job_id
+                else self._jobs().WatchJob(
+                    job_service_pb2.WatchJobRequest(job_id=job_id, after_sequence=last), timeout=self.stream_timeout
+                )
+            )
+            try:
+                async for response in call:
+                    event = response.event
+                    job_id, last = event.job_id, event.sequence
+                    yield event
+                    if event.WhichOneof("event") in FINAL_EVENTS:
+                        return
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in RETRYABLE and attempt < self.retries:
+                    attempt += 1
+                    await asyncio.sleep(0.2 * 2**attempt)
+                    continue
+                raise from_rpc_error(exc, "gateway", self.gateway) from None
+            finally:
+                call.cancel()
+
+    async def watch(self, job_id: str, *, after_sequence: int = 0) -> AsyncGenerator[job_pb2.JobEvent, None]:
+        """Yield a job's events after ``after_sequence`` (0: all kept events) until it ends;
+        a broken stream (UNAVAILABLE) is resumed from the last event seen."""
+        last, attempt = after_sequence, 0
+        while True:
+            call = self._jobs().WatchJob(
+                job_service_pb2.WatchJobRequest(job_id=job_id, after_sequence=last), timeout=self.stream_timeout
+            )
+            try:
+                async for response in call:
+                    last = response.event.sequence
+                    yield response.event
+                    if response.event.WhichOneof("event") in FINAL_EVENTS:
+                        return
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in RETRYABLE and attempt < self.retries:
+                    attempt += 1
+                    await asyncio.sleep(0.2 * 2**attempt)
+                    continue
+                raise from_rpc_error(exc, "gateway", self.gateway) from None
+            finally:
+                call.cancel()
+
+    async def get_job(self, job_id: str) -> job_pb2.Job:
+        """The current record of a job (its result, when it has one, includes pv_net_cf)."""
+        request = job_service_pb2.GetJobRequest(job_id=job_id)
+        reply = await self._call("gateway", lambda: self._jobs().GetJob(request, timeout=self.timeout), idempotent=True)
+        return reply.job
+
+    async def list_jobs(
+        self, *, state: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED, limit: int | None = None
+    ) -> list[job_pb2.Job]:
+        """Jobs, newest first (every page, or the first ``limit``), optionally of one state.
+        Results' per-scenario vectors are omitted; `get_job` has them."""
+        jobs: list[job_pb2.Job] = []
+        token = ""
+        while True:
+            size = 100 if limit is None else max(1, min(100, limit - len(jobs)))
+            request = job_service_pb2.ListJobsRequest(page_size=size, page_token=token, state=state)
+            reply = await self._call(
+                "gateway", functools.partial(self._jobs().ListJobs, request, timeout=self.timeout), idempotent=True
+            )
+            jobs.extend(reply.jobs)
+            token = reply.next_page_token
+            if not token or (limit is not None and len(jobs) >= limit):
+                return jobs if limit is None else jobs[:limit]
+
+    async def cancel_job(self, job_id: str, reason: str = "") -> job_pb2.Job:
+        """Cancel a job (engines stop within a second); returns the job after cancellation.
+        Cancelling an ended job changes nothing, so the call is retried like a read."""
+        request = job_service_pb2.CancelJobRequest(job_id=job_id, reason=reason)
+        reply = await self._call(
+            "gateway", lambda: self._jobs().CancelJob(request, timeout=self.timeout), idempotent=True
+        )
+        return reply.job
+
+    async def wait(self, job_id: str) -> job_pb2.JobResult:
+        """Wait for a job's result (re-attaching with WatchJob from its first event).
+
+        Raises `JobFailed` or `JobCancelled` when the job ends without a result."""
+        return await collect_result(self.watch(job_id))
+
+    async def run(self, spec: job_pb2.JobSpec) -> job_pb2.JobResult:
+        """Submit a job and wait for its result (see `wait`)."""
+        return await collect_result(self.submit(spec))
+
+    # ---- packages ---------------------------------------------------------------------
+
+    async def upload_package(self, path: str | Path) -> package_service_pb2.UploadPackageResponse:
+        """Upload a package archive, or build a package directory and upload the archive.
+
+        Uploading a package that is already stored is not an error (`already_existed`)."""
+        archive = package_archive(Path(path))
+        return await self.upload_package_bytes(archive)
+
+    async def upload_package_bytes(self, archive: bytes) -> package_service_pb2.UploadPackageResponse:
+        """Upload package archive bytes (streamed in 1 MiB chunks, SHA-256 checked by the gateway)."""
+        return await self._call(
+            "gateway",
+            lambda: self._packages().UploadPackage(_package_requests(archive), timeout=self.upload_timeout),
+            idempotent=False,
+        )
+
+    async def get_package(self, package_hash: str) -> package_pb2.Package:
+        """A stored package's record."""
+        request = package_service_pb2.GetPackageRequest(package_hash=package_hash)
+        reply = await self._call(
+            "gateway", lambda: self._packages().GetPackage(request, timeout=self.timeout), idempotent=True
+        )
+        return reply.package
+
+    async def list_packages(self) -> list[package_pb2.Package]:
+        """Every stored package, newest first."""
+        out: list[package_pb2.Package] = []
+        token = ""
+        while True:
+            request = package_service_pb2.ListPackagesRequest(page_size=100, page_token=token)
+            reply = await self._call(
+                "gateway",
+                functools.partial(self._packages().ListPackages, request, timeout=self.timeout),
+                idempotent=True,
+            )
+            out.extend(reply.packages)
+            token = reply.next_page_token
+            if not token:
+                return out
+
+    # ---- datasets ---------------------------------------------------------------------
+
+    async def list_datasets(self) -> list[data_pb2.Dataset]:
+        """Every dataset the data service holds (one it cannot serve carries its `error`)."""
+        out: list[data_pb2.Dataset] = []
+        token = ""
+        while True:
+            request = data_service_pb2.ListDatasetsRequest(page_token=token)
+            reply = await self._call(
+                "data", functools.partial(self._datasets().ListDatasets, request, timeout=self.timeout), idempotent=True
+            )
+            out.extend(reply.datasets)
+            token = reply.next_page_token
+            if not token:
+                return out
+
+    async def get_dataset(self, dataset_id: str) -> data_pb2.Dataset:
+        """A dataset's metadata: rows, bytes, columns, version, source."""
+        request = data_service_pb2.GetDatasetRequest(dataset_id=dataset_id)
+        reply = await self._call(
+            "data", lambda: self._datasets().GetDataset(request, timeout=self.timeout), idempotent=True
+        )
+        return reply.dataset
+
+    async def sample(
+        self, dataset_id: str, n: int, *, seed: int = 0, columns: list[str] | None = None
+    ) -> data_service_pb2.SampleRowsResponse:
+        """A seeded sample of ``n`` rows (readable cells; the same seed gives the same rows)."""
+        request = data_service_pb2.SampleRowsRequest(dataset_id=dataset_id, n=n, seed=seed, columns=columns or [])
+        return await self._call(
+            "data", lambda: self._datasets().SampleRows(request, timeout=self.timeout), idempotent=True
+        )
+
+    async def upload_dataset(
+        self, path: str | Path, *, dataset_id: str | None = None, overwrite: bool = False
+    ) -> data_pb2.Dataset:
+        """Upload a .csv or .parquet file as a dataset (id: the file name without its suffix)."""
+        file = Path(path)
+        formats = {".csv": data_pb2.DATASET_FORMAT_CSV, ".parquet": data_pb2.DATASET_FORMAT_PARQUET}
+        suffix = file.suffix.lower()
+        if suffix not in formats:
+            raise InvalidArgument(f"{file.name}: the file name must end in .csv or .parquet")
+        if not file.is_file():
+            raise InvalidArgument(f"{file}: no such file")
+        sha, size = hashlib.sha256(), 0
+        with file.open("rb") as f:
+            while chunk := f.read(UPLOAD_CHUNK):
+                sha.update(chunk)
+                size += len(chunk)
+        header = data_service_pb2.UploadHeader(
+            dataset_id=dataset_id or file.name[: -len(suffix)],
+            format=formats[suffix],
+            size_bytes=size,
+            sha256=sha.hexdigest(),
+            overwrite=overwrite,
+        )
+        reply = await self._call(
+            "data",
+            lambda: self._datasets().UploadDataset(_dataset_requests(file, header), timeout=self.upload_timeout),
+            idempotent=False,
+        )
+        return reply.dataset
+
+
+async def collect_result(events: AsyncIterator[job_pb2.JobEvent]) -> job_pb2.JobResult:
+    """Drain a job's event stream into its complete result (parts joined)."""
+    assembler = ResultAssembler()
+    async for event in events:
+        result = assembler.add(event)
+        if result is not None:
+            return result
+    raise Unavailable("the job's event stream ended before the job did")

@@ -1,0 +1,283 @@
+"""What a finished or running job looks like to a person: the results table, the results
+JSON document, the distribution plot, and the live progress view.
+
+The progress view draws a `rich` progress bar (policies done / total, percent, rate, ETA and
+the running mean ± standard error) when its console is a terminal, and plain lines (at most
+one a second) otherwise, so logs and pipes stay readable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import IO, Any, Final
+
+import numpy as np
+
+from livecalc.gateway.v1 import job_pb2
+from services.common.client import as_dict
+
+PV_FIELDS: Final = (
+    ("premiums", "mean_pv_premiums"),
+    ("claims", "mean_pv_claims"),
+    ("expenses", "mean_pv_expenses"),
+    ("commissions", "mean_pv_commissions"),
+)
+#: Plot size in inches and its resolution: a 1200 × 700 pixel PNG.
+PLOT_INCHES: Final = (12.0, 7.0)
+PLOT_DPI: Final = 100
+PLOT_PERCENTILES: Final = (0.5, 5.0, 50.0, 95.0, 99.5)
+PLOT_CTE: Final = 99.0
+
+
+def money(value: float) -> str:
+    """A present value in currency units with thousands separators."""
+    return f"{value:,.0f}"
+
+
+def statistics_document(s: job_pb2.Statistics) -> dict[str, Any]:
+    """Statistics as JSON: levels as numbers, in the order of the contract."""
+    return {
+        "scenario_count": int(s.scenario_count),
+        "mean": s.mean,
+        "std": s.std,
+        "standard_error": s.standard_error,
+        "min": s.min,
+        "max": s.max,
+        "percentiles": [{"level": p.level, "value": p.value} for p in s.percentiles],
+        "ctes": [{"level": c.level, "value": c.value} for c in s.ctes],
+        **{f"mean_pv_{name}": getattr(s, field) for name, field in PV_FIELDS},
+    }
+
+
+def result_document(
+    result: job_pb2.JobResult,
+    *,
+    job_id: str = "",
+    dataset_id: str = "",
+    preview: job_pb2.JobResult | None = None,
+) -> dict[str, Any]:
+    """The results JSON written by `--out` and by `livecalc run`: identity, statistics, the
+    throughput, the preview comparison when there was one, and pv_net_cf by scenario."""
+    doc: dict[str, Any] = {
+        "job_id": job_id,
+        "package_hash": result.package_hash,
+        "dataset_id": dataset_id,
+        "dataset_version": result.dataset_version,
+        "policy_count": int(result.policy_count),
+        "preview": result.preview,
+        "result_hash": result.result_hash,
+        "statistics": statistics_document(result.statistics),
+        "steps": int(result.steps),
+        "elapsed_seconds": result.elapsed_seconds,
+        "steps_per_second": result.steps / result.elapsed_seconds if result.elapsed_seconds > 0 else None,
+    }
+    if preview is not None:
+        doc["preview_comparison"] = {
+            "sample_policies": int(preview.policy_count),
+            "preview_mean": preview.statistics.mean,
+            "relative_difference": relative_difference(preview, result),
+            "preview_elapsed_seconds": preview.elapsed_seconds,
+        }
+    doc["pv_net_cf"] = list(result.pv_net_cf)
+    return doc
+
+
+def relative_difference(preview: job_pb2.JobResult, full: job_pb2.JobResult) -> float:
+    """(preview mean − full mean) / |full mean| (MODEL.md's preview comparison)."""
+    full_mean = full.statistics.mean
+    if full_mean == 0:
+        return math.inf if preview.statistics.mean != 0 else 0.0
+    return (preview.statistics.mean - full_mean) / abs(full_mean)
+
+
+def result_lines(result: job_pb2.JobResult, *, title: str = "Results") -> list[str]:
+    """The results table as text lines (the same on a terminal and in a log)."""
+    s = result.statistics
+    rate = result.steps / result.elapsed_seconds if result.elapsed_seconds > 0 else 0.0
+    kind = "preview (sample, scaled)" if result.preview else "full run"
+    rows: list[tuple[str, str]] = [
+        ("policies", f"{result.policy_count:,}"),
+        ("scenarios", f"{s.scenario_count:,}"),
+        ("mean pv_net_cf", money(s.mean)),
+        ("std", money(s.std)),
+        ("standard error", money(s.standard_error)),
+        ("min / max", f"{money(s.min)} / {money(s.max)}"),
+    ]
+    rows += [(f"percentile {p.level:g} %", money(p.value)) for p in s.percentiles]
+    rows += [(f"CTE {c.level:g} %", money(c.value)) for c in s.ctes]
+    rows += [(f"mean PV {name}", money(getattr(s, field))) for name, field in PV_FIELDS]
+    rows += [
+        ("result hash", result.result_hash),
+        ("steps", f"{result.steps:,}"),
+        ("steps/s", f"{rate:,.3g}"),
+        ("elapsed", f"{result.elapsed_seconds:.2f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{title} — {kind}", "-" * (width + 2 + max(len(v) for _, v in rows))]
+    lines += [f"{k:<{width}}  {v:>20}" if k != "result hash" else f"{k:<{width}}  {v}" for k, v in rows]
+    return lines
+
+
+def write_plot(result: job_pb2.JobResult, path: Path, *, title: str) -> None:
+    """A histogram of pv_net_cf by scenario with the mean, percentiles and CTE marked (PNG)."""
+    import matplotlib  # noqa: PLC0415 - matplotlib is heavy; only plots need it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    values = np.asarray(result.pv_net_cf, dtype=np.float64)
+    s = result.statistics
+    fig, ax = plt.subplots(figsize=PLOT_INCHES, dpi=PLOT_DPI)
+    try:
+        ax.hist(values, bins=min(60, max(10, values.size // 15)), color="#8fb3d9", edgecolor="#4a6f99")
+        pct = {p.level: p.value for p in s.percentiles}
+        cte = {c.level: c.value for c in s.ctes}
+        ax.axvline(s.mean, color="black", linewidth=2, label=f"mean {money(s.mean)}")
+        styles = {0.5: ":", 5.0: "--", 50.0: "-", 95.0: "--", 99.5: ":"}
+        for level in PLOT_PERCENTILES:
+            if level in pct:
+                ax.axvline(
+                    pct[level],
+                    color="#2f7d32",
+                    linestyle=styles[level],
+                    linewidth=1.3,
+                    label=f"P{level:g} {money(pct[level])}",
+                )
+        if PLOT_CTE in cte:
+            ax.axvline(cte[PLOT_CTE], color="#c62828", linewidth=2, label=f"CTE {PLOT_CTE:g} % {money(cte[PLOT_CTE])}")
+        ax.set_xlabel("portfolio PV of net cash flow, pv_net_cf (currency units)")
+        ax.set_ylabel("number of scenarios")
+        ax.set_title(title)
+        ax.ticklabel_format(axis="x", style="plain")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
+        ax.legend(loc="upper left", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=PLOT_DPI)
+    finally:
+        plt.close(fig)
+
+
+def plot_title(result: job_pb2.JobResult, package_name: str, dataset_id: str) -> str:
+    s = result.statistics
+    return (
+        f"pv_net_cf by scenario — package {package_name} ({result.package_hash[:12]}), "
+        f"dataset {dataset_id} ({result.policy_count:,} policies), {s.scenario_count:,} scenarios"
+    )
+
+
+class ProgressView:
+    """Shows a job's progress events: a rich bar on a terminal, else plain lines on ``stream``."""
+
+    def __init__(self, label: str, *, terminal: bool, stream: IO[str]) -> None:
+        self.label = label
+        self.terminal = terminal
+        self.stream = stream
+        self.total = 0
+        self.done = 0
+        self.elapsed = 0.0
+        self.stats = ""
+        self._last_line = 0.0
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> ProgressView:
+        if self.terminal:
+            from rich.console import Console  # noqa: PLC0415 - only terminals need rich
+            from rich.progress import (  # noqa: PLC0415
+                BarColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[count]}"),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[stats]}"),
+                console=Console(file=self.stream),
+                refresh_per_second=8,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=None, count="", rate="", stats="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def event(self, event: job_pb2.JobEvent) -> None:
+        """Update the view with one event (others than progress/statistics/accepted are ignored)."""
+        kind = event.WhichOneof("event")
+        if kind == "accepted":
+            self.total = int(event.accepted.job.progress.policies_total) or self.total
+            self._emit(force=True, note=f"job {event.job_id} accepted: {event.accepted.chunks_total} chunks")
+        elif kind == "progress":
+            p = event.progress
+            self.total, self.done, self.elapsed = int(p.policies_total), int(p.policies_done), p.elapsed_seconds
+            self._emit(force=self.done >= self.total > 0)
+        elif kind == "statistics":
+            s = event.statistics.statistics
+            self.stats = f"mean {money(s.mean)} ± {money(s.standard_error)}"
+            self._emit()
+
+    def _rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    def _emit(self, *, force: bool = False, note: str = "") -> None:
+        rate = self._rate()
+        if self._progress is not None:
+            self._progress.update(
+                self._task,
+                total=self.total or None,
+                completed=self.done,
+                count=f"{self.done:,}/{self.total:,} policies" if self.total else "",
+                rate=f"{rate:,.0f} pol/s" if rate else "",
+                stats=self.stats,
+            )
+            return
+        now = time.monotonic()
+        if not force and not note and now - self._last_line < 1.0:
+            return
+        self._last_line = now
+        if note:
+            self.stream.write(f"{self.label}: {note}\n")
+        else:
+            pct = 100.0 * self.done / self.total if self.total else 0.0
+            eta = (self.total - self.done) / rate if rate > 0 else math.nan
+            eta_text = f"ETA {eta:.0f} s" if math.isfinite(eta) else "ETA -"
+            stats = f", {self.stats}" if self.stats else ""
+            self.stream.write(
+                f"{self.label}: {pct:5.1f} % ({self.done:,}/{self.total:,} policies), "
+                f"{rate:,.0f} pol/s, {eta_text}{stats}\n"
+            )
+        self.stream.flush()
+
+
+def job_line(job: job_pb2.Job) -> str:
+    """One line of `jobs list`."""
+    state = job_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    created = job.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+    p = job.progress
+    kind = "preview" if job.spec.HasField("preview") else "full"
+    tail = f"hash {job.result.result_hash[:16]}" if job.result.result_hash else ""
+    if job.error.code:
+        tail = f"{job.error.code}: {job.error.message}"
+    return (
+        f"{job.job_id}  {state:<9}  {created}  {kind:<7}  {job.spec.dataset_id}  "
+        f"{p.policies_done:,}/{p.policies_total:,} policies  {tail}"
+    ).rstrip()
+
+
+def job_document(job: job_pb2.Job) -> dict[str, Any]:
+    """A job as JSON (proto3 JSON names, int64 as strings as grpcurl shows them)."""
+    return as_dict(job)

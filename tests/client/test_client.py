@@ -1,0 +1,130 @@
+"""The Python client (services.client) against real data, engine and gateway processes:
+packages from a directory and a file, datasets, jobs through the sync and the async client,
+result parts assembled, cancellation, errors as the project's types, retries only for reads."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from livecalc.gateway.v1 import job_pb2
+from services.client import AsyncClient, Client, JobCancelled, ResultAssembler, job_spec
+from services.common.errors import InvalidArgument, NotFound, Unavailable
+from services.valuation.statistics import result_hash, statistics
+from tests.client.conftest import LONG_ROWS, ROWS, SmallMesh
+from tests.gateway.jobmesh import SEED, SIGMA, in_process_hash
+from tests.support import free_port
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+SCENARIOS = 24
+
+
+def _spec(package_hash: str, dataset: str = "pol", **kw: object) -> job_pb2.JobSpec:
+    return job_spec(package_hash, dataset, scenarios=SCENARIOS, seed=SEED, volatility=SIGMA, **kw)  # type: ignore[arg-type]
+
+
+def test_sync_client_packages_datasets_and_a_job(small_mesh: SmallMesh) -> None:
+    with Client(small_mesh.gateway.address, data=small_mesh.data.address) as lc:
+        from_dir = lc.upload_package(small_mesh.model_dir)  # a directory is built, then uploaded
+        archive = small_mesh.tmp / "model.zip"
+        archive.write_bytes(small_mesh.archive)
+        from_file = lc.upload_package(archive)
+        package_hash = from_dir.package.package_hash
+        assert from_file.package.package_hash == package_hash and from_file.already_existed
+        assert lc.get_package(package_hash).name == "term-life-reference"
+        assert package_hash in [p.package_hash for p in lc.list_packages()]
+
+        assert {"pol", "long"} <= {d.dataset_id for d in lc.list_datasets()}
+        assert lc.get_dataset("pol").row_count == ROWS
+        sample = lc.sample("pol", 5, seed=7)
+        assert len(sample.rows) == 5 and sample == lc.sample("pol", 5, seed=7)
+        upload = small_mesh.tmp / "copy.csv"
+        upload.write_bytes((small_mesh.root / "pol.csv").read_bytes())
+        assert lc.upload_dataset(upload).row_count == ROWS
+
+        events = list(lc.submit(_spec(package_hash, labels={"team": "client-test"})))
+        kinds = [e.WhichOneof("event") for e in events]
+        assert kinds[0] == "accepted" and kinds[-1] == "result"
+        assert [e.sequence for e in events] == sorted(e.sequence for e in events)
+        job_id = events[0].job_id
+        result = events[-1].result
+        expected = in_process_hash(small_mesh.archive, small_mesh.table, SCENARIOS)
+        assert result.result_hash == expected == result_hash(result.pv_net_cf)
+
+        assert lc.wait(job_id).result_hash == expected  # re-attached from the first event
+        assert lc.run(_spec(package_hash, "copy")).result_hash == expected
+        job = lc.get_job(job_id)
+        assert job.state == job_pb2.JOB_STATE_SUCCEEDED and job.spec.labels["team"] == "client-test"
+        listed = lc.list_jobs(state=job_pb2.JOB_STATE_SUCCEEDED)
+        assert job_id in [j.job_id for j in listed]
+        assert len(lc.list_jobs(limit=1)) == 1
+
+        preview = lc.run(_spec(package_hash, preview_rows=1000, preview_seed=3))
+        assert preview.preview and preview.policy_count == 1000  # the sample; PVs scaled by rows/n
+
+        with pytest.raises(NotFound):
+            lc.get_job("no-such-job")
+        with pytest.raises(InvalidArgument):
+            lc.run(job_spec(package_hash, "pol", scenarios=0))
+        with pytest.raises(NotFound):
+            lc.get_dataset("nope")
+
+
+@pytest.mark.anyio
+async def test_async_client_submit_cancel_and_wait(small_mesh: SmallMesh) -> None:
+    async with AsyncClient(small_mesh.gateway.address, data=small_mesh.data.address) as lc:
+        package_hash = (await lc.upload_package_bytes(small_mesh.archive)).package.package_hash
+        spec = job_spec(package_hash, "long", scenarios=1000, seed=SEED, volatility=SIGMA, chunk_blocks=1)
+        events = lc.submit(spec)
+        accepted = await anext(events)
+        assert accepted.WhichOneof("event") == "accepted"
+        assert accepted.accepted.job.progress.policies_total in (0, LONG_ROWS)
+        await events.aclose()  # leaving the stream does not cancel the job
+        job = await lc.get_job(accepted.job_id)
+        assert job.state in (job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING)
+        cancelled = await lc.cancel_job(accepted.job_id, "client test")
+        assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
+        with pytest.raises(JobCancelled, match="client test"):
+            await lc.wait(accepted.job_id)
+
+
+def test_unreachable_gateway_is_unavailable_after_retries() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with Client(address, timeout=2, retries=2) as lc:
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match=f"cannot reach the gateway service at {address}"):
+            lc.get_job("x")
+        assert time.monotonic() - started >= 0.6  # 0.2 + 0.4 s of backoff: the read was retried
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            lc.upload_package_bytes(b"not a package")  # an upload is not retried
+        assert time.monotonic() - started < 0.6
+
+
+def test_result_parts_are_joined_in_order() -> None:
+    values = np.arange(10, dtype=np.float64) * 1.5
+    s = statistics(values)
+    slim = job_pb2.JobResult(
+        statistics=job_pb2.Statistics(scenario_count=10, mean=s.mean),
+        result_hash=result_hash(values),
+        pv_net_cf_in_parts=True,
+    )
+    events = [
+        job_pb2.JobEvent(
+            job_id="j", sequence=1, result_part=job_pb2.JobResultPart(first_scenario=0, pv_net_cf=values[:4])
+        ),
+        job_pb2.JobEvent(
+            job_id="j", sequence=2, result_part=job_pb2.JobResultPart(first_scenario=4, pv_net_cf=values[4:])
+        ),
+        job_pb2.JobEvent(job_id="j", sequence=3, result=slim),
+    ]
+    assembler = ResultAssembler()
+    assert assembler.add(events[0]) is None and assembler.add(events[1]) is None
+    result = assembler.add(events[2])
+    assert result is not None and not result.pv_net_cf_in_parts
+    assert result_hash(result.pv_net_cf) == slim.result_hash
+    out_of_order = ResultAssembler()
+    with pytest.raises(Exception, match="expected 0"):
+        out_of_order.add(events[1])
