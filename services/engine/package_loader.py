@@ -40,13 +40,14 @@ from services.common.errors import (
 )
 from services.engine.metrics import EngineMetrics
 from services.engine.package_cache import PackageCache
-from services.engine.pipeline import PipelineNode, plan
+from services.engine.pipeline import plan
 from services.engine.workers import WasmPool
 from services.valuation.assumption_files import assumptions_from_files
 from services.valuation.assumptions import Assumptions
 from services.valuation.errors import ModelInputError
 from services.valuation.packages.archive import PackageLimits
 from services.valuation.packages.config import AM, ASSUMPTION_FILES, pipeline_of
+from services.valuation.packages.config import Node as PipelineNode
 from services.valuation.packages.package import Package, verify_archive
 from services.valuation.scenarios import ScenarioParams
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 
@@ -33,102 +33,22 @@ from services.valuation.arrays import F64
 from services.valuation.assumptions import Assumptions
 from services.valuation.blocks import BLOCK_SIZE, block_count, fold
 from services.valuation.errors import ModelInputError
+from services.valuation.packages.config import BUS, pipeline_issues, pipeline_of, topological_order
+from services.valuation.packages.config import Node as PipelineNode
 from services.valuation.policies import Policies
 from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
 from services.valuation.statistics import result_hash
 
-SPECIAL_INPUTS: Final = ("$policies", "$assumptions", "$scenarios")
-BUS: Final = "bus://"
-
-REFERENCE_PIPELINE: Final = (
-    {"id": "esg", "engine": "wasm://esg", "inputs": ["$scenarios"], "outputs": ["bus://rates"]},
-    {
-        "id": "term_life",
-        "engine": "wasm://term_life",
-        "inputs": ["$policies", "$assumptions", "bus://rates"],
-        "outputs": ["bus://pv"],
-    },
-)
-"""The shipped pipeline esg → term_life (MODEL.md), both nodes on the WASM host."""
-
-
-@dataclass(frozen=True)
-class PipelineNode:
-    """One node of a package's pipeline: ``engine`` is ``wasm://name`` or ``python://name``."""
-
-    id: str
-    engine: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-    @property
-    def scheme(self) -> str:
-        return self.engine.split("://", 1)[0]
-
-    @property
-    def model(self) -> str:
-        return self.engine.split("://", 1)[1]
-
-    @classmethod
-    def from_config(cls, raw: Mapping[str, Any]) -> PipelineNode:
-        node_id = raw.get("id")
-        if not isinstance(node_id, str) or not node_id:
-            raise PipelineError(f"pipeline node needs a non-empty string id, got {node_id!r}")
-        engine = raw.get("engine")
-        if not isinstance(engine, str) or not engine.startswith(("wasm://", "python://")) or engine.endswith("//"):
-            raise PipelineError(f"node {node_id!r}: engine must be wasm://name or python://name, got {engine!r}")
-        lists: dict[str, tuple[str, ...]] = {}
-        for key in ("inputs", "outputs"):
-            value = raw.get(key, [])
-            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise PipelineError(f"node {node_id!r}: {key} must be a list of strings")
-            lists[key] = tuple(value)
-        if not lists["outputs"]:
-            raise PipelineError(f"node {node_id!r} has no outputs")
-        for out in lists["outputs"]:
-            if not out.startswith(BUS) or len(out) == len(BUS):
-                raise PipelineError(f"node {node_id!r}: output {out!r} must be a bus://name buffer")
-        for inp in lists["inputs"]:
-            if inp not in SPECIAL_INPUTS and not (inp.startswith(BUS) and len(inp) > len(BUS)):
-                raise PipelineError(
-                    f"node {node_id!r}: unknown input {inp!r} (use $policies, $assumptions, $scenarios or bus://name)"
-                )
-        return cls(node_id, engine, lists["inputs"], lists["outputs"])
-
 
 def plan(config: Sequence[Mapping[str, Any] | PipelineNode]) -> list[PipelineNode]:
-    """Validate the nodes and return them in topological order (ties keep config order)."""
-    nodes = [n if isinstance(n, PipelineNode) else PipelineNode.from_config(n) for n in config]
-    if not nodes:
-        raise PipelineError("pipeline has no nodes")
-    producer: dict[str, str] = {}
-    ids: set[str] = set()
-    for node in nodes:
-        if node.id in ids:
-            raise PipelineError(f"duplicate node id {node.id!r}")
-        ids.add(node.id)
-        for out in node.outputs:
-            if out in producer:
-                raise PipelineError(f"bus buffer {out!r} is written by both {producer[out]!r} and {node.id!r}")
-            producer[out] = node.id
-    for node in nodes:
-        for inp in node.inputs:
-            if inp.startswith(BUS) and inp not in producer:
-                raise PipelineError(f"node {node.id!r} reads {inp!r}, which no node writes")
-    ordered: list[PipelineNode] = []
-    done: set[str] = set()
-    remaining = list(nodes)
-    while remaining:
-        ready = [n for n in remaining if all(producer[i] in done for i in n.inputs if i.startswith(BUS))]
-        if not ready:
-            cycle = ", ".join(n.id for n in remaining)
-            raise PipelineError(f"pipeline has a cycle among nodes {cycle}")
-        for n in ready:
-            ordered.append(n)
-            done.add(n.id)
-        remaining = [n for n in remaining if n.id not in done]
-    return ordered
+    """Validate the nodes (the package format's rules, `pipeline_issues`) and return them in
+    topological order (ties keep config order)."""
+    raw = [n.as_json() if isinstance(n, PipelineNode) else dict(n) for n in config]
+    errors = [i for i in pipeline_issues(raw) if i.severity == "error"]
+    if errors:
+        raise PipelineError("invalid pipeline: " + "; ".join(f"{i.where}: {i.message}" for i in errors))
+    return topological_order(pipeline_of({"pipeline": raw}))
 
 
 @dataclass(frozen=True)

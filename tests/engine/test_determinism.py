@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.engine.pipeline import REFERENCE_PIPELINE, RunInputs
+from services.engine.pipeline import RunInputs
 from services.engine.runtime import Runtime
 from services.valuation.blocks import BLOCK_SIZE, BlockFolder, block_count, chunks
+from services.valuation.packages.config import REFERENCE_PIPELINE
 from services.valuation.statistics import result_hash
 from tests.engine.wasm_helpers import inputs, rows_of, runner
 

@@ -19,9 +19,10 @@ import wasmtime
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, LivecalcError
 from services.engine.errors import ModelDeadlineExceeded, ModelLoadError
-from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs
+from services.engine.pipeline import PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.workers import RunControl, WasmPool
+from services.valuation.packages.config import REFERENCE_PIPELINE
 from services.valuation.reference_model import shipped_models
 from tests.engine.wasm_helpers import inputs
 
@@ -147,7 +148,8 @@ def test_a_stuck_worker_does_not_keep_the_process_alive() -> None:
         """
         import threading, time
         import wasmtime
-        from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner
+        from services.engine.pipeline import PipelineRunner
+        from services.valuation.packages.config import REFERENCE_PIPELINE
         from services.engine.runtime import Runtime
         from services.valuation.reference_model import shipped_models
         from services.engine.workers import WasmPool

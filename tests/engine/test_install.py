@@ -22,7 +22,8 @@ PIPELINE_SCRIPT = textwrap.dedent(
     import services.engine
     from services.engine.assumption_assets import shipped_assumptions
     from services.engine.model_points import synthetic_policies
-    from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs
+    from services.engine.pipeline import PipelineRunner, RunInputs
+    from services.valuation.packages.config import REFERENCE_PIPELINE
     from services.engine.runtime import Runtime
     from services.engine.workers import WasmPool
     from services.valuation.scenarios import ScenarioParams

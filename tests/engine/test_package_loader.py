@@ -15,9 +15,10 @@ from services.common.errors import NotFound, Unavailable
 from services.engine.metrics import EngineMetrics
 from services.engine.package_cache import PackageCache
 from services.engine.package_loader import PackageLoader
-from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs
+from services.engine.pipeline import PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
+from services.valuation.packages.config import REFERENCE_PIPELINE
 from tests.engine.mesh import stochastic_package, upload_package
 from tests.engine.wasm_helpers import inputs
 from tests.support import ServiceProcess, free_port, start_service

@@ -8,7 +8,8 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.engine.errors import PipelineError
-from services.engine.pipeline import REFERENCE_PIPELINE, plan
+from services.engine.pipeline import plan
+from services.valuation.packages.config import REFERENCE_PIPELINE
 
 
 def node(node_id: str, inputs: list[str], outputs: list[str], engine: str = "python://esg") -> dict[str, Any]:
@@ -32,16 +33,16 @@ def test_topological_order_from_any_config_order() -> None:
 @pytest.mark.parametrize(
     ("nodes", "words"),
     [
-        ([node("a", ["bus://b"], ["bus://a"]), node("b", ["bus://a"], ["bus://b"])], "cycle among nodes a, b"),
-        ([node("a", ["bus://nope"], ["bus://a"])], "reads 'bus://nope', which no node writes"),
-        ([node("a", ["$weather"], ["bus://a"])], "unknown input '\\$weather'"),
+        ([node("a", ["bus://b"], ["bus://a"]), node("b", ["bus://a"], ["bus://b"])], "cycle through nodes a, b"),
+        ([node("a", ["bus://nope"], ["bus://a"])], r"inputs\[0\]: bus://nope is not written by any node"),
+        ([node("a", ["$weather"], ["bus://a"])], r"'\$weather': use \$policies"),
         ([node("a", [], ["bus://a"]), node("a", [], ["bus://b"])], "duplicate node id 'a'"),
-        ([node("a", [], ["bus://x"]), node("b", [], ["bus://x"])], "written by both 'a' and 'b'"),
-        ([node("a", [], ["bus://a"], engine="docker://x")], "engine must be wasm://name or python://name"),
+        ([node("a", [], ["bus://x"]), node("b", [], ["bus://x"])], "bus://x is also written by node 'a'"),
+        ([node("a", [], ["bus://a"], engine="docker://x")], "required: wasm://name or python://name"),
         ([node("a", [], ["out.csv"])], "must be a bus://name buffer"),
-        ([node("a", [], [])], "has no outputs"),
-        ([{"engine": "python://esg", "outputs": ["bus://a"]}], "non-empty string id"),
-        ([], "no nodes"),
+        ([node("a", [], [])], "required: at least one output"),
+        ([{"engine": "python://esg", "outputs": ["bus://a"]}], r"\.id: required: a non-empty string"),
+        ([], "must be a non-empty list of nodes"),
     ],
     ids=["cycle", "unknown-bus", "unknown-special", "dup-id", "dup-output", "engine", "output", "no-output", "id",
          "empty"],

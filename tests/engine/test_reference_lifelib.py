@@ -157,9 +157,10 @@ def test_wasm_pipeline_matches_lifelib_basic_term_s(
     """The product path: wasm://esg → wasm://term_life, one model point per run, so each
     run's single block partial is that policy's PV."""
     from services.engine.abi import PV_COMPONENTS
-    from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs
+    from services.engine.pipeline import PipelineRunner, RunInputs
     from services.engine.runtime import Runtime
     from services.engine.workers import WasmPool
+    from services.valuation.packages.config import REFERENCE_PIPELINE
 
     base = ScenarioParams(count=1, include_base=True)
     with WasmPool(Runtime(), threads=1) as pool:

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from services.engine.memory import STATIC_LIMIT
-from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs
+from services.engine.pipeline import PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
+from services.valuation.packages.config import REFERENCE_PIPELINE
 from tests.engine.wasm_helpers import inputs
 
 RUNS = 6

@@ -23,9 +23,10 @@ from services.engine.errors import (
     ModelMemoryExceeded,
     ModelTrap,
 )
-from services.engine.pipeline import REFERENCE_PIPELINE, PipelineRunner, RunInputs
+from services.engine.pipeline import PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.workers import RunControl, WasmPool
+from services.valuation.packages.config import REFERENCE_PIPELINE
 from services.valuation.reference_model import shipped_models
 from tests.engine.wasm_helpers import inputs
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -105,7 +105,7 @@ def validate_config(config: Any, paths: Collection[str]) -> list[Issue]:
     issues += _assumptions(config.get("assumptions"), paths)
     issues += _scenarios(config.get("scenarios"))
     if "pipeline" in config:
-        issues += _pipeline(config["pipeline"])
+        issues += pipeline_issues(config["pipeline"])
     return issues
 
 
@@ -198,7 +198,9 @@ def _nodes(raw: list[Any]) -> tuple[list[Node], list[Issue]]:
     return nodes, issues
 
 
-def _pipeline(raw: Any) -> list[Issue]:
+def pipeline_issues(raw: Any) -> list[Issue]:
+    """Every problem of a config's ``pipeline`` list: node fields, unique ids, one writer per bus
+    buffer, every bus input written by some node, no cycle."""
     if not isinstance(raw, list) or not raw:
         return [error("$.pipeline", "must be a non-empty list of nodes")]
     nodes, issues = _nodes(raw)
@@ -244,3 +246,20 @@ def _pipeline(raw: Any) -> list[Issue]:
         ids = ", ".join(n.id for n in remaining)
         issues.append(error("$.pipeline", f"the graph has a cycle through nodes {ids}"))
     return issues
+
+
+def topological_order(nodes: Sequence[Node]) -> list[Node]:
+    """The nodes in an order where every node runs after the writers of its bus inputs (ties keep
+    the given order). Call it on nodes `pipeline_issues` accepted."""
+    producer = {out: n.id for n in nodes for out in n.outputs}
+    ordered: list[Node] = []
+    done: set[str] = set()
+    remaining = list(nodes)
+    while remaining:
+        ready = [n for n in remaining if all(producer[i] in done for i in n.inputs if i.startswith(BUS))]
+        if not ready:
+            raise ValueError("topological_order needs an acyclic pipeline (check pipeline_issues first)")
+        ordered += ready
+        done.update(n.id for n in ready)
+        remaining = [n for n in remaining if n.id not in done]
+    return ordered
