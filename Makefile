@@ -12,7 +12,7 @@ NODE_STAMP := node_modules/.installed
 .PHONY: help env node prometheus protos protos-check wasm lint fmt test test-fast run up bench clean
 
 help:
-	@echo "make run    - build everything and run the embedded mesh on localhost"
+	@echo "make run    - build everything, start the mesh on localhost and value the sample portfolio"
 	@echo "make test   - install what the tests need and run lint + the whole test suite"
 	@echo "make lint   - ruff, mypy strict on services/, buf lint, generated-code staleness"
 	@echo "make protos - regenerate gen/livecalc from protos/"
@@ -75,10 +75,11 @@ test-fast: env
 up: env
 	$(BIN)/livecalc up
 
-# The embedded mesh in the foreground; the job demo joins it when the gateway's job
-# machinery lands.
-run: env node wasm
-	$(BIN)/livecalc up
+# The demo: start the embedded mesh, create the sample dataset and reference package on first
+# use, run a preview and the full valuation, print the table, write results.json and the plot,
+# stop the mesh. RUN_ARGS passes flags through (e.g. RUN_ARGS="--rows 20000 --port-offset 100").
+run: env wasm
+	$(BIN)/livecalc run $(RUN_ARGS)
 
 bench: env
 	$(BIN)/livecalc bench engine

@@ -92,7 +92,13 @@ def _command_groups() -> Sequence[str]:
 
     Only modules that exist are listed: a missing one is an error, not silently skipped.
     """
-    return ("services.data.cli", "services.engine.cli", "services.gateway.cli")
+    return (
+        "services.data.cli",
+        "services.engine.cli",
+        "services.gateway.cli",
+        "services.client.cli",
+        "services.client.demo",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

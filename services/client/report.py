@@ -8,6 +8,7 @@ one a second) otherwise, so logs and pipes stay readable.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -82,6 +83,21 @@ def result_document(
         }
     doc["pv_net_cf"] = list(result.pv_net_cf)
     return doc
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(doc: Any) -> str:
+    """A document as JSON text for a file (a non-finite number, which JSON lacks, as null)."""
+    return json.dumps(_finite(doc), indent=2, allow_nan=False) + "\n"
 
 
 def relative_difference(preview: job_pb2.JobResult, full: job_pb2.JobResult) -> float:

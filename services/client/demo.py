@@ -1,0 +1,287 @@
+"""`livecalc run`: the demo job that `make run` runs, end to end on one machine.
+
+It starts the embedded mesh (data, engine(s), gateway as child processes, their logs in
+``DATA_DIR/logs/``), creates the sample dataset (100,000 policies, seeded) and builds the
+reference model package on first use (both reused afterwards), shows the dataset's metadata,
+runs a preview on a seeded 10,000-policy sample and then the full valuation (1,000
+scenarios), each with a live progress bar, prints the results table and how close the
+preview came, writes ``results.json`` and a distribution plot, and stops the mesh.
+
+``--local`` runs the same full job in this process (no services: the pipeline runner over the
+same WASM binaries) and prints the same result hash, the proof that local equals cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Final
+
+from livecalc.data.v1 import data_pb2
+from livecalc.gateway.v1 import job_pb2
+from services.client.aio import ResultAssembler, job_spec
+from services.client.report import (
+    ProgressView,
+    json_text,
+    money,
+    plot_title,
+    relative_difference,
+    result_document,
+    result_lines,
+    write_plot,
+)
+from services.client.sync import Client
+from services.common.client import EXIT_INTERRUPTED
+from services.common.config import DEFAULT_PORTS
+from services.common.errors import LivecalcError
+from services.common.up import Child, data_dir_of, mesh_plan, start_children, stop_children
+from services.data.generate import generate
+from services.valuation.packages.package import build_directory, verify_archive
+from services.valuation.packages.reference import init_directory
+from services.valuation.statistics import statistics
+
+DATASET_SEED: Final = 1
+SAMPLE_SEED: Final = 7
+PV_PARTS: Final = ("premiums", "claims", "expenses", "commissions")
+
+
+def dataset_path(data_dir: Path, rows: int) -> tuple[str, Path]:
+    """The sample dataset's id and file: one per size, so a --rows override never reuses the wrong one."""
+    dataset_id = "sample-100k" if rows == 100_000 else f"sample-{rows}"
+    return dataset_id, data_dir / "datasets" / f"{dataset_id}.parquet"
+
+
+def ensure_dataset(data_dir: Path, rows: int, say: Any) -> tuple[str, Path]:
+    dataset_id, path = dataset_path(data_dir, rows)
+    if path.exists():
+        say(f"dataset   {dataset_id}: reusing {path}")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        size = generate(path, rows, DATASET_SEED)
+        took = time.monotonic() - started
+        say(f"dataset   {dataset_id}: generated {rows:,} policies ({size:,} bytes) in {took:.1f} s")
+    return dataset_id, path
+
+
+def ensure_package(data_dir: Path, say: Any) -> bytes:
+    """The reference package archive, built once (byte-reproducibly) under DATA_DIR/models."""
+    models = data_dir / "models"
+    archive_path = models / "term-life-reference.zip"
+    if archive_path.exists():
+        archive = archive_path.read_bytes()
+        say(f"package   reusing {archive_path}")
+        return archive
+    source = models / "term-life-reference"
+    if not source.exists():
+        init_directory(source)
+    archive, package = build_directory(source, source_date_epoch=0)
+    archive_path.write_bytes(archive)
+    say(f"package   built {archive_path} from {source} (packageHash {package.package_hash[:16]}…)")
+    return archive
+
+
+def scenario_settings(archive: bytes, count: int) -> dict[str, Any]:
+    """The package's configured scenario set, with the demo's scenario count."""
+    configured = dict(verify_archive(archive).config.get("scenarios") or {})
+    return {
+        "count": count,
+        "seed": int(configured.get("seed", 0)),
+        "a": float(configured.get("a", 0.1)),
+        "sigma": float(configured.get("sigma", 0.01)),
+        "include_base": bool(configured.get("include_base", True)),
+    }
+
+
+def _spec(package_hash: str, dataset_id: str, sc: dict[str, Any], preview: int | None) -> job_pb2.JobSpec:
+    spec = job_spec(
+        package_hash,
+        dataset_id,
+        scenarios=sc["count"],
+        seed=sc["seed"],
+        mean_reversion=sc["a"],
+        volatility=sc["sigma"],
+        preview_rows=preview,
+        preview_seed=SAMPLE_SEED,
+        labels={"source": "livecalc run"},
+    )
+    spec.scenarios.include_base = sc["include_base"]
+    return spec
+
+
+def _dataset_lines(d: data_pb2.Dataset) -> list[str]:
+    fmt = data_pb2.DatasetFormat.Name(d.format).removeprefix("DATASET_FORMAT_").lower()
+    return [
+        f"dataset   {d.dataset_id}: {d.row_count:,} policies, {d.size_bytes:,} bytes ({fmt}), version {d.version[:16]}",
+        f"          columns: {', '.join(c.name for c in d.columns)}",
+    ]
+
+
+class Demo:
+    """The demo's output: a progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out: IO[str] = sys.stdout
+        self.terminal = sys.stdout.isatty()
+
+    def say(self, line: str = "") -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def job(self, lc: Client, spec: job_pb2.JobSpec, label: str) -> tuple[str, job_pb2.JobResult]:
+        assembler = ResultAssembler()
+        with ProgressView(label, terminal=self.terminal, stream=self.out) as view:
+            for event in lc.submit(spec):
+                view.event(event)
+                result = assembler.add(event)
+                if result is not None:
+                    return event.job_id, result
+        raise LivecalcError(f"{label}: the event stream ended without a result")
+
+
+def run_local(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
+    import pyarrow.parquet as pq  # noqa: PLC0415 - the local run only
+
+    from services.engine.pipeline import PipelineRunner, RunInputs  # noqa: PLC0415
+    from services.engine.runtime import Runtime  # noqa: PLC0415
+    from services.engine.workers import WasmPool  # noqa: PLC0415
+    from services.valuation.assumption_files import assumptions_from_files  # noqa: PLC0415
+    from services.valuation.policies import Policies  # noqa: PLC0415
+    from services.valuation.scenarios import ScenarioParams  # noqa: PLC0415
+
+    dataset_id, path = ensure_dataset(data_dir, args.rows, demo.say)
+    archive = ensure_package(data_dir, demo.say)
+    package = verify_archive(archive)
+    sc = scenario_settings(archive, args.scenarios)
+    files = package.files
+    assumptions = assumptions_from_files(
+        {p.removeprefix("assumptions/"): d for p, d in files.items() if p.startswith("assumptions/")}
+    )
+    policies = Policies.from_columns(pq.read_table(path))
+    params = ScenarioParams(
+        count=sc["count"], seed=sc["seed"], a=sc["a"], sigma=sc["sigma"], include_base=sc["include_base"]
+    )
+    threads = args.threads or os.cpu_count() or 1
+    demo.say(f"local     {dataset_id}: {len(policies):,} policies × {sc['count']:,} scenarios, {threads} thread(s)")
+    started = time.monotonic()
+    with WasmPool(Runtime(), threads=threads) as pool:
+        run = PipelineRunner(pool).run(package.config["pipeline"], RunInputs(policies, assumptions, params))
+    elapsed = time.monotonic() - started
+    values = run.portfolio("net_cf")
+    st = statistics(values)
+    result = job_pb2.JobResult(
+        statistics=job_pb2.Statistics(
+            scenario_count=st.count,
+            mean=st.mean,
+            std=st.std,
+            standard_error=st.stderr,
+            min=st.min,
+            max=st.max,
+            percentiles=[job_pb2.Percentile(level=p, value=v) for p, v in st.percentiles],
+            ctes=[job_pb2.Cte(level=a, value=v) for a, v in st.cte],
+            **{
+                f"mean_pv_{c}": float(run.portfolio(c).mean())
+                for c in ("premiums", "claims", "expenses", "commissions")
+            },
+        ),
+        pv_net_cf=values.tolist(),
+        result_hash=run.result_hash,
+        policy_count=len(policies),
+        package_hash=package.package_hash,
+        elapsed_seconds=elapsed,
+    )
+    demo.say()
+    for line in result_lines(result, title=f"local: {package.config.get('name')} on {dataset_id}"):
+        if not line.startswith(("steps", "-")):
+            demo.say(line)
+    return 0
+
+
+def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
+    say = demo.say
+    dataset_id, _ = ensure_dataset(data_dir, args.rows, say)
+    archive = ensure_package(data_dir, say)
+    sc = scenario_settings(archive, args.scenarios)
+    out_dir = Path(args.out_dir).resolve() if args.out_dir else data_dir / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logs = data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    log_path = logs / f"mesh-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.log"
+    plan, env = mesh_plan(data_dir, args.engines, args.port_offset)
+    gateway = f"127.0.0.1:{DEFAULT_PORTS['gateway'][0] + args.port_offset}"
+    data = f"127.0.0.1:{DEFAULT_PORTS['data'][0] + args.port_offset}"
+    children: list[Child] = []
+    started = time.monotonic()
+    with log_path.open("w", encoding="utf-8") as log:
+        try:
+            start_children(plan, env, children, sink=log)
+            services = ", ".join(f"{c.label} {c.address}" for c in children)
+            say(f"mesh      up in {time.monotonic() - started:.1f} s: {services}")
+            say(f"          service logs: {log_path}")
+            with Client(gateway, data=data, timeout=60) as lc:
+                reply = lc.upload_package_bytes(archive)
+                p = reply.package
+                state = "already stored" if reply.already_existed else "uploaded"
+                say(f"package   {p.name} {p.version} {state}: {p.package_hash}")
+                for line in _dataset_lines(lc.get_dataset(dataset_id)):
+                    say(line)
+                say()
+                preview_rows = min(args.preview, args.rows)
+                say(f"Preview: a seeded sample of {preview_rows:,} policies, {sc['count']:,} scenarios")
+                _, preview = demo.job(lc, _spec(p.package_hash, dataset_id, sc, preview_rows), "preview")
+                s = preview.statistics
+                say(
+                    f"preview   mean {money(s.mean)} ± {money(s.standard_error)} (scaled to {args.rows:,} "
+                    f"policies) in {preview.elapsed_seconds:.2f} s"
+                )
+                say()
+                say(f"Full run: {args.rows:,} policies × {sc['count']:,} scenarios")
+                job_id, full = demo.job(lc, _spec(p.package_hash, dataset_id, sc, None), "full run")
+                say()
+                for line in result_lines(full, title=f"{p.name} on {dataset_id}"):
+                    say(line)
+                diff = relative_difference(preview, full)
+                say()
+                say(f"preview was within {abs(diff) * 100:.2f} % of the full run (preview − full = {diff:+.2%} of it)")
+                doc = result_document(full, job_id=job_id, dataset_id=dataset_id, preview=preview)
+                results = out_dir / "results.json"
+                results.write_text(json_text(doc))
+                plot = out_dir / "pv_net_cf.png"
+                write_plot(full, plot, title=plot_title(full, p.name, dataset_id))
+                say(f"wrote     {results}")
+                say(f"wrote     {plot}")
+        except KeyboardInterrupt:
+            say("interrupted: stopping the mesh")
+            return EXIT_INTERRUPTED
+        finally:
+            stop_children(children)
+    say("mesh      stopped")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    data_dir = data_dir_of(args.data_dir)
+    demo = Demo(args)
+    if args.local:
+        return run_local(args, demo, data_dir)
+    return run_mesh_demo(args, demo, data_dir)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `livecalc run` (the demo job) to the top-level parser."""
+    p = sub.add_parser("run", help="the demo: start the mesh, value the sample portfolio, print and plot the results")
+    p.add_argument("--data-dir", help="datasets, packages, jobs, logs and results (env LIVECALC_DATA_DIR; ./.livecalc)")
+    p.add_argument("--rows", type=int, default=100_000, help="policies in the sample dataset (default 100,000)")
+    p.add_argument("--scenarios", type=int, default=1000, help="scenarios of the valuation (default 1,000)")
+    p.add_argument("--preview", type=int, default=10_000, help="policies in the preview's sample (default 10,000)")
+    p.add_argument("--engines", type=int, default=1, help="engine processes (default 1)")
+    p.add_argument("--port-offset", type=int, default=0, help="added to every default port")
+    p.add_argument("--out-dir", help="where results.json and pv_net_cf.png go (default DATA_DIR/results)")
+    p.add_argument("--local", action="store_true", help="run the full job in this process, without services")
+    p.add_argument("--threads", type=int, default=0, help="--local: worker threads (default: the CPU count)")
+    p.set_defaults(func=cmd_run)
