@@ -67,6 +67,8 @@ class DispatchConfig:
     engine_scan_seconds: float = 5.0
     #: A job with no engine that answers for this long fails with UNAVAILABLE.
     no_engine_seconds: float = 30.0
+    #: Once every block is folded, how long the calls still open may take to send their summaries.
+    drain_seconds: float = 5.0
 
 
 def retryable(exc: aio.AioRpcError) -> bool:
@@ -152,6 +154,12 @@ class Dispatcher:
 
             tg.start_soon(scan)
             await self._wait_done()
+            if self._failure is None:
+                # every block is folded, but the last calls are still sending their summaries
+                # (the steps they ran): let them end instead of cancelling them, within a bound
+                with anyio.move_on_after(self.config.drain_seconds):
+                    while self._in_flight:
+                        await self._wake.wait()
             tg.cancel_scope.cancel()
         if self._failure is not None:
             raise self._failure

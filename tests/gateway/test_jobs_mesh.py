@@ -89,12 +89,15 @@ def final(events: list[job_pb2.JobEvent]) -> job_pb2.JobEvent:
 
 def test_same_hash_as_in_process_for_1_2_3_engines_and_three_chunk_sizes(mesh: Mesh) -> None:
     expected = in_process_hash(mesh.archive, mesh.table, SCENARIOS)
+    months = 12 * np.asarray(mesh.table.column("policy_term")) - np.asarray(mesh.table.column("duration_mth"))
+    expected_steps = int(months.sum()) * SCENARIOS  # every chunk's steps, the last one's included
     for n, gateway in mesh.gateways.items():
         for chunk_blocks in (1, 2, 3):
             events = submit(gateway.address, spec(mesh.package_hash, "pol", SCENARIOS, chunk_blocks=chunk_blocks))
             last = final(events)
             assert last.WhichOneof("event") == "result", (n, chunk_blocks, last)
             assert last.result.result_hash == expected, (n, chunk_blocks)
+            assert last.result.steps == expected_steps, (n, chunk_blocks)
             accepted = events[0].accepted
             assert accepted.blocks_total == 5 and accepted.chunks_total == math.ceil(5 / chunk_blocks)
             v = np.array(last.result.pv_net_cf)
