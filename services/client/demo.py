@@ -247,7 +247,7 @@ def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
                     say(line)
                 diff = relative_difference(preview, full)
                 say()
-                say(f"preview was within {abs(diff) * 100:.2f} % of the full run (preview − full = {diff:+.2%} of it)")
+                say(f"preview was within {abs(diff) * 100:.2f} % of the full run (preview mean {diff:+.2%} vs full)")
                 doc = result_document(full, job_id=job_id, dataset_id=dataset_id, preview=preview)
                 results = out_dir / "results.json"
                 results.write_text(json_text(doc))

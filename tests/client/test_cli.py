@@ -1,0 +1,95 @@
+"""`livecalc submit` and `livecalc jobs …` against real processes: --json is one document,
+errors are one line with exit code 1, `jobs get --out` writes the results JSON, `jobs plot`
+a PNG, and Ctrl-C (SIGINT) during `jobs watch` detaches — the job runs on and can be
+re-attached to the end."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from livecalc.gateway.v1 import job_pb2
+from services.valuation.statistics import result_hash
+from tests.client.clitools import LIVECALC, livecalc, png_size
+from tests.client.conftest import SmallMesh
+from tests.gateway.jobmesh import SEED, get_job
+from tests.support import ROOT
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+
+
+def test_submit_get_list_plot_and_errors(small_mesh: SmallMesh) -> None:
+    gw = ["--address", small_mesh.gateway.address]
+    done = livecalc(
+        "submit", "--package", str(small_mesh.model_dir), "--dataset", "pol", "--scenarios", "30",
+        "--seed", str(SEED), "--label", "who=cli-test", "--json", *gw,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)  # one document, nothing else on stdout
+    assert doc["statistics"]["scenario_count"] == 30 and doc["result_hash"] == result_hash(doc["pv_net_cf"])
+    job_id = doc["job_id"]
+
+    out = small_mesh.tmp / "results.json"
+    got = livecalc("jobs", "get", job_id, "--out", str(out), *gw)
+    assert got.returncode == 0 and "succeeded" in got.stdout and "result hash" in got.stdout
+    written = json.loads(out.read_text())
+    assert written["result_hash"] == doc["result_hash"] and np.array(written["pv_net_cf"]).size == 30
+
+    listed = json.loads(livecalc("jobs", "list", "--json", "--state", "succeeded", *gw).stdout)
+    assert job_id in [j["job_id"] for j in listed["jobs"]]
+    plain = livecalc("jobs", "list", *gw).stdout
+    assert job_id in plain and "succeeded" in plain
+
+    png = small_mesh.tmp / "plot.png"
+    assert livecalc("jobs", "plot", job_id, "--out", str(png), *gw).returncode == 0
+    assert png_size(png) == (1200, 700)
+
+    missing = livecalc("jobs", "get", "no-such-job", *gw)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.count("\n") == 1 and missing.stderr.startswith("livecalc: error: ")
+    bad = livecalc("submit", "--package", "0" * 64, "--dataset", "pol", *gw)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_ctrl_c_during_watch_detaches_and_the_job_runs_on(small_mesh: SmallMesh) -> None:
+    gw = ["--address", small_mesh.gateway.address]
+    archive = small_mesh.tmp / "pkg.zip"
+    archive.write_bytes(small_mesh.archive)
+    submitted = livecalc(
+        "submit", "--package", str(archive), "--dataset", "long", "--scenarios", "1000", "--seed", "5",
+        "--chunk-blocks", "1", "--detach", "--json", *gw,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)["job_id"]
+
+    watcher = subprocess.Popen(
+        [LIVECALC, "jobs", "watch", job_id, *gw], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert watcher.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # plain progress lines: stdout is not a terminal
+            line = watcher.stdout.readline()
+            if "policies)" in line:
+                break
+        else:
+            pytest.fail("no progress line")
+        watcher.send_signal(signal.SIGINT)
+        _, err = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 130
+    assert f"livecalc jobs watch {job_id}" in err and f"livecalc jobs cancel {job_id}" in err
+    assert "Traceback" not in err
+    job = get_job(small_mesh.gateway.address, job_id)
+    assert job.state in (job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_SUCCEEDED), job.state  # not cancelled
+
+    again = livecalc("jobs", "watch", job_id, "--json", *gw, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["statistics"]["scenario_count"] == 1000
