@@ -98,6 +98,7 @@ def _command_groups() -> Sequence[str]:
         "services.gateway.cli",
         "services.client.cli",
         "services.client.demo",
+        "services.bench_mesh",
     )
 
 
