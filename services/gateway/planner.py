@@ -15,8 +15,11 @@ from services.valuation.blocks import BLOCK_SIZE, block_count
 
 #: Chunks per engine slot the planner aims for at least.
 CHUNKS_PER_SLOT: Final = 2
-#: Policy·scenario·month steps one chunk should hold at most (about a second of one engine).
-TARGET_CHUNK_STEPS: Final = 300_000_000
+#: Policy·scenario·month steps one chunk should hold at most: about a second of one engine
+#: (the term_life WASM runs ~1.9e9 steps/s per thread, BENCHMARKS.md). Smaller chunks cost
+#: a pipeline run each (scenario generation, layout, partials): `bench mesh` measured 100K×1K
+#: on one engine 10 % slower in 49 chunks of 2 blocks than in 7–13 chunks.
+TARGET_CHUNK_STEPS: Final = 2_000_000_000
 #: Average projection months assumed per policy when the horizon is not known.
 MONTHS_PER_POLICY: Final = 120
 

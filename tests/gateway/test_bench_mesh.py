@@ -1,0 +1,51 @@
+"""`livecalc bench mesh --quick --json`: the benchmark runs end to end and every hash agrees.
+
+A correctness test of the benchmark command (real processes on free ports, tiny sizes), not a
+timing test: no figure is asserted, only the document's shape and that the in-process run and
+every mesh job (1 and 2 engines) gave the same result hash.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, VENV_BIN
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(VENV_BIN / "livecalc"), "bench", "mesh", "--quick", "--json", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    doc = json.loads(done.stdout)  # one JSON document and nothing else
+    assert doc["benchmark"] == "mesh" and doc["statistic"] == "median"
+    assert doc["all_hashes_identical"] is True
+    assert set(doc["targets"]) >= {"overhead_10k", "overhead_100k", "end_to_end_10k_s", "first_progress_s"}
+    assert doc["machine"]["cores"] >= 1
+    (size,) = doc["sizes"]
+    assert (size["policies"], size["scenarios"]) == (2048, 50)
+    assert size["hashes_identical"] is True and len(size["result_hash"]) == 64
+    # warm-up + timed runs: in process, and each engine count
+    assert size["runs_hashed"] == (1 + len(size["mesh"])) * (1 + doc["repeats"])
+    assert size["in_process"]["seconds"] > 0 and size["in_process"]["steps_per_s"] > 0
+    assert size["engine_alone"]["seconds"] > 0
+    assert set(size["mesh"]) == {"1", "2"}
+    for figures in size["mesh"].values():
+        assert figures["seconds"] > 0 and figures["steps_per_s"] > 0 and figures["ratio_to_in_process"] > 0
+        assert 0 < figures["first_progress_s"] <= figures["seconds"]
+        assert figures["steps_reported"] == size["steps"]  # every chunk's steps reached the result
+        assert "first_statistics_s" in figures and figures["chunks"] >= 1
+    rss = size["peak_rss_bytes"]
+    assert {"data", "engine-0", "engine-1", "gateway-1", "gateway-2"} <= set(rss)
+    assert all(v > 0 for v in rss.values())
