@@ -26,7 +26,7 @@ import grpc
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.common.errors import FieldViolation, InvalidArgument, LivecalcError, NotFound
+from services.common.errors import FieldViolation, InvalidArgument, LivecalcError, NotFound, ResourceExhausted
 from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
 from services.gateway.engines import EnginePool
 from services.gateway.events import EventLog, now_timestamp
@@ -60,6 +60,9 @@ class JobConfig:
     #: Blocks a job may have in flight ahead of its fold, per engine slot, in chunks.
     window_chunks_per_slot: int = 2
     chunk_time_limit_seconds: float = 0.0
+    #: Admission control: jobs this gateway holds unfinished (queued or running) before
+    #: SubmitJob answers RESOURCE_EXHAUSTED; 0 admits every job.
+    max_pending_jobs: int = 0
 
 
 @dataclass
@@ -122,6 +125,7 @@ class JobManager:
         """Validate, plan and record a job; returns its id (an existing one for a known key)."""
         if idempotency_key and (existing := self.store.job_by_key(idempotency_key)):
             return existing
+        self._admit()
         bad = []
         if spec.chunk_blocks < 0:
             bad.append(FieldViolation("spec.chunk_blocks", "must be ≥ 0"))
@@ -173,6 +177,7 @@ class JobManager:
         )
         if idempotency_key and (existing := self.store.job_by_key(idempotency_key)):
             return existing  # a concurrent submission with the same key got there first
+        self._admit()  # again: submissions admitted together may have filled the gateway since
         self.store.put_job(job, idempotency_key)
         logbook = EventLog(job.job_id, sink=self.store.append_event)
         live = LiveJob(
@@ -204,6 +209,16 @@ class JobManager:
             },
         )
         return job.job_id
+
+    def _admit(self) -> None:
+        """RESOURCE_EXHAUSTED when the gateway already holds its limit of unfinished jobs."""
+        limit = self.config.max_pending_jobs
+        pending = sum(1 for live in self._live.values() if not live.log.closed)
+        if limit and pending >= limit:
+            raise ResourceExhausted(
+                f"the gateway holds {pending} unfinished jobs, its limit (--max-pending-jobs, "
+                f"env LIVECALC_MAX_PENDING_JOBS = {limit}); submit again when one has ended"
+            )
 
     # run
 

@@ -6,7 +6,8 @@ metadata from the data service at ``--data-address`` (env LIVECALC_DATA_ADDRESS;
 local data service); jobs, events and results live in SQLite at ``--jobs-db`` (env
 LIVECALC_JOBS_DB; default $LIVECALC_DATA_DIR/jobs.sqlite3). Engines download packages from
 ``--advertise-address`` (env LIVECALC_GATEWAY_ADVERTISE_ADDRESS; default this gateway's own
-host:port). PackageService
+host:port). Beyond ``--max-pending-jobs`` unfinished jobs (env LIVECALC_MAX_PENDING_JOBS;
+default 100) SubmitJob answers RESOURCE_EXHAUSTED. PackageService
 stores packages in ``$LIVECALC_DATA_DIR/packages`` (default ./.livecalc/packages), or in an
 Azure Blob container when a connection string and a container are given (flags, or
 LIVECALC_PACKAGES_AZURE_CONNECTION_STRING / LIVECALC_PACKAGES_AZURE_CONTAINER). The
@@ -36,6 +37,7 @@ from services.gateway.engines import EnginePool, EngineTargets
 from services.gateway.inputs import DataServiceDatasets
 from services.gateway.job_servicer import JobServicer
 from services.gateway.jobs import JobConfig, JobManager
+from services.gateway.loop_lag import LoopLagMonitor
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.package_servicer import PackageServicer
 from services.gateway.package_store import PackageStore
@@ -44,6 +46,7 @@ from services.gateway.store import JobStore
 JOB_SERVICE = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 PACKAGE_SERVICE = package_service_pb2.DESCRIPTOR.services_by_name["PackageService"].full_name
 log = logging.getLogger(__name__)
+DEFAULT_MAX_PENDING_JOBS = 100
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class JobsConfig:
     advertise_address: str
     max_attempts: int = 4
     resolve_seconds: float = 30.0
+    #: Unfinished jobs this gateway holds before SubmitJob answers RESOURCE_EXHAUSTED.
+    max_pending_jobs: int = DEFAULT_MAX_PENDING_JOBS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--packages-azure-connection-string",
         help="store packages in Azure Blob (env LIVECALC_PACKAGES_AZURE_CONNECTION_STRING)",
+    )
+    parser.add_argument(
+        "--max-pending-jobs",
+        type=int,
+        help="unfinished (queued or running) jobs held before SubmitJob answers RESOURCE_EXHAUSTED, 0 for no limit "
+        f"(env LIVECALC_MAX_PENDING_JOBS; default {DEFAULT_MAX_PENDING_JOBS})",
     )
     parser.add_argument(
         "--packages-azure-container", help="blob container of the packages (env LIVECALC_PACKAGES_AZURE_CONTAINER)"
@@ -154,12 +165,21 @@ async def open_storage(config: PackageConfig) -> Storage:
     local = LocalStorage(config.root)
     local.remove_stale_uploads()
     return local
+    pending_flag = getattr(args, "max_pending_jobs", None)
+    pending_raw = pending_flag if pending_flag is not None else env.get("LIVECALC_MAX_PENDING_JOBS") or ""
+    try:
+        pending = int(pending_raw) if pending_raw != "" else DEFAULT_MAX_PENDING_JOBS
+    except ValueError:
+        raise InvalidArgument(f"max pending jobs must be an integer, got {pending_raw!r}") from None
+    if pending < 0:
+        raise InvalidArgument(f"max pending jobs must be ≥ 0 (0: no limit), got {pending}")
 
 
 async def build(args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry) -> ServiceParts:
     config = resolve_package_config(args, env)
     storage = await open_storage(config)
     where = config.azure.container if config.azure is not None else str(config.root)
+        max_pending_jobs=pending,
     log.info("packages", extra={"fields": {"source": storage.kind, "at": where}})
     package_store = PackageStore(storage)
     packages = PackageServicer(package_store)
@@ -191,6 +211,7 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
     )
     jobs = JobServicer(manager, metrics)
 
+            max_pending_jobs=jobs_config.max_pending_jobs,
     async def stop_jobs() -> None:
         await manager.close()
         await datasets.close()
@@ -205,3 +226,6 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
         ],
         on_stop=[stop_jobs, storage.close],
     )
+    loop_lag = LoopLagMonitor(registry)
+    loop_lag.start()
+        await loop_lag.close()
