@@ -43,6 +43,20 @@ class ServiceProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def kill(self) -> int:
+        """SIGKILL (no graceful stop), then reap; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        return self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs with its sockets open."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        self.proc.send_signal(signal.SIGCONT)
+
     def terminate(self, timeout: float = 15.0) -> int:
         """SIGTERM, then wait; returns the exit code."""
         if self.proc.poll() is None:
@@ -63,10 +77,15 @@ def start_service(
     env: Mapping[str, str] | None = None,
     grace: float = 5.0,
     wait: bool = True,
+    ports: tuple[int, int] | None = None,
 ) -> ServiceProcess:
-    """Start `livecalc serve NAME` on free ports and wait until it is SERVING."""
-    port, metrics_port = free_port(), free_port()
+    """Start `livecalc serve NAME` on free ports (or ``ports``: gRPC, metrics) and wait until it is SERVING."""
+    port, metrics_port = ports or (free_port(), free_port())
     log_path = tmp / f"{name}-{port}.log"
+    restarts = 0
+    while log_path.exists():  # a restart on the same port keeps the earlier log
+        restarts += 1
+        log_path = tmp / f"{name}-{port}-{restarts}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -95,3 +114,14 @@ def start_service(
             proc.kill()
             raise TimeoutError(f"{exc}:\n{service.log()}") from None
     return service
+
+
+def restart_service(
+    service: ServiceProcess, tmp: Path, *, env: Mapping[str, str] | None = None, grace: float = 5.0
+) -> ServiceProcess:
+    """Start `service` again (after it stopped or was killed) on the same ports with the same flags."""
+    if service.proc.poll() is None:
+        raise RuntimeError(f"{service.name} on {service.address} is still running")
+    return start_service(
+        service.name, tmp, extra=service.extra, env=env, grace=grace, ports=(service.port, service.metrics_port)
+    )

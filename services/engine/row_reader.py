@@ -5,12 +5,21 @@ the version the job was planned on (``expected_version``); SampleRows answers ty
 turned here into an Arrow table of the same columns. Failures become the project's errors: a
 changed dataset FAILED_PRECONDITION, an unknown one NOT_FOUND, an unreachable service
 UNAVAILABLE (the gateway may retry the chunk elsewhere).
+
+A data service that restarts delays a chunk, never fails it (issue 12, item 3): GetDataset,
+ReadRows and SampleRows are retried on UNAVAILABLE (or a reset connection) with exponential
+backoff for at most `RetryPolicy.total_seconds`; ReadRows resumes at the first row it has
+not received, so rows already read are not read again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -29,8 +38,62 @@ from services.common.errors import (
     Unavailable,
 )
 
+log = logging.getLogger(__name__)
+
 READ_TIMEOUT_SECONDS = 120.0
 MAX_RECEIVE_BYTES = 16 << 20
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a read keeps trying a data service that does not answer."""
+
+    #: Give up (UNAVAILABLE) once this long has passed since the first failure.
+    total_seconds: float = 30.0
+    first_backoff: float = 0.1
+    max_backoff: float = 1.0
+
+    def backoff(self, failures: int) -> float:
+        return float(min(self.max_backoff, self.first_backoff * 2.0 ** (failures - 1)))
+
+
+def _transient(exc: grpc.RpcError) -> bool:
+    """The data service is down or restarting (not: the request is wrong)."""
+    if not isinstance(exc, aio.AioRpcError):
+        return False
+    code = exc.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    details = (exc.details() or "").lower()
+    return code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) and any(
+        word in details for word in ("rst_stream", "reset", "goaway", "socket closed")
+    )
+
+
+@dataclass
+class _Retry:
+    """One read's retry state: `failed()` sleeps the backoff, or raises once the bound is spent."""
+
+    policy: RetryPolicy
+    what: str
+    failures: int = 0
+    first_failure: float = field(default=0.0)
+
+    async def failed(self, exc: grpc.RpcError) -> None:
+        now = time.monotonic()
+        if self.failures == 0:
+            self.first_failure = now
+        self.failures += 1
+        pause = self.policy.backoff(self.failures)
+        if now + pause - self.first_failure > self.policy.total_seconds:
+            raise exc
+        log.warning(
+            "data service unavailable; retrying",
+            extra={"fields": {"read": self.what, "attempt": self.failures, "retry_in_s": round(pause, 3)}},
+        )
+        await asyncio.sleep(pause)
+
 
 _ARROW_TYPES = {
     data_pb2.COLUMN_TYPE_INT64: pa.int64(),
@@ -52,9 +115,19 @@ class Sample:
 class RowReader:
     """Reads policy rows from the data service at ``address`` over one channel."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, retry: RetryPolicy | None = None) -> None:
         self.address = address
-        self._channel = aio.insecure_channel(address, options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+        self.retry = retry or RetryPolicy()
+        # reconnect soon after a restart: gRPC's default backoff grows to minutes
+        self._channel = aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+            ],
+        )
         self._stub = data_service_pb2_grpc.DataServiceStub(self._channel)
         self._rows: dict[tuple[str, str], int] = {}
 
@@ -67,12 +140,8 @@ class RowReader:
         known = self._rows.get(key)
         if known is not None:
             return known
-        try:
-            answer = await self._stub.GetDataset(
-                data_service_pb2.GetDatasetRequest(dataset_id=dataset_id), timeout=READ_TIMEOUT_SECONDS
-            )
-        except grpc.RpcError as exc:
-            raise _read_error(exc, dataset_id, self.address) from None
+        request = data_service_pb2.GetDatasetRequest(dataset_id=dataset_id)
+        answer = await self._unary(lambda: self._stub.GetDataset(request, timeout=READ_TIMEOUT_SECONDS), dataset_id)
         found = answer.dataset
         if version and found.version != version:
             raise FailedPrecondition(
@@ -84,30 +153,38 @@ class RowReader:
 
     async def read(self, dataset_id: str, version: str, start_row: int, end_row: int) -> pa.Table:
         """Rows [start_row, end_row) of the dataset at ``version`` as one Arrow table."""
-        request = data_service_pb2.ReadRowsRequest(
-            dataset_id=dataset_id, start_row=start_row, end_row=end_row, expected_version=version
-        )
-        call = self._stub.ReadRows(request, timeout=READ_TIMEOUT_SECONDS)
         batches: list[pa.RecordBatch] = []
         schema: pa.Schema | None = None
         next_row = start_row
-        try:
-            async for message in call:
-                if message.start_row != next_row:
-                    raise Unavailable(f"data service sent rows from {message.start_row}, expected {next_row}")
-                if version and message.version and message.version != version:
-                    raise FailedPrecondition(
-                        f"dataset {dataset_id!r} changed: version {message.version}, the job needs {version}"
-                    )
-                with pa.ipc.open_stream(message.arrow_ipc) as stream:
-                    table = stream.read_all()
-                schema = schema or table.schema
-                batches.extend(table.cast(schema).to_batches())
-                next_row += message.row_count
-        except grpc.RpcError as exc:
-            raise _read_error(exc, dataset_id, self.address) from None
-        finally:
-            call.cancel()
+        retry = _Retry(self.retry, f"ReadRows {dataset_id}")
+        while True:
+            request = data_service_pb2.ReadRowsRequest(
+                dataset_id=dataset_id, start_row=next_row, end_row=end_row, expected_version=version
+            )
+            call = self._stub.ReadRows(request, timeout=READ_TIMEOUT_SECONDS)
+            try:
+                async for message in call:
+                    if message.start_row != next_row:
+                        raise Unavailable(f"data service sent rows from {message.start_row}, expected {next_row}")
+                    if version and message.version and message.version != version:
+                        raise FailedPrecondition(
+                            f"dataset {dataset_id!r} changed: version {message.version}, the job needs {version}"
+                        )
+                    with pa.ipc.open_stream(message.arrow_ipc) as stream:
+                        table = stream.read_all()
+                    schema = schema or table.schema
+                    batches.extend(table.cast(schema).to_batches())
+                    next_row += message.row_count
+                break
+            except grpc.RpcError as exc:
+                if not _transient(exc):
+                    raise _read_error(exc, dataset_id, self.address) from None
+                try:
+                    await retry.failed(exc)  # then go on from next_row
+                except grpc.RpcError:
+                    raise _read_error(exc, dataset_id, self.address) from None
+            finally:
+                call.cancel()
         if next_row != end_row:
             raise Unavailable(f"data service ended the rows of {dataset_id!r} at {next_row}, expected {end_row}")
         if schema is None:
@@ -117,10 +194,7 @@ class RowReader:
     async def sample(self, dataset_id: str, version: str, n: int, seed: int) -> Sample:
         """A seeded sample of n rows (SampleRows), as a table in sample order."""
         request = data_service_pb2.SampleRowsRequest(dataset_id=dataset_id, n=n, seed=seed)
-        try:
-            answer = await self._stub.SampleRows(request, timeout=READ_TIMEOUT_SECONDS)
-        except grpc.RpcError as exc:
-            raise _read_error(exc, dataset_id, self.address) from None
+        answer = await self._unary(lambda: self._stub.SampleRows(request, timeout=READ_TIMEOUT_SECONDS), dataset_id)
         if version and answer.version != version:
             raise FailedPrecondition(
                 f"dataset {dataset_id!r} changed: version {answer.version}, the job needs {version}"
@@ -134,6 +208,20 @@ class RowReader:
         arrays = {c.name: pa.array(columns[c.name], type=_ARROW_TYPES.get(c.type, pa.string())) for c in answer.columns}
         rows = np.array([r.row for r in answer.rows], dtype=np.int64)
         return Sample(pa.table(arrays), rows, int(answer.dataset_row_count))
+
+    async def _unary(self, call: Callable[[], Awaitable[T]], dataset_id: str) -> T:
+        """One unary call, retried while the data service is unavailable (within the bound)."""
+        retry = _Retry(self.retry, f"{dataset_id}")
+        while True:
+            try:
+                return await call()
+            except grpc.RpcError as exc:
+                if not _transient(exc):
+                    raise _read_error(exc, dataset_id, self.address) from None
+                try:
+                    await retry.failed(exc)
+                except grpc.RpcError:
+                    raise _read_error(exc, dataset_id, self.address) from None
 
     async def close(self) -> None:
         await self._channel.close()

@@ -6,8 +6,13 @@ A worker does not take a chunk that starts more than `window_blocks` past the fo
 block, which bounds the partials waiting in the gateway. Faults (DESIGN.md step 6):
 
 - UNAVAILABLE, a reset stream, a stream that ends early, a chunk deadline: the chunk's
-  missing blocks go back to the queue (another engine will likely take them), at most
-  `max_attempts` times, and the engine pauses with exponential backoff;
+  missing blocks go back to the queue, at most `max_attempts` times, and the engine pauses
+  with exponential backoff; an engine that failed a chunk does not take it again while
+  another engine that has not failed it is there (a dead engine's connection-refused is
+  instant: it would otherwise burn every attempt of the chunk at the head of the queue);
+- a stalled engine (a hung process, SIGSTOP, a lost network: no message on the chunk's
+  stream for `stall_seconds`): the call is cancelled, its missing blocks requeued as above,
+  and the engine is left alone for `stall_seconds`;
 - RESOURCE_EXHAUSTED: the engine is full (another gateway, say); requeued without counting;
 - INVALID_ARGUMENT, FAILED_PRECONDITION and any other status: the job fails at once with it.
 
@@ -55,6 +60,8 @@ class Work:
     block_count: int
     chunk_id: int = field(compare=False)
     attempts: int = field(default=0, compare=False)
+    #: Engines this work failed on (it goes to others first).
+    failed_on: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,9 @@ class DispatchConfig:
     no_engine_seconds: float = 30.0
     #: Once every block is folded, how long the calls still open may take to send their summaries.
     drain_seconds: float = 5.0
+    #: An engine that sends nothing on a chunk's stream for this long is taken as hung (0: never).
+    #: Engines send a message when a chunk starts and after every piece (≈ a block) they compute.
+    stall_seconds: float = 60.0
 
 
 def retryable(exc: aio.AioRpcError) -> bool:
@@ -173,16 +183,27 @@ class Dispatcher:
             self._failure = failure
         self._notify()
 
-    async def _take(self) -> Work | None:
-        """The next chunk in block order within the window; None when the job is done."""
+    def _avoids(self, engine: Engine, work: Work) -> bool:
+        """``engine`` failed ``work`` before and an engine that has not is there to take it."""
+        if engine.address not in work.failed_on:
+            return False
+        return any(e.address not in work.failed_on for e in self.pool.engines())
+
+    async def _take(self, engine: Engine) -> Work | None:
+        """The next chunk in block order within the window for ``engine``; None when the job is done."""
         while True:
             if self.done:
                 return None
-            if self._queue and (
-                self.preview or self._queue[0].first_block < self.fold.folded_blocks + self.window_blocks
-            ):
+            limit = self.fold.folded_blocks + self.window_blocks
+            for work in sorted(self._queue) if len(self._queue) > 1 else self._queue:
+                if not self.preview and work.first_block >= limit:
+                    break
+                if self._avoids(engine, work):
+                    continue
+                self._queue.remove(work)
+                heapq.heapify(self._queue)
                 self._in_flight += 1
-                return heapq.heappop(self._queue)
+                return work
             await self._wake.wait()
 
     async def _worker(self, engine: Engine) -> None:
@@ -195,7 +216,7 @@ class Dispatcher:
                     await self._wait_done()
                 continue
             async with engine.semaphore:
-                work = await self._take()
+                work = await self._take(engine)
                 if work is None:
                     return
                 try:
@@ -219,8 +240,24 @@ class Dispatcher:
         self.metrics.chunks_dispatched.inc()
         self.engines_active.add(engine.address)
         call = engine.stub.RunChunk(self._request(work), timeout=timeout)
+        stall = self.config.stall_seconds or None
+        stream = call.__aiter__()
         try:
-            async for message in call:
+            while True:
+                message = None
+                with anyio.move_on_after(stall):
+                    try:
+                        message = await stream.__anext__()
+                    except StopAsyncIteration:
+                        break
+                if message is None:
+                    call.cancel()
+                    self._requeue(
+                        engine, work, wanted - received, "STALLED", f"no message from the engine for {stall:g} s"
+                    )
+                    # a hung engine is left alone for as long as it took to notice, not the short backoff
+                    engine.down_until = max(engine.down_until, time.monotonic() + (stall or 0.0))
+                    return
                 kind = message.WhichOneof("event")
                 if kind == "partial":
                     partial = message.partial
@@ -298,5 +335,5 @@ class Dispatcher:
             return
         self.metrics.chunks_retried.inc()
         for first, n in ranges(missing):
-            heapq.heappush(self._queue, Work(first, n, work.chunk_id, attempts))
+            heapq.heappush(self._queue, Work(first, n, work.chunk_id, attempts, work.failed_on | {engine.address}))
         self._notify()

@@ -32,6 +32,14 @@ MAX_RECEIVE_BYTES: Final = 64 << 20
 CAPABILITIES_TIMEOUT: Final = 5.0
 #: Longest pause of an engine after repeated failures, in seconds.
 MAX_BACKOFF: Final = 5.0
+#: Engines answer large messages; a restarted engine is reconnected within a second or two
+#: (gRPC's own reconnect backoff grows to two minutes, which would leave it unused).
+CHANNEL_OPTIONS: Final = [
+    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 
 
 @dataclass(frozen=True)
@@ -125,9 +133,7 @@ class EnginePool:
                 self._resolved_at = now
                 for address in addresses:
                     if address not in self._engines:
-                        channel = aio.insecure_channel(
-                            address, options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
-                        )
+                        channel = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
                         self._engines[address] = Engine(
                             address, channel, engine_service_pb2_grpc.EngineServiceStub(channel)
                         )

@@ -69,6 +69,8 @@ class JobsConfig:
     resolve_seconds: float = 30.0
     #: Unfinished jobs this gateway holds before SubmitJob answers RESOURCE_EXHAUSTED.
     max_pending_jobs: int = DEFAULT_MAX_PENDING_JOBS
+    #: An engine silent this long on a chunk's stream is taken as hung and the chunk moved.
+    stall_seconds: float = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,18 +92,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-attempts", type=int, help="tries per chunk before a job fails (env LIVECALC_CHUNK_ATTEMPTS; default 4)"
     )
     parser.add_argument(
-        "--packages-root",
-        help="package directory (env LIVECALC_PACKAGES_ROOT; default $LIVECALC_DATA_DIR/packages)",
-    )
-    parser.add_argument(
-        "--packages-azure-connection-string",
-        help="store packages in Azure Blob (env LIVECALC_PACKAGES_AZURE_CONNECTION_STRING)",
+        "--chunk-stall-seconds",
+        type=float,
+        help="an engine that sends nothing on a chunk for this long is taken as hung and its chunk moved "
+        "(env LIVECALC_CHUNK_STALL_SECONDS; default 60)",
     )
     parser.add_argument(
         "--max-pending-jobs",
         type=int,
         help="unfinished (queued or running) jobs held before SubmitJob answers RESOURCE_EXHAUSTED, 0 for no limit "
         f"(env LIVECALC_MAX_PENDING_JOBS; default {DEFAULT_MAX_PENDING_JOBS})",
+    )
+    parser.add_argument(
+        "--packages-root",
+        help="package directory (env LIVECALC_PACKAGES_ROOT; default $LIVECALC_DATA_DIR/packages)",
+    )
+    parser.add_argument(
+        "--packages-azure-connection-string",
+        help="store packages in Azure Blob (env LIVECALC_PACKAGES_AZURE_CONNECTION_STRING)",
     )
     parser.add_argument(
         "--packages-azure-container", help="blob container of the packages (env LIVECALC_PACKAGES_AZURE_CONTAINER)"
@@ -150,12 +158,29 @@ def resolve_jobs_config(args: argparse.Namespace, env: Mapping[str, str]) -> Job
         raise InvalidArgument(f"chunk attempts must be an integer, got {attempts_raw!r}") from None
     if attempts < 1:
         raise InvalidArgument(f"chunk attempts must be ≥ 1, got {attempts}")
+    stall_raw = getattr(args, "chunk_stall_seconds", None) or env.get("LIVECALC_CHUNK_STALL_SECONDS") or 60.0
+    try:
+        stall = float(stall_raw)
+    except ValueError:
+        raise InvalidArgument(f"chunk stall seconds must be a number, got {stall_raw!r}") from None
+    if stall <= 0:
+        raise InvalidArgument(f"chunk stall seconds must be > 0, got {stall}")
+    pending_flag = getattr(args, "max_pending_jobs", None)
+    pending_raw = pending_flag if pending_flag is not None else env.get("LIVECALC_MAX_PENDING_JOBS") or ""
+    try:
+        pending = int(pending_raw) if pending_raw != "" else DEFAULT_MAX_PENDING_JOBS
+    except ValueError:
+        raise InvalidArgument(f"max pending jobs must be an integer, got {pending_raw!r}") from None
+    if pending < 0:
+        raise InvalidArgument(f"max pending jobs must be ≥ 0 (0: no limit), got {pending}")
     return JobsConfig(
         engines=EngineTargets.parse(engines),
         data_address=data,
         jobs_db=Path(db),
         advertise_address=advertise,
         max_attempts=attempts,
+        max_pending_jobs=pending,
+        stall_seconds=stall,
     )
 
 
@@ -165,21 +190,12 @@ async def open_storage(config: PackageConfig) -> Storage:
     local = LocalStorage(config.root)
     local.remove_stale_uploads()
     return local
-    pending_flag = getattr(args, "max_pending_jobs", None)
-    pending_raw = pending_flag if pending_flag is not None else env.get("LIVECALC_MAX_PENDING_JOBS") or ""
-    try:
-        pending = int(pending_raw) if pending_raw != "" else DEFAULT_MAX_PENDING_JOBS
-    except ValueError:
-        raise InvalidArgument(f"max pending jobs must be an integer, got {pending_raw!r}") from None
-    if pending < 0:
-        raise InvalidArgument(f"max pending jobs must be ≥ 0 (0: no limit), got {pending}")
 
 
 async def build(args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry) -> ServiceParts:
     config = resolve_package_config(args, env)
     storage = await open_storage(config)
     where = config.azure.container if config.azure is not None else str(config.root)
-        max_pending_jobs=pending,
     log.info("packages", extra={"fields": {"source": storage.kind, "at": where}})
     package_store = PackageStore(storage)
     packages = PackageServicer(package_store)
@@ -195,7 +211,8 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
         metrics=metrics,
         config=JobConfig(
             package_address=jobs_config.advertise_address,
-            dispatch=DispatchConfig(max_attempts=jobs_config.max_attempts),
+            max_pending_jobs=jobs_config.max_pending_jobs,
+            dispatch=DispatchConfig(max_attempts=jobs_config.max_attempts, stall_seconds=jobs_config.stall_seconds),
         ),
     )
     manager.recover()
@@ -210,9 +227,11 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
         },
     )
     jobs = JobServicer(manager, metrics)
+    loop_lag = LoopLagMonitor(registry)
+    loop_lag.start()
 
-            max_pending_jobs=jobs_config.max_pending_jobs,
     async def stop_jobs() -> None:
+        await loop_lag.close()
         await manager.close()
         await datasets.close()
         store.close()
@@ -226,6 +245,3 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
         ],
         on_stop=[stop_jobs, storage.close],
     )
-    loop_lag = LoopLagMonitor(registry)
-    loop_lag.start()
-        await loop_lag.close()

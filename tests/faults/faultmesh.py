@@ -1,0 +1,135 @@
+"""The mesh the fault tests break: a data service, three engines and a gateway, each its own process.
+
+Every service listens on free loopback ports; a killed or stopped one is restarted on the same
+ports (tests.support.restart_service), so the others find it again where it was. The gateway
+takes an engine silent for `STALL_SECONDS` on a chunk as hung.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pyarrow as pa
+
+from livecalc.gateway.v1 import job_pb2, job_service_pb2
+from services.valuation.blocks import BLOCK_SIZE
+from tests.engine.mesh import policies_csv, stochastic_package, upload_package
+from tests.gateway.jobmesh import CALL_TIMEOUT, metric, spec, start_engine, stub
+from tests.support import ServiceProcess, start_service
+
+#: A job of a few seconds on three single-thread engines, in one-block chunks.
+ROWS = 24 * BLOCK_SIZE
+SCENARIOS = 1000
+STALL_SECONDS = 6.0
+S = job_pb2.JobState
+
+
+@dataclass
+class FaultMesh:
+    tmp: Path
+    root: Path
+    data: ServiceProcess
+    engines: list[ServiceProcess]
+    gateway: ServiceProcess
+    gateway_dir: Path
+    package_hash: str
+    table: pa.Table
+    baseline: str = ""
+    extra: list[ServiceProcess] = field(default_factory=list)
+
+    def services(self) -> list[ServiceProcess]:
+        return [self.gateway, *self.engines, self.data, *self.extra]
+
+    def job_spec(self, scenarios: int = SCENARIOS) -> job_pb2.JobSpec:
+        return spec(self.package_hash, "faults", scenarios, chunk_blocks=1)
+
+
+def start_gateway(tmp: Path, data: ServiceProcess, engines: list[ServiceProcess], data_dir: Path) -> ServiceProcess:
+    return start_service(
+        "gateway",
+        tmp,
+        extra=[
+            "--engines",
+            ",".join(e.address for e in engines),
+            "--data-address",
+            data.address,
+            "--chunk-stall-seconds",
+            str(STALL_SECONDS),
+        ],
+        env={"LIVECALC_DATA_DIR": str(data_dir)},
+    )
+
+
+def fault_mesh(tmp: Path) -> Iterator[FaultMesh]:
+    root = tmp / "datasets"
+    root.mkdir()
+    table = policies_csv(root / "faults.csv", ROWS, seed=12)
+    archive = stochastic_package(tmp / "model")
+    started: list[ServiceProcess] = []
+    mesh: FaultMesh | None = None
+    try:
+        data = start_service("data", tmp, extra=["--root", str(root)])
+        started.append(data)
+        engines = [start_engine(tmp, data, f"e{i}") for i in range(3)]
+        started += engines
+        gateway = start_gateway(tmp, data, engines, tmp / "gw")
+        started.append(gateway)
+        mesh = FaultMesh(tmp, root, data, engines, gateway, tmp / "gw", upload_package(gateway.address, archive), table)
+        yield mesh
+    finally:
+        for service in mesh.services() if mesh is not None else reversed(started):
+            if service.proc.poll() is None:
+                service.resume()  # a stopped process ignores SIGTERM until continued
+                service.terminate()
+
+
+class Job:
+    """A job submitted on a gateway, read event by event (SubmitJob's stream)."""
+
+    def __init__(self, address: str, job_spec: job_pb2.JobSpec) -> None:
+        self.channel, jobs = stub(address)
+        self.call = jobs.SubmitJob(job_service_pb2.SubmitJobRequest(spec=job_spec), timeout=CALL_TIMEOUT)
+        self.events: list[job_pb2.JobEvent] = [next(self.call).event]
+        self.job_id = self.events[0].job_id
+
+    def until(self, done: Callable[[job_pb2.JobEvent], bool]) -> job_pb2.JobEvent:
+        """Read events until one satisfies ``done`` (AssertionError if the job ends first)."""
+        for response in self.call:
+            self.events.append(response.event)
+            if done(response.event):
+                return response.event
+            assert response.event.WhichOneof("event") not in ("result", "error", "cancelled"), self.events[-1]
+        raise AssertionError(f"job {self.job_id} ended without the awaited event")
+
+    def folded(self, blocks: int) -> None:
+        self.until(lambda e: e.WhichOneof("event") == "progress" and e.progress.blocks_done >= blocks)
+
+    def rest(self) -> list[job_pb2.JobEvent]:
+        try:
+            self.events += [r.event for r in self.call]
+        except grpc.RpcError:
+            pass  # the gateway went away; the caller re-attaches
+        finally:
+            self.call.cancel()
+            self.channel.close()
+        return self.events
+
+
+def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {seconds:g} s waiting for {what}"
+        time.sleep(0.05)
+
+
+def computing(engines: list[ServiceProcess]) -> bool:
+    return any(metric(e, "livecalc_engine_compute_in_flight") >= 1 for e in engines)
+
+
+def engine_steps(engine: ServiceProcess) -> float:
+    """Projection steps the engine computed since it started."""
+    return metric(engine, "livecalc_engine_steps_total")

@@ -1,0 +1,91 @@
+"""Issue 12, items 1 and 3: an engine killed or hung mid-job, and a data service restarted mid-job.
+
+Each test runs a job on the mesh of tests.faults.faultmesh (every service its own process),
+breaks one service while blocks are being folded, and checks the job still ends with the
+result hash of the same job run without a fault.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.faults.faultmesh import FaultMesh, Job, computing, engine_steps, fault_mesh, wait_until
+from tests.gateway.jobmesh import kinds, submit
+from tests.support import restart_service
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultMesh]:
+    yield from fault_mesh(tmp_path_factory.mktemp("faults"))
+
+
+@pytest.fixture(scope="module")
+def baseline(mesh: FaultMesh) -> str:
+    """The job's result hash with nothing broken."""
+    events = submit(mesh.gateway.address, mesh.job_spec())
+    assert events[-1].WhichOneof("event") == "result", kinds(events)
+    return str(events[-1].result.result_hash)
+
+
+def result_hash(events: list) -> str:  # type: ignore[type-arg]
+    assert events[-1].WhichOneof("event") == "result", (kinds(events), events[-1])
+    return str(events[-1].result.result_hash)
+
+
+def test_engine_killed_mid_job_finishes_on_the_others_and_is_used_again_after_restart(
+    mesh: FaultMesh, baseline: str
+) -> None:
+    victim = mesh.engines[0]
+    job = Job(mesh.gateway.address, mesh.job_spec())
+    job.folded(3)
+    wait_until(lambda: victim.proc.poll() is not None or engine_steps(victim) > 0, 10, "the victim to compute")
+    started = time.monotonic()
+    victim.kill()
+    events = job.rest()
+    assert result_hash(events) == baseline
+    assert "chunk failed on an engine; requeued" in mesh.gateway.log()
+    print(f"\nengine SIGKILL: job ended {time.monotonic() - started:.2f} s after the kill, same hash")
+    # a restarted engine (same address) takes chunks again
+    mesh.engines[0] = restart_service(victim, mesh.tmp)
+    # the gateway left it alone (backoff, at most 5 s) after the failed calls: within a few jobs it is back
+    for _ in range(5):
+        assert result_hash(submit(mesh.gateway.address, mesh.job_spec())) == baseline
+        if engine_steps(mesh.engines[0]) > 0:
+            break
+    assert engine_steps(mesh.engines[0]) > 0, "the restarted engine was not used"
+
+
+def test_hung_engine_is_detected_and_its_chunk_moved(mesh: FaultMesh, baseline: str) -> None:
+    victim = mesh.engines[1]
+    job = Job(mesh.gateway.address, mesh.job_spec())
+    job.folded(2)
+    wait_until(lambda: computing([victim]), 20, "the victim to compute")
+    stopped = time.monotonic()
+    victim.pause()
+    try:
+        events = job.rest()
+        elapsed = time.monotonic() - stopped
+    finally:
+        victim.resume()
+    assert result_hash(events) == baseline
+    log = mesh.gateway.log()
+    assert "STALLED" in log and victim.address in log
+    print(f"\nengine SIGSTOP: job ended {elapsed:.2f} s after the stop, same hash")
+
+
+def test_data_service_restart_delays_the_job_never_fails_it(mesh: FaultMesh, baseline: str) -> None:
+    job = Job(mesh.gateway.address, mesh.job_spec())
+    job.folded(2)
+    killed = time.monotonic()
+    mesh.data.kill()
+    time.sleep(1.0)  # the data service is gone for a while (and restarting: about as long again)
+    mesh.data = restart_service(mesh.data, mesh.tmp)
+    events = job.rest()
+    assert result_hash(events) == baseline
+    assert any("data service unavailable; retrying" in e.log() for e in mesh.engines)
+    print(f"\ndata service SIGKILL + restart after 1 s: job ended {time.monotonic() - killed:.2f} s after the kill")
