@@ -17,7 +17,21 @@ from typing import cast
 import anyio
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from services.common.client import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, OutputClosed, silence_stdout
+from services.common.auth.cli import (
+    add_client_arguments,
+    add_serve_arguments,
+    channel_security_from_args,
+    security_from_args,
+)
+from services.common.auth.config import check_bind
+from services.common.client import (
+    EXIT_BROKEN_PIPE,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    OutputClosed,
+    silence_stdout,
+    use_channel_security,
+)
 from services.common.config import DEFAULT_PORTS, resolve_server_config
 from services.common.errors import LivecalcError
 from services.common.logs import configure_logging
@@ -43,12 +57,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = resolve_server_config(
         args.service, env, host=args.host, port=args.port, metrics_port=args.metrics_port, grace_seconds=args.grace
     )
+    security = security_from_args(args, env)
+    check_bind(config.host, security)  # before the service opens anything
     module = _service_module(args.service)
 
     async def run() -> None:
         registry = CollectorRegistry(auto_describe=True)
         parts = await module.build(args, env, registry)
-        await serve(config, parts.bindings, registry=registry, on_stop=parts.on_stop)
+        await serve(config, parts.bindings, registry=registry, on_stop=parts.on_stop, security=security)
 
     anyio.run(run, backend="asyncio")
     return 0
@@ -75,6 +91,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument("--grace", type=float, help="shutdown grace in seconds (env LIVECALC_GRACE_SECONDS)")
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
         p.add_argument("--log-format", choices=["text", "json"])
+        add_serve_arguments(p)
         _service_module(name).add_arguments(p)
         p.set_defaults(func=_cmd_serve)
 
@@ -99,6 +116,7 @@ def _command_groups() -> Sequence[str]:
         "services.client.cli",
         "services.client.demo",
         "services.bench_mesh",
+        "services.common.auth.cli",
     )
 
 
@@ -117,7 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
         register_bench = getattr(module, "register_bench", None)
         if register_bench is not None:
             register_bench(bench_sub)
+    _add_client_security(parser)
     return parser
+
+
+def _add_client_security(parser: argparse.ArgumentParser) -> None:
+    """`--token`/`--tls`/`--tls-ca` on every command that takes `--address` (a client command)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _add_client_security(child)
+    options = parser._option_string_actions
+    if "--address" in options and "--token" not in options:
+        add_client_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func = cast(Command, args.func)
     try:
+        use_channel_security(channel_security_from_args(args, os.environ))
         return func(args)
     except (OutputClosed, BrokenPipeError):
         # `livecalc ... | head`: the reader has all it wanted; say nothing more.

@@ -35,6 +35,7 @@ from livecalc.gateway.v1 import (
     package_service_pb2_grpc,
 )
 from services.client.errors import RETRYABLE, JobCancelled, JobFailed, from_rpc_error
+from services.common.client import ChannelSecurity, channel_security, open_aio_channel
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument, LivecalcError, Unavailable
 from services.valuation.packages.package import build_directory
@@ -162,6 +163,9 @@ class AsyncClient:
     ``timeout`` is the deadline of each unary call in seconds (streams have none unless
     ``stream_timeout`` is set: a valuation may run for hours); ``retries`` is how often an
     idempotent call is retried on UNAVAILABLE (backoff 0.2 s doubling, at most 5 s).
+    ``token`` is sent as ``authorization: Bearer <token>`` on every call; ``tls_ca`` (PEM
+    roots, a path) or ``tls=True`` (system roots) connects with TLS. Without them the
+    client uses the `livecalc` command's settings (plaintext, no token, by default).
     """
 
     def __init__(
@@ -173,7 +177,16 @@ class AsyncClient:
         upload_timeout: float = 600.0,
         stream_timeout: float | None = None,
         retries: int = 3,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca: str | Path | None = None,
     ) -> None:
+        default = channel_security()
+        self._security = (
+            ChannelSecurity(token=token, tls=tls or tls_ca is not None, tls_ca=Path(tls_ca) if tls_ca else None)
+            if token is not None or tls or tls_ca is not None
+            else default
+        )
         self.gateway = gateway
         self.data = data
         self.timeout = timeout
@@ -197,7 +210,7 @@ class AsyncClient:
     def _channel(self, address: str) -> aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = aio.insecure_channel(address, options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+            channel = open_aio_channel(address, self._security)
             self._channels[address] = channel
         return channel
 

@@ -39,6 +39,9 @@ class Client:
         upload_timeout: float = 600.0,
         stream_timeout: float | None = None,
         retries: int = 3,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca: str | Path | None = None,
     ) -> None:
         self._runner = asyncio.Runner()
         self.aio = AsyncClient(
@@ -48,6 +51,9 @@ class Client:
             upload_timeout=upload_timeout,
             stream_timeout=stream_timeout,
             retries=retries,
+            token=token,
+            tls=tls,
+            tls_ca=tls_ca,
         )
 
     def __enter__(self) -> Client:

@@ -1,5 +1,9 @@
 """Client helpers every command-line client uses: channels, calls, errors, output.
 
+- `open_channel` / `open_aio_channel` carry the caller's `ChannelSecurity`: a bearer token
+  (`authorization` metadata on every call) and TLS. The `livecalc` command sets the default
+  from `--token`/`LIVECALC_TOKEN` and `--tls-ca`/`LIVECALC_TLS_CA` once, in `main()`, with
+  `use_channel_security`; library callers pass their own.
 - `call(address, service, stub_type, fn)` opens a channel, runs `fn(stub)` and turns any
   gRPC failure into a one-line `LivecalcError` (`RemoteError`, or `Unavailable` naming the
   service and address), which `services.cli.main` prints and maps to an exit code.
@@ -11,16 +15,20 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, NamedTuple, TypeVar
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from grpc import aio
 
 from services.common.errors import LivecalcError, Unavailable
 
@@ -51,9 +59,146 @@ class OutputClosed(Exception):
     """stdout's reader went away (a closed pipe); nothing more can be printed."""
 
 
-def open_channel(address: str) -> grpc.Channel:
-    """A plaintext channel to HOST:PORT that accepts answers up to MAX_RECEIVE_BYTES."""
-    return grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+@dataclass(frozen=True)
+class ChannelSecurity:
+    """How a client authenticates and encrypts: a bearer token, TLS (with its trusted roots)."""
+
+    token: str | None = field(default=None, repr=False)
+    tls: bool = False
+    #: PEM roots to trust instead of the system's (implies TLS).
+    tls_ca: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        if not self.tls and self.tls_ca is None:
+            return None
+        roots = self.tls_ca.read_bytes() if self.tls_ca is not None else None
+        return grpc.ssl_channel_credentials(root_certificates=roots)
+
+    def metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.token}")] if self.token else []
+
+
+_SECURITY: contextvars.ContextVar[ChannelSecurity | None] = contextvars.ContextVar(
+    "livecalc_channel_security", default=None
+)
+
+
+def use_channel_security(security: ChannelSecurity) -> None:
+    """Make `security` the default of channels opened from here on (the CLI's main())."""
+    _SECURITY.set(security)
+
+
+def channel_security() -> ChannelSecurity:
+    """The default `ChannelSecurity` (plaintext, no token unless the CLI set one)."""
+    return _SECURITY.get() or ChannelSecurity()
+
+
+class _Details(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Sequence[tuple[str, str | bytes]] | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class _SyncBearer(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <token>` to every call of a sync channel."""
+
+    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+        self._metadata = metadata
+
+    def _details(self, d: Any) -> Any:
+        return _Details(
+            d.method, d.timeout, [*(d.metadata or ()), *self._metadata], d.credentials, d.wait_for_ready, d.compression
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return continuation(self._details(details), request_iterator)
+
+
+def _aio_details(d: Any, extra: list[tuple[str, str]]) -> aio.ClientCallDetails:
+    metadata = aio.Metadata(*(d.metadata or ()), *extra)
+    return aio.ClientCallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready)
+
+
+class _AioBearerUU(aio.UnaryUnaryClientInterceptor):
+    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+        self._metadata = metadata
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(_aio_details(client_call_details, self._metadata), request)
+
+
+class _AioBearerUS(aio.UnaryStreamClientInterceptor):
+    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+        self._metadata = metadata
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(_aio_details(client_call_details, self._metadata), request)
+
+
+class _AioBearerSU(aio.StreamUnaryClientInterceptor):
+    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+        self._metadata = metadata
+
+    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return await continuation(_aio_details(client_call_details, self._metadata), request_iterator)
+
+
+class _AioBearerSS(aio.StreamStreamClientInterceptor):
+    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+        self._metadata = metadata
+
+    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return await continuation(_aio_details(client_call_details, self._metadata), request_iterator)
+
+
+def open_channel(address: str, security: ChannelSecurity | None = None) -> grpc.Channel:
+    """A channel to HOST:PORT (TLS and a bearer token as `security` says, by default the
+    CLI's) that accepts answers up to MAX_RECEIVE_BYTES."""
+    security = security if security is not None else channel_security()
+    options = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+    creds = security.credentials()
+    channel = (
+        grpc.secure_channel(address, creds, options=options)
+        if creds is not None
+        else grpc.insecure_channel(address, options=options)
+    )
+    metadata = security.metadata()
+    return grpc.intercept_channel(channel, _SyncBearer(metadata)) if metadata else channel
+
+
+def open_aio_channel(
+    address: str, security: ChannelSecurity | None = None, *, options: Sequence[tuple[str, Any]] = ()
+) -> aio.Channel:
+    """The grpc.aio counterpart of `open_channel` (create it inside the running loop)."""
+    security = security if security is not None else channel_security()
+    opts = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), *options]
+    metadata = security.metadata()
+    interceptors: list[aio.ClientInterceptor] = (
+        [_AioBearerUU(metadata), _AioBearerUS(metadata), _AioBearerSU(metadata), _AioBearerSS(metadata)]
+        if metadata
+        else []
+    )
+    creds = security.credentials()
+    if creds is not None:
+        return aio.secure_channel(address, creds, options=opts, interceptors=interceptors or None)
+    return aio.insecure_channel(address, options=opts, interceptors=interceptors or None)
 
 
 def rpc_error(exc: grpc.RpcError, service: str, address: str) -> LivecalcError:

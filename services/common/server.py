@@ -2,8 +2,10 @@
 
 `serve()` starts a grpc.aio server with the service's own servicers, the standard health
 service (overall, `liveness`, `readiness` and each service name), reflection listing every
-service, the metrics/error interceptor and a Prometheus /metrics endpoint, then waits for
-SIGTERM or SIGINT. Shutdown is graceful: health turns NOT_SERVING first, the server keeps
+service, the metrics/error interceptor, the auth/audit interceptor when `SecurityConfig`
+asks for it (auth/interceptor.py), TLS when configured, and a Prometheus /metrics endpoint,
+then waits for SIGTERM or SIGINT. Protected mode is enforced here: without auth a server
+refuses a non-loopback address unless `insecure`. Shutdown is graceful: health turns NOT_SERVING first, the server keeps
 answering for `drain_seconds` so probes and balancers see it, then in-flight RPCs get the
 rest of the grace period; those still running shortly before it ends are ended with
 UNAVAILABLE by the interceptor (see interceptors.py), so grpc.aio never has to
@@ -29,6 +31,10 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
+from services.common.auth.audit import AuditLog
+from services.common.auth.config import SecurityConfig, check_bind
+from services.common.auth.interceptor import AuthInterceptor
+from services.common.auth.tokens import TokenVerifier
 from services.common.config import ServerConfig
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import ServerMetrics
@@ -62,6 +68,7 @@ class RunningServer:
     _metrics_http: tuple[WSGIServer, Thread] | None = field(default=None, repr=False)
     _on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
     _interceptor: ServerInterceptor | None = field(default=None, repr=False)
+    _audit: AuditLog | None = field(default=None, repr=False)
     _stopping: asyncio.Future[None] | None = field(default=None, repr=False)
 
     async def stop(self) -> None:
@@ -89,6 +96,9 @@ class RunningServer:
         await stopping
         for hook in self._on_stop:
             await hook()
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
         if self._metrics_http is not None:
             httpd, thread = self._metrics_http
             httpd.shutdown()
@@ -104,14 +114,25 @@ async def start_server(
     *,
     registry: CollectorRegistry | None = None,
     on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+    security: SecurityConfig | None = None,
 ) -> RunningServer:
     """Start the server and its metrics endpoint; return once it accepts RPCs."""
+    security = security if security is not None else SecurityConfig()
+    check_bind(config.host, security)
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
     metrics = ServerMetrics.create(registry)
     age_ms = int(config.max_connection_age_seconds * 1000)
     interceptor = ServerInterceptor(metrics)
+    interceptors: list[aio.ServerInterceptor] = [interceptor]
+    audit: AuditLog | None = None
+    if security.auth is not None or security.audit_enabled:
+        if security.audit_enabled:
+            audit = AuditLog(registry, security.audit_path, stdout=security.audit_stdout)
+        verifier = TokenVerifier(security.auth) if security.auth is not None else None
+        # Inside the metrics interceptor: its denials are counted like any other status.
+        interceptors.append(AuthInterceptor(verifier, audit))
     server = aio.server(
-        interceptors=[interceptor],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
@@ -130,7 +151,11 @@ async def start_server(
         DocumentedReflectionServicer(names, load_documented_files()), server
     )
     try:
-        port = server.add_insecure_port(config.address)
+        if security.tls is not None:
+            key, chain = security.tls.load()
+            port = server.add_secure_port(config.address, grpc.ssl_server_credentials([(key, chain)]))
+        else:
+            port = server.add_insecure_port(config.address)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {config.address}: {exc}") from exc
     if port == 0:
@@ -154,10 +179,19 @@ async def start_server(
         _metrics_http=metrics_http,
         _on_stop=on_stop,
         _interceptor=interceptor,
+        _audit=audit,
     )
     log.info(
         "serving",
-        extra={"fields": {"service": config.service, "address": f"{config.host}:{port}", "metrics_port": metrics_port}},
+        extra={
+            "fields": {
+                "service": config.service,
+                "address": f"{config.host}:{port}",
+                "metrics_port": metrics_port,
+                "auth": security.auth is not None,
+                "tls": security.tls is not None,
+            }
+        },
     )
     return running
 
@@ -169,9 +203,10 @@ async def serve(
     registry: CollectorRegistry | None = None,
     on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
     stop_event: anyio.Event | None = None,
+    security: SecurityConfig | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT (or `stop_event`), then shut down gracefully."""
-    running = await start_server(config, bindings, registry=registry, on_stop=on_stop)
+    running = await start_server(config, bindings, registry=registry, on_stop=on_stop, security=security)
     stop = stop_event if stop_event is not None else anyio.Event()
     async with anyio.create_task_group() as tg:
 
