@@ -45,6 +45,15 @@ class JobFold:
         #: Blocks whose partial comes in scenario pieces: (values so far, scenarios filled).
         self._assembling: dict[int, tuple[F64, int]] = {}
 
+    def checkpoint(self) -> tuple[int, F64 | None]:
+        """(next block to fold, running total f64 [5][N] or None): what a resumed fold starts from."""
+        return self._folder.folded_blocks, self._folder.folded()
+
+    def resume(self, next_block: int, total: F64 | None) -> None:
+        """Start from a checkpoint: blocks before ``next_block`` count as folded into ``total``."""
+        self._folder.resume(next_block, total)
+        self._received.update(range(next_block))
+
     def has(self, block: int) -> bool:
         return block in self._received
 

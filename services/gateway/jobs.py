@@ -7,14 +7,20 @@ partials, emits coalesced progress (every `progress_seconds` when something move
 running statistics (about every `statistics_seconds`), and closes the log with exactly one
 of result, error or cancelled. Everything is written to the store as it happens.
 
-A job that was running when the gateway stopped is not resumed: the next start marks it
-FAILED (ABORTED) with a message saying so; submitting it again reruns it.
+A running job's fold is checkpointed (next block, exact running total; `JobStore.put_checkpoint`)
+at most every `checkpoint_seconds`, in one transaction with the progress event that reports it.
+A job that was running when the gateway stopped (SIGTERM or SIGKILL) resumes at the next start
+from its checkpoint: only the blocks after it are dispatched, its event log goes on from the
+last sequence (clients re-attach with WatchJob from theirs) and the result has the same bits.
+Progress may step back to the checkpoint once. A job with no checkpoint (queued, a preview) is
+marked FAILED (ABORTED) with a message saying so; submitting it again reruns it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -36,7 +42,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.package_store import PackageStore, check_hash
 from services.gateway.planner import Chunk, Plan, plan
 from services.gateway.results import PART_VALUES, final_result, relative_difference, running_statistics, split_result
-from services.gateway.store import JobStore, ResultKey
+from services.gateway.store import Checkpoint, JobStore, ResultKey
 from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.scenarios import ScenarioParams
 
@@ -60,6 +66,8 @@ class JobConfig:
     #: Blocks a job may have in flight ahead of its fold, per engine slot, in chunks.
     window_chunks_per_slot: int = 2
     chunk_time_limit_seconds: float = 0.0
+    #: Longest time between two checkpoints of a running job's fold.
+    checkpoint_seconds: float = 1.0
     #: Admission control: jobs this gateway holds unfinished (queued or running) before
     #: SubmitJob answers RESOURCE_EXHAUSTED; 0 admits every job.
     max_pending_jobs: int = 0
@@ -81,6 +89,9 @@ class LiveJob:
     cancel_reason: str | None = None
     #: blocks_done of the last progress event.
     reported_blocks: int = -1
+    #: The checkpoint this run resumes from (a restarted gateway), and when the last one was written.
+    resume: Checkpoint | None = None
+    checkpointed_at: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -106,18 +117,49 @@ class JobManager:
         metrics.track_fold_lag(lambda: float(sum(j.fold.pending_blocks for j in self._live.values() if j.fold)))
 
     def recover(self) -> int:
-        """Mark jobs left running by a previous process FAILED; returns how many."""
+        """Resume the jobs a previous process left running from their checkpoints; mark the others
+        FAILED (ABORTED). Returns how many were resumed."""
         stale = self.store.jobs_in([S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING])
+        resumed = 0
         for job in stale:
             events = self.store.events(job.job_id)
             logbook = EventLog(job.job_id, sink=self.store.append_event, events=events)
-            self._end(job, logbook, S.JOB_STATE_FAILED, error=job_pb2.JobError(code="ABORTED", message=RESTART_MESSAGE))
-        self.metrics.set_job_counts(self.store.count_by_state())
-        if stale:
-            log.warning(
-                "jobs left running by the previous gateway marked failed", extra={"fields": {"count": len(stale)}}
+            cp = self.store.checkpoint(job.job_id)
+            if cp is None or job.spec.HasField("preview") or logbook.closed:
+                if not logbook.closed:
+                    self._end(
+                        job,
+                        logbook,
+                        S.JOB_STATE_FAILED,
+                        error=job_pb2.JobError(code="ABORTED", message=RESTART_MESSAGE),
+                    )
+                self.store.drop_checkpoint(job.job_id)
+                continue
+            params = scenario_params(job.spec.scenarios, {})
+            live = LiveJob(
+                job=job,
+                log=logbook,
+                plan=plan(cp.dataset_rows, slots=1, scenarios=params.count, chunk_blocks=cp.chunk_blocks),
+                params=params,
+                key=ResultKey(job.spec.package_hash, cp.dataset_version, scenarios_key(params)),
+                rows=cp.dataset_rows,
+                resume=cp,
             )
-        return len(stale)
+            self._live[job.job_id] = live
+            self.metrics.transition(0, job.state)
+            live.task = asyncio.get_running_loop().create_task(self._run(live), name=f"job {job.job_id}")
+            resumed += 1
+            log.info(
+                "job resumed from its checkpoint",
+                extra={"fields": {"job": job.job_id, "next_block": cp.next_block, "blocks": live.plan.blocks_total}},
+            )
+        self.metrics.set_job_counts(self.store.count_by_state())
+        if len(stale) > resumed:
+            log.warning(
+                "jobs left running by the previous gateway without a checkpoint marked failed",
+                extra={"fields": {"count": len(stale) - resumed}},
+            )
+        return resumed
 
     # submit
 
@@ -252,12 +294,35 @@ class JobManager:
         )
 
     def _report_progress(self, live: LiveJob) -> None:
-        """A progress event when blocks were folded since the last one (and the first one)."""
+        """A progress event when blocks were folded since the last one (and the first one), with a
+        checkpoint of the fold in the same transaction when one is due."""
         done = live.fold.folded_blocks if live.fold else 0
         if done != live.reported_blocks:
             live.reported_blocks = done
             live.job.progress.CopyFrom(self._progress(live))
-            live.log.append(progress=live.job.progress)
+            due = time.monotonic() - live.checkpointed_at >= self.config.checkpoint_seconds
+            with self.store.transaction():
+                if due and live.fold is not None and not live.fold.complete:
+                    self._checkpoint(live)
+                live.log.append(progress=live.job.progress)
+
+    def _checkpoint(self, live: LiveJob) -> None:
+        fold, disp = live.fold, live.dispatcher
+        if fold is None or live.job.spec.HasField("preview"):
+            return
+        next_block, total = fold.checkpoint()
+        self.store.put_checkpoint(
+            Checkpoint(
+                live.job.job_id,
+                live.key.dataset_version,
+                live.rows,
+                live.plan.chunk_blocks,
+                next_block,
+                disp.steps if disp else 0,
+                total,
+            )
+        )
+        live.checkpointed_at = time.monotonic()
 
     async def _ticker(self, live: LiveJob) -> None:
         """Coalesced progress and about-once-a-second running statistics."""
@@ -290,21 +355,37 @@ class JobManager:
                 )
             preview = job.spec.HasField("preview")
             live.fold = JobFold(live.plan.rows, live.plan.blocks_total, live.params.count, check_rows=not preview)
+            todo = live.plan
+            if live.resume is not None:
+                # only the blocks after the checkpoint: chunks before it dropped, one across it trimmed
+                start = live.resume.next_block
+                live.fold.resume(start, live.resume.total)
+                chunks = tuple(
+                    Chunk(c.chunk_id, max(c.first_block, start), c.end_block - max(c.first_block, start))
+                    for c in live.plan.chunks
+                    if c.end_block > start
+                )
+                todo = dataclasses.replace(live.plan, chunks=chunks)
             slots = max(1, self.pool.total_slots)
             live.dispatcher = Dispatcher(
                 self.pool,
                 self._request(live),
-                live.plan,
+                todo,
                 live.fold,
                 config=self.config.dispatch,
                 metrics=self.metrics,
                 window_blocks=self.config.window_chunks_per_slot * slots * live.plan.chunk_blocks,
                 preview=preview,
             )
-            self._set_state(live, S.JOB_STATE_RUNNING)
-            job.start_time.CopyFrom(now_timestamp())
+            if live.resume is not None:
+                live.dispatcher.steps = live.resume.steps
+            else:
+                self._set_state(live, S.JOB_STATE_RUNNING)
+                job.start_time.CopyFrom(now_timestamp())
             live.started = time.monotonic()
             self.store.put_job(job)
+            if not preview:
+                self._checkpoint(live)  # from here on a restarted gateway resumes the job
             self._report_progress(live)
             ticker = asyncio.get_running_loop().create_task(self._ticker(live))
             await live.dispatcher.run()
@@ -399,6 +480,7 @@ class JobManager:
         end: object = None,
     ) -> None:
         """Record the final state first, then close the log with its one terminal event."""
+        self.store.drop_checkpoint(job.job_id)
         self.metrics.transition(job.state, state)
         job.state = state  # type: ignore[assignment]
         job.end_time.CopyFrom(end if end is not None else now_timestamp())  # type: ignore[arg-type]
@@ -469,18 +551,13 @@ class JobManager:
         return self.get(job_id)
 
     async def close(self) -> None:
-        """Stop every running job (the gateway is stopping) and record them as not resumed."""
+        """Stop every running job (the gateway is stopping): checkpointed ones resume at the next start."""
         for live in list(self._live.values()):
             if live.task is not None and not live.task.done():
                 live.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await live.task
             if not live.log.closed:
-                self._end(
-                    live.job,
-                    live.log,
-                    S.JOB_STATE_FAILED,
-                    error=job_pb2.JobError(code="ABORTED", message=RESTART_MESSAGE),
-                )
+                self._checkpoint(live)  # the latest fold, so the next start redoes as little as it can
         self._live.clear()
         await self.pool.close()

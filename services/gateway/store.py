@@ -4,12 +4,18 @@ One connection, used from the event loop's thread only (calls are short: one row
 WAL with synchronous=NORMAL keeps an append well under a millisecond). Records are the
 JobService messages themselves (serialized protobuf); a result's pv_net_cf is kept apart as
 little-endian float64 so records stay small and ListJobs never reads vectors.
+
+A running job's fold is checkpointed (`Checkpoint`: the next block to fold and the exact
+running total of the five PVs as float64 bytes) in the same transaction as the progress
+event that reports it, so a restarted gateway resumes the job from that block and ends with
+the same bits (DESIGN.md "Store").
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -48,6 +54,15 @@ CREATE TABLE IF NOT EXISTS results (
     end_ns INTEGER NOT NULL,
     pv_net_cf BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    job_id TEXT PRIMARY KEY,
+    dataset_version TEXT NOT NULL,
+    dataset_rows INTEGER NOT NULL,
+    chunk_blocks INTEGER NOT NULL,
+    next_block INTEGER NOT NULL,
+    steps INTEGER NOT NULL,
+    total BLOB
+);
 CREATE INDEX IF NOT EXISTS full_runs ON results (package_hash, dataset_version, scenarios_key, preview, end_ns);
 """
 
@@ -59,6 +74,19 @@ class ResultKey:
     package_hash: str
     dataset_version: str
     scenarios_key: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a running job's fold stands: blocks before `next_block` are folded into `total` (f64 [5][N])."""
+
+    job_id: str
+    dataset_version: str
+    dataset_rows: int
+    chunk_blocks: int
+    next_block: int
+    steps: int
+    total: F64 | None
 
 
 class JobStore:
@@ -74,6 +102,17 @@ class JobStore:
 
     def close(self) -> None:
         self._db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything written inside is committed together (or not at all)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # jobs
 
@@ -150,6 +189,27 @@ class JobStore:
             "SELECT event FROM events WHERE job_id = ? AND sequence > ? ORDER BY sequence", (job_id, after)
         ).fetchall()
         return [job_pb2.JobEvent.FromString(r[0]) for r in rows]
+
+    # checkpoints
+
+    def put_checkpoint(self, cp: Checkpoint) -> None:
+        total = None if cp.total is None else np.ascontiguousarray(cp.total, dtype="<f8").tobytes()
+        self._db.execute(
+            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (cp.job_id, cp.dataset_version, cp.dataset_rows, cp.chunk_blocks, cp.next_block, cp.steps, total),
+        )
+
+    def checkpoint(self, job_id: str, components: int = 5) -> Checkpoint | None:
+        row = self._db.execute("SELECT * FROM checkpoints WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        total = (
+            None if row[6] is None else np.frombuffer(row[6], dtype="<f8").astype(np.float64).reshape(components, -1)
+        )
+        return Checkpoint(str(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]), int(row[5]), total)
+
+    def drop_checkpoint(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
 
     # results
 

@@ -79,6 +79,15 @@ class BlockFolder:
             self._total += part
             self._next += 1
 
+    def resume(self, next_block: int, total: F64 | None) -> None:
+        """Continue a fold checkpointed after ``next_block - 1`` with its running ``total`` (same bits)."""
+        if self._next != self.first or self._pending:
+            raise BlockOrderError("a fold resumes before its first block")
+        if not self.first <= next_block <= self.end or (total is None) != (next_block == self.first):
+            raise BlockOrderError(f"cannot resume at block {next_block} of [{self.first}, {self.end})")
+        self._next = next_block
+        self._total = None if total is None else np.array(total, dtype=np.float64, copy=True)
+
     @property
     def complete(self) -> bool:
         return self._next == self.end
