@@ -69,6 +69,8 @@ TARGETS: Final = {
     "end_to_end_10k_s": 1.5,
     "first_progress_s": 0.3,
 }
+SCALE_TARGETS: Final = {"gateway_peak_rss_mb": 300, "engine_peak_rss_mb": 500}
+"""--scale: 1M policies × 1K scenarios within the seed's memory per service (issue 12)."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,27 @@ class BenchConfig:
     threads: int
     repeats: int
     scratch: Path | None = None
+    warm_up: bool = True
+    engine_alone: bool = True
+    scale: bool = False
 
 
 def config_from(args: argparse.Namespace) -> BenchConfig:
+    threads = args.threads or os.cpu_count() or 1
+    scratch = Path(args.dir).resolve() if args.dir else None
+    if args.scale:
+        # one long run each: the in-process pipeline (for the hash and the ratio) and the mesh with
+        # one engine of all the cores (more engines on the same cores only share them)
+        return BenchConfig(
+            sizes=(Size(1_000_000, 1_000),),
+            engine_counts=(1,),
+            threads=threads,
+            repeats=args.repeats or 1,
+            scratch=scratch,
+            warm_up=False,
+            engine_alone=False,
+            scale=True,
+        )
     if args.quick:
         sizes: tuple[Size, ...] = (Size(2 * BLOCK_SIZE, 50),)
         counts: tuple[int, ...] = (1, 2)
@@ -107,13 +127,8 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         sizes = (Size(10_000, 1_000),) + ((Size(100_000, 1_000),) if args.large else ())
         counts = (1, 2, 3)
         repeats = 3
-    threads = args.threads or os.cpu_count() or 1
     return BenchConfig(
-        sizes=sizes,
-        engine_counts=counts,
-        threads=threads,
-        repeats=args.repeats or repeats,
-        scratch=Path(args.dir).resolve() if args.dir else None,
+        sizes=sizes, engine_counts=counts, threads=threads, repeats=args.repeats or repeats, scratch=scratch
     )
 
 
@@ -458,24 +473,26 @@ def measure(cfg: BenchConfig, scratch: Path, progress: IO[str] | None) -> dict[s
             report = SizeReport(size)
             reports.append(report)
             path = datasets / f"{size.dataset_id}.parquet"
-            _, h, report.steps = in_process.run(path, sc)  # warm-up
-            report.hashes.append(h)
+            if cfg.warm_up:
+                _, h, report.steps = in_process.run(path, sc)
+                report.hashes.append(h)
             for _ in range(cfg.repeats):
-                seconds, h, _ = in_process.run(path, sc)
+                seconds, h, report.steps = in_process.run(path, sc)
                 report.in_process_s.append(seconds)
                 report.hashes.append(h)
             _say(progress, f"{size.label} in-process: {_median(report.in_process_s):.3f} s")
             version = dataset_version(data.address, size.dataset_id)
             first_gw = gateways[min(gateways)]
-            for i in range(cfg.repeats + 1):
+            for i in range(cfg.repeats + 1 if cfg.engine_alone else 0):
                 run = run_direct(engines[0].address, first_gw.address, package_hash, size=size, version=version, sc=sc)
                 if i:
                     report.direct.append(run)
-            _say(progress, f"{size.label} engine alone: {_median([d.seconds for d in report.direct]):.3f} s")
+            if report.direct:
+                _say(progress, f"{size.label} engine alone: {_median([d.seconds for d in report.direct]):.3f} s")
             spec = job_pb2.JobSpec(package_hash=package_hash, dataset_id=size.dataset_id, scenarios=sc.spec())
             for n, gateway in gateways.items():
-                warm = run_job(gateway.address, spec)
-                report.hashes.append(warm.result_hash)
+                if cfg.warm_up:
+                    report.hashes.append(run_job(gateway.address, spec).result_hash)
                 before = chunk_totals(engines[:n])
                 runs = [run_job(gateway.address, spec) for _ in range(cfg.repeats)]
                 after = chunk_totals(engines[:n])
@@ -535,19 +552,22 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                 "engine_chunk_seconds_sum": r.engine_chunk_seconds.get(n, 0.0),
                 "steps_reported": runs[0].steps,
             }
-        direct = _median([d.seconds for d in r.direct])
+        engine_alone = None
+        if r.direct:
+            direct = _median([d.seconds for d in r.direct])
+            engine_alone = {
+                "seconds": direct,
+                "engine_elapsed_s": _median([d.engine_elapsed_s for d in r.direct]),
+                "read_wait_s": _median([d.read_wait_s for d in r.direct]),
+                "ratio_to_in_process": direct / ip,
+            }
         sizes.append(
             {
                 "policies": r.size.policies,
                 "scenarios": r.size.scenarios,
                 "steps": r.steps,
                 "in_process": {"seconds": ip, "seconds_all": r.in_process_s, "steps_per_s": r.steps / ip},
-                "engine_alone": {
-                    "seconds": direct,
-                    "engine_elapsed_s": _median([d.engine_elapsed_s for d in r.direct]),
-                    "read_wait_s": _median([d.read_wait_s for d in r.direct]),
-                    "ratio_to_in_process": direct / ip,
-                },
+                "engine_alone": engine_alone,
                 "mesh": mesh,
                 "peak_rss_bytes": r.peak_rss,
                 "hashes_identical": len(set(r.hashes)) == 1,
@@ -555,12 +575,12 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                 "runs_hashed": len(r.hashes),
             }
         )
-    return {
-        "benchmark": "mesh",
+    doc: dict[str, Any] = {
+        "benchmark": "mesh --scale" if cfg.scale else "mesh",
         "threads_per_engine": cfg.threads,
         "repeats": cfg.repeats,
         "statistic": "median",
-        "warm_up": "one untimed run per configuration",
+        "warm_up": "one untimed run per configuration" if cfg.warm_up else "none",
         "dynamic_lapse_beta": DYN_LAPSE_BETA,
         "sizes": sizes,
         # per dataset: the sizes are different datasets, so different results
@@ -568,6 +588,20 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
         "targets": TARGETS,
         "machine": machine(),
     }
+    if cfg.scale:
+        doc["scale_targets"] = {**SCALE_TARGETS, "met": _scale_targets_met(reports)}
+    return doc
+
+
+def _scale_targets_met(reports: list[SizeReport]) -> bool:
+    mb = 1 << 20
+    for r in reports:
+        for label, peak in r.peak_rss.items():
+            if label.startswith("gateway") and peak > SCALE_TARGETS["gateway_peak_rss_mb"] * mb:
+                return False
+            if label.startswith("engine") and peak > SCALE_TARGETS["engine_peak_rss_mb"] * mb:
+                return False
+    return True
 
 
 def text(doc: dict[str, Any]) -> str:
@@ -575,7 +609,7 @@ def text(doc: dict[str, Any]) -> str:
     lines = [
         f"mesh benchmark: reference package (esg → term_life, dynamic lapse β={doc['dynamic_lapse_beta']:g}), "
         f"{doc['threads_per_engine']} thread(s) per engine and in process; median of {doc['repeats']} "
-        "timed runs after one warm-up",
+        f"timed run(s), warm-up: {doc['warm_up']}",
         "machine: {cpu}, {cores} cores, {platform}, Python {python}, load {load_average_1m_at_end}".format(
             **doc["machine"]
         ),
@@ -589,11 +623,12 @@ def text(doc: dict[str, Any]) -> str:
         lines.append(f"  {'':<14}" + "".join(f"{name:>{width}}" for name, width in head))
         lines.append(f"  {'in-process':<14}{ip['seconds']:>9.3f}{ip['steps_per_s']:>11.3e}{1.0:>11.2f}")
         ea = s["engine_alone"]
-        steps_alone = s["steps"] / ea["seconds"]
-        lines.append(
-            f"  {'engine alone':<14}{ea['seconds']:>9.3f}{steps_alone:>11.3e}{ea['ratio_to_in_process']:>11.2f}"
-            f"{'':>30}{1:>8}   (read wait {ea['read_wait_s']:.3f} s)"
-        )
+        if ea is not None:
+            steps_alone = s["steps"] / ea["seconds"]
+            lines.append(
+                f"  {'engine alone':<14}{ea['seconds']:>9.3f}{steps_alone:>11.3e}{ea['ratio_to_in_process']:>11.2f}"
+                f"{'':>30}{1:>8}   (read wait {ea['read_wait_s']:.3f} s)"
+            )
         for n, m in s["mesh"].items():
             stats = "-" if m["first_statistics_s"] is None else f"{m['first_statistics_s']:.3f}"
             lines.append(
@@ -609,6 +644,12 @@ def text(doc: dict[str, Any]) -> str:
         "every result hash identical (per dataset: in process, engine counts, warm-ups): "
         + ("yes" if doc["all_hashes_identical"] else "NO")
     )
+    if "scale_targets" in doc:
+        t = doc["scale_targets"]
+        lines.append(
+            f"peak RSS within the seed's memory (gateway < {t['gateway_peak_rss_mb']} MB, "
+            f"engine < {t['engine_peak_rss_mb']} MB): {'yes' if t['met'] else 'NO'}"
+        )
     return "\n".join(lines)
 
 
@@ -625,7 +666,8 @@ def cmd_bench_mesh(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(text(doc))
-    return 0 if doc["all_hashes_identical"] else 1
+    ok = doc["all_hashes_identical"] and doc.get("scale_targets", {}).get("met", True)
+    return 0 if ok else 1
 
 
 def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -636,6 +678,11 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("--large", action="store_true", help="also 100K policies × 1K scenarios")
     p.add_argument("--quick", action="store_true", help="tiny sizes (2K × 50, 1 and 2 engines), one timed run")
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="1M policies × 1K scenarios, one engine, one run each; gateway < 300 MB and engine < 500 MB peak RSS",
+    )
     p.add_argument("--threads", type=int, help="threads per engine and in process (default: cores)")
     p.add_argument("--repeats", type=int, help="timed runs per configuration (default 3; median reported)")
     p.add_argument("--dir", help="scratch directory to use and keep (default: a temporary one, removed)")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from services.bench_mesh import SCALE_TARGETS, Size, SizeReport, _scale_targets_met, config_from
+from services.cli import build_parser
 from tests.support import ROOT, VENV_BIN
 
 pytestmark = pytest.mark.timeout(120)
@@ -49,3 +51,16 @@ def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> Non
     rss = size["peak_rss_bytes"]
     assert {"data", "engine-0", "engine-1", "gateway-1", "gateway-2"} <= set(rss)
     assert all(v > 0 for v in rss.values())
+
+
+def test_scale_is_one_run_of_1m_by_1k_judged_by_the_seeds_memory() -> None:
+    """`--scale` (run by hand: ~2 min here) plans 1M × 1K on one engine and judges peak RSS."""
+    cfg = config_from(build_parser().parse_args(["bench", "mesh", "--scale", "--threads", "2"]))
+    assert cfg.scale and not cfg.warm_up and not cfg.engine_alone
+    assert cfg.sizes == (Size(1_000_000, 1_000),) and cfg.engine_counts == (1,) and cfg.repeats == 1
+    report = SizeReport(cfg.sizes[0])
+    mb = 1 << 20
+    report.peak_rss = {"gateway-1": 200 * mb, "engine-0": 450 * mb, "data": 900 * mb}
+    assert _scale_targets_met([report])  # the data service is not judged
+    report.peak_rss["engine-0"] = (SCALE_TARGETS["engine_peak_rss_mb"] + 1) * mb
+    assert not _scale_targets_met([report])
