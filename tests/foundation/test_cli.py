@@ -40,7 +40,14 @@ def test_help_lists_the_commands() -> None:
     ("args", "message"),
     [
         (("serve", "data", "--port", "70000", "--metrics-port", "-1"), "port must be in 0..65535"),
-        (("serve", "gateway", "--host", "203.0.113.7", "--port", "0", "--metrics-port", "-1"), "cannot listen"),
+        (
+            ("serve", "gateway", "--host", "203.0.113.7", "--insecure", "--port", "0", "--metrics-port", "-1"),
+            "cannot listen",
+        ),
+        (
+            ("serve", "gateway", "--host", "203.0.113.7", "--port", "0", "--metrics-port", "-1"),
+            "without authentication",
+        ),
     ],
 )
 def test_bad_flags_give_one_clear_line(args: tuple[str, ...], message: str) -> None:
