@@ -10,6 +10,8 @@ COPY services services
 RUN pip install --no-cache-dir . && rm -rf build && useradd --uid 10001 --create-home livecalc
 USER 10001
 WORKDIR /home/livecalc
+# Listening on 0.0.0.0 needs auth (docs/security.md) or LIVECALC_INSECURE=1 set by the
+# deployment (k8s/base/config.yaml does, behind its NetworkPolicies): protected mode refuses otherwise.
 ENV PYTHONUNBUFFERED=1 LIVECALC_HOST=0.0.0.0
 EXPOSE 50051 50052 50053 9464 9465 9466
 ENTRYPOINT ["livecalc"]
