@@ -29,6 +29,8 @@ import grpc
 from grpc import aio
 
 from livecalc.gateway.v1 import package_service_pb2, package_service_pb2_grpc
+from services.common.auth.service import ServiceCredentials
+from services.common.client import ChannelSecurity, open_aio_channel
 from services.common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -136,7 +138,12 @@ class PackageLoader:
         default_address: str,
         memory_entries: int = 8,
         limits: PackageLimits | None = None,
+        credentials: ServiceCredentials | None = None,
+        security: ChannelSecurity | None = None,
     ) -> None:
+        #: The engine's service token (DownloadPackage) and the channels' TLS.
+        self.credentials = credentials or ServiceCredentials()
+        self.security = security or ChannelSecurity()
         self._pool = pool
         self.cache = cache
         self._metrics = metrics
@@ -208,7 +215,9 @@ class PackageLoader:
     def _channel(self, address: str) -> aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = aio.insecure_channel(address, options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+            channel = open_aio_channel(
+                address, self.security, options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+            )
             self._channels[address] = channel
         return channel
 
@@ -216,7 +225,9 @@ class PackageLoader:
         self.downloads += 1
         stub = package_service_pb2_grpc.PackageServiceStub(self._channel(address))
         call = stub.DownloadPackage(
-            package_service_pb2.DownloadPackageRequest(package_hash=package_hash), timeout=DOWNLOAD_TIMEOUT_SECONDS
+            package_service_pb2.DownloadPackageRequest(package_hash=package_hash),
+            timeout=DOWNLOAD_TIMEOUT_SECONDS,
+            metadata=self.credentials.metadata(),
         )
         parts: list[bytes] = []
         got = 0

@@ -28,6 +28,8 @@ import pyarrow as pa
 from grpc import aio
 
 from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
+from services.common.auth.service import ServiceCredentials
+from services.common.client import ChannelSecurity, open_aio_channel
 from services.common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -115,12 +117,22 @@ class Sample:
 class RowReader:
     """Reads policy rows from the data service at ``address`` over one channel."""
 
-    def __init__(self, address: str, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        retry: RetryPolicy | None = None,
+        *,
+        credentials: ServiceCredentials | None = None,
+        security: ChannelSecurity | None = None,
+    ) -> None:
         self.address = address
         self.retry = retry or RetryPolicy()
+        #: The engine's service token, sent on every call (none when auth is off).
+        self.credentials = credentials or ServiceCredentials()
         # reconnect soon after a restart: gRPC's default backoff grows to minutes
-        self._channel = aio.insecure_channel(
+        self._channel = open_aio_channel(
             address,
+            security or ChannelSecurity(),
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                 ("grpc.initial_reconnect_backoff_ms", 100),
@@ -141,7 +153,10 @@ class RowReader:
         if known is not None:
             return known
         request = data_service_pb2.GetDatasetRequest(dataset_id=dataset_id)
-        answer = await self._unary(lambda: self._stub.GetDataset(request, timeout=READ_TIMEOUT_SECONDS), dataset_id)
+        answer = await self._unary(
+            lambda: self._stub.GetDataset(request, timeout=READ_TIMEOUT_SECONDS, metadata=self.credentials.metadata()),
+            dataset_id,
+        )
         found = answer.dataset
         if version and found.version != version:
             raise FailedPrecondition(
@@ -161,7 +176,7 @@ class RowReader:
             request = data_service_pb2.ReadRowsRequest(
                 dataset_id=dataset_id, start_row=next_row, end_row=end_row, expected_version=version
             )
-            call = self._stub.ReadRows(request, timeout=READ_TIMEOUT_SECONDS)
+            call = self._stub.ReadRows(request, timeout=READ_TIMEOUT_SECONDS, metadata=self.credentials.metadata())
             try:
                 async for message in call:
                     if message.start_row != next_row:
@@ -194,7 +209,10 @@ class RowReader:
     async def sample(self, dataset_id: str, version: str, n: int, seed: int) -> Sample:
         """A seeded sample of n rows (SampleRows), as a table in sample order."""
         request = data_service_pb2.SampleRowsRequest(dataset_id=dataset_id, n=n, seed=seed)
-        answer = await self._unary(lambda: self._stub.SampleRows(request, timeout=READ_TIMEOUT_SECONDS), dataset_id)
+        answer = await self._unary(
+            lambda: self._stub.SampleRows(request, timeout=READ_TIMEOUT_SECONDS, metadata=self.credentials.metadata()),
+            dataset_id,
+        )
         if version and answer.version != version:
             raise FailedPrecondition(
                 f"dataset {dataset_id!r} changed: version {answer.version}, the job needs {version}"

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
+from services.common.auth.service import internal_channel_security, service_credentials
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument
 from services.common.server import ServiceBinding
@@ -119,8 +120,13 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
     runtime = Runtime(RuntimeConfig(cache_dir=config.cache_dir))
     pool = WasmPool(runtime, threads=config.threads)
     cache = PackageCache(config.cache_dir / "packages", config.package_cache_bytes)
-    loader = PackageLoader(pool, cache, metrics, default_address=config.gateway_address)
-    reader = RowReader(config.data_address)
+    # the mesh's own calls: a service token (when auth is on) and TLS (when configured)
+    credentials = service_credentials("engine", args, env)
+    channels = internal_channel_security(args, env)
+    loader = PackageLoader(
+        pool, cache, metrics, default_address=config.gateway_address, credentials=credentials, security=channels
+    )
+    reader = RowReader(config.data_address, credentials=credentials, security=channels)
     engine = EngineServicer(config, pool, loader, reader, metrics)
 
     async def stop() -> None:

@@ -33,6 +33,7 @@ import grpc
 from grpc import aio
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
+from services.common.auth.service import SERVICE_TENANT, ServiceCredentials
 from services.common.errors import LivecalcError
 from services.gateway.engines import Engine, EnginePool
 from services.gateway.fold import JobFold
@@ -106,8 +107,13 @@ class Dispatcher:
         window_blocks: int,
         on_change: Callable[[], None] = lambda: None,
         preview: bool = False,
+        credentials: ServiceCredentials | None = None,
+        tenant: str = SERVICE_TENANT,
     ) -> None:
         self.pool, self.template, self.plan, self.fold = pool, request, plan, fold
+        #: The gateway's service token, naming the job's tenant, on each RunChunk call.
+        self.credentials = credentials or ServiceCredentials()
+        self.tenant = tenant
         self.config, self.metrics = config, metrics
         self.window_blocks = max(1, window_blocks)
         self.on_change = on_change
@@ -239,7 +245,11 @@ class Dispatcher:
         timeout = self.config.chunk_timeout_seconds + (self.template.time_limit_seconds or 0)
         self.metrics.chunks_dispatched.inc()
         self.engines_active.add(engine.address)
-        call = engine.stub.RunChunk(self._request(work), timeout=timeout)
+        metadata = self.credentials.metadata(self.tenant)
+        if metadata:
+            call = engine.stub.RunChunk(self._request(work), timeout=timeout, metadata=metadata)
+        else:
+            call = engine.stub.RunChunk(self._request(work), timeout=timeout)
         stall = self.config.stall_seconds or None
         stream = call.__aiter__()
         try:

@@ -20,6 +20,8 @@ import grpc
 from grpc import aio
 
 from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
+from services.common.auth.service import ServiceCredentials
+from services.common.client import ChannelSecurity, open_aio_channel
 from services.common.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -100,8 +102,19 @@ class Engine:
 class EnginePool:
     """The current engines; `refresh()` resolves names and asks new engines for their slots."""
 
-    def __init__(self, targets: EngineTargets, *, resolve_seconds: float = 30.0, backoff: float = 0.2) -> None:
+    def __init__(
+        self,
+        targets: EngineTargets,
+        *,
+        resolve_seconds: float = 30.0,
+        backoff: float = 0.2,
+        credentials: ServiceCredentials | None = None,
+        security: ChannelSecurity | None = None,
+    ) -> None:
         self.targets = targets
+        #: The gateway's service token (RunChunk needs `admin`) and the channels' TLS.
+        self.credentials = credentials or ServiceCredentials()
+        self.security = security or ChannelSecurity()
         self.resolve_seconds = resolve_seconds
         self.backoff = backoff
         self._engines: dict[str, Engine] = {}
@@ -133,7 +146,7 @@ class EnginePool:
                 self._resolved_at = now
                 for address in addresses:
                     if address not in self._engines:
-                        channel = aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                        channel = open_aio_channel(address, self.security, options=CHANNEL_OPTIONS)
                         self._engines[address] = Engine(
                             address, channel, engine_service_pb2_grpc.EngineServiceStub(channel)
                         )
@@ -150,7 +163,9 @@ class EnginePool:
     async def _capabilities(self, engine: Engine) -> None:
         try:
             caps = await engine.stub.GetCapabilities(
-                engine_service_pb2.GetCapabilitiesRequest(), timeout=CAPABILITIES_TIMEOUT
+                engine_service_pb2.GetCapabilitiesRequest(),
+                timeout=CAPABILITIES_TIMEOUT,
+                metadata=self.credentials.metadata(),
             )
         except grpc.aio.AioRpcError as exc:
             pause = engine.failed(self.backoff)

@@ -16,6 +16,8 @@ from grpc import aio
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from livecalc.engine.v1 import engine_pb2
+from services.common.auth.service import ServiceCredentials
+from services.common.client import ChannelSecurity, open_aio_channel
 from services.common.errors import FieldViolation, InvalidArgument, LivecalcError
 from services.gateway.package_store import PackageStore
 from services.valuation.errors import ModelInputError
@@ -50,18 +52,29 @@ class Datasets(Protocol):
 class DataServiceDatasets:
     """GetDataset over one channel to the data service."""
 
-    def __init__(self, address: str, timeout: float = DATA_TIMEOUT) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float = DATA_TIMEOUT,
+        *,
+        credentials: ServiceCredentials | None = None,
+        security: ChannelSecurity | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
+        self.credentials = credentials or ServiceCredentials()
+        self.security = security or ChannelSecurity()
         self._channel: aio.Channel | None = None
 
     async def get(self, dataset_id: str) -> DatasetInfo:
         if self._channel is None:
-            self._channel = aio.insecure_channel(self.address)
+            self._channel = open_aio_channel(self.address, self.security)
         stub = data_service_pb2_grpc.DataServiceStub(self._channel)
         try:
             reply = await stub.GetDataset(
-                data_service_pb2.GetDatasetRequest(dataset_id=dataset_id), timeout=self.timeout
+                data_service_pb2.GetDatasetRequest(dataset_id=dataset_id),
+                timeout=self.timeout,
+                metadata=self.credentials.metadata(),
             )
         except aio.AioRpcError as exc:
             details = exc.details() or exc.code().name

@@ -32,6 +32,7 @@ import grpc
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
+from services.common.auth.service import ServiceCredentials
 from services.common.errors import FieldViolation, InvalidArgument, LivecalcError, NotFound, ResourceExhausted
 from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
 from services.gateway.engines import EnginePool
@@ -109,9 +110,12 @@ class JobManager:
         datasets: Datasets,
         metrics: GatewayMetrics,
         config: JobConfig,
+        credentials: ServiceCredentials | None = None,
     ) -> None:
         self.store, self.pool, self.packages, self.datasets = store, pool, packages, datasets
         self.metrics, self.config = metrics, config
+        #: The service token of RunChunk calls (none when auth is off).
+        self.credentials = credentials or ServiceCredentials()
         self.scenarios = PackageScenarios(packages)
         self._live: dict[str, LiveJob] = {}
         metrics.track_fold_lag(lambda: float(sum(j.fold.pending_blocks for j in self._live.values() if j.fold)))
@@ -376,6 +380,7 @@ class JobManager:
                 metrics=self.metrics,
                 window_blocks=self.config.window_chunks_per_slot * slots * live.plan.chunk_blocks,
                 preview=preview,
+                credentials=self.credentials,
             )
             if live.resume is not None:
                 live.dispatcher.steps = live.resume.steps

@@ -25,6 +25,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from livecalc.gateway.v1 import job_service_pb2, job_service_pb2_grpc, package_service_pb2, package_service_pb2_grpc
+from services.common.auth.service import internal_channel_security, service_credentials
 from services.common.config import DEFAULT_PORTS, resolve_server_config
 from services.common.errors import InvalidArgument
 from services.common.server import ServiceBinding
@@ -202,10 +203,18 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
     jobs_config = resolve_jobs_config(args, env)
     metrics = GatewayMetrics.create(registry)
     store = JobStore(jobs_config.jobs_db)
-    datasets = DataServiceDatasets(jobs_config.data_address)
+    # the mesh's own calls: a service token (when auth is on) and TLS (when configured)
+    credentials = service_credentials("gateway", args, env)
+    channels = internal_channel_security(args, env)
+    datasets = DataServiceDatasets(jobs_config.data_address, credentials=credentials, security=channels)
     manager = JobManager(
         store,
-        EnginePool(jobs_config.engines, resolve_seconds=jobs_config.resolve_seconds),
+        EnginePool(
+            jobs_config.engines,
+            resolve_seconds=jobs_config.resolve_seconds,
+            credentials=credentials,
+            security=channels,
+        ),
         package_store,
         datasets=datasets,
         metrics=metrics,
@@ -214,6 +223,7 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
             max_pending_jobs=jobs_config.max_pending_jobs,
             dispatch=DispatchConfig(max_attempts=jobs_config.max_attempts, stall_seconds=jobs_config.stall_seconds),
         ),
+        credentials=credentials,
     )
     manager.recover()
     log.info(

@@ -49,6 +49,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (env LIVECALC_TLS_CERT)")
     g.add_argument("--tls-key", help="PEM private key of --tls-cert (env LIVECALC_TLS_KEY)")
     g.add_argument(
+        "--service-token-file",
+        help="bearer token this service sends to its peers (env LIVECALC_SERVICE_TOKEN_FILE; "
+        "with an HS256 secret: minted)",
+    )
+    g.add_argument(
         "--insecure",
         action="store_true",
         default=None,
