@@ -26,7 +26,7 @@ from tests.engine.mesh import policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import in_process_hash, metric, spec
 from tests.support import ServiceProcess, start_service
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
 JOBS = 20
 WATCHERS = 50
@@ -144,7 +144,7 @@ async def _load(mesh: Mesh) -> Outcome:
         async def submit(i: int) -> None:
             dataset, n = SPECS[i % len(SPECS)]
             request = job_service_pb2.SubmitJobRequest(spec=spec(mesh.package_hash, dataset, n))
-            async for reply in jobs.SubmitJob(request, timeout=120):
+            async for reply in jobs.SubmitJob(request, timeout=300):
                 if reply.event.HasField("accepted"):
                     out.job_ids[i] = reply.event.accepted.job.job_id
                     accepted[i].set()
@@ -153,7 +153,7 @@ async def _load(mesh: Mesh) -> Outcome:
         async def watch(w: int) -> None:
             i = w % JOBS
             await accepted[i].wait()
-            call = jobs.WatchJob(job_service_pb2.WatchJobRequest(job_id=out.job_ids[i]), timeout=120)
+            call = jobs.WatchJob(job_service_pb2.WatchJobRequest(job_id=out.job_ids[i]), timeout=300)
             if w < SILENT_WATCHERS:
                 # Never reads: the gateway must neither slow the job nor hold its events for it.
                 await done.wait()
