@@ -32,7 +32,8 @@ import grpc
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.common.auth.service import ServiceCredentials
+from services.common.auth.interceptor import current_principal
+from services.common.auth.service import SERVICE_TENANT, ServiceCredentials
 from services.common.errors import FieldViolation, InvalidArgument, LivecalcError, NotFound, ResourceExhausted
 from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
 from services.gateway.engines import EnginePool
@@ -168,7 +169,11 @@ class JobManager:
     # submit
 
     async def submit(self, spec: job_pb2.JobSpec, idempotency_key: str = "") -> str:
-        """Validate, plan and record a job; returns its id (an existing one for a known key)."""
+        """Validate, plan and record a job for the caller's tenant; returns its id (an existing
+        one for a key the tenant used before)."""
+        tenant = current_principal().tenant
+        if idempotency_key and tenant:
+            idempotency_key = f"{tenant}\x1f{idempotency_key}"  # keys are per tenant
         if idempotency_key and (existing := self.store.job_by_key(idempotency_key)):
             return existing
         self._admit()
@@ -224,7 +229,7 @@ class JobManager:
         if idempotency_key and (existing := self.store.job_by_key(idempotency_key)):
             return existing  # a concurrent submission with the same key got there first
         self._admit()  # again: submissions admitted together may have filled the gateway since
-        self.store.put_job(job, idempotency_key)
+        self.store.put_job(job, idempotency_key, tenant)
         logbook = EventLog(job.job_id, sink=self.store.append_event)
         live = LiveJob(
             job=job,
@@ -381,6 +386,7 @@ class JobManager:
                 window_blocks=self.config.window_chunks_per_slot * slots * live.plan.chunk_blocks,
                 preview=preview,
                 credentials=self.credentials,
+                tenant=self.store.tenant_of(job.job_id) or SERVICE_TENANT,
             )
             if live.resume is not None:
                 live.dispatcher.steps = live.resume.steps
@@ -503,7 +509,13 @@ class JobManager:
 
     # read side
 
+    def _visible(self, job_id: str) -> None:
+        """NOT_FOUND unless the job exists and is the caller's tenant's (the same answer either way)."""
+        if self.store.tenant_of(job_id) != current_principal().tenant:
+            raise NotFound(f"job {job_id} does not exist")
+
     def get(self, job_id: str, *, with_vector: bool = True) -> job_pb2.Job:
+        self._visible(job_id)
         live = self._live.get(job_id)
         if live is not None:
             out = job_pb2.Job()
@@ -519,7 +531,7 @@ class JobManager:
         return job
 
     def list(self, page_size: int, page_token: str, state: int) -> tuple[list[job_pb2.Job], str]:
-        jobs, token = self.store.list_jobs(page_size, page_token, state)
+        jobs, token = self.store.list_jobs(page_size, page_token, state, current_principal().tenant)
         for job in jobs:
             live = self._live.get(job.job_id)
             if live is not None:
@@ -531,6 +543,7 @@ class JobManager:
         """The job's events after ``after``: replayed, then live until the job ends."""
         if after < 0:
             raise InvalidArgument("after_sequence must be ≥ 0")
+        self._visible(job_id)
         live = self._live.get(job_id)
         if live is not None:
             async for event in live.log.follow(after):
@@ -542,6 +555,7 @@ class JobManager:
             yield event
 
     async def cancel(self, job_id: str, reason: str) -> job_pb2.Job:
+        self._visible(job_id)
         live = self._live.get(job_id)
         if live is None or live.log.closed:
             return self.get(job_id)

@@ -99,6 +99,9 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(jobs)")}
+        if "tenant" not in columns:  # a store from before tenants: its jobs are the implicit tenant's
+            self._db.execute("ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self._db.close()
@@ -116,13 +119,14 @@ class JobStore:
 
     # jobs
 
-    def put_job(self, job: job_pb2.Job, idempotency_key: str = "") -> None:
-        """Insert or replace a job's record (its result without the vector)."""
+    def put_job(self, job: job_pb2.Job, idempotency_key: str = "", tenant: str = "") -> None:
+        """Insert or replace a job's record (its result without the vector); the tenant is
+        set by the insert and never changed."""
         record = job_pb2.Job()
         record.CopyFrom(job)
         del record.result.pv_net_cf[:]
         self._db.execute(
-            "INSERT INTO jobs (job_id, create_ns, state, idempotency_key, record) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO jobs (job_id, create_ns, state, idempotency_key, record, tenant) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (job_id) DO UPDATE SET state = excluded.state, record = excluded.record",
             (
                 job.job_id,
@@ -130,8 +134,14 @@ class JobStore:
                 int(job.state),
                 idempotency_key or None,
                 record.SerializeToString(),
+                tenant,
             ),
         )
+
+    def tenant_of(self, job_id: str) -> str | None:
+        """The tenant that submitted the job ('' with auth off), None when there is no such job."""
+        row = self._db.execute("SELECT tenant FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def get_job(self, job_id: str) -> job_pb2.Job | None:
         row = self._db.execute("SELECT record FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -149,8 +159,11 @@ class JobStore:
     def count_by_state(self) -> dict[int, int]:
         return {int(s): int(n) for s, n in self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
 
-    def list_jobs(self, page_size: int, page_token: str, state: int = 0) -> tuple[list[job_pb2.Job], str]:
-        """One page, newest first; the token is the last (create_ns, job_id) returned."""
+    def list_jobs(
+        self, page_size: int, page_token: str, state: int = 0, tenant: str | None = None
+    ) -> tuple[list[job_pb2.Job], str]:
+        """One page of `tenant`'s jobs (every tenant's when None), newest first; the token is the
+        last (create_ns, job_id) returned."""
         if page_size < 0:
             raise InvalidArgument("page_size must be ≥ 0")
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
@@ -159,6 +172,9 @@ class JobStore:
         if state:
             where.append("state = ?")
             args.append(state)
+        if tenant is not None:
+            where.append("tenant = ?")
+            args.append(tenant)
         if page_token:
             try:
                 ns_text, after = page_token.split(":", 1)
