@@ -96,9 +96,11 @@ class PackageScenarios:
         self.store = store
         self._cache: dict[str, dict[str, Any]] = {}
 
-    async def get(self, package_hash: str) -> dict[str, Any]:
+    async def get(self, package_hash: str, tenant: str = "") -> dict[str, Any]:
+        """The configured scenarios of ``tenant``'s package (one package hash is one config,
+        whoever stored it, so the cache is by hash; callers check the tenant has it first)."""
         if package_hash not in self._cache:
-            data = b"".join([piece async for *_, piece in self.store.download(package_hash)])
+            data = b"".join([piece async for *_, piece in self.store.download(package_hash, tenant=tenant)])
             config = json.loads(read_archive(data, self.store.limits)[CONFIG])
             self._cache[package_hash] = dict(config.get("scenarios") or {})
         return self._cache[package_hash]

@@ -195,9 +195,9 @@ class JobManager:
         if bad:
             raise InvalidArgument("invalid job spec", tuple(bad))
         check_hash(spec.package_hash)
-        await self.packages.get(spec.package_hash)  # NOT_FOUND when not stored
+        await self.packages.get(spec.package_hash, tenant)  # NOT_FOUND when the tenant has not stored it
         dataset = await self.datasets.get(spec.dataset_id)  # NOT_FOUND from the data service
-        configured = {} if spec.HasField("scenarios") else await self.scenarios.get(spec.package_hash)
+        configured = {} if spec.HasField("scenarios") else await self.scenarios.get(spec.package_hash, tenant)
         params = scenario_params(spec.scenarios if spec.HasField("scenarios") else None, configured)
         if dataset.rows < 1:
             raise InvalidArgument(f"dataset {spec.dataset_id} has no rows")

@@ -3,6 +3,11 @@
 An upload is a header (size, SHA-256) then chunks of at most 4 MiB; the whole archive is held
 in memory (packages are capped at `PackageLimits.max_archive_bytes`), checked against the
 header, then verified by the store. Failures are typed errors that the interceptor maps.
+
+Packages are the caller's tenant's (`current_principal()`; auth off is the one tenant ''):
+another tenant's package answers NOT_FOUND exactly as an unknown hash does, and ListPackages
+lists the caller's tenant's. DownloadPackage with the `admin` role (the engines' service token)
+reads any tenant's package: engines fetch the package of whichever job they run.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from typing import Any, Final
 from grpc import aio
 
 from livecalc.gateway.v1 import package_service_pb2, package_service_pb2_grpc
+from services.common.auth.interceptor import current_principal
+from services.common.auth.roles import Role
 from services.common.errors import InvalidArgument
 from services.gateway.package_store import PackageStore, check_hash
 
@@ -64,22 +71,27 @@ class PackageServicer(package_service_pb2_grpc.PackageServiceServicer):
             raise InvalidArgument(
                 f"the archive's SHA-256 is {digest.hexdigest()}, the header declared {header.sha256}", ()
             )
-        record, existed = await self.store.put(b"".join(parts))
+        record, existed = await self.store.put(b"".join(parts), current_principal().tenant)
         return package_service_pb2.UploadPackageResponse(package=record, already_existed=existed)
 
     async def GetPackage(
         self, request: package_service_pb2.GetPackageRequest, context: aio.ServicerContext[Any, Any]
     ) -> package_service_pb2.GetPackageResponse:
-        return package_service_pb2.GetPackageResponse(package=await self.store.get(request.package_hash))
+        return package_service_pb2.GetPackageResponse(
+            package=await self.store.get(request.package_hash, current_principal().tenant)
+        )
 
     async def ListPackages(
         self, request: package_service_pb2.ListPackagesRequest, context: aio.ServicerContext[Any, Any]
     ) -> package_service_pb2.ListPackagesResponse:
-        page, token = await self.store.list(request.page_size, request.page_token)
+        page, token = await self.store.list(request.page_size, request.page_token, current_principal().tenant)
         return package_service_pb2.ListPackagesResponse(packages=page, next_page_token=token)
 
     async def DownloadPackage(
         self, request: package_service_pb2.DownloadPackageRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[package_service_pb2.DownloadPackageResponse]:
-        async for size, sha, offset, data in self.store.download(request.package_hash, DOWNLOAD_CHUNK):
+        caller = current_principal()
+        async for size, sha, offset, data in self.store.download(
+            request.package_hash, DOWNLOAD_CHUNK, caller.tenant, any_tenant=Role.ADMIN.value in caller.roles
+        ):
             yield package_service_pb2.DownloadPackageResponse(size_bytes=size, sha256=sha, offset=offset, chunk=data)

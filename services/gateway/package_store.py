@@ -5,6 +5,13 @@ as uploaded, and ``package-<hash>.json``, its record (the `Package` message as p
 A package becomes visible only when its record exists, and the record is written after the
 archive is committed: a crash in between leaves an invisible archive that the next upload of
 the same package completes. Nothing is stored before `verify_archive` accepted the bytes.
+
+Packages are a tenant's: each tenant has its own names, ``package-<hash>.*`` for the implicit
+tenant ``''`` (auth off, and every package stored before tenants) and
+``tenant-<t>-package-<hash>.*`` for tenant T, where ``<t>`` is the first 32 hex digits of
+SHA-256(T). The same package uploaded by two tenants is stored once for each; an upload is
+idempotent within a tenant. Reads name the tenant; only `download(..., any_tenant=True)` (the
+engines' admin service token) reads another tenant's copy.
 """
 
 from __future__ import annotations
@@ -38,6 +45,18 @@ _TYPES: Final = {
 DEFAULT_PAGE: Final = 50
 MAX_PAGE: Final = 500
 WRITE_PIECE: Final = 4 << 20
+
+
+def namespace(tenant: str) -> str:
+    """The object-name prefix of ``tenant``'s packages."""
+    if not tenant:
+        return PREFIX
+    return f"tenant-{hashlib.sha256(tenant.encode()).hexdigest()[:32]}-{PREFIX}"
+
+
+def not_stored(package_hash: str) -> NotFound:
+    """The one answer for a package that is not stored and for another tenant's."""
+    return NotFound(f"package {package_hash} is not stored")
 
 
 def check_hash(package_hash: str) -> str:
@@ -76,26 +95,27 @@ class PackageStore:
     def __init__(self, storage: Storage, limits: PackageLimits | None = None) -> None:
         self.storage = storage
         self.limits = limits or PackageLimits()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @staticmethod
-    def _archive(package_hash: str) -> str:
-        return f"{PREFIX}{package_hash}.zip"
+    def _archive(package_hash: str, prefix: str = PREFIX) -> str:
+        return f"{prefix}{package_hash}.zip"
 
     @staticmethod
-    def _record(package_hash: str) -> str:
-        return f"{PREFIX}{package_hash}.json"
+    def _record(package_hash: str, prefix: str = PREFIX) -> str:
+        return f"{prefix}{package_hash}.json"
 
-    async def put(self, archive: bytes) -> tuple[package_pb2.Package, bool]:
-        """Verify and store ``archive``; returns its record and whether it was already stored."""
+    async def put(self, archive: bytes, tenant: str = "") -> tuple[package_pb2.Package, bool]:
+        """Verify and store ``archive`` for ``tenant``; returns its record and whether the
+        tenant had it already."""
         package = await anyio.to_thread.run_sync(verify_archive, archive, self.limits)
-        key = package.package_hash
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        key, prefix = package.package_hash, namespace(tenant)
+        lock = self._locks.setdefault((prefix, key), asyncio.Lock())
         async with lock:
-            existing = await self.find(key)
+            existing = await self.find(key, tenant)
             if existing is not None:
                 return existing, True
-            sink = await self.storage.open_upload(self._archive(key))
+            sink = await self.storage.open_upload(self._archive(key, prefix))
             try:
                 for start in range(0, len(archive), WRITE_PIECE):
                     await sink.write(archive[start : start + WRITE_PIECE])
@@ -105,33 +125,61 @@ class PackageStore:
             finally:
                 await sink.abort()
             record = record_of(package, archive, datetime.now(UTC))
-            await self.storage.put(self._record(key), json_format.MessageToJson(record).encode())
-        self._locks.pop(key, None)
+            await self.storage.put(self._record(key, prefix), json_format.MessageToJson(record).encode())
+        self._locks.pop((prefix, key), None)
         return record, False
 
-    async def find(self, package_hash: str) -> package_pb2.Package | None:
-        check_hash(package_hash)
-        info = await self.storage.stat(self._record(package_hash))
+    async def _find_in(self, package_hash: str, prefix: str) -> package_pb2.Package | None:
+        info = await self.storage.stat(self._record(package_hash, prefix))
         if info is None:
             return None
         raw = await self.storage.read_range(info.name, 0, info.size)
         return json_format.Parse(raw, package_pb2.Package())
 
-    async def get(self, package_hash: str) -> package_pb2.Package:
-        found = await self.find(package_hash)
+    async def find(self, package_hash: str, tenant: str = "") -> package_pb2.Package | None:
+        """``tenant``'s record of the package, None when that tenant has not stored it."""
+        check_hash(package_hash)
+        return await self._find_in(package_hash, namespace(tenant))
+
+    async def get(self, package_hash: str, tenant: str = "") -> package_pb2.Package:
+        found = await self.find(package_hash, tenant)
         if found is None:
-            raise NotFound(f"package {package_hash} is not stored")
+            raise not_stored(package_hash)
         return found
 
-    async def list(self, page_size: int, page_token: str) -> tuple[list[package_pb2.Package], str]:
-        """One page, newest first; the token is the last (upload time, hash) seen."""
+    async def _locate(self, package_hash: str, tenant: str, any_tenant: bool) -> tuple[str, package_pb2.Package]:
+        """(name prefix, record) of the copy to read: the tenant's own, else (``any_tenant``)
+        any tenant's, in name order."""
+        check_hash(package_hash)
+        own = namespace(tenant)
+        found = await self._find_in(package_hash, own)
+        if found is not None:
+            return own, found
+        if any_tenant:
+            suffix = self._record(package_hash)
+            for name in sorted(o.name for o in await self.storage.list() if o.name.endswith(suffix)):
+                prefix = name[: -len(suffix)] + PREFIX
+                if prefix != own and (found := await self._find_in(package_hash, prefix)) is not None:
+                    return prefix, found
+        raise not_stored(package_hash)
+
+    async def list(self, page_size: int, page_token: str, tenant: str = "") -> tuple[list[package_pb2.Package], str]:
+        """One page of ``tenant``'s packages, newest first; the token is the last (upload time,
+        hash) seen."""
         if page_size < 0:
             raise InvalidArgument("page_size must be ≥ 0", ())
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
-        names = [o.name for o in await self.storage.list() if o.name.startswith(PREFIX) and o.name.endswith(".json")]
+        prefix = namespace(tenant)
+        hashes = [
+            o.name[len(prefix) : -len(".json")]
+            for o in await self.storage.list()
+            if o.name.startswith(prefix) and o.name.endswith(".json")
+        ]
         records = []
-        for name in names:
-            found = await self.find(name[len(PREFIX) : -len(".json")])
+        for package_hash in hashes:
+            if not _HASH.fullmatch(package_hash):
+                continue
+            found = await self._find_in(package_hash, prefix)
             if found is not None:
                 records.append(found)
         records.sort(key=lambda r: (-r.upload_time.ToNanoseconds(), r.package_hash))
@@ -149,10 +197,13 @@ class PackageStore:
             token = f"{last.upload_time.ToNanoseconds()}:{last.package_hash}"
         return page, token
 
-    async def download(self, package_hash: str, piece: int = 1 << 20) -> AsyncIterator[tuple[int, str, int, bytes]]:
-        """(size, sha256, offset, bytes) of the stored archive, in order."""
-        record = await self.get(package_hash)
-        info = await self.storage.stat(self._archive(package_hash))
+    async def download(
+        self, package_hash: str, piece: int = 1 << 20, tenant: str = "", *, any_tenant: bool = False
+    ) -> AsyncIterator[tuple[int, str, int, bytes]]:
+        """(size, sha256, offset, bytes) of ``tenant``'s stored archive (with ``any_tenant``,
+        another tenant's copy when ``tenant`` has none), in order."""
+        prefix, record = await self._locate(package_hash, tenant, any_tenant)
+        info = await self.storage.stat(self._archive(package_hash, prefix))
         if info is None:
             raise NotFound(f"package {package_hash} has a record but no archive")
         offset = 0

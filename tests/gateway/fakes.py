@@ -133,7 +133,7 @@ class FakePackages:
     def __init__(self, known: str) -> None:
         self.known = known
 
-    async def get(self, package_hash: str) -> Any:
+    async def get(self, package_hash: str, tenant: str = "") -> Any:
         from services.common.errors import NotFound
 
         if package_hash != self.known:
