@@ -10,7 +10,7 @@ the sandbox refuses any module that can block. So the models link without atomic
 active data segments, and `mark_memory_shared` flips the memory import's shared flag after
 linking (one byte of the import section).
 
-The builds and a copy of the C sources (for the native baseline of ``livecalc bench engine``)
+The C sources (``src/``, also the native baseline of ``livecalc bench engine``) and the builds
 are package data under ``services/valuation/reference_model/models/``, so a wheel carries them.
 Every model gets its own static-data address (``--global-base``) so that several models can
 import the same memory without their data overlapping; the host places its buffers above
@@ -31,9 +31,9 @@ from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
 WASM_DIR = MODELS_DIR.parent / "services" / "valuation" / "reference_model" / "models"
-INCLUDE_DIR = MODELS_DIR / "include"
-SOURCES = ("esg.c", "term_life.c", "include/livecalc_model.h")
-"""Copied to ``<WASM_DIR>/src/`` for the native baseline of an installed engine."""
+SOURCE_DIR = WASM_DIR / "src"
+"""The C sources, kept once, as package data: an installed engine builds its native baseline from them."""
+INCLUDE_DIR = SOURCE_DIR / "include"
 
 MAX_MEMORY = 65535 * 65536
 """The memory import's declared maximum (65535 pages, just under 4 GiB); the host picks the real cap."""
@@ -51,7 +51,7 @@ class ModelSource:
 
     @property
     def source(self) -> Path:
-        return MODELS_DIR / f"{self.name}.c"
+        return SOURCE_DIR / f"{self.name}.c"
 
 
 MODELS = (
@@ -136,19 +136,14 @@ def mark_memory_shared(wasm: bytes) -> bytes:
 
 
 def build(out_dir: Path = WASM_DIR) -> dict[str, Path]:
-    """Compile every model into ``out_dir``/<name>.wasm and copy the sources to ``out_dir``/src;
-    returns name → path."""
+    """Compile every model into ``out_dir``/<name>.wasm; returns name → path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     built: dict[str, Path] = {}
     for model in MODELS:
         out = out_dir / f"{model.name}.wasm"
-        subprocess.run(wasm_command(model, out), check=True, cwd=MODELS_DIR)
+        subprocess.run(wasm_command(model, out), check=True, cwd=SOURCE_DIR)
         out.write_bytes(mark_memory_shared(out.read_bytes()))
         built[model.name] = out
-    for rel in SOURCES:
-        target = out_dir / "src" / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((MODELS_DIR / rel).read_bytes())
     return built
 
 

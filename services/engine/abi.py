@@ -1,5 +1,6 @@
-"""The model ABI's context structs, packed as the C header `models/include/livecalc_model.h`
-declares them (little-endian, u32 byte offsets into the memory). docs/model-abi.md is the prose.
+"""The model ABI's context structs, packed as the C header declares them
+(`services/valuation/reference_model/models/src/include/livecalc_model.h`; little-endian, u32
+byte offsets into the memory). docs/model-abi.md is the prose.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ lifelib basiclife BasicTerm_S's sample assumptions as asset files.
 Package data read through `importlib.resources`, so a wheel or a container install finds it
 as well as a checkout. The engine runs and benchmarks these builds; ``livecalc package init``
 writes them (with the assumption files) as the reference model package. ``make wasm``
-(models/build.py) writes ``models/`` from the top-level ``models/`` sources;
+(models/build.py) builds ``models/*.wasm`` from ``models/src/``;
 ``python -m services.engine.assumption_assets`` writes ``assumptions/`` from lifelib.
 """
 
