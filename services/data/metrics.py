@@ -43,6 +43,7 @@ class MeteredStorage(CountingStorage):
 
     def __init__(self, inner: Storage, metrics: StorageMetrics) -> None:
         super().__init__(inner)
+        self._metrics = metrics
         label = inner.kind
         self._read_bytes = metrics.read_bytes.labels(label)
         self._reads = metrics.reads.labels(label)
@@ -52,3 +53,6 @@ class MeteredStorage(CountingStorage):
         self._read_bytes.inc(len(data))
         self._reads.inc()
         return data
+
+    def scope(self, name: str) -> MeteredStorage:
+        return MeteredStorage(self.inner.scope(name), self._metrics)

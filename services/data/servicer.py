@@ -1,4 +1,5 @@
-"""DataService over a Catalog: request checks, memory admission, answers, message sizes.
+"""DataService over the caller's tenant's Catalog (tenants.py): request checks, memory
+admission, answers, message sizes.
 
 Handlers raise the typed errors of services.common.errors; the server interceptor maps
 them to gRPC statuses. Every request that reads rows first reserves its estimated peak
@@ -23,6 +24,7 @@ from services.data.ids import validate_dataset_id
 from services.data.limits import DataLimits, MemoryBudget, mib
 from services.data.reading import SPAN_BYTES, default_batch_rows, fetch_rows, iter_range
 from services.data.sampling import SampleCache, add_rows, sample_indices
+from services.data.tenants import TenantCatalogs
 from services.data.upload import receive_upload
 from services.data.validation import validate
 
@@ -93,7 +95,9 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
         limits: DataLimits | None = None,
         budget: MemoryBudget | None = None,
     ) -> None:
+        #: Tenant ''s catalog (auth off); each RPC works in `self.catalogs.current()`.
         self.catalog = catalog
+        self.catalogs = TenantCatalogs(catalog)
         self.cache = cache if cache is not None else SampleCache()
         self.limits = limits if limits is not None else DataLimits()
         self.budget = (
@@ -105,19 +109,19 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
     async def ListDatasets(
         self, request: data_service_pb2.ListDatasetsRequest, context: Context
     ) -> data_service_pb2.ListDatasetsResponse:
-        datasets, token = await self.catalog.list_page(request.page_size, request.page_token)
+        datasets, token = await self.catalogs.current().list_page(request.page_size, request.page_token)
         return data_service_pb2.ListDatasetsResponse(datasets=datasets, next_page_token=token)
 
     async def GetDataset(
         self, request: data_service_pb2.GetDatasetRequest, context: Context
     ) -> data_service_pb2.GetDatasetResponse:
-        entry = await self.catalog.get(request.dataset_id)
+        entry = await self.catalogs.current().get(request.dataset_id)
         return data_service_pb2.GetDatasetResponse(dataset=entry.to_proto())
 
     async def GetSchema(
         self, request: data_service_pb2.GetSchemaRequest, context: Context
     ) -> data_service_pb2.GetSchemaResponse:
-        entry = await self.catalog.get(request.dataset_id)
+        entry = await self.catalogs.current().get(request.dataset_id)
         return data_service_pb2.GetSchemaResponse(
             dataset_id=entry.dataset_id, version=entry.version, columns=[c.to_proto() for c in entry.columns]
         )
@@ -130,13 +134,14 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
             raise InvalidArgument(f"n must be ≥ 1, got {request.n}")
         if request.n > MAX_SAMPLE_ROWS:
             raise InvalidArgument(f"n must be at most {MAX_SAMPLE_ROWS} per request, got {request.n}")
-        entry = await self.catalog.get(request.dataset_id)
+        catalog = self.catalogs.current()
+        entry = await catalog.get(request.dataset_id)
         if request.n > entry.rows:
             raise InvalidArgument(f"n = {request.n} exceeds the {entry.rows} rows of dataset {entry.dataset_id!r}")
         wanted = entry.check_columns(list(request.columns))
         specs = [c for c in entry.columns if wanted is None or c.name in wanted]  # schema order
         columns = [c.name for c in specs]
-        key = (entry.object_name, entry.version, request.n, request.seed, tuple(columns))
+        key = (entry.location, entry.version, request.n, request.seed, tuple(columns))
         cached = self.cache.get(key)
         if cached is not None:
             return data_service_pb2.SampleRowsResponse.FromString(cached)
@@ -150,7 +155,7 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
         estimate = read_overhead(entry) + raw * SAMPLE_OVERHEAD + request.n * per_row
         async with self.budget.reserve(estimate, f"a sample of {request.n} rows"):
             rows = await anyio.to_thread.run_sync(sample_indices, entry.rows, request.n, request.seed)
-            table = await fetch_rows(self.catalog, entry, rows, columns)
+            table = await fetch_rows(catalog, entry, rows, columns)
             response = data_service_pb2.SampleRowsResponse(
                 dataset_id=entry.dataset_id,
                 version=entry.version,
@@ -180,7 +185,8 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
             raise InvalidArgument(f"row range [{start}, {end}) is reversed: end_row must be ≥ start_row")
         if request.batch_rows < 0:
             raise InvalidArgument("batch_rows must be ≥ 0")
-        entry = await self.catalog.get(request.dataset_id)
+        catalog = self.catalogs.current()
+        entry = await catalog.get(request.dataset_id)
         if request.expected_version and request.expected_version != entry.version:
             raise FailedPrecondition(
                 f"dataset {entry.dataset_id!r} is at version {entry.version}, not {request.expected_version}"
@@ -190,7 +196,7 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
         columns = entry.check_columns(list(request.columns))
         batch_rows = min(request.batch_rows or default_batch_rows(entry), self.limits.max_message_rows)
         async with self.budget.reserve(read_overhead(entry), f"reading rows of {entry.dataset_id!r}"):
-            batches = iter_range(self.catalog, entry, start, end, columns=columns, batch_rows=batch_rows)
+            batches = iter_range(catalog, entry, start, end, columns=columns, batch_rows=batch_rows)
             async for first, table in batches:
                 for offset, rows, payload in await anyio.to_thread.run_sync(_split_to_fit, table):
                     yield data_service_pb2.ReadRowsResponse(
@@ -200,20 +206,21 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
     async def ValidateDataset(
         self, request: data_service_pb2.ValidateDatasetRequest, context: Context
     ) -> data_service_pb2.ValidateDatasetResponse:
-        entry = await self.catalog.get(request.dataset_id)
+        catalog = self.catalogs.current()
+        entry = await catalog.get(request.dataset_id)
         # validation keeps a set of policy ids besides the spans it parses
         estimate = read_overhead(entry) + entry.rows * 64
         async with self.budget.reserve(estimate, f"validating {entry.dataset_id!r}"):
-            return await validate(self.catalog, entry, request.model, request.max_violations)
+            return await validate(catalog, entry, request.model, request.max_violations)
 
     async def UploadDataset(
         self, request_iterator: AsyncIterator[data_service_pb2.UploadDatasetRequest], context: Context
     ) -> data_service_pb2.UploadDatasetResponse:
-        entry = await receive_upload(self.catalog, request_iterator, budget=self.budget, context=context)
+        entry = await receive_upload(self.catalogs.current(), request_iterator, budget=self.budget, context=context)
         return data_service_pb2.UploadDatasetResponse(dataset=entry.to_proto())
 
     async def DeleteDataset(
         self, request: data_service_pb2.DeleteDatasetRequest, context: Context
     ) -> data_service_pb2.DeleteDatasetResponse:
-        await self.catalog.delete(request.dataset_id)
+        await self.catalogs.current().delete(request.dataset_id)
         return data_service_pb2.DeleteDatasetResponse(dataset_id=request.dataset_id)

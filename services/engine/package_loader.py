@@ -160,8 +160,12 @@ class PackageLoader:
         """Packages this engine holds (memory or disk), most recently used first."""
         return list(dict.fromkeys([*reversed(self._memory), *self.cache.hashes()]))
 
-    async def get(self, package_hash: str, address: str = "") -> tuple[LoadedPackage, bool]:
-        """The loaded package and whether it came from a cache (memory or disk)."""
+    async def get(self, package_hash: str, address: str = "", *, tenant: str = "") -> tuple[LoadedPackage, bool]:
+        """The loaded package and whether it came from a cache (memory or disk).
+
+        A download acts for ``tenant`` (the job's), whose package the gateway checked the
+        job's hash to be; the caches are by hash, which names the verified content.
+        """
         package_hash = package_hash.strip().lower()
         if len(package_hash) != 64 or any(c not in "0123456789abcdef" for c in package_hash):
             raise InvalidArgument(f"package_hash must be 64 lower-case hex digits, got {package_hash!r}")
@@ -172,13 +176,13 @@ class PackageLoader:
             return loaded, True
         task = self._loading.get(package_hash)
         if task is None:
-            task = asyncio.ensure_future(self._load(package_hash, address or self._default_address))
+            task = asyncio.ensure_future(self._load(package_hash, address or self._default_address, tenant))
             self._loading[package_hash] = task
             task.add_done_callback(lambda _t: self._loading.pop(package_hash, None))
         # shielded: one caller's cancellation must not cancel the load the others wait for
         return await asyncio.shield(task)
 
-    async def _load(self, package_hash: str, address: str) -> tuple[LoadedPackage, bool]:
+    async def _load(self, package_hash: str, address: str, tenant: str) -> tuple[LoadedPackage, bool]:
         archive = await anyio.to_thread.run_sync(self.cache.get, package_hash)
         cached = archive is not None
         if archive is not None:
@@ -192,7 +196,7 @@ class PackageLoader:
                 self.cache.discard(package_hash)
                 archive, cached = None, False
         if archive is None:
-            archive = await self._download(package_hash, address)
+            archive = await self._download(package_hash, address, tenant)
             loaded = await self._verify(package_hash, archive)
             await anyio.to_thread.run_sync(self.cache.put, package_hash, archive)
         (self._metrics.package_cache_hits if cached else self._metrics.package_cache_misses).inc()
@@ -221,13 +225,13 @@ class PackageLoader:
             self._channels[address] = channel
         return channel
 
-    async def _download(self, package_hash: str, address: str) -> bytes:
+    async def _download(self, package_hash: str, address: str, tenant: str) -> bytes:
         self.downloads += 1
         stub = package_service_pb2_grpc.PackageServiceStub(self._channel(address))
         call = stub.DownloadPackage(
             package_service_pb2.DownloadPackageRequest(package_hash=package_hash),
             timeout=DOWNLOAD_TIMEOUT_SECONDS,
-            metadata=self.credentials.metadata(),
+            metadata=self.credentials.metadata(tenant),
         )
         parts: list[bytes] = []
         got = 0

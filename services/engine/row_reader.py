@@ -141,20 +141,26 @@ class RowReader:
             ],
         )
         self._stub = data_service_pb2_grpc.DataServiceStub(self._channel)
-        self._rows: dict[tuple[str, str], int] = {}
+        self._rows: dict[tuple[str, str, str], int] = {}
 
-    async def row_count(self, dataset_id: str, version: str) -> int:
+    def acting_for(self, tenant: str) -> TenantRows:
+        """This reader reading ``tenant``'s datasets (a job's; '' with auth off)."""
+        return TenantRows(self, tenant)
+
+    async def row_count(self, dataset_id: str, version: str, *, tenant: str = "") -> int:
         """Rows of the dataset (GetDataset), FAILED_PRECONDITION unless it is at ``version``.
 
-        Remembered per (id, version): a version names immutable content.
+        Remembered per (tenant, id, version): a version names immutable content.
         """
-        key = (dataset_id, version)
+        key = (tenant, dataset_id, version)
         known = self._rows.get(key)
         if known is not None:
             return known
         request = data_service_pb2.GetDatasetRequest(dataset_id=dataset_id)
         answer = await self._unary(
-            lambda: self._stub.GetDataset(request, timeout=READ_TIMEOUT_SECONDS, metadata=self.credentials.metadata()),
+            lambda: self._stub.GetDataset(
+                request, timeout=READ_TIMEOUT_SECONDS, metadata=self.credentials.metadata(tenant)
+            ),
             dataset_id,
         )
         found = answer.dataset
@@ -166,7 +172,7 @@ class RowReader:
             self._rows[key] = int(found.row_count)
         return int(found.row_count)
 
-    async def read(self, dataset_id: str, version: str, start_row: int, end_row: int) -> pa.Table:
+    async def read(self, dataset_id: str, version: str, start_row: int, end_row: int, *, tenant: str = "") -> pa.Table:
         """Rows [start_row, end_row) of the dataset at ``version`` as one Arrow table."""
         batches: list[pa.RecordBatch] = []
         schema: pa.Schema | None = None
@@ -176,7 +182,9 @@ class RowReader:
             request = data_service_pb2.ReadRowsRequest(
                 dataset_id=dataset_id, start_row=next_row, end_row=end_row, expected_version=version
             )
-            call = self._stub.ReadRows(request, timeout=READ_TIMEOUT_SECONDS, metadata=self.credentials.metadata())
+            call = self._stub.ReadRows(
+                request, timeout=READ_TIMEOUT_SECONDS, metadata=self.credentials.metadata(tenant)
+            )
             try:
                 async for message in call:
                     if message.start_row != next_row:
@@ -206,11 +214,13 @@ class RowReader:
             return pa.table({})
         return pa.Table.from_batches(batches, schema)
 
-    async def sample(self, dataset_id: str, version: str, n: int, seed: int) -> Sample:
+    async def sample(self, dataset_id: str, version: str, n: int, seed: int, *, tenant: str = "") -> Sample:
         """A seeded sample of n rows (SampleRows), as a table in sample order."""
         request = data_service_pb2.SampleRowsRequest(dataset_id=dataset_id, n=n, seed=seed)
         answer = await self._unary(
-            lambda: self._stub.SampleRows(request, timeout=READ_TIMEOUT_SECONDS, metadata=self.credentials.metadata()),
+            lambda: self._stub.SampleRows(
+                request, timeout=READ_TIMEOUT_SECONDS, metadata=self.credentials.metadata(tenant)
+            ),
             dataset_id,
         )
         if version and answer.version != version:
@@ -243,6 +253,23 @@ class RowReader:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+class TenantRows:
+    """A RowReader bound to one tenant: the `RowSource` a chunk of that tenant's job reads."""
+
+    def __init__(self, reader: RowReader, tenant: str) -> None:
+        self.reader = reader
+        self.tenant = tenant
+
+    async def row_count(self, dataset_id: str, version: str) -> int:
+        return await self.reader.row_count(dataset_id, version, tenant=self.tenant)
+
+    async def read(self, dataset_id: str, version: str, start_row: int, end_row: int) -> pa.Table:
+        return await self.reader.read(dataset_id, version, start_row, end_row, tenant=self.tenant)
+
+    async def sample(self, dataset_id: str, version: str, n: int, seed: int) -> Sample:
+        return await self.reader.sample(dataset_id, version, n, seed, tenant=self.tenant)
 
 
 def _read_error(exc: grpc.RpcError, dataset_id: str, address: str) -> LivecalcError:

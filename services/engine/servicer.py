@@ -22,6 +22,7 @@ from typing import Any
 from grpc import aio
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2, engine_service_pb2_grpc
+from services.common.auth.interceptor import current_principal
 from services.common.errors import InvalidArgument, LivecalcError, ResourceExhausted
 from services.engine.chunk_runner import ChunkRunner, ChunkStats, ChunkWork
 from services.engine.metrics import EngineMetrics
@@ -151,11 +152,14 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
         fields = {"job": request.job_id, "chunk": request.chunk_id, "package": request.package_hash[:12]}
         try:
             self._check(request)
-            package, cached = await self.loader.get(request.package_hash, request.package_address)
+            # The chunk reads as the job's tenant: the gateway's call acts for it (roles.ACT_FOR_TENANT).
+            tenant = current_principal().tenant
+            package, cached = await self.loader.get(request.package_hash, request.package_address, tenant=tenant)
             work = self._work(request, package)
-            rows = 0 if work.is_sample else await self.reader.row_count(work.dataset_id, work.dataset_version)
+            rows_of = self.reader.acting_for(tenant)
+            rows = 0 if work.is_sample else await rows_of.row_count(work.dataset_id, work.dataset_version)
             stats = ChunkStats()
-            async for message in self.runner.run(package, work, self.reader, rows, control=control, stats=stats):
+            async for message in self.runner.run(package, work, rows_of, rows, control=control, stats=stats):
                 yield message
             elapsed = time.monotonic() - started
             log.info("chunk done", extra={"fields": {**fields, "blocks": stats.blocks, "s": round(elapsed, 3)}})

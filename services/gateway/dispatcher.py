@@ -33,7 +33,7 @@ import grpc
 from grpc import aio
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
-from services.common.auth.service import SERVICE_TENANT, ServiceCredentials
+from services.common.auth.service import ServiceCredentials
 from services.common.errors import LivecalcError
 from services.gateway.engines import Engine, EnginePool
 from services.gateway.fold import JobFold
@@ -108,10 +108,10 @@ class Dispatcher:
         on_change: Callable[[], None] = lambda: None,
         preview: bool = False,
         credentials: ServiceCredentials | None = None,
-        tenant: str = SERVICE_TENANT,
+        tenant: str = "",
     ) -> None:
         self.pool, self.template, self.plan, self.fold = pool, request, plan, fold
-        #: The gateway's service token, naming the job's tenant, on each RunChunk call.
+        #: The gateway's service token on each RunChunk call, acting for the job's tenant.
         self.credentials = credentials or ServiceCredentials()
         self.tenant = tenant
         self.config, self.metrics = config, metrics

@@ -46,7 +46,7 @@ class DatasetInfo:
 class Datasets(Protocol):
     """Dataset metadata (the data service, or a fake in tests)."""
 
-    async def get(self, dataset_id: str) -> DatasetInfo: ...
+    async def get(self, dataset_id: str, tenant: str = "") -> DatasetInfo: ...
 
 
 class DataServiceDatasets:
@@ -66,7 +66,8 @@ class DataServiceDatasets:
         self.security = security or ChannelSecurity()
         self._channel: aio.Channel | None = None
 
-    async def get(self, dataset_id: str) -> DatasetInfo:
+    async def get(self, dataset_id: str, tenant: str = "") -> DatasetInfo:
+        """The dataset as ``tenant`` sees it (NOT_FOUND when the tenant has no such dataset)."""
         if self._channel is None:
             self._channel = open_aio_channel(self.address, self.security)
         stub = data_service_pb2_grpc.DataServiceStub(self._channel)
@@ -74,7 +75,7 @@ class DataServiceDatasets:
             reply = await stub.GetDataset(
                 data_service_pb2.GetDatasetRequest(dataset_id=dataset_id),
                 timeout=self.timeout,
-                metadata=self.credentials.metadata(),
+                metadata=self.credentials.metadata(tenant),
             )
         except aio.AioRpcError as exc:
             details = exc.details() or exc.code().name

@@ -33,7 +33,7 @@ import grpc
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.auth.interceptor import current_principal
-from services.common.auth.service import SERVICE_TENANT, ServiceCredentials
+from services.common.auth.service import ServiceCredentials
 from services.common.errors import FieldViolation, InvalidArgument, LivecalcError, NotFound, ResourceExhausted
 from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
 from services.gateway.engines import EnginePool
@@ -196,7 +196,7 @@ class JobManager:
             raise InvalidArgument("invalid job spec", tuple(bad))
         check_hash(spec.package_hash)
         await self.packages.get(spec.package_hash, tenant)  # NOT_FOUND when the tenant has not stored it
-        dataset = await self.datasets.get(spec.dataset_id)  # NOT_FOUND from the data service
+        dataset = await self.datasets.get(spec.dataset_id, tenant)  # NOT_FOUND from the data service
         configured = {} if spec.HasField("scenarios") else await self.scenarios.get(spec.package_hash, tenant)
         params = scenario_params(spec.scenarios if spec.HasField("scenarios") else None, configured)
         if dataset.rows < 1:
@@ -355,7 +355,7 @@ class JobManager:
         job = live.job
         ticker: asyncio.Task[None] | None = None
         try:
-            current = await self.datasets.get(job.spec.dataset_id)
+            current = await self.datasets.get(job.spec.dataset_id, self.store.tenant_of(job.job_id) or "")
             if current.version != live.key.dataset_version:
                 raise JobFailed(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -386,7 +386,7 @@ class JobManager:
                 window_blocks=self.config.window_chunks_per_slot * slots * live.plan.chunk_blocks,
                 preview=preview,
                 credentials=self.credentials,
-                tenant=self.store.tenant_of(job.job_id) or SERVICE_TENANT,
+                tenant=self.store.tenant_of(job.job_id) or "",
             )
             if live.resume is not None:
                 live.dispatcher.steps = live.resume.steps

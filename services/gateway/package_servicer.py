@@ -6,8 +6,7 @@ header, then verified by the store. Failures are typed errors that the intercept
 
 Packages are the caller's tenant's (`current_principal()`; auth off is the one tenant ''):
 another tenant's package answers NOT_FOUND exactly as an unknown hash does, and ListPackages
-lists the caller's tenant's. DownloadPackage with the `admin` role (the engines' service token)
-reads any tenant's package: engines fetch the package of whichever job they run.
+lists the caller's tenant's. Engines download a job's package acting for the job's tenant.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from grpc import aio
 
 from livecalc.gateway.v1 import package_service_pb2, package_service_pb2_grpc
 from services.common.auth.interceptor import current_principal
-from services.common.auth.roles import Role
 from services.common.errors import InvalidArgument
 from services.gateway.package_store import PackageStore, check_hash
 
@@ -90,8 +88,6 @@ class PackageServicer(package_service_pb2_grpc.PackageServiceServicer):
     async def DownloadPackage(
         self, request: package_service_pb2.DownloadPackageRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[package_service_pb2.DownloadPackageResponse]:
-        caller = current_principal()
-        async for size, sha, offset, data in self.store.download(
-            request.package_hash, DOWNLOAD_CHUNK, caller.tenant, any_tenant=Role.ADMIN.value in caller.roles
-        ):
+        tenant = current_principal().tenant
+        async for size, sha, offset, data in self.store.download(request.package_hash, DOWNLOAD_CHUNK, tenant):
             yield package_service_pb2.DownloadPackageResponse(size_bytes=size, sha256=sha, offset=offset, chunk=data)

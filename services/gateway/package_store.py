@@ -10,8 +10,8 @@ Packages are a tenant's: each tenant has its own names, ``package-<hash>.*`` for
 tenant ``''`` (auth off, and every package stored before tenants) and
 ``tenant-<t>-package-<hash>.*`` for tenant T, where ``<t>`` is the first 32 hex digits of
 SHA-256(T). The same package uploaded by two tenants is stored once for each; an upload is
-idempotent within a tenant. Reads name the tenant; only `download(..., any_tenant=True)` (the
-engines' admin service token) reads another tenant's copy.
+idempotent within a tenant. Every read names the tenant (engines download a job's package
+acting for the job's tenant: services/common/auth/roles.py ACT_FOR_TENANT).
 """
 
 from __future__ import annotations
@@ -147,22 +147,6 @@ class PackageStore:
             raise not_stored(package_hash)
         return found
 
-    async def _locate(self, package_hash: str, tenant: str, any_tenant: bool) -> tuple[str, package_pb2.Package]:
-        """(name prefix, record) of the copy to read: the tenant's own, else (``any_tenant``)
-        any tenant's, in name order."""
-        check_hash(package_hash)
-        own = namespace(tenant)
-        found = await self._find_in(package_hash, own)
-        if found is not None:
-            return own, found
-        if any_tenant:
-            suffix = self._record(package_hash)
-            for name in sorted(o.name for o in await self.storage.list() if o.name.endswith(suffix)):
-                prefix = name[: -len(suffix)] + PREFIX
-                if prefix != own and (found := await self._find_in(package_hash, prefix)) is not None:
-                    return prefix, found
-        raise not_stored(package_hash)
-
     async def list(self, page_size: int, page_token: str, tenant: str = "") -> tuple[list[package_pb2.Package], str]:
         """One page of ``tenant``'s packages, newest first; the token is the last (upload time,
         hash) seen."""
@@ -198,11 +182,10 @@ class PackageStore:
         return page, token
 
     async def download(
-        self, package_hash: str, piece: int = 1 << 20, tenant: str = "", *, any_tenant: bool = False
+        self, package_hash: str, piece: int = 1 << 20, tenant: str = ""
     ) -> AsyncIterator[tuple[int, str, int, bytes]]:
-        """(size, sha256, offset, bytes) of ``tenant``'s stored archive (with ``any_tenant``,
-        another tenant's copy when ``tenant`` has none), in order."""
-        prefix, record = await self._locate(package_hash, tenant, any_tenant)
+        """(size, sha256, offset, bytes) of ``tenant``'s stored archive, in order."""
+        record, prefix = await self.get(package_hash, tenant), namespace(tenant)
         info = await self.storage.stat(self._archive(package_hash, prefix))
         if info is None:
             raise NotFound(f"package {package_hash} has a record but no archive")

@@ -119,7 +119,7 @@ class FakeDatasets:
     def __init__(self, rows: int, version: str = "v1") -> None:
         self.rows, self.version = rows, version
 
-    async def get(self, dataset_id: str) -> DatasetInfo:
+    async def get(self, dataset_id: str, tenant: str = "") -> DatasetInfo:
         from services.common.errors import NotFound
 
         if dataset_id != "pol":

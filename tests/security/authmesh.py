@@ -14,9 +14,11 @@ from pathlib import Path
 import grpc
 import pyarrow as pa
 
+from livecalc.data.v1 import data_pb2
 from livecalc.gateway.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, package_service_pb2_grpc
 from services.common.auth.config import DEFAULT_AUDIENCE, DEV_ISSUER
 from services.common.auth.tokens import mint_hs256
+from services.client import Client
 from services.gateway.cli import upload_requests
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import policies_csv, stochastic_package
@@ -25,6 +27,8 @@ from tests.support import ServiceProcess, start_service
 
 ROWS = 2 * BLOCK_SIZE - 100
 SCENARIOS = 8
+#: Tenants that have the dataset `pol` when the mesh starts (datasets are a tenant's).
+TENANTS = ("acme", "globex", "initech")
 
 
 def bearer(token: str) -> list[tuple[str, str]]:
@@ -56,6 +60,11 @@ class AuthMesh:
     def gateway_audit(self) -> Path:
         return self.tmp / "gw" / "audit.log"
 
+    def upload_dataset(self, token: str, dataset_id: str = "pol") -> data_pb2.Dataset:
+        """Upload the mesh's policies as ``dataset_id`` for the token's tenant."""
+        with Client(data=self.data.address, token=token) as client:
+            return client.upload_dataset(self.tmp / "pol.csv", dataset_id=dataset_id)
+
     def upload_package(self, token: str) -> str:
         with grpc.insecure_channel(self.gateway.address) as channel:
             reply = package_service_pb2_grpc.PackageServiceStub(channel).UploadPackage(
@@ -77,14 +86,12 @@ class AuthMesh:
 def start_auth_mesh(tmp: Path) -> Iterator[AuthMesh]:
     secret = secrets.token_hex(32)
     env = {"LIVECALC_AUTH_HS256_SECRET": secret}
-    root = tmp / "datasets"
-    root.mkdir()
-    table = policies_csv(root / "pol.csv", ROWS)
+    table = policies_csv(tmp / "pol.csv", ROWS)
     archive = stochastic_package(tmp / "model")
     started: list[ServiceProcess] = []
     try:
         data = start_service(
-            "data", tmp, extra=["--auth-dev", "--root", str(root)], env={**env, "LIVECALC_DATA_DIR": str(tmp / "dd")}
+            "data", tmp, extra=["--auth-dev", "--root", str(tmp / "datasets")], env={**env, "LIVECALC_DATA_DIR": str(tmp / "dd")}
         )
         started.append(data)
         engine = start_service(
@@ -101,7 +108,10 @@ def start_auth_mesh(tmp: Path) -> Iterator[AuthMesh]:
             env={**env, "LIVECALC_DATA_DIR": str(tmp / "gw")},
         )
         started.append(gateway)
-        yield AuthMesh(tmp, secret, data, engine, gateway, archive, table)
+        mesh = AuthMesh(tmp, secret, data, engine, gateway, archive, table)
+        for tenant in TENANTS:
+            mesh.upload_dataset(mesh.token(tenant, "upload", subject=f"{tenant}-setup"))
+        yield mesh
     finally:
         for service in reversed(started):
             service.terminate()

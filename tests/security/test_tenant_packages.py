@@ -2,7 +2,7 @@
 mesh: GetPackage, DownloadPackage and SubmitJob with the other tenant's package hash answer
 NOT_FOUND with the message of an unknown hash, ListPackages lists one's own, the same bytes
 uploaded by both are stored for each (idempotent within a tenant), and a job runs on its
-tenant's package (the engine downloads it with its admin service token)."""
+tenant's package (the engine downloads it acting for the job's tenant)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from livecalc.gateway.v1 import package_service_pb2, package_service_pb2_grpc
+from services.common.auth.roles import ACT_FOR_TENANT
 from services.common.errors import NotFound
 from services.common.storage.local import LocalStorage
 from services.gateway.cli import upload_requests
@@ -102,18 +103,26 @@ def test_packages_are_scoped_by_tenant(mesh: AuthMesh) -> None:
     assert events[-1].WhichOneof("event") == "result"
 
 
-def test_an_admin_token_downloads_any_tenants_package(mesh: AuthMesh) -> None:
-    """What the engines' service token does; a tenant's read token does not."""
+def test_only_admin_acts_for_another_tenant(mesh: AuthMesh) -> None:
+    """What the gateway's and engines' service tokens do: `admin` acting for the job's tenant
+    (x-livecalc-tenant) reads that tenant's package; without the header, an admin token sees
+    its own tenant's only; any other token sending the header is refused."""
     owner = mesh.token("initech", "upload", "read")
     package_hash = upload(mesh, owner).package.package_hash
     admin = mesh.token("livecalc-mesh", "admin", subject="livecalc-engine")
     reader = mesh.token("livecalc-mesh", "read", subject="someone")
+    acting = [(ACT_FOR_TENANT, "initech")]
     with grpc.insecure_channel(mesh.gateway.address) as channel:
         stub = package_service_pb2_grpc.PackageServiceStub(channel)
         download = PACKAGE_RPCS[1][1]
-        pieces = download(stub, package_hash, bearer(admin))
+        pieces = download(stub, package_hash, bearer(admin) + acting)
         assert b"".join(p.chunk for p in pieces) == mesh.archive
+        assert not_found(lambda: download(stub, package_hash, bearer(admin)), package_hash)
         assert not_found(lambda: download(stub, package_hash, bearer(reader)), package_hash)
+        for token in (reader, owner):  # even for one's own tenant's name: the header is admin's
+            with pytest.raises(grpc.RpcError) as err:
+                download(stub, package_hash, bearer(token) + acting)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
 
 
 @pytest.mark.anyio
@@ -140,5 +149,5 @@ async def test_store_keeps_one_copy_per_tenant(tmp_path: Path) -> None:
     assert [r.package_hash for r in (await store.list(0, "", ""))[0]] == [package_hash]
     with pytest.raises(NotFound):
         [piece async for piece in store.download(package_hash, tenant="globex")]
-    pieces = [piece async for *_, piece in store.download(package_hash, tenant="globex", any_tenant=True)]
+    pieces = [piece async for *_, piece in store.download(package_hash, tenant="acme")]
     assert b"".join(pieces) == archive

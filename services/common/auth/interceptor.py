@@ -6,7 +6,8 @@ wraps whatever handler this one returns, so a denial here is an ordinary handler
 status, and the service's own handler never runs. Health and reflection pass untouched.
 
 An allowed RPC runs with its `Principal` in a context variable (`current_principal()`),
-for the handlers that scope objects by tenant. Mutating RPCs (roles.AUDITED_ACTIONS) leave
+for the handlers that scope objects by tenant: the token's tenant, or with `admin` the one
+named by `x-livecalc-tenant` metadata (roles.ACT_FOR_TENANT). Mutating RPCs (roles.AUDITED_ACTIONS) leave
 exactly one audit line: a unary or client-streaming call when it ends, a server stream
 (SubmitJob) at its first message, when the job id is known, or when it fails before one.
 """
@@ -18,6 +19,7 @@ import contextvars
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -25,15 +27,22 @@ from google.protobuf.message import Message
 from grpc import aio
 
 from services.common.auth.audit import AuditEvent, AuditLog
-from services.common.auth.roles import AUDITED_ACTIONS, action_of, allows, is_open, required_role
+from services.common.auth.roles import (
+    ACT_FOR_TENANT,
+    AUDIT_OBJECT_FIELD,
+    AUDITED_ACTIONS,
+    Role,
+    action_of,
+    allows,
+    is_open,
+    required_role,
+)
 from services.common.auth.tokens import ANONYMOUS, Principal, TokenRejected, TokenVerifier
 from services.common.errors import LivecalcError, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 
 _PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("livecalc_principal", default=ANONYMOUS)
-#: Fields that name the object an RPC acts on, searched in requests, then responses.
-_OBJECT_FIELDS = ("job_id", "dataset_id", "package_hash", "hash")
 
 
 def current_principal() -> Principal:
@@ -49,16 +58,16 @@ def _metadata(details: grpc.HandlerCallDetails, key: str) -> str | None:
     return None
 
 
-def _object_of(message: Any, depth: int = 3) -> str:
-    """The first id-like field set in `message` (or a message field of it), else ''."""
+def _object_of(message: Any, field: str, depth: int = 3) -> str:
+    """The string `field` of `message` (or of a message field of it), else ''."""
     if not isinstance(message, Message) or depth == 0:
         return ""
     for descriptor, value in message.ListFields():
-        if descriptor.name in _OBJECT_FIELDS and isinstance(value, str) and value:
+        if descriptor.name == field and isinstance(value, str) and value:
             return value
     for descriptor, value in message.ListFields():
         if descriptor.message_type is not None and not descriptor.is_repeated:
-            found = _object_of(value, depth - 1)
+            found = _object_of(value, field, depth - 1)
             if found:
                 return found
     return ""
@@ -78,17 +87,18 @@ def _outcome(exc: BaseException, context: aio.ServicerContext[Any, Any]) -> str:
 class _Audit:
     """Records the one audit line of one mutating RPC."""
 
-    def __init__(self, log_: AuditLog | None, principal: Principal, action: str, request_id: str) -> None:
+    def __init__(self, log_: AuditLog | None, principal: Principal, method: str, request_id: str) -> None:
         self._log = log_
         self._principal = principal
-        self._action = action
+        self._action = action_of(method)
+        self._field = AUDIT_OBJECT_FIELD.get(method, "")
         self._request_id = request_id
         self.object = ""
         self.done = False
 
     def see(self, message: Any) -> None:
-        if not self.object:
-            self.object = _object_of(message)
+        if not self.object and self._field:
+            self.object = _object_of(message, self._field)
 
     def record(self, outcome: str) -> None:
         if self.done or self._log is None:
@@ -122,6 +132,13 @@ class AuthInterceptor(aio.ServerInterceptor):
         needed = required_role(details.method)
         if not allows(principal.roles, needed):
             raise _Denied(principal, PermissionDenied(f"this token lacks the role {needed.value!r} for this call"))
+        acting_for = _metadata(details, ACT_FOR_TENANT)
+        if acting_for is not None:
+            if not allows(principal.roles, Role.ADMIN):
+                raise _Denied(principal, PermissionDenied(f"only the 'admin' role may send {ACT_FOR_TENANT}"))
+            if not acting_for.strip():
+                raise _Denied(principal, PermissionDenied(f"{ACT_FOR_TENANT} must name a tenant"))
+            principal = replace(principal, tenant=acting_for)
         return principal
 
     async def intercept_service(
@@ -144,7 +161,7 @@ class AuthInterceptor(aio.ServerInterceptor):
             return _denying(handler, error)
         if method not in AUDITED_ACTIONS and self._verifier is None:
             return handler
-        audit = _Audit(self._audit, principal, action_of(method), request_id) if method in AUDITED_ACTIONS else None
+        audit = _Audit(self._audit, principal, method, request_id) if method in AUDITED_ACTIONS else None
         return _wrapped(handler, principal, audit)
 
 

@@ -20,6 +20,12 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+#: Metadata naming the tenant a call acts for. Only `admin` may send it (the mesh's service
+#: tokens: the gateway acts for a job's tenant towards engines, engines towards the data
+#: service and the gateway), like Kubernetes' impersonation headers; the call then sees that
+#: tenant's objects only. Another caller sending it is PERMISSION_DENIED.
+ACT_FOR_TENANT: Final = "x-livecalc-tenant"
+
 #: Services that never ask for a token.
 OPEN_SERVICES: Final = frozenset(
     {
@@ -53,9 +59,10 @@ REQUIRED_ROLE: Final[Mapping[str, Role]] = {
     f"/{_PACKAGES}/GetPackage": Role.READ,
     f"/{_PACKAGES}/ListPackages": Role.READ,
     f"/{_PACKAGES}/DownloadPackage": Role.READ,
-    # Engines serve the gateway only: its service token carries `admin`.
+    # Engines serve the gateway only: its service token carries `admin`. Capabilities too:
+    # they list the package hashes an engine holds, whichever tenant's jobs brought them.
     f"/{_ENGINE}/RunChunk": Role.ADMIN,
-    f"/{_ENGINE}/GetCapabilities": Role.READ,
+    f"/{_ENGINE}/GetCapabilities": Role.ADMIN,
 }
 
 #: RPCs that change state → the audit action they are logged as.
@@ -65,6 +72,17 @@ AUDITED_ACTIONS: Final[Mapping[str, str]] = {
     f"/{_JOBS}/SubmitJob": "job.submit",
     f"/{_JOBS}/CancelJob": "job.cancel",
     f"/{_PACKAGES}/UploadPackage": "package.upload",
+}
+
+
+#: The field that names an audited RPC's object, looked for in its requests, then its
+#: responses (SubmitJob's is the job id of its first event, not the package it runs).
+AUDIT_OBJECT_FIELD: Final[Mapping[str, str]] = {
+    f"/{_DATA}/UploadDataset": "dataset_id",
+    f"/{_DATA}/DeleteDataset": "dataset_id",
+    f"/{_JOBS}/SubmitJob": "job_id",
+    f"/{_JOBS}/CancelJob": "job_id",
+    f"/{_PACKAGES}/UploadPackage": "package_hash",
 }
 
 

@@ -8,6 +8,9 @@ metadata on each call (never baked into the channel, so a token can be renewed):
   (projected) token is picked up without a restart.
 - otherwise, when the service itself checks HS256 tokens (`--auth-dev` or a secret file), it
   mints a short-lived token with that secret: subject `livecalc-<service>`, role `admin`.
+
+A call made for a job names the job's tenant in `x-livecalc-tenant` metadata (only `admin`
+may), so the engine, the data service and the package store see that tenant's objects only.
 - otherwise (auth off) no token is sent, as before.
 
 Engines take RunChunk only with `admin` (roles.py), which only service tokens carry: engines
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from services.common.auth.config import SecurityConfig, resolve_security_config
-from services.common.auth.roles import Role
+from services.common.auth.roles import ACT_FOR_TENANT, Role
 from services.common.auth.tokens import mint_hs256
 from services.common.client import ChannelSecurity
 from services.common.errors import InvalidArgument
@@ -36,7 +39,7 @@ from services.common.errors import InvalidArgument
 #: Lifetime of a minted service token, and how long before its expiry a new one is minted.
 SERVICE_TOKEN_TTL_SECONDS: Final = 300.0
 SERVICE_TOKEN_RENEW_SECONDS: Final = 60.0
-#: The tenant a service token names unless a call acts for one tenant.
+#: The tenant a minted service token names; calls for a job act for the job's tenant instead.
 SERVICE_TENANT: Final = "livecalc-mesh"
 
 Metadata = tuple[tuple[str, str], ...]
@@ -53,7 +56,7 @@ class ServiceCredentials:
     issuer: str = ""
     audience: str = ""
     ttl_seconds: float = SERVICE_TOKEN_TTL_SECONDS
-    _minted: dict[str, tuple[float, str]] = field(default_factory=dict, repr=False)
+    _minted: tuple[float, str] | None = field(default=None, repr=False)
     _file_state: tuple[float, str] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -61,12 +64,21 @@ class ServiceCredentials:
     def enabled(self) -> bool:
         return bool(self.token or self.token_file or self.secret)
 
-    def metadata(self, tenant: str = SERVICE_TENANT) -> Metadata:
-        """`authorization` metadata for one call; `tenant` only applies to minted tokens."""
-        token = self._current(tenant)
-        return (("authorization", f"Bearer {token}"),) if token else ()
+    def metadata(self, tenant: str = "") -> Metadata:
+        """`authorization` metadata for one call, acting for `tenant` when one is named.
 
-    def _current(self, tenant: str) -> str | None:
+        The token is the service's own (tenant SERVICE_TENANT when minted); the tenant a call
+        acts for travels as `x-livecalc-tenant` (roles.ACT_FOR_TENANT), which the receiving
+        service honours because the token carries `admin`. So an issued token (JWKS) serves
+        every tenant's jobs just like a minted one.
+        """
+        token = self._current()
+        if not token:
+            return ()
+        auth = ("authorization", f"Bearer {token}")
+        return (auth, (ACT_FOR_TENANT, tenant)) if tenant else (auth,)
+
+    def _current(self) -> str | None:
         if self.token:
             return self.token
         if self.token_file is not None:
@@ -75,20 +87,19 @@ class ServiceCredentials:
             return None
         now = time.time()
         with self._lock:
-            cached = self._minted.get(tenant)
-            if cached is not None and cached[0] - now > SERVICE_TOKEN_RENEW_SECONDS:
-                return cached[1]
+            if self._minted is not None and self._minted[0] - now > SERVICE_TOKEN_RENEW_SECONDS:
+                return self._minted[1]
             token = mint_hs256(
                 self.secret,
                 subject=self.subject,
-                tenant=tenant,
+                tenant=SERVICE_TENANT,
                 roles=[Role.ADMIN.value],
                 ttl_seconds=self.ttl_seconds,
                 issuer=self.issuer,
                 audience=self.audience,
                 now=now,
             )
-            self._minted[tenant] = (now + self.ttl_seconds, token)
+            self._minted = (now + self.ttl_seconds, token)
             return token
 
     def _from_file(self, path: Path) -> str:

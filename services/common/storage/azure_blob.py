@@ -32,7 +32,15 @@ from azure.storage.blob import BlobBlock
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from services.common.errors import InvalidArgument, Unavailable
-from services.common.storage.base import ObjectBusy, ObjectChanged, ObjectExists, ObjectInfo, StorageKind, UploadSink
+from services.common.storage.base import (
+    ObjectBusy,
+    ObjectChanged,
+    ObjectExists,
+    ObjectInfo,
+    StorageKind,
+    UploadSink,
+    check_segment,
+)
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,25 @@ class AzureConfig:
 class AzureBlobStorage:
     """Objects as block blobs in one container; create with `await AzureBlobStorage.open(config)`."""
 
-    def __init__(self, service: BlobServiceClient, container: ContainerClient) -> None:
+    def __init__(
+        self, service: BlobServiceClient, container: ContainerClient, *, prefix: str = "", owner: bool = True
+    ) -> None:
         self._service = service
         self._container = container
+        #: Blob-name prefix of a scope ('' for the container itself), ending in '/'.
+        self._prefix = prefix
+        #: Only the storage that opened the service client closes it; scopes share it.
+        self._owner = owner
         self._uploading: set[str] = set()
+
+    def scope(self, name: str) -> AzureBlobStorage:
+        """The blobs named `<prefix><name>/…`, sharing this storage's connection."""
+        return AzureBlobStorage(
+            self._service, self._container, prefix=f"{self._prefix}{check_segment(name)}/", owner=False
+        )
+
+    def _blob_name(self, name: str) -> str:
+        return self._prefix + name
 
     @classmethod
     async def open(cls, config: AzureConfig) -> AzureBlobStorage:
@@ -87,17 +110,19 @@ class AzureBlobStorage:
         return "azure_blob"
 
     def location(self, name: str) -> str:
-        return f"{self._container.url}/{name}"
+        return f"{self._container.url}/{self._blob_name(name)}"
 
     async def list(self) -> list[ObjectInfo]:
         out = []
-        async for blob in self._container.list_blobs():
-            out.append(_info(blob.name, blob.size, blob.last_modified, blob.etag))
+        async for blob in self._container.list_blobs(name_starts_with=self._prefix or None):
+            name = blob.name[len(self._prefix) :]
+            if "/" not in name:  # a scope's blobs are not this level's objects
+                out.append(_info(name, blob.size, blob.last_modified, blob.etag))
         return out
 
     async def stat(self, name: str) -> ObjectInfo | None:
         try:
-            props = await self._container.get_blob_client(name).get_blob_properties()
+            props = await self._container.get_blob_client(self._blob_name(name)).get_blob_properties()
         except ResourceNotFoundError:
             return None
         return _info(name, props.size, props.last_modified, props.etag)
@@ -105,7 +130,7 @@ class AzureBlobStorage:
     async def read_range(self, name: str, offset: int, length: int, *, change_token: str | None = None) -> bytes:
         if length <= 0:
             return b""
-        blob = self._container.get_blob_client(name)
+        blob = self._container.get_blob_client(self._blob_name(name))
         # If-Match only when asked: the SDK forwards unused condition kwargs to the transport
         conditions: dict[str, Any] = {}
         if change_token is not None:
@@ -125,11 +150,12 @@ class AzureBlobStorage:
 
     async def put(self, name: str, data: bytes) -> None:
         # a stream, not bytes: aiohttp sends large byte bodies in one blocking call
-        await self._container.get_blob_client(name).upload_blob(io.BytesIO(data), length=len(data), overwrite=True)
+        blob = self._container.get_blob_client(self._blob_name(name))
+        await blob.upload_blob(io.BytesIO(data), length=len(data), overwrite=True)
 
     async def delete(self, name: str) -> bool:
         try:
-            await self._container.get_blob_client(name).delete_blob()
+            await self._container.get_blob_client(self._blob_name(name)).delete_blob()
         except ResourceNotFoundError:
             return False
         return True
@@ -138,10 +164,11 @@ class AzureBlobStorage:
         if name in self._uploading:
             raise ObjectBusy(f"another upload of {name} is in progress")
         self._uploading.add(name)
-        return _BlockUpload(self._container, name, lambda: self._uploading.discard(name))
+        return _BlockUpload(self._container, self._blob_name(name), name, lambda: self._uploading.discard(name))
 
     async def close(self) -> None:
-        await self._service.close()
+        if self._owner:
+            await self._service.close()
 
 
 def _info(name: str, size: int, modified: datetime | None, etag: str) -> ObjectInfo:
@@ -157,9 +184,10 @@ def _info(name: str, size: int, modified: datetime | None, etag: str) -> ObjectI
 class _BlockUpload:
     """Staged blocks with ids unique to this upload; committed as one block list."""
 
-    def __init__(self, container: ContainerClient, name: str, release: Callable[[], None]) -> None:
+    def __init__(self, container: ContainerClient, blob_name: str, name: str, release: Callable[[], None]) -> None:
         self._release = release
-        self._blob = container.get_blob_client(name)
+        self._name = name  # the object's name in its storage (the blob's, less the scope prefix)
+        self._blob = container.get_blob_client(blob_name)
         self._prefix = secrets.token_hex(8)
         self._blocks: list[BlobBlock] = []
         self._size = 0
@@ -188,7 +216,7 @@ class _BlockUpload:
         # The ETag of this commit names these bytes, whatever a later writer does.
         modified = result.get("last_modified")
         return _info(
-            self._blob.blob_name,
+            self._name,
             self._size,
             modified if isinstance(modified, datetime) else None,
             str(result["etag"]),

@@ -84,6 +84,13 @@ class Storage(Protocol):
     async def open_upload(self, name: str) -> UploadSink:
         """Start writing `name`; see UploadSink."""
 
+    def scope(self, name: str) -> Storage:
+        """The objects of the sub-namespace `name` (a subdirectory, a blob-name prefix).
+
+        One path segment; chain calls for deeper ones. The parent's `list()` does not show
+        the child's objects, and closing a child releases nothing the parent still uses.
+        """
+
     async def close(self) -> None:
         """Release connections."""
 
@@ -98,6 +105,13 @@ class ObjectExists(Exception):
 
 class ObjectBusy(Exception):
     """Another upload of the same name is in progress where the backend allows only one."""
+
+
+def check_segment(name: str) -> str:
+    """`name` if it is one safe path segment (a scope name), else ValueError."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"bad scope name {name!r}")
+    return name
 
 
 async def read_sequential(
@@ -152,6 +166,9 @@ class CountingStorage:
 
     async def open_upload(self, name: str) -> UploadSink:
         return await self.inner.open_upload(name)
+
+    def scope(self, name: str) -> Storage:
+        return CountingStorage(self.inner.scope(name))
 
     async def close(self) -> None:
         await self.inner.close()

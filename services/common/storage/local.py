@@ -22,7 +22,7 @@ from typing import BinaryIO
 import anyio.to_thread
 
 from services.common.errors import InvalidArgument
-from services.common.storage.base import ObjectChanged, ObjectExists, ObjectInfo, StorageKind, UploadSink
+from services.common.storage.base import ObjectChanged, ObjectExists, ObjectInfo, StorageKind, UploadSink, check_segment
 
 UPLOAD_PREFIX = ".upload-"
 #: Orphaned upload files (from a killed process) older than this are removed at start.
@@ -63,6 +63,10 @@ class LocalStorage:
 
     def location(self, name: str) -> str:
         return str(self._path(name))
+
+    def scope(self, name: str) -> LocalStorage:
+        """The subdirectory `name` (files only are objects, so the parent never lists it)."""
+        return LocalStorage(self.root / check_segment(name))
 
     async def list(self) -> list[ObjectInfo]:
         def scan() -> list[ObjectInfo]:
