@@ -11,7 +11,8 @@ RUN pip install --no-cache-dir . && rm -rf build && useradd --uid 10001 --create
 USER 10001
 WORKDIR /home/livecalc
 # Listening on 0.0.0.0 needs auth (docs/security.md) or LIVECALC_INSECURE=1 set by the
-# deployment (k8s/base/config.yaml does, behind its NetworkPolicies): protected mode refuses otherwise.
+# deployment: protected mode refuses otherwise. k8s/base configures HS256 auth from the
+# Secret livecalc-auth (k8s/base/kustomization.yaml says how to create it).
 ENV PYTHONUNBUFFERED=1 LIVECALC_HOST=0.0.0.0
 EXPOSE 50051 50052 50053 9464 9465 9466
 ENTRYPOINT ["livecalc"]

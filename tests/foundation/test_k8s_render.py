@@ -4,13 +4,18 @@ Each kustomization (base and overlays) is rendered by tests/foundation/kustomize
 result validated strictly, and the deployment's properties checked against the services'
 own flag parsing: probes name registered health services, every container is non-root with
 a read-only root, the engines autoscale 3–10 on CPU and memory, NetworkPolicies select the
-pods they mean to, the gateway's addresses resolve to Services that exist, and every pod's
-termination grace outlives the longest chunk.
+pods they mean to, the gateway's addresses resolve to Services that exist, every pod's
+termination grace outlives the longest chunk, and every pod runs with auth from the mounted
+`livecalc-auth` Secret (never LIVECALC_INSECURE), minting service tokens its peers accept.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,12 @@ import kubernetes_validate
 import pytest
 
 from services.cli import build_parser
+from services.common.auth.config import SecurityConfig, check_bind, resolve_security_config
+from services.common.auth.roles import Role
+from services.common.auth.service import service_credentials
+from services.common.auth.tokens import TokenVerifier
 from services.common.config import DEFAULT_PORTS, resolve_server_config
+from services.common.errors import FailedPrecondition
 from services.common.server import HEALTH_NAMES
 from services.engine import server as engine_server
 from services.gateway.server import resolve_jobs_config
@@ -28,6 +38,9 @@ from tests.support import ROOT
 
 KUSTOMIZATIONS = sorted(p.parent for p in (ROOT / "k8s").rglob("kustomization.yaml"))
 SERVICES = sorted(DEFAULT_PORTS)
+#: The Secret an operator creates with kubectl (k8s/base/kustomization.yaml), and its key.
+AUTH_SECRET, AUTH_SECRET_KEY = "livecalc-auth", "hs256-secret"
+SECRET_FILE_ENV = "LIVECALC_AUTH_HS256_SECRET_FILE"
 
 
 class Rendered:
@@ -267,3 +280,75 @@ def test_termination_outlives_the_longest_chunk(mesh: Rendered, service: str, mo
     # and Kubernetes waits for the whole grace before it sends SIGKILL.
     assert server.grace_seconds - server.drain_seconds > engine.time_limit_seconds
     assert pod_spec(mesh.deployment(service))["terminationGracePeriodSeconds"] > server.grace_seconds  # type: ignore[index]
+
+
+def test_nothing_runs_in_insecure_mode(mesh: Rendered) -> None:
+    rendered = json.dumps(mesh.objects)
+    assert "LIVECALC_INSECURE" not in rendered
+    assert "--insecure" not in rendered
+
+
+def test_no_secret_values_are_rendered(mesh: Rendered) -> None:
+    """The auth secret is created with kubectl; a committed one would be a known key."""
+    assert not mesh.of_kind("Secret")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_pods_mount_the_auth_secret_read_only(mesh: Rendered, service: str) -> None:
+    container = mesh.container(service)
+    secret_file = Path(mesh.env(service)[SECRET_FILE_ENV])
+    (mount,) = [m for m in container["volumeMounts"] if secret_file.is_relative_to(m["mountPath"])]
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount, "a subPath mount would not see the Secret change"
+    spec = pod_spec(mesh.deployment(service))
+    assert spec is not None
+    source = {v["name"]: v for v in spec["volumes"]}[mount["name"]]["secret"]
+    assert source["secretName"] == AUTH_SECRET
+    assert source.get("optional") is not True, "without its Secret a pod must not start"
+    # Owned by root, readable by the pod's fsGroup only: no write, execute or world bits; the
+    # service (not root) reads it through its group, so the fsGroup must be its group.
+    assert source["defaultMode"] & ~0o440 == 0, oct(source["defaultMode"])
+    assert source["defaultMode"] & 0o040, "the service reads it through its group"
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
+    items = {item["path"]: item["key"] for item in source["items"]}
+    assert items == {str(secret_file.relative_to(mount["mountPath"])): AUTH_SECRET_KEY}
+
+
+def _pod_security(mesh: Rendered, service: str, secret: Path) -> SecurityConfig:
+    """The service's security settings as it resolves them in its pod, the Secret at `secret`."""
+    return resolve_security_config({**mesh.env(service), SECRET_FILE_ENV: str(secret)})
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_pods_bind_all_interfaces_because_auth_is_on(mesh: Rendered, service: str, tmp_path: Path) -> None:
+    env = mesh.env(service)
+    secret = tmp_path / AUTH_SECRET_KEY
+    secret.write_text(secrets.token_hex(32))  # as `openssl rand -hex 32` makes it
+    security = _pod_security(mesh, service, secret)
+    assert security.auth is not None and security.auth.hs256_secret == secret.read_bytes()
+    assert not security.insecure
+    check_bind(env["LIVECALC_HOST"], security)
+    # Without the secret, protected mode refuses the bind: nothing else lets the pod listen.
+    without = resolve_security_config({k: v for k, v in env.items() if k != SECRET_FILE_ENV})
+    with pytest.raises(FailedPrecondition):
+        check_bind(env["LIVECALC_HOST"], without)
+    # The audit sink opens at start-up: stdout, and a file where a read-only root allows one.
+    assert security.audit_stdout
+    assert security.audit_path == Path(os.devnull), "the root filesystem is read-only"
+
+
+def test_service_tokens_minted_in_one_pod_pass_in_the_others(mesh: Rendered, tmp_path: Path) -> None:
+    """The gateway and engines mint admin tokens with the shared secret that their peers accept."""
+    secret = tmp_path / AUTH_SECRET_KEY
+    secret.write_text(secrets.token_hex(32) + "\n")
+    for caller, callee in (("gateway", "engine"), ("gateway", "data"), ("engine", "data"), ("engine", "gateway")):
+        env = {**mesh.env(caller), SECRET_FILE_ENV: str(secret)}
+        credentials = service_credentials(caller, mesh.args(caller), env)
+        assert credentials.enabled, caller
+        ((key, value), *_) = credentials.metadata()
+        assert key == "authorization" and value.startswith("Bearer ")
+        auth = _pod_security(mesh, callee, secret).auth
+        assert auth is not None
+        principal = asyncio.run(TokenVerifier(auth).verify(value.removeprefix("Bearer ")))
+        assert principal.subject == f"livecalc-{caller}"
+        assert Role.ADMIN.value in principal.roles, f"{callee} must accept {caller}'s calls"
