@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from services.common.auth.service import internal_channel_security
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument
 from services.common.readiness import wait_serving
@@ -72,6 +73,12 @@ def data_dir_of(value: str | None) -> Path:
 
 def mesh_plan(data_dir: Path, engines_count: int, off: int) -> tuple[list[tuple[str, list[str], str]], dict[str, str]]:
     """(label, argv, address) of each service to start, in start order, and their environment."""
+    tls_client = os.environ.get("LIVECALC_TLS_CA") or os.environ.get("LIVECALC_TLS", "").lower() in ("1", "true", "yes")
+    if os.environ.get("LIVECALC_TLS_CERT") and not tls_client:
+        raise InvalidArgument(
+            "LIVECALC_TLS_CERT serves TLS; set LIVECALC_TLS_CA (the CA of that certificate) or LIVECALC_TLS=1"
+            " so the services can reach each other"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LIVECALC_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     exe = [sys.executable, "-m", "services.cli", "serve"]
@@ -120,10 +127,12 @@ def start_children(
     """Start each service in order and wait until it serves; started ones are appended to
     ``children`` as they start, so the caller can stop them even when a later one fails.
     Their output goes to ``sink`` (default stderr), each line prefixed with the label."""
+    # probe each child as its peers reach it: TLS when LIVECALC_TLS / LIVECALC_TLS_CA say so
+    security = internal_channel_security(argparse.Namespace(), env)
     for label, argv, address in plan:
         child = _start(label, argv, env, address, sink)
         children.append(child)
-        wait_serving(child.address, timeout=60, proc=child.proc, label=child.label)
+        wait_serving(child.address, timeout=60, proc=child.proc, label=child.label, security=security)
 
 
 def stop_children(children: list[Child]) -> None:
