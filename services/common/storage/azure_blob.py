@@ -29,7 +29,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.storage.blob import BlobBlock
-from azure.storage.blob.aio import BlobServiceClient, ContainerClient, ExponentialRetry
+from azure.storage.blob.aio import BlobPrefix, BlobServiceClient, ContainerClient, ExponentialRetry
 
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.storage.base import (
@@ -114,10 +114,11 @@ class AzureBlobStorage:
 
     async def list(self) -> list[ObjectInfo]:
         out = []
-        async for blob in self._container.list_blobs(name_starts_with=self._prefix or None):
-            name = blob.name[len(self._prefix) :]
-            if "/" not in name:  # a scope's blobs are not this level's objects
-                out.append(_info(name, blob.size, blob.last_modified, blob.etag))
+        # one level only: a scope's blobs come back as one BlobPrefix each, never listed blob by blob
+        async for item in self._container.walk_blobs(name_starts_with=self._prefix or None, delimiter="/"):
+            if isinstance(item, BlobPrefix):
+                continue
+            out.append(_info(item.name[len(self._prefix) :], item.size, item.last_modified, item.etag))
         return out
 
     async def stat(self, name: str) -> ObjectInfo | None:
