@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,3 +127,32 @@ def restart_service(
     return start_service(
         service.name, tmp, extra=service.extra, env=env, grace=grace, ports=(service.port, service.metrics_port)
     )
+
+
+def ports_free(ports: Sequence[int]) -> bool:
+    """Whether every one of `ports` can be bound on 127.0.0.1 right now."""
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_offset(ports_at: Callable[[int], Sequence[int]]) -> int:
+    """A random `livecalc up --port-offset` whose ports (`ports_at(offset)`) are all free."""
+    return next(o for o in random.sample(range(1000, 15000), 50) if ports_free(ports_at(o)))
+
+
+def read_until_up(proc: subprocess.Popen[bytes], seconds: float) -> list[str]:
+    """`livecalc up`'s output lines up to "livecalc mesh is up" (the last one), its end, or `seconds`."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline().decode()
+        lines.append(line)
+        if "livecalc mesh is up" in line or not line:
+            break
+    return lines

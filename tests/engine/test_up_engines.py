@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import random
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import grpc
@@ -14,22 +11,12 @@ import pytest
 
 from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
 from services.common.up import engine_ports
-from tests.support import ROOT, VENV_BIN
+from tests.support import ROOT, VENV_BIN, free_offset, read_until_up
 
 
 def test_engine_ports_are_consecutive_and_step_over_the_other_services() -> None:
     assert engine_ports(3) == [(50052, 9465), (50054, 9467), (50055, 9468)]
     assert engine_ports(1, 100) == [(50152, 9565)]
-
-
-def _free(ports: list[int]) -> bool:
-    for port in ports:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
 
 
 @pytest.mark.slow
@@ -38,21 +25,14 @@ def test_up_with_two_engines_serves_both(tmp_path: Path) -> None:
         base = [50051 + offset, 50053 + offset, 9464 + offset, 9466 + offset]
         return base + [p for pair in engine_ports(2, offset) for p in pair]
 
-    offset = next(o for o in random.sample(range(1000, 15000), 50) if _free(ports(o)))
+    offset = free_offset(ports)
     proc = subprocess.Popen(
         [str(VENV_BIN / "livecalc"), "up", "--engines", "2", "--data-dir", str(tmp_path / "data"),
          "--port-offset", str(offset)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
     )  # fmt: skip
-    lines: list[str] = []
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline().decode()
-            lines.append(line)
-            if "livecalc mesh is up" in line or not line:
-                break
+        lines = read_until_up(proc, 90)
         assert "livecalc mesh is up" in lines[-1], "".join(lines)
         for port, _ in engine_ports(2, offset):
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

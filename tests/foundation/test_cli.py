@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import random
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from services.common.config import DEFAULT_PORTS
 from services.common.readiness import wait_serving
-from tests.support import ROOT, VENV_BIN
+from tests.support import ROOT, VENV_BIN, free_offset, read_until_up
 
 LIVECALC = str(VENV_BIN / "livecalc")
 
@@ -59,35 +57,17 @@ def test_bad_flags_give_one_clear_line(args: tuple[str, ...], message: str) -> N
     assert "Traceback" not in result.stderr
 
 
-def _ports_free(offset: int) -> bool:
-    ports = [p + offset for pair in DEFAULT_PORTS.values() for p in pair]
-    for port in ports:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 @pytest.mark.slow
 def test_up_starts_all_three_and_stops_on_sigint(tmp_path: Path) -> None:
-    offset = next(o for o in random.sample(range(1000, 15000), 50) if _ports_free(o))
+    offset = free_offset(lambda o: [p + o for pair in DEFAULT_PORTS.values() for p in pair])
     proc = subprocess.Popen(
         [LIVECALC, "up", "--data-dir", str(tmp_path / "data"), "--port-offset", str(offset)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
-    lines: list[str] = []
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline().decode()
-            lines.append(line)
-            if "livecalc mesh is up" in line or not line:
-                break
+        lines = read_until_up(proc, 60)
         for name in ("data", "engine", "gateway"):
             wait_serving(f"127.0.0.1:{DEFAULT_PORTS[name][0] + offset}", timeout=10)
         proc.send_signal(signal.SIGINT)

@@ -5,10 +5,8 @@ without a CA for the peers is refused before anything starts."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import grpc
@@ -19,10 +17,9 @@ from services.client import Client
 from services.common.config import DEFAULT_PORTS
 from services.common.up import engine_ports
 from tests.engine.mesh import policies_csv, stochastic_package
-from tests.engine.test_up_engines import _free
 from tests.gateway.jobmesh import in_process_hash, spec
 from tests.security.keys import self_signed
-from tests.support import ROOT, VENV_BIN
+from tests.support import ROOT, VENV_BIN, free_offset, read_until_up
 
 pytestmark = pytest.mark.timeout(240)
 SCENARIOS = 8
@@ -51,21 +48,14 @@ def test_a_job_runs_through_a_tls_mesh(tmp_path: Path) -> None:
         base = [p + offset for name in ("data", "gateway") for p in DEFAULT_PORTS[name]]
         return base + [p for pair in engine_ports(1, offset) for p in pair]
 
-    offset = next(o for o in random.sample(range(1000, 15000), 50) if _free(ports(o)))
+    offset = free_offset(ports)
     cert, key = self_signed(tmp_path)
     env = {**os.environ, "LIVECALC_TLS_CERT": str(cert), "LIVECALC_TLS_KEY": str(key), "LIVECALC_TLS_CA": str(cert)}
     proc = up(tmp_path, env, offset)
     gateway = f"127.0.0.1:{DEFAULT_PORTS['gateway'][0] + offset}"
     data = f"127.0.0.1:{DEFAULT_PORTS['data'][0] + offset}"
-    lines: list[str] = []
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline().decode()
-            lines.append(line)
-            if "livecalc mesh is up" in line or not line:
-                break
+        lines = read_until_up(proc, 120)
         assert "livecalc mesh is up" in lines[-1], "".join(lines)
         table = policies_csv(tmp_path / "pol.csv", 1500)
         archive = stochastic_package(tmp_path / "model")
@@ -77,7 +67,7 @@ def test_a_job_runs_through_a_tls_mesh(tmp_path: Path) -> None:
         with grpc.insecure_channel(gateway) as channel:  # plaintext gets nowhere
             with pytest.raises(grpc.RpcError) as err:
                 job_service_pb2_grpc.JobServiceStub(channel).ListJobs(job_service_pb2.ListJobsRequest(), timeout=5)
-            assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     finally:
