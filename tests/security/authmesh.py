@@ -16,9 +16,9 @@ import pyarrow as pa
 
 from livecalc.data.v1 import data_pb2
 from livecalc.gateway.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, package_service_pb2_grpc
+from services.client import Client
 from services.common.auth.config import DEFAULT_AUDIENCE, DEV_ISSUER
 from services.common.auth.tokens import mint_hs256
-from services.client import Client
 from services.gateway.cli import upload_requests
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import policies_csv, stochastic_package
@@ -91,7 +91,10 @@ def start_auth_mesh(tmp: Path) -> Iterator[AuthMesh]:
     started: list[ServiceProcess] = []
     try:
         data = start_service(
-            "data", tmp, extra=["--auth-dev", "--root", str(tmp / "datasets")], env={**env, "LIVECALC_DATA_DIR": str(tmp / "dd")}
+            "data",
+            tmp,
+            extra=["--auth-dev", "--root", str(tmp / "datasets")],
+            env={**env, "LIVECALC_DATA_DIR": str(tmp / "dd")},
         )
         started.append(data)
         engine = start_service(
