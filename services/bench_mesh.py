@@ -111,7 +111,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         # one engine of all the cores (more engines on the same cores only share them)
         return BenchConfig(
             sizes=(Size(1_000_000, 1_000),),
-            engine_counts=(1,),
+            engine_counts=getattr(args, "engines", None) or (1,),
             threads=threads,
             repeats=args.repeats or 1,
             scratch=scratch,
@@ -127,9 +127,42 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         sizes = (Size(10_000, 1_000),) + ((Size(100_000, 1_000),) if args.large else ())
         counts = (1, 2, 3)
         repeats = 3
+    if getattr(args, "size", None):
+        sizes = tuple(args.size)
+    if getattr(args, "engines", None):
+        counts = args.engines
     return BenchConfig(
         sizes=sizes, engine_counts=counts, threads=threads, repeats=args.repeats or repeats, scratch=scratch
     )
+
+
+def parse_size(text: str) -> Size:
+    """'100000x1000' (policies × scenarios; '100Kx1K' too)."""
+
+    def number(part: str) -> int:
+        part = part.strip().upper()
+        scale = {"K": 1_000, "M": 1_000_000}.get(part[-1:], 1)
+        return int(part[:-1] if scale > 1 else part) * scale
+
+    policies, sep, scenarios = text.lower().replace("×", "x").partition("x")
+    try:
+        size = Size(number(policies), number(scenarios))
+    except ValueError:
+        size = Size(0, 0)
+    if not sep or size.policies < 1 or size.scenarios < 1:
+        raise argparse.ArgumentTypeError(f"--size wants POLICIESxSCENARIOS, e.g. 100000x1000 or 100Kx1K, got {text!r}")
+    return size
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+    """'1,2,4,8' → (1, 2, 4, 8): engine counts, ascending, each ≥ 1."""
+    try:
+        counts = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        counts = ()
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"--engines wants counts like 1,2,4,8, got {text!r}")
+    return counts
 
 
 # processes
@@ -535,7 +568,7 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
     sizes = []
     for r in reports:
         ip = _median(r.in_process_s)
-        mesh = {}
+        mesh: dict[str, dict[str, Any]] = {}
         for n, runs in r.mesh.items():
             e2e = _median([x.seconds for x in runs])
             firsts = [x.first_statistics_s for x in runs if x.first_statistics_s is not None]
@@ -552,6 +585,9 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                 "engine_chunk_seconds_sum": r.engine_chunk_seconds.get(n, 0.0),
                 "steps_reported": runs[0].steps,
             }
+        if "1" in mesh:
+            for m in mesh.values():
+                m["speedup_vs_1_engine"] = mesh["1"]["seconds"] / m["seconds"]
         engine_alone = None
         if r.direct:
             direct = _median([d.seconds for d in r.direct])
@@ -619,7 +655,7 @@ def text(doc: dict[str, Any]) -> str:
         lines.append(f"{s['policies']:,} policies × {s['scenarios']:,} scenarios: {s['steps']:.3e} steps")
         ip = s["in_process"]
         head: list[tuple[str, int]] = [("seconds", 9), ("steps/s", 11), ("× in-proc", 11), ("1st prog", 10)]
-        head += [("1st block", 10), ("1st stats", 10), ("chunks", 8)]
+        head += [("1st block", 10), ("1st stats", 10), ("chunks", 8), ("× 1 eng", 9)]
         lines.append(f"  {'':<14}" + "".join(f"{name:>{width}}" for name, width in head))
         lines.append(f"  {'in-process':<14}{ip['seconds']:>9.3f}{ip['steps_per_s']:>11.3e}{1.0:>11.2f}")
         ea = s["engine_alone"]
@@ -635,6 +671,7 @@ def text(doc: dict[str, Any]) -> str:
                 f"  {'mesh, ' + n + ' eng':<14}{m['seconds']:>9.3f}{m['steps_per_s']:>11.3e}"
                 f"{m['ratio_to_in_process']:>11.2f}{m['first_progress_s']:>10.3f}{m['first_block_progress_s']:>10.3f}"
                 f"{stats:>10}{m['chunks']:>8}"
+                + (f"{m['speedup_vs_1_engine']:>9.2f}" if "speedup_vs_1_engine" in m else "")
             )
         rss = ", ".join(f"{k} {v / mb:.0f}" for k, v in s["peak_rss_bytes"].items())
         lines.append(f"  peak RSS (VmHWM, MB): {rss}")
@@ -684,6 +721,17 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
         help="1M policies × 1K scenarios, one engine, one run each; gateway < 300 MB and engine < 500 MB peak RSS",
     )
     p.add_argument("--threads", type=int, help="threads per engine and in process (default: cores)")
+    p.add_argument(
+        "--engines",
+        type=parse_counts,
+        help="engine counts to measure, e.g. 1,2,4,8 (one gateway each over the first N engines)",
+    )
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        action="append",
+        help="POLICIESxSCENARIOS instead of the default sizes, e.g. 300Kx1K (repeatable)",
+    )
     p.add_argument("--repeats", type=int, help="timed runs per configuration (default 3; median reported)")
     p.add_argument("--dir", help="scratch directory to use and keep (default: a temporary one, removed)")
     p.add_argument("--json", action="store_true", help="print one JSON document and nothing else")

@@ -64,3 +64,15 @@ def test_scale_is_one_run_of_1m_by_1k_judged_by_the_seeds_memory() -> None:
     assert _scale_targets_met([report])  # the data service is not judged
     report.peak_rss["engine-0"] = (SCALE_TARGETS["engine_peak_rss_mb"] + 1) * mb
     assert not _scale_targets_met([report])
+
+
+def test_engine_counts_and_sizes_from_the_command_line() -> None:
+    """`--engines 1,2,4,8 --size 300Kx1K` (the scaling run on a many-core machine)."""
+    args = ["bench", "mesh", "--engines", "8,1,4,2", "--size", "300Kx1K", "--size", "2048x50", "--threads", "2"]
+    cfg = config_from(build_parser().parse_args(args))
+    assert cfg.engine_counts == (1, 2, 4, 8) and cfg.sizes == (Size(300_000, 1_000), Size(2048, 50))
+    scale = config_from(build_parser().parse_args(["bench", "mesh", "--scale", "--engines", "4"]))
+    assert scale.engine_counts == (4,) and scale.sizes == (Size(1_000_000, 1_000),)
+    for bad in (["--engines", "0,1"], ["--engines", "x"], ["--size", "100K"], ["--size", "0x5"], ["--size", "axb"]):
+        with pytest.raises(SystemExit):
+            config_from(build_parser().parse_args(["bench", "mesh", *bad]))
