@@ -3,6 +3,13 @@
 DESIGN.md "The mesh at run time" step 2: unless the client fixes ``chunk_blocks``, chunks are
 sized so that every engine slot gets at least two of them (so a slow engine or a retried chunk
 does not leave the others idle at the end), capped so a chunk stays near a second of work.
+
+Sizes shrink towards the end (guided self-scheduling, Polychronopoulos & Kuck 1987): each
+chunk takes 1/(CHUNKS_PER_SLOT · slots) of the blocks still unplanned, within [a quarter of
+the cap, the cap]. Chunks go out in plan order, so the large ones run first and the small
+ones fill the slots that free up last. Equal chunks left whole waves idle: 33 equal chunks
+on 16 slots run as two full waves and a third of one chunk (`bench mesh --engines 1,2,4,8`
+on 16 cores, BENCHMARKS.md "Scaling").
 """
 
 from __future__ import annotations
@@ -48,24 +55,51 @@ class Plan:
 
 
 def choose_chunk_blocks(blocks: int, slots: int, scenarios: int) -> int:
-    """Blocks per chunk: ≥ CHUNKS_PER_SLOT chunks per slot, and about a second of work at most."""
+    """Equal blocks per chunk: ≥ CHUNKS_PER_SLOT chunks per slot, and about a second of work at most."""
     slots = max(1, slots)
     by_slots = max(1, blocks // (CHUNKS_PER_SLOT * slots))
+    return max(1, min(by_slots, max_chunk_blocks(scenarios)))
+
+
+def max_chunk_blocks(scenarios: int) -> int:
+    """The most blocks one chunk may hold: about TARGET_CHUNK_STEPS of work."""
     steps_per_block = BLOCK_SIZE * max(1, scenarios) * MONTHS_PER_POLICY
-    by_time = max(1, TARGET_CHUNK_STEPS // steps_per_block)
-    return max(1, min(by_slots, by_time))
+    return max(1, TARGET_CHUNK_STEPS // steps_per_block)
+
+
+def guided_sizes(blocks: int, slots: int, cap: int) -> list[int]:
+    """Chunk sizes covering ``blocks``: each ⌈remaining / (CHUNKS_PER_SLOT · slots)⌉ clamped to
+    [floor, cap] (never more than remain), so the sizes never grow and the last ones are small.
+    The floor, ⌈cap/4⌉, keeps the tail from a pipeline run per block; it drops to the equal
+    share for jobs too small to give every slot CHUNKS_PER_SLOT chunks of it."""
+    share = CHUNKS_PER_SLOT * max(1, slots)
+    floor = max(1, min(-(-cap // 4), blocks // share))
+    sizes: list[int] = []
+    remaining = blocks
+    while remaining > 0:
+        size = min(remaining, cap, max(floor, -(-remaining // share)))
+        sizes.append(size)
+        remaining -= size
+    return sizes
 
 
 def plan(rows: int, *, slots: int, scenarios: int, chunk_blocks: int = 0) -> Plan:
-    """Plan ``rows`` dataset rows over ``slots`` engine slots; ``chunk_blocks`` > 0 fixes the chunk size."""
+    """Plan ``rows`` dataset rows over ``slots`` engine slots; ``chunk_blocks`` > 0 fixes the chunk
+    size, else chunks shrink towards the end (guided_sizes). ``Plan.chunk_blocks`` is the largest."""
     if rows < 1:
         raise InvalidArgument(f"the dataset has no rows to value ({rows})")
     if chunk_blocks < 0:
         raise InvalidArgument(f"chunk_blocks must be ≥ 0, got {chunk_blocks}")
     blocks = block_count(rows)
-    size = chunk_blocks or choose_chunk_blocks(blocks, slots, scenarios)
-    chunks = tuple(Chunk(i, b0, min(size, blocks - b0)) for i, b0 in enumerate(range(0, blocks, size)))
-    return Plan(rows=rows, blocks_total=blocks, chunk_blocks=size, chunks=chunks)
+    if chunk_blocks:
+        sizes = [min(chunk_blocks, blocks - b0) for b0 in range(0, blocks, chunk_blocks)]
+    else:
+        sizes = guided_sizes(blocks, slots, max_chunk_blocks(scenarios))
+    chunks, first = [], 0
+    for i, size in enumerate(sizes):
+        chunks.append(Chunk(i, first, size))
+        first += size
+    return Plan(rows=rows, blocks_total=blocks, chunk_blocks=max(sizes), chunks=tuple(chunks))
 
 
 def ranges(blocks: set[int] | frozenset[int]) -> list[tuple[int, int]]:
