@@ -17,6 +17,11 @@ block, which bounds the partials waiting in the gateway. Faults (DESIGN.md step 
 - INVALID_ARGUMENT, FAILED_PRECONDITION and any other status: the job fails at once with it.
 
 Every call has a deadline. Cancelling `run()` cancels the in-flight RunChunk calls.
+
+Steps: an engine reports its chunk's steps so far after each piece of blocks (ChunkProgress,
+after the piece's partials) and in the summary; each report's increase is the steps of the
+blocks received since the previous one, and goes to the fold with them (`JobFold.settle`),
+which counts every block once however chunks are split, retried or resumed.
 """
 
 from __future__ import annotations
@@ -123,9 +128,13 @@ class Dispatcher:
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._failure: JobFailed | None = None
-        self.steps = 0
         self.engines_active: set[str] = set()
         self.chunks_run = 0
+
+    @property
+    def steps(self) -> int:
+        """Projection steps of the blocks folded so far (the fold counts them, each block once)."""
+        return self.fold.steps
 
     @property
     def done(self) -> bool:
@@ -252,6 +261,16 @@ class Dispatcher:
             call = engine.stub.RunChunk(self._request(work), timeout=timeout)
         stall = self.config.stall_seconds or None
         stream = call.__aiter__()
+        #: Blocks received since the engine's last report of steps, and the chunk's steps then.
+        piece: list[int] = []
+        reported = 0
+
+        def settle(steps: int) -> None:
+            nonlocal piece, reported
+            if piece:
+                self.fold.settle(piece, max(0, steps - reported))
+                piece, reported = [], max(reported, steps)
+
         try:
             while True:
                 message = None
@@ -262,6 +281,7 @@ class Dispatcher:
                         break
                 if message is None:
                     call.cancel()
+                    self.fold.settle(piece, 0)  # their steps were never reported
                     self._requeue(
                         engine, work, wanted - received, "STALLED", f"no message from the engine for {stall:g} s"
                     )
@@ -281,11 +301,15 @@ class Dispatcher:
                         )
                     if self.fold.add(partial):
                         received.add(block)
+                        piece.append(block)
                         self.on_change()
                         self._notify()
+                elif kind == "progress":
+                    settle(int(message.progress.steps_done))
                 elif kind == "summary":
-                    self.steps += int(message.summary.steps)
+                    settle(int(message.summary.steps))
         except aio.AioRpcError as exc:
+            self.fold.settle(piece, 0)  # their steps were never reported
             if not retryable(exc) and exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                 self._fail(JobFailed(exc.code(), exc.details() or exc.code().name))
                 return
@@ -307,6 +331,7 @@ class Dispatcher:
         finally:
             call.cancel()
             self.engines_active.discard(engine.address)
+        self.fold.settle(piece, 0)  # the stream ended without reporting their steps
         missing = wanted - received
         if missing:
             self._requeue(engine, work, missing, "STREAM_ENDED", "the stream ended before every block arrived")

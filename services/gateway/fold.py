@@ -4,10 +4,17 @@ Partials arrive from many engines in any order; `BlockFolder` keeps the early on
 every earlier block is in, so the portfolio has the reference summation order's bits. The
 gateway holds at most the partials of the blocks in flight (the dispatcher's window bounds
 them), never the dataset.
+
+The fold also counts the job's projection steps, each block once: an engine reports the steps
+of a piece of consecutive blocks after the piece's partials (`settle`), and a piece's steps
+count once all its blocks are folded. `checkpoint()` is only taken where every folded block's
+steps are known, so a job resumed from it counts exactly the steps an uninterrupted run does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -34,6 +41,16 @@ def partial_array(partial: engine_pb2.BlockPartial, scenarios: int) -> F64:
     return np.stack(rows)
 
 
+@dataclass(frozen=True)
+class FoldState:
+    """What a resumed fold starts from: blocks before `next_block` are folded into `total`
+    (f64 [5][N], None before the first) and took `steps` projection steps."""
+
+    next_block: int
+    total: F64 | None
+    steps: int
+
+
 class JobFold:
     """Folds the blocks of a job of ``rows`` rows and ``scenarios`` scenarios, in block order."""
 
@@ -44,15 +61,24 @@ class JobFold:
         self._received: set[int] = set()
         #: Blocks whose partial comes in scenario pieces: (values so far, scenarios filled).
         self._assembling: dict[int, tuple[F64, int]] = {}
+        #: Received blocks whose steps are not known yet (their piece's report has not come).
+        self._unsettled: set[int] = set()
+        #: Steps of settled pieces not folded yet, by the piece's last block.
+        self._piece_steps: dict[int, int] = {}
+        self._steps = 0
 
-    def checkpoint(self) -> tuple[int, F64 | None]:
-        """(next block to fold, running total f64 [5][N] or None): what a resumed fold starts from."""
-        return self._folder.folded_blocks, self._folder.folded()
+    def checkpoint(self) -> FoldState | None:
+        """What a resumed fold starts from; None while a folded block's steps are not known (its
+        piece's report is on its way): a checkpoint then would count them never or twice."""
+        if any(b < self.folded_blocks for b in self._unsettled):
+            return None
+        return FoldState(self._folder.folded_blocks, self._folder.folded(), self._steps)
 
-    def resume(self, next_block: int, total: F64 | None) -> None:
-        """Start from a checkpoint: blocks before ``next_block`` count as folded into ``total``."""
-        self._folder.resume(next_block, total)
-        self._received.update(range(next_block))
+    def resume(self, state: FoldState) -> None:
+        """Start from a checkpoint: blocks before its ``next_block`` count as folded, steps included."""
+        self._folder.resume(state.next_block, state.total)
+        self._received.update(range(state.next_block))
+        self._steps = state.steps
 
     def has(self, block: int) -> bool:
         return block in self._received
@@ -83,14 +109,43 @@ class JobFold:
                 return False
             self._assembling.pop(block, None)
             whole = held
+        before = self._folder.folded_blocks
         self._folder.add(block, whole)
         self._received.add(block)
+        self._unsettled.add(block)
+        for folded in range(before, self._folder.folded_blocks):
+            self._steps += self._piece_steps.pop(folded, 0)
         return True
+
+    def settle(self, blocks: Iterable[int], steps: int) -> None:
+        """The projection steps of a piece: ``blocks`` (received, consecutive) took ``steps`` in all.
+
+        The steps count once every block of the piece is folded. A piece's blocks are either all
+        folded or none (the fold takes received blocks at once), so a checkpoint never splits one.
+        Steps of a piece whose report never came (its call failed after the partials) are not
+        known: settle them as 0 so later checkpoints are not held up.
+        """
+        piece = sorted(blocks)
+        if not piece:
+            return
+        missing = [b for b in piece if b not in self._received]
+        if missing:
+            raise Internal(f"steps reported for blocks {missing} before their partials")
+        self._unsettled.difference_update(piece)
+        if piece[-1] < self.folded_blocks:
+            self._steps += steps
+        else:
+            self._piece_steps[piece[-1]] = self._piece_steps.get(piece[-1], 0) + steps
 
     def discard_pieces(self, blocks: set[int]) -> None:
         """Forget half-assembled blocks (their chunk failed; they will be computed again)."""
         for block in blocks:
             self._assembling.pop(block, None)
+
+    @property
+    def steps(self) -> int:
+        """Projection steps of the folded blocks whose piece reported them, each block once."""
+        return self._steps
 
     @property
     def complete(self) -> bool:

@@ -7,13 +7,18 @@ partials, emits coalesced progress (every `progress_seconds` when something move
 running statistics (about every `statistics_seconds`), and closes the log with exactly one
 of result, error or cancelled. Everything is written to the store as it happens.
 
-A running job's fold is checkpointed (next block, exact running total; `JobStore.put_checkpoint`)
-at most every `checkpoint_seconds`, in one transaction with the progress event that reports it.
-A job that was running when the gateway stopped (SIGTERM or SIGKILL) resumes at the next start
-from its checkpoint: only the blocks after it are dispatched, its event log goes on from the
-last sequence (clients re-attach with WatchJob from theirs) and the result has the same bits.
-Progress may step back to the checkpoint once. A job with no checkpoint (queued, a preview) is
-marked FAILED (ABORTED) with a message saying so; submitting it again reruns it.
+A running job's fold is checkpointed (next block, exact running total, steps of the folded
+blocks; `JobStore.put_checkpoint`) at most every `checkpoint_seconds`, in one transaction with
+the progress event that reports it (or, when the fold has not moved since that event, alone),
+so a checkpoint never runs ahead of the reported progress. A job that was running when the
+gateway stopped (SIGTERM or SIGKILL) resumes at the next start from its checkpoint: only the
+blocks after it are dispatched, its event log goes on from the last sequence (clients re-attach
+with WatchJob from theirs) and the result is the uninterrupted run's: same bits, same steps
+(`JobFold` counts each block's steps once). The resumed job reports each block once: no
+progress event until the fold passes the last one reported before the stop (progress never
+steps back), no running statistics until it passes the last statistics' policies, and elapsed
+time runs on from the job's start time. A job with no checkpoint (queued, a preview) is marked
+FAILED (ABORTED) with a message saying so; submitting it again reruns it.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from services.common.errors import FieldViolation, InvalidArgument, LivecalcErro
 from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
 from services.gateway.engines import EnginePool
 from services.gateway.events import EventLog, now_timestamp
-from services.gateway.fold import JobFold
+from services.gateway.fold import FoldState, JobFold
 from services.gateway.inputs import Datasets, PackageScenarios, scenario_params, scenario_spec, scenarios_key
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.package_store import PackageStore, check_hash
@@ -89,11 +94,14 @@ class LiveJob:
     fold: JobFold | None = None
     dispatcher: Dispatcher | None = None
     cancel_reason: str | None = None
-    #: blocks_done of the last progress event.
+    #: blocks_done of the last progress event, and policies_done of the last running statistics
+    #: (a resumed job's from before the stop: it reports nothing again).
     reported_blocks: int = -1
-    #: The checkpoint this run resumes from (a restarted gateway), and when the last one was written.
+    reported_statistics_rows: int = 0
+    #: The checkpoint this run resumes from (a restarted gateway), and when and where the last one was written.
     resume: Checkpoint | None = None
     checkpointed_at: float = 0.0
+    checkpointed_block: int = -1
     started: float = field(default_factory=time.monotonic)
 
 
@@ -149,6 +157,14 @@ class JobManager:
                 key=ResultKey(job.spec.package_hash, cp.dataset_version, scenarios_key(params)),
                 rows=cp.dataset_rows,
                 resume=cp,
+            )
+            progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
+            if progress:
+                last = max(progress, key=lambda p: p.blocks_done)
+                live.job.progress.CopyFrom(last)
+                live.reported_blocks = last.blocks_done
+            live.reported_statistics_rows = max(
+                (e.statistics.policies_done for e in events if e.WhichOneof("event") == "statistics"), default=0
             )
             self._live[job.job_id] = live
             self.metrics.transition(0, job.state)
@@ -303,40 +319,56 @@ class JobManager:
         )
 
     def _report_progress(self, live: LiveJob) -> None:
-        """A progress event when blocks were folded since the last one (and the first one), with a
-        checkpoint of the fold in the same transaction when one is due."""
-        done = live.fold.folded_blocks if live.fold else 0
-        if done != live.reported_blocks:
+        """A progress event when the fold passed the last one reported (and the first one); a
+        checkpoint of the fold when one is due, in the same transaction.
+
+        Only forward: a resumed job redoing blocks it reported before the stop stays silent
+        until it passes them (its checkpoints go on meanwhile)."""
+        fold = live.fold
+        done = fold.folded_blocks if fold else 0
+        report = done > live.reported_blocks
+        due = (
+            fold is not None
+            and not fold.complete
+            and done > live.checkpointed_block
+            and not live.job.spec.HasField("preview")
+            and time.monotonic() - live.checkpointed_at >= self.config.checkpoint_seconds
+        )
+        if not (report or due):
+            return
+        if report:
             live.reported_blocks = done
             live.job.progress.CopyFrom(self._progress(live))
-            due = time.monotonic() - live.checkpointed_at >= self.config.checkpoint_seconds
-            with self.store.transaction():
-                if due and live.fold is not None and not live.fold.complete:
-                    self._checkpoint(live)
+        with self.store.transaction():
+            if due:
+                self._checkpoint(live)
+            if report:
                 live.log.append(progress=live.job.progress)
 
     def _checkpoint(self, live: LiveJob) -> None:
-        fold, disp = live.fold, live.dispatcher
+        fold = live.fold
         if fold is None or live.job.spec.HasField("preview"):
             return
-        next_block, total = fold.checkpoint()
+        state = fold.checkpoint()
+        if state is None:
+            return  # a folded piece's steps are on their way: the next tick checkpoints
         self.store.put_checkpoint(
             Checkpoint(
                 live.job.job_id,
                 live.key.dataset_version,
                 live.rows,
                 live.plan.chunk_blocks,
-                next_block,
-                disp.steps if disp else 0,
-                total,
+                state.next_block,
+                state.steps,
+                state.total,
             )
         )
         live.checkpointed_at = time.monotonic()
+        live.checkpointed_block = state.next_block
 
     async def _ticker(self, live: LiveJob) -> None:
         """Coalesced progress and about-once-a-second running statistics."""
         cfg = self.config
-        last_stats_blocks = 0
         next_stats = time.monotonic() + cfg.statistics_seconds
         while True:
             await asyncio.sleep(cfg.progress_seconds)
@@ -344,10 +376,10 @@ class JobManager:
             if fold is None:
                 continue
             self._report_progress(live)
-            if time.monotonic() >= next_stats and fold.folded_blocks != last_stats_blocks and not fold.complete:
+            if time.monotonic() >= next_stats and fold.rows_done > live.reported_statistics_rows and not fold.complete:
                 estimate = fold.estimate()
                 if estimate is not None:
-                    last_stats_blocks = fold.folded_blocks
+                    live.reported_statistics_rows = fold.rows_done
                     next_stats = time.monotonic() + cfg.statistics_seconds
                     live.log.append(statistics=running_statistics(estimate[:, :], fold.rows_done, fold.rows))
 
@@ -368,7 +400,7 @@ class JobManager:
             if live.resume is not None:
                 # only the blocks after the checkpoint: chunks before it dropped, one across it trimmed
                 start = live.resume.next_block
-                live.fold.resume(start, live.resume.total)
+                live.fold.resume(FoldState(start, live.resume.total, live.resume.steps))
                 chunks = tuple(
                     Chunk(c.chunk_id, max(c.first_block, start), c.end_block - max(c.first_block, start))
                     for c in live.plan.chunks
@@ -388,12 +420,16 @@ class JobManager:
                 credentials=self.credentials,
                 tenant=self.store.tenant_of(job.job_id) or "",
             )
-            if live.resume is not None:
-                live.dispatcher.steps = live.resume.steps
-            else:
+            if live.resume is None:
                 self._set_state(live, S.JOB_STATE_RUNNING)
                 job.start_time.CopyFrom(now_timestamp())
-            live.started = time.monotonic()
+                live.started = time.monotonic()
+            else:
+                # elapsed time runs on from the job's start (the stop included), never back
+                since = job.progress.elapsed_seconds
+                if job.HasField("start_time"):
+                    since = max(since, time.time() - job.start_time.ToNanoseconds() / 1e9)
+                live.started = time.monotonic() - since
             self.store.put_job(job)
             if not preview:
                 self._checkpoint(live)  # from here on a restarted gateway resumes the job
@@ -420,8 +456,9 @@ class JobManager:
                 self._live.pop(job.job_id, None)
 
     def _succeed(self, live: LiveJob) -> None:
-        job, fold, disp = live.job, live.fold, live.dispatcher
-        assert fold is not None and disp is not None
+        job, fold = live.job, live.fold
+        assert fold is not None
+        self._report_progress(live)  # the last progress (100 %) always precedes the result
         pvs = fold.total()
         preview = job.spec.HasField("preview")
         if preview:
@@ -436,7 +473,7 @@ class JobManager:
             policy_count=live.plan.rows,
             dataset_version=live.key.dataset_version,
             package_hash=job.spec.package_hash,
-            steps=disp.steps,
+            steps=fold.steps,
             elapsed_seconds=time.monotonic() - live.started,
             preview=preview,
             preview_relative_difference=difference,
@@ -450,7 +487,6 @@ class JobManager:
             end_ns=end.ToNanoseconds(),
             pv_net_cf=pvs[0],
         )
-        self._report_progress(live)  # the last progress (100 %) always precedes the result
         parts, slim = split_result(result)
         for part in parts:
             live.log.append(result_part=part)

@@ -2,7 +2,9 @@
 
 The restarted gateway (same ports, same store) dispatches only the blocks after the
 checkpoint, the client re-attaches with WatchJob from the last sequence it saw, and the job
-ends with the hash of the same job run without a fault; finished jobs and results are there.
+ends with the result of the same job run without a fault (hash, steps, statistics); its log
+reports each block once (progress never steps back, running statistics never repeat);
+finished jobs and results are there.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.faultmesh import FaultMesh, Job, S, fault_mesh
-from tests.gateway.jobmesh import get_job, kinds, submit, watch
+from services.valuation.blocks import BLOCK_SIZE
+from tests.faults.faultmesh import ROWS, FaultMesh, Job, S, fault_mesh
+from tests.gateway.jobmesh import get_job, kinds, metric, submit, watch
 from tests.support import restart_service
 
 pytestmark = pytest.mark.timeout(180)
@@ -45,9 +48,22 @@ def test_gateway_killed_mid_job_resumes_from_its_checkpoint_with_the_same_hash(m
     assert rest[-1].result.result_hash == baseline
     events = seen + rest
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
-    # resumed, not rerun: its first progress after the restart starts at the checkpoint, not at 0
+    # each block reported once, and the figures of the run without a fault
+    result, expected = rest[-1].result, before[-1].result
+    assert result.steps == expected.steps, f"steps {result.steps} != {expected.steps} of the run without a fault"
+    assert result.statistics == expected.statistics and result.policy_count == expected.policy_count
+    progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
+    done = [p.blocks_done for p in progress]
+    assert done == sorted(done), f"progress stepped back: {done}"
+    elapsed = [p.elapsed_seconds for p in progress]
+    assert elapsed == sorted(elapsed) and result.elapsed_seconds >= elapsed[-1], f"elapsed stepped back: {elapsed}"
+    stats = [e.statistics.policies_done for e in events if e.WhichOneof("event") == "statistics"]
+    assert stats == sorted(set(stats)), f"running statistics repeated: {stats}"
+    # resumed, not rerun: the restarted gateway dispatched only the blocks after the checkpoint
     first = next(e.progress.blocks_done for e in rest if e.WhichOneof("event") == "progress")
-    assert first > 0, "the job was rerun from block 0"
+    assert first > done_at_kill, (first, done_at_kill)
+    dispatched = metric(mesh.gateway, "livecalc_gateway_chunks_dispatched_total")
+    assert dispatched < ROWS // BLOCK_SIZE, f"the job was rerun from block 0 ({dispatched:g} chunks)"
     log = mesh.gateway.log()
     assert "job resumed from its checkpoint" in log
     # finished jobs and their results are all there
@@ -58,6 +74,6 @@ def test_gateway_killed_mid_job_resumes_from_its_checkpoint_with_the_same_hash(m
     )
     assert get_job(mesh.gateway.address, job.job_id).state == S.JOB_STATE_SUCCEEDED
     print(
-        f"\ngateway SIGKILL at {done_at_kill} folded blocks: resumed at block {first}, "
-        f"ended {resumed_in:.2f} s after the kill, same hash"
+        f"\ngateway SIGKILL at {done_at_kill} folded blocks: {dispatched:g} chunks dispatched after the restart, "
+        f"first progress at block {first}, ended {resumed_in:.2f} s after the kill, same hash and {result.steps} steps"
     )
