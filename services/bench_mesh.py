@@ -57,6 +57,7 @@ from livecalc.gateway.v1 import (
     package_service_pb2_grpc,
 )
 from services.common.readiness import wait_serving
+from services.gateway.planner import choose_chunk_blocks
 from services.valuation.blocks import BLOCK_SIZE, block_count
 
 DATASET_SEED: Final = 1
@@ -101,6 +102,8 @@ class BenchConfig:
     warm_up: bool = True
     engine_alone: bool = True
     scale: bool = False
+    #: Also run every engine count with equal chunks (the planner before guided sizes).
+    compare_equal: bool = False
 
 
 def config_from(args: argparse.Namespace) -> BenchConfig:
@@ -132,7 +135,12 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     if getattr(args, "engines", None):
         counts = args.engines
     return BenchConfig(
-        sizes=sizes, engine_counts=counts, threads=threads, repeats=args.repeats or repeats, scratch=scratch
+        sizes=sizes,
+        engine_counts=counts,
+        threads=threads,
+        repeats=args.repeats or repeats,
+        scratch=scratch,
+        compare_equal=bool(getattr(args, "compare_equal", False)),
     )
 
 
@@ -391,6 +399,15 @@ def run_direct(engine: str, gateway: str, package_hash: str, *, size: Size, vers
     return DirectRun(seconds, summary.elapsed_seconds, summary.read_wait_seconds, int(summary.steps))
 
 
+def engine_slots(address: str) -> int:
+    """The chunk slots an engine advertises (GetCapabilities)."""
+    with grpc.insecure_channel(address) as channel:
+        caps = engine_service_pb2_grpc.EngineServiceStub(channel).GetCapabilities(
+            engine_service_pb2.GetCapabilitiesRequest(), timeout=30
+        )
+    return int(caps.slots)
+
+
 def dataset_version(data: str, dataset_id: str) -> str:
     from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc  # noqa: PLC0415
 
@@ -449,6 +466,7 @@ class SizeReport:
     in_process_s: list[float] = field(default_factory=list)
     direct: list[DirectRun] = field(default_factory=list)
     mesh: dict[int, list[JobRun]] = field(default_factory=dict)
+    mesh_equal: dict[int, list[JobRun]] = field(default_factory=dict)
     hashes: list[str] = field(default_factory=list)
     engine_chunk_seconds: dict[int, float] = field(default_factory=dict)
     engine_chunks: dict[int, float] = field(default_factory=dict)
@@ -536,6 +554,16 @@ def measure(cfg: BenchConfig, scratch: Path, progress: IO[str] | None) -> dict[s
                 report.mesh[n] = runs
                 report.hashes += [r.result_hash for r in runs]
                 _say(progress, f"{size.label} mesh, {n} engine(s): {_median([r.seconds for r in runs]):.3f} s")
+                if cfg.compare_equal:
+                    slots = n * engine_slots(engines[0].address)
+                    equal = choose_chunk_blocks(block_count(size.policies), slots, size.scenarios)
+                    equal_spec = job_pb2.JobSpec()
+                    equal_spec.CopyFrom(spec)
+                    equal_spec.chunk_blocks = equal
+                    report.mesh_equal[n] = [run_job(gateway.address, equal_spec) for _ in range(cfg.repeats)]
+                    report.hashes += [r.result_hash for r in report.mesh_equal[n]]
+                    seconds = _median([r.seconds for r in report.mesh_equal[n]])
+                    _say(progress, f"{size.label} mesh, {n} engine(s), equal chunks of {equal}: {seconds:.3f} s")
             report.peak_rss = {s.label: peak_rss_bytes(s.proc.pid) for s in services}
             report.peak_rss["bench (in-process)"] = peak_rss_bytes(os.getpid())
     finally:
@@ -588,6 +616,15 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
         if "1" in mesh:
             for m in mesh.values():
                 m["speedup_vs_1_engine"] = mesh["1"]["seconds"] / m["seconds"]
+        equal_chunks = {}
+        for n, runs in r.mesh_equal.items():
+            e2e = _median([x.seconds for x in runs])
+            equal_chunks[str(n)] = {
+                "seconds": e2e,
+                "seconds_all": [x.seconds for x in runs],
+                "chunks": runs[0].chunks,
+                "guided_speedup": e2e / mesh[str(n)]["seconds"],
+            }
         engine_alone = None
         if r.direct:
             direct = _median([d.seconds for d in r.direct])
@@ -605,6 +642,7 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                 "in_process": {"seconds": ip, "seconds_all": r.in_process_s, "steps_per_s": r.steps / ip},
                 "engine_alone": engine_alone,
                 "mesh": mesh,
+                "mesh_equal_chunks": equal_chunks,
                 "peak_rss_bytes": r.peak_rss,
                 "hashes_identical": len(set(r.hashes)) == 1,
                 "result_hash": r.hashes[0],
@@ -673,6 +711,13 @@ def text(doc: dict[str, Any]) -> str:
                 f"{stats:>10}{m['chunks']:>8}"
                 + (f"{m['speedup_vs_1_engine']:>9.2f}" if "speedup_vs_1_engine" in m else "")
             )
+            eq = s.get("mesh_equal_chunks", {}).get(n)
+            if eq is not None:
+                lines.append(
+                    f"  {'  equal chunks':<14}{eq['seconds']:>9.3f}{s['steps'] / eq['seconds']:>11.3e}"
+                    f"{eq['seconds'] / ip['seconds']:>11.2f}{'':>30}{eq['chunks']:>8}"
+                    f"   (equal / guided time: {eq['guided_speedup']:.2f})"
+                )
         rss = ", ".join(f"{k} {v / mb:.0f}" for k, v in s["peak_rss_bytes"].items())
         lines.append(f"  peak RSS (VmHWM, MB): {rss}")
         lines.append(f"  result hashes identical: {'yes' if s['hashes_identical'] else 'NO'} ({s['runs_hashed']} runs)")
@@ -731,6 +776,11 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
         type=parse_size,
         action="append",
         help="POLICIESxSCENARIOS instead of the default sizes, e.g. 300Kx1K (repeatable)",
+    )
+    p.add_argument(
+        "--compare-equal",
+        action="store_true",
+        help="also run each engine count with equal chunks (the planner before guided sizes), side by side",
     )
     p.add_argument("--repeats", type=int, help="timed runs per configuration (default 3; median reported)")
     p.add_argument("--dir", help="scratch directory to use and keep (default: a temporary one, removed)")

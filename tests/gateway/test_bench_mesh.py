@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> None:
     done = subprocess.run(
-        [str(VENV_BIN / "livecalc"), "bench", "mesh", "--quick", "--json", "--dir", str(tmp_path)],
+        [str(VENV_BIN / "livecalc"), "bench", "mesh", "--quick", "--compare-equal", "--json", "--dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=90,
@@ -38,8 +38,12 @@ def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> Non
     (size,) = doc["sizes"]
     assert (size["policies"], size["scenarios"]) == (2048, 50)
     assert size["hashes_identical"] is True and len(size["result_hash"]) == 64
-    # warm-up + timed runs: in process, and each engine count
-    assert size["runs_hashed"] == (1 + len(size["mesh"])) * (1 + doc["repeats"])
+    # warm-up + timed runs: in process, and each engine count; timed runs with equal chunks
+    assert size["runs_hashed"] == (1 + len(size["mesh"])) * (1 + doc["repeats"]) + len(size["mesh"]) * doc["repeats"]
+    assert set(size["mesh_equal_chunks"]) == {"1", "2"}
+    for n, figures in size["mesh_equal_chunks"].items():
+        assert figures["seconds"] > 0 and figures["chunks"] >= 1
+        assert figures["guided_speedup"] == figures["seconds"] / size["mesh"][n]["seconds"]
     assert size["in_process"]["seconds"] > 0 and size["in_process"]["steps_per_s"] > 0
     assert size["engine_alone"]["seconds"] > 0
     assert set(size["mesh"]) == {"1", "2"}
@@ -71,6 +75,8 @@ def test_engine_counts_and_sizes_from_the_command_line() -> None:
     args = ["bench", "mesh", "--engines", "8,1,4,2", "--size", "300Kx1K", "--size", "2048x50", "--threads", "2"]
     cfg = config_from(build_parser().parse_args(args))
     assert cfg.engine_counts == (1, 2, 4, 8) and cfg.sizes == (Size(300_000, 1_000), Size(2048, 50))
+    assert not cfg.compare_equal
+    assert config_from(build_parser().parse_args(["bench", "mesh", "--compare-equal"])).compare_equal
     scale = config_from(build_parser().parse_args(["bench", "mesh", "--scale", "--engines", "4"]))
     assert scale.engine_counts == (4,) and scale.sizes == (Size(1_000_000, 1_000),)
     for bad in (["--engines", "0,1"], ["--engines", "x"], ["--size", "100K"], ["--size", "0x5"], ["--size", "axb"]):
