@@ -226,14 +226,22 @@ def render(report: dict[str, Any]) -> str:
 
 
 def bench_engine(
-    threads: list[int] | None = None, *, as_json: bool = False, quick: bool = False, cache_dir: Path | None = None
+    threads: list[int] | None = None,
+    *,
+    as_json: bool = False,
+    quick: bool = False,
+    cache_dir: Path | None = None,
+    policies: int | None = None,
 ) -> int:
     """Measure and print (or print one JSON object); returns the exit code."""
     if threads is None:
         threads = list(range(1, (os.cpu_count() or 1) + 1))
     if not threads or any(k < 1 for k in threads):
         raise FailedPrecondition("threads must be a non-empty list of counts ≥ 1")
-    report = measure(sorted(set(threads)), QUICK if quick else FULL, cache_dir)
+    size = QUICK if quick else FULL
+    if policies is not None:
+        size = dataclasses.replace(size, policies=policies)
+    report = measure(sorted(set(threads)), size, cache_dir)
     print(json.dumps(report, indent=2) if as_json else render(report))
     return 0
 

@@ -19,10 +19,22 @@ def _thread_counts(text: str) -> list[int]:
     return counts
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a count ≥ 1, got {text!r}")
+    return value
+
+
 def _cmd_bench_engine(args: argparse.Namespace) -> int:
     if args.threads is not None and not args.threads:
         raise InvalidArgument("--threads needs at least one count")
-    return bench_engine(args.threads, as_json=args.json, quick=args.quick, cache_dir=args.cache_dir)
+    return bench_engine(
+        args.threads, as_json=args.json, quick=args.quick, cache_dir=args.cache_dir, policies=args.policies
+    )
 
 
 def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +44,11 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("--threads", type=_thread_counts, help="thread counts to measure, e.g. 1,2,4 (default 1..cores)")
     p.add_argument("--quick", action="store_true", help="a small problem, for a smoke run")
+    p.add_argument(
+        "--policies",
+        type=_positive,
+        help="model points instead of 4,096 (more keep many threads busy: each gets policies / threads)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")
     p.add_argument(
         "--cache-dir",

@@ -44,7 +44,7 @@ def test_cli_bench_engine_json_is_one_document() -> None:
     from tests.support import VENV_BIN
 
     result = subprocess.run(
-        [str(VENV_BIN / "livecalc"), "bench", "engine", "--quick", "--threads", "1", "--json"],
+        [str(VENV_BIN / "livecalc"), "bench", "engine", "--quick", "--threads", "1", "--policies", "512", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -53,6 +53,7 @@ def test_cli_bench_engine_json_is_one_document() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)  # the whole stdout parses: nothing else was printed
     assert set(report["wasm_steps_per_s"]) == {"1"}
+    assert report["inputs"]["policies"] == 512  # --policies sizes the problem
 
 
 def test_cli_bench_engine_rejects_bad_threads() -> None:
