@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Scaling on a many-core machine (the device some sessions are lent; BENCHMARKS.md "Scaling"):
-# the engine's WASM threads 1..16 (`bench engine`) and the mesh with 1, 2, 4 and 8 engines of
-# 2 threads each on 300K policies × 1K scenarios (`bench mesh`), same inputs, hashes compared.
+# the engine's WASM threads 1..16 on 16,384 model points (`bench engine`) and the mesh with 1,
+# 2, 4 and 8 engines of 2 threads each on 300K policies × 1K scenarios (`bench mesh`), the
+# guided plan beside equal chunks, same inputs, hashes compared.
 #
 # That machine has Python but not every package and no network: carry the missing ones as
 # wheels in .whl/ and the committed tree as .devtree/tree.tar (`git archive HEAD`, so edits in
@@ -15,9 +16,10 @@ rm -rf /tmp/tree && mkdir -p /tmp/tree && tar -xf .devtree/tree.tar -C /tmp/tree
 cd /tmp/tree
 export PYTHONPATH=/tmp/site:/tmp/tree:/tmp/tree/gen PYTHONUNBUFFERED=1
 echo "cores: $(nproc)"; python3 --version
+lscpu | grep -E "^(Model name|Thread|Core|Socket|NUMA node\(s\)|CPU\(s\)|L3)" || true
 python3 -c "import grpc, numpy, pyarrow, wasmtime; print('grpc', grpc.__version__, 'numpy', numpy.__version__, 'pyarrow', pyarrow.__version__)"
-python3 -m services.cli bench engine --threads 1,2,4,8,16 --cache-dir /tmp/engine-cache >"$out/engine.txt" 2>"$out/engine.err" || echo "bench engine failed: $(tail -3 "$out/engine.err")"
+python3 -m services.cli bench engine --threads 1,2,4,8,16 --policies 16384 --cache-dir /tmp/engine-cache >"$out/engine.txt" 2>"$out/engine.err" || echo "bench engine failed: $(tail -3 "$out/engine.err")"
 cat "$out/engine.txt"
-python3 -m services.cli bench mesh --engines 1,2,4,8 --threads 2 --size 300Kx1K --repeats 1 --json \
+python3 -m services.cli bench mesh --engines 1,2,4,8 --threads 2 --size 300Kx1K --repeats 1 --compare-equal --json \
   --dir /tmp/bench-mesh >"$out/mesh.json" 2>"$out/mesh.err" || echo "bench mesh exit $?: $(tail -5 "$out/mesh.err")"
 python3 -c "import json, sys; from services.bench_mesh import text; print(text(json.load(open(sys.argv[1]))))" "$out/mesh.json"
