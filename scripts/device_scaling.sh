@@ -20,6 +20,10 @@ lscpu | grep -E "^(Model name|Thread|Core|Socket|NUMA node\(s\)|CPU\(s\)|L3)" ||
 python3 -c "import grpc, numpy, pyarrow, wasmtime; print('grpc', grpc.__version__, 'numpy', numpy.__version__, 'pyarrow', pyarrow.__version__)"
 python3 -m services.cli bench engine --threads 1,2,4,8,16 --policies 16384 --cache-dir /tmp/engine-cache >"$out/engine.txt" 2>"$out/engine.err" || echo "bench engine failed: $(tail -3 "$out/engine.err")"
 cat "$out/engine.txt"
-python3 -m services.cli bench mesh --engines 1,2,4,8 --threads 2 --size 300Kx1K --repeats 1 --compare-equal --json \
-  --dir /tmp/bench-mesh >"$out/mesh.json" 2>"$out/mesh.err" || echo "bench mesh exit $?: $(tail -5 "$out/mesh.err")"
-python3 -c "import json, sys; from services.bench_mesh import text; print(text(json.load(open(sys.argv[1]))))" "$out/mesh.json"
+# text, not --json: its progress lines (stderr) show how far a run that hits the time limit got
+# and a time limit of its own (MESH_SECONDS) so the services' logs can still be collected
+timeout "${MESH_SECONDS:-400}" python3 -m services.cli bench mesh --engines 1,2,4,8 --threads 2 --size 300Kx1K \
+  --repeats 1 --compare-equal --dir /tmp/bench-mesh >"$out/mesh.txt" 2> >(tee "$out/mesh.err" >&2) \
+  || echo "bench mesh exit $?"
+cat "$out/mesh.txt"
+for log in /tmp/bench-mesh/logs/*.log; do echo "== $log"; tail -n 40 "$log"; done >"$out/service-logs.txt" 2>&1 || true
