@@ -3,15 +3,24 @@
 Appending never waits for a reader: each subscriber keeps its own position and reads the
 log at its own pace (DESIGN.md step 5), so a slow or vanished client cannot slow the job.
 Every event is handed to a sink (the job store) as it is appended, so a restarted gateway
-serves the same events. The log ends with exactly one of result, error or cancelled.
+serves the same events; appending does not wait for the store either. Subscribers get an
+event only once the sink has persisted it (and every one before it): a client never sees an
+event that a restarted gateway would not serve again under the same sequence number, so it
+can re-attach from the last sequence it saw. (A write that fails is logged and its event
+released all the same: a stream must not hang on a broken disk.) The log ends with exactly
+one of result, error or cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Final
+from concurrent.futures import Future
+from typing import Any, Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -21,7 +30,11 @@ from services.common.errors import FailedPrecondition
 #: Event kinds after which a job's log is closed.
 TERMINAL: Final = frozenset({"result", "error", "cancelled"})
 
-Sink = Callable[[job_pb2.JobEvent], None]
+log = logging.getLogger(__name__)
+
+#: Persists an event; returns a future that completes once it is persisted, or None when it is
+#: already (a list in tests). Futures complete in the order the events were handed over.
+Sink = Callable[[job_pb2.JobEvent], "Future[Any] | None"]
 
 
 def is_terminal(event: job_pb2.JobEvent) -> bool:
@@ -47,6 +60,8 @@ class EventLog:
     ) -> None:
         self.job_id = job_id
         self._events: list[job_pb2.JobEvent] = list(events or [])
+        #: Events persisted (the first `_durable` ones): what subscribers may read.
+        self._durable = len(self._events)
         self._sink = sink
         self._clock = clock
         self._changed = asyncio.Event()
@@ -69,22 +84,40 @@ class EventLog:
         event = job_pb2.JobEvent(job_id=self.job_id, sequence=len(self._events) + 1, time=now_timestamp(self._clock))
         for name, value in body.items():
             getattr(event, name).CopyFrom(value)
-        if self._sink is not None:
-            self._sink(event)
+        written = self._sink(event) if self._sink is not None else None
         self._events.append(event)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        if written is None:
+            self._persisted(event.sequence)
+        else:
+            loop = asyncio.get_running_loop()
+            written.add_done_callback(functools.partial(self._on_written, loop, event.sequence))
         return event
 
+    def _on_written(self, loop: asyncio.AbstractEventLoop, sequence: int, written: Future[Any]) -> None:
+        """The sink's future is done (on the store's thread): release the event on the loop."""
+        if not written.cancelled() and (error := written.exception()) is not None:
+            log.error(
+                "an event was not persisted; streamed all the same",
+                extra={"fields": {"job": self.job_id, "sequence": sequence, "error": repr(error)}},
+            )
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody reads any more
+            loop.call_soon_threadsafe(self._persisted, sequence)
+
+    def _persisted(self, sequence: int) -> None:
+        if sequence > self._durable:
+            self._durable = sequence
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
     async def follow(self, after: int = 0) -> AsyncIterator[job_pb2.JobEvent]:
-        """Events with sequence > ``after``, then new ones as they come, until the log closes."""
+        """Events with sequence > ``after``, then new ones as they are persisted, until the log closes."""
         position = max(0, after)
         while True:
             waiter = self._changed
-            while position < len(self._events):
+            while position < self._durable:
                 event = self._events[position]
                 position += 1
                 yield event
-            if self.closed:
+            if self.closed and position >= len(self._events):
                 return
             await waiter.wait()

@@ -5,7 +5,11 @@ recorded in the job store, and answered with its `accepted` event; a task then r
 checks the dataset is still the version it validated, dispatches the chunks, folds the
 partials, emits coalesced progress (every `progress_seconds` when something moved) and
 running statistics (about every `statistics_seconds`), and closes the log with exactly one
-of result, error or cancelled. Everything is written to the store as it happens.
+of result, error or cancelled. Everything is written to the store as it happens, off the
+event loop (`JobStore`'s writer thread). Only three steps wait for writes: start-up recovery,
+SubmitJob (it answers a job's id once the job's record is committed) and an ended job (it
+leaves the live set, so that reads go to the store, once its last writes are). A client is
+streamed an event only once it is persisted (`EventLog`).
 
 A running job's fold is checkpointed (next block, exact running total, steps of the folded
 blocks; `JobStore.put_checkpoint`) at most every `checkpoint_seconds`, in one transaction with
@@ -49,7 +53,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.package_store import PackageStore, check_hash
 from services.gateway.planner import Chunk, Plan, plan
 from services.gateway.results import PART_VALUES, final_result, relative_difference, running_statistics, split_result
-from services.gateway.store import Checkpoint, JobStore, ResultKey
+from services.gateway.store import Checkpoint, JobStore, ResultKey, StoreClosed
 from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.scenarios import ScenarioParams
 
@@ -90,6 +94,9 @@ class LiveJob:
     params: ScenarioParams
     key: ResultKey
     rows: int
+    #: The tenant that submitted it ('' with auth off) and its idempotency key ('' for none).
+    tenant: str = ""
+    idempotency_key: str = ""
     task: asyncio.Task[None] | None = None
     fold: JobFold | None = None
     dispatcher: Dispatcher | None = None
@@ -156,6 +163,7 @@ class JobManager:
                 params=params,
                 key=ResultKey(job.spec.package_hash, cp.dataset_version, scenarios_key(params)),
                 rows=cp.dataset_rows,
+                tenant=self.store.tenant_of(job.job_id) or "",
                 resume=cp,
             )
             progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
@@ -174,6 +182,7 @@ class JobManager:
                 "job resumed from its checkpoint",
                 extra={"fields": {"job": job.job_id, "next_block": cp.next_block, "blocks": live.plan.blocks_total}},
             )
+        self.store.flush()  # start-up: the counts below read what was just written
         self.metrics.set_job_counts(self.store.count_by_state())
         if len(stale) > resumed:
             log.warning(
@@ -190,7 +199,7 @@ class JobManager:
         tenant = current_principal().tenant
         if idempotency_key and tenant:
             idempotency_key = f"{tenant}\x1f{idempotency_key}"  # keys are per tenant
-        if idempotency_key and (existing := self.store.job_by_key(idempotency_key)):
+        if idempotency_key and (existing := self._job_by_key(idempotency_key)):
             return existing
         self._admit()
         bad = []
@@ -242,10 +251,9 @@ class JobManager:
             create_time=now_timestamp(),
             progress=job_pb2.JobProgress(blocks_total=job_plan.blocks_total, policies_total=job_plan.rows),
         )
-        if idempotency_key and (existing := self.store.job_by_key(idempotency_key)):
+        if idempotency_key and (existing := self._job_by_key(idempotency_key)):
             return existing  # a concurrent submission with the same key got there first
         self._admit()  # again: submissions admitted together may have filled the gateway since
-        self.store.put_job(job, idempotency_key, tenant)
         logbook = EventLog(job.job_id, sink=self.store.append_event)
         live = LiveJob(
             job=job,
@@ -254,8 +262,11 @@ class JobManager:
             params=params,
             key=ResultKey(spec.package_hash, dataset.version, scenarios_key(params)),
             rows=dataset.rows,
+            tenant=tenant,
+            idempotency_key=idempotency_key,
         )
         self._live[job.job_id] = live
+        job_written = self.store.put_job(job, idempotency_key, tenant)
         self.metrics.jobs_submitted.inc()
         self.metrics.transition(0, S.JOB_STATE_QUEUED)
         logbook.append(
@@ -275,7 +286,17 @@ class JobManager:
                 }
             },
         )
+        # the job runs (even if this caller goes away now); its id is answered once it is
+        # recorded, since GetJob, WatchJob and ListJobs of an ended job read the store
+        await asyncio.wrap_future(job_written)
         return job.job_id
+
+    def _job_by_key(self, idempotency_key: str) -> str | None:
+        """The job submitted with this key: a live one (maybe not recorded yet) or a recorded one."""
+        for live in self._live.values():
+            if live.idempotency_key == idempotency_key:
+                return live.job.job_id
+        return self.store.job_by_key(idempotency_key)
 
     def _admit(self) -> None:
         """RESOURCE_EXHAUSTED when the gateway already holds its limit of unfinished jobs."""
@@ -387,7 +408,7 @@ class JobManager:
         job = live.job
         ticker: asyncio.Task[None] | None = None
         try:
-            current = await self.datasets.get(job.spec.dataset_id, self.store.tenant_of(job.job_id) or "")
+            current = await self.datasets.get(job.spec.dataset_id, live.tenant)
             if current.version != live.key.dataset_version:
                 raise JobFailed(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -418,7 +439,7 @@ class JobManager:
                 window_blocks=self.config.window_chunks_per_slot * slots * live.plan.chunk_blocks,
                 preview=preview,
                 credentials=self.credentials,
-                tenant=self.store.tenant_of(job.job_id) or "",
+                tenant=live.tenant,
             )
             if live.resume is None:
                 self._set_state(live, S.JOB_STATE_RUNNING)
@@ -453,7 +474,13 @@ class JobManager:
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
             if live.log.closed:
+                await self._recorded()  # an ended job is read from the store
                 self._live.pop(job.job_id, None)
+
+    async def _recorded(self) -> None:
+        """Wait until every store write issued so far is committed (reads see them)."""
+        with contextlib.suppress(StoreClosed):  # the gateway is stopping
+            await asyncio.wrap_future(self.store.written())
 
     def _succeed(self, live: LiveJob) -> None:
         job, fold = live.job, live.fold
@@ -526,28 +553,31 @@ class JobManager:
         cancelled: job_pb2.JobCancelled | None = None,
         end: object = None,
     ) -> None:
-        """Record the final state first, then close the log with its one terminal event."""
-        self.store.drop_checkpoint(job.job_id)
+        """Record the final state and close the log with its one terminal event, in one transaction."""
         self.metrics.transition(job.state, state)
         job.state = state  # type: ignore[assignment]
         job.end_time.CopyFrom(end if end is not None else now_timestamp())  # type: ignore[arg-type]
-        if result is not None:
-            job.result.CopyFrom(result)
-            self.store.put_job(job)
-            logbook.append(result=result)
-        elif error is not None:
-            job.error.CopyFrom(error)
-            self.store.put_job(job)
-            logbook.append(error=error)
-        else:
-            self.store.put_job(job)
-            logbook.append(cancelled=cancelled or job_pb2.JobCancelled())
+        with self.store.transaction():
+            self.store.drop_checkpoint(job.job_id)
+            if result is not None:
+                job.result.CopyFrom(result)
+                self.store.put_job(job)
+                logbook.append(result=result)
+            elif error is not None:
+                job.error.CopyFrom(error)
+                self.store.put_job(job)
+                logbook.append(error=error)
+            else:
+                self.store.put_job(job)
+                logbook.append(cancelled=cancelled or job_pb2.JobCancelled())
 
     # read side
 
     def _visible(self, job_id: str) -> None:
         """NOT_FOUND unless the job exists and is the caller's tenant's (the same answer either way)."""
-        if self.store.tenant_of(job_id) != current_principal().tenant:
+        live = self._live.get(job_id)
+        tenant = live.tenant if live is not None else self.store.tenant_of(job_id)
+        if tenant != current_principal().tenant:
             raise NotFound(f"job {job_id} does not exist")
 
     def get(self, job_id: str, *, with_vector: bool = True) -> job_pb2.Job:
@@ -602,6 +632,7 @@ class JobManager:
             with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT)
         self._cancelled(live)
+        await self._recorded()
         self._live.pop(job_id, None)
         return self.get(job_id)
 
