@@ -116,6 +116,7 @@ def _command_groups() -> Sequence[str]:
         "services.client.cli",
         "services.client.demo",
         "services.bench_mesh",
+        "services.gateway.bench_store",
         "services.common.auth.cli",
     )
 

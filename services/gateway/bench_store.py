@@ -1,6 +1,7 @@
 """How much the job store's writes delay the gateway's event loop: a measurement, not a test.
 
-    python -m services.gateway.bench_store [--jobs 20] [--seconds 10] [--contention disk]
+    livecalc bench store [--jobs 20] [--seconds 10] [--contention disk]
+    (or python -m services.gateway.bench_store)
 
 Drives a `JobStore` the way `JobManager` does, at many times its usual rate: per job, a
 progress event every `--tick` seconds, a checkpoint (five float64 vectors of `--scenarios`)
@@ -155,15 +156,17 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.gateway.bench_store", description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=10.0)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", type=int, default=20, help="jobs written at once (default 20)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long to measure (default 10)")
     parser.add_argument("--tick", type=float, default=0.01, help="seconds between a job's progress events")
-    parser.add_argument("--scenarios", type=int, default=1000)
-    parser.add_argument("--contention", choices=("none", "disk"), default="none")
+    parser.add_argument("--scenarios", type=int, default=1000, help="scenarios of each checkpoint's vectors")
+    parser.add_argument("--contention", choices=("none", "disk"), default="none", help="disk: fsync beside it")
     parser.add_argument("--dir", help="where the store goes (default: a new temporary directory)")
-    args = parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace) -> int:
+    """Run the measurement and print one JSON object."""
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         hammer = None
         stop = multiprocessing.Event()
@@ -178,6 +181,21 @@ def main(argv: list[str] | None = None) -> int:
                 hammer.join(timeout=30)
     print(json.dumps({"jobs": args.jobs, "seconds": args.seconds, "contention": args.contention, **report}))
     return 0
+
+
+def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `bench store`."""
+    p = bench_sub.add_parser(
+        "store", help="the gateway's job store: event-loop lag and event delivery while jobs write (JSON)"
+    )
+    add_arguments(p)
+    p.set_defaults(func=measure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.gateway.bench_store", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return measure(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
