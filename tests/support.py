@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,3 +157,36 @@ def read_until_up(proc: subprocess.Popen[bytes], seconds: float) -> list[str]:
         if "livecalc mesh is up" in line or not line:
             break
     return lines
+
+
+@contextmanager
+def livecalc_up(args: Sequence[str], *, seconds: float, env: Mapping[str, str] | None = None) -> Iterator[UpRun]:
+    """`livecalc up ARGS` until its "mesh is up" line (or its end, or `seconds`); killed on the way out
+    if still running. Stop it with `UpRun.stop()` to see it end on SIGINT."""
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "livecalc"), "up", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=None if env is None else dict(env),
+    )
+    try:
+        yield UpRun(proc, read_until_up(proc, seconds))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@dataclass
+class UpRun:
+    proc: subprocess.Popen[bytes]
+    lines: list[str]
+
+    def stop(self, seconds: float = 60) -> str:
+        """SIGINT, then everything it printed after the "mesh is up" line."""
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=seconds)
+        return out.decode()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -11,7 +9,7 @@ import pytest
 
 from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
 from services.common.up import engine_ports
-from tests.support import ROOT, VENV_BIN, free_offset, read_until_up
+from tests.support import free_offset, livecalc_up
 
 
 def test_engine_ports_are_consecutive_and_step_over_the_other_services() -> None:
@@ -26,25 +24,15 @@ def test_up_with_two_engines_serves_both(tmp_path: Path) -> None:
         return base + [p for pair in engine_ports(2, offset) for p in pair]
 
     offset = free_offset(ports)
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "livecalc"), "up", "--engines", "2", "--data-dir", str(tmp_path / "data"),
-         "--port-offset", str(offset)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
-    )  # fmt: skip
-    try:
-        lines = read_until_up(proc, 90)
-        assert "livecalc mesh is up" in lines[-1], "".join(lines)
+    args = ["--engines", "2", "--data-dir", str(tmp_path / "data"), "--port-offset", str(offset)]
+    with livecalc_up(args, seconds=90) as up:
+        assert "livecalc mesh is up" in up.lines[-1], "".join(up.lines)
         for port, _ in engine_ports(2, offset):
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 caps = engine_service_pb2_grpc.EngineServiceStub(channel).GetCapabilities(
                     engine_service_pb2.GetCapabilitiesRequest(), timeout=10
                 )
                 assert caps.slots >= 1 and caps.threads >= 1
-        assert "engine-0" in lines[-1] and "engine-1" in lines[-1]
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    assert proc.returncode == 0
+        assert "engine-0" in up.lines[-1] and "engine-1" in up.lines[-1]
+        up.stop()
+    assert up.proc.returncode == 0

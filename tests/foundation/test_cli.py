@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 
 from services.common.config import DEFAULT_PORTS
 from services.common.readiness import wait_serving
-from tests.support import ROOT, VENV_BIN, free_offset, read_until_up
+from tests.support import ROOT, VENV_BIN, free_offset, livecalc_up
 
 LIVECALC = str(VENV_BIN / "livecalc")
 
@@ -60,22 +59,12 @@ def test_bad_flags_give_one_clear_line(args: tuple[str, ...], message: str) -> N
 @pytest.mark.slow
 def test_up_starts_all_three_and_stops_on_sigint(tmp_path: Path) -> None:
     offset = free_offset(lambda o: [p + o for pair in DEFAULT_PORTS.values() for p in pair])
-    proc = subprocess.Popen(
-        [LIVECALC, "up", "--data-dir", str(tmp_path / "data"), "--port-offset", str(offset)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    try:
-        lines = read_until_up(proc, 60)
+    with livecalc_up(["--data-dir", str(tmp_path / "data"), "--port-offset", str(offset)], seconds=60) as up:
         for name in ("data", "engine", "gateway"):
             wait_serving(f"127.0.0.1:{DEFAULT_PORTS[name][0] + offset}", timeout=10)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=40)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = "".join(lines) + out.decode()
+        out = up.stop(40)
+    text = "".join(up.lines) + out
+    proc = up.proc
     assert proc.returncode == 0, text
     assert "livecalc mesh is up" in text
     for name in ("data", "engine", "gateway"):  # each service itself logged its stop

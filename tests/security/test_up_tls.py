@@ -5,8 +5,6 @@ without a CA for the peers is refused before anything starts."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -19,15 +17,10 @@ from services.common.up import engine_ports
 from tests.engine.mesh import policies_csv, stochastic_package
 from tests.gateway.jobmesh import in_process_hash, spec
 from tests.security.keys import self_signed
-from tests.support import ROOT, VENV_BIN, free_offset, read_until_up
+from tests.support import free_offset, livecalc_up
 
 pytestmark = pytest.mark.timeout(240)
 SCENARIOS = 8
-
-
-def up(tmp: Path, env: dict[str, str], offset: int) -> subprocess.Popen[bytes]:
-    argv = [str(VENV_BIN / "livecalc"), "up", "--data-dir", str(tmp / "data"), "--port-offset", str(offset)]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
 
 def test_up_refuses_a_certificate_its_services_could_not_trust(tmp_path: Path) -> None:
@@ -35,10 +28,10 @@ def test_up_refuses_a_certificate_its_services_could_not_trust(tmp_path: Path) -
     env = {**os.environ, "LIVECALC_TLS_CERT": str(cert), "LIVECALC_TLS_KEY": str(key)}
     env.pop("LIVECALC_TLS_CA", None)
     env.pop("LIVECALC_TLS", None)
-    proc = up(tmp_path, env, 17000)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out
-    (line,) = out.decode().splitlines()  # one line, nothing started
+    with livecalc_up(["--data-dir", str(tmp_path / "data"), "--port-offset", "17000"], seconds=60, env=env) as up:
+        up.proc.wait(timeout=60)
+    assert up.proc.returncode == 1, up.lines
+    (line,) = "".join(up.lines).splitlines()  # one line, nothing started
     assert line.startswith("livecalc: error: LIVECALC_TLS_CERT serves TLS; set LIVECALC_TLS_CA")
 
 
@@ -51,12 +44,11 @@ def test_a_job_runs_through_a_tls_mesh(tmp_path: Path) -> None:
     offset = free_offset(ports)
     cert, key = self_signed(tmp_path)
     env = {**os.environ, "LIVECALC_TLS_CERT": str(cert), "LIVECALC_TLS_KEY": str(key), "LIVECALC_TLS_CA": str(cert)}
-    proc = up(tmp_path, env, offset)
     gateway = f"127.0.0.1:{DEFAULT_PORTS['gateway'][0] + offset}"
     data = f"127.0.0.1:{DEFAULT_PORTS['data'][0] + offset}"
-    try:
-        lines = read_until_up(proc, 120)
-        assert "livecalc mesh is up" in lines[-1], "".join(lines)
+    args = ["--data-dir", str(tmp_path / "data"), "--port-offset", str(offset)]
+    with livecalc_up(args, seconds=120, env=env) as up:
+        assert "livecalc mesh is up" in up.lines[-1], "".join(up.lines)
         table = policies_csv(tmp_path / "pol.csv", 1500)
         archive = stochastic_package(tmp_path / "model")
         with Client(gateway, data=data, tls_ca=cert) as client:
@@ -68,10 +60,5 @@ def test_a_job_runs_through_a_tls_mesh(tmp_path: Path) -> None:
             with pytest.raises(grpc.RpcError) as err:
                 job_service_pb2_grpc.JobServiceStub(channel).ListJobs(job_service_pb2.ListJobsRequest(), timeout=5)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    assert proc.returncode == 0
+        up.stop()
+    assert up.proc.returncode == 0
