@@ -139,6 +139,13 @@ async def start_server(
             ("grpc.max_connection_age_ms", age_ms),
             ("grpc.max_connection_age_grace_ms", int(config.grace_seconds * 1000)),
             ("grpc.so_reuseport", 0),
+            # Clients may keep calls alive with PINGs (the gateway does, every 10 s by default, to
+            # find a hung engine): accept them as often as every second, and never answer a
+            # burst with GOAWAY "too_many_pings", which would fail the calls it meant to protect.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+            ("grpc.http2.max_ping_strikes", 0),
         ],
     )
     for binding in bindings:

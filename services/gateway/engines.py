@@ -42,6 +42,29 @@ CHANNEL_OPTIONS: Final = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
+#: HTTP/2 PINGs on an engine's channel while calls are open, every this many seconds.
+DEFAULT_KEEPALIVE_SECONDS: Final = 10.0
+
+
+def channel_options(keepalive_seconds: float) -> list[tuple[str, int]]:
+    """CHANNEL_OPTIONS plus keepalive: a PING every `keepalive_seconds` while a call is open, and the
+    connection (with its calls: UNAVAILABLE, so chunks are requeued) dropped when one goes unanswered
+    for as long, at least 1 s. gRPC's own threads answer PINGs, busy WASM threads or not, so this
+    finds a hung or vanished engine in about twice the interval however long its chunks' pieces take
+    (the stall limit has to outwait the slowest piece). 0 turns it off."""
+    if keepalive_seconds <= 0:
+        return list(CHANNEL_OPTIONS)
+    ms = max(1000, int(keepalive_seconds * 1000))
+    return [
+        *CHANNEL_OPTIONS,
+        ("grpc.keepalive_time_ms", ms),
+        ("grpc.keepalive_timeout_ms", ms),
+        # any PING's ack, not only keepalive's: a flow-control (BDP) PING already in flight when the
+        # engine stops holds the keepalive back, and it waits 60 s by default
+        ("grpc.http2.ping_timeout_ms", ms),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
 
 @dataclass(frozen=True)
@@ -110,8 +133,10 @@ class EnginePool:
         backoff: float = 0.2,
         credentials: ServiceCredentials | None = None,
         security: ChannelSecurity | None = None,
+        keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
     ) -> None:
         self.targets = targets
+        self.options = channel_options(keepalive_seconds)
         #: The gateway's service token (RunChunk needs `admin`) and the channels' TLS.
         self.credentials = credentials or ServiceCredentials()
         self.security = security or ChannelSecurity()
@@ -146,7 +171,7 @@ class EnginePool:
                 self._resolved_at = now
                 for address in addresses:
                     if address not in self._engines:
-                        channel = open_aio_channel(address, self.security, options=CHANNEL_OPTIONS)
+                        channel = open_aio_channel(address, self.security, options=self.options)
                         self._engines[address] = Engine(
                             address, channel, engine_service_pb2_grpc.EngineServiceStub(channel)
                         )

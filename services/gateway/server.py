@@ -34,7 +34,7 @@ from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
 from services.common.storage.base import Storage
 from services.common.storage.local import LocalStorage
 from services.gateway.dispatcher import DispatchConfig
-from services.gateway.engines import EnginePool, EngineTargets
+from services.gateway.engines import DEFAULT_KEEPALIVE_SECONDS, EnginePool, EngineTargets
 from services.gateway.inputs import DataServiceDatasets
 from services.gateway.job_servicer import JobServicer
 from services.gateway.jobs import JobConfig, JobManager
@@ -72,6 +72,8 @@ class JobsConfig:
     max_pending_jobs: int = DEFAULT_MAX_PENDING_JOBS
     #: An engine silent this long on a chunk's stream is taken as hung and the chunk moved.
     stall_seconds: float = 60.0
+    #: Keepalive PINGs on engine channels while calls are open (0: off); see engines.channel_options.
+    keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="an engine that sends nothing on a chunk for this long is taken as hung and its chunk moved "
         "(env LIVECALC_CHUNK_STALL_SECONDS; default 60)",
+    )
+    parser.add_argument(
+        "--engine-keepalive-seconds",
+        type=float,
+        help="PING engines this often while chunks run and drop one that does not answer within as long, 0 for "
+        f"off (env LIVECALC_ENGINE_KEEPALIVE_SECONDS; default {DEFAULT_KEEPALIVE_SECONDS:g})",
     )
     parser.add_argument(
         "--max-pending-jobs",
@@ -166,6 +174,14 @@ def resolve_jobs_config(args: argparse.Namespace, env: Mapping[str, str]) -> Job
         raise InvalidArgument(f"chunk stall seconds must be a number, got {stall_raw!r}") from None
     if stall <= 0:
         raise InvalidArgument(f"chunk stall seconds must be > 0, got {stall}")
+    keepalive_flag = getattr(args, "engine_keepalive_seconds", None)
+    keepalive_raw = keepalive_flag if keepalive_flag is not None else env.get("LIVECALC_ENGINE_KEEPALIVE_SECONDS") or ""
+    try:
+        keepalive = float(keepalive_raw) if keepalive_raw != "" else DEFAULT_KEEPALIVE_SECONDS
+    except ValueError:
+        raise InvalidArgument(f"engine keepalive seconds must be a number, got {keepalive_raw!r}") from None
+    if keepalive < 0:
+        raise InvalidArgument(f"engine keepalive seconds must be ≥ 0 (0: off), got {keepalive}")
     pending_flag = getattr(args, "max_pending_jobs", None)
     pending_raw = pending_flag if pending_flag is not None else env.get("LIVECALC_MAX_PENDING_JOBS") or ""
     try:
@@ -182,6 +198,7 @@ def resolve_jobs_config(args: argparse.Namespace, env: Mapping[str, str]) -> Job
         max_attempts=attempts,
         max_pending_jobs=pending,
         stall_seconds=stall,
+        keepalive_seconds=keepalive,
     )
 
 
@@ -214,6 +231,7 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
             resolve_seconds=jobs_config.resolve_seconds,
             credentials=credentials,
             security=channels,
+            keepalive_seconds=jobs_config.keepalive_seconds,
         ),
         package_store,
         datasets=datasets,
