@@ -35,7 +35,10 @@ class ServerConfig:
     #: balancers and Kubernetes readiness probes can take it out of rotation first.
     drain_seconds: float = 1.0
     max_message_bytes: int = 4 * 1024 * 1024
-    #: Connections are recycled after this long so clients re-resolve DNS (scale-out).
+    #: Connections are recycled after this long so clients re-resolve DNS (scale-out): the
+    #: server sends GOAWAY, new calls open a new connection, and the calls still open on the old
+    #: one run to their end (`MAX_CONNECTION_AGE_GRACE_SECONDS`): a job's event stream lasts as
+    #: long as the job.
     max_connection_age_seconds: float = 300.0
 
     def __post_init__(self) -> None:
@@ -46,6 +49,8 @@ class ServerConfig:
                 raise InvalidArgument(f"{name} must be in 0..65535, got {port}")
         if self.grace_seconds < 0 or self.drain_seconds < 0:
             raise InvalidArgument("grace_seconds and drain_seconds must be ≥ 0")
+        if self.max_connection_age_seconds <= 0:
+            raise InvalidArgument(f"max connection age must be > 0 seconds, got {self.max_connection_age_seconds}")
         if self.drain_seconds > self.grace_seconds:
             raise InvalidArgument("drain_seconds must not exceed grace_seconds")
 
@@ -93,6 +98,7 @@ def resolve_server_config(
     metrics = metrics_port if metrics_port is not None else _env_int(env, prefix + "METRICS_PORT")
     grace = grace_seconds if grace_seconds is not None else _env_float(env, "LIVECALC_GRACE_SECONDS")
     drain = _env_float(env, "LIVECALC_DRAIN_SECONDS")
+    age = _env_float(env, "LIVECALC_MAX_CONNECTION_AGE_SECONDS")
     grace = 10.0 if grace is None else grace
     metrics = default_metrics if metrics is None else metrics
     return ServerConfig(
@@ -103,4 +109,5 @@ def resolve_server_config(
         metrics_host=env.get("LIVECALC_METRICS_HOST") or host or env.get("LIVECALC_HOST") or "127.0.0.1",
         grace_seconds=grace,
         drain_seconds=min(grace, 1.0) if drain is None else drain,
+        max_connection_age_seconds=300.0 if age is None else age,
     )

@@ -20,7 +20,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from threading import Thread
-from typing import Any
+from typing import Any, Final
 from wsgiref.simple_server import WSGIServer
 
 import anyio
@@ -41,6 +41,10 @@ from services.common.metrics import ServerMetrics
 from services.common.reflection import DocumentedReflectionServicer, load_documented_files
 
 log = logging.getLogger(__name__)
+#: How long calls still open on a connection past its max age may go on: a day, so a job's event
+#: stream is never cut by the recycling that only exists to spread new calls (gRPC's default is
+#: infinite; a bound still frees a connection a forgotten stream would hold forever).
+MAX_CONNECTION_AGE_GRACE_MS: Final = 24 * 3600 * 1000
 
 HEALTH_NAMES = ("liveness", "readiness")
 #: In-flight RPCs are ended this long before the grace period runs out.
@@ -137,7 +141,8 @@ async def start_server(
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.max_connection_age_ms", age_ms),
-            ("grpc.max_connection_age_grace_ms", int(config.grace_seconds * 1000)),
+            # not the shutdown grace: a job's event stream outlives any connection age
+            ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
             ("grpc.so_reuseport", 0),
             # Clients may keep calls alive with PINGs (the gateway does, every 10 s by default, to
             # find a hung engine): accept them as often as every second, and never answer a
