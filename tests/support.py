@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class ServiceProcess:
     proc: subprocess.Popen[bytes]
     log_path: Path
     extra: Sequence[str] = field(default=())
+    env: Mapping[str, str] = field(default_factory=dict)  # set on top of this process's environment
 
     @property
     def address(self) -> str:
@@ -109,7 +111,7 @@ def start_service(
             env=full_env,
             cwd=ROOT,
         )
-    service = ServiceProcess(name, port, metrics_port, proc, log_path, extra)
+    service = ServiceProcess(name, port, metrics_port, proc, log_path, extra, dict(env or {}))
     if wait:
         try:
             wait_serving(service.address, proc=proc, label=name)
@@ -119,15 +121,27 @@ def start_service(
     return service
 
 
-def restart_service(
-    service: ServiceProcess, tmp: Path, *, env: Mapping[str, str] | None = None, grace: float = 5.0
-) -> ServiceProcess:
-    """Start `service` again (after it stopped or was killed) on the same ports with the same flags."""
+def restart_service(service: ServiceProcess, tmp: Path, *, grace: float = 5.0) -> ServiceProcess:
+    """Start `service` again (after it stopped or was killed) on the same ports with the same flags
+    and environment."""
     if service.proc.poll() is None:
         raise RuntimeError(f"{service.name} on {service.address} is still running")
-    return start_service(
-        service.name, tmp, extra=service.extra, env=env, grace=grace, ports=(service.port, service.metrics_port)
-    )
+    ports = (service.port, service.metrics_port)
+    return start_service(service.name, tmp, extra=service.extra, env=service.env, grace=grace, ports=ports)
+
+
+def metrics_text(service: ServiceProcess) -> str:
+    """The service's /metrics exposition."""
+    url = f"http://127.0.0.1:{service.metrics_port}/metrics"
+    return str(urllib.request.urlopen(url, timeout=5).read().decode())
+
+
+def metric(service: ServiceProcess, name: str) -> float:
+    """One unlabelled sample of the service's /metrics."""
+    for line in metrics_text(service).splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exposed")
 
 
 def ports_free(ports: Sequence[int]) -> bool:

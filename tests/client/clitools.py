@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import random
-import socket
 import struct
 import subprocess
 from pathlib import Path
 
 from services.common.config import DEFAULT_PORTS
-from tests.support import ROOT, VENV_BIN
+from tests.support import ROOT, VENV_BIN, free_offset
 
 LIVECALC = str(VENV_BIN / "livecalc")
 
@@ -27,23 +25,10 @@ def livecalc(*argv: str, timeout: float = 120, env: dict[str, str] | None = None
     )
 
 
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port_offset(engines: int = 1) -> int:
     """An offset for `livecalc run --port-offset` under which every port of the mesh is free."""
     ports = [p for pair in DEFAULT_PORTS.values() for p in pair]
-    for _ in range(200):
-        offset = random.randrange(1000, 9000, 10)
-        if all(_free(p + offset + k) for p in ports for k in range(engines + 1)):
-            return offset
-    raise RuntimeError("no free port offset found")
+    return free_offset(lambda offset: [p + offset + k for p in ports for k in range(engines + 1)])
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -11,8 +11,8 @@ import pytest
 
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import policies_csv, stochastic_package
-from tests.gateway.jobmesh import start_engine, start_gateway
-from tests.support import ServiceProcess, start_service
+from tests.meshes import Services
+from tests.support import ServiceProcess
 
 ROWS = 6 * BLOCK_SIZE - 100
 LONG_ROWS = 40 * BLOCK_SIZE
@@ -39,15 +39,8 @@ def small_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmallMesh]:
     policies_csv(root / "long.csv", LONG_ROWS, seed=3)
     model_dir = tmp / "model"
     archive = stochastic_package(model_dir)
-    started: list[ServiceProcess] = []
-    try:
-        data = start_service("data", tmp, extra=["--root", str(root)])
-        started.append(data)
-        engine = start_engine(tmp, data, "e0")
-        started.append(engine)
-        gateway = start_gateway(tmp, data, [engine], tmp / "gw")
-        started.append(gateway)
+    with Services(tmp) as services:
+        data = services.data(root)
+        engine = services.engine(data, "e0")
+        gateway = services.gateway(data, [engine])
         yield SmallMesh(tmp, root, data, engine, gateway, model_dir, archive, table)
-    finally:
-        for service in reversed(started):
-            service.terminate()

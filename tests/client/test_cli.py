@@ -17,7 +17,8 @@ from livecalc.gateway.v1 import job_pb2
 from services.valuation.statistics import result_hash
 from tests.client.clitools import LIVECALC, livecalc, png_size
 from tests.client.conftest import SmallMesh
-from tests.gateway.jobmesh import SEED, get_job
+from tests.engine.mesh import SEED
+from tests.gateway.jobmesh import get_job
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]

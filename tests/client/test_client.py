@@ -14,7 +14,7 @@ from services.client import AsyncClient, Client, JobCancelled, ResultAssembler, 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.valuation.statistics import result_hash, statistics
 from tests.client.conftest import LONG_ROWS, ROWS, SmallMesh
-from tests.gateway.jobmesh import SEED, SIGMA, in_process_hash
+from tests.engine.mesh import SEED, SIGMA, in_process_hash
 from tests.support import free_port
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]

@@ -1,10 +1,11 @@
-"""Helpers of the engine's functional tests: a stochastic reference package, datasets, uploads,
-and RunChunk requests against real data, gateway and engine processes."""
+"""Inputs of the functional tests' meshes (tests.meshes): the stochastic reference package,
+generated policy datasets, uploads and the in-process pipeline run the meshes' results must
+match; and RunChunk requests against real data, gateway and engine processes."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -17,9 +18,15 @@ from livecalc.engine.v1 import engine_pb2, engine_service_pb2, engine_service_pb
 from livecalc.gateway.v1 import package_service_pb2_grpc
 from services.data.generate import generate
 from services.engine.abi import PV_COMPONENTS
+from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
+from services.engine.runtime import Runtime
+from services.engine.workers import WasmPool
 from services.gateway.cli import upload_requests
-from services.valuation.packages.package import build_directory
+from services.valuation.assumption_files import assumptions_from_files
+from services.valuation.packages.package import build_directory, verify_archive
 from services.valuation.packages.reference import init_directory
+from services.valuation.policies import Policies
+from services.valuation.scenarios import ScenarioParams
 from tests.engine.wasm_helpers import DYN_LAPSE_BETA
 
 SCENARIOS = 19  # not a multiple of the 16 lanes
@@ -38,10 +45,30 @@ def stochastic_package(root: Path) -> bytes:
     return archive
 
 
-def upload_package(address: str, archive: bytes) -> str:
+def upload_package(address: str, archive: bytes, *, metadata: Sequence[tuple[str, str]] = ()) -> str:
+    """Upload `archive` to the gateway at `address` (with call `metadata`, e.g. a bearer token); its hash."""
     with grpc.insecure_channel(address) as channel:
-        reply = package_service_pb2_grpc.PackageServiceStub(channel).UploadPackage(upload_requests(archive), timeout=60)
+        reply = package_service_pb2_grpc.PackageServiceStub(channel).UploadPackage(
+            upload_requests(archive), timeout=60, metadata=tuple(metadata)
+        )
     return str(reply.package.package_hash)
+
+
+def in_process_run(archive: bytes, table: pa.Table, count: int) -> PipelineResult:
+    """The package's pipeline run in this process on `table` and `count` scenarios (MODEL.md's reference order)."""
+    package = verify_archive(archive)
+    assumptions = assumptions_from_files(
+        {p.removeprefix("assumptions/"): d for p, d in package.files.items() if p.startswith("assumptions/")}
+    )
+    assert assumptions.dyn_lapse_beta > 0
+    inputs = RunInputs(Policies.from_columns(table), assumptions, ScenarioParams(count=count, seed=SEED, sigma=SIGMA))
+    with WasmPool(Runtime(), threads=2) as pool:
+        return PipelineRunner(pool).run(package.config["pipeline"], inputs)
+
+
+def in_process_hash(archive: bytes, table: pa.Table, count: int) -> str:
+    """The result hash every mesh must give for the same package, policies and scenarios."""
+    return in_process_run(archive, table, count).result_hash
 
 
 def policies_csv(path: Path, rows: int, seed: int = 11, bad_row: int | None = None) -> pa.Table:

@@ -21,18 +21,17 @@ from services.engine.workers import WasmPool
 from services.valuation.packages.config import REFERENCE_PIPELINE
 from tests.engine.mesh import stochastic_package, upload_package
 from tests.engine.wasm_helpers import inputs
-from tests.support import ServiceProcess, free_port, start_service
+from tests.meshes import Services
+from tests.support import ServiceProcess, free_port
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, str, bytes]]:
     tmp = tmp_path_factory.mktemp("loader")
     archive = stochastic_package(tmp / "model")
-    service = start_service("gateway", tmp, env={"LIVECALC_DATA_DIR": str(tmp / "gw")})
-    try:
+    with Services(tmp) as services:
+        service = services.gateway()
         yield service, upload_package(service.address, archive), archive
-    finally:
-        service.terminate()
 
 
 @pytest.fixture(scope="module")

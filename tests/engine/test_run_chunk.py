@@ -15,34 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pyarrow as pa
 import pytest
 
 from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
-from services.engine.pipeline import PipelineRunner, RunInputs
-from services.engine.runtime import Runtime
-from services.engine.workers import WasmPool
-from services.valuation.assumption_files import assumptions_from_files
 from services.valuation.blocks import BLOCK_SIZE, BlockFolder, block_count, fold
-from services.valuation.packages.package import verify_archive
-from services.valuation.policies import Policies
-from services.valuation.scenarios import ScenarioParams
 from services.valuation.statistics import result_hash
 from tests.engine.mesh import (
     SCENARIOS,
-    SEED,
-    SIGMA,
     chunk_request,
     dataset_version,
     events,
+    in_process_run,
     partial_values,
     policies_csv,
     run_chunk,
     stochastic_package,
     upload_package,
 )
-from tests.support import VENV_BIN, ServiceProcess, start_service
+from tests.meshes import Services
+from tests.support import VENV_BIN, ServiceProcess, metric
 
 ROWS = 5 * BLOCK_SIZE - 300  # 5 blocks, the last one partial
 BAD_ROW = 2 * BLOCK_SIZE + 77  # in block 2
@@ -69,43 +61,17 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     policies_csv(root / "bad.csv", ROWS, bad_row=BAD_ROW)
     policies_csv(root / "long.csv", LONG_ROWS, seed=5)
     archive = stochastic_package(tmp / "model")
-    started: list[ServiceProcess] = []
-    try:
-        data = start_service("data", tmp, extra=["--root", str(root)])
-        started.append(data)
-        gateway = start_service("gateway", tmp, env={"LIVECALC_DATA_DIR": str(tmp / "gw")})
-        started.append(gateway)
-        engine = start_service(
-            "engine",
-            tmp,
-            extra=["--data", data.address, "--threads", "2", "--slots", "1", "--piece-blocks", "2",
-                   "--cache-dir", str(tmp / "engine-cache")],
-        )  # fmt: skip
-        started.append(engine)
+    with Services(tmp) as services:
+        data = services.data(root)
+        gateway = services.gateway()  # a package source only: no engines, no data service
+        engine = services.engine(data, "engine", threads=2, extra=["--piece-blocks", "2"])
         package_hash = upload_package(gateway.address, archive)
         yield Mesh(data, gateway, engine, package_hash, archive, table, root)
-    finally:
-        for service in reversed(started):
-            service.terminate()
-
-
-def in_process_partials(mesh: Mesh, table: pa.Table, scenarios: int = SCENARIOS) -> np.ndarray:
-    """f64 [blocks][5][N] of the shipped pipeline run in this process on the package's assumptions."""
-    package = verify_archive(mesh.archive)
-    assumptions = assumptions_from_files(
-        {p.removeprefix("assumptions/"): d for p, d in package.files.items() if p.startswith("assumptions/")}
-    )
-    assert assumptions.dyn_lapse_beta > 0
-    inputs = RunInputs(
-        Policies.from_columns(table), assumptions, ScenarioParams(count=scenarios, seed=SEED, sigma=SIGMA)
-    )
-    with WasmPool(Runtime(), threads=2) as pool:
-        return PipelineRunner(pool).run(package.config["pipeline"], inputs).partials
 
 
 def test_partials_fold_to_the_in_process_result_bit_for_bit(mesh: Mesh) -> None:
     version = dataset_version(mesh.data.address, "pol")
-    expected = in_process_partials(mesh, mesh.table)
+    expected = in_process_run(mesh.archive, mesh.table, SCENARIOS).partials  # f64 [blocks][5][N]
     blocks = block_count(ROWS)
     folder = BlockFolder(blocks)
     # two chunks, as a gateway might split the job: [0, 3) and [3, 5)
@@ -172,16 +138,6 @@ def cpu_seconds(pid: int) -> float:
     import os
 
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def metric(engine: ServiceProcess, name: str) -> float:
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{engine.metrics_port}/metrics", timeout=5).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not exposed")
 
 
 def test_busy_engine_is_resource_exhausted_and_cancel_stops_cpu_within_a_second(mesh: Mesh) -> None:

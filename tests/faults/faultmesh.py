@@ -1,7 +1,7 @@
 """The mesh the fault tests break: a data service, three engines and a gateway, each its own process.
 
 Every service listens on free loopback ports; a killed or stopped one is restarted on the same
-ports (tests.support.restart_service), so the others find it again where it was. The gateway
+ports (`FaultMesh.services.restart`), so the others find it again where it was. The gateway
 takes an engine silent for `STALL_SECONDS` on a chunk as hung.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -18,8 +18,9 @@ import pyarrow as pa
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import policies_csv, stochastic_package, upload_package
-from tests.gateway.jobmesh import CALL_TIMEOUT, metric, spec, start_engine, stub
-from tests.support import ServiceProcess, start_service
+from tests.gateway.jobmesh import CALL_TIMEOUT, spec, stub
+from tests.meshes import Services
+from tests.support import ServiceProcess, metric
 
 #: A job of a few seconds on three single-thread engines, in one-block chunks.
 ROWS = 24 * BLOCK_SIZE
@@ -30,38 +31,17 @@ S = job_pb2.JobState
 
 @dataclass
 class FaultMesh:
-    tmp: Path
+    services: Services
     root: Path
     data: ServiceProcess
     engines: list[ServiceProcess]
     gateway: ServiceProcess
-    gateway_dir: Path
     package_hash: str
     table: pa.Table
     baseline: str = ""
-    extra: list[ServiceProcess] = field(default_factory=list)
-
-    def services(self) -> list[ServiceProcess]:
-        return [self.gateway, *self.engines, self.data, *self.extra]
 
     def job_spec(self, scenarios: int = SCENARIOS) -> job_pb2.JobSpec:
         return spec(self.package_hash, "faults", scenarios, chunk_blocks=1)
-
-
-def start_gateway(tmp: Path, data: ServiceProcess, engines: list[ServiceProcess], data_dir: Path) -> ServiceProcess:
-    return start_service(
-        "gateway",
-        tmp,
-        extra=[
-            "--engines",
-            ",".join(e.address for e in engines),
-            "--data-address",
-            data.address,
-            "--chunk-stall-seconds",
-            str(STALL_SECONDS),
-        ],
-        env={"LIVECALC_DATA_DIR": str(data_dir)},
-    )
 
 
 def fault_mesh(tmp: Path) -> Iterator[FaultMesh]:
@@ -69,22 +49,11 @@ def fault_mesh(tmp: Path) -> Iterator[FaultMesh]:
     root.mkdir()
     table = policies_csv(root / "faults.csv", ROWS, seed=12)
     archive = stochastic_package(tmp / "model")
-    started: list[ServiceProcess] = []
-    mesh: FaultMesh | None = None
-    try:
-        data = start_service("data", tmp, extra=["--root", str(root)])
-        started.append(data)
-        engines = [start_engine(tmp, data, f"e{i}") for i in range(3)]
-        started += engines
-        gateway = start_gateway(tmp, data, engines, tmp / "gw")
-        started.append(gateway)
-        mesh = FaultMesh(tmp, root, data, engines, gateway, tmp / "gw", upload_package(gateway.address, archive), table)
-        yield mesh
-    finally:
-        for service in mesh.services() if mesh is not None else reversed(started):
-            if service.proc.poll() is None:
-                service.resume()  # a stopped process ignores SIGTERM until continued
-                service.terminate()
+    with Services(tmp) as services:
+        data = services.data(root)
+        engines = [services.engine(data, f"e{i}") for i in range(3)]
+        gateway = services.gateway(data, engines, extra=["--chunk-stall-seconds", str(STALL_SECONDS)])
+        yield FaultMesh(services, root, data, engines, gateway, upload_package(gateway.address, archive), table)
 
 
 class Job:
@@ -128,6 +97,19 @@ def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
 
 def computing(engines: list[ServiceProcess]) -> bool:
     return any(metric(e, "livecalc_engine_compute_in_flight") >= 1 for e in engines)
+
+
+def hang_engine(job: Job, engine: ServiceProcess) -> tuple[list[job_pb2.JobEvent], float]:
+    """SIGSTOP `engine` once it computes, read `job` to its end, then SIGCONT the engine: the job's
+    events and the seconds from the stop to the job's end."""
+    wait_until(lambda: computing([engine]), 20, "the victim to compute")
+    stopped = time.monotonic()
+    engine.pause()
+    try:
+        events = job.rest()
+        return events, time.monotonic() - stopped
+    finally:
+        engine.resume()
 
 
 def engine_steps(engine: ServiceProcess) -> float:

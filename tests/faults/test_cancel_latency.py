@@ -18,7 +18,8 @@ import pytest
 
 from livecalc.gateway.v1 import job_service_pb2
 from tests.faults.faultmesh import FaultMesh, Job, S, computing, fault_mesh, wait_until
-from tests.gateway.jobmesh import metric, stub
+from tests.gateway.jobmesh import stub
+from tests.support import metric
 
 CANCELS = 20
 

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.faultmesh import FaultMesh, Job, computing, engine_steps, fault_mesh, wait_until
+from tests.faults.faultmesh import FaultMesh, Job, engine_steps, fault_mesh, hang_engine, wait_until
 from tests.gateway.jobmesh import kinds, submit
-from tests.support import restart_service
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,7 +50,7 @@ def test_engine_killed_mid_job_finishes_on_the_others_and_is_used_again_after_re
     assert "chunk failed on an engine; requeued" in mesh.gateway.log()
     print(f"\nengine SIGKILL: job ended {time.monotonic() - started:.2f} s after the kill, same hash")
     # a restarted engine (same address) takes chunks again
-    mesh.engines[0] = restart_service(victim, mesh.tmp)
+    mesh.engines[0] = mesh.services.restart(victim)
     # the gateway left it alone (backoff, at most 5 s) after the failed calls: within a few jobs it is back
     for _ in range(5):
         assert result_hash(submit(mesh.gateway.address, mesh.job_spec())) == baseline
@@ -64,14 +63,7 @@ def test_hung_engine_is_detected_and_its_chunk_moved(mesh: FaultMesh, baseline: 
     victim = mesh.engines[1]
     job = Job(mesh.gateway.address, mesh.job_spec())
     job.folded(2)
-    wait_until(lambda: computing([victim]), 20, "the victim to compute")
-    stopped = time.monotonic()
-    victim.pause()
-    try:
-        events = job.rest()
-        elapsed = time.monotonic() - stopped
-    finally:
-        victim.resume()
+    events, elapsed = hang_engine(job, victim)
     assert result_hash(events) == baseline
     log = mesh.gateway.log()
     assert "STALLED" in log and victim.address in log
@@ -84,7 +76,7 @@ def test_data_service_restart_delays_the_job_never_fails_it(mesh: FaultMesh, bas
     killed = time.monotonic()
     mesh.data.kill()
     time.sleep(1.0)  # the data service is gone for a while (and restarting: about as long again)
-    mesh.data = restart_service(mesh.data, mesh.tmp)
+    mesh.data = mesh.services.restart(mesh.data)
     events = job.rest()
     assert result_hash(events) == baseline
     assert any("data service unavailable; retrying" in e.log() for e in mesh.engines)

@@ -16,8 +16,8 @@ import pytest
 
 from services.valuation.blocks import BLOCK_SIZE
 from tests.faults.faultmesh import ROWS, FaultMesh, Job, S, fault_mesh
-from tests.gateway.jobmesh import get_job, kinds, metric, submit, watch
-from tests.support import restart_service
+from tests.gateway.jobmesh import get_job, kinds, submit, watch
+from tests.support import metric
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,7 +41,7 @@ def test_gateway_killed_mid_job_resumes_from_its_checkpoint_with_the_same_hash(m
     last = seen[-1].sequence
     done_at_kill = max(e.progress.blocks_done for e in seen if e.WhichOneof("event") == "progress")
     assert seen[-1].WhichOneof("event") not in ("result", "error", "cancelled")
-    mesh.gateway = restart_service(mesh.gateway, mesh.tmp, env={"LIVECALC_DATA_DIR": str(mesh.gateway_dir)})
+    mesh.gateway = mesh.services.restart(mesh.gateway)  # same ports, flags and store
     rest = watch(mesh.gateway.address, job.job_id, last)
     resumed_in = time.monotonic() - killed
     assert rest and rest[-1].WhichOneof("event") == "result", kinds(rest)

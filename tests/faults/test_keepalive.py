@@ -10,7 +10,6 @@ same job run without a fault, long before the stall limit could have fired.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,9 +18,9 @@ from services.common.errors import InvalidArgument
 from services.gateway.engines import DEFAULT_KEEPALIVE_SECONDS, channel_options
 from services.gateway.server import resolve_jobs_config
 from tests.engine.mesh import stochastic_package, upload_package
-from tests.faults.faultmesh import FaultMesh, Job, computing, fault_mesh, wait_until
+from tests.faults.faultmesh import FaultMesh, Job, fault_mesh, hang_engine
 from tests.gateway.jobmesh import kinds, submit
-from tests.support import ServiceProcess, start_service
+from tests.support import ServiceProcess
 
 pytestmark = pytest.mark.timeout(180)
 STALL_SECONDS = 120.0
@@ -36,23 +35,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultMesh]:
 @pytest.fixture(scope="module")
 def pinging(mesh: FaultMesh) -> Iterator[ServiceProcess]:
     """A gateway over the same engines that only keepalive can tell of a hung one."""
-    gateway = start_service(
-        "gateway",
-        mesh.tmp,
-        extra=[
-            "--engines",
-            ",".join(e.address for e in mesh.engines),
-            "--data-address",
-            mesh.data.address,
-            "--chunk-stall-seconds",
-            str(STALL_SECONDS),
-            "--engine-keepalive-seconds",
-            str(KEEPALIVE_SECONDS),
-        ],
-        env={"LIVECALC_DATA_DIR": str(mesh.tmp / "gw-keepalive")},
+    gateway = mesh.services.gateway(
+        mesh.data,
+        mesh.engines,
+        store="gw-keepalive",
+        extra=["--chunk-stall-seconds", str(STALL_SECONDS), "--engine-keepalive-seconds", str(KEEPALIVE_SECONDS)],
     )
-    mesh.extra.append(gateway)
-    assert upload_package(gateway.address, stochastic_package(mesh.tmp / "model-keepalive")) == mesh.package_hash
+    archive = stochastic_package(mesh.services.tmp / "model-keepalive")
+    assert upload_package(gateway.address, archive) == mesh.package_hash
     yield gateway
 
 
@@ -64,14 +54,7 @@ def test_a_stopped_engine_is_dropped_by_keepalive_long_before_the_stall_limit(
     victim = mesh.engines[2]
     job = Job(pinging.address, mesh.job_spec())
     job.folded(2)
-    wait_until(lambda: computing([victim]), 20, "the victim to compute")
-    stopped = time.monotonic()
-    victim.pause()
-    try:
-        events = job.rest()
-        elapsed = time.monotonic() - stopped
-    finally:
-        victim.resume()
+    events, elapsed = hang_engine(job, victim)
     assert events[-1].WhichOneof("event") == "result", kinds(events)
     assert events[-1].result.result_hash == baseline[-1].result.result_hash
     assert elapsed < STALL_SECONDS / 2, f"the job ended {elapsed:.1f} s after the stop: keepalive did not fire"

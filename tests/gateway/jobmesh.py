@@ -1,51 +1,24 @@
-"""Helpers of the JobService functional tests: the mesh as real processes, and a small client.
+"""Helpers of the JobService functional tests: a small JobService client over real processes.
 
-Data service, engines and gateways each run as their own `livecalc serve` process on free
-loopback ports; the package is the reference model with dynamic lapse on (tests/engine/mesh.py).
+The meshes (data service, engines, gateways) are started with tests.meshes; the package is the
+reference model with dynamic lapse on (tests/engine/mesh.py).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
-import pyarrow as pa
 
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
-from services.engine.pipeline import PipelineRunner, RunInputs
-from services.engine.runtime import Runtime
-from services.engine.workers import WasmPool
-from services.valuation.assumption_files import assumptions_from_files
-from services.valuation.packages.package import verify_archive
-from services.valuation.policies import Policies
-from services.valuation.scenarios import ScenarioParams
-from tests.support import VENV_BIN, ServiceProcess, start_service
+from tests.engine.mesh import SEED, SIGMA
+from tests.support import VENV_BIN
 
-SEED = 20240601
-SIGMA = 0.02
 CALL_TIMEOUT = 120.0
-
-
-def start_engine(tmp: Path, data: ServiceProcess, name: str) -> ServiceProcess:
-    return start_service(
-        "engine",
-        tmp,
-        extra=["--data", data.address, "--threads", "1", "--slots", "1", "--cache-dir", str(tmp / f"cache-{name}")],
-    )
-
-
-def start_gateway(tmp: Path, data: ServiceProcess, engines: list[ServiceProcess], data_dir: Path) -> ServiceProcess:
-    return start_service(
-        "gateway",
-        tmp,
-        extra=["--engines", ",".join(e.address for e in engines), "--data-address", data.address],
-        env={"LIVECALC_DATA_DIR": str(data_dir)},
-    )
 
 
 def scenarios(count: int) -> engine_pb2.ScenarioSpec:
@@ -61,12 +34,16 @@ def stub(address: str) -> tuple[grpc.Channel, job_service_pb2_grpc.JobServiceStu
     return channel, job_service_pb2_grpc.JobServiceStub(channel)
 
 
-def submit(address: str, job_spec: job_pb2.JobSpec, key: str = "") -> list[job_pb2.JobEvent]:
-    """Every event of a submitted job, up to its end."""
+def submit(
+    address: str, job_spec: job_pb2.JobSpec, key: str = "", *, metadata: Sequence[tuple[str, str]] = ()
+) -> list[job_pb2.JobEvent]:
+    """Every event of a submitted job, up to its end (with call `metadata`, e.g. a bearer token)."""
     channel, jobs = stub(address)
     with channel:
         call = jobs.SubmitJob(
-            job_service_pb2.SubmitJobRequest(spec=job_spec, idempotency_key=key), timeout=CALL_TIMEOUT
+            job_service_pb2.SubmitJobRequest(spec=job_spec, idempotency_key=key),
+            timeout=CALL_TIMEOUT,
+            metadata=tuple(metadata),
         )
         try:
             return [r.event for r in call]
@@ -92,18 +69,6 @@ def get_job(address: str, job_id: str) -> job_pb2.Job:
 
 def kinds(events: list[job_pb2.JobEvent]) -> list[str]:
     return [str(e.WhichOneof("event")) for e in events]
-
-
-def in_process_hash(archive: bytes, table: pa.Table, count: int) -> str:
-    """The result hash of the shipped pipeline run in this process (MODEL.md's reference order)."""
-    package = verify_archive(archive)
-    assumptions = assumptions_from_files(
-        {p.removeprefix("assumptions/"): d for p, d in package.files.items() if p.startswith("assumptions/")}
-    )
-    assert assumptions.dyn_lapse_beta > 0
-    inputs = RunInputs(Policies.from_columns(table), assumptions, ScenarioParams(count=count, seed=SEED, sigma=SIGMA))
-    with WasmPool(Runtime(), threads=2) as pool:
-        return PipelineRunner(pool).run(package.config["pipeline"], inputs).result_hash
 
 
 def grpcurl(address: str, method: str, body: dict[str, Any]) -> list[Any]:
@@ -132,24 +97,3 @@ def grpcurl(address: str, method: str, body: dict[str, Any]) -> list[Any]:
             return out
         value, i = decoder.raw_decode(text, i)
         out.append(value)
-
-
-def until_end(events: Iterator[job_pb2.JobEvent]) -> list[job_pb2.JobEvent]:
-    return list(events)
-
-
-def metric(service: ServiceProcess, name: str) -> float:
-    """One unlabelled sample of a service's /metrics."""
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not exposed")
-
-
-def metric_text(service: ServiceProcess) -> str:
-    import urllib.request
-
-    return str(urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).read().decode())

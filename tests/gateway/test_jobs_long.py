@@ -18,20 +18,9 @@ import pytest
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import policies_csv, stochastic_package, upload_package
-from tests.gateway.jobmesh import (
-    CALL_TIMEOUT,
-    get_job,
-    kinds,
-    metric,
-    metric_text,
-    spec,
-    start_engine,
-    start_gateway,
-    stub,
-    submit,
-    watch,
-)
-from tests.support import ServiceProcess, start_service
+from tests.gateway.jobmesh import CALL_TIMEOUT, get_job, kinds, spec, stub, submit, watch
+from tests.meshes import Services
+from tests.support import ServiceProcess, metric, metrics_text
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,7 +31,7 @@ S = job_pb2.JobState
 
 @dataclass
 class Mesh:
-    tmp: Path
+    services: Services
     root: Path
     data: ServiceProcess
     engine: ServiceProcess
@@ -59,21 +48,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     table = policies_csv(root / "long.csv", LONG_ROWS, seed=5)
     policies_csv(root / "moving.csv", LONG_ROWS, seed=6)
     archive = stochastic_package(tmp / "model")
-    started: list[ServiceProcess] = []
-    try:
-        data = start_service("data", tmp, extra=["--root", str(root)])
-        started.append(data)
-        engine = start_engine(tmp, data, "e0")
-        started.append(engine)
-        gateway = start_gateway(tmp, data, [engine], tmp / "gw")
-        started.append(gateway)
+    with Services(tmp) as services:
+        data = services.data(root)
+        engine = services.engine(data, "e0")
+        gateway = services.gateway(data, [engine])
         package_hash = upload_package(gateway.address, archive)
-        m = Mesh(tmp, root, data, engine, gateway, package_hash, table)
-        yield m
-        started[-1] = m.gateway  # restarted by a test
-    finally:
-        for service in reversed(started):
-            service.terminate()
+        yield Mesh(services, root, data, engine, gateway, package_hash, table)
 
 
 def long_spec(mesh: Mesh, dataset: str = "long") -> job_pb2.JobSpec:
@@ -171,10 +151,10 @@ def test_restarted_gateway_serves_finished_jobs_and_their_events(mesh: Mesh) -> 
     while get_job(address, running_id).progress.blocks_done < 1:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    text = metric_text(mesh.gateway)
+    text = metrics_text(mesh.gateway)
     assert "livecalc_gateway_chunks_dispatched_total" in text and 'livecalc_gateway_jobs{state="running"} 1.0' in text
     assert mesh.gateway.terminate() == 0
-    mesh.gateway = start_gateway(mesh.tmp, mesh.data, [mesh.engine], mesh.tmp / "gw")
+    mesh.gateway = mesh.services.gateway(mesh.data, [mesh.engine])  # new ports, the same store
     address = mesh.gateway.address
     assert watch(address, done[0].job_id, 0) == done
     middle = len(done) // 2

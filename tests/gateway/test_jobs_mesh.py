@@ -21,19 +21,10 @@ import pytest
 from livecalc.gateway.v1 import job_pb2
 from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.statistics import CTE_LEVELS, PERCENTILES, cte_count, result_hash
-from tests.engine.mesh import policies_csv, stochastic_package, upload_package
-from tests.gateway.jobmesh import (
-    get_job,
-    grpcurl,
-    in_process_hash,
-    kinds,
-    spec,
-    start_engine,
-    start_gateway,
-    submit,
-    watch,
-)
-from tests.support import ServiceProcess, start_service
+from tests.engine.mesh import in_process_hash, policies_csv, stochastic_package, upload_package
+from tests.gateway.jobmesh import get_job, grpcurl, kinds, spec, submit, watch
+from tests.meshes import Services
+from tests.support import ServiceProcess
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,23 +54,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     table = policies_csv(root / "pol.csv", ROWS)
     policies_csv(root / "bad.csv", ROWS, bad_row=BAD_ROW)
     archive = stochastic_package(tmp / "model")
-    started: list[ServiceProcess] = []
-    try:
-        data = start_service("data", tmp, extra=["--root", str(root)])
-        started.append(data)
-        engines = [start_engine(tmp, data, f"e{i}") for i in range(3)]
-        started += engines
-        gateways = {}
-        for n in (1, 2, 3):
-            gateways[n] = start_gateway(tmp, data, engines[:n], tmp / f"gw{n}")
-            started.append(gateways[n])
+    with Services(tmp) as services:
+        data = services.data(root)
+        engines = [services.engine(data, f"e{i}") for i in range(3)]
+        gateways = {n: services.gateway(data, engines[:n], store=f"gw{n}") for n in (1, 2, 3)}
         package_hash = ""
         for gateway in gateways.values():
             package_hash = upload_package(gateway.address, archive)
         yield Mesh(tmp, root, data, engines, gateways, package_hash, archive, table)
-    finally:
-        for service in reversed(started):
-            service.terminate()
 
 
 def final(events: list[job_pb2.JobEvent]) -> job_pb2.JobEvent:

@@ -22,9 +22,10 @@ from grpc import aio
 
 from livecalc.gateway.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from services.valuation.blocks import BLOCK_SIZE
-from tests.engine.mesh import policies_csv, stochastic_package, upload_package
-from tests.gateway.jobmesh import in_process_hash, metric, spec
-from tests.support import ServiceProcess, start_service
+from tests.engine.mesh import in_process_hash, policies_csv, stochastic_package, upload_package
+from tests.gateway.jobmesh import spec
+from tests.meshes import Services
+from tests.support import ServiceProcess, metric
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
@@ -91,39 +92,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     archive = stochastic_package(tmp / "model")
     # Each distinct spec once, alone, in this process: the hash every loaded job must match.
     expected = {(name, n): in_process_hash(archive, tables[name], n) for name, n in SPECS}
-    started: list[ServiceProcess] = []
-    try:
-        data = start_service("data", tmp, extra=["--root", str(root)])
-        started.append(data)
-        engines = []
-        for i in range(2):
-            engines.append(
-                start_service(
-                    "engine",
-                    tmp,
-                    extra=["--data", data.address, "--threads", "1", "--slots", "2", "--cache-dir", str(tmp / f"c{i}")],
-                )
-            )
-            started.append(engines[-1])
-        gateway = start_service(
-            "gateway",
-            tmp,
-            extra=[
-                "--engines",
-                ",".join(e.address for e in engines),
-                "--data-address",
-                data.address,
-                "--max-pending-jobs",
-                str(JOBS),
-            ],
-            env={"LIVECALC_DATA_DIR": str(tmp / "gw")},
-        )
-        started.append(gateway)
+    with Services(tmp) as services:
+        data = services.data(root)
+        engines = [services.engine(data, f"e{i}", slots=2) for i in range(2)]
+        gateway = services.gateway(data, engines, extra=["--max-pending-jobs", str(JOBS)])
         package_hash = upload_package(gateway.address, archive)
         yield Mesh(data, engines, gateway, package_hash, expected)
-    finally:
-        for service in reversed(started):
-            service.terminate()
 
 
 @dataclass

@@ -11,19 +11,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pyarrow as pa
 
 from livecalc.data.v1 import data_pb2
-from livecalc.gateway.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, package_service_pb2_grpc
+from livecalc.gateway.v1 import job_pb2
 from services.client import Client
 from services.common.auth.config import DEFAULT_AUDIENCE, DEV_ISSUER
 from services.common.auth.tokens import mint_hs256
-from services.gateway.cli import upload_requests
 from services.valuation.blocks import BLOCK_SIZE
-from tests.engine.mesh import policies_csv, stochastic_package
-from tests.gateway.jobmesh import CALL_TIMEOUT
-from tests.support import ServiceProcess, start_service
+from tests.engine.mesh import policies_csv, stochastic_package, upload_package
+from tests.gateway.jobmesh import submit
+from tests.meshes import Services
+from tests.support import ServiceProcess
 
 ROWS = 2 * BLOCK_SIZE - 100
 SCENARIOS = 8
@@ -66,55 +65,21 @@ class AuthMesh:
             return client.upload_dataset(self.tmp / "pol.csv", dataset_id=dataset_id)
 
     def upload_package(self, token: str) -> str:
-        with grpc.insecure_channel(self.gateway.address) as channel:
-            reply = package_service_pb2_grpc.PackageServiceStub(channel).UploadPackage(
-                upload_requests(self.archive), timeout=60, metadata=bearer(token)
-            )
-        return str(reply.package.package_hash)
+        return upload_package(self.gateway.address, self.archive, metadata=bearer(token))
 
     def submit(self, token: str, spec: job_pb2.JobSpec) -> list[job_pb2.JobEvent]:
-        with grpc.insecure_channel(self.gateway.address) as channel:
-            call = job_service_pb2_grpc.JobServiceStub(channel).SubmitJob(
-                job_service_pb2.SubmitJobRequest(spec=spec), timeout=CALL_TIMEOUT, metadata=bearer(token)
-            )
-            try:
-                return [r.event for r in call]
-            finally:
-                call.cancel()
+        return submit(self.gateway.address, spec, metadata=bearer(token))
 
 
 def start_auth_mesh(tmp: Path) -> Iterator[AuthMesh]:
     secret = secrets.token_hex(32)
-    env = {"LIVECALC_AUTH_HS256_SECRET": secret}
     table = policies_csv(tmp / "pol.csv", ROWS)
     archive = stochastic_package(tmp / "model")
-    started: list[ServiceProcess] = []
-    try:
-        data = start_service(
-            "data",
-            tmp,
-            extra=["--auth-dev", "--root", str(tmp / "datasets")],
-            env={**env, "LIVECALC_DATA_DIR": str(tmp / "dd")},
-        )
-        started.append(data)
-        engine = start_service(
-            "engine",
-            tmp,
-            extra=["--auth-dev", "--data", data.address, "--threads", "1", "--cache-dir", str(tmp / "cache")],
-            env={**env, "LIVECALC_DATA_DIR": str(tmp / "ed")},
-        )
-        started.append(engine)
-        gateway = start_service(
-            "gateway",
-            tmp,
-            extra=["--auth-dev", "--engines", engine.address, "--data-address", data.address],
-            env={**env, "LIVECALC_DATA_DIR": str(tmp / "gw")},
-        )
-        started.append(gateway)
+    with Services(tmp, extra=["--auth-dev"], env={"LIVECALC_AUTH_HS256_SECRET": secret}) as services:
+        data = services.data(tmp / "datasets", env={"LIVECALC_DATA_DIR": str(tmp / "dd")})
+        engine = services.engine(data, "e0", slots=None, env={"LIVECALC_DATA_DIR": str(tmp / "ed")})
+        gateway = services.gateway(data, [engine])
         mesh = AuthMesh(tmp, secret, data, engine, gateway, archive, table)
         for tenant in TENANTS:
             mesh.upload_dataset(mesh.token(tenant, "upload", subject=f"{tenant}-setup"))
         yield mesh
-    finally:
-        for service in reversed(started):
-            service.terminate()

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from livecalc.engine.v1 import engine_service_pb2_grpc
-from tests.engine.mesh import chunk_request
-from tests.gateway.jobmesh import in_process_hash, spec
+from tests.engine.mesh import chunk_request, in_process_hash
+from tests.gateway.jobmesh import spec
 from tests.security.authmesh import SCENARIOS, AuthMesh, bearer, start_auth_mesh
 
 pytestmark = pytest.mark.timeout(300)

@@ -14,8 +14,8 @@ from livecalc.gateway.v1 import job_service_pb2, job_service_pb2_grpc
 from services.client import Client
 from services.common.config import DEFAULT_PORTS
 from services.common.up import engine_ports
-from tests.engine.mesh import policies_csv, stochastic_package
-from tests.gateway.jobmesh import in_process_hash, spec
+from tests.engine.mesh import in_process_hash, policies_csv, stochastic_package
+from tests.gateway.jobmesh import spec
 from tests.security.keys import self_signed
 from tests.support import free_offset, livecalc_up
 

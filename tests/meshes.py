@@ -1,0 +1,94 @@
+"""The processes of a functional test's mesh: data service, engines and gateways, each a real
+`livecalc serve` process on free loopback ports (tests.support), started with the flags the
+suites share and stopped together when the fixture that started them ends.
+
+    with Services(tmp) as services:
+        data = services.data(root)
+        engines = [services.engine(data, f"e{i}") for i in range(3)]
+        gateway = services.gateway(data, engines)
+        yield ...
+
+The inputs (the reference package with dynamic lapse on, generated policy datasets) come from
+tests.engine.mesh; submitting jobs and reading their events from tests.gateway.jobmesh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tests.support import ServiceProcess, restart_service, start_service
+
+
+class Services:
+    """Services started over one temporary directory (their logs, caches and stores live there).
+
+    Leaving the `with` block stops every one still running, newest first; a SIGSTOPped one is
+    continued first, since it ignores SIGTERM until then. `extra` and `env` are given to every
+    service, before and under each one's own.
+    """
+
+    def __init__(self, tmp: Path, *, extra: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.extra = tuple(extra)
+        self.env = dict(env or {})
+        self.started: list[ServiceProcess] = []
+
+    def start(self, name: str, *, extra: Sequence[str] = (), env: Mapping[str, str] | None = None) -> ServiceProcess:
+        """`livecalc serve NAME` with the shared flags and environment, then `extra` and `env`."""
+        service = start_service(name, self.tmp, extra=[*self.extra, *extra], env={**self.env, **(env or {})})
+        self.started.append(service)
+        return service
+
+    def data(self, root: Path, *, env: Mapping[str, str] | None = None) -> ServiceProcess:
+        """A data service over the datasets in `root`."""
+        return self.start("data", extra=["--root", str(root)], env=env)
+
+    def engine(
+        self,
+        data: ServiceProcess,
+        name: str,
+        *,
+        threads: int = 1,
+        slots: int | None = 1,
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> ServiceProcess:
+        """An engine reading from `data`, its module cache in TMP/cache-NAME (`slots=None`: no --slots flag)."""
+        slots_flag = [] if slots is None else ["--slots", str(slots)]
+        cache = ["--cache-dir", str(self.tmp / f"cache-{name}")]
+        flags = ["--data", data.address, "--threads", str(threads), *slots_flag, *extra, *cache]
+        return self.start("engine", extra=flags, env=env)
+
+    def gateway(
+        self,
+        data: ServiceProcess | None = None,
+        engines: Sequence[ServiceProcess] = (),
+        *,
+        store: str = "gw",
+        extra: Sequence[str] = (),
+    ) -> ServiceProcess:
+        """A gateway over `engines` and `data` (each flag left out when not given), its job store
+        and packages in TMP/STORE."""
+        engines_flag = ["--engines", ",".join(e.address for e in engines)] if engines else []
+        data_flag = [] if data is None else ["--data-address", data.address]
+        env = {"LIVECALC_DATA_DIR": str(self.tmp / store)}
+        return self.start("gateway", extra=[*engines_flag, *data_flag, *extra], env=env)
+
+    def restart(self, service: ServiceProcess) -> ServiceProcess:
+        """`service` again (after it stopped or was killed) on the same ports, flags and environment."""
+        again = restart_service(service, self.tmp)
+        self.started.append(again)
+        return again
+
+    def stop(self) -> None:
+        for service in reversed(self.started):
+            if service.proc.poll() is None:
+                service.resume()
+                service.terminate()
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
