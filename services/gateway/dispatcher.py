@@ -308,6 +308,7 @@ class Dispatcher:
                     settle(int(message.progress.steps_done))
                 elif kind == "summary":
                     settle(int(message.summary.steps))
+                    engine.observe(int(message.summary.steps), float(message.summary.elapsed_seconds))
         except aio.AioRpcError as exc:
             self.fold.settle(piece, 0)  # their steps were never reported
             if not retryable(exc) and exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:

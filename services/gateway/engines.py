@@ -42,6 +42,8 @@ CHANNEL_OPTIONS: Final = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
+#: Weight of a new chunk's speed in an engine's smoothed slot speed.
+SPEED_SMOOTHING: Final = 0.3
 #: HTTP/2 PINGs on an engine's channel while calls are open, every this many seconds.
 DEFAULT_KEEPALIVE_SECONDS: Final = 10.0
 
@@ -105,6 +107,17 @@ class Engine:
     failures: int = 0
     down_until: float = 0.0
     gone: bool = False
+    #: Projection steps per second one of its slots delivers: a finished chunk's steps over its
+    #: elapsed time (slots share the engine's threads), smoothed; 0 until one is known.
+    slot_steps_per_second: float = 0.0
+
+    def observe(self, steps: int, seconds: float) -> None:
+        """A chunk of `steps` took `seconds` on one slot of this engine."""
+        if steps <= 0 or seconds <= 0:
+            return
+        speed = steps / seconds
+        old = self.slot_steps_per_second
+        self.slot_steps_per_second = speed if old <= 0 else old + SPEED_SMOOTHING * (speed - old)
 
     def failed(self, base: float) -> float:
         """Record a failure; returns how long the engine is left alone."""
@@ -120,6 +133,13 @@ class Engine:
     @property
     def available(self) -> bool:
         return not self.gone and self.slots > 0 and time.monotonic() >= self.down_until
+
+
+def median_slot_speed(engines: list[Engine]) -> float:
+    """The median slot speed of the engines that have finished a chunk (0: none yet), for the
+    planner's chunk size; the median, so one slow engine does not set it for all."""
+    speeds = sorted(e.slot_steps_per_second for e in engines if e.slot_steps_per_second > 0)
+    return speeds[len(speeds) // 2] if speeds else 0.0
 
 
 class EnginePool:
@@ -211,6 +231,9 @@ class EnginePool:
     @property
     def total_slots(self) -> int:
         return sum(e.slots for e in self.engines())
+
+    def slot_steps_per_second(self) -> float:
+        return median_slot_speed(self.engines())
 
     async def close(self) -> None:
         for engine in self._engines.values():

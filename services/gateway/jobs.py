@@ -239,7 +239,13 @@ class JobManager:
                 rows=int(spec.preview.sample_rows), blocks_total=1, chunk_blocks=1, chunks=(Chunk(0, 0, 1),)
             )
         else:
-            job_plan = plan(dataset.rows, slots=slots, scenarios=params.count, chunk_blocks=int(spec.chunk_blocks))
+            job_plan = plan(
+                dataset.rows,
+                slots=slots,
+                scenarios=params.count,
+                chunk_blocks=int(spec.chunk_blocks),
+                slot_steps_per_second=self.pool.slot_steps_per_second(),
+            )
 
         recorded = job_pb2.JobSpec()
         recorded.CopyFrom(spec)

@@ -27,6 +27,9 @@ CHUNKS_PER_SLOT: Final = 2
 #: a pipeline run each (scenario generation, layout, partials): `bench mesh` measured 100K×1K
 #: on one engine 10 % slower in 49 chunks of 2 blocks than in 7–13 chunks.
 TARGET_CHUNK_STEPS: Final = 2_000_000_000
+#: Seconds of one engine slot's work a chunk should hold at most, once the engines' speed is
+#: measured (`EnginePool.slot_steps_per_second`); TARGET_CHUNK_STEPS stands in before that.
+TARGET_CHUNK_SECONDS: Final = 1.0
 #: Average projection months assumed per policy when the horizon is not known.
 MONTHS_PER_POLICY: Final = 120
 
@@ -54,17 +57,19 @@ class Plan:
     chunks: tuple[Chunk, ...]
 
 
-def choose_chunk_blocks(blocks: int, slots: int, scenarios: int) -> int:
+def choose_chunk_blocks(blocks: int, slots: int, scenarios: int, slot_steps_per_second: float = 0.0) -> int:
     """Equal blocks per chunk: ≥ CHUNKS_PER_SLOT chunks per slot, and about a second of work at most."""
     slots = max(1, slots)
     by_slots = max(1, blocks // (CHUNKS_PER_SLOT * slots))
-    return max(1, min(by_slots, max_chunk_blocks(scenarios)))
+    return max(1, min(by_slots, max_chunk_blocks(scenarios, slot_steps_per_second)))
 
 
-def max_chunk_blocks(scenarios: int) -> int:
-    """The most blocks one chunk may hold: about TARGET_CHUNK_STEPS of work."""
+def max_chunk_blocks(scenarios: int, slot_steps_per_second: float = 0.0) -> int:
+    """The most blocks one chunk may hold: TARGET_CHUNK_SECONDS of a slot at the measured speed,
+    else TARGET_CHUNK_STEPS."""
+    steps = TARGET_CHUNK_SECONDS * slot_steps_per_second if slot_steps_per_second > 0 else TARGET_CHUNK_STEPS
     steps_per_block = BLOCK_SIZE * max(1, scenarios) * MONTHS_PER_POLICY
-    return max(1, TARGET_CHUNK_STEPS // steps_per_block)
+    return max(1, int(steps // steps_per_block))
 
 
 def guided_sizes(blocks: int, slots: int, cap: int) -> list[int]:
@@ -83,9 +88,10 @@ def guided_sizes(blocks: int, slots: int, cap: int) -> list[int]:
     return sizes
 
 
-def plan(rows: int, *, slots: int, scenarios: int, chunk_blocks: int = 0) -> Plan:
+def plan(rows: int, *, slots: int, scenarios: int, chunk_blocks: int = 0, slot_steps_per_second: float = 0.0) -> Plan:
     """Plan ``rows`` dataset rows over ``slots`` engine slots; ``chunk_blocks`` > 0 fixes the chunk
-    size, else chunks shrink towards the end (guided_sizes). ``Plan.chunk_blocks`` is the largest."""
+    size, else chunks shrink towards the end (guided_sizes) from a cap of about a second of a slot
+    at ``slot_steps_per_second`` (measured; 0: not yet). ``Plan.chunk_blocks`` is the largest."""
     if rows < 1:
         raise InvalidArgument(f"the dataset has no rows to value ({rows})")
     if chunk_blocks < 0:
@@ -94,7 +100,7 @@ def plan(rows: int, *, slots: int, scenarios: int, chunk_blocks: int = 0) -> Pla
     if chunk_blocks:
         sizes = [min(chunk_blocks, blocks - b0) for b0 in range(0, blocks, chunk_blocks)]
     else:
-        sizes = guided_sizes(blocks, slots, max_chunk_blocks(scenarios))
+        sizes = guided_sizes(blocks, slots, max_chunk_blocks(scenarios, slot_steps_per_second))
     chunks, first = [], 0
     for i, size in enumerate(sizes):
         chunks.append(Chunk(i, first, size))

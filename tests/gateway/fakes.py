@@ -16,7 +16,7 @@ import numpy as np
 from grpc import aio
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
-from services.gateway.engines import Engine
+from services.gateway.engines import Engine, median_slot_speed
 from services.gateway.fold import COMPONENTS
 from services.gateway.inputs import DatasetInfo
 from services.valuation.blocks import BLOCK_SIZE, block_rows
@@ -88,7 +88,8 @@ class FakeEngineStub:
                         block_index=b, first_row=start, row_count=stop - start, first_scenario=s0, **values
                     )
                     yield engine_service_pb2.RunChunkResponse(partial=partial)
-            yield engine_service_pb2.RunChunkResponse(summary=engine_pb2.ChunkSummary(blocks=count, steps=10 * count))
+            summary = engine_pb2.ChunkSummary(blocks=count, steps=10 * count, elapsed_seconds=0.5 * count)
+            yield engine_service_pb2.RunChunkResponse(summary=summary)
         finally:
             self.in_flight -= 1
 
@@ -110,6 +111,9 @@ class FakePool:
     @property
     def total_slots(self) -> int:
         return sum(e.slots for e in self._engines)
+
+    def slot_steps_per_second(self) -> float:
+        return median_slot_speed(self._engines)
 
     async def close(self) -> None:
         pass

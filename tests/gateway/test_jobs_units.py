@@ -214,9 +214,13 @@ async def test_dispatch_retries_only_the_missing_blocks_elsewhere() -> None:
 
     bad = FakeEngineStub(table, rows, fail=flaky)
     other = FakeEngineStub(table, rows, fail=flaky)  # whichever computes block 4 first fails once
-    d, f = _dispatcher([fake_engine("a", bad), fake_engine("b", other)], rows, n, 3)
+    engines = [fake_engine("a", bad), fake_engine("b", other)]
+    d, f = _dispatcher(engines, rows, n, 3)
     await asyncio.wait_for(d.run(), 10)
     assert f.total().tobytes() == fold(table).tobytes()
+    # each finished chunk's summary measured its engine's slot: 10 steps a block in 0.5 s a block
+    speeds = {e.slot_steps_per_second for e in engines}
+    assert speeds <= {0.0, 20.0} and 20.0 in speeds
     sent = sorted((r.blocks.first_block, r.blocks.block_count) for s in (bad, other) for r in s.requests)
     assert sent == [(0, 3), (3, 3), (4, 2)]  # block 3 had arrived: only 4 and 5 went out again
     assert d.steps > 0

@@ -7,7 +7,16 @@ import heapq
 
 import pytest
 
-from services.gateway.planner import CHUNKS_PER_SLOT, choose_chunk_blocks, max_chunk_blocks, plan
+from services.gateway.engines import SPEED_SMOOTHING, Engine, median_slot_speed
+from services.gateway.planner import (
+    CHUNKS_PER_SLOT,
+    MONTHS_PER_POLICY,
+    TARGET_CHUNK_SECONDS,
+    TARGET_CHUNK_STEPS,
+    choose_chunk_blocks,
+    max_chunk_blocks,
+    plan,
+)
 from services.valuation.blocks import BLOCK_SIZE
 
 
@@ -80,3 +89,29 @@ def test_the_16_core_case_that_left_waves_idle() -> None:
     guided = [c.block_count for c in plan(300_000, slots=slots, scenarios=1000).chunks]
     same = [1.0] * slots
     assert makespan(guided, same) < 0.9 * makespan(equal, same)
+
+
+def test_the_cap_is_a_second_of_a_slot_once_the_engines_speed_is_known() -> None:
+    """Before any chunk finished: TARGET_CHUNK_STEPS; after: TARGET_CHUNK_SECONDS of the median
+    slot speed, so a fast engine gets fewer, larger chunks and a slow one smaller ones."""
+    per_block = BLOCK_SIZE * 1000 * MONTHS_PER_POLICY
+    assert max_chunk_blocks(1000) == TARGET_CHUNK_STEPS // per_block == 16
+    assert max_chunk_blocks(1000, 8e9) == int(TARGET_CHUNK_SECONDS * 8e9 // per_block) == 65
+    assert max_chunk_blocks(1000, 1e8) == 1  # never below one block
+    fast = plan(1_000_000, slots=2, scenarios=1000, slot_steps_per_second=8e9)
+    slow = plan(1_000_000, slots=2, scenarios=1000, slot_steps_per_second=5e8)
+    assert fast.chunk_blocks == 65 and slow.chunk_blocks == 4
+    assert len(fast.chunks) < len(plan(1_000_000, slots=2, scenarios=1000).chunks) < len(slow.chunks)
+
+
+def test_an_engines_slot_speed_is_its_chunks_smoothed_and_the_pool_takes_the_median() -> None:
+    engines = [Engine(address=f"e{i}", channel=None, stub=None, slots=2) for i in range(3)]  # type: ignore[arg-type]
+    assert median_slot_speed(engines) == 0.0  # nothing measured yet
+    engines[0].observe(4_000_000_000, 2.0)
+    assert engines[0].slot_steps_per_second == 2e9  # the first chunk sets it
+    engines[0].observe(1_000_000_000, 1.0)
+    assert engines[0].slot_steps_per_second == pytest.approx(2e9 + SPEED_SMOOTHING * (1e9 - 2e9))
+    engines[0].observe(0, 1.0)  # an empty chunk says nothing
+    engines[1].observe(3_000_000_000, 1.0)
+    engines[2].observe(1_000_000_000, 10.0)  # a slow one
+    assert median_slot_speed(engines) == engines[0].slot_steps_per_second
