@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -144,6 +145,45 @@ def resolve_package_config(args: argparse.Namespace, env: Mapping[str, str]) -> 
     return PackageConfig(root=Path(root), azure=azure)
 
 
+N = TypeVar("N", int, float)
+
+
+@dataclass(frozen=True)
+class _Setting(Generic[N]):
+    """A number from a flag (typed by argparse), else its environment variable, else a default."""
+
+    flag: str
+    key: str
+    default: N
+    parse: Callable[[str], N]
+    what: str
+
+    def read(self, args: argparse.Namespace, env: Mapping[str, str]) -> N:
+        value = getattr(args, self.flag, None)
+        if value is not None:
+            return cast(N, value)
+        text = env.get(self.key, "")
+        if text == "":
+            return self.default
+        try:
+            return self.parse(text)
+        except ValueError:
+            kind = "an integer" if self.parse is int else "a number"
+            raise InvalidArgument(f"{self.what} must be {kind}, got {text!r}") from None
+
+
+_ATTEMPTS = _Setting("chunk_attempts", "LIVECALC_CHUNK_ATTEMPTS", 4, int, "chunk attempts")
+_STALL = _Setting("chunk_stall_seconds", "LIVECALC_CHUNK_STALL_SECONDS", 60.0, float, "chunk stall seconds")
+_KEEPALIVE = _Setting(
+    "engine_keepalive_seconds",
+    "LIVECALC_ENGINE_KEEPALIVE_SECONDS",
+    DEFAULT_KEEPALIVE_SECONDS,
+    float,
+    "engine keepalive seconds",
+)
+_PENDING = _Setting("max_pending_jobs", "LIVECALC_MAX_PENDING_JOBS", DEFAULT_MAX_PENDING_JOBS, int, "max pending jobs")
+
+
 def resolve_jobs_config(args: argparse.Namespace, env: Mapping[str, str]) -> JobsConfig:
     """Flags win over the environment, which wins over defaults."""
     engines = getattr(args, "engines", None) or env.get("LIVECALC_ENGINES") or f"127.0.0.1:{DEFAULT_PORTS['engine'][0]}"
@@ -160,34 +200,16 @@ def resolve_jobs_config(args: argparse.Namespace, env: Mapping[str, str]) -> Job
         own = resolve_server_config("gateway", env, host=getattr(args, "host", None), port=getattr(args, "port", None))
         host = "127.0.0.1" if own.host in ("0.0.0.0", "::", "[::]") else own.host
         advertise = f"{host}:{own.port}"
-    attempts_raw = getattr(args, "chunk_attempts", None) or env.get("LIVECALC_CHUNK_ATTEMPTS") or 4
-    try:
-        attempts = int(attempts_raw)
-    except ValueError:
-        raise InvalidArgument(f"chunk attempts must be an integer, got {attempts_raw!r}") from None
+    attempts = _ATTEMPTS.read(args, env)
     if attempts < 1:
         raise InvalidArgument(f"chunk attempts must be ≥ 1, got {attempts}")
-    stall_raw = getattr(args, "chunk_stall_seconds", None) or env.get("LIVECALC_CHUNK_STALL_SECONDS") or 60.0
-    try:
-        stall = float(stall_raw)
-    except ValueError:
-        raise InvalidArgument(f"chunk stall seconds must be a number, got {stall_raw!r}") from None
+    stall = _STALL.read(args, env)
     if stall <= 0:
         raise InvalidArgument(f"chunk stall seconds must be > 0, got {stall}")
-    keepalive_flag = getattr(args, "engine_keepalive_seconds", None)
-    keepalive_raw = keepalive_flag if keepalive_flag is not None else env.get("LIVECALC_ENGINE_KEEPALIVE_SECONDS") or ""
-    try:
-        keepalive = float(keepalive_raw) if keepalive_raw != "" else DEFAULT_KEEPALIVE_SECONDS
-    except ValueError:
-        raise InvalidArgument(f"engine keepalive seconds must be a number, got {keepalive_raw!r}") from None
+    keepalive = _KEEPALIVE.read(args, env)
     if keepalive < 0:
         raise InvalidArgument(f"engine keepalive seconds must be ≥ 0 (0: off), got {keepalive}")
-    pending_flag = getattr(args, "max_pending_jobs", None)
-    pending_raw = pending_flag if pending_flag is not None else env.get("LIVECALC_MAX_PENDING_JOBS") or ""
-    try:
-        pending = int(pending_raw) if pending_raw != "" else DEFAULT_MAX_PENDING_JOBS
-    except ValueError:
-        raise InvalidArgument(f"max pending jobs must be an integer, got {pending_raw!r}") from None
+    pending = _PENDING.read(args, env)
     if pending < 0:
         raise InvalidArgument(f"max pending jobs must be ≥ 0 (0: no limit), got {pending}")
     return JobsConfig(
