@@ -11,7 +11,6 @@ x-request-id and must leave exactly one audit line, naming its object.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
+from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
 from livecalc.gateway.v1 import (
     job_service_pb2,
@@ -32,6 +31,7 @@ from livecalc.gateway.v1 import (
 )
 from services.common.auth.roles import ACT_FOR_TENANT
 from services.gateway.cli import upload_requests
+from tests.data.test_service_backends import requests_for
 from tests.engine.mesh import chunk_request
 from tests.gateway.jobmesh import spec
 from tests.security.authmesh import SCENARIOS, AuthMesh, bearer, start_auth_mesh
@@ -102,18 +102,6 @@ def same_as_missing(call: Callable[[str], Any], theirs: str, missing: str) -> No
 
 def audit(path: Path, request_id: str) -> list[dict[str, Any]]:
     return [line for line in map(json.loads, path.read_text().splitlines()) if line["request_id"] == request_id]
-
-
-def dataset_upload(path: Path, dataset_id: str) -> Iterator[data_service_pb2.UploadDatasetRequest]:
-    raw = path.read_bytes()
-    header = data_service_pb2.UploadHeader(
-        dataset_id=dataset_id,
-        format=data_pb2.DATASET_FORMAT_CSV,
-        size_bytes=len(raw),
-        sha256=hashlib.sha256(raw).hexdigest(),
-    )
-    yield data_service_pb2.UploadDatasetRequest(header=header)
-    yield data_service_pb2.UploadDatasetRequest(chunk=raw)
 
 
 # ---- DataService -----------------------------------------------------------------------
@@ -190,7 +178,9 @@ def check_upload_dataset(w: World) -> None:
     other = w.mesh.tmp / "other.csv"
     other.write_text("\n".join(w.mesh.tmp.joinpath("pol.csv").read_text().splitlines()[:11]) + "\n")
     rid = uuid.uuid4().hex
-    reply = w.data.UploadDataset(dataset_upload(other, w.dataset), timeout=60, metadata=w.metadata(w.globex, rid))
+    reply = w.data.UploadDataset(
+        iter(requests_for(other.read_bytes(), w.dataset, "csv")), timeout=60, metadata=w.metadata(w.globex, rid)
+    )
     assert reply.dataset.row_count == 10
     (line,) = audit(w.mesh.tmp / "dd" / "audit.log", rid)
     assert (line["tenant"], line["action"], line["object"], line["outcome"]) == (

@@ -3,7 +3,6 @@ may do what, and the audit line each mutating RPC and each denial leaves."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import urllib.request
@@ -16,8 +15,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
+from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from services.data.generate import generate
+from tests.data.test_service_backends import requests_for
 from tests.security import keys
 from tests.support import ServiceProcess, start_service
 
@@ -154,14 +154,7 @@ def _upload(world: dict[str, Any], token: str, dataset_id: str, request_id: str)
     path = world["tmp"] / f"{dataset_id}.csv"
     if not path.exists():
         generate(path, 50, 7)
-    raw = path.read_bytes()
-    header = data_service_pb2.UploadHeader(
-        dataset_id=dataset_id,
-        format=data_pb2.DATASET_FORMAT_CSV,
-        size_bytes=len(raw),
-        sha256=hashlib.sha256(raw).hexdigest(),
-    )
-    requests = [data_service_pb2.UploadDatasetRequest(header=header), data_service_pb2.UploadDatasetRequest(chunk=raw)]
+    requests = requests_for(path.read_bytes(), dataset_id, "csv")
     stub = _stub(world["service"])
     return _code(lambda: stub.UploadDataset(iter(requests), metadata=_metadata(token, request_id), timeout=30))
 
