@@ -5,15 +5,28 @@ block order (a retried remainder goes back in its block order, so ahead of later
 A worker does not take a chunk that starts more than `window_blocks` past the fold's next
 block, which bounds the partials waiting in the gateway. Faults (DESIGN.md step 6):
 
-- UNAVAILABLE, a reset stream, a stream that ends early, a chunk deadline: the chunk's
-  missing blocks go back to the queue, at most `max_attempts` times, and the engine pauses
-  with exponential backoff; an engine that failed a chunk does not take it again while
-  another engine that has not failed it is there (a dead engine's connection-refused is
-  instant: it would otherwise burn every attempt of the chunk at the head of the queue);
+- an engine that cannot be reached (UNAVAILABLE before it sent anything on the call: refused
+  connection, a restarting process) or is busy (RESOURCE_EXHAUSTED without a fault mark: all
+  its slots taken by other work): the chunk goes back to the queue *without* spending an
+  attempt, the engine pauses with exponential backoff, and the job waits — visibly, in
+  `waiting_seconds` of its progress — until an engine takes the work again, at most
+  `engine_wait_seconds` in a row before it fails UNAVAILABLE. Attempts are for engine faults:
+  when every engine is briefly down (a restart, a rolling update) they would otherwise go in
+  about a second;
+- UNAVAILABLE once the engine has started the chunk, a reset stream, a stream that ends early,
+  a chunk deadline: the chunk's missing blocks go back to the queue, at most `max_attempts`
+  times, and the engine pauses with exponential backoff; an engine that failed a chunk does
+  not take it again while another engine that has not failed it is there;
 - a stalled engine (a hung process, SIGSTOP, a lost network: no message on the chunk's
   stream for `stall_seconds`): the call is cancelled, its missing blocks requeued as above,
   and the engine is left alone for `stall_seconds`;
-- RESOURCE_EXHAUSTED: the engine is full (another gateway, say); requeued without counting;
+- a refusal the engine marks as the model's (trailing metadata ``livecalc-fault: model``: the
+  model ran past the engine's per-piece deadline, or trapped): the job fails at once with the
+  engine's status and message — every engine would do the same, and a looping model must not
+  pass for four engine outages;
+- RESOURCE_EXHAUSTED marked ``livecalc-fault: too-large`` (the chunk can never fit this
+  engine's memory): that engine never takes the chunk again; when no engine is left that has
+  not refused it, the job fails with the engine's message;
 - INVALID_ARGUMENT, FAILED_PRECONDITION and any other status: the job fails at once with it.
 
 Every call has a deadline. Cancelling `run()` cancels the in-flight RunChunk calls.
@@ -31,7 +44,8 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Final
 
 import anyio
 import grpc
@@ -48,6 +62,15 @@ from services.gateway.planner import Plan, ranges
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+#: Trailing metadata an engine sets on a refusal that is not its own fault: ``model`` (the model
+#: ran past its deadline or trapped: any engine would do the same) or ``too-large`` (the chunk
+#: can never fit this engine's memory).
+FAULT_KEY: Final = "livecalc-fault"
+MODEL_FAULT: Final = "model"
+TOO_LARGE: Final = "too-large"
+#: How long a job waits in a row for an engine to take its work: outlasts an engine's restart by
+#: a supervisor or a Kubernetes rollout, not a mesh with no engine at all.
+DEFAULT_ENGINE_WAIT_SECONDS: Final = 120.0
 
 
 class JobFailed(LivecalcError):
@@ -68,6 +91,8 @@ class Work:
     attempts: int = field(default=0, compare=False)
     #: Engines this work failed on (it goes to others first).
     failed_on: frozenset[str] = field(default=frozenset(), compare=False)
+    #: Engines that refused it as too large for their memory (they never take it again).
+    too_large_on: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -78,13 +103,22 @@ class DispatchConfig:
     chunk_timeout_seconds: float = 600.0
     #: Pause between looks for new engines while a job runs (DNS targets).
     engine_scan_seconds: float = 5.0
-    #: A job with no engine that answers for this long fails with UNAVAILABLE.
-    no_engine_seconds: float = 30.0
+    #: A job that no engine takes work of for this long in a row — none answers, every one
+    #: refuses connections (restarting) or is busy with other work — fails with UNAVAILABLE.
+    engine_wait_seconds: float = DEFAULT_ENGINE_WAIT_SECONDS
     #: Once every block is folded, how long the calls still open may take to send their summaries.
     drain_seconds: float = 5.0
     #: An engine that sends nothing on a chunk's stream for this long is taken as hung (0: never).
     #: Engines send a message when a chunk starts and after every piece (≈ a block) they compute.
     stall_seconds: float = 60.0
+
+
+def fault_of(exc: aio.AioRpcError) -> str:
+    """The engine's mark on a refusal (`MODEL_FAULT`, `TOO_LARGE`), or '' for none."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == FAULT_KEY:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return ""
 
 
 def retryable(exc: aio.AioRpcError) -> bool:
@@ -130,11 +164,47 @@ class Dispatcher:
         self._failure: JobFailed | None = None
         self.engines_active: set[str] = set()
         self.chunks_run = 0
+        #: Since when no engine has taken the job's work (None: engines are running it), and why.
+        self._waiting_since: float | None = None
+        self.waiting_reason = ""
+        #: Calls on which the engine has sent something and that have not ended.
+        self._answering = 0
 
     @property
     def steps(self) -> int:
         """Projection steps of the blocks folded so far (the fold counts them, each block once)."""
         return self.fold.steps
+
+    @property
+    def waiting_seconds(self) -> float:
+        """How long the job has been waiting for an engine to take its work (0: it is running)."""
+        if self._waiting_since is None or self._answering:
+            return 0.0
+        return time.monotonic() - self._waiting_since
+
+    def _wait(self, reason: str) -> None:
+        """No engine took the work just now; the job fails once that lasts `engine_wait_seconds`."""
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+        self.waiting_reason = reason
+        self._check_wait()
+
+    def _check_wait(self) -> None:
+        if self._answering:
+            self._waiting_since = time.monotonic() if self._waiting_since is not None else None
+            return
+        limit = self.config.engine_wait_seconds
+        if self.waiting_seconds > limit:
+            self._fail(
+                JobFailed(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"no engine took the job's work for {limit:g} s (last: {self.waiting_reason});"
+                    " is an engine running?",
+                )
+            )
+
+    def _heard(self) -> None:
+        self._waiting_since, self.waiting_reason = None, ""
 
     @property
     def done(self) -> bool:
@@ -159,23 +229,17 @@ class Dispatcher:
             start_workers(await self.pool.refresh())
 
             async def scan() -> None:
-                alone_since = None if started else time.monotonic()
+                if not started:
+                    self._wait("no engine answered GetCapabilities")
                 while not self.done:
-                    pause = self.config.engine_scan_seconds if started else min(1.0, self.config.engine_scan_seconds)
+                    waiting = not started or self._waiting_since is not None
+                    pause = min(1.0, self.config.engine_scan_seconds) if waiting else self.config.engine_scan_seconds
                     with anyio.move_on_after(pause):
                         await self._wait_done()
                     if self.done:
                         return
                     start_workers(await self.pool.refresh(force=not started))
-                    if started:
-                        alone_since = None
-                    elif alone_since is not None and time.monotonic() - alone_since > self.config.no_engine_seconds:
-                        self._fail(
-                            JobFailed(
-                                grpc.StatusCode.UNAVAILABLE,
-                                f"no engine answered for {self.config.no_engine_seconds:g} s; is an engine running?",
-                            )
-                        )
+                    self._check_wait()
 
             tg.start_soon(scan)
             await self._wait_done()
@@ -199,10 +263,13 @@ class Dispatcher:
         self._notify()
 
     def _avoids(self, engine: Engine, work: Work) -> bool:
-        """``engine`` failed ``work`` before and an engine that has not is there to take it."""
+        """``engine`` refused ``work`` as too large, or failed it before and an engine that has not
+        is there to take it."""
+        if engine.address in work.too_large_on:
+            return True
         if engine.address not in work.failed_on:
             return False
-        return any(e.address not in work.failed_on for e in self.pool.engines())
+        return any(e.address not in work.failed_on | work.too_large_on for e in self.pool.engines())
 
     async def _take(self, engine: Engine) -> Work | None:
         """The next chunk in block order within the window for ``engine``; None when the job is done."""
@@ -264,6 +331,8 @@ class Dispatcher:
         #: Blocks received since the engine's last report of steps, and the chunk's steps then.
         piece: list[int] = []
         reported = 0
+        #: Whether the engine has sent anything on this call (it was reachable and took the chunk).
+        answered = False
 
         def settle(steps: int) -> None:
             nonlocal piece, reported
@@ -288,6 +357,10 @@ class Dispatcher:
                     # a hung engine is left alone for as long as it took to notice, not the short backoff
                     engine.down_until = max(engine.down_until, time.monotonic() + (stall or 0.0))
                     return
+                if not answered:
+                    answered = True
+                    self._answering += 1
+                self._heard()
                 kind = message.WhichOneof("event")
                 if kind == "partial":
                     partial = message.partial
@@ -311,17 +384,7 @@ class Dispatcher:
                     engine.observe(int(message.summary.steps), float(message.summary.elapsed_seconds))
         except aio.AioRpcError as exc:
             self.fold.settle(piece, 0)  # their steps were never reported
-            if not retryable(exc) and exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                self._fail(JobFailed(exc.code(), exc.details() or exc.code().name))
-                return
-            self._requeue(
-                engine,
-                work,
-                wanted - received,
-                exc.code().name,
-                exc.details() or "",
-                count=exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED,
-            )
+            self._refused(engine, work, wanted - received, exc, answered=answered)
             return
         except JobFailed as failure:
             self._fail(failure)
@@ -332,6 +395,8 @@ class Dispatcher:
         finally:
             call.cancel()
             self.engines_active.discard(engine.address)
+            if answered:
+                self._answering -= 1
         self.fold.settle(piece, 0)  # the stream ended without reporting their steps
         missing = wanted - received
         if missing:
@@ -340,14 +405,37 @@ class Dispatcher:
         engine.succeeded()
         self.chunks_run += 1
 
+    def _refused(self, engine: Engine, work: Work, missing: set[int], exc: aio.AioRpcError, *, answered: bool) -> None:
+        """Sort a failed call (see the module docstring): fail the job, requeue counting an
+        attempt, or requeue and wait without counting one."""
+        code, details, fault = exc.code(), exc.details() or exc.code().name, fault_of(exc)
+        if fault == MODEL_FAULT:
+            self._fail(JobFailed(code, f"the model failed on engine {engine.address}: {details}"))
+        elif fault == TOO_LARGE:
+            refused = work.too_large_on | {engine.address}
+            if all(e.address in refused for e in self.pool.engines()):
+                self._fail(JobFailed(code, f"no engine can run chunk {work.chunk_id}: {details}"))
+                return
+            self._requeue(engine, replace(work, too_large_on=refused), missing, code.name, details, count=False)
+        elif (code == grpc.StatusCode.UNAVAILABLE and not answered) or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            self._requeue(engine, work, missing, code.name, details, count=False)
+            self._wait(f"{code.name} from {engine.address}: {details}")
+        elif retryable(exc):
+            self._requeue(engine, work, missing, code.name, details)
+        else:
+            self._fail(JobFailed(code, details))
+
     def _requeue(
         self, engine: Engine, work: Work, missing: set[int], code: str, details: str, *, count: bool = True
     ) -> None:
         self.fold.discard_pieces(missing)
         attempts = work.attempts + (1 if count else 0)
         pause = engine.failed(self.config.backoff_seconds)
-        log.warning(
-            "chunk failed on an engine; requeued",
+        # an attempt spent is an engine fault worth a warning; a refused connection while the
+        # job waits for an engine repeats every few seconds and is the wait's own news
+        log.log(
+            logging.WARNING if count else logging.INFO,
+            "chunk failed on an engine; requeued" if count else "engine did not take the chunk; requeued",
             extra={
                 "fields": {
                     "engine": engine.address,
@@ -371,5 +459,8 @@ class Dispatcher:
             return
         self.metrics.chunks_retried.inc()
         for first, n in ranges(missing):
-            heapq.heappush(self._queue, Work(first, n, work.chunk_id, attempts, work.failed_on | {engine.address}))
+            heapq.heappush(
+                self._queue,
+                Work(first, n, work.chunk_id, attempts, work.failed_on | {engine.address}, work.too_large_on),
+            )
         self._notify()

@@ -105,6 +105,8 @@ class LiveJob:
     #: (a resumed job's from before the stop: it reports nothing again).
     reported_blocks: int = -1
     reported_statistics_rows: int = 0
+    #: waiting_seconds of the last progress event (a waiting job reports its wait about once a second).
+    reported_waiting: float = 0.0
     #: The checkpoint this run resumes from (a restarted gateway), and when and where the last one was written.
     resume: Checkpoint | None = None
     checkpointed_at: float = 0.0
@@ -343,6 +345,8 @@ class JobManager:
             policies_total=live.plan.rows,
             engines_active=len(disp.engines_active) if disp else 0,
             elapsed_seconds=time.monotonic() - live.started,
+            waiting_seconds=disp.waiting_seconds if disp else 0.0,
+            waiting_reason=disp.waiting_reason if disp and disp.waiting_seconds else "",
         )
 
     def _report_progress(self, live: LiveJob) -> None:
@@ -353,7 +357,11 @@ class JobManager:
         until it passes them (its checkpoints go on meanwhile)."""
         fold = live.fold
         done = fold.folded_blocks if fold else 0
-        report = done > live.reported_blocks
+        waiting = live.dispatcher.waiting_seconds if live.dispatcher else 0.0
+        # a wait is news when it starts, ends and about every second it lasts (but progress
+        # never steps back: a resumed job behind what it reported before the stop stays silent)
+        news = (waiting > 0) != (live.reported_waiting > 0) or waiting >= live.reported_waiting + 1.0
+        report = done > live.reported_blocks or (news and done >= live.reported_blocks)
         due = (
             fold is not None
             and not fold.complete
@@ -364,7 +372,8 @@ class JobManager:
         if not (report or due):
             return
         if report:
-            live.reported_blocks = done
+            live.reported_blocks = max(live.reported_blocks, done)
+            live.reported_waiting = waiting
             live.job.progress.CopyFrom(self._progress(live))
         with self.store.transaction():
             if due:

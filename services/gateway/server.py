@@ -34,7 +34,7 @@ from services.common.service import ServiceParts
 from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
 from services.common.storage.base import Storage
 from services.common.storage.local import LocalStorage
-from services.gateway.dispatcher import DispatchConfig
+from services.gateway.dispatcher import DEFAULT_ENGINE_WAIT_SECONDS, DispatchConfig
 from services.gateway.engines import DEFAULT_KEEPALIVE_SECONDS, EnginePool, EngineTargets
 from services.gateway.inputs import DataServiceDatasets
 from services.gateway.job_servicer import JobServicer
@@ -75,6 +75,8 @@ class JobsConfig:
     stall_seconds: float = 60.0
     #: Keepalive PINGs on engine channels while calls are open (0: off); see engines.channel_options.
     keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
+    #: How long a job waits in a row for an engine to take its work before it fails UNAVAILABLE.
+    engine_wait_seconds: float = DEFAULT_ENGINE_WAIT_SECONDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="an engine that sends nothing on a chunk for this long is taken as hung and its chunk moved "
         "(env LIVECALC_CHUNK_STALL_SECONDS; default 60)",
+    )
+    parser.add_argument(
+        "--engine-wait-seconds",
+        type=float,
+        help="a job whose work no engine takes (all unreachable, restarting or busy) waits this long in a row, "
+        f"then fails (env LIVECALC_ENGINE_WAIT_SECONDS; default {DEFAULT_ENGINE_WAIT_SECONDS:g})",
     )
     parser.add_argument(
         "--engine-keepalive-seconds",
@@ -181,6 +189,9 @@ _KEEPALIVE = _Setting(
     float,
     "engine keepalive seconds",
 )
+_ENGINE_WAIT = _Setting(
+    "engine_wait_seconds", "LIVECALC_ENGINE_WAIT_SECONDS", DEFAULT_ENGINE_WAIT_SECONDS, float, "engine wait seconds"
+)
 _PENDING = _Setting("max_pending_jobs", "LIVECALC_MAX_PENDING_JOBS", DEFAULT_MAX_PENDING_JOBS, int, "max pending jobs")
 
 
@@ -209,6 +220,9 @@ def resolve_jobs_config(args: argparse.Namespace, env: Mapping[str, str]) -> Job
     keepalive = _KEEPALIVE.read(args, env)
     if keepalive < 0:
         raise InvalidArgument(f"engine keepalive seconds must be ≥ 0 (0: off), got {keepalive}")
+    engine_wait = _ENGINE_WAIT.read(args, env)
+    if engine_wait <= 0:
+        raise InvalidArgument(f"engine wait seconds must be > 0, got {engine_wait}")
     pending = _PENDING.read(args, env)
     if pending < 0:
         raise InvalidArgument(f"max pending jobs must be ≥ 0 (0: no limit), got {pending}")
@@ -221,6 +235,7 @@ def resolve_jobs_config(args: argparse.Namespace, env: Mapping[str, str]) -> Job
         max_pending_jobs=pending,
         stall_seconds=stall,
         keepalive_seconds=keepalive,
+        engine_wait_seconds=engine_wait,
     )
 
 
@@ -261,7 +276,11 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
         config=JobConfig(
             package_address=jobs_config.advertise_address,
             max_pending_jobs=jobs_config.max_pending_jobs,
-            dispatch=DispatchConfig(max_attempts=jobs_config.max_attempts, stall_seconds=jobs_config.stall_seconds),
+            dispatch=DispatchConfig(
+                max_attempts=jobs_config.max_attempts,
+                stall_seconds=jobs_config.stall_seconds,
+                engine_wait_seconds=jobs_config.engine_wait_seconds,
+            ),
         ),
         credentials=credentials,
     )

@@ -29,8 +29,8 @@ def partial_table(blocks: int, scenarios: int, seed: int = 1) -> np.ndarray:
 
 
 class FakeError(aio.AioRpcError):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(code, aio.Metadata(), aio.Metadata(), details=details)
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(code, aio.Metadata(), aio.Metadata(*trailing), details=details)
 
 
 class FakeCall:
@@ -47,7 +47,8 @@ class FakeCall:
 
 
 class FakeEngineStub:
-    """RunChunk over `table`; `fail(request, block)` may return an error to raise before that block."""
+    """RunChunk over `table`; `fail(request, block)` may return an error to raise before that block,
+    `refuse(request)` one to raise before the call's first message (an engine that is not there)."""
 
     def __init__(
         self,
@@ -57,8 +58,10 @@ class FakeEngineStub:
         fail: Callable[[engine_service_pb2.RunChunkRequest, int], aio.AioRpcError | None] | None = None,
         delay: float = 0.0,
         piece: int = 0,
+        refuse: Callable[[engine_service_pb2.RunChunkRequest], aio.AioRpcError | None] | None = None,
     ) -> None:
         self.table, self.rows, self.fail, self.delay, self.piece = table, rows, fail, delay, piece
+        self.refuse = refuse
         self.requests: list[engine_service_pb2.RunChunkRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -70,6 +73,8 @@ class FakeEngineStub:
     async def _run(
         self, request: engine_service_pb2.RunChunkRequest
     ) -> AsyncIterator[engine_service_pb2.RunChunkResponse]:
+        if self.refuse is not None and (err := self.refuse(request)) is not None:
+            raise err
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -349,7 +349,7 @@ async def test_dispatch_without_engines_fails_unavailable_in_bounded_time() -> N
         engine_service_pb2.RunChunkRequest(job_id="j"),
         p,
         JobFold(BLOCK_SIZE, 1, 1),
-        config=DispatchConfig(engine_scan_seconds=0.05, no_engine_seconds=0.2),
+        config=DispatchConfig(engine_scan_seconds=0.05, engine_wait_seconds=0.2),
         metrics=GatewayMetrics.create(CollectorRegistry()),
         window_blocks=1,
     )

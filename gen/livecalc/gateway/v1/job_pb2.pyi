@@ -293,6 +293,8 @@ class JobProgress(_message.Message):
     POLICIES_TOTAL_FIELD_NUMBER: _builtins.int
     ENGINES_ACTIVE_FIELD_NUMBER: _builtins.int
     ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
+    WAITING_SECONDS_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
     blocks_done: _builtins.int
     """Policy blocks folded into the result so far."""
     blocks_total: _builtins.int
@@ -305,6 +307,15 @@ class JobProgress(_message.Message):
     """Engines currently working on the job."""
     elapsed_seconds: _builtins.float
     """Seconds since the job started running."""
+    waiting_seconds: _builtins.float
+    """Seconds the job has been waiting, in a row, for an engine to take its work (every engine
+    unreachable, restarting or busy); 0 while engines run it. The job fails UNAVAILABLE once
+    this passes the gateway's engine wait limit (--engine-wait-seconds).
+    """
+    waiting_reason: _builtins.str
+    """Why the job is waiting (the last engine's answer), e.g. "UNAVAILABLE from 10.0.0.7:50052:
+    failed to connect"; empty while engines run it.
+    """
     def __init__(
         self,
         *,
@@ -314,10 +325,12 @@ class JobProgress(_message.Message):
         policies_total: _builtins.int = ...,
         engines_active: _builtins.int = ...,
         elapsed_seconds: _builtins.float = ...,
+        waiting_seconds: _builtins.float = ...,
+        waiting_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "elapsed_seconds", b"elapsed_seconds", "engines_active", b"engines_active", "policies_done", b"policies_done", "policies_total", b"policies_total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks_done", b"blocks_done", "blocks_total", b"blocks_total", "elapsed_seconds", b"elapsed_seconds", "engines_active", b"engines_active", "policies_done", b"policies_done", "policies_total", b"policies_total", "waiting_reason", b"waiting_reason", "waiting_seconds", b"waiting_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
