@@ -82,8 +82,8 @@ def _check_batch(
     check = check_rows(table, schema)
     masks: dict[str, Mask] = {}
     for b in check.breaks:
-        shown = table.column(b.column) if b.rule in _SHOWN_RULES else None
-        report.add(b.rule, b.column, first, b.rows, f"{b.column} {b.message}", values=shown)
+        shown = table.column(b.column) if b.rule in _SHOWN_RULES and b.column in table.column_names else None
+        report.add(b.rule, b.column, first, b.rows, b.message, values=shown)
         masks[b.rule] = masks.get(b.rule, np.zeros(check.rows, dtype=bool)) | b.rows
     for rule, mask in masks.items():
         report.count_rows(rule, mask)

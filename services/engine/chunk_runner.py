@@ -7,6 +7,8 @@ pipeline run (esg → term_life, or whatever the package declares) on the engine
 - a reader task fetches the rows of the next piece from the data service while the current
   piece computes (a queue of one piece: memory stays bounded by two pieces);
 - rows become `Policies` (every rule checked; violations name *dataset* row numbers);
+- a piece whose partials are not all finite is an error naming the row that made them so
+  (`non_finite.locate`, on the error path only), never a result of inf and NaN;
 - after each piece the chunk yields one `BlockPartial` per block, then a progress event;
   block partials do not depend on how blocks are grouped into pieces, so the bits are those
   of one run over the whole dataset.
@@ -36,6 +38,7 @@ from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.common.errors import InvalidArgument
 from services.engine.abi import PV_COMPONENTS
 from services.engine.metrics import EngineMetrics
+from services.engine.non_finite import is_finite, locate
 from services.engine.package_loader import LoadedPackage
 from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
 from services.engine.row_reader import Sample
@@ -254,6 +257,10 @@ class ChunkRunner:
         def row_of(r: int) -> int:
             return int(piece.dataset_rows[r]) if piece.dataset_rows is not None else piece.first_row + r
 
+        def rerun(policies: Policies) -> F64:
+            inputs = RunInputs(policies, package.assumptions, scenarios)
+            return runner.run(package.nodes, inputs, control=control).partials
+
         def work() -> tuple[PipelineResult, float]:
             self.metrics.wasm_calls_in_flight.inc()
             started = time.monotonic()
@@ -264,6 +271,8 @@ class ChunkRunner:
                     raise _renumbered(exc, row_of) from None
                 inputs = RunInputs(piece.policies, package.assumptions, scenarios)
                 result = runner.run(package.nodes, inputs, control=control)
+                if not is_finite(result.partials):
+                    raise locate(piece.policies, result.partials, rerun, row_of)
                 return result, time.monotonic() - started
             finally:
                 self.metrics.wasm_calls_in_flight.dec()

@@ -78,6 +78,7 @@ class Policies:
         female = arrays["female"].astype(np.float64)
         values["sex"] = np.where((female == 0) | (female == 1), female, np.nan)
         valid = {name: np.ones(n, dtype=bool) for name in values}
+        valid["premium_pp"] = ~np.isnan(arrays["premium_pp"])  # NaN here means "compute it", not a cell
         bad = [v for b in rule_breaks(n, values, valid) for v in _violations(b.rule, b.column, b.rows, b.message)]
         bad += _violations(DUPLICATE_RULE, "policy_id", duplicate_rows(self.policy_id, valid["policy_id"]), "")
         raise_if("policies", _sorted(bad))
@@ -121,7 +122,9 @@ class Policies:
 
         ``sex`` holds "M"/"F" strings (any case) or a female flag (bool / 0-1 integers).
         Empty cells of optional columns take their defaults (policy_count 1, duration_mth 0,
-        premium_pp absent). Every broken rule of every row is reported in one error.
+        premium_pp absent); in a mapping's float arrays NaN is an empty cell, while an Arrow
+        NaN is a value, and a non-finite number breaks its column's rule. Every broken rule of
+        every row is reported in one error.
         """
         table = _as_table(columns)
         check = check_rows(table)
@@ -129,8 +132,13 @@ class Policies:
             raise ModelInputError(
                 "policies", [Violation(c, "required column is missing", rule="required") for c in check.missing_columns]
             )
+        present = set(table.column_names)  # a rule of an absent optional column (premium_pp) shows no cell
         bad = [
-            v for b in check.breaks for v in _violations(b.rule, b.column, b.rows, b.message, table.column(b.column))
+            v
+            for b in check.breaks
+            for v in _violations(
+                b.rule, b.column, b.rows, b.message, table.column(b.column) if b.column in present else None
+            )
         ]
         ids = check.columns["policy_id"]
         bad += _violations(DUPLICATE_RULE, "policy_id", duplicate_rows(ids.values, ids.valid), "")
@@ -190,7 +198,9 @@ def _as_table(columns: Mapping[str, Any] | pa.Table | pa.RecordBatch) -> pa.Tabl
 def _as_arrow(name: str, values: npt.NDArray[Any]) -> pa.Array:
     if name == "sex" and values.dtype.kind in "biu":  # a female flag: 0 → M, 1 → F, else shown as is
         return pa.array(["F" if v == 1 else "M" if v == 0 else str(v) for v in values.tolist()], pa.string())
-    if values.dtype.kind in "biufU":
+    if values.dtype.kind == "f":  # numpy has no empty cell: NaN is its "absent" (as in pandas)
+        return pa.array(values, from_pandas=True)
+    if values.dtype.kind in "biuU":
         return pa.array(values)
     try:
         return pa.array(values.tolist())

@@ -26,6 +26,16 @@ ColumnKind = Literal["int64", "float64", "string"]
 MAX_AGE: Final = 120
 """Oldest attained age a policy may reach (age_at_entry + policy_term ≤ MAX_AGE + 1)."""
 
+MAX_POLICY_COUNT: Final = 1e9
+"""Largest policy_count of one row (a model point standing for a billion policies)."""
+
+MAX_AMOUNT: Final = 1e15
+"""Largest sum_assured and premium_pp of one row, in currency units.
+
+With these bounds every cash flow of a row stays below 1e24 a month, so a block of 1,024
+rows over 1,452 months sums to under 2e30: a present value can only be non-finite when the
+inputs broke a rule (1e300 passed as "finite" and made a job's statistics inf and NaN)."""
+
 
 @dataclass(frozen=True)
 class PolicyColumn:
@@ -196,20 +206,26 @@ def rule_breaks(n: int, values: Mapping[str, npt.NDArray[Any]], valid: Mapping[s
     rule("range", "policy_term", both & (age + term > MAX_AGE + 1), f"plus age_at_entry must be ≤ {MAX_AGE + 1}")
     count = num("policy_count")
     rule("range", "policy_count", ok("policy_count") & ~(np.isfinite(count) & (count >= 0)), "must be finite and ≥ 0")
+    too_many = ok("policy_count") & np.isfinite(count) & (count > MAX_POLICY_COUNT)
+    rule("range", "policy_count", too_many, f"must be ≤ {MAX_POLICY_COUNT:.0e}")
     sa = num("sum_assured")
     rule("range", "sum_assured", ok("sum_assured") & ~(np.isfinite(sa) & (sa > 0)), "must be finite and > 0")
+    rule("range", "sum_assured", ok("sum_assured") & np.isfinite(sa) & (sa > MAX_AMOUNT), f"must be ≤ {MAX_AMOUNT:.0e}")
     has_duration = ok("duration_mth")
     duration = np.where(has_duration, num("duration_mth"), 0.0)
     rule("range", "duration_mth", has_duration & (duration < 0), "must be ≥ 0")
     in_term = has_duration & ok("policy_term") & (duration >= 0) & (term >= 1)
     rule("range", "duration_mth", in_term & (duration >= 12 * term), "must be < 12·policy_term")
+    # a present premium cell must be a number; NaN and inf are not "empty" (an empty cell is)
     premium = np.where(ok("premium_pp"), num("premium_pp"), np.nan)
-    rule("range", "premium_pp", np.isinf(premium), "must be finite (or empty)")
+    not_finite = ok("premium_pp") & ~np.isfinite(num("premium_pp"))
+    rule("range", "premium_pp", not_finite, "must be finite (or empty)")
+    rule("range", "premium_pp", np.isfinite(premium) & (premium > MAX_AMOUNT), f"must be ≤ {MAX_AMOUNT:.0e}")
     rule(
         "premium_required",
         "premium_pp",
-        ~(premium > 0) & (duration > 0),
-        "is required when duration_mth > 0 (computed only for new business)",
+        ~(premium > 0) & (duration > 0) & ~not_finite,
+        "is required when duration_mth > 0 (the premium is computed only for new business)",
     )
     return out
 
