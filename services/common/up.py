@@ -12,40 +12,26 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 from services.common.auth.service import internal_channel_security
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument
 from services.common.readiness import wait_serving
+from services.common.supervisor import Child, ProcessSpec, RestartBudgetExceeded, Supervisor, spawn, stop_in_stages
 
+__all__ = ["Child", "data_dir_of", "engine_ports", "mesh_plan", "run_mesh", "start_children", "stop_children"]
 
-@dataclass
-class Child:
-    """One service process of the mesh."""
-
-    label: str
-    address: str
-    proc: subprocess.Popen[bytes]
-
-
-def _pump(label: str, stream: IO[bytes], sink: IO[str] | None) -> None:
-    for line in iter(stream.readline, b""):
-        out = sink or sys.stderr
-        out.write(f"[{label}] {line.decode(errors='replace')}")
-        out.flush()
-
-
-def _start(label: str, argv: list[str], env: dict[str, str], address: str, sink: IO[str] | None = None) -> Child:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    assert proc.stdout is not None
-    threading.Thread(target=_pump, args=(label, proc.stdout, sink), daemon=True).start()
-    return Child(label, address, proc)
+#: Stop order (highest first): the gateway checkpoints its running jobs while engines and the data
+#: service still serve; then the engines, then the data service.
+DATA_STAGE, ENGINE_STAGE, GATEWAY_STAGE = 0, 1, 2
+#: How often `up` looks for exited services.
+CHECK_SECONDS = 0.2
 
 
 def engine_ports(count: int, offset: int = 0) -> list[tuple[int, int]]:
@@ -71,8 +57,8 @@ def data_dir_of(value: str | None) -> Path:
     return Path(value or os.environ.get("LIVECALC_DATA_DIR", ".livecalc")).resolve()
 
 
-def mesh_plan(data_dir: Path, engines_count: int, off: int) -> tuple[list[tuple[str, list[str], str]], dict[str, str]]:
-    """(label, argv, address) of each service to start, in start order, and their environment."""
+def mesh_plan(data_dir: Path, engines_count: int, off: int) -> tuple[list[ProcessSpec], dict[str, str]]:
+    """Each service to start, in start order, and their environment."""
     tls_client = os.environ.get("LIVECALC_TLS_CA") or os.environ.get("LIVECALC_TLS", "").lower() in ("1", "true", "yes")
     if os.environ.get("LIVECALC_TLS_CERT") and not tls_client:
         raise InvalidArgument(
@@ -81,39 +67,21 @@ def mesh_plan(data_dir: Path, engines_count: int, off: int) -> tuple[list[tuple[
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LIVECALC_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
-    exe = [sys.executable, "-m", "services.cli", "serve"]
-    plan: list[tuple[str, list[str], str]] = []
+    exe = (sys.executable, "-m", "services.cli", "serve")
     data_port, data_metrics = (p + off for p in DEFAULT_PORTS["data"])
-    plan.append(
-        (
-            "data",
-            [
-                *exe,
-                "data",
-                "--port",
-                str(data_port),
-                "--metrics-port",
-                str(data_metrics),
-                "--root",
-                str(data_dir / "datasets"),
-            ],
-            f"127.0.0.1:{data_port}",
-        )
-    )
     gw_port, gw_metrics = (p + off for p in DEFAULT_PORTS["gateway"])
     data_address, gw_address = f"127.0.0.1:{data_port}", f"127.0.0.1:{gw_port}"
+    root = str(data_dir / "datasets")
+    data_argv = (*exe, "data", "--port", str(data_port), "--metrics-port", str(data_metrics), "--root", root)
+    plan = [ProcessSpec("data", data_argv, data_address, DATA_STAGE)]
     engines = engine_ports(engines_count, off)
     for i, (port, metrics) in enumerate(engines):
         label = "engine" if len(engines) == 1 else f"engine-{i}"
-        argv = [*exe, "engine", "--port", str(port), "--metrics-port", str(metrics)]
-        plan.append((label, [*argv, "--data", data_address, "--gateway", gw_address], f"127.0.0.1:{port}"))
-    plan.append(
-        (
-            "gateway",
-            [*exe, "gateway", "--port", str(gw_port), "--metrics-port", str(gw_metrics)],
-            gw_address,
-        )
-    )
+        argv = (*exe, "engine", "--port", str(port), "--metrics-port", str(metrics))
+        peers = ("--data", data_address, "--gateway", gw_address)
+        plan.append(ProcessSpec(label, (*argv, *peers), f"127.0.0.1:{port}", ENGINE_STAGE))
+    gw_argv = (*exe, "gateway", "--port", str(gw_port), "--metrics-port", str(gw_metrics))
+    plan.append(ProcessSpec("gateway", gw_argv, gw_address, GATEWAY_STAGE))
     # the gateway reads its peers from the environment (flags of its own may come and go)
     env["LIVECALC_ENGINES"] = ",".join(f"127.0.0.1:{port}" for port, _ in engines)
     env["LIVECALC_DATA_ADDRESS"] = data_address
@@ -122,53 +90,71 @@ def mesh_plan(data_dir: Path, engines_count: int, off: int) -> tuple[list[tuple[
 
 
 def start_children(
-    plan: list[tuple[str, list[str], str]], env: dict[str, str], children: list[Child], sink: IO[str] | None = None
+    plan: Sequence[ProcessSpec], env: dict[str, str], children: list[Child], sink: IO[str] | None = None
 ) -> None:
     """Start each service in order and wait until it serves; started ones are appended to
     ``children`` as they start, so the caller can stop them even when a later one fails.
     Their output goes to ``sink`` (default stderr), each line prefixed with the label."""
     # probe each child as its peers reach it: TLS when LIVECALC_TLS / LIVECALC_TLS_CA say so
     security = internal_channel_security(argparse.Namespace(), env)
-    for label, argv, address in plan:
-        child = _start(label, argv, env, address, sink)
+    for spec in plan:
+        child = spawn(spec, env, sink)
         children.append(child)
         wait_serving(child.address, timeout=60, proc=child.proc, label=child.label, security=security)
 
 
 def stop_children(children: list[Child]) -> None:
-    """SIGTERM every child, gateway first, and wait for them (kill after 30 s)."""
-    for child in reversed(children):
-        if child.proc.poll() is None:
-            child.proc.send_signal(signal.SIGTERM)
-    for child in reversed(children):
-        try:
-            child.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.proc.kill()
+    """SIGTERM the gateway and wait for it (its running jobs checkpoint while engines still
+    serve), then the engines, then the data service; each stage is killed after 30 s."""
+    stop_in_stages(children)
+
+
+def _say(line: str) -> None:
+    print(f"livecalc up: {line}", file=sys.stderr, flush=True)
 
 
 def run_mesh(args: argparse.Namespace) -> int:
-    """Start the mesh, wait for Ctrl-C/SIGTERM, stop it; returns the exit code."""
+    """Start the mesh, restart a service that dies (within a budget), wait for Ctrl-C/SIGTERM,
+    stop it gateway first; returns the exit code."""
     plan, env = mesh_plan(data_dir_of(args.data_dir), int(args.engines), int(args.port_offset))
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    starting = True
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        if starting:  # a service that never comes up must not hold Ctrl-C for a minute
+            raise KeyboardInterrupt
+
+    # handlers stay installed while the mesh stops: a second Ctrl-C must not cut the stop short
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     children: list[Child] = []
+    supervisor: Supervisor | None = None
     try:
         start_children(plan, env, children)
+        supervisor = Supervisor(children, env, say=_say)
+        starting = False
+        if stop.is_set():
+            return 0
         print(
             "livecalc mesh is up: " + ", ".join(f"{c.label} {c.address}" for c in children) + " (Ctrl-C stops it)",
             file=sys.stderr,
             flush=True,
         )
         while not stop.is_set():
-            if any(c.proc.poll() is not None for c in children):
-                dead = [c.label for c in children if c.proc.poll() is not None]
-                print(f"livecalc: error: {', '.join(dead)} exited; stopping the mesh", file=sys.stderr)
-                return 1
-            stop.wait(0.5)
+            supervisor.check()
+            stop.wait(CHECK_SECONDS)
+        _say("stopping the mesh (gateway first)")
         return 0
     except KeyboardInterrupt:
         return 0
+    except RestartBudgetExceeded as exc:
+        print(f"livecalc: error: {exc}; stopping the mesh", file=sys.stderr, flush=True)
+        return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        stop_children(children)
+        starting = False
+        if supervisor is not None:
+            supervisor.stop()
+        else:
+            stop_children(children)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
