@@ -240,6 +240,10 @@ class ProgressView:
         elif kind == "progress":
             p = event.progress
             self.total, self.done, self.elapsed = int(p.policies_total), int(p.policies_done), p.elapsed_seconds
+            if p.waiting_seconds > 0:
+                # no engine takes the job's work (restarting, unreachable, busy): say so, not a frozen bar
+                self._emit(note=f"waiting {p.waiting_seconds:.0f} s for an engine ({p.waiting_reason})")
+                return
             self._emit(force=self.done >= self.total > 0)
         elif kind == "statistics":
             s = event.statistics.statistics
@@ -252,6 +256,8 @@ class ProgressView:
     def _emit(self, *, force: bool = False, note: str = "") -> None:
         rate = self._rate()
         if self._progress is not None:
+            if note:
+                self._progress.console.print(f"{self.label}: {note}")
             self._progress.update(
                 self._task,
                 total=self.total or None,

@@ -221,3 +221,17 @@ def test_all_engines_killed_and_restarted_mid_job_the_job_waits_and_ends_with_th
     waits = [e.progress for e in events if e.WhichOneof("event") == "progress" and e.progress.waiting_seconds > 0]
     assert waits and waits[0].waiting_reason.startswith("UNAVAILABLE from 127.0.0.1:")
     wait_until(lambda: "engine did not take the chunk; requeued" in mesh.gateway.log(), 5, "the wait's log line")
+
+
+def test_the_cli_progress_says_the_job_waits_for_an_engine() -> None:
+    import io
+
+    from services.client.report import ProgressView
+
+    out = io.StringIO()
+    waiting = job_pb2.JobProgress(
+        policies_total=10, waiting_seconds=3.2, waiting_reason="UNAVAILABLE from 127.0.0.1:50052: refused"
+    )
+    with ProgressView("full run", terminal=False, stream=out) as view:
+        view.event(job_pb2.JobEvent(progress=waiting))
+    assert "full run: waiting 3 s for an engine (UNAVAILABLE from 127.0.0.1:50052: refused)" in out.getvalue()
