@@ -4,13 +4,27 @@ Expected failures (bad input, unknown ids, limits, deadlines) are raised as subc
 `LivecalcError`; each carries the gRPC status code it maps to. The server interceptor in
 `services.common.interceptors` turns them into statuses in one place; any other exception
 is a bug, logged with its traceback and answered as INTERNAL.
+
+Some failures also say *whose* fault they are, in the trailing metadata key `FAULT_KEY`
+(`LivecalcError.fault`): `FAULT_MODEL` for a refusal that would recur on any engine and any
+retry (a model that loops past its time limit, traps, or cannot be loaded), `FAULT_TOO_LARGE`
+for work that can never fit the answering engine's memory. A transient refusal (an engine
+whose slots are all busy) carries no mark, so a caller may retry it elsewhere or later.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import grpc
+
+FAULT_KEY: Final = "livecalc-fault"
+"""Trailing metadata key of a refusal's fault mark (absent: no mark)."""
+FAULT_MODEL: Final = "model"
+"""The work fails the same way on any engine and any retry: the model's (or the job's) fault."""
+FAULT_TOO_LARGE: Final = "too-large"
+"""The work can never fit the answering engine's memory cap."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +39,8 @@ class LivecalcError(Exception):
     """Base of all expected failures; `code` is the gRPC status they map to."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    fault: str = ""
+    """Sent as trailing metadata `FAULT_KEY` when set (`FAULT_MODEL`, `FAULT_TOO_LARGE`)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -33,6 +49,10 @@ class LivecalcError(Exception):
     def details(self) -> str:
         """The text sent to clients as the status details."""
         return self.message
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata sent with the status: the fault mark, when there is one."""
+        return ((FAULT_KEY, self.fault),) if self.fault else ()
 
 
 class InvalidArgument(LivecalcError):

@@ -2,7 +2,8 @@
 
 It wraps each method handler once, so unary and streaming methods alike are counted
 (started, handled by code, messages each way, latency) and every `LivecalcError` leaving a
-handler becomes its gRPC status with a clear message. Anything else is a bug: it is logged
+handler becomes its gRPC status with a clear message (and its fault mark, if it has one, as
+trailing metadata: `LivecalcError.trailing_metadata`). Anything else is a bug: it is logged
 with its traceback and answered as INTERNAL without leaking internals to the client.
 
 Two more things happen here because no handler can do them itself:
@@ -72,7 +73,7 @@ async def _abort_for(exc: BaseException, context: aio.ServicerContext[Any, Any],
     """Map an exception escaping a handler to a status; abort the RPC with it."""
     if isinstance(exc, LivecalcError):
         log.info("rpc failed", extra={"fields": {"method": method, "code": exc.code.name, "error": exc.details()}})
-        await context.abort(exc.code, exc.details())
+        await context.abort(exc.code, exc.details(), trailing_metadata=exc.trailing_metadata())
     log.error("unhandled error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
     raise AssertionError("unreachable: abort raises")  # pragma: no cover

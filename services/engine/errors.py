@@ -4,11 +4,18 @@ Each is a `LivecalcError` subclass, so the server maps it to its gRPC status in 
 a model that is refused at load or given bad input → INVALID_ARGUMENT / FAILED_PRECONDITION,
 one that runs past its deadline → DEADLINE_EXCEEDED, asks for too much memory →
 RESOURCE_EXHAUSTED, traps → INTERNAL. `EngineError` lets callers catch all of them.
+
+Errors that would recur on any engine and any retry are marked `FAULT_MODEL` (a model that
+cannot be loaded, traps, fails, or runs past the engine's time limit per call); a run too large
+for the engine's memory cap is marked `FAULT_TOO_LARGE`. The mark travels as trailing metadata
+(`services.common.errors.FAULT_KEY`), so a dispatcher can tell them from an engine's outage.
 """
 
 from __future__ import annotations
 
 from services.common.errors import (
+    FAULT_MODEL,
+    FAULT_TOO_LARGE,
     Cancelled,
     DeadlineExceeded,
     FailedPrecondition,
@@ -26,6 +33,8 @@ class EngineError(LivecalcError):
 class ModelLoadError(EngineError, InvalidArgument):
     """A WASM binary that cannot be compiled or does not honour the model ABI."""
 
+    fault = FAULT_MODEL
+
 
 class ForbiddenImportError(ModelLoadError):
     """A model imports something other than `env.memory`; ``imports`` lists the offenders."""
@@ -37,11 +46,29 @@ class ForbiddenImportError(ModelLoadError):
 
 
 class ModelMemoryExceeded(EngineError, ResourceExhausted):
-    """A model needs or grew linear memory past the engine's cap."""
+    """A run (its layout, or a model's own ``memory.grow``) needs memory past the engine's cap:
+    work too large for this engine, whatever else it runs."""
+
+    fault = FAULT_TOO_LARGE
 
 
 class ModelDeadlineExceeded(EngineError, DeadlineExceeded):
-    """A model call ran past its deadline and was interrupted (epoch interruption)."""
+    """A model call ran past its run's deadline and was interrupted (epoch interruption)."""
+
+
+class ModelTimeLimitExceeded(ModelDeadlineExceeded):
+    """One model call ran past the engine's time limit per call: it loops, or the call is more
+    work than any engine gives one call. It would do the same on any engine."""
+
+    fault = FAULT_MODEL
+
+    def __init__(self, model: str, function: str, limit_seconds: float) -> None:
+        self.model, self.function, self.limit_seconds = model, function, limit_seconds
+        super().__init__(
+            f"model {model!r} {function} ran past the engine's limit of {limit_seconds:g} s per model call "
+            "and was interrupted: the model loops, or one call of it is too much work "
+            "(--piece-time-limit, LIVECALC_ENGINE_PIECE_TIME_LIMIT)"
+        )
 
 
 class ModelCancelled(EngineError, Cancelled):
@@ -50,6 +77,8 @@ class ModelCancelled(EngineError, Cancelled):
 
 class ModelTrap(EngineError, Internal):
     """A model trapped (unreachable, out-of-bounds access, division by zero, stack overflow)."""
+
+    fault = FAULT_MODEL
 
     def __init__(self, model: str, function: str, trap: str, code: str | None) -> None:
         self.model, self.function, self.trap, self.trap_code = model, function, trap, code
@@ -61,6 +90,8 @@ class ModelTrap(EngineError, Internal):
 
 class ModelFailed(EngineError, FailedPrecondition):
     """A model entry point returned a non-zero status code (see docs/model-abi.md)."""
+
+    fault = FAULT_MODEL
 
     def __init__(self, model: str, function: str, status: int, meaning: str) -> None:
         self.model, self.function, self.status = model, function, status

@@ -4,6 +4,11 @@ A `LayoutBuilder` hands out 16-byte aligned regions from a start offset upwards 
 allocator); the result is an immutable `Layout` of named regions. The same layout code
 serves the WASM host (offsets in the SharedMemory) and the native baseline (offsets from a
 numpy buffer's base), which is why models only ever see offsets.
+
+The regions of a run are allocated here too, once: `run_base` (where a run's buffers start),
+`esg_rates`/`esg_context` and `term_life_regions` are what the pipeline and the model drivers
+lay out, and what `services.valuation.footprint` sums to tell how much memory a job needs
+before any engine runs it. This module must stay free of wasmtime (the gateway imports it).
 """
 
 from __future__ import annotations
@@ -14,7 +19,16 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from services.engine.abi import ESG_CTX_SIZE, N_PV, TERM_LIFE_CTX_SIZE
+from services.valuation.blocks import BLOCK_SIZE
+
 ALIGN: Final = 16
+
+STATIC_LIMIT: Final = 1 << 20
+"""Models' static data (each model's [__global_base, __heap_base)) must lie below 1 MiB."""
+
+STACK_SIZE: Final = 64 * 1024
+"""Bytes of C shadow stack per worker thread."""
 
 
 def align_up(value: int, alignment: int = ALIGN) -> int:
@@ -86,3 +100,56 @@ class LayoutBuilder:
 
     def build(self) -> Layout:
         return Layout(tuple(self._regions), self._start, self._next)
+
+
+# ---------------------------------------------------------------------------
+# The regions of a run (one source for the engine and for footprint estimates)
+
+
+def run_base(threads: int) -> int:
+    """First byte of a run's buffers: past the models' static data and ``threads`` worker stacks."""
+    return align_up(STATIC_LIMIT + threads * STACK_SIZE, 4096)
+
+
+@dataclass(frozen=True)
+class TableShapes:
+    """Sizes of the assumption tables term_life reads (mortality [ages][select+1], lapse, curve)."""
+
+    mortality: tuple[int, int]
+    lapse: int
+    curve: int
+
+
+def esg_rates(alloc: LayoutBuilder, name: str, n_scen: int, months: int) -> Region:
+    """The scenario generator's output: rates r_s(m), f64 [n_scen][months]."""
+    return alloc.add_array(name, (n_scen, months), np.float64)
+
+
+def esg_context(alloc: LayoutBuilder, name: str) -> Region:
+    """The scenario generator's context struct (`lc_esg_ctx`)."""
+    return alloc.add(f"{name}.ctx", ESG_CTX_SIZE)
+
+
+def term_life_regions(
+    alloc: LayoutBuilder, name: str, *, rows: int, n_scen: int, months: int, tables: TableShapes, lanes: int
+) -> dict[str, Region]:
+    """term_life's context, policy columns, tables, per-scenario workspace (``lanes`` scenarios
+    interleaved per group) and block partials f64 [blocks][5][n_scen], in allocation order."""
+    groups = -(-n_scen // lanes)
+    blocks = -(-rows // BLOCK_SIZE)
+    r: dict[str, Region] = {"ctx": alloc.add(f"{name}.ctx", TERM_LIFE_CTX_SIZE)}
+    for col in ("age_at_entry", "female", "policy_term", "duration_mth"):
+        r[col] = alloc.add_array(f"{name}.{col}", (rows,), np.int32)
+    for col in ("policy_count", "sum_assured", "premium_pp", "premium_eff"):
+        r[col] = alloc.add_array(f"{name}.{col}", (rows,), np.float64)
+    r["mortality"] = alloc.add_array(f"{name}.mortality", tables.mortality, np.float64)
+    r["lapse"] = alloc.add_array(f"{name}.lapse", (tables.lapse,), np.float64)
+    r["curve"] = alloc.add_array(f"{name}.curve", (tables.curve,), np.float64)
+    r["q_mth"] = alloc.add_array(f"{name}.q_mth", (2, *tables.mortality), np.float64)
+    r["l_base"] = alloc.add_array(f"{name}.l_base", (tables.lapse,), np.float64)
+    r["df0"] = alloc.add_array(f"{name}.df0", (months,), np.float64)
+    r["maint_infl"] = alloc.add_array(f"{name}.maint_infl", (months,), np.float64)
+    r["disc"] = alloc.add_array(f"{name}.disc", (groups, months, lanes), np.float64)
+    r["dlap"] = alloc.add_array(f"{name}.dlap", (groups, months, lanes), np.float64)
+    r["partials"] = alloc.add_array(f"{name}.partials", (blocks, N_PV, n_scen), np.float64)
+    return r

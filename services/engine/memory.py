@@ -16,18 +16,17 @@ import wasmtime
 
 from services.common.errors import InvalidArgument
 from services.engine.errors import EngineClosed, ModelMemoryExceeded
-from services.engine.layout import ALIGN, Region, align_up
+from services.engine.layout import ALIGN, STACK_SIZE, STATIC_LIMIT, Region, run_base
 from services.engine.runtime import PAGE, Runtime
 from services.engine.shared_memory import FixedSharedMemory
 
-STATIC_LIMIT = 1 << 20
-"""Models' static data (each model's [__global_base, __heap_base)) must lie below 1 MiB."""
-
-STACK_SIZE = 64 * 1024
-"""Bytes of C shadow stack per worker thread."""
+__all__ = ["DEFAULT_CAP", "DEFAULT_KEEP", "STACK_SIZE", "STATIC_LIMIT", "Arena", "EngineMemory", "NativeMemory"]
 
 DEFAULT_CAP = 2 << 30
 """Default memory cap: 2 GiB."""
+
+DEFAULT_KEEP = 256 << 20
+"""A memory grown past this many bytes is recreated small once its run ends (see `EngineMemory.recycle`)."""
 
 
 class Arena(Protocol):
@@ -62,28 +61,36 @@ class EngineMemory:
     run's policies, scenarios or results (models' static data is written afresh when their
     instances are created for the next run).
 
-    The memory grows (never shrinks) to what a run needs, up to ``cap`` bytes: that is the
-    engine's memory cap (store limits do not apply to shared memories; a model's own
-    ``memory.grow`` past the cap returns −1). Thread safety: only the thread holding the
+    The memory grows to what a run needs, up to ``cap`` bytes: that is the engine's memory cap
+    (store limits do not apply to shared memories; a model's own ``memory.grow`` past the cap
+    returns −1). A shared memory cannot shrink, so one that a run grew past ``keep`` bytes is
+    replaced by a fresh one of the initial size when the run ends (`recycle`): a model that grew
+    it to the cap does not hold the engine's pages until a restart. Thread safety: only the thread holding the
     lease writes inputs, before a run's calls start, and reads outputs after they finish;
     during a run, WASM threads write disjoint regions (their block partials, their scenario
     rows) only. Views (`view`) keep the memory mapped, so a read after `close()` never
     touches freed pages.
     """
 
-    def __init__(self, runtime: Runtime, *, threads: int, cap: int = DEFAULT_CAP) -> None:
+    def __init__(self, runtime: Runtime, *, threads: int, cap: int = DEFAULT_CAP, keep: int = DEFAULT_KEEP) -> None:
         if threads < 1:
             raise InvalidArgument("threads must be ≥ 1")
         self.threads = threads
         self.stacks_base = STATIC_LIMIT
-        self._run_base = align_up(STATIC_LIMIT + threads * STACK_SIZE, 4096)
+        self._run_base = run_base(threads)
         self.cap = min(cap, 65535 * PAGE)
+        self.keep = keep
         if self._run_base > self.cap:
             raise ModelMemoryExceeded(f"memory cap {self.cap} bytes is below the {self._run_base} bytes of stacks")
+        self._runtime = runtime
+        self._shared: FixedSharedMemory | None = self._fresh()
+        self._lock = threading.Lock()
+
+    def _fresh(self) -> FixedSharedMemory:
+        """A new shared memory of the initial size (the stacks), growable to the cap."""
         pages = -(-self._run_base // PAGE)
         ty = wasmtime.MemoryType(wasmtime.Limits(pages, self.cap // PAGE), shared=True)
-        self._shared: FixedSharedMemory | None = FixedSharedMemory(runtime.engine, ty)
-        self._lock = threading.Lock()
+        return FixedSharedMemory(self._runtime.engine, ty)
 
     @property
     def shared(self) -> FixedSharedMemory:
@@ -107,7 +114,10 @@ class EngineMemory:
     def ensure(self, size: int) -> None:
         """Grow to at least ``size`` bytes, or raise ModelMemoryExceeded past the cap."""
         if size > self.cap:
-            raise ModelMemoryExceeded(f"run needs {size} bytes of memory; the cap is {self.cap} bytes")
+            raise ModelMemoryExceeded(
+                f"the run needs {size} bytes of engine memory; this engine's cap is {self.cap} bytes "
+                "(GetCapabilities.memory_limit_bytes)"
+            )
         shared = self.shared
         with self._lock:
             missing = -(-size // PAGE) - shared.size()
@@ -151,6 +161,18 @@ class EngineMemory:
         stop = self.size if end is None else min(end, self.size)
         if stop > start:
             ctypes.memset(ctypes.addressof(self._bytes(start, stop - start)), 0, stop - start)
+
+    def recycle(self) -> bool:
+        """End of a run (no instance may import the memory any more): clear it, or, when the run
+        grew it past ``keep`` bytes, replace it with a fresh one of the initial size (zero too),
+        which gives the pages back. True when it was replaced."""
+        if self.size <= self.keep:
+            self.zero(0)
+            return False
+        with self._lock:
+            # views made earlier keep the old mapping until they are gone (see `_bytes`)
+            self._shared = self._fresh()
+        return True
 
     def close(self) -> None:
         """Drop the handle; views made earlier keep the mapping alive until they are gone."""

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the engine: projection steps, chunk time, busy slots, package cache.
+"""Prometheus metrics of the engine: projection steps, chunk time, busy slots, package and module caches.
 
 Created on the registry the server injects (never the global one), so tests and several
 engines in one process keep their figures apart.
@@ -27,6 +27,7 @@ class EngineMetrics:
     package_cache_hits: Counter
     package_cache_misses: Counter
     package_cache_bytes: Gauge
+    module_cache_rejected: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> EngineMetrics:
@@ -69,6 +70,13 @@ class EngineMetrics:
             package_cache_bytes=Gauge(
                 "livecalc_engine_package_cache_bytes",
                 "Bytes of archives in the on-disk package cache.",
+                registry=registry,
+            ),
+            module_cache_rejected=Counter(
+                "livecalc_engine_module_cache_rejected",
+                "Compiled modules in the on-disk cache that failed verification and were recompiled, by reason "
+                "(missing-digest, bad-digest, undeserialisable).",
+                ("reason",),
                 registry=registry,
             ),
         )

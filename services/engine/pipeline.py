@@ -26,7 +26,7 @@ import numpy as np
 from services.engine import reference
 from services.engine.abi import ESG_EXPORTS, N_PV, PV_COMPONENTS, TERM_LIFE_EXPORTS
 from services.engine.errors import InvalidModelInput, ModelLoadError, PipelineError
-from services.engine.layout import LayoutBuilder, Region
+from services.engine.layout import LayoutBuilder, Region, esg_rates
 from services.engine.wasm_nodes import run_esg, run_term_life
 from services.engine.workers import RunControl, RunLease, WasmPool
 from services.valuation.arrays import F64
@@ -136,7 +136,7 @@ class PipelineRunner:
             if kind == "esg":
                 self._need(node, ("$scenarios",), 0)
                 shape: tuple[int, ...] = (n_scen, months)
-                region = alloc.add_array(f"{node.outputs[0]}", shape, np.float64)
+                region = esg_rates(alloc, node.outputs[0], n_scen, months)
                 mem.ensure(alloc.end)
                 if node.scheme == "wasm":
                     run_esg(lease, node.model, alloc, inputs.scenarios, months, control=control, out=region)

@@ -7,9 +7,11 @@ and how its failures become typed errors.
   shared memories); a module whose import needs more than the cap is refused at load, and
   a trap after the model grew the memory to the cap is reported as `ModelMemoryExceeded`.
 - Time: epoch interruption. `EpochTicker` advances the engine's epoch every ``interval``
-  seconds; each call gets a deadline in ticks (at most ``max_call_seconds``); the interrupt
-  trap becomes `ModelDeadlineExceeded`, or `ModelCancelled` when the run was cancelled (the
-  ticker interrupts calls in flight as soon as a watched cancel event is set).
+  seconds; each call gets a deadline in ticks (the run's deadline, at most ``max_call_seconds``,
+  the engine's limit per call); the interrupt trap becomes `ModelDeadlineExceeded` (the run's
+  deadline), `ModelTimeLimitExceeded` (the limit per call: the model is blamed) or
+  `ModelCancelled` when the run was cancelled (the ticker interrupts calls in flight as soon as
+  a watched cancel event is set).
 - Traps: `map_trap` turns a wasmtime trap into `ModelTrap` (or the two above); a failure
   while instantiating (a start function that traps, a data segment out of bounds) is a load
   error, `instantiation_error`.
@@ -34,6 +36,7 @@ from services.engine.errors import (
     ModelDeadlineExceeded,
     ModelLoadError,
     ModelMemoryExceeded,
+    ModelTimeLimitExceeded,
     ModelTrap,
 )
 from services.engine.runtime import PAGE, Runtime
@@ -85,14 +88,16 @@ class EpochTicker:
 
     It also interrupts WASM in flight when a watched cancel event is set: every call's
     deadline is at most ``max_call_ticks`` ahead, so advancing the epoch by that much traps
-    every running call at its next loop back-edge. ``max_call_ticks`` is kept small (2,401 with
-    the defaults) so that the interrupt takes about a millisecond: a slow one would let calls
+    every running call at its next loop back-edge. ``max_call_ticks`` is kept small (401 with
+    the pool's 20 s limit per call) so that the interrupt takes about a millisecond: a slow one would let calls
     that start meanwhile get deadlines past it. Calls of other runs
     that get caught too see an interrupt they did not ask for; `_Worker.call` re-runs them
     (entry points are idempotent).
     """
 
     def __init__(self, runtime: Runtime, interval: float = 0.05, max_call_seconds: float = 120.0) -> None:
+        if not interval > 0 or not max_call_seconds > 0:
+            raise ValueError("the epoch interval and the limit per call must be > 0 seconds")
         self.interval = interval
         self.max_call_seconds = max_call_seconds
         self.max_call_ticks = math.ceil(max_call_seconds / interval) + 1
@@ -155,12 +160,16 @@ def map_trap(
     function: str,
     at_cap: bool,
     cancelled: bool,
+    call_limit: float | None = None,
 ) -> Exception:
-    """The typed error for a trap raised by ``model``'s ``function``."""
+    """The typed error for a trap raised by ``model``'s ``function``; ``call_limit``: the seconds
+    per call, when an interrupt came from that limit rather than the run's deadline."""
     code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
     if code == wasmtime.TrapCode.INTERRUPT:
         if cancelled:
             return ModelCancelled(f"model {model!r} {function} was cancelled")
+        if call_limit is not None:
+            return ModelTimeLimitExceeded(model, function, call_limit)
         return ModelDeadlineExceeded(f"model {model!r} {function} ran past its deadline and was interrupted")
     if at_cap:
         return ModelMemoryExceeded(f"model {model!r} {function} trapped after growing memory to the cap: {exc}")

@@ -1,6 +1,8 @@
 """EngineService: RunChunk and GetCapabilities over the engine's pool, loader and row reader.
 
-An engine runs at most ``slots`` chunks at once and answers RESOURCE_EXHAUSTED beyond; all
+An engine runs at most ``slots`` chunks at once and answers RESOURCE_EXHAUSTED beyond (a
+transient refusal: no fault mark); a chunk whose scenario count can never fit the engine's
+memory cap is refused up front, RESOURCE_EXHAUSTED marked ``livecalc-fault: too-large``. All
 chunks share one `WasmPool` of K threads, computing one at a time in arrival order while the
 others read their package and rows (see chunk_runner). Errors leave as the project's error
 types, which the server interceptor maps to statuses.
@@ -25,12 +27,15 @@ from livecalc.engine.v1 import engine_pb2, engine_service_pb2, engine_service_pb
 from services.common.auth.interceptor import current_principal
 from services.common.errors import InvalidArgument, LivecalcError, ResourceExhausted
 from services.engine.chunk_runner import ChunkRunner, ChunkStats, ChunkWork
+from services.engine.errors import ModelMemoryExceeded
+from services.engine.memory import DEFAULT_KEEP
 from services.engine.metrics import EngineMetrics
 from services.engine.package_loader import LoadedPackage, PackageLoader
 from services.engine.row_reader import RowReader
 from services.engine.runtime import wasmtime_version
-from services.engine.workers import RunControl, WasmPool
+from services.engine.workers import DEFAULT_CALL_TIME_LIMIT, RunControl, WasmPool
 from services.valuation.blocks import BLOCK_SIZE
+from services.valuation.footprint import least_engine_bytes
 from services.valuation.model_abi import ABI_VERSION
 from services.valuation.packages.config import PYTHON_BUILTINS
 
@@ -52,12 +57,20 @@ class EngineConfig:
     package_cache_bytes: int
     piece_blocks: int
     time_limit_seconds: float
+    piece_time_limit_seconds: float = DEFAULT_CALL_TIME_LIMIT
+    """Seconds one model call (on a piece's blocks or scenarios) may run before the model is blamed."""
+    memory_keep_bytes: int = DEFAULT_KEEP
+    """A run that grew the engine's memory past this is followed by a fresh, small memory."""
+    state_dir: Path | None = None
+    """Where the engine keeps its secrets (the module-cache key); never inside ``cache_dir``."""
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.slots < 1 or self.piece_blocks < 1:
             raise InvalidArgument("engine threads, slots and piece blocks must be ≥ 1")
-        if self.time_limit_seconds <= 0:
-            raise InvalidArgument("the engine's chunk time limit must be > 0 seconds")
+        if self.time_limit_seconds <= 0 or self.piece_time_limit_seconds <= 0:
+            raise InvalidArgument("the engine's chunk and piece time limits must be > 0 seconds")
+        if self.memory_keep_bytes < 0:
+            raise InvalidArgument("the engine's kept memory must be ≥ 0 bytes")
 
 
 def engine_version() -> str:
@@ -116,6 +129,17 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
         if which == "sample" and request.sample.n < 1:
             raise InvalidArgument("sample.n must be ≥ 1")
 
+    def _check_fits(self, scenarios: int) -> None:
+        """Refuse, before any download, read or allocation, a count whose smallest run (one block
+        of one policy over one month) exceeds this engine's memory cap: no retry can help."""
+        need = least_engine_bytes(scenarios, threads=self.pool.threads)
+        cap = self.pool.memory.cap
+        if need > cap:
+            raise ModelMemoryExceeded(
+                f"{scenarios} scenarios need at least {need} bytes of engine memory (one block, one month); "
+                f"this engine's cap is {cap} bytes (GetCapabilities.memory_limit_bytes)"
+            )
+
     @staticmethod
     def _work(request: engine_service_pb2.RunChunkRequest, package: LoadedPackage) -> ChunkWork:
         spec = request.scenarios
@@ -152,6 +176,7 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
         fields = {"job": request.job_id, "chunk": request.chunk_id, "package": request.package_hash[:12]}
         try:
             self._check(request)
+            self._check_fits(request.scenarios.count)
             # The chunk reads as the job's tenant: the gateway's call acts for it (roles.ACT_FOR_TENANT).
             tenant = current_principal().tenant
             package, cached = await self.loader.get(request.package_hash, request.package_address, tenant=tenant)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.engine.abi import ESG_CTX_SIZE, N_PV, TERM_LIFE_CTX_SIZE, EsgContext, TermLifeContext
+from services.engine.abi import N_PV, EsgContext, TermLifeContext
 from services.engine.errors import PipelineError
-from services.engine.layout import LayoutBuilder, Region
+from services.engine.layout import LayoutBuilder, Region, TableShapes, esg_context, esg_rates, term_life_regions
 from services.engine.workers import Executor, RunControl
 from services.valuation.arrays import F64
 from services.valuation.assumptions import Assumptions
@@ -40,8 +40,8 @@ def run_esg(
 ) -> Region:
     """Generate r_s(m) for every scenario into ``out`` (allocated when None); returns the region."""
     n = params.count
-    rates = out or alloc.add_array(f"{name}.rates", (n, months), np.float64)
-    ctx = alloc.add(f"{name}.ctx", ESG_CTX_SIZE)
+    rates = out or esg_rates(alloc, f"{name}.rates", n, months)
+    ctx = esg_context(alloc, name)
     ex.memory.ensure(alloc.end)
     packed = EsgContext(n, months, int(params.include_base), params.seed, params.a, params.sigma, rates.offset)
     ex.memory.write(ctx.offset, packed.pack())
@@ -83,21 +83,8 @@ def run_term_life(
     groups = -(-n_scen // lanes)
     blocks = -(-n_rows // BLOCK_SIZE)
     mort = assumptions.mortality
-    r: dict[str, Region] = {"ctx": alloc.add(f"{name}.ctx", TERM_LIFE_CTX_SIZE)}
-    for col in ("age_at_entry", "female", "policy_term", "duration_mth"):
-        r[col] = alloc.add_array(f"{name}.{col}", (n_rows,), np.int32)
-    for col in ("policy_count", "sum_assured", "premium_pp", "premium_eff"):
-        r[col] = alloc.add_array(f"{name}.{col}", (n_rows,), np.float64)
-    r["mortality"] = alloc.add_array(f"{name}.mortality", mort.shape, np.float64)
-    r["lapse"] = alloc.add_array(f"{name}.lapse", assumptions.lapse.shape, np.float64)
-    r["curve"] = alloc.add_array(f"{name}.curve", assumptions.curve.shape, np.float64)
-    r["q_mth"] = alloc.add_array(f"{name}.q_mth", (2, *mort.shape), np.float64)
-    r["l_base"] = alloc.add_array(f"{name}.l_base", assumptions.lapse.shape, np.float64)
-    r["df0"] = alloc.add_array(f"{name}.df0", (months,), np.float64)
-    r["maint_infl"] = alloc.add_array(f"{name}.maint_infl", (months,), np.float64)
-    r["disc"] = alloc.add_array(f"{name}.disc", (groups, months, lanes), np.float64)
-    r["dlap"] = alloc.add_array(f"{name}.dlap", (groups, months, lanes), np.float64)
-    r["partials"] = alloc.add_array(f"{name}.partials", (blocks, N_PV, n_scen), np.float64)
+    tables = TableShapes((int(mort.shape[0]), int(mort.shape[1])), assumptions.lapse.size, assumptions.curve.size)
+    r = term_life_regions(alloc, name, rows=n_rows, n_scen=n_scen, months=months, tables=tables, lanes=lanes)
     mem = ex.memory
     mem.ensure(alloc.end)
     for col in ("age_at_entry", "policy_term", "duration_mth"):

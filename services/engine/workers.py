@@ -43,7 +43,8 @@ from services.engine.errors import (
     ModelLoadError,
     ModelNotLoaded,
 )
-from services.engine.memory import STATIC_LIMIT, Arena, EngineMemory
+from services.engine.layout import STATIC_LIMIT
+from services.engine.memory import DEFAULT_CAP, DEFAULT_KEEP, Arena, EngineMemory
 from services.engine.runtime import Runtime
 from services.engine.sandbox import (
     EpochTicker,
@@ -53,6 +54,10 @@ from services.engine.sandbox import (
     instantiation_error,
     map_trap,
 )
+
+DEFAULT_CALL_TIME_LIMIT = 20.0
+"""Seconds one model call may run (well under a dispatcher's stall limit of a minute): past it the
+call is interrupted and the model blamed (`ModelTimeLimitExceeded`)."""
 
 GROW_SLACK = 1 << 20
 """A trap after growing memory to within this many bytes of the cap counts as memory exhaustion."""
@@ -268,8 +273,19 @@ class _Worker:
                 size_after = self._memory.size
                 at_cap = size_after > size_before and size_after > self._memory.cap - GROW_SLACK
                 raise map_trap(
-                    exc, model=model.name, function=function, at_cap=at_cap, cancelled=control.cancel.is_set()
+                    exc,
+                    model=model.name,
+                    function=function,
+                    at_cap=at_cap,
+                    cancelled=control.cancel.is_set(),
+                    call_limit=_call_limit_hit(control, ticker),
                 ) from exc
+
+
+def _call_limit_hit(control: RunControl, ticker: EpochTicker) -> float | None:
+    """The per-call limit, when that (not the run's deadline or cancellation) explains an interrupt."""
+    left = control.remaining()
+    return None if control.cancel.is_set() or (left is not None and left <= 0) else ticker.max_call_seconds
 
 
 def _spurious_interrupt(exc: Exception, control: RunControl, elapsed: float, ticker: EpochTicker) -> bool:
@@ -277,7 +293,9 @@ def _spurious_interrupt(exc: Exception, control: RunControl, elapsed: float, tic
     if not isinstance(exc, wasmtime.Trap) or exc.trap_code != wasmtime.TrapCode.INTERRUPT:
         return False
     left = control.remaining()
-    return not control.cancel.is_set() and (left is None or left > 0) and elapsed < ticker.max_call_seconds
+    # less a tick: an epoch deadline of ⌈limit/interval⌉+1 ticks fires after about the limit
+    within_limit = elapsed < ticker.max_call_seconds - ticker.interval
+    return not control.cancel.is_set() and (left is None or left > 0) and within_limit
 
 
 class WasmPool:
@@ -287,11 +305,20 @@ class WasmPool:
     or the instances goes through the one `RunLease` held at a time.
     """
 
-    def __init__(self, runtime: Runtime, *, threads: int, memory_cap: int | None = None, tick: float = 0.05) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        threads: int,
+        memory_cap: int | None = None,
+        memory_keep: int = DEFAULT_KEEP,
+        call_time_limit: float = DEFAULT_CALL_TIME_LIMIT,
+        tick: float = 0.05,
+    ) -> None:
         self.runtime = runtime
         self.threads = threads
-        self._memory = EngineMemory(runtime, threads=threads, **({"cap": memory_cap} if memory_cap else {}))
-        self._ticker = EpochTicker(runtime, tick)
+        self._memory = EngineMemory(runtime, threads=threads, cap=memory_cap or DEFAULT_CAP, keep=memory_keep)
+        self._ticker = EpochTicker(runtime, tick, max_call_seconds=call_time_limit)
         self._workers = [_Worker(k, runtime, self._memory) for k in range(threads)]
         self._pool = DaemonThreads(threads, "livecalc-wasm")
         self._checked: dict[str, LoadedModel] = {}  # sha256 → model that passed the checks
@@ -334,7 +361,7 @@ class WasmPool:
     @contextlib.contextmanager
     def lease(self, control: RunControl | None = None) -> Iterator[RunLease]:
         """Own the memory and the workers for one run (waits for the run before, within the
-        deadline of ``control``); at the end, drop instances and zero the memory."""
+        deadline of ``control``); at the end, drop instances and clear (or recreate) the memory."""
         control = control or RunControl()
         while not self._lease_lock.acquire(timeout=0.05):
             control.check("waiting for the engine")
@@ -348,7 +375,7 @@ class WasmPool:
                 lease.active = False
                 for worker in self._workers:
                     worker.drop_instances()
-                self._memory.zero(0)
+                self._memory.recycle()
         finally:
             self._lease_lock.release()
 
