@@ -1,5 +1,6 @@
-"""What a job reads before it runs: dataset metadata from the data service, the package's
-default scenarios, and the validated scenario parameters.
+"""What a job reads before it runs: dataset metadata and the dataset's verdict against the
+model's rules from the data service, the package's model and default scenarios, and the
+validated scenario parameters.
 
 The data service is reached over gRPC (services never import each other); its statuses
 come back as `Upstream` errors with the same code, so NOT_FOUND stays NOT_FOUND.
@@ -26,6 +27,10 @@ from services.valuation.packages.manifest import CONFIG
 from services.valuation.scenarios import ScenarioParams
 
 DATA_TIMEOUT: Final = 10.0
+#: ValidateDataset reads the whole dataset (about a second per million rows here).
+VALIDATE_TIMEOUT: Final = 300.0
+#: Violations a validation brings back in detail (the counts by rule cover all of them).
+VALIDATE_DETAIL: Final = 10
 
 
 class Upstream(LivecalcError):
@@ -43,10 +48,40 @@ class DatasetInfo:
     rows: int
 
 
+@dataclass(frozen=True)
+class RowViolation:
+    """One broken rule: the 0-based data row, the column ('' for rules across columns), the rule."""
+
+    row: int
+    column: str
+    rule: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The data service's verdict on one version of a dataset against a model's rules."""
+
+    dataset_id: str
+    version: str
+    violation_count: int
+    #: The first violations in row order (at most VALIDATE_DETAIL).
+    violations: tuple[RowViolation, ...] = ()
+    #: Violations by rule over the whole dataset.
+    rule_counts: tuple[tuple[str, int], ...] = ()
+    missing_columns: tuple[str, ...] = ()
+
+    @property
+    def valid(self) -> bool:
+        return self.violation_count == 0 and not self.missing_columns
+
+
 class Datasets(Protocol):
-    """Dataset metadata (the data service, or a fake in tests)."""
+    """Dataset metadata and validation (the data service, or a fake in tests)."""
 
     async def get(self, dataset_id: str, tenant: str = "") -> DatasetInfo: ...
+
+    async def validate(self, dataset_id: str, model: str, tenant: str = "") -> Validation: ...
 
 
 class DataServiceDatasets:
@@ -66,45 +101,78 @@ class DataServiceDatasets:
         self.security = security or ChannelSecurity()
         self._channel: aio.Channel | None = None
 
-    async def get(self, dataset_id: str, tenant: str = "") -> DatasetInfo:
-        """The dataset as ``tenant`` sees it (NOT_FOUND when the tenant has no such dataset)."""
+    def _stub(self) -> data_service_pb2_grpc.DataServiceStub:
         if self._channel is None:
             self._channel = open_aio_channel(self.address, self.security)
-        stub = data_service_pb2_grpc.DataServiceStub(self._channel)
+        return data_service_pb2_grpc.DataServiceStub(self._channel)
+
+    def _upstream(self, exc: aio.AioRpcError) -> Upstream:
+        details = exc.details() or exc.code().name
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            details = f"cannot reach the data service at {self.address}: {details}"
+        return Upstream(exc.code(), details)
+
+    async def get(self, dataset_id: str, tenant: str = "") -> DatasetInfo:
+        """The dataset as ``tenant`` sees it (NOT_FOUND when the tenant has no such dataset)."""
         try:
-            reply = await stub.GetDataset(
+            reply = await self._stub().GetDataset(
                 data_service_pb2.GetDatasetRequest(dataset_id=dataset_id),
                 timeout=self.timeout,
                 metadata=self.credentials.metadata(tenant),
             )
         except aio.AioRpcError as exc:
-            details = exc.details() or exc.code().name
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                details = f"cannot reach the data service at {self.address}: {details}"
-            raise Upstream(exc.code(), details) from None
+            raise self._upstream(exc) from None
         d = reply.dataset
         return DatasetInfo(d.dataset_id, d.version, int(d.row_count))
+
+    async def validate(self, dataset_id: str, model: str, tenant: str = "") -> Validation:
+        """The current version of ``tenant``'s dataset judged against ``model``'s rules."""
+        try:
+            reply = await self._stub().ValidateDataset(
+                data_service_pb2.ValidateDatasetRequest(
+                    dataset_id=dataset_id, model=model, max_violations=VALIDATE_DETAIL
+                ),
+                timeout=VALIDATE_TIMEOUT,
+                metadata=self.credentials.metadata(tenant),
+            )
+        except aio.AioRpcError as exc:
+            raise self._upstream(exc) from None
+        return Validation(
+            dataset_id=reply.dataset_id,
+            version=reply.version,
+            violation_count=int(reply.violation_count),
+            violations=tuple(RowViolation(int(v.row), v.column, v.rule, v.message) for v in reply.violations),
+            rule_counts=tuple((c.rule, int(c.count)) for c in reply.rule_counts),
+            missing_columns=tuple(reply.missing_columns),
+        )
 
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close(grace=None)
 
 
-class PackageScenarios:
-    """The configured scenarios of stored packages (read once per package, then cached)."""
+class PackageConfigs:
+    """The configs of stored packages (read once per package, then cached)."""
 
     def __init__(self, store: PackageStore) -> None:
         self.store = store
         self._cache: dict[str, dict[str, Any]] = {}
 
     async def get(self, package_hash: str, tenant: str = "") -> dict[str, Any]:
-        """The configured scenarios of ``tenant``'s package (one package hash is one config,
-        whoever stored it, so the cache is by hash; callers check the tenant has it first)."""
+        """The config of ``tenant``'s package (one package hash is one config, whoever stored
+        it, so the cache is by hash; callers check the tenant has it first)."""
         if package_hash not in self._cache:
             data = b"".join([piece async for *_, piece in self.store.download(package_hash, tenant=tenant)])
-            config = json.loads(read_archive(data, self.store.limits)[CONFIG])
-            self._cache[package_hash] = dict(config.get("scenarios") or {})
+            self._cache[package_hash] = dict(json.loads(read_archive(data, self.store.limits)[CONFIG]))
         return self._cache[package_hash]
+
+    async def scenarios(self, package_hash: str, tenant: str = "") -> dict[str, Any]:
+        """The package's configured scenarios."""
+        return dict((await self.get(package_hash, tenant)).get("scenarios") or {})
+
+    async def model(self, package_hash: str, tenant: str = "") -> str:
+        """The model the package declares (its policy rules are the dataset's)."""
+        return str((await self.get(package_hash, tenant)).get("model") or "")
 
 
 def scenario_params(spec: engine_pb2.ScenarioSpec | None, configured: dict[str, Any]) -> ScenarioParams:

@@ -34,8 +34,9 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import grpc
 
@@ -43,17 +44,27 @@ from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.auth.interceptor import current_principal
 from services.common.auth.service import ServiceCredentials
-from services.common.errors import FieldViolation, InvalidArgument, LivecalcError, NotFound, ResourceExhausted
+from services.common.errors import (
+    AlreadyExists,
+    FieldViolation,
+    InvalidArgument,
+    LivecalcError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.gateway.admission import DatasetRules, check_capacity
 from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
 from services.gateway.engines import EnginePool
-from services.gateway.events import EventLog, now_timestamp
+from services.gateway.events import EventLog, is_terminal, now_timestamp
 from services.gateway.fold import FoldState, JobFold
-from services.gateway.inputs import Datasets, PackageScenarios, scenario_params, scenario_spec, scenarios_key
+from services.gateway.inputs import Datasets, PackageConfigs, scenario_params, scenario_spec, scenarios_key
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.package_store import PackageStore, check_hash
 from services.gateway.planner import Chunk, Plan, plan
 from services.gateway.results import PART_VALUES, final_result, relative_difference, running_statistics, split_result
-from services.gateway.store import Checkpoint, JobStore, ResultKey, StoreClosed
+from services.gateway.store import Checkpoint, JobStore, ResultKey, StoreClosed, Written
+from services.gateway.submission import limit_violations, spec_differences
 from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.scenarios import ScenarioParams
 
@@ -64,6 +75,14 @@ ENDED: Final = frozenset({S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE
 RESTART_MESSAGE: Final = "the gateway stopped while this job was running; it was not resumed: submit it again"
 #: How long CancelJob waits for the job's task to wind down.
 CANCEL_WAIT: Final = 5.0
+#: How often an ended job whose end the store could not commit tries again.
+RECORD_RETRY_SECONDS: Final = 1.0
+#: The terminal state each kind of terminal event records.
+TERMINAL_STATES: Final = {
+    "result": S.JOB_STATE_SUCCEEDED,
+    "error": S.JOB_STATE_FAILED,
+    "cancelled": S.JOB_STATE_CANCELLED,
+}
 
 
 @dataclass(frozen=True)
@@ -94,9 +113,23 @@ class LiveJob:
     params: ScenarioParams
     key: ResultKey
     rows: int
-    #: The tenant that submitted it ('' with auth off) and its idempotency key ('' for none).
+    #: The tenant that submitted it ('' with auth off), its idempotency key ('' for none) and
+    #: the spec as the client sent it (kept with a key, to compare a later submission).
     tenant: str = ""
     idempotency_key: str = ""
+    request: job_pb2.JobSpec | None = None
+    #: Commits with the job's first record and its accepted event (None: recorded before,
+    #: a resumed job); nothing else of the job is written before it has.
+    recorded: asyncio.Future[Any] | None = None
+    #: A write of the job that the store could not commit: the job fails.
+    store_error: BaseException | None = None
+    #: The job's final record while its terminal unit is not committed (then it becomes `job`:
+    #: readers never see an end a restarted gateway would not), the result row written with
+    #: it, the unit, and the task that sees it committed.
+    final: job_pb2.Job | None = None
+    result_row: dict[str, Any] | None = None
+    ended: Written | None = None
+    finishing: asyncio.Task[None] | None = None
     task: asyncio.Task[None] | None = None
     fold: JobFold | None = None
     dispatcher: Dispatcher | None = None
@@ -134,7 +167,8 @@ class JobManager:
         self.metrics, self.config = metrics, config
         #: The service token of RunChunk calls (none when auth is off).
         self.credentials = credentials or ServiceCredentials()
-        self.scenarios = PackageScenarios(packages)
+        self.configs = PackageConfigs(packages)
+        self.rules = DatasetRules(datasets)
         self._live: dict[str, LiveJob] = {}
         metrics.track_fold_lag(lambda: float(sum(j.fold.pending_blocks for j in self._live.values() if j.fold)))
 
@@ -224,7 +258,7 @@ class JobManager:
         check_hash(spec.package_hash)
         await self.packages.get(spec.package_hash, tenant)  # NOT_FOUND when the tenant has not stored it
         dataset = await self.datasets.get(spec.dataset_id, tenant)  # NOT_FOUND from the data service
-        configured = {} if spec.HasField("scenarios") else await self.scenarios.get(spec.package_hash, tenant)
+        configured = {} if spec.HasField("scenarios") else await self.configs.scenarios(spec.package_hash, tenant)
         params = scenario_params(spec.scenarios if spec.HasField("scenarios") else None, configured)
         if dataset.rows < 1:
             raise InvalidArgument(f"dataset {spec.dataset_id} has no rows")
@@ -234,7 +268,12 @@ class JobManager:
                 "invalid job spec",
                 (FieldViolation("spec.preview.sample_rows", f"must be ≤ the dataset's {dataset.rows} rows"),),
             )
+        # a job that cannot finish is refused here, not failed later (see admission.py)
+        await self.rules.check(
+            spec.dataset_id, dataset.version, await self.configs.model(spec.package_hash, tenant), tenant
+        )
         engines = await self.pool.refresh()
+        check_capacity(params.count, engines)
         slots = sum(e.slots for e in engines) or 1
         if preview:
             job_plan = Plan(

@@ -18,8 +18,10 @@ from grpc import aio
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.gateway.engines import Engine, median_slot_speed
 from services.gateway.fold import COMPONENTS
-from services.gateway.inputs import DatasetInfo
+from services.gateway.inputs import DatasetInfo, Validation
 from services.valuation.blocks import BLOCK_SIZE, block_rows
+from services.valuation.packages.archive import PackageLimits
+from tests.gateway.archives import reference_archive
 
 
 def partial_table(blocks: int, scenarios: int, seed: int = 1) -> np.ndarray:
@@ -125,8 +127,12 @@ class FakePool:
 
 
 class FakeDatasets:
-    def __init__(self, rows: int, version: str = "v1") -> None:
+    """One dataset 'pol'; `validation` is its verdict against any model (valid by default)."""
+
+    def __init__(self, rows: int, version: str = "v1", validation: Validation | None = None) -> None:
         self.rows, self.version = rows, version
+        self.validation = validation or Validation("pol", version, 0)
+        self.validations = 0
 
     async def get(self, dataset_id: str, tenant: str = "") -> DatasetInfo:
         from services.common.errors import NotFound
@@ -135,12 +141,18 @@ class FakeDatasets:
             raise NotFound(f"dataset {dataset_id!r} does not exist")
         return DatasetInfo(dataset_id, self.version, self.rows)
 
+    async def validate(self, dataset_id: str, model: str, tenant: str = "") -> Validation:
+        await self.get(dataset_id, tenant)
+        self.validations += 1
+        return self.validation
+
 
 class FakePackages:
-    """PackageStore.get for one known hash."""
+    """PackageStore.get for one known hash; its download is the reference package's archive."""
 
     def __init__(self, known: str) -> None:
         self.known = known
+        self.limits = PackageLimits()
 
     async def get(self, package_hash: str, tenant: str = "") -> Any:
         from services.common.errors import NotFound
@@ -148,6 +160,11 @@ class FakePackages:
         if package_hash != self.known:
             raise NotFound(f"package {package_hash} is not stored")
         return object()
+
+    async def download(self, package_hash: str, tenant: str = "") -> AsyncIterator[tuple[int, str, int, bytes]]:
+        await self.get(package_hash, tenant)
+        archive = reference_archive()
+        yield len(archive), "", 0, archive
 
 
 ROWS_3_BLOCKS = 3 * BLOCK_SIZE - 10

@@ -173,12 +173,10 @@ def test_bad_specs(mesh: Mesh) -> None:
     assert err.code() == grpc.StatusCode.NOT_FOUND and "no_such_dataset" in (err.details() or "")
     err = _status(address, spec(mesh.package_hash, "pol", 0))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "scenarios.count" in (err.details() or "")
-    # a bad row: the job fails with the engine's INVALID_ARGUMENT naming the row
-    events = submit(address, spec(mesh.package_hash, "bad", 5, chunk_blocks=1))
-    last = final(events)
-    assert last.WhichOneof("event") == "error" and last.error.code == "INVALID_ARGUMENT"
-    assert f"row {BAD_ROW}" in last.error.message and "age_at_entry" in last.error.message
-    assert get_job(address, events[0].job_id).state == S.JOB_STATE_FAILED
+    # a bad row: the job is refused at submit (the dataset against the model's rules), naming the row
+    err = _status(address, spec(mesh.package_hash, "bad", 5, chunk_blocks=1))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"dataset.rows[{BAD_ROW}].age_at_entry" in (err.details() or "")
     # nothing else disturbed: the next job on the same engines succeeds with the reference hash
     expected = in_process_hash(mesh.archive, mesh.table, 5)
     assert final(submit(address, spec(mesh.package_hash, "pol", 5))).result.result_hash == expected

@@ -1,0 +1,100 @@
+"""What SubmitJob refuses before a job is recorded: a dataset that breaks the model's rules, and
+work no engine can hold.
+
+A job that cannot finish must not be accepted: it would hold an admission slot, spend engine
+time on the blocks before the bad row, and end FAILED long after the caller stopped watching.
+Two checks run at submit, each answering INVALID_ARGUMENT with field violations:
+
+- **The dataset against the model's rules** (ValidateDataset on the data service: types,
+  ranges, cross-column rules such as a premium for in-force policies, duplicate policy ids
+  across the whole dataset — engines only see their own chunk, so a duplicate in two chunks
+  would be valued twice). A verdict holds for one version of a dataset under one model, so
+  verdicts are kept by (tenant, dataset, version, model): each version is read once, however
+  many jobs run on it.
+- **The scenarios against the engines' memory**: a chunk needs at least
+  `least_engine_bytes(scenarios)` of an engine's shared memory (one block, one thread); a count
+  no engine advertises room for (GetCapabilities.memory_limit_bytes) can never run. With no
+  engine known yet the check is left to the engines, whose refusal fails the job.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Final
+
+from services.common.errors import FieldViolation, InvalidArgument
+from services.gateway.engines import Engine
+from services.gateway.inputs import Datasets, Validation
+from services.valuation.footprint import least_engine_bytes
+
+#: Verdicts kept (one per dataset version and model); the oldest goes first.
+VERDICTS_KEPT: Final = 256
+GIB: Final = float(1 << 30)
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+class DatasetRules:
+    """ValidateDataset verdicts by dataset version and model (see the module docstring)."""
+
+    def __init__(self, datasets: Datasets, kept: int = VERDICTS_KEPT) -> None:
+        self.datasets = datasets
+        self.kept = kept
+        self._verdicts: OrderedDict[tuple[str, str, str, str], Validation] = OrderedDict()
+
+    async def check(self, dataset_id: str, version: str, model: str, tenant: str = "") -> None:
+        """INVALID_ARGUMENT when ``version`` of the dataset breaks ``model``'s rules."""
+        key = (tenant, dataset_id, version, model)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = await self.datasets.validate(dataset_id, model, tenant)
+            # the dataset may have changed since GetDataset: keep the verdict of what was read
+            self._verdicts[(tenant, dataset_id, verdict.version, model)] = verdict
+            while len(self._verdicts) > self.kept:
+                self._verdicts.popitem(last=False)
+        else:
+            self._verdicts.move_to_end(key)
+        if not verdict.valid:
+            raise refusal(verdict, model)
+
+
+def refusal(verdict: Validation, model: str) -> InvalidArgument:
+    """The error that names what is wrong with the dataset, row by row."""
+    fields: list[FieldViolation] = [
+        FieldViolation(f"dataset.columns.{name}", f"is required by the model {model!r} and missing")
+        for name in verdict.missing_columns
+    ]
+    for v in verdict.violations:
+        where = f"dataset.rows[{v.row}]" + (f".{v.column}" if v.column else "")
+        fields.append(FieldViolation(where, f"{v.message} ({v.rule})"))
+    counts = ", ".join(f"{rule} {count:,}" for rule, count in verdict.rule_counts)
+    what = f"{verdict.violation_count:,} rule violations" + (f" ({counts})" if counts else "")
+    if verdict.missing_columns:
+        what = f"missing columns {', '.join(verdict.missing_columns)}; {what}"
+    return InvalidArgument(
+        f"dataset {verdict.dataset_id} (version {verdict.version}) does not meet the model {model!r}: {what}; "
+        f"`livecalc datasets validate {verdict.dataset_id}` lists them",
+        tuple(fields),
+    )
+
+
+def check_capacity(scenarios: int, engines: list[Engine]) -> None:
+    """INVALID_ARGUMENT when no engine advertises the memory one chunk of ``scenarios`` needs."""
+    limits = [e.memory_limit_bytes for e in engines if e.memory_limit_bytes > 0]
+    if not limits:
+        return  # no engine has said yet; an engine's refusal (marked too-large) fails the job
+    need, largest = least_engine_bytes(scenarios), max(limits)
+    if need > largest:
+        raise InvalidArgument(
+            "invalid job spec",
+            (
+                FieldViolation(
+                    "spec.scenarios.count",
+                    f"{scenarios:,} scenarios need at least {_gib(need)} of one engine's memory (one block of "
+                    f"policies on one thread); the largest engine holds {_gib(largest)} "
+                    "(GetCapabilities.memory_limit_bytes): run fewer scenarios per job, or engines with more memory",
+                ),
+            ),
+        )
