@@ -169,4 +169,4 @@ def test_a_stuck_worker_does_not_keep_the_process_alive() -> None:
     start = time.monotonic()
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert "main thread done" in result.stdout, result.stderr
-    assert time.monotonic() - start < 30  # the stuck call's own limit is 120 s
+    assert time.monotonic() - start < 30  # well before the stuck call's own limit would end it
