@@ -32,13 +32,15 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import sqlite3
 import time
-from collections.abc import AsyncIterator
-from concurrent.futures import Future
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
@@ -59,7 +61,7 @@ from services.gateway.engines import EnginePool
 from services.gateway.events import EventLog, is_terminal, now_timestamp
 from services.gateway.fold import FoldState, JobFold
 from services.gateway.inputs import Datasets, PackageConfigs, scenario_params, scenario_spec, scenarios_key
-from services.gateway.metrics import GatewayMetrics
+from services.gateway.metrics import GatewayMetrics, state_label
 from services.gateway.package_store import PackageStore, check_hash
 from services.gateway.planner import Chunk, Plan, plan
 from services.gateway.results import PART_VALUES, final_result, relative_difference, running_statistics, split_result
@@ -147,6 +149,12 @@ class LiveJob:
     started: float = field(default_factory=time.monotonic)
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a future's outcome as seen (it is handled where it is awaited)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def new_job_id() -> str:
     return f"job-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
 
@@ -174,22 +182,27 @@ class JobManager:
 
     def recover(self) -> int:
         """Resume the jobs a previous process left running from their checkpoints; mark the others
-        FAILED (ABORTED). Returns how many were resumed."""
+        FAILED (ABORTED). A job whose log holds its terminal event has ended, whatever its record
+        says: never resumed, its record is set from the log. Returns how many were resumed."""
         stale = self.store.jobs_in([S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING])
-        resumed = 0
+        resumed = ended = 0
         for job in stale:
             events = self.store.events(job.job_id)
-            logbook = EventLog(job.job_id, sink=self.store.append_event, events=events)
+            logbook = EventLog(
+                job.job_id,
+                sink=self.store.append_event,
+                events=events,
+                on_failure=self._event_failed,
+                last_sequence=self.store.last_sequence(job.job_id),
+            )
+            terminal = next((e for e in events if is_terminal(e)), None)
+            if terminal is not None:
+                self._record_logged_end(job, terminal, events)
+                ended += 1
+                continue
             cp = self.store.checkpoint(job.job_id)
-            if cp is None or job.spec.HasField("preview") or logbook.closed:
-                if not logbook.closed:
-                    self._end(
-                        job,
-                        logbook,
-                        S.JOB_STATE_FAILED,
-                        error=job_pb2.JobError(code="ABORTED", message=RESTART_MESSAGE),
-                    )
-                self.store.drop_checkpoint(job.job_id)
+            if cp is None or job.spec.HasField("preview"):
+                self._abort(job, logbook)
                 continue
             params = scenario_params(job.spec.scenarios, {})
             live = LiveJob(
@@ -218,14 +231,63 @@ class JobManager:
                 "job resumed from its checkpoint",
                 extra={"fields": {"job": job.job_id, "next_block": cp.next_block, "blocks": live.plan.blocks_total}},
             )
-        self.store.flush()  # start-up: the counts below read what was just written
+        # start-up: the counts below read what was just written (a store that cannot write has
+        # logged it and reports itself failing; the next start tries again)
+        with contextlib.suppress(sqlite3.Error):
+            self.store.flush()
         self.metrics.set_job_counts(self.store.count_by_state())
-        if len(stale) > resumed:
+        if len(stale) > resumed + ended:
             log.warning(
                 "jobs left running by the previous gateway without a checkpoint marked failed",
-                extra={"fields": {"count": len(stale) - resumed}},
+                extra={"fields": {"count": len(stale) - resumed - ended}},
             )
         return resumed
+
+    def _abort(self, job: job_pb2.Job, logbook: EventLog) -> None:
+        """End a job left running that cannot resume: FAILED (ABORTED), in one unit."""
+        job.state = S.JOB_STATE_FAILED
+        job.end_time.CopyFrom(now_timestamp())
+        job.error.CopyFrom(job_pb2.JobError(code="ABORTED", message=RESTART_MESSAGE))
+        with self.store.transaction():
+            self.store.drop_checkpoint(job.job_id)
+            self.store.put_job(job)
+            logbook.append(error=job.error)
+
+    def _record_logged_end(self, job: job_pb2.Job, terminal: job_pb2.JobEvent, events: list[job_pb2.JobEvent]) -> None:
+        """The record of a job whose log ended while its record did not (a store written before
+        a job's end was one unit): state, end and result from the terminal event, and its
+        result row when it is missing."""
+        kind = str(terminal.WhichOneof("event"))
+        job.state = TERMINAL_STATES[kind]
+        job.end_time.CopyFrom(terminal.time)
+        if kind == "result":
+            job.result.CopyFrom(terminal.result)
+        elif kind == "error":
+            job.error.CopyFrom(terminal.error)
+        with self.store.transaction():
+            self.store.drop_checkpoint(job.job_id)
+            vector = list(terminal.result.pv_net_cf) or [
+                v for e in events if e.WhichOneof("event") == "result_part" for v in e.result_part.pv_net_cf
+            ]
+            if kind == "result" and vector and self.store.result_vector(job.job_id) is None:
+                result = terminal.result
+                self.store.put_result(
+                    job.job_id,
+                    ResultKey(
+                        job.spec.package_hash,
+                        result.dataset_version,
+                        scenarios_key(scenario_params(job.spec.scenarios, {})),
+                    ),
+                    preview=result.preview,
+                    mean=result.statistics.mean,
+                    end_ns=terminal.time.ToNanoseconds(),
+                    pv_net_cf=np.asarray(vector, dtype=np.float64),
+                )
+            self.store.put_job(job)
+        log.warning(
+            "a job's log had ended but not its record: recorded as its log says, not resumed",
+            extra={"fields": {"job": job.job_id, "state": kind}},
+        )
 
     # submit
 
@@ -233,9 +295,9 @@ class JobManager:
         """Validate, plan and record a job for the caller's tenant; returns its id (an existing
         one for a key the tenant used before)."""
         tenant = current_principal().tenant
-        if idempotency_key and tenant:
-            idempotency_key = f"{tenant}\x1f{idempotency_key}"  # keys are per tenant
-        if idempotency_key and (existing := self._job_by_key(idempotency_key)):
+        if over := limit_violations(spec, idempotency_key):
+            raise InvalidArgument("the submission is over a size limit", tuple(over))
+        if idempotency_key and (existing := self._same_job(tenant, idempotency_key, spec)):
             return existing
         self._admit()
         bad = []
@@ -298,10 +360,10 @@ class JobManager:
             create_time=now_timestamp(),
             progress=job_pb2.JobProgress(blocks_total=job_plan.blocks_total, policies_total=job_plan.rows),
         )
-        if idempotency_key and (existing := self._job_by_key(idempotency_key)):
+        if idempotency_key and (existing := self._same_job(tenant, idempotency_key, spec)):
             return existing  # a concurrent submission with the same key got there first
         self._admit()  # again: submissions admitted together may have filled the gateway since
-        logbook = EventLog(job.job_id, sink=self.store.append_event)
+        logbook = EventLog(job.job_id, sink=self.store.append_event, on_failure=self._event_failed)
         live = LiveJob(
             job=job,
             log=logbook,
@@ -311,14 +373,20 @@ class JobManager:
             rows=dataset.rows,
             tenant=tenant,
             idempotency_key=idempotency_key,
+            request=job_pb2.JobSpec.FromString(spec.SerializeToString()) if idempotency_key else None,
         )
         self._live[job.job_id] = live
-        job_written = self.store.put_job(job, idempotency_key, tenant)
+        with self.store.transaction() as record_unit:  # the record and its accepted event: whole or none
+            self.store.put_job(job, idempotency_key, tenant, live.request)
+            logbook.append(
+                accepted=job_pb2.JobAccepted(
+                    job=job, blocks_total=job_plan.blocks_total, chunks_total=len(job_plan.chunks)
+                )
+            )
+        live.recorded = asyncio.wrap_future(record_unit)
+        live.recorded.add_done_callback(_retrieved)  # _run awaits it too, unless cancelled first
         self.metrics.jobs_submitted.inc()
         self.metrics.transition(0, S.JOB_STATE_QUEUED)
-        logbook.append(
-            accepted=job_pb2.JobAccepted(job=job, blocks_total=job_plan.blocks_total, chunks_total=len(job_plan.chunks))
-        )
         live.task = asyncio.get_running_loop().create_task(self._run(live), name=f"job {job.job_id}")
         log.info(
             "job accepted",
@@ -335,15 +403,42 @@ class JobManager:
         )
         # the job runs (even if this caller goes away now); its id is answered once it is
         # recorded, since GetJob, WatchJob and ListJobs of an ended job read the store
-        await asyncio.wrap_future(job_written)
+        try:
+            await asyncio.shield(live.recorded)
+        except sqlite3.Error as exc:
+            raise Unavailable(
+                f"the job store cannot record the job ({exc}); submit it again once the gateway is ready"
+            ) from None
         return job.job_id
 
-    def _job_by_key(self, idempotency_key: str) -> str | None:
-        """The job submitted with this key: a live one (maybe not recorded yet) or a recorded one."""
+    def _same_job(self, tenant: str, idempotency_key: str, spec: job_pb2.JobSpec) -> str | None:
+        """The job the tenant submitted with this key (a live one, maybe not recorded yet, or a
+        recorded one), None for a new key; ALREADY_EXISTS when that job's spec is not `spec`."""
         for live in self._live.values():
-            if live.idempotency_key == idempotency_key:
-                return live.job.job_id
-        return self.store.job_by_key(idempotency_key)
+            if live.tenant == tenant and live.idempotency_key == idempotency_key:
+                job_id, request = live.job.job_id, live.request
+                break
+        else:
+            found = self.store.request_by_key(idempotency_key, tenant)
+            if found is None:
+                return None
+            job_id, request = found
+        asked = spec
+        if request is None:  # recorded before requests were kept: its spec as the job ran
+            job = self.store.get_job(job_id)
+            request = job.spec if job is not None else job_pb2.JobSpec()
+            # the record holds the scenarios resolved (the package's own when none were asked for)
+            asked = job_pb2.JobSpec()
+            asked.CopyFrom(spec)
+            resolved = scenario_spec(scenario_params(spec.scenarios, {})) if spec.HasField("scenarios") else None
+            asked.scenarios.CopyFrom(resolved or request.scenarios)
+        differences = spec_differences(request, asked)
+        if differences:
+            raise AlreadyExists(
+                f"idempotency key {idempotency_key!r} was used for job {job_id} with a different spec: "
+                f"{'; '.join(differences)}; the same key answers only the same spec (use a new key for a new job)"
+            )
+        return job_id
 
     def _admit(self) -> None:
         """RESOURCE_EXHAUSTED when the gateway already holds its limit of unfinished jobs."""
@@ -427,7 +522,7 @@ class JobManager:
         state = fold.checkpoint()
         if state is None:
             return  # a folded piece's steps are on their way: the next tick checkpoints
-        self.store.put_checkpoint(
+        written = self.store.put_checkpoint(
             Checkpoint(
                 live.job.job_id,
                 live.key.dataset_version,
@@ -438,6 +533,7 @@ class JobManager:
                 state.total,
             )
         )
+        self._watch(live.job.job_id, written)
         live.checkpointed_at = time.monotonic()
         live.checkpointed_block = state.next_block
 
@@ -462,6 +558,19 @@ class JobManager:
         job = live.job
         ticker: asyncio.Task[None] | None = None
         try:
+            if live.recorded is not None:
+                try:
+                    await asyncio.shield(live.recorded)
+                except sqlite3.Error as exc:
+                    # never recorded: no reader and no restarted gateway knows the job
+                    log.warning(
+                        "job dropped: the store could not record it",
+                        extra={"fields": {"job": job.job_id, "error": str(exc)}},
+                    )
+                    self._live.pop(job.job_id, None)
+                    self.metrics.jobs.labels(state=state_label(job.state)).dec()
+                    return
+                live.recorded = None  # from here on a write that fails fails the job
             current = await self.datasets.get(job.spec.dataset_id, live.tenant)
             if current.version != live.key.dataset_version:
                 raise JobFailed(
@@ -505,7 +614,7 @@ class JobManager:
                 if job.HasField("start_time"):
                     since = max(since, time.time() - job.start_time.ToNanoseconds() / 1e9)
                 live.started = time.monotonic() - since
-            self.store.put_job(job)
+            self._watch(job.job_id, self.store.put_job(job))
             if not preview:
                 self._checkpoint(live)  # from here on a restarted gateway resumes the job
             self._report_progress(live)
@@ -514,9 +623,16 @@ class JobManager:
             ticker.cancel()
             self._succeed(live)
         except asyncio.CancelledError:
-            if live.cancel_reason is None:
+            if live.store_error is not None:
+                self._failed(
+                    live,
+                    "UNAVAILABLE",
+                    f"the job store could not record the job ({live.store_error}); submit it again",
+                )
+            elif live.cancel_reason is None:
                 raise  # the gateway is stopping
-            self._cancelled(live)
+            else:
+                self._cancelled(live)
         except LivecalcError as exc:
             self._failed(live, exc.code.name, exc.details())
         except Exception as exc:
@@ -528,13 +644,85 @@ class JobManager:
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
             if live.log.closed:
-                await self._recorded()  # an ended job is read from the store
-                self._live.pop(job.job_id, None)
+                await asyncio.shield(self._finished(live))  # an ended job is read from the store
 
-    async def _recorded(self) -> None:
-        """Wait until every store write issued so far is committed (reads see them)."""
-        with contextlib.suppress(StoreClosed):  # the gateway is stopping
-            await asyncio.wrap_future(self.store.written())
+    def _event_failed(self, event: job_pb2.JobEvent, error: BaseException) -> None:
+        self._write_failed(event.job_id, error)
+
+    def _watch(self, job_id: str, written: Written) -> None:
+        """Fail the job if this write of it is not committed."""
+        loop = asyncio.get_running_loop()
+
+        def done(future: Written) -> None:
+            if not future.cancelled() and (error := future.exception()) is not None:
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(self._write_failed, job_id, error)
+
+        written.add_done_callback(done)
+
+    def _write_failed(self, job_id: str, error: BaseException) -> None:
+        """A write of a running job was not committed: the job fails (its task is cancelled and
+        ends it FAILED, UNAVAILABLE). Before the job is recorded `_run` drops it instead; once
+        it has ended, `_finish` writes its end again."""
+        live = self._live.get(job_id)
+        if live is None or live.recorded is not None or live.log.closed or live.store_error is not None:
+            return
+        live.store_error = error
+        if live.task is not None and not live.task.done():
+            live.task.cancel()
+
+    def _finished(self, live: LiveJob) -> asyncio.Task[None]:
+        """The task that sees the ended job's terminal unit committed (started once)."""
+        if live.finishing is None:
+            live.finishing = asyncio.get_running_loop().create_task(
+                self._finish(live), name=f"job {live.job.job_id} end"
+            )
+        return live.finishing
+
+    async def _finish(self, live: LiveJob) -> None:
+        """Wait for the terminal unit; while the store cannot commit it, write it again every
+        `RECORD_RETRY_SECONDS` (with every event held back by a failed write). Once committed,
+        readers see the end, and the job leaves the live set (its reads go to the store)."""
+        job_id = live.job.job_id
+        while True:
+            try:
+                if live.ended is None:
+                    return
+                await asyncio.wrap_future(live.ended)
+                if not live.log.failed:
+                    break  # an earlier event's batch may have failed after all: write it again
+            except StoreClosed:
+                return  # the gateway is stopping
+            except sqlite3.Error as exc:
+                log.warning(
+                    "a job's end is not recorded yet; writing it again",
+                    extra={"fields": {"job": job_id, "error": str(exc), "retry_s": RECORD_RETRY_SECONDS}},
+                )
+                await asyncio.sleep(RECORD_RETRY_SECONDS)
+            try:
+                live.ended = self._write_end(live)
+            except StoreClosed:
+                return
+        assert live.final is not None
+        self.metrics.transition(live.job.state, live.final.state)
+        live.job.CopyFrom(live.final)
+        live.final = None
+        self._live.pop(job_id, None)
+
+    def _write_end(self, live: LiveJob, events: Callable[[], None] | None = None) -> Written:
+        """The terminal unit: checkpoint dropped, result row, final record, the events held back
+        by failed writes, then `events` (the terminal one last)."""
+        assert live.final is not None
+        job_id = live.job.job_id
+        with self.store.transaction() as unit:
+            self.store.drop_checkpoint(job_id)
+            if live.result_row is not None:
+                self.store.put_result(job_id, **live.result_row)
+            self.store.put_job(live.final, live.idempotency_key, live.tenant, live.request)
+            live.log.rewrite()
+            if events is not None:
+                events()
+        return unit
 
     def _succeed(self, live: LiveJob) -> None:
         job, fold = live.job, live.fold
@@ -560,18 +748,15 @@ class JobManager:
             preview_relative_difference=difference,
         )
         end = now_timestamp()
-        self.store.put_result(
-            job.job_id,
-            live.key,
-            preview=preview,
-            mean=result.statistics.mean,
-            end_ns=end.ToNanoseconds(),
-            pv_net_cf=pvs[0],
-        )
+        live.result_row = {
+            "key": live.key,
+            "preview": preview,
+            "mean": result.statistics.mean,
+            "end_ns": end.ToNanoseconds(),
+            "pv_net_cf": pvs[0],
+        }
         parts, slim = split_result(result)
-        for part in parts:
-            live.log.append(result_part=part)
-        self._end(job, live.log, S.JOB_STATE_SUCCEEDED, result=slim, end=end)
+        self._end(live, S.JOB_STATE_SUCCEEDED, result=slim, end=end, parts=parts)
         log.info(
             "job succeeded",
             extra={
@@ -583,14 +768,12 @@ class JobManager:
         if live.log.closed:
             return
         log.info("job failed", extra={"fields": {"job": live.job.job_id, "code": code, "message": message}})
-        self._end(live.job, live.log, S.JOB_STATE_FAILED, error=job_pb2.JobError(code=code, message=message))
+        self._end(live, S.JOB_STATE_FAILED, error=job_pb2.JobError(code=code, message=message))
 
     def _cancelled(self, live: LiveJob) -> None:
         if live.log.closed:
             return
-        self._end(
-            live.job, live.log, S.JOB_STATE_CANCELLED, cancelled=job_pb2.JobCancelled(reason=live.cancel_reason or "")
-        )
+        self._end(live, S.JOB_STATE_CANCELLED, cancelled=job_pb2.JobCancelled(reason=live.cancel_reason or ""))
 
     def _set_state(self, live: LiveJob, state: int) -> None:
         self.metrics.transition(live.job.state, state)
@@ -598,34 +781,46 @@ class JobManager:
 
     def _end(
         self,
-        job: job_pb2.Job,
-        logbook: EventLog,
+        live: LiveJob,
         state: int,
         *,
         result: job_pb2.JobResult | None = None,
         error: job_pb2.JobError | None = None,
         cancelled: job_pb2.JobCancelled | None = None,
-        end: object = None,
+        end: Timestamp | None = None,
+        parts: Sequence[job_pb2.JobResultPart] = (),
     ) -> None:
-        """Record the final state and close the log with its one terminal event, in one transaction."""
-        self.metrics.transition(job.state, state)
-        job.state = state  # type: ignore[assignment]
-        job.end_time.CopyFrom(end if end is not None else now_timestamp())  # type: ignore[arg-type]
-        with self.store.transaction():
-            self.store.drop_checkpoint(job.job_id)
+        """Close the log with its one terminal event (after the result's parts) and record the
+        final state, in one unit with the result row (`_write_end`); `live.job` shows the end
+        once that unit is committed (`_finish`)."""
+        final = job_pb2.Job()
+        final.CopyFrom(live.job)
+        final.state = state  # type: ignore[assignment]
+        final.end_time.CopyFrom(end if end is not None else now_timestamp())
+        if result is not None:
+            final.result.CopyFrom(result)
+        elif error is not None:
+            final.error.CopyFrom(error)
+        live.final = final
+
+        def events() -> None:
+            for part in parts:
+                live.log.append(result_part=part)
             if result is not None:
-                job.result.CopyFrom(result)
-                self.store.put_job(job)
-                logbook.append(result=result)
+                live.log.append(result=result)
             elif error is not None:
-                job.error.CopyFrom(error)
-                self.store.put_job(job)
-                logbook.append(error=error)
+                live.log.append(error=error)
             else:
-                self.store.put_job(job)
-                logbook.append(cancelled=cancelled or job_pb2.JobCancelled())
+                live.log.append(cancelled=cancelled or job_pb2.JobCancelled())
+
+        live.ended = self._write_end(live, events)
 
     # read side
+
+    @staticmethod
+    def _shown(live: LiveJob) -> job_pb2.Job:
+        """A live job as readers see it: ended once its terminal event is persisted."""
+        return live.final if live.final is not None and live.log.ended else live.job
 
     def _visible(self, job_id: str) -> None:
         """NOT_FOUND unless the job exists and is the caller's tenant's (the same answer either way)."""
@@ -639,7 +834,7 @@ class JobManager:
         live = self._live.get(job_id)
         if live is not None:
             out = job_pb2.Job()
-            out.CopyFrom(live.job)
+            out.CopyFrom(self._shown(live))
             return out
         job = self.store.get_job(job_id)
         if job is None:
@@ -655,7 +850,7 @@ class JobManager:
         for job in jobs:
             live = self._live.get(job.job_id)
             if live is not None:
-                job.CopyFrom(live.job)
+                job.CopyFrom(self._shown(live))
             del job.result.pv_net_cf[:]
         return jobs, token
 
@@ -686,17 +881,18 @@ class JobManager:
             with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT)
         self._cancelled(live)
-        await self._recorded()
-        self._live.pop(job_id, None)
+        with contextlib.suppress(asyncio.TimeoutError):  # the store cannot write: the end comes later
+            await asyncio.wait_for(asyncio.shield(self._finished(live)), CANCEL_WAIT)
         return self.get(job_id)
 
     async def close(self) -> None:
         """Stop every running job (the gateway is stopping): checkpointed ones resume at the next start."""
         for live in list(self._live.values()):
-            if live.task is not None and not live.task.done():
-                live.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await live.task
+            for task in (live.task, live.finishing):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             if not live.log.closed:
                 self._checkpoint(live)  # the latest fold, so the next start redoes as little as it can
         self._live.clear()

@@ -15,6 +15,14 @@ so far). Records are the JobService messages themselves (serialized protobuf); a
 pv_net_cf is kept apart as little-endian float64 so records stay small and ListJobs never
 reads vectors.
 
+A batch that cannot be committed (a full disk, an I/O error) fails the futures of all its
+writes, none of its units is visible, and the store reports itself failing (`failure`,
+`on_health`) until a later commit succeeds; while it fails, the writer tries a small probe
+write now and then so that it notices when the disk has room again. One gateway owns a store:
+`jobs.sqlite3.lock` beside it is held (flock) for as long as the store is open. The store is
+checked when it opens (`PRAGMA quick_check`); a record that does not decode is skipped where
+jobs are listed and reported with its job id (`StoreDataLoss` where that one job is asked for).
+
 A running job's fold is checkpointed (`Checkpoint`: the next block to fold, the exact
 running total of the five PVs as float64 bytes, the steps of the folded blocks) in the same
 transaction as the progress event that reports it, so a restarted gateway resumes the job
@@ -24,8 +32,10 @@ from that block and ends with the same bits (DESIGN.md "Store").
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -33,20 +43,33 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from time import time_ns
 from typing import Any, Final, NamedTuple, TypeAlias
 
+import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from livecalc.gateway.v1 import job_pb2
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, LivecalcError
 from services.valuation.arrays import F64
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE: Final = 50
 MAX_PAGE: Final = 500
+#: Bytes of job records one ListJobs page carries at most (gRPC's message limit is 4 MiB): a
+#: page ends early, with a token, rather than fail on the wire.
+MAX_PAGE_BYTES: Final = 3 * 1024 * 1024
 #: Units of writes the writer commits together at most.
 MAX_BATCH: Final = 512
+#: How often a failing store tries a probe write while nothing else is queued.
+PROBE_SECONDS: Final = 1.0
+#: The schema `PRAGMA user_version` of this code: 1 keeps a job's tenant and idempotency key
+#: apart (0 kept them joined as 'tenant\x1fkey' in one unique column).
+SCHEMA_VERSION: Final = 1
+#: Largest create_ns a page token may name (SQLite integers are signed 64-bit).
+_MAX_NS: Final = 2**63 - 1
 
 #: Completes (with the write's result) once the write is committed; see the module docstring.
 Written: TypeAlias = "Future[Any]"
@@ -64,23 +87,33 @@ class _Write(NamedTuple):
 
 #: Writes committed whole or not at all.
 _Unit: TypeAlias = list[_Write]
+#: Called by the writer thread when the store starts failing (with the error) and when it
+#: writes again (None).
+HealthListener: TypeAlias = Callable[[BaseException | None], None]
 _memory_names = itertools.count()
 
-SCHEMA: Final = """
+JOBS_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
     create_ns INTEGER NOT NULL,
     state INTEGER NOT NULL,
-    idempotency_key TEXT UNIQUE,
-    record BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_ns DESC, job_id DESC);
+    tenant TEXT NOT NULL DEFAULT '',
+    idempotency_key TEXT,
+    record BLOB NOT NULL,
+    request BLOB,
+    UNIQUE (tenant, idempotency_key)
+)"""
+SCHEMA: Final = (
+    JOBS_TABLE,
+    "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_ns DESC, job_id DESC)",
+    """
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     sequence INTEGER NOT NULL,
     event BLOB NOT NULL,
     PRIMARY KEY (job_id, sequence)
-);
+)""",
+    """
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT PRIMARY KEY,
     package_hash TEXT NOT NULL,
@@ -90,7 +123,8 @@ CREATE TABLE IF NOT EXISTS results (
     mean REAL NOT NULL,
     end_ns INTEGER NOT NULL,
     pv_net_cf BLOB NOT NULL
-);
+)""",
+    """
 CREATE TABLE IF NOT EXISTS checkpoints (
     job_id TEXT PRIMARY KEY,
     dataset_version TEXT NOT NULL,
@@ -99,9 +133,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     next_block INTEGER NOT NULL,
     steps INTEGER NOT NULL,
     total BLOB
-);
-CREATE INDEX IF NOT EXISTS full_runs ON results (package_hash, dataset_version, scenarios_key, preview, end_ns);
-"""
+)""",
+    "CREATE INDEX IF NOT EXISTS full_runs ON results (package_hash, dataset_version, scenarios_key, preview, end_ns)",
+    "CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, ns INTEGER NOT NULL)",
+)
 
 
 @dataclass(frozen=True)
@@ -130,31 +165,119 @@ class StoreClosed(RuntimeError):
     """A write after `JobStore.close()`."""
 
 
+class StoreUnusable(LivecalcError):
+    """The job store cannot be opened: not a SQLite database, damaged, or from a newer schema."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
+class StoreLocked(FailedPrecondition):
+    """Another process (a second gateway on the same data dir) holds the job store."""
+
+
+class StoreDataLoss(LivecalcError):
+    """A record in the job store does not decode: that one job cannot be read."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
+def _decode(kind: type[Any], blob: object, what: str) -> Any:
+    """The message in `blob`, or StoreDataLoss naming `what`."""
+    try:
+        return kind.FromString(blob)
+    except (DecodeError, TypeError, ValueError) as exc:
+        raise StoreDataLoss(f"the job store's record of {what} cannot be read ({exc}): it is damaged") from None
+
+
+def _lock(path: Path) -> int:
+    """Hold `path`.lock (flock, exclusive) and write this pid into it; its descriptor."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreLocked(
+            f"the job store in {path.parent} is in use by another process (pid {holder}, lock {lock_path}); "
+            "one gateway per data dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class JobStore:
     """SQLite-backed records of jobs, events and results; writes go through one writer thread.
 
     Call the write methods and `transaction()` from one thread (the event loop's); reads from
-    that thread too. `close()` commits every queued write first.
+    that thread too. `close()` commits every queued write first. `on_health` is called on the
+    writer thread when the store starts failing to commit (with the error) and when it commits
+    again (None). Opening raises `StoreLocked` when another process holds the store and
+    `StoreUnusable` when the file is not a healthy SQLite database.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, on_health: HealthListener | None = None) -> None:
+        self._lock_fd: int | None = None
         if str(path) == ":memory:":
             # one shared in-memory database for the reading and the writing connection
             self._target, self._uri = f"file:livecalc-jobs-{next(_memory_names)}?mode=memory&cache=shared", True
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._target, self._uri = str(path), False
-        self._db = self._connect()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(jobs)")}
-        if "tenant" not in columns:  # a store from before tenants: its jobs are the implicit tenant's
-            self._db.execute("ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
+            self._lock_fd = _lock(Path(path))
+        try:
+            self._db = self._connect()
+            self._open(self._db)
+        except sqlite3.DatabaseError as exc:
+            self._unlock()
+            raise StoreUnusable(
+                f"the job store {path} is not a healthy SQLite database ({exc}); "
+                "move it aside (a new one is created) or restore it from a backup"
+            ) from None
+        except BaseException:
+            self._unlock()
+            raise
+        self._on_health = on_health
+        self._failure: BaseException | None = None
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._collecting: _Unit | None = None
+        self._collecting_done: Future[Any] | None = None
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="job store writer", daemon=True)
         self._writer.start()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    @staticmethod
+    def _open(db: sqlite3.Connection) -> None:
+        """Check the file, then create or migrate the schema in one transaction."""
+        db.execute("PRAGMA journal_mode=WAL")
+        problems = [str(r[0]) for r in db.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(problems[:3]))
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 1 and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone():
+                _migrate_keys(db)
+            for statement in SCHEMA:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error of the last batch that could not be committed, None while writes succeed."""
+        return self._failure
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._target, isolation_level=None, uri=self._uri)
@@ -172,26 +295,33 @@ class JobStore:
         self._queue.put(None)
         self._writer.join()
         self._db.close()
+        self._unlock()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[Written]:
         """The writes issued inside are committed together (or not at all: none is when the body
-        raises). The body must not await: it collects this thread's writes until it ends."""
+        raises). The body must not await: it collects this thread's writes until it ends.
+
+        Yields a future of the whole unit: it completes after every write of the unit (their
+        futures' callbacks have run first) or fails with the unit's error."""
         if self._collecting is not None:
-            yield  # inside another one: its writes join the outer unit
+            assert self._collecting_done is not None
+            yield self._collecting_done  # inside another one: its writes join the outer unit
             return
         unit: _Unit = []
-        self._collecting = unit
+        done: Future[Any] = Future()
+        self._collecting, self._collecting_done = unit, done
         try:
-            yield
+            yield done
         except BaseException:
             for write in unit:
                 write.future.cancel()
+            done.cancel()
             raise
         finally:
-            self._collecting = None
-        if unit:
-            self._submit(unit)
+            self._collecting = self._collecting_done = None
+        unit.append(_Write(lambda db: None, done))
+        self._submit(unit)
 
     def written(self) -> Written:
         """Completes once every write issued before it is committed."""
@@ -226,7 +356,11 @@ class JobStore:
         db = self._connect()
         try:
             while True:
-                unit = self._queue.get()
+                try:
+                    unit = self._queue.get(timeout=PROBE_SECONDS if self._failure is not None else None)
+                except queue.Empty:
+                    self._health(self._probe(db))
+                    continue
                 if unit is None:
                     return
                 batch = [unit]
@@ -240,17 +374,54 @@ class JobStore:
                         stop = True
                         break
                     batch.append(more)
-                self._commit(db, batch)
+                self._health(self._commit(db, batch))
                 if stop:
                     return
         finally:
             db.close()
 
+    def _health(self, error: BaseException | None) -> None:
+        """Note the outcome of a commit: a change between failing and writing is logged and told."""
+        if (error is None) == (self._failure is None):
+            if error is not None:
+                self._failure = error
+            return
+        self._failure = error
+        if error is not None:
+            log.error(
+                "the job store cannot write: %s; the gateway is not ready until writes succeed again",
+                error,
+                extra={"fields": {"store": self._target, "error": str(error)}},
+            )
+        else:
+            log.warning("the job store writes again", extra={"fields": {"store": self._target}})
+        if self._on_health is not None:
+            try:
+                self._on_health(error)
+            except Exception:
+                log.exception("job store: a health listener failed")
+
     @staticmethod
-    def _commit(db: sqlite3.Connection, batch: list[_Unit]) -> None:
-        """One transaction for the batch; a unit that fails is rolled back alone (its futures
-        get the error), the others are committed. A write superseded later in the batch is
-        skipped: a backlog (a slow disk) writes each job's checkpoint once, not once a second."""
+    def _probe(db: sqlite3.Connection) -> BaseException | None:
+        """A small write, to learn whether the store can commit again."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT OR REPLACE INTO probe VALUES (1, ?)", (time_ns(),))
+            db.execute("COMMIT")
+            return None
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            return exc
+
+    @staticmethod
+    def _commit(db: sqlite3.Connection, batch: list[_Unit]) -> BaseException | None:
+        """One transaction for the batch; a unit that fails on its own (a constraint) is rolled
+        back alone (its futures get the error), the others are committed. A failure of the
+        store itself (full disk, I/O, the transaction gone) fails the whole batch: every future
+        gets the error, and it is returned. A write superseded later in the batch is skipped: a
+        backlog (a slow disk) writes each job's checkpoint once, not once a second."""
         last = {w.supersedes: w for unit in batch for w in unit if w.supersedes is not None}
 
         def run(w: _Write) -> Any:
@@ -265,7 +436,11 @@ class JobStore:
                     db.execute("SAVEPOINT unit")
                 try:
                     outcomes.append((unit, [run(w) for w in unit]))
-                except Exception as exc:  # noqa: BLE001 - the unit's futures get it
+                except Exception as exc:  # the unit's futures get it (or, below, the batch's)
+                    # SQLite may have rolled the whole transaction back (a full disk does):
+                    # what follows would then commit on its own, outside the batch
+                    if isinstance(exc, sqlite3.OperationalError) or not db.in_transaction:
+                        raise
                     if whole:
                         db.execute("ROLLBACK TO unit")
                     outcomes.append((unit, exc))
@@ -273,11 +448,15 @@ class JobStore:
                     db.execute("RELEASE unit")
             db.execute("COMMIT")
         except Exception as exc:  # the batch is not written: every write of it fails
-            log.exception("job store: a batch of writes failed", extra={"fields": {"units": len(batch)}})
+            if not isinstance(exc, sqlite3.Error):
+                log.exception("job store: a batch of writes failed", extra={"fields": {"units": len(batch)}})
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
             outcomes = [(unit, exc) for unit in batch]
+            failure: BaseException | None = exc
+        else:
+            failure = None
         for unit, outcome in outcomes:
             for i, (_, future, _) in enumerate(unit):
                 if future.done():  # cancelled: its caller stopped waiting (the write stands)
@@ -286,30 +465,37 @@ class JobStore:
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome[i])
+        return failure
 
     # jobs
 
-    @staticmethod
-    def _job_row(job: job_pb2.Job, idempotency_key: str, tenant: str) -> tuple[str, int, int, str | None, bytes, str]:
+    def put_job(
+        self,
+        job: job_pb2.Job,
+        idempotency_key: str = "",
+        tenant: str = "",
+        request: job_pb2.JobSpec | None = None,
+    ) -> Written:
+        """Insert or replace a job's record (its result without the vector). The tenant, the
+        idempotency key (unique per tenant) and the spec as the client sent it (`request`, kept
+        to compare a later submission with the same key) are set by the insert and never changed."""
         record = job_pb2.Job()
         record.CopyFrom(job)
         del record.result.pv_net_cf[:]
-        return (
+        row = (
             job.job_id,
             job.create_time.ToNanoseconds(),
             int(job.state),
+            tenant,
             idempotency_key or None,
             record.SerializeToString(),
-            tenant,
+            None if request is None else request.SerializeToString(),
         )
-
-    def put_job(self, job: job_pb2.Job, idempotency_key: str = "", tenant: str = "") -> Written:
-        """Insert or replace a job's record (its result without the vector); the tenant is
-        set by the insert and never changed."""
         return self._execute(
-            "INSERT INTO jobs (job_id, create_ns, state, idempotency_key, record, tenant) VALUES (?, ?, ?, ?, ?, ?) "
+            "INSERT INTO jobs (job_id, create_ns, state, tenant, idempotency_key, record, request) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (job_id) DO UPDATE SET state = excluded.state, record = excluded.record",
-            self._job_row(job, idempotency_key, tenant),
+            row,
         )
 
     def tenant_of(self, job_id: str) -> str | None:
@@ -318,17 +504,43 @@ class JobStore:
         return None if row is None else str(row[0])
 
     def get_job(self, job_id: str) -> job_pb2.Job | None:
+        """The job's record; StoreDataLoss when it does not decode."""
         row = self._db.execute("SELECT record FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return None if row is None else job_pb2.Job.FromString(row[0])
+        return None if row is None else _decode(job_pb2.Job, row[0], f"job {job_id}")
 
-    def job_by_key(self, idempotency_key: str) -> str | None:
-        row = self._db.execute("SELECT job_id FROM jobs WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
-        return None if row is None else str(row[0])
+    def job_by_key(self, idempotency_key: str, tenant: str = "") -> str | None:
+        """The job `tenant` submitted with this idempotency key."""
+        found = self.request_by_key(idempotency_key, tenant)
+        return None if found is None else found[0]
+
+    def request_by_key(self, idempotency_key: str, tenant: str = "") -> tuple[str, job_pb2.JobSpec | None] | None:
+        """(job id, the spec as its client sent it) of the job `tenant` submitted with this
+        key; the spec is None for a job recorded before requests were kept."""
+        row = self._db.execute(
+            "SELECT job_id, request FROM jobs WHERE tenant = ? AND idempotency_key = ?", (tenant, idempotency_key)
+        ).fetchone()
+        if row is None:
+            return None
+        job_id = str(row[0])
+        return job_id, None if row[1] is None else _decode(job_pb2.JobSpec, row[1], f"job {job_id}'s request")
+
+    def _readable(self, rows: Iterable[tuple[Any, ...]]) -> list[job_pb2.Job]:
+        """The records of rows (job_id, record), less those that do not decode (each logged)."""
+        jobs = []
+        for job_id, blob in rows:
+            try:
+                jobs.append(_decode(job_pb2.Job, blob, f"job {job_id}"))
+            except StoreDataLoss as exc:
+                log.warning(
+                    "job store: a damaged job record skipped", extra={"fields": {"job": job_id, "error": str(exc)}}
+                )
+        return jobs
 
     def jobs_in(self, states: Iterable[int]) -> list[job_pb2.Job]:
+        """Jobs in these states (those whose record does not decode are skipped and logged)."""
         marks = ",".join("?" for _ in states)
-        rows = self._db.execute(f"SELECT record FROM jobs WHERE state IN ({marks})", tuple(states)).fetchall()
-        return [job_pb2.Job.FromString(r[0]) for r in rows]
+        rows = self._db.execute(f"SELECT job_id, record FROM jobs WHERE state IN ({marks})", tuple(states))
+        return self._readable(rows.fetchall())
 
     def count_by_state(self) -> dict[int, int]:
         return {int(s): int(n) for s, n in self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
@@ -336,8 +548,8 @@ class JobStore:
     def list_jobs(
         self, page_size: int, page_token: str, state: int = 0, tenant: str | None = None
     ) -> tuple[list[job_pb2.Job], str]:
-        """One page of `tenant`'s jobs (every tenant's when None), newest first; the token is the
-        last (create_ns, job_id) returned."""
+        """One page of `tenant`'s jobs (every tenant's when None), newest first, up to
+        `MAX_PAGE_BYTES` of records; the token is the last (create_ns, job_id) returned."""
         if page_size < 0:
             raise InvalidArgument("page_size must be ≥ 0")
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
@@ -353,6 +565,8 @@ class JobStore:
             try:
                 ns_text, after = page_token.split(":", 1)
                 ns = int(ns_text)
+                if not 0 <= ns <= _MAX_NS:
+                    raise ValueError(ns_text)
             except ValueError:
                 raise InvalidArgument("page_token is not one this service issued") from None
             where.append("(create_ns < ? OR (create_ns = ? AND job_id < ?))")
@@ -362,9 +576,15 @@ class JobStore:
             "ORDER BY create_ns DESC, job_id DESC LIMIT ?",
             (*args, size + 1),
         ).fetchall()
-        page = rows[:size]
-        token = f"{page[-1][0]}:{page[-1][1]}" if len(rows) > size else ""
-        return [job_pb2.Job.FromString(r[2]) for r in page], token
+        page: list[Any] = []
+        total = 0
+        for row in rows[:size]:
+            total += len(row[2])
+            if page and total > MAX_PAGE_BYTES:
+                break
+            page.append(row)
+        token = f"{page[-1][0]}:{page[-1][1]}" if len(rows) > len(page) else ""
+        return self._readable((r[1], r[2]) for r in page), token
 
     # events
 
@@ -373,10 +593,25 @@ class JobStore:
         return self._execute("INSERT INTO events (job_id, sequence, event) VALUES (?, ?, ?)", row)
 
     def events(self, job_id: str, after: int = 0) -> list[job_pb2.JobEvent]:
+        """The job's events after `after`, in order (one that does not decode is skipped and logged)."""
         rows = self._db.execute(
-            "SELECT event FROM events WHERE job_id = ? AND sequence > ? ORDER BY sequence", (job_id, after)
+            "SELECT sequence, event FROM events WHERE job_id = ? AND sequence > ? ORDER BY sequence", (job_id, after)
         ).fetchall()
-        return [job_pb2.JobEvent.FromString(r[0]) for r in rows]
+        events = []
+        for sequence, blob in rows:
+            try:
+                events.append(_decode(job_pb2.JobEvent, blob, f"job {job_id}'s event {sequence}"))
+            except StoreDataLoss as exc:
+                log.warning(
+                    "job store: a damaged event skipped",
+                    extra={"fields": {"job": job_id, "sequence": sequence, "error": str(exc)}},
+                )
+        return events
+
+    def last_sequence(self, job_id: str) -> int:
+        """The highest sequence number persisted for the job (0 for none), decodable or not."""
+        row = self._db.execute("SELECT MAX(sequence) FROM events WHERE job_id = ?", (job_id,)).fetchone()
+        return int(row[0] or 0)
 
     # checkpoints
 
@@ -419,3 +654,24 @@ class JobStore:
             (key.package_hash, key.dataset_version, key.scenarios_key),
         ).fetchone()
         return None if row is None else (str(row[0]), float(row[1]))
+
+
+def _migrate_keys(db: sqlite3.Connection) -> None:
+    """Schema 0 → 1 (inside the caller's transaction): tenant and idempotency key in columns of
+    their own, unique together. Schema 0 kept one unique key column, 'tenant\x1fkey' for a
+    tenant's jobs (the bare key without auth), so two tenants' keys could collide; the row's
+    tenant column says how much of the joined key is the tenant's. Stores from before tenants
+    get the column first."""
+    columns = {str(r[1]) for r in db.execute("PRAGMA table_info(jobs)")}
+    tenant = "tenant" if "tenant" in columns else "''"
+    db.execute("DROP TABLE IF EXISTS jobs_v1")
+    db.execute(JOBS_TABLE.replace("IF NOT EXISTS jobs", "jobs_v1"))
+    db.execute(
+        "INSERT INTO jobs_v1 (job_id, create_ns, state, tenant, idempotency_key, record) "
+        f"SELECT job_id, create_ns, state, {tenant}, CASE "
+        f"WHEN {tenant} != '' AND substr(idempotency_key, 1, length({tenant}) + 1) = {tenant} || char(31) "
+        f"THEN substr(idempotency_key, length({tenant}) + 2) ELSE idempotency_key END, record FROM jobs"
+    )
+    db.execute("DROP TABLE jobs")
+    db.execute("ALTER TABLE jobs_v1 RENAME TO jobs")
+    log.info("job store migrated to schema 1 (tenant and idempotency key apart)")

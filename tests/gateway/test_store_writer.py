@@ -161,7 +161,7 @@ def test_an_in_memory_store_reads_what_it_wrote() -> None:
     store.flush()
     recorded = store.get_job("j")
     assert recorded is not None and recorded.state == job_pb2.JobState.JOB_STATE_RUNNING
-    assert store.job_by_key("key") == "j" and store.tenant_of("j") == "t1"
+    assert store.job_by_key("key", "t1") == "j" and store.job_by_key("key") is None and store.tenant_of("j") == "t1"
     store.close()
 
 
@@ -181,7 +181,7 @@ async def test_submit_answers_once_the_job_is_recorded_and_a_key_in_flight_answe
     first = asyncio.create_task(manager.submit(spec, idempotency_key="k"))
     await asyncio.sleep(0.05)
     assert not first.done()  # waits for its record
-    assert await asyncio.wait_for(manager.submit(spec, idempotency_key="k"), 5) == manager._job_by_key("k")
+    assert await asyncio.wait_for(manager.submit(spec, idempotency_key="k"), 5) == manager._same_job("", "k", spec)
     release.set()
     job_id = await asyncio.wait_for(first, 5)
     assert store.get_job(job_id) is not None and manager.get(job_id).job_id == job_id
