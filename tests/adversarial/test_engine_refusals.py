@@ -11,6 +11,7 @@ items 5 and 9), over a real EngineServicer on an in-process gRPC server.
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,10 +24,11 @@ import pyarrow as pa
 import pytest
 import wasmtime
 from grpc import aio
+from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2, engine_service_pb2_grpc
 from services.common.config import ServerConfig
-from services.common.errors import FAULT_KEY, FAULT_MODEL, FAULT_TOO_LARGE
+from services.common.errors import FAULT_KEY, FAULT_MODEL, FAULT_TOO_LARGE, InvalidArgument
 from services.common.server import RunningServer, ServiceBinding, start_server
 from services.engine.assumption_assets import lifelib_sample_assumptions
 from services.engine.metrics import EngineMetrics
@@ -36,9 +38,9 @@ from services.engine.package_loader import LoadedPackage, PackageLoader
 from services.engine.pipeline import plan
 from services.engine.row_reader import RowReader, Sample
 from services.engine.runtime import Runtime
-from services.engine.server import ENGINE_SERVICE
+from services.engine.server import ENGINE_SERVICE, add_arguments, resolve_engine_config
 from services.engine.servicer import EngineConfig, EngineServicer
-from services.engine.workers import WasmPool
+from services.engine.workers import DEFAULT_CALL_TIME_LIMIT, WasmPool
 from services.valuation.packages.config import REFERENCE_PIPELINE
 from services.valuation.policies import Policies
 from services.valuation.reference_model import shipped_models
@@ -131,8 +133,6 @@ class Engine:
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    from prometheus_client import CollectorRegistry
-
     config = EngineConfig(
         threads=1, slots=1, data_address="", gateway_address="", cache_dir=tmp_path, package_cache_bytes=1 << 20,
         piece_blocks=1, time_limit_seconds=60.0, piece_time_limit_seconds=PIECE_LIMIT,
@@ -235,3 +235,18 @@ async def test_a_busy_engine_refuses_without_a_mark(engine: Engine) -> None:
         engine.servicer._busy = 0
     assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert fault(exc) is None
+
+
+def test_the_piece_limit_comes_from_the_flag_else_the_environment(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--cache-dir", str(tmp_path / "cache"), "--state-dir", str(tmp_path / "state")]
+    assert resolve_engine_config(parser.parse_args(base), {}).piece_time_limit_seconds == DEFAULT_CALL_TIME_LIMIT
+    env = {"LIVECALC_ENGINE_PIECE_TIME_LIMIT": "7.5", "LIVECALC_ENGINE_MEMORY_KEEP_MB": "32"}
+    from_env = resolve_engine_config(parser.parse_args(base), env)
+    assert (from_env.piece_time_limit_seconds, from_env.memory_keep_bytes) == (7.5, 32 << 20)
+    assert from_env.state_dir == tmp_path / "state"
+    flagged = resolve_engine_config(parser.parse_args([*base, "--piece-time-limit", "3"]), env)
+    assert flagged.piece_time_limit_seconds == 3.0
+    with pytest.raises(InvalidArgument, match="> 0"):
+        resolve_engine_config(parser.parse_args([*base, "--piece-time-limit", "0"]), {})
