@@ -26,7 +26,7 @@ from services.data.reading import SPAN_BYTES, default_batch_rows, fetch_rows, it
 from services.data.sampling import SampleCache, add_rows, sample_indices
 from services.data.tenants import TenantCatalogs
 from services.data.upload import receive_upload
-from services.data.validation import validate
+from services.data.validation import memory_estimate, validate
 
 #: Largest message this service sends; the gRPC default limit is 4 MiB.
 MAX_MESSAGE_BYTES: Final = 4 << 20
@@ -208,8 +208,8 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
     ) -> data_service_pb2.ValidateDatasetResponse:
         catalog = self.catalogs.current()
         entry = await catalog.get(request.dataset_id)
-        # validation keeps a set of policy ids besides the spans it parses
-        estimate = read_overhead(entry) + entry.rows * 64
+        # validation keeps one partition of the policy ids besides the spans it parses
+        estimate = read_overhead(entry) + memory_estimate(entry.rows)
         async with self.budget.reserve(estimate, f"validating {entry.dataset_id!r}"):
             return await validate(catalog, entry, request.model, request.max_violations)
 

@@ -8,7 +8,8 @@ object committed, atomically and under the dataset id's commit lock, together wi
 index that describes exactly those bytes. So a refused upload changes nothing (an existing
 dataset stays readable byte for byte), and concurrent overwrites of one id never mix one
 upload's bytes with another's version. Whatever way the stream ends without a commit,
-the temporary object is removed at once.
+the temporary object is removed at once; a full disk answers RESOURCE_EXHAUSTED naming
+the dataset and the directory (`StorageFull`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from typing import Any, Final
 import anyio
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
-from services.common.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
-from services.common.storage.base import ObjectBusy, ObjectExists, UploadSink
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+)
+from services.common.storage.base import ObjectBusy, ObjectExists, StorageFull, UploadSink
 from services.data.catalog import EXTENSIONS, Catalog, DatasetEntry, object_name
 from services.data.csv_index import CsvIndex, CsvIndexer
 from services.data.ids import validate_dataset_id
@@ -95,12 +102,18 @@ async def receive_upload(
             sink = await catalog.storage.open_upload(name)
         except ObjectBusy as exc:
             raise FailedPrecondition(f"dataset {header.dataset_id!r}: {exc}; retry when it has finished") from None
+        except StorageFull as exc:
+            raise ResourceExhausted(f"{exc.reason} writing dataset {header.dataset_id!r} under {exc.where}") from None
         if context is not None:
             # grpc.aio may never resume a handler whose client went away mid-stream; the
             # done-callback runs however the RPC ends, so the temporary object goes with it.
             context.add_done_callback(lambda _: sink.discard_now())
         try:
             return await _stream_and_commit(catalog, header, name, requests, sink)
+        except StorageFull as exc:
+            raise ResourceExhausted(
+                f"{exc.reason} writing dataset {header.dataset_id!r} under {exc.where}; nothing new is visible"
+            ) from None
         finally:
             with anyio.CancelScope(shield=True):
                 await sink.abort()  # a no-op after a commit
@@ -166,7 +179,13 @@ async def _stream_and_commit(
         except ObjectBusy as exc:
             raise FailedPrecondition(f"dataset {header.dataset_id!r}: {exc}; nothing was stored, retry") from None
         with anyio.CancelScope(shield=True):  # the commit happened: finish the bookkeeping
-            entry = await catalog.install(info, csv=csv, parquet=parquet, sha256=digest)
+            try:
+                entry = await catalog.install(info, csv=csv, parquet=parquet, sha256=digest)
+            except StorageFull as exc:
+                raise ResourceExhausted(
+                    f"{exc.reason} writing the index of dataset {header.dataset_id!r} under {exc.where}; the "
+                    "dataset itself was stored, and its index is built again when it is first read"
+                ) from None
             for other in others:
                 await catalog.remove_object(other)
     return entry

@@ -94,6 +94,18 @@ def _check_batch(
     return np.asarray(ids.values, dtype=np.int64), ids.valid
 
 
+def partition_of(ids: npt.NDArray[np.int64], partitions: int) -> npt.NDArray[np.int64]:
+    """The hash partition of each id: a multiplicative hash, so ids in steps of the partition
+    count (10, 20, 30 …) spread over every partition instead of all falling into one."""
+    mixed = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # wraps mod 2^64
+    return ((mixed >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
+
+
+def memory_estimate(rows: int) -> int:
+    """Bytes the duplicate check holds at most: (id, row) pairs of one partition, sorted."""
+    return min(rows, IDS_PER_PASS) * 64
+
+
 class _Duplicates:
     """(policy_id, row) pairs of one hash partition; duplicates are later rows of an id."""
 
@@ -103,7 +115,7 @@ class _Duplicates:
         self.rows: list[npt.NDArray[np.int64]] = []
 
     def add(self, first: int, ids: npt.NDArray[np.int64], valid: Mask) -> None:
-        keep = valid & ((ids % self.partitions) == self.part) if self.partitions > 1 else valid
+        keep = valid & (partition_of(ids, self.partitions) == self.part) if self.partitions > 1 else valid
         self.ids.append(ids[keep])
         self.rows.append(np.flatnonzero(keep).astype(np.int64) + first)
 

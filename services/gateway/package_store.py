@@ -4,7 +4,8 @@ Objects (flat names, local directory or Azure container): ``package-<hash>.zip``
 as uploaded, and ``package-<hash>.json``, its record (the `Package` message as proto JSON).
 A package becomes visible only when its record exists, and the record is written after the
 archive is committed: a crash in between leaves an invisible archive that the next upload of
-the same package completes. Nothing is stored before `verify_archive` accepted the bytes.
+the same package completes. Nothing is stored before `verify_archive` accepted the bytes,
+and a full disk is RESOURCE_EXHAUSTED naming the package and where (its upload file removed).
 
 Packages are a tenant's: each tenant has its own names, ``package-<hash>.*`` for the implicit
 tenant ``''`` (auth off, and every package stored before tenants) and
@@ -28,8 +29,8 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from livecalc.gateway.v1 import package_pb2
-from services.common.errors import InvalidArgument, NotFound
-from services.common.storage.base import ObjectExists, Storage, read_sequential
+from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
+from services.common.storage.base import ObjectExists, Storage, StorageFull, read_sequential
 from services.valuation.packages.archive import PackageLimits
 from services.valuation.packages.config import pipeline_of
 from services.valuation.packages.package import Package, verify_archive
@@ -115,17 +116,22 @@ class PackageStore:
             existing = await self.find(key, tenant)
             if existing is not None:
                 return existing, True
-            sink = await self.storage.open_upload(self._archive(key, prefix))
-            try:
-                for start in range(0, len(archive), WRITE_PIECE):
-                    await sink.write(archive[start : start + WRITE_PIECE])
-                await sink.commit(overwrite=True)  # an invisible leftover of a crashed upload is replaced
-            except ObjectExists:
-                pass
-            finally:
-                await sink.abort()
             record = record_of(package, archive, datetime.now(UTC))
-            await self.storage.put(self._record(key, prefix), json_format.MessageToJson(record).encode())
+            try:
+                sink = await self.storage.open_upload(self._archive(key, prefix))
+                try:
+                    for start in range(0, len(archive), WRITE_PIECE):
+                        await sink.write(archive[start : start + WRITE_PIECE])
+                    await sink.commit(overwrite=True)  # an invisible leftover of a crashed upload is replaced
+                except ObjectExists:
+                    pass
+                finally:
+                    await sink.abort()
+                await self.storage.put(self._record(key, prefix), json_format.MessageToJson(record).encode())
+            except StorageFull as exc:
+                raise ResourceExhausted(
+                    f"{exc.reason} writing package {key} under {exc.where}; the package was not stored"
+                ) from None
         self._locks.pop((prefix, key), None)
         return record, False
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, Protocol
 
+from services.common.errors import ResourceExhausted
+
 StorageKind = Literal["local", "azure_blob"]
 KINDS: Final[tuple[StorageKind, ...]] = ("local", "azure_blob")
 
@@ -53,7 +55,8 @@ class UploadSink(Protocol):
 
 
 class Storage(Protocol):
-    """Flat namespace of objects; every method may raise OSError-like backend errors."""
+    """Flat namespace of objects; every method may raise OSError-like backend errors, and a
+    write that finds no room raises `StorageFull`."""
 
     @property
     def kind(self) -> StorageKind:
@@ -93,6 +96,20 @@ class Storage(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+
+
+class StorageFull(ResourceExhausted):
+    """The backend had no room for a write (a full disk, a quota): RESOURCE_EXHAUSTED.
+
+    ``name`` is the object being written, ``where`` the directory or container; callers that
+    know what the object is re-raise with their own words (a dataset, a package).
+    """
+
+    def __init__(self, name: str, where: str, reason: str = "no space left on device") -> None:
+        super().__init__(f"{reason} writing {name} under {where}")
+        self.name = name
+        self.where = where
+        self.reason = reason
 
 
 class ObjectChanged(Exception):

@@ -3,8 +3,13 @@
 Objects are files directly in the root directory. Uploads are written to a hidden
 `.upload-<random>-<name>` file in the same directory and renamed into place on commit,
 so a crash or an aborted stream never leaves a partial object visible; an upload that ends
-any other way removes its file at once (`abort`, or `discard_now` from a done-callback).
+any other way removes its file at once (`abort`, or `discard_now` from a done-callback),
+a full disk included: that write raises `StorageFull` (RESOURCE_EXHAUSTED), not OSError.
 File I/O runs in worker threads so the event loop keeps serving other RPCs.
+
+Every upload file is `flock`ed by its writer for as long as it is open, so the kernel tells
+a live upload from one whose process died: `remove_stale_uploads` (at start) deletes every
+upload file nobody holds, in the root and its scopes, however young.
 
 Change tokens are `size:mtime_ns:inode`: two writes of the same size within one clock tick
 have equal mtimes, but every committed upload is a new file and so a new inode.
@@ -12,9 +17,12 @@ have equal mtimes, but every committed upload is a new file and so a new inode.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import secrets
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -22,11 +30,55 @@ from typing import BinaryIO
 import anyio.to_thread
 
 from services.common.errors import InvalidArgument
-from services.common.storage.base import ObjectChanged, ObjectExists, ObjectInfo, StorageKind, UploadSink, check_segment
+from services.common.storage.base import (
+    ObjectChanged,
+    ObjectExists,
+    ObjectInfo,
+    StorageFull,
+    StorageKind,
+    UploadSink,
+    check_segment,
+)
 
 UPLOAD_PREFIX = ".upload-"
-#: Orphaned upload files (from a killed process) older than this are removed at start.
-STALE_UPLOAD_SECONDS = 3600.0
+_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+@contextmanager
+def _room(path: Path) -> Iterator[None]:
+    """OSError of a full disk or quota while writing object `path` → `StorageFull` naming it."""
+    try:
+        yield
+    except OSError as exc:
+        reason = _FULL.get(exc.errno or 0)
+        if reason is None:
+            raise
+        raise StorageFull(path.name, str(path.parent), reason) from None
+
+
+def _locked_temp(path: Path) -> tuple[Path, BinaryIO]:
+    """A new upload file for `path`, open and `flock`ed (see the module docstring)."""
+    while True:
+        tmp = path.with_name(f"{UPLOAD_PREFIX}{secrets.token_hex(8)}-{path.name}")
+        with _room(path):
+            handle = tmp.open("xb")
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            if os.stat(tmp).st_ino == os.fstat(handle.fileno()).st_ino:
+                return tmp, handle
+        except FileNotFoundError:
+            pass
+        handle.close()  # a start-up clean-up removed it between open and flock: take another name
+
+
+def _discard(tmp: Path, handle: BinaryIO) -> None:
+    """Close and delete an upload file; a failed flush of bytes being thrown away is no loss."""
+    try:
+        handle.close()
+    except OSError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _token(st: os.stat_result) -> str:
@@ -117,12 +169,14 @@ class LocalStorage:
         path = self._path(name)
 
         def write() -> None:
-            tmp = path.with_name(f"{UPLOAD_PREFIX}{secrets.token_hex(8)}-{name}")
+            tmp, handle = _locked_temp(path)
             try:
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
+                with _room(path):
+                    handle.write(data)
+                    handle.flush()
+                    os.replace(tmp, path)
             finally:
-                tmp.unlink(missing_ok=True)
+                _discard(tmp, handle)
 
         await anyio.to_thread.run_sync(write)
 
@@ -140,21 +194,33 @@ class LocalStorage:
 
     async def open_upload(self, name: str) -> UploadSink:
         path = self._path(name)
-        tmp = path.with_name(f"{UPLOAD_PREFIX}{secrets.token_hex(8)}-{name}")
-        handle = await anyio.to_thread.run_sync(lambda: tmp.open("xb"))
+        tmp, handle = await anyio.to_thread.run_sync(_locked_temp, path)
         return _LocalUpload(path, tmp, handle)
 
-    def remove_stale_uploads(self, older_than: float = STALE_UPLOAD_SECONDS) -> int:
-        """Delete upload files left by a killed process; returns how many were removed."""
-        cutoff = time.time() - older_than
+    def remove_stale_uploads(self) -> int:
+        """Delete the upload files of writers that are gone (a killed or crashed process), here
+        and in every scope below; returns how many.
+
+        A live writer holds its file's lock, so its upload is left alone whatever its age.
+        """
         removed = 0
-        for path in self.root.glob(f"{UPLOAD_PREFIX}*"):
+        for path in self.root.rglob(f"{UPLOAD_PREFIX}*"):
             try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
-            except FileNotFoundError:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
                 continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                path.unlink()  # while holding the lock: a writer that locks it next sees it gone
+                removed += 1
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
         return removed
 
     async def close(self) -> None:
@@ -169,8 +235,13 @@ class _LocalUpload:
         self._done = False
 
     async def write(self, data: bytes) -> None:
-        handle = self._handle
-        await anyio.to_thread.run_sync(lambda: handle.write(data))
+        handle, path = self._handle, self._path
+
+        def write() -> None:
+            with _room(path):
+                handle.write(data)
+
+        await anyio.to_thread.run_sync(write)
 
     async def commit(self, *, overwrite: bool) -> ObjectInfo:
         handle, tmp, path = self._handle, self._tmp, self._path
@@ -180,7 +251,6 @@ class _LocalUpload:
             os.fsync(handle.fileno())
             # stat before the rename: the same inode afterwards, and no later writer's file
             info = _info(path.name, os.fstat(handle.fileno()))
-            handle.close()
             if overwrite:
                 os.replace(tmp, path)
                 return info
@@ -188,11 +258,11 @@ class _LocalUpload:
                 os.link(tmp, path)  # atomic "create if absent"
             except FileExistsError:
                 raise ObjectExists(path.name) from None
-            tmp.unlink()
             return info
 
         try:
-            return await anyio.to_thread.run_sync(finish)
+            with _room(path):  # a rename can need room too (a directory that grows)
+                return await anyio.to_thread.run_sync(finish)
         finally:
             await self.abort()
 
@@ -205,5 +275,4 @@ class _LocalUpload:
         if self._done:
             return
         self._done = True
-        self._handle.close()
-        self._tmp.unlink(missing_ok=True)
+        _discard(self._tmp, self._handle)
