@@ -3,8 +3,10 @@
 An engine holds a whole pipeline run in one linear memory: the scenario rates (f64 [N][months]),
 term_life's per-scenario workspace and its block partials (f64 [blocks][5][N]), besides the
 policies and tables. Its cap is `GetCapabilities.memory_limit_bytes`. A job whose smallest
-possible chunk does not fit any engine's cap can never run, whatever it is retried on, so a
-gateway refuses it at submit with `least_engine_bytes`.
+possible chunk does not fit any engine's cap can never run, whatever it is retried on: the
+engine refuses such a chunk before it reads anything, and advertises the most scenarios it
+can take (`max_scenarios`, GetCapabilities.max_scenarios) so that a gateway refuses such a job
+at submit without knowing the engine's layout.
 
 The figure is the layout the engine itself allocates (`services.engine.layout`, the same
 functions the pipeline and the model drivers call), for the smallest run a chunk of the job
@@ -47,3 +49,19 @@ def least_engine_bytes(
     # lanes = 1: scenarios are interleaved in groups of a model's lane count, which only rounds up
     term_life_regions(alloc, "term_life", rows=policies, n_scen=scenarios, months=months, tables=tables, lanes=1)
     return alloc.end
+
+
+def max_scenarios(memory_limit_bytes: int, *, threads: int = 1) -> int:
+    """The most scenarios whose smallest chunk (`least_engine_bytes`) fits ``memory_limit_bytes``
+    on ``threads`` worker threads: 0 when not even one does. The need grows with the count, so
+    a bisection over [1, 2^32) finds it in 32 layouts."""
+    if least_engine_bytes(1, threads=threads) > memory_limit_bytes:
+        return 0
+    fits, too_many = 1, 1 << 32
+    while too_many - fits > 1:
+        middle = (fits + too_many) // 2
+        if least_engine_bytes(middle, threads=threads) <= memory_limit_bytes:
+            fits = middle
+        else:
+            too_many = middle
+    return fits

@@ -7,8 +7,8 @@ numpy buffer's base), which is why models only ever see offsets.
 
 The regions of a run are allocated here too, once: `run_base` (where a run's buffers start),
 `esg_rates`/`esg_context` and `term_life_regions` are what the pipeline and the model drivers
-lay out, and what `services.valuation.footprint` sums to tell how much memory a job needs
-before any engine runs it. This module must stay free of wasmtime (the gateway imports it).
+lay out, and what `services.engine.footprint` sums to tell how much memory a job needs
+before any engine runs it.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from services.common.auth.interceptor import current_principal
 from services.common.errors import InvalidArgument, LivecalcError, ResourceExhausted
 from services.engine.chunk_runner import ChunkRunner, ChunkStats, ChunkWork
 from services.engine.errors import ModelMemoryExceeded
+from services.engine.footprint import least_engine_bytes, max_scenarios
 from services.engine.memory import DEFAULT_KEEP
 from services.engine.metrics import EngineMetrics
 from services.engine.package_loader import LoadedPackage, PackageLoader
@@ -35,7 +36,6 @@ from services.engine.row_reader import RowReader
 from services.engine.runtime import wasmtime_version
 from services.engine.workers import DEFAULT_CALL_TIME_LIMIT, RunControl, WasmPool
 from services.valuation.blocks import BLOCK_SIZE
-from services.valuation.footprint import least_engine_bytes
 from services.valuation.model_abi import ABI_VERSION
 from services.valuation.packages.config import PYTHON_BUILTINS
 
@@ -231,6 +231,7 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
             threads=self.pool.threads,
             cpu_count=os.cpu_count() or 1,
             memory_limit_bytes=self.pool.memory.cap,
+            max_scenarios=max_scenarios(self.pool.memory.cap, threads=self.pool.threads),
             cached_packages=self.loader.cached_hashes(),
             node_engines=["wasm", "python"],
             python_nodes=list(PYTHON_BUILTINS),

@@ -11,10 +11,11 @@ Two checks run at submit, each answering INVALID_ARGUMENT with field violations:
   would be valued twice). A verdict holds for one version of a dataset under one model, so
   verdicts are kept by (tenant, dataset, version, model): each version is read once, however
   many jobs run on it.
-- **The scenarios against the engines' memory**: a chunk needs at least
-  `least_engine_bytes(scenarios)` of an engine's shared memory (one block, one thread); a count
-  no engine advertises room for (GetCapabilities.memory_limit_bytes) can never run. With no
-  engine known yet the check is left to the engines, whose refusal fails the job.
+- **The scenarios against the engines' memory**: each engine advertises the most scenarios
+  its smallest chunk (one block, one thread) can hold within its memory limit
+  (GetCapabilities.max_scenarios and memory_limit_bytes); a count above every engine's can
+  never run. With no engine known yet the check is left to the engines, whose refusal (marked
+  too-large) fails the job.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Final
 from services.common.errors import FieldViolation, InvalidArgument
 from services.gateway.engines import Engine
 from services.gateway.inputs import Datasets, Validation
-from services.valuation.footprint import least_engine_bytes
 
 #: Verdicts kept (one per dataset version and model); the oldest goes first.
 VERDICTS_KEPT: Final = 256
@@ -81,20 +81,21 @@ def refusal(verdict: Validation, model: str) -> InvalidArgument:
 
 
 def check_capacity(scenarios: int, engines: list[Engine]) -> None:
-    """INVALID_ARGUMENT when no engine advertises the memory one chunk of ``scenarios`` needs."""
-    limits = [e.memory_limit_bytes for e in engines if e.memory_limit_bytes > 0]
-    if not limits:
+    """INVALID_ARGUMENT when ``scenarios`` is more than any engine advertises it can take."""
+    said = [e for e in engines if e.max_scenarios > 0]
+    if not said:
         return  # no engine has said yet; an engine's refusal (marked too-large) fails the job
-    need, largest = least_engine_bytes(scenarios), max(limits)
-    if need > largest:
+    largest = max(said, key=lambda e: e.max_scenarios)
+    if scenarios > largest.max_scenarios:
         raise InvalidArgument(
             "invalid job spec",
             (
                 FieldViolation(
                     "spec.scenarios.count",
-                    f"{scenarios:,} scenarios need at least {_gib(need)} of one engine's memory (one block of "
-                    f"policies on one thread); the largest engine holds {_gib(largest)} "
-                    "(GetCapabilities.memory_limit_bytes): run fewer scenarios per job, or engines with more memory",
+                    f"{scenarios:,} scenarios cannot run on any engine: the largest takes at most "
+                    f"{largest.max_scenarios:,} in a chunk within its {_gib(largest.memory_limit_bytes)} of memory "
+                    "(GetCapabilities.max_scenarios, memory_limit_bytes): run fewer scenarios per job, "
+                    "or engines with more memory",
                 ),
             ),
         )

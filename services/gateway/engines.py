@@ -110,8 +110,10 @@ class Engine:
     #: Projection steps per second one of its slots delivers: a finished chunk's steps over its
     #: elapsed time (slots share the engine's threads), smoothed; 0 until one is known.
     slot_steps_per_second: float = 0.0
-    #: The most shared memory a chunk may take on it (GetCapabilities.memory_limit_bytes; 0: not said).
+    #: The most shared memory a chunk may take on it (GetCapabilities.memory_limit_bytes), and the
+    #: most scenarios a chunk can have there (GetCapabilities.max_scenarios; 0: not said).
     memory_limit_bytes: int = 0
+    max_scenarios: int = 0
 
     def observe(self, steps: int, seconds: float) -> None:
         """A chunk of `steps` took `seconds` on one slot of this engine."""
@@ -224,6 +226,7 @@ class EnginePool:
         slots = max(1, int(caps.slots))
         engine.slots = slots
         engine.memory_limit_bytes = int(caps.memory_limit_bytes)
+        engine.max_scenarios = int(caps.max_scenarios)
         engine.semaphore = asyncio.Semaphore(slots)
         engine.succeeded()
         log.info("engine", extra={"fields": {"engine": engine.address, "slots": slots, "threads": caps.threads}})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import grpc
 from grpc import aio
@@ -25,6 +25,9 @@ from services.valuation.errors import ModelInputError
 from services.valuation.packages.archive import read_archive
 from services.valuation.packages.manifest import CONFIG
 from services.valuation.scenarios import ScenarioParams
+
+if TYPE_CHECKING:
+    from livecalc.data.v1.data_service_pb2_grpc import DataServiceAsyncStub
 
 DATA_TIMEOUT: Final = 10.0
 #: ValidateDataset reads the whole dataset (about a second per million rows here).
@@ -101,7 +104,7 @@ class DataServiceDatasets:
         self.security = security or ChannelSecurity()
         self._channel: aio.Channel | None = None
 
-    def _stub(self) -> data_service_pb2_grpc.DataServiceStub:
+    def _stub(self) -> DataServiceAsyncStub:
         if self._channel is None:
             self._channel = open_aio_channel(self.address, self.security)
         return data_service_pb2_grpc.DataServiceStub(self._channel)

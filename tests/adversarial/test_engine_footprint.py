@@ -15,11 +15,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from services.engine.footprint import least_engine_bytes, max_scenarios
 from services.engine.layout import TableShapes
 from services.engine.pipeline import PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
-from services.valuation.footprint import least_engine_bytes
 from services.valuation.packages.config import REFERENCE_PIPELINE
 from tests.engine.wasm_helpers import inputs
 
@@ -76,3 +76,12 @@ def test_gigantic_counts_cost_nothing_to_size() -> None:
     assert least_engine_bytes(10_000_000) < least_engine_bytes(10_000_000, months=240)
     with pytest.raises(ValueError, match="≥ 1"):
         least_engine_bytes(0)
+
+
+@pytest.mark.parametrize("cap", [8 << 20, 256 << 20, 2 << 30, 4 << 30])
+@pytest.mark.parametrize("threads", [1, 4])
+def test_max_scenarios_is_the_largest_count_whose_least_run_fits(cap: int, threads: int) -> None:
+    most = max_scenarios(cap, threads=threads)
+    assert most >= 1 and least_engine_bytes(most, threads=threads) <= cap
+    assert least_engine_bytes(most + 1, threads=threads) > cap
+    assert max_scenarios(1024) == 0  # not even the threads' stacks fit

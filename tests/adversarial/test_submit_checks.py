@@ -29,7 +29,6 @@ from services.gateway.jobs import JobConfig, JobManager
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
-from services.valuation.footprint import least_engine_bytes
 from tests.engine.mesh import policies_csv, stochastic_package, upload_package
 from tests.gateway.fakes import FakeDatasets, FakeEngineStub, FakePackages, FakePool, fake_engine, partial_table
 from tests.gateway.jobmesh import kinds, spec, submit
@@ -73,12 +72,13 @@ async def test_a_verdict_is_asked_once_per_dataset_version_and_names_rows_and_co
 def test_capacity_names_the_need_and_the_largest_engines_limit() -> None:
     engines = [fake_engine("a", None), fake_engine("b", None)]  # type: ignore[arg-type]
     check_capacity(4_294_967_295, engines)  # no engine has said: left to the engines
-    engines[0].memory_limit_bytes, engines[1].memory_limit_bytes = 1 << 30, 2 << 30
-    check_capacity(1000, engines)
-    assert least_engine_bytes(4_294_967_295) > 2 << 30
+    engines[0].memory_limit_bytes, engines[0].max_scenarios = 1 << 30, 16_000_000
+    engines[1].memory_limit_bytes, engines[1].max_scenarios = 2 << 30, 33_000_000
+    check_capacity(33_000_000, engines)
     with pytest.raises(InvalidArgument) as info:
-        check_capacity(4_294_967_295, engines)
-    assert "spec.scenarios.count" in info.value.details() and "2.00 GiB" in info.value.details()
+        check_capacity(33_000_001, engines)
+    details = info.value.details()
+    assert "spec.scenarios.count" in details and "at most 33,000,000" in details and "2.00 GiB" in details
 
 
 @pytest.mark.anyio
@@ -180,7 +180,7 @@ def test_in_force_rows_without_a_premium_column_are_refused_naming_row_and_colum
 @pytest.mark.timeout(180)
 def test_a_count_no_engine_can_hold_is_refused_naming_the_limit(mesh: Mesh) -> None:
     details = refused(mesh, spec(mesh.package_hash, "pol", 4_294_967_295))
-    assert "spec.scenarios.count" in details and "GetCapabilities.memory_limit_bytes" in details
+    assert "spec.scenarios.count" in details and "GetCapabilities.max_scenarios" in details
 
 
 @pytest.mark.slow

@@ -172,6 +172,7 @@ class GetCapabilitiesResponse(_message.Message):
     MEASURED_STEPS_PER_SECOND_FIELD_NUMBER: _builtins.int
     PACKAGE_CACHE_BYTES_FIELD_NUMBER: _builtins.int
     PACKAGE_CACHE_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_SCENARIOS_FIELD_NUMBER: _builtins.int
     engine_version: _builtins.str
     """LiveCalc engine version."""
     wasmtime_version: _builtins.str
@@ -200,6 +201,11 @@ class GetCapabilitiesResponse(_message.Message):
     """Bytes of package archives in the engine's on-disk package cache."""
     package_cache_limit_bytes: _builtins.int
     """Upper bound of the package cache in bytes; least recently used packages are evicted beyond it."""
+    max_scenarios: _builtins.int
+    """The most scenarios a chunk can have on this engine: the smallest chunk (one block of
+    policies with one month to project, one thread) of a job with more does not fit
+    memory_limit_bytes, so such a job can never run here (a gateway refuses it at submit).
+    """
     @_builtins.property
     def cached_packages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Package hashes of the packages cached on this engine."""
@@ -231,10 +237,11 @@ class GetCapabilitiesResponse(_message.Message):
         measured_steps_per_second: _builtins.float = ...,
         package_cache_bytes: _builtins.int = ...,
         package_cache_limit_bytes: _builtins.int = ...,
+        max_scenarios: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abi_version", b"abi_version", "busy_slots", b"busy_slots", "cached_packages", b"cached_packages", "cpu_count", b"cpu_count", "engine_version", b"engine_version", "measured_steps_per_second", b"measured_steps_per_second", "memory_limit_bytes", b"memory_limit_bytes", "node_engines", b"node_engines", "package_cache_bytes", b"package_cache_bytes", "package_cache_limit_bytes", b"package_cache_limit_bytes", "python_nodes", b"python_nodes", "shared_memory", b"shared_memory", "simd", b"simd", "slots", b"slots", "threads", b"threads", "wasmtime_version", b"wasmtime_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abi_version", b"abi_version", "busy_slots", b"busy_slots", "cached_packages", b"cached_packages", "cpu_count", b"cpu_count", "engine_version", b"engine_version", "max_scenarios", b"max_scenarios", "measured_steps_per_second", b"measured_steps_per_second", "memory_limit_bytes", b"memory_limit_bytes", "node_engines", b"node_engines", "package_cache_bytes", b"package_cache_bytes", "package_cache_limit_bytes", b"package_cache_limit_bytes", "python_nodes", b"python_nodes", "shared_memory", b"shared_memory", "simd", b"simd", "slots", b"slots", "threads", b"threads", "wasmtime_version", b"wasmtime_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
