@@ -53,10 +53,15 @@ CANCEL_MARGIN_SECONDS = 0.5
 
 @dataclass(frozen=True)
 class ServiceBinding:
-    """One gRPC service to host: its full name and how to add its servicer to a server."""
+    """One gRPC service to host: its full name and how to add its servicer to a server.
+
+    `on_serving`, when given, is awaited once the server reports SERVING, with its health
+    servicer: a service whose readiness depends on more than the process (the gateway's job
+    store) sets its names' status from then on."""
 
     name: str
     add: Callable[[aio.Server], None]
+    on_serving: Callable[[HealthServicer], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -181,6 +186,9 @@ async def start_server(
     await server.start()
     for name in ("", *HEALTH_NAMES, *own):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    for binding in bindings:
+        if binding.on_serving is not None:
+            await binding.on_serving(health)
     running = RunningServer(
         config=config,
         server=server,

@@ -17,12 +17,16 @@ environment is read here only.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar, cast
 
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
 from prometheus_client import CollectorRegistry
 
 from livecalc.gateway.v1 import job_service_pb2, job_service_pb2_grpc, package_service_pb2, package_service_pb2_grpc
@@ -247,16 +251,56 @@ async def open_storage(config: PackageConfig) -> Storage:
     return local
 
 
+class StoreReadiness:
+    """The gateway is ready while its job store commits writes: overall health, `readiness` and
+    JobService turn NOT_SERVING when the store starts failing (the store logs the error) and
+    SERVING again once it writes. Liveness stays SERVING: a restart frees no disk."""
+
+    NAMES = ("", "readiness", JOB_SERVICE)
+
+    def __init__(self) -> None:
+        self._failing = False
+        self._health: HealthServicer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._updates: set[asyncio.Task[None]] = set()
+
+    def store_health(self, error: BaseException | None) -> None:
+        """The store's listener (called on its writer thread)."""
+        self._failing = error is not None
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self._loop.call_soon_threadsafe(self._update_soon)
+
+    async def attach(self, health: HealthServicer) -> None:
+        """`ServiceBinding.on_serving`: from now on the store's state sets these names' status."""
+        self._health, self._loop = health, asyncio.get_running_loop()
+        await self._update()
+
+    def _update_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._update())
+        self._updates.add(task)
+        task.add_done_callback(self._updates.discard)
+
+    async def _update(self) -> None:
+        if self._health is None:
+            return
+        status = health_pb2.HealthCheckResponse.NOT_SERVING if self._failing else health_pb2.HealthCheckResponse.SERVING
+        for name in self.NAMES:
+            await self._health.set(name, status)
+
+
 async def build(args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry) -> ServiceParts:
+    jobs_config = resolve_jobs_config(args, env)
+    # first: a store another gateway holds, or one that is damaged, stops the start here
+    readiness = StoreReadiness()
+    store = JobStore(jobs_config.jobs_db, on_health=readiness.store_health)
     config = resolve_package_config(args, env)
     storage = await open_storage(config)
     where = config.azure.container if config.azure is not None else str(config.root)
     log.info("packages", extra={"fields": {"source": storage.kind, "at": where}})
     package_store = PackageStore(storage)
     packages = PackageServicer(package_store)
-    jobs_config = resolve_jobs_config(args, env)
     metrics = GatewayMetrics.create(registry)
-    store = JobStore(jobs_config.jobs_db)
     # the mesh's own calls: a service token (when auth is on) and TLS (when configured)
     credentials = service_credentials("gateway", args, env)
     channels = internal_channel_security(args, env)
@@ -307,7 +351,11 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
 
     return ServiceParts(
         bindings=[
-            ServiceBinding(JOB_SERVICE, lambda s: job_service_pb2_grpc.add_JobServiceServicer_to_server(jobs, s)),
+            ServiceBinding(
+                JOB_SERVICE,
+                lambda s: job_service_pb2_grpc.add_JobServiceServicer_to_server(jobs, s),
+                on_serving=readiness.attach,
+            ),
             ServiceBinding(
                 PACKAGE_SERVICE, lambda s: package_service_pb2_grpc.add_PackageServiceServicer_to_server(packages, s)
             ),
