@@ -54,9 +54,11 @@ class Services:
         extra: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> ServiceProcess:
-        """An engine reading from `data`, its module cache in TMP/cache-NAME (`slots=None`: no --slots flag)."""
+        """An engine reading from `data`, its module cache in TMP/cache-NAME and its key in TMP/state-NAME
+        (`slots=None`: no --slots flag)."""
         slots_flag = [] if slots is None else ["--slots", str(slots)]
-        cache = ["--cache-dir", str(self.tmp / f"cache-{name}")]
+        # its module cache and the key that signs it, both under the test's directory
+        cache = ["--cache-dir", str(self.tmp / f"cache-{name}"), "--state-dir", str(self.tmp / f"state-{name}")]
         flags = ["--data", data.address, "--threads", str(threads), *slots_flag, *extra, *cache]
         return self.start("engine", extra=flags, env=env)
 

@@ -152,6 +152,16 @@ def test_engine_cache_dir_is_a_writable_volume(mesh: Rendered) -> None:
     assert cache in mounts and "emptyDir" in mounts[cache]
 
 
+def test_engine_module_cache_key_is_on_its_own_writable_volume(mesh: Rendered) -> None:
+    args = mesh.args("engine")
+    (container,) = containers(mesh.deployment("engine"))
+    volumes = {v["name"]: v for v in pod_spec(mesh.deployment("engine"))["volumes"]}  # type: ignore[index]
+    by_path = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    state = str(args.state_dir)
+    assert state in by_path and "emptyDir" in volumes[by_path[state]]
+    assert by_path[state] != by_path[args.cache_dir], "the key must not live where the modules it signs do"
+
+
 def test_engines_autoscale_three_to_ten_on_cpu_and_memory(mesh: Rendered) -> None:
     deployment = mesh.deployment("engine")
     (hpa,) = mesh.of_kind("HorizontalPodAutoscaler")
