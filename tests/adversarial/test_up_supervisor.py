@@ -13,6 +13,7 @@ ones run the real `livecalc up --engines 3` over a private data dir.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
@@ -20,12 +21,18 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+import grpc
 import pytest
 
+from livecalc.gateway.v1 import job_pb2, job_service_pb2
+from services.client.aio import package_archive
+from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument
 from services.common.supervisor import (
     Child,
@@ -36,7 +43,12 @@ from services.common.supervisor import (
     spawn,
     stop_in_stages,
 )
-from services.common.up import mesh_plan
+from services.common.up import engine_ports, mesh_plan
+from services.gateway.store import JobStore
+from services.valuation.blocks import BLOCK_SIZE
+from tests.engine.mesh import policies_csv, stochastic_package, upload_package
+from tests.gateway.jobmesh import CALL_TIMEOUT, get_job, spec, stub, submit, watch
+from tests.support import ROOT, VENV_BIN, free_offset
 
 
 @dataclass
@@ -222,3 +234,224 @@ def test_the_mesh_stops_gateway_then_engines_then_data(tmp_path: Path) -> None:
     plan, _ = mesh_plan(tmp_path, 3, 0)
     stage = {spec.label: spec.stage for spec in plan}
     assert stage["gateway"] > stage["engine-0"] == stage["engine-1"] == stage["engine-2"] > stage["data"]
+
+
+# --- the real `livecalc up --engines 3` -------------------------------------------------------
+
+ROWS = 40 * BLOCK_SIZE
+SCENARIOS = 1000
+ENGINES = 3
+UP_SECONDS = 90
+
+
+def mesh_ports(offset: int) -> list[int]:
+    """Every port of `livecalc up --engines 3 --port-offset OFFSET`."""
+    others = [p + offset for name, pair in DEFAULT_PORTS.items() if name != "engine" for p in pair]
+    return others + [p for pair in engine_ports(ENGINES, offset) for p in pair]
+
+
+def pids_serving(ports: list[int]) -> list[int]:
+    """The `livecalc serve` processes started with `--port P` for one of `ports` (read from /proc)."""
+    wanted = {f"--port\0{p}\0" for p in ports}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_text()
+            except OSError:
+                continue
+            if "services.cli\0serve\0" in cmdline and any(w in cmdline for w in wanted):
+                found.append(int(entry.name))
+    return found
+
+
+class Up:
+    """`livecalc up --engines 3` over `data_dir` as a real process (its own process group, as a
+    shell's foreground job), its output in a log file; every process of it is gone after `close()`."""
+
+    def __init__(self, data_dir: Path, offset: int, log: Path, env: dict[str, str] | None = None) -> None:
+        self.offset, self.log_path = offset, log
+        self.gateway = f"127.0.0.1:{DEFAULT_PORTS['gateway'][0] + offset}"
+        args = ["--engines", str(ENGINES), "--data-dir", str(data_dir), "--port-offset", str(offset)]
+        env = {**os.environ, "LIVECALC_DATA_DIR": str(data_dir), **(env or {})}
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [str(VENV_BIN / "livecalc"), "up", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + UP_SECONDS
+        while "livecalc mesh is up" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise AssertionError(f"livecalc up did not come up:\n{self.log()}")
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def engine_pid(self, index: int) -> int:
+        (pid,) = pids_serving([engine_ports(ENGINES, self.offset)[index][0]])
+        return pid
+
+    def engine_chunks_ok(self, index: int) -> float:
+        """The engine's count of chunks that ended OK (its /metrics; a restart starts it at 0)."""
+        port = engine_ports(ENGINES, self.offset)[index][1]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(OK_CHUNKS))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for pid in pids_serving(mesh_ports(self.offset)):  # left behind by a broken stop
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+OK_CHUNKS = 'livecalc_engine_chunks_total{code="OK"}'
+
+
+@dataclass
+class Inputs:
+    data_dir: Path
+    model_dir: Path
+    offset: int
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Inputs:
+    """A private data dir holding a 40-block dataset "big"; the reference package's directory."""
+    data_dir = tmp_path / "data"
+    (data_dir / "datasets").mkdir(parents=True)
+    policies_csv(data_dir / "datasets" / "big.csv", ROWS)
+    model_dir = tmp_path / "model"
+    stochastic_package(model_dir)
+    return Inputs(data_dir, model_dir, free_offset(mesh_ports))
+
+
+def big_job(gateway: str, model_dir: Path) -> job_pb2.JobSpec:
+    """The reference package uploaded; a job of one-block chunks (40 of them), in flight for seconds."""
+    package_hash = upload_package(gateway, package_archive(model_dir))
+    return spec(package_hash, "big", SCENARIOS, chunk_blocks=1)
+
+
+def run_until(
+    gateway: str, job_spec: job_pb2.JobSpec, when: Callable[[job_pb2.JobEvent], bool], act: Callable[[], None]
+) -> list[job_pb2.JobEvent]:
+    """Submit and read the job's events to its end (or the stream's); `act()` once, at the first
+    event for which `when` holds."""
+    channel, jobs = stub(gateway)
+    events: list[job_pb2.JobEvent] = []
+    acted = False
+    with channel:
+        call = jobs.SubmitJob(job_service_pb2.SubmitJobRequest(spec=job_spec), timeout=CALL_TIMEOUT)
+        try:
+            for reply in call:
+                events.append(reply.event)
+                if not acted and when(reply.event):
+                    acted = True
+                    act()
+        except grpc.RpcError:
+            pass  # the gateway went away (on purpose)
+        finally:
+            call.cancel()
+    assert acted, f"the job ended before it was mid-flight: {events[-1:]}"
+    return events
+
+
+def mid_job(event: job_pb2.JobEvent) -> bool:
+    """Some blocks are done and most are not."""
+    p = event.progress
+    return event.HasField("progress") and 0 < p.blocks_done < p.blocks_total // 3
+
+
+def result_of(events: list[job_pb2.JobEvent]) -> job_pb2.JobResult:
+    last = events[-1]
+    assert last.HasField("result"), f"the job did not succeed: {last}"
+    return last.result
+
+
+def service_lines(log: str, label: str, text: str) -> list[int]:
+    """Indexes of the log lines of service `label` that contain `text`."""
+    return [i for i, line in enumerate(log.splitlines()) if line.startswith(f"[{label}]") and text in line]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_a_killed_engine_is_restarted_and_the_job_succeeds_with_the_same_hash(inputs: Inputs, tmp_path: Path) -> None:
+    up = Up(inputs.data_dir, inputs.offset, tmp_path / "up.log")
+    try:
+        job = big_job(up.gateway, inputs.model_dir)
+        undisturbed = result_of(submit(up.gateway, job)).result_hash
+        killed = up.engine_pid(1)
+        events = run_until(up.gateway, job, mid_job, lambda: os.kill(killed, signal.SIGKILL))
+        assert result_of(events).result_hash == undisturbed
+        assert up.proc.poll() is None, up.log()  # the mesh stayed up
+        log = up.log()
+        assert "livecalc up: engine-1 exited (killed by SIGKILL); restarting it in " in log
+        assert "(attempt 1 of 5 within 60 s)" in log and "livecalc up: engine-1 restarted (pid " in log
+        assert "stopping the mesh" not in log
+        restarted = up.engine_pid(1)
+        assert restarted != killed
+        # the gateway uses the engine again on its old port: a chunk computed by the new process
+        for _ in range(2):
+            if up.engine_chunks_ok(1) > 0:
+                break
+            assert result_of(submit(up.gateway, job)).result_hash == undisturbed
+        assert up.engine_chunks_ok(1) > 0, up.log()
+        assert up.engine_pid(1) == restarted
+    finally:
+        up.close()
+    assert up.proc.returncode == 0, up.log()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_sigterm_mid_job_stops_the_gateway_first_and_the_next_up_resumes_the_job(
+    inputs: Inputs, tmp_path: Path
+) -> None:
+    # a short grace, so the job outlasts the gateway's stop (within its grace it would just finish)
+    short_grace = {"LIVECALC_GRACE_SECONDS": "1", "LIVECALC_DRAIN_SECONDS": "0.5"}
+    up = Up(inputs.data_dir, inputs.offset, tmp_path / "up-1.log", short_grace)
+    try:
+        job = big_job(up.gateway, inputs.model_dir)
+        undisturbed = result_of(submit(up.gateway, job)).result_hash
+        events = run_until(up.gateway, job, mid_job, lambda: up.proc.send_signal(signal.SIGTERM))
+        assert up.proc.wait(timeout=90) == 0, up.log()
+    finally:
+        up.close()
+    job_id = events[0].job_id
+    log = up.log()
+    gateway_stopped = max(service_lines(log, "gateway", " stopped"))
+    engines_signalled = [i for k in range(ENGINES) for i in service_lines(log, f"engine-{k}", "signal received")]
+    assert len(engines_signalled) == ENGINES and min(engines_signalled) > gateway_stopped, log
+    assert min(service_lines(log, "data", "signal received")) > max(service_lines(log, "engine-0", " stopped")), log
+
+    store = JobStore(inputs.data_dir / "jobs.sqlite3")
+    try:
+        left = store.get_job(job_id)
+        assert left is not None and left.state == job_pb2.JOB_STATE_RUNNING, left
+        assert store.checkpoint(job_id) is not None
+    finally:
+        store.close()
+
+    again = Up(inputs.data_dir, inputs.offset, tmp_path / "up-2.log")
+    try:
+        assert result_of(watch(again.gateway, job_id)).result_hash == undisturbed
+        assert "job resumed from its checkpoint" in again.log()
+        assert get_job(again.gateway, job_id).state == job_pb2.JOB_STATE_SUCCEEDED
+        os.killpg(again.proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the foreground job's group
+        assert again.proc.wait(timeout=90) == 0, again.log()
+    finally:
+        again.close()
+    log = again.log()
+    gateway_stopped = max(service_lines(log, "gateway", " stopped"))
+    assert min(service_lines(log, "engine-0", "signal received")) > gateway_stopped, log
