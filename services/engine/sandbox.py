@@ -89,7 +89,7 @@ class EpochTicker:
     It also interrupts WASM in flight when a watched cancel event is set: every call's
     deadline is at most ``max_call_ticks`` ahead, so advancing the epoch by that much traps
     every running call at its next loop back-edge. ``max_call_ticks`` is kept small (401 with
-    the pool's 20 s limit per call) so that the interrupt takes about a millisecond: a slow one would let calls
+    the pool's 45 s limit per call) so that the interrupt takes about a millisecond: a slow one would let calls
     that start meanwhile get deadlines past it. Calls of other runs
     that get caught too see an interrupt they did not ask for; `_Worker.call` re-runs them
     (entry points are idempotent).

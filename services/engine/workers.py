@@ -55,9 +55,11 @@ from services.engine.sandbox import (
     map_trap,
 )
 
-DEFAULT_CALL_TIME_LIMIT = 20.0
-"""Seconds one model call may run (well under a dispatcher's stall limit of a minute): past it the
-call is interrupted and the model blamed (`ModelTimeLimitExceeded`)."""
+DEFAULT_CALL_TIME_LIMIT = 45.0
+"""Seconds one model call may run: past it the call is interrupted and the model blamed
+(`ModelTimeLimitExceeded`). Under a gateway's stall limit (60 s by default), so that a looping
+model is reported as the model's fault and not as a silent engine; as high as that allows, since
+one call values its blocks under every scenario of the job, and its time grows with their count."""
 
 GROW_SLACK = 1 << 20
 """A trap after growing memory to within this many bytes of the cap counts as memory exhaustion."""

@@ -46,7 +46,7 @@ from services.valuation.policies import Policies
 from services.valuation.reference_model import shipped_models
 
 PIECE_LIMIT = 1.0
-"""The engine's limit per model call in these tests (the default is 20 s)."""
+"""The engine's limit per model call in these tests (the default is 45 s)."""
 
 LOOP = bytes(
     wasmtime.wat2wasm(
