@@ -10,6 +10,15 @@ for the handlers that scope objects by tenant: the token's tenant, or with `admi
 named by `x-livecalc-tenant` metadata (roles.ACT_FOR_TENANT). Mutating RPCs (roles.AUDITED_ACTIONS) leave
 exactly one audit line: a unary or client-streaming call when it ends, a server stream
 (SubmitJob) at its first message, when the job id is known, or when it fails before one.
+
+A denied call (any RPC) leaves one audit line too, naming the object the request names
+(`denied_object`): the audited field where the request carries it (UploadDataset's header
+dataset_id, CancelJob's job_id), else the request's own words for what it would have made
+(SubmitJob: ``dataset_id=… package_hash=…``; UploadPackage: ``sha256=…`` of the archive,
+its package hash being known only after verification). A client stream's first message is
+read for it, at most `FIRST_MESSAGE_SECONDS`; the object is ``-`` when the request names
+none, or when no first message came in time or the stream ended without one (the reason
+is logged with the request id). Nothing else of a denied stream is read.
 """
 
 from __future__ import annotations
@@ -18,9 +27,9 @@ import asyncio
 import contextvars
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import grpc
 from google.protobuf.message import Message
@@ -71,6 +80,47 @@ def _object_of(message: Any, field: str, depth: int = 3) -> str:
             if found:
                 return found
     return ""
+
+
+FIRST_MESSAGE_SECONDS = 1.0
+"""How long a denied client stream's first message is waited for, to name its object."""
+
+#: Request fields that name what a denied call would have made, where the audited field is
+#: not in the request (the job id and package hash are given by the server).
+_DENIED_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "/livecalc.gateway.v1.JobService/SubmitJob": ("dataset_id", "package_hash"),
+    "/livecalc.gateway.v1.PackageService/UploadPackage": ("sha256",),
+}
+#: Fields that name an object, looked for in the request of a denied RPC the tables omit.
+_ANY_OBJECT: Final = ("dataset_id", "job_id", "package_hash")
+NO_OBJECT: Final = "-"
+
+
+def denied_object(method: str, request: Any) -> str:
+    """What a denied call's request names: see the module docstring; ``-`` when nothing."""
+    field = AUDIT_OBJECT_FIELD.get(method)
+    for name in (field,) if field else _ANY_OBJECT:
+        found = _object_of(request, name)
+        if found:
+            return found
+    named = [(name, _object_of(request, name)) for name in _DENIED_FIELDS.get(method, ())]
+    shown = " ".join(f"{name}={value[:100]}" for name, value in named if value)
+    return shown or NO_OBJECT
+
+
+async def _first_message(requests: AsyncIterator[Any], request_id: str) -> Any:
+    """The first message of a denied client stream, or None (logged why) when there is none in time."""
+    try:
+        first = await asyncio.wait_for(anext(aiter(requests), None), FIRST_MESSAGE_SECONDS)
+    except TimeoutError:
+        first, why = None, f"no first message within {FIRST_MESSAGE_SECONDS} s"
+    except grpc.RpcError as exc:  # the client went away; the denial is recorded all the same
+        first, why = None, f"the stream failed before its first message: {exc}"
+    else:
+        why = "the stream ended before its first message"
+    if first is None:
+        log.info("denied stream's object unknown", extra={"fields": {"request_id": request_id, "reason": why}})
+    return first
 
 
 def _outcome(exc: BaseException, context: aio.ServicerContext[Any, Any]) -> str:
@@ -155,10 +205,16 @@ class AuthInterceptor(aio.ServerInterceptor):
             principal = await self._authenticate(handler_call_details)
         except (Unauthenticated, _Denied) as exc:
             who, error = (exc.principal, exc.error) if isinstance(exc, _Denied) else (ANONYMOUS, exc)
-            if self._audit is not None:
+            audit_log = self._audit
+            if audit_log is None:
+                return _denying(handler, error, None, request_id)
+
+            def record(request: Any) -> None:
+                target = NO_OBJECT if request is None else denied_object(method, request)
                 outcome = error.code.name.lower()
-                self._audit.record(AuditEvent(who.subject, who.tenant, action_of(method), "", outcome, request_id))
-            return _denying(handler, error)
+                audit_log.record(AuditEvent(who.subject, who.tenant, action_of(method), target, outcome, request_id))
+
+            return _denying(handler, error, record, request_id)
         if method not in AUDITED_ACTIONS and self._verifier is None:
             return handler
         audit = _Audit(self._audit, principal, method, request_id) if method in AUDITED_ACTIONS else None
@@ -175,23 +231,43 @@ def _kwargs(handler: Any) -> dict[str, Any]:
     return {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
 
 
-def _denying(handler: Any, error: LivecalcError) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler of the same shape whose behaviour is to fail with `error`."""
+def _denying(
+    handler: Any, error: LivecalcError, record: Callable[[Any], None] | None, request_id: str
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same shape whose behaviour is to fail with `error`, after `record`ing
+    the denial with the request (a client stream's first message; None when there is none)."""
 
-    async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        raise error
+    async def request_of(request: Any, streaming: bool) -> Any:
+        return await _first_message(request, request_id) if streaming else request
 
-    async def stream(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        raise error
-        yield  # pragma: no cover - makes this an async generator
+    def unary(streaming: bool) -> Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+        async def deny(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            if record is not None:
+                seen = None
+                try:
+                    seen = await request_of(request, streaming)
+                finally:
+                    record(seen)
+            raise error
+
+        return deny
+
+    def stream(streaming: bool) -> Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
+        deny = unary(streaming)
+
+        async def deny_stream(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            await deny(request, context)
+            yield  # pragma: no cover - never reached: makes this an async generator
+
+        return deny_stream
 
     if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(unary, **_kwargs(handler))
+        return grpc.unary_unary_rpc_method_handler(unary(False), **_kwargs(handler))
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(stream, **_kwargs(handler))
+        return grpc.unary_stream_rpc_method_handler(stream(False), **_kwargs(handler))
     if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(unary, **_kwargs(handler))
-    return grpc.stream_stream_rpc_method_handler(stream, **_kwargs(handler))
+        return grpc.stream_unary_rpc_method_handler(unary(True), **_kwargs(handler))
+    return grpc.stream_stream_rpc_method_handler(stream(True), **_kwargs(handler))
 
 
 async def _seen(requests: AsyncIterator[Any], audit: _Audit | None) -> AsyncIterator[Any]:
