@@ -53,7 +53,7 @@ from grpc import aio
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.common.auth.service import ServiceCredentials
-from services.common.errors import LivecalcError
+from services.common.errors import FAULT_KEY, FAULT_MODEL, FAULT_TOO_LARGE, LivecalcError
 from services.gateway.engines import Engine, EnginePool
 from services.gateway.fold import JobFold
 from services.gateway.metrics import GatewayMetrics
@@ -62,12 +62,6 @@ from services.gateway.planner import Plan, ranges
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
-#: Trailing metadata an engine sets on a refusal that is not its own fault: ``model`` (the model
-#: ran past its deadline or trapped: any engine would do the same) or ``too-large`` (the chunk
-#: can never fit this engine's memory).
-FAULT_KEY: Final = "livecalc-fault"
-MODEL_FAULT: Final = "model"
-TOO_LARGE: Final = "too-large"
 #: How long a job waits in a row for an engine to take its work: outlasts an engine's restart by
 #: a supervisor or a Kubernetes rollout, not a mesh with no engine at all.
 DEFAULT_ENGINE_WAIT_SECONDS: Final = 120.0
@@ -114,7 +108,8 @@ class DispatchConfig:
 
 
 def fault_of(exc: aio.AioRpcError) -> str:
-    """The engine's mark on a refusal (`MODEL_FAULT`, `TOO_LARGE`), or '' for none."""
+    """The engine's mark on a refusal (`FAULT_MODEL`: any engine would do the same;
+    `FAULT_TOO_LARGE`: the chunk can never fit this engine's memory), or '' for none."""
     for key, value in exc.trailing_metadata() or ():
         if key == FAULT_KEY:
             return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
@@ -409,9 +404,9 @@ class Dispatcher:
         """Sort a failed call (see the module docstring): fail the job, requeue counting an
         attempt, or requeue and wait without counting one."""
         code, details, fault = exc.code(), exc.details() or exc.code().name, fault_of(exc)
-        if fault == MODEL_FAULT:
+        if fault == FAULT_MODEL:
             self._fail(JobFailed(code, f"the model failed on engine {engine.address}: {details}"))
-        elif fault == TOO_LARGE:
+        elif fault == FAULT_TOO_LARGE:
             refused = work.too_large_on | {engine.address}
             if all(e.address in refused for e in self.pool.engines()):
                 self._fail(JobFailed(code, f"no engine can run chunk {work.chunk_id}: {details}"))
