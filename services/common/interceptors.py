@@ -140,6 +140,7 @@ class _InFlight:
 
         task = asyncio.ensure_future(pump())
         self.tasks.add(task)
+        getter: asyncio.Future[tuple[bool, Any]] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
@@ -156,6 +157,10 @@ class _InFlight:
                     return
                 yield item
         finally:
+            # a client that goes away cancels the wait above: the getter must go too, or it is
+            # left pending and destroyed with the queue ("Task was destroyed but it is pending!")
+            if getter is not None:
+                getter.cancel()
             task.cancel()
             self.tasks.discard(task)
 
