@@ -94,6 +94,14 @@ def test_full_disk_during_a_dataset_upload(tmp_path: Path) -> None:
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
         assert f"no space left on device writing dataset 'big' under {root}" in (info.value.details() or "")
         assert uploads_left(root) == []
+        # chunks smaller than the file buffer: the failed bytes wait in it, and closing fails again
+        small = requests_for(big, "big", "csv")[:1] + [
+            data_service_pb2.UploadDatasetRequest(chunk=big[i : i + 3000]) for i in range(0, len(big), 3000)
+        ]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.UploadDataset(iter(small), timeout=60)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+        assert uploads_left(root) == []
         assert not (root / "big.csv").exists()
         after = stub.GetDataset(data_service_pb2.GetDatasetRequest(dataset_id="pol"), timeout=30).dataset
         assert after.version == before.version
