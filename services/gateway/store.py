@@ -189,6 +189,20 @@ def _decode(kind: type[Any], blob: object, what: str) -> Any:
         raise StoreDataLoss(f"the job store's record of {what} cannot be read ({exc}): it is damaged") from None
 
 
+def _decodable(kind: type[Any], rows: Iterable[tuple[object, dict[str, Any]]]) -> list[Any]:
+    """The messages of (blob, where) rows, less those that do not decode: each is skipped and
+    logged with `where` (its job id, an event's sequence), so one damaged record never hides
+    the others."""
+    out = []
+    for blob, where in rows:
+        what = " ".join(f"{k} {v}" for k, v in where.items())
+        try:
+            out.append(_decode(kind, blob, what))
+        except StoreDataLoss as exc:
+            log.warning("job store: a damaged record skipped", extra={"fields": {**where, "error": exc.message}})
+    return out
+
+
 def _lock(path: Path) -> int:
     """Hold `path`.lock (flock, exclusive) and write this pid into it; its descriptor."""
     lock_path = path.with_name(path.name + ".lock")
@@ -524,17 +538,10 @@ class JobStore:
         job_id = str(row[0])
         return job_id, None if row[1] is None else _decode(job_pb2.JobSpec, row[1], f"job {job_id}'s request")
 
-    def _readable(self, rows: Iterable[tuple[Any, ...]]) -> list[job_pb2.Job]:
+    @staticmethod
+    def _readable(rows: Iterable[tuple[Any, ...]]) -> list[job_pb2.Job]:
         """The records of rows (job_id, record), less those that do not decode (each logged)."""
-        jobs = []
-        for job_id, blob in rows:
-            try:
-                jobs.append(_decode(job_pb2.Job, blob, f"job {job_id}"))
-            except StoreDataLoss as exc:
-                log.warning(
-                    "job store: a damaged job record skipped", extra={"fields": {"job": job_id, "error": str(exc)}}
-                )
-        return jobs
+        return _decodable(job_pb2.Job, ((blob, {"job": job_id}) for job_id, blob in rows))
 
     def jobs_in(self, states: Iterable[int]) -> list[job_pb2.Job]:
         """Jobs in these states (those whose record does not decode are skipped and logged)."""
@@ -597,16 +604,7 @@ class JobStore:
         rows = self._db.execute(
             "SELECT sequence, event FROM events WHERE job_id = ? AND sequence > ? ORDER BY sequence", (job_id, after)
         ).fetchall()
-        events = []
-        for sequence, blob in rows:
-            try:
-                events.append(_decode(job_pb2.JobEvent, blob, f"job {job_id}'s event {sequence}"))
-            except StoreDataLoss as exc:
-                log.warning(
-                    "job store: a damaged event skipped",
-                    extra={"fields": {"job": job_id, "sequence": sequence, "error": str(exc)}},
-                )
-        return events
+        return _decodable(job_pb2.JobEvent, ((blob, {"job": job_id, "sequence": seq}) for seq, blob in rows))
 
     def last_sequence(self, job_id: str) -> int:
         """The highest sequence number persisted for the job (0 for none), decodable or not."""

@@ -131,6 +131,12 @@ class FullDisk:
         monkeypatch.setattr(JobStore, "_connect", patched)
 
 
+async def stopped(jobs: JobManager) -> None:
+    """What a gateway's graceful stop does to its manager and store."""
+    await jobs.close()
+    jobs.store.close()
+
+
 async def until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
     import asyncio
 

@@ -31,7 +31,7 @@ from services.gateway.submission import (
     MAX_LABELS,
     MAX_LABELS_BYTES,
 )
-from tests.adversarial.inprocess_gateway import channel, job_spec, manager, serving, until
+from tests.adversarial.inprocess_gateway import channel, job_spec, manager, serving, stopped, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 S = job_pb2.JobState
@@ -67,8 +67,7 @@ async def test_labels_and_idempotency_keys_are_bounded_naming_the_limit(tmp_path
         )
         assert (await call.read()).event.WhichOneof("event") == "accepted"
         call.cancel()
-    await m.close()
-    m.store.close()
+    await stopped(m)
 
 
 @pytest.mark.parametrize("token", ["99999999999999999999999:job-x", "-1:job-x", "9223372036854775808:x", "nope"])
@@ -79,8 +78,7 @@ async def test_a_page_token_this_service_did_not_issue_is_invalid_argument(tmp_p
             await jobs.ListJobs(job_service_pb2.ListJobsRequest(page_token=token))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "page_token" in str(info.value.details())
-    await m.close()
-    m.store.close()
+    await stopped(m)
 
 
 async def test_records_stored_before_the_limits_page_below_the_message_limit(tmp_path: Path) -> None:
@@ -103,8 +101,7 @@ async def test_records_stored_before_the_limits_page_below_the_message_limit(tmp
             if not token:
                 break
     assert seen == [f"job-{i}" for i in reversed(range(6))]
-    await m.close()
-    m.store.close()
+    await stopped(m)
 
 
 @pytest.mark.parametrize("method", ["SubmitJob", "WatchJob"])
@@ -124,8 +121,7 @@ async def test_a_client_that_cancels_a_stream_leaves_no_pending_task(
             await asyncio.sleep(0.1)
             gc.collect()  # a pending task whose last reference went is destroyed here
         await until(lambda: not m._live, "the jobs' ends")
-    await m.close()
-    m.store.close()
+    await stopped(m)
     gc.collect()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors

@@ -22,7 +22,7 @@ from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from services.common.errors import AlreadyExists
 from services.gateway.inputs import scenario_params, scenario_spec
 from services.gateway.store import SCHEMA_VERSION, JobStore
-from tests.adversarial.inprocess_gateway import channel, job_spec, manager, serving, tenant, until
+from tests.adversarial.inprocess_gateway import channel, job_spec, manager, serving, stopped, tenant, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 S = job_pb2.JobState
@@ -69,8 +69,7 @@ async def test_the_same_key_answers_the_same_spec_and_refuses_another_naming_the
         assert "spec.scenarios (set for the existing job)" in str(info.value.details())
         await until(lambda: first not in m._live, "the job's end")
         assert await submit(job_spec(labels={"run": "q3"}), "k") == first  # ended: from the store
-    await m.close()
-    m.store.close()
+    await stopped(m)
 
 
 async def test_two_tenants_keys_never_collide_through_the_separator(tmp_path: Path) -> None:
@@ -84,8 +83,7 @@ async def test_two_tenants_keys_never_collide_through_the_separator(tmp_path: Pa
     with tenant("a\x1fb"):  # and from the store too
         assert await m.submit(job_spec(), idempotency_key="c") == second
     assert m.store.job_by_key("b\x1fc", "a") == first and m.store.job_by_key("c", "a\x1fb") == second
-    await m.close()
-    m.store.close()
+    await stopped(m)
 
 
 def old_store(path: Path, *, with_tenants: bool) -> dict[str, job_pb2.Job]:
@@ -139,5 +137,4 @@ async def test_a_store_of_the_old_schema_is_migrated_keys_split_by_their_tenant(
             assert await m.submit(job_spec(), idempotency_key="k") == "old-a"
         with tenant("a\x1fb"):
             assert await m.submit(job_spec(), idempotency_key="c") == "old-ab"
-    await m.close()
-    m.store.close()
+    await stopped(m)

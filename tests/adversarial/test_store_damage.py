@@ -25,7 +25,7 @@ from grpc import aio
 
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from services.gateway.store import JobStore, StoreLocked, StoreUnusable
-from tests.adversarial.inprocess_gateway import channel, job_spec, manager, serving
+from tests.adversarial.inprocess_gateway import channel, job_spec, manager, serving, stopped
 from tests.meshes import Services
 from tests.support import ROOT, VENV_BIN
 
@@ -130,5 +130,4 @@ async def test_an_undecodable_record_is_skipped_and_reported_and_only_its_job_is
         assert watched == []  # its one event is damaged: skipped, reported
     reported = {r.__dict__.get("fields", {}).get("job") for r in caplog.records if r.name == "services.gateway.store"}
     assert {ids[1], ids[2], running_id} <= reported
-    await m.close()
-    m.store.close()
+    await stopped(m)

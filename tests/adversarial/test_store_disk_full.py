@@ -19,12 +19,9 @@ is full' at the writer's COMMIT (`FullDisk`) otherwise and for the precise cases
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import subprocess
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -40,7 +37,8 @@ from services.gateway.server import StoreReadiness
 from services.gateway.store import Checkpoint, JobStore, _Write
 from services.valuation.blocks import fold
 from services.valuation.statistics import result_hash
-from tests.adversarial.inprocess_gateway import TABLE, FullDisk, channel, job_spec, manager, serving, until
+from tests.adversarial.inprocess_gateway import TABLE, FullDisk, channel, job_spec, manager, serving, stopped, until
+from tests.adversarial.test_uploads_disk_full import fill, tmpfs
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 S = job_pb2.JobState
@@ -158,14 +156,12 @@ async def test_a_job_ending_on_a_full_disk_is_recorded_once_there_is_room_and_su
         r.getMessage() for r in caplog.records if r.name == "services.gateway.store" and r.levelno >= logging.ERROR
     ]
     assert lines and all("database or disk is full" in line for line in lines)
-    await m.close()
-    m.store.close()
+    await stopped(m)
 
     again, resumed = await restarted(tmp_path)
     assert resumed == 0  # ended: never resumed
     assert check_intact(again, job_id) == watched
-    await again.close()
-    again.store.close()
+    await stopped(again)
 
 
 async def test_a_job_whose_end_was_never_persisted_resumes_without_reusing_a_sequence_anyone_saw(
@@ -198,8 +194,7 @@ async def test_a_job_whose_end_was_never_persisted_resumes_without_reusing_a_seq
     assert kinds(rest)[-1] == "result" and rest[-1].result.result_hash == result_hash(EXPECTED)
     await until(lambda: job_id not in again._live, "recorded")
     check_intact(again, job_id)
-    await again.close()
-    again.store.close()
+    await stopped(again)
 
 
 async def test_a_write_that_fails_mid_run_fails_the_job_and_the_failure_is_recorded(
@@ -218,12 +213,10 @@ async def test_a_write_that_fails_mid_run_fails_the_job_and_the_failure_is_recor
     assert "database or disk is full" in job.error.message
     events = m.store.events(job_id)
     assert [e.sequence for e in events] == list(range(1, len(events) + 1)) and kinds(events)[-1] == "error"
-    await m.close()
-    m.store.close()
+    await stopped(m)
     again, resumed = await restarted(tmp_path)
     assert resumed == 0 and again.get(job_id).state == S.JOB_STATE_FAILED
-    await again.close()
-    again.store.close()
+    await stopped(again)
 
 
 async def test_a_submission_whose_record_cannot_be_written_is_unavailable_and_leaves_no_job(
@@ -240,50 +233,26 @@ async def test_a_submission_whose_record_cannot_be_written_is_unavailable_and_le
     assert m.store.list_jobs(0, "")[0] == []
     job_id = await m.submit(job_spec(), idempotency_key="k")  # the key was never taken
     assert m.store.job_by_key("k") == job_id
-    await m.close()
-    m.store.close()
+    await stopped(m)
 
 
-# a real full disk: a small tmpfs
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "tmpfs"
-    where.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)]
-    done = subprocess.run(mount, capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the file system of `directory` to the last byte; the filler's path."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    return filler
+# a real full disk: a small tmpfs (tests.adversarial.test_uploads_disk_full's)
 
 
 async def test_on_a_full_tmpfs_the_finished_job_is_recorded_once_there_is_room_and_survives_a_restart(
-    tmpfs: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    with tmpfs(tmp_path / "tmpfs", 4 << 20) as disk:
+        await full_tmpfs(disk, caplog)
+
+
+async def full_tmpfs(disk: Path, caplog: pytest.LogCaptureFixture) -> None:
     readiness = StoreReadiness()
-    m = manager(tmpfs, delay=0.05, readiness=readiness, **QUIET)
+    m = manager(disk, delay=0.05, readiness=readiness, **QUIET)
     async with serving(m, readiness) as running:
         job_id = await m.submit(job_spec())
         await until(lambda: (j := m.store.get_job(job_id)) is not None and j.state == S.JOB_STATE_RUNNING, "running")
-        filler = fill(tmpfs)
+        filler = fill(disk, leave=0)
         await until(lambda: m.store.failure is not None, "the store failing", seconds=15)
         await until(lambda: readiness._failing, "readiness told")
         await asyncio.sleep(0.05)
@@ -298,10 +267,8 @@ async def test_on_a_full_tmpfs_the_finished_job_is_recorded_once_there_is_room_a
         r.getMessage() for r in caplog.records if r.name == "services.gateway.store" and r.levelno >= logging.ERROR
     ]
     assert any("full" in line for line in lines), lines
-    await m.close()
-    m.store.close()
-    again, resumed = await restarted(tmpfs)
+    await stopped(m)
+    again, resumed = await restarted(disk)
     assert resumed == 0
     check_intact(again, job_id)
-    await again.close()
-    again.store.close()
+    await stopped(again)
