@@ -28,8 +28,10 @@ class SubmitJobRequest(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
-    """Optional client-chosen key: a repeated submission with the same key returns the
-    existing job instead of starting a new one.
+    """Optional client-chosen key, at most 256 bytes (UTF-8), one namespace per tenant: a
+    repeated submission with the same key and the same spec returns the existing job instead
+    of starting a new one; the same key with another spec is refused with ALREADY_EXISTS
+    naming the fields that differ.
     """
     @_builtins.property
     def spec(self) -> _job_pb2.JobSpec:
@@ -202,7 +204,8 @@ Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
 @_typing.final
 class ListJobsResponse(_message.Message):
     """ListJobsResponse is one page of jobs, newest first. Results' per-scenario vectors are
-    omitted; use GetJob for them.
+    omitted; use GetJob for them. A page holds fewer than page_size jobs (with a
+    next_page_token) when their records would come near the 4 MiB message limit.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
