@@ -18,10 +18,10 @@ reads vectors.
 A batch that cannot be committed (a full disk, an I/O error) fails the futures of all its
 writes, none of its units is visible, and the store reports itself failing (`failure`,
 `on_health`) until a later commit succeeds; while it fails, the writer tries a small probe
-write now and then so that it notices when the disk has room again. One gateway owns a store:
-`jobs.sqlite3.lock` beside it is held (flock) for as long as the store is open. The store is
-checked when it opens (`PRAGMA quick_check`); a record that does not decode is skipped where
-jobs are listed and reported with its job id (`StoreDataLoss` where that one job is asked for).
+write now and then so that it notices when the disk has room again. One gateway owns a store,
+which is checked and brought to the current schema when it opens (store_file.py). A record
+that does not decode is skipped where jobs are listed and reported with its job id
+(`StoreDataLoss` where that one job is asked for).
 
 A running job's fold is checkpointed (`Checkpoint`: the next block to fold, the exact
 running total of the five PVs as float64 bytes, the steps of the folded blocks) in the same
@@ -32,7 +32,6 @@ from that block and ends with the same bits (DESIGN.md "Store").
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import logging
 import os
@@ -51,7 +50,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from livecalc.gateway.v1 import job_pb2
-from services.common.errors import FailedPrecondition, InvalidArgument, LivecalcError
+from services.common.errors import InvalidArgument, LivecalcError
+from services.gateway.store_file import StoreUnusable, lock, open_schema
 from services.valuation.arrays import F64
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,6 @@ MAX_PAGE_BYTES: Final = 3 * 1024 * 1024
 MAX_BATCH: Final = 512
 #: How often a failing store tries a probe write while nothing else is queued.
 PROBE_SECONDS: Final = 1.0
-#: The schema `PRAGMA user_version` of this code: 1 keeps a job's tenant and idempotency key
-#: apart (0 kept them joined as 'tenant\x1fkey' in one unique column).
-SCHEMA_VERSION: Final = 1
 #: Largest create_ns a page token may name (SQLite integers are signed 64-bit).
 _MAX_NS: Final = 2**63 - 1
 
@@ -91,52 +88,6 @@ _Unit: TypeAlias = list[_Write]
 #: writes again (None).
 HealthListener: TypeAlias = Callable[[BaseException | None], None]
 _memory_names = itertools.count()
-
-JOBS_TABLE: Final = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    create_ns INTEGER NOT NULL,
-    state INTEGER NOT NULL,
-    tenant TEXT NOT NULL DEFAULT '',
-    idempotency_key TEXT,
-    record BLOB NOT NULL,
-    request BLOB,
-    UNIQUE (tenant, idempotency_key)
-)"""
-SCHEMA: Final = (
-    JOBS_TABLE,
-    "CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (create_ns DESC, job_id DESC)",
-    """
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
-    sequence INTEGER NOT NULL,
-    event BLOB NOT NULL,
-    PRIMARY KEY (job_id, sequence)
-)""",
-    """
-CREATE TABLE IF NOT EXISTS results (
-    job_id TEXT PRIMARY KEY,
-    package_hash TEXT NOT NULL,
-    dataset_version TEXT NOT NULL,
-    scenarios_key TEXT NOT NULL,
-    preview INTEGER NOT NULL,
-    mean REAL NOT NULL,
-    end_ns INTEGER NOT NULL,
-    pv_net_cf BLOB NOT NULL
-)""",
-    """
-CREATE TABLE IF NOT EXISTS checkpoints (
-    job_id TEXT PRIMARY KEY,
-    dataset_version TEXT NOT NULL,
-    dataset_rows INTEGER NOT NULL,
-    chunk_blocks INTEGER NOT NULL,
-    next_block INTEGER NOT NULL,
-    steps INTEGER NOT NULL,
-    total BLOB
-)""",
-    "CREATE INDEX IF NOT EXISTS full_runs ON results (package_hash, dataset_version, scenarios_key, preview, end_ns)",
-    "CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, ns INTEGER NOT NULL)",
-)
 
 
 @dataclass(frozen=True)
@@ -163,16 +114,6 @@ class Checkpoint:
 
 class StoreClosed(RuntimeError):
     """A write after `JobStore.close()`."""
-
-
-class StoreUnusable(LivecalcError):
-    """The job store cannot be opened: not a SQLite database, damaged, or from a newer schema."""
-
-    code = grpc.StatusCode.DATA_LOSS
-
-
-class StoreLocked(FailedPrecondition):
-    """Another process (a second gateway on the same data dir) holds the job store."""
 
 
 class StoreDataLoss(LivecalcError):
@@ -203,24 +144,6 @@ def _decodable(kind: type[Any], rows: Iterable[tuple[object, dict[str, Any]]]) -
     return out
 
 
-def _lock(path: Path) -> int:
-    """Hold `path`.lock (flock, exclusive) and write this pid into it; its descriptor."""
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise StoreLocked(
-            f"the job store in {path.parent} is in use by another process (pid {holder}, lock {lock_path}); "
-            "one gateway per data dir"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
 class JobStore:
     """SQLite-backed records of jobs, events and results; writes go through one writer thread.
 
@@ -239,10 +162,10 @@ class JobStore:
         else:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._target, self._uri = str(path), False
-            self._lock_fd = _lock(Path(path))
+            self._lock_fd = lock(Path(path))
         try:
             self._db = self._connect()
-            self._open(self._db)
+            open_schema(self._db)
         except sqlite3.DatabaseError as exc:
             self._unlock()
             raise StoreUnusable(
@@ -265,28 +188,6 @@ class JobStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
-
-    @staticmethod
-    def _open(db: sqlite3.Connection) -> None:
-        """Check the file, then create or migrate the schema in one transaction."""
-        db.execute("PRAGMA journal_mode=WAL")
-        problems = [str(r[0]) for r in db.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
-            raise sqlite3.DatabaseError("; ".join(problems[:3]))
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if version < 1 and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone():
-                _migrate_keys(db)
-            for statement in SCHEMA:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     @property
     def failure(self) -> BaseException | None:
@@ -652,24 +553,3 @@ class JobStore:
             (key.package_hash, key.dataset_version, key.scenarios_key),
         ).fetchone()
         return None if row is None else (str(row[0]), float(row[1]))
-
-
-def _migrate_keys(db: sqlite3.Connection) -> None:
-    """Schema 0 → 1 (inside the caller's transaction): tenant and idempotency key in columns of
-    their own, unique together. Schema 0 kept one unique key column, 'tenant\x1fkey' for a
-    tenant's jobs (the bare key without auth), so two tenants' keys could collide; the row's
-    tenant column says how much of the joined key is the tenant's. Stores from before tenants
-    get the column first."""
-    columns = {str(r[1]) for r in db.execute("PRAGMA table_info(jobs)")}
-    tenant = "tenant" if "tenant" in columns else "''"
-    db.execute("DROP TABLE IF EXISTS jobs_v1")
-    db.execute(JOBS_TABLE.replace("IF NOT EXISTS jobs", "jobs_v1"))
-    db.execute(
-        "INSERT INTO jobs_v1 (job_id, create_ns, state, tenant, idempotency_key, record) "
-        f"SELECT job_id, create_ns, state, {tenant}, CASE "
-        f"WHEN {tenant} != '' AND substr(idempotency_key, 1, length({tenant}) + 1) = {tenant} || char(31) "
-        f"THEN substr(idempotency_key, length({tenant}) + 2) ELSE idempotency_key END, record FROM jobs"
-    )
-    db.execute("DROP TABLE jobs")
-    db.execute("ALTER TABLE jobs_v1 RENAME TO jobs")
-    log.info("job store migrated to schema 1 (tenant and idempotency key apart)")

@@ -21,7 +21,8 @@ from grpc import aio
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from services.common.errors import AlreadyExists
 from services.gateway.inputs import scenario_params, scenario_spec
-from services.gateway.store import SCHEMA_VERSION, JobStore
+from services.gateway.store import JobStore
+from services.gateway.store_file import SCHEMA_VERSION
 from tests.adversarial.inprocess_gateway import channel, job_spec, manager, serving, stopped, tenant, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

@@ -24,7 +24,8 @@ import pytest
 from grpc import aio
 
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
-from services.gateway.store import JobStore, StoreLocked, StoreUnusable
+from services.gateway.store import JobStore
+from services.gateway.store_file import StoreLocked, StoreUnusable
 from tests.adversarial.inprocess_gateway import channel, job_spec, manager, serving, stopped
 from tests.meshes import Services
 from tests.support import ROOT, VENV_BIN
