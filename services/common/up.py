@@ -4,7 +4,10 @@ Each service runs as its own `livecalc serve` process (as it would in a cluster)
 output prefixed by its name. ``--engines N`` starts N engines on consecutive ports from the
 engine's default (50052, 50054, 50055, … stepping over the data and gateway ports), each with
 its own metrics port; the gateway is given their addresses, the engines the data service's and
-the gateway's. Ctrl-C or SIGTERM stops them all gracefully, gateway first.
+the gateway's. A service that dies is started again (services.common.supervisor: backoff and a
+restart budget). Ctrl-C, SIGTERM or SIGHUP stops them all gracefully in stages: the gateway
+first, waited for (its running jobs checkpoint while the engines still serve), then the engines,
+then the data service.
 """
 
 from __future__ import annotations
@@ -114,8 +117,8 @@ def _say(line: str) -> None:
 
 
 def run_mesh(args: argparse.Namespace) -> int:
-    """Start the mesh, restart a service that dies (within a budget), wait for Ctrl-C/SIGTERM,
-    stop it gateway first; returns the exit code."""
+    """Start the mesh, restart a service that dies (within a budget), wait for Ctrl-C, SIGTERM or
+    SIGHUP, stop it gateway first; returns the exit code."""
     plan, env = mesh_plan(data_dir_of(args.data_dir), int(args.engines), int(args.port_offset))
     stop = threading.Event()
     starting = True
@@ -125,8 +128,10 @@ def run_mesh(args: argparse.Namespace) -> int:
         if starting:  # a service that never comes up must not hold Ctrl-C for a minute
             raise KeyboardInterrupt
 
-    # handlers stay installed while the mesh stops: a second Ctrl-C must not cut the stop short
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # The services run in process groups of their own, so a terminal's Ctrl-C and hangup reach
+    # only `up`, which stops them in order (a hangup that killed `up` would orphan them). The
+    # handlers stay installed while the mesh stops: a second Ctrl-C must not cut the stop short.
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     children: list[Child] = []
     supervisor: Supervisor | None = None
     try:

@@ -408,9 +408,11 @@ def test_a_killed_engine_is_restarted_and_the_job_succeeds_with_the_same_hash(in
             assert result_of(submit(up.gateway, job)).result_hash == undisturbed
         assert up.engine_chunks_ok(1) > 0, up.log()
         assert up.engine_pid(1) == restarted
+        os.killpg(up.proc.pid, signal.SIGHUP)  # the terminal closed: up stops the services, none is left
+        assert up.proc.wait(timeout=90) == 0, up.log()
+        assert pids_serving(mesh_ports(inputs.offset)) == []
     finally:
         up.close()
-    assert up.proc.returncode == 0, up.log()
 
 
 @pytest.mark.slow
