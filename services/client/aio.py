@@ -65,7 +65,8 @@ def job_spec(
     threads: int = 0,
     labels: Mapping[str, str] | None = None,
 ) -> job_pb2.JobSpec:
-    """A `JobSpec`. Without ``scenarios`` the package's configured scenario set is used;
+    """A `JobSpec`. Without ``scenarios`` the package's configured scenario set is used; with it,
+    the package's configured seed, mean reversion and volatility unless given here.
     ``preview_rows`` makes it a preview on a seeded sample of that many policies."""
     spec = job_pb2.JobSpec(
         package_hash=package_hash,
@@ -75,7 +76,9 @@ def job_spec(
         labels=dict(labels or {}),
     )
     if scenarios is not None:
-        spec.scenarios.CopyFrom(engine_pb2.ScenarioSpec(count=scenarios, seed=seed or 0))
+        spec.scenarios.CopyFrom(engine_pb2.ScenarioSpec(count=scenarios))
+        if seed is not None:  # unset: the package's configured seed
+            spec.scenarios.seed = seed
         if mean_reversion is not None:
             spec.scenarios.mean_reversion = mean_reversion
         if volatility is not None:

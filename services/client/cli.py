@@ -20,7 +20,6 @@ from typing import Any
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.client.aio import DEFAULT_GATEWAY, ResultAssembler, job_spec, package_archive
-from services.client.demo import scenario_settings
 from services.client.report import (
     ProgressView,
     job_document,
@@ -103,47 +102,21 @@ def _finish(lc: Client, job_id: str, result: job_pb2.JobResult, args: argparse.N
             write_out(f"wrote {args.out}\n")
 
 
-def _scenarios(
-    lc: Client, package_hash: str, archive: bytes | None, count: int | None, seed: int | None
-) -> engine_pb2.ScenarioSpec | None:
-    """The job's scenario set: None (the package's, filled in by the gateway) unless --scenarios
-    or --seed is given; then the package's configured set with only those replaced.
-
-    A job's scenario set travels whole (its seed has no "unset"), so the rest is read from the
-    package's own config, which needs the package's archive at hand; for a package given by hash
-    without --seed the configured seed is unknown here, and guessing one would value other
-    scenarios than the package's."""
+def _scenarios(lc: Client, package_hash: str, count: int | None, seed: int | None) -> engine_pb2.ScenarioSpec | None:
+    """The job's scenario set: None (the package's own) unless --scenarios or --seed is given;
+    then only those replace the package's configured ones (the gateway fills in the rest)."""
     if count is None and seed is None:
         return None
     if count is None:
         count = int(lc.get_package(package_hash).default_scenario_count)
-    if archive is None:
-        if seed is None:
-            raise InvalidArgument(
-                "--scenarios without --seed keeps the package's configured seed, which is only known from the"
-                " package itself: give --package FILE|DIRECTORY, or --seed"
-            )
-        return job_spec(package_hash, "", scenarios=count, seed=seed).scenarios
-    configured = scenario_settings(archive, count)
-    spec = job_spec(
-        package_hash,
-        "",
-        scenarios=count,
-        seed=configured["seed"] if seed is None else seed,
-        mean_reversion=configured["a"],
-        volatility=configured["sigma"],
-    )
-    spec.scenarios.include_base = configured["include_base"]
-    return spec.scenarios
+    return job_spec(package_hash, "", scenarios=count, seed=seed).scenarios
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     with _client(args) as lc:
         target = Path(args.package)
-        archive: bytes | None = None
         if target.exists():
-            archive = package_archive(target)
-            reply = lc.upload_package_bytes(archive)
+            reply = lc.upload_package_bytes(package_archive(target))
             package_hash = reply.package.package_hash
             if not args.json:
                 state = "already stored" if reply.already_existed else "uploaded"
@@ -158,7 +131,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             chunk_blocks=args.chunk_blocks,
             labels=_labels(args.label),
         )
-        scenarios = _scenarios(lc, package_hash, archive, args.scenarios, args.seed)
+        scenarios = _scenarios(lc, package_hash, args.scenarios, args.seed)
         if scenarios is not None:
             spec.scenarios.CopyFrom(scenarios)
         events = lc.submit(spec)

@@ -179,22 +179,19 @@ class PackageConfigs:
 
 
 def scenario_params(spec: engine_pb2.ScenarioSpec | None, configured: dict[str, Any]) -> ScenarioParams:
-    """The job's scenarios: the spec's when given (count ≥ 1), else the package's."""
+    """The job's scenarios: each parameter the spec sets (its count, ≥ 1, when there is a spec),
+    else the package's configured one, else the generator's default — so `--scenarios 5` alone
+    keeps the package's seed and volatility, never seed 0 and the defaults."""
+    given = spec or engine_pb2.ScenarioSpec()
     try:
-        if spec is None:
-            return ScenarioParams(
-                count=int(configured.get("count", 0)),
-                seed=int(configured.get("seed", 0)),
-                a=float(configured.get("a", 0.1)),
-                sigma=float(configured.get("sigma", 0.01)),
-                include_base=bool(configured.get("include_base", True)),
-            )
         return ScenarioParams(
-            count=int(spec.count),
-            seed=int(spec.seed),
-            a=spec.mean_reversion if spec.HasField("mean_reversion") else 0.1,
-            sigma=spec.volatility if spec.HasField("volatility") else 0.01,
-            include_base=spec.include_base if spec.HasField("include_base") else True,
+            count=int(given.count) if spec is not None else int(configured.get("count", 0)),
+            seed=int(given.seed) if given.HasField("seed") else int(configured.get("seed", 0)),
+            a=given.mean_reversion if given.HasField("mean_reversion") else float(configured.get("a", 0.1)),
+            sigma=given.volatility if given.HasField("volatility") else float(configured.get("sigma", 0.01)),
+            include_base=(
+                given.include_base if given.HasField("include_base") else bool(configured.get("include_base", True))
+            ),
         )
     except ModelInputError as exc:
         raise InvalidArgument(

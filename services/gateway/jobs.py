@@ -320,7 +320,7 @@ class JobManager:
         check_hash(spec.package_hash)
         await self.packages.get(spec.package_hash, tenant)  # NOT_FOUND when the tenant has not stored it
         dataset = await self.datasets.get(spec.dataset_id, tenant)  # NOT_FOUND from the data service
-        configured = {} if spec.HasField("scenarios") else await self.configs.scenarios(spec.package_hash, tenant)
+        configured = await self.configs.scenarios(spec.package_hash, tenant)
         params = scenario_params(spec.scenarios if spec.HasField("scenarios") else None, configured)
         if dataset.rows < 1:
             raise InvalidArgument(f"dataset {spec.dataset_id} has no rows")

@@ -1,10 +1,10 @@
 """`livecalc submit --scenarios N` keeps the package's configured seed (issue 19, item 10).
 
-Before the fix `--scenarios` without `--seed` sent seed 0 (and the default mean reversion and
-volatility), so the job valued other scenarios than the package configures. Now only what the
-user gives is replaced: the rest of the scenario set comes from the package's config. For a
-package given by hash the CLI cannot read that config, so it asks for `--seed` instead of
-guessing one.
+Before the fix `--scenarios` without `--seed` sent seed 0 (and a spec with a seed but no
+volatility got the generator's defaults), so the job valued other scenarios than the package
+configures. A JobSpec's scenario seed is now optional like the other parameters, and the gateway
+takes each one the spec leaves unset from the package's config: only what the user gives is
+replaced, whether the package is given as a directory, a file or a hash.
 """
 
 from __future__ import annotations
@@ -72,11 +72,14 @@ def test_scenarios_without_seed_keep_the_packages_seed(mesh: Mesh) -> None:
     assert other["result_hash"] != doc["result_hash"]
 
 
-def test_a_package_by_hash_needs_a_seed_rather_than_a_guessed_one(mesh: Mesh) -> None:
-    job = get_job(mesh.gateway, submit(mesh, "--package", str(mesh.model_dir), "--scenarios", "5")["job_id"])
-    by_hash = ["--package", job.spec.package_hash, "--scenarios", "5"]
-    refused = livecalc("submit", "--dataset", "pol", "--address", mesh.gateway, *by_hash)
-    assert refused.returncode == 1 and refused.stdout == ""
-    assert refused.stderr.count("\n") == 1 and "--seed" in refused.stderr, refused.stderr
-    doc = submit(mesh, *by_hash, "--seed", "3")
-    assert get_job(mesh.gateway, doc["job_id"]).spec.scenarios.seed == 3
+def test_a_package_by_hash_keeps_its_configured_scenarios_too(mesh: Mesh) -> None:
+    by_dir = submit(mesh, "--package", str(mesh.model_dir), "--scenarios", "5")
+    package_hash = get_job(mesh.gateway, by_dir["job_id"]).spec.package_hash
+    by_hash = submit(mesh, "--package", package_hash, "--scenarios", "5")
+    recorded = get_job(mesh.gateway, by_hash["job_id"]).spec.scenarios
+    assert recorded.seed == SEED and recorded.volatility == pytest.approx(SIGMA)
+    assert by_hash["result_hash"] == by_dir["result_hash"]
+    # a seed alone replaces the seed only: the package's volatility stays (it was 0.01 before)
+    doc = submit(mesh, "--package", package_hash, "--seed", "3")
+    recorded = get_job(mesh.gateway, doc["job_id"]).spec.scenarios
+    assert recorded.seed == 3 and recorded.volatility == pytest.approx(SIGMA)

@@ -34,7 +34,9 @@ class ScenarioSpec(_message.Message):
     count: _builtins.int
     """Number of scenarios N; at least 1."""
     seed: _builtins.int
-    """Seed of the counter-based generator."""
+    """Seed of the counter-based generator. In a JobSpec, unset means the package's configured
+    seed (as for the optional fields below); engines always receive it set.
+    """
     mean_reversion: _builtins.float
     """Ornstein–Uhlenbeck mean-reversion speed a, per year; must be > 0 (default 0.1)."""
     volatility: _builtins.float
@@ -45,25 +47,29 @@ class ScenarioSpec(_message.Message):
         self,
         *,
         count: _builtins.int = ...,
-        seed: _builtins.int = ...,
+        seed: _builtins.int | None = ...,
         mean_reversion: _builtins.float | None = ...,
         volatility: _builtins.float | None = ...,
         include_base: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_include_base", b"_include_base", "_mean_reversion", b"_mean_reversion", "_volatility", b"_volatility", "include_base", b"include_base", "mean_reversion", b"mean_reversion", "volatility", b"volatility"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_include_base", b"_include_base", "_mean_reversion", b"_mean_reversion", "_seed", b"_seed", "_volatility", b"_volatility", "include_base", b"include_base", "mean_reversion", b"mean_reversion", "seed", b"seed", "volatility", b"volatility"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_include_base", b"_include_base", "_mean_reversion", b"_mean_reversion", "_volatility", b"_volatility", "count", b"count", "include_base", b"include_base", "mean_reversion", b"mean_reversion", "seed", b"seed", "volatility", b"volatility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_include_base", b"_include_base", "_mean_reversion", b"_mean_reversion", "_seed", b"_seed", "_volatility", b"_volatility", "count", b"count", "include_base", b"include_base", "mean_reversion", b"mean_reversion", "seed", b"seed", "volatility", b"volatility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__include_base: _TypeAlias = _typing.Literal["include_base"]  # noqa: Y015
     _WhichOneofArgType__include_base: _TypeAlias = _typing.Literal["_include_base", b"_include_base"]  # noqa: Y015
     _WhichOneofReturnType__mean_reversion: _TypeAlias = _typing.Literal["mean_reversion"]  # noqa: Y015
     _WhichOneofArgType__mean_reversion: _TypeAlias = _typing.Literal["_mean_reversion", b"_mean_reversion"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__volatility: _TypeAlias = _typing.Literal["volatility"]  # noqa: Y015
     _WhichOneofArgType__volatility: _TypeAlias = _typing.Literal["_volatility", b"_volatility"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__include_base) -> _WhichOneofReturnType__include_base | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__mean_reversion) -> _WhichOneofReturnType__mean_reversion | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__volatility) -> _WhichOneofReturnType__volatility | None: ...
 
