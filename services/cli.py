@@ -60,11 +60,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     security = security_from_args(args, env)
     check_bind(config.host, security)  # before the service opens anything
     module = _service_module(args.service)
+    # started by `livecalc up` (or `livecalc run`): stop when it is gone
+    supervisor = int(env["LIVECALC_SUPERVISOR_PID"]) if env.get("LIVECALC_SUPERVISOR_PID", "").isdigit() else None
 
     async def run() -> None:
         registry = CollectorRegistry(auto_describe=True)
         parts = await module.build(args, env, registry)
-        await serve(config, parts.bindings, registry=registry, on_stop=parts.on_stop, security=security)
+        await serve(
+            config,
+            parts.bindings,
+            registry=registry,
+            on_stop=parts.on_stop,
+            security=security,
+            supervisor_pid=supervisor,
+        )
 
     anyio.run(run, backend="asyncio")
     return 0

@@ -38,7 +38,14 @@ from services.client.sync import Client
 from services.common.client import EXIT_INTERRUPTED
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import LivecalcError
-from services.common.up import Child, data_dir_of, mesh_plan, start_children, stop_children
+from services.common.up import (
+    Child,
+    data_dir_of,
+    mesh_plan,
+    start_children,
+    stop_children,
+    stopping_on_signals,
+)
 from services.data.generate import generate
 from services.valuation.packages.package import build_directory, verify_archive
 from services.valuation.packages.reference import init_directory
@@ -217,7 +224,12 @@ def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
     data = f"127.0.0.1:{DEFAULT_PORTS['data'][0] + args.port_offset}"
     children: list[Child] = []
     started = time.monotonic()
-    with log_path.open("w", encoding="utf-8") as log:
+
+    def interrupted() -> None:
+        say("interrupted: stopping the mesh")
+        stop_children(children)
+
+    with log_path.open("w", encoding="utf-8") as log, stopping_on_signals(interrupted) as stopping:
         try:
             start_children(plan, env, children, sink=log)
             services = ", ".join(f"{c.label} {c.address}" for c in children)
@@ -255,13 +267,14 @@ def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
                 write_plot(full, plot, title=plot_title(full, p.name, dataset_id))
                 say(f"wrote     {results}")
                 say(f"wrote     {plot}")
-        except KeyboardInterrupt:
-            say("interrupted: stopping the mesh")
-            return EXIT_INTERRUPTED
+        except Exception:
+            if not stopping.is_set():
+                raise
+            # the calls in flight failed because the mesh is stopping on the signal
         finally:
             stop_children(children)
     say("mesh      stopped")
-    return 0
+    return EXIT_INTERRUPTED if stopping.is_set() else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ MAX_CONNECTION_AGE_GRACE_MS: Final = 24 * 3600 * 1000
 HEALTH_NAMES = ("liveness", "readiness")
 #: In-flight RPCs are ended this long before the grace period runs out.
 CANCEL_MARGIN_SECONDS = 0.5
+#: How often a service started by a supervisor looks whether it is still there.
+SUPERVISOR_POLL_SECONDS: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -224,11 +227,15 @@ async def serve(
     on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
     stop_event: anyio.Event | None = None,
     security: SecurityConfig | None = None,
+    supervisor_pid: int | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or `stop_event`), then shut down gracefully."""
+    """Run until SIGTERM/SIGINT (or `stop_event`, or the end of the process `supervisor_pid`
+    that started this one), then shut down gracefully."""
     running = await start_server(config, bindings, registry=registry, on_stop=on_stop, security=security)
     stop = stop_event if stop_event is not None else anyio.Event()
     async with anyio.create_task_group() as tg:
+        if supervisor_pid is not None:
+            tg.start_soon(_watch_supervisor, supervisor_pid, stop)
 
         async def watch_signals() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -242,6 +249,16 @@ async def serve(
         tg.cancel_scope.cancel()
     with anyio.CancelScope(shield=True):
         await running.stop()
+
+
+async def _watch_supervisor(pid: int, stop: anyio.Event) -> None:
+    """Set `stop` once the process `pid` that started this one is gone (its children are
+    re-parented). `livecalc up` starts services in process groups of their own, so that it
+    stops them in order; killed itself (SIGKILL, OOM), it could not, and they would serve on."""
+    while os.getppid() == pid:
+        await anyio.sleep(SUPERVISOR_POLL_SECONDS)
+    log.warning("the supervising process is gone; stopping", extra={"fields": {"supervisor_pid": pid}})
+    stop.set()
 
 
 def unimplemented_servicer(base: type[Any], service_name: str) -> Any:

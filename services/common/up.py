@@ -13,11 +13,12 @@ then the data service.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -69,7 +70,14 @@ def mesh_plan(data_dir: Path, engines_count: int, off: int) -> tuple[list[Proces
             " so the services can reach each other"
         )
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "LIVECALC_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    # LIVECALC_SUPERVISOR_PID: each service stops when this process is gone (they run in process
+    # groups of their own, so nothing else would stop them if it were killed)
+    env = {
+        **os.environ,
+        "LIVECALC_DATA_DIR": str(data_dir),
+        "PYTHONUNBUFFERED": "1",
+        "LIVECALC_SUPERVISOR_PID": str(os.getpid()),
+    }
     exe = (sys.executable, "-m", "services.cli", "serve")
     data_port, data_metrics = (p + off for p in DEFAULT_PORTS["data"])
     gw_port, gw_metrics = (p + off for p in DEFAULT_PORTS["gateway"])
@@ -112,6 +120,35 @@ def stop_children(children: list[Child]) -> None:
     stop_in_stages(children)
 
 
+#: The signals that stop a mesh's owner: Ctrl-C, a service manager's stop, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stopping_on_signals(stop: Callable[[], None]) -> Iterator[threading.Event]:
+    """Inside, the first of `STOP_SIGNALS` sets the event yielded and runs `stop` on a thread of
+    its own; later ones are ignored.
+
+    For a caller that starts the services and stops them on its way out (`livecalc run`): they
+    run in process groups of their own, so a SIGHUP or SIGTERM that killed the caller would leave
+    them running. Not an exception in the main thread, as Ctrl-C's default is: raised while a
+    gRPC channel was being made, it crashed the process (SIGSEGV); stopping the services makes
+    the caller's calls fail instead, and the caller sees the event set."""
+    stopped = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stopped.is_set():
+            stopped.set()
+            threading.Thread(target=stop, name="stop on signal", daemon=True).start()
+
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        yield stopped
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _say(line: str) -> None:
     print(f"livecalc up: {line}", file=sys.stderr, flush=True)
 
@@ -131,7 +168,7 @@ def run_mesh(args: argparse.Namespace) -> int:
     # The services run in process groups of their own, so a terminal's Ctrl-C and hangup reach
     # only `up`, which stops them in order (a hangup that killed `up` would orphan them). The
     # handlers stay installed while the mesh stops: a second Ctrl-C must not cut the stop short.
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     children: list[Child] = []
     supervisor: Supervisor | None = None
     try:

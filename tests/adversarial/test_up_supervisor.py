@@ -457,3 +457,22 @@ def test_sigterm_mid_job_stops_the_gateway_first_and_the_next_up_resumes_the_job
     log = again.log()
     gateway_stopped = max(service_lines(log, "gateway", " stopped"))
     assert min(service_lines(log, "engine-0", "signal received")) > gateway_stopped, log
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_services_stop_on_their_own_when_up_itself_is_killed(tmp_path: Path) -> None:
+    # the services run in process groups of their own (so `up` stops them in order): an `up`
+    # killed outright (SIGKILL, the OOM killer) cannot stop them, so each watches for it
+    offset = free_offset(mesh_ports)
+    up = Up(tmp_path / "data", offset, tmp_path / "up.log")
+    try:
+        assert len(pids_serving(mesh_ports(offset))) == ENGINES + 2
+        up.proc.kill()
+        up.proc.wait(timeout=10)
+        deadline = time.monotonic() + 45
+        while pids_serving(mesh_ports(offset)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pids_serving(mesh_ports(offset)) == []  # (their last words went to the dead `up`'s pipe)
+    finally:
+        up.close()

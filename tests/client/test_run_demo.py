@@ -16,6 +16,7 @@ import pty
 import re
 import select
 import shlex
+import signal
 import struct
 import subprocess
 import termios
@@ -141,3 +142,41 @@ def test_terminal_shows_an_advancing_progress_bar_and_the_table(tmp_path: Path) 
     assert len(set(shown)) >= 3 and shown == sorted(shown), shown  # the bar advanced, never backwards
     assert "policies" in screen and "pol/s" in screen and "±" in screen  # count, rate, running mean ± se
     assert "result hash" in screen and "CTE 99 %" in screen and "preview was within" in screen
+
+
+def services_under(data_dir: Path) -> list[str]:
+    """Command lines of the running processes that serve from ``data_dir`` (its datasets)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        line = b" ".join(argv).decode(errors="replace")
+        if "serve" in line and str(data_dir) in line:
+            found.append(line)
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT])
+def test_a_hangup_or_term_stops_the_demo_and_its_services(tmp_path: Path, signum: int) -> None:
+    # the services run in process groups of their own: a signal that only killed `livecalc run`
+    # would leave them serving (issue 19)
+    data_dir = tmp_path / "data"
+    argv = [str(LIVECALC), "run", *SMALL, "--port-offset", str(free_port_offset()), "--out-dir", str(tmp_path)]
+    env = {**os.environ, "LIVECALC_DATA_DIR": str(data_dir)}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("mesh      up"):
+            break
+    assert services_under(data_dir), "".join(seen)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + out
+    assert "interrupted: stopping the mesh" in out
+    assert services_under(data_dir) == []
