@@ -231,7 +231,7 @@ def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
 
     with log_path.open("w", encoding="utf-8") as log, stopping_on_signals(interrupted) as stopping:
         try:
-            start_children(plan, env, children, sink=log)
+            start_children(plan, env, children, sink=log, stop=stopping)
             services = ", ".join(f"{c.label} {c.address}" for c in children)
             say(f"mesh      up in {time.monotonic() - started:.1f} s: {services}")
             say(f"          service logs: {log_path}")

@@ -25,7 +25,7 @@ from typing import IO
 
 from services.common.auth.service import internal_channel_security
 from services.common.config import DEFAULT_PORTS
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, LivecalcError
 from services.common.readiness import wait_serving
 from services.common.supervisor import Child, ProcessSpec, RestartBudgetExceeded, Supervisor, spawn, stop_in_stages
 
@@ -101,14 +101,22 @@ def mesh_plan(data_dir: Path, engines_count: int, off: int) -> tuple[list[Proces
 
 
 def start_children(
-    plan: Sequence[ProcessSpec], env: dict[str, str], children: list[Child], sink: IO[str] | None = None
+    plan: Sequence[ProcessSpec],
+    env: dict[str, str],
+    children: list[Child],
+    sink: IO[str] | None = None,
+    *,
+    stop: threading.Event | None = None,
 ) -> None:
     """Start each service in order and wait until it serves; started ones are appended to
     ``children`` as they start, so the caller can stop them even when a later one fails.
-    Their output goes to ``sink`` (default stderr), each line prefixed with the label."""
+    Their output goes to ``sink`` (default stderr), each line prefixed with the label. Once
+    ``stop`` is set no further service is started."""
     # probe each child as its peers reach it: TLS when LIVECALC_TLS / LIVECALC_TLS_CA say so
     security = internal_channel_security(argparse.Namespace(), env)
     for spec in plan:
+        if stop is not None and stop.is_set():
+            return
         child = spawn(spec, env, sink)
         children.append(child)
         wait_serving(child.address, timeout=60, proc=child.proc, label=child.label, security=security)
@@ -157,46 +165,43 @@ def run_mesh(args: argparse.Namespace) -> int:
     """Start the mesh, restart a service that dies (within a budget), wait for Ctrl-C, SIGTERM or
     SIGHUP, stop it gateway first; returns the exit code."""
     plan, env = mesh_plan(data_dir_of(args.data_dir), int(args.engines), int(args.port_offset))
-    stop = threading.Event()
-    starting = True
+    children: list[Child] = []
+    started = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        if starting:  # a service that never comes up must not hold Ctrl-C for a minute
-            raise KeyboardInterrupt
+    def on_signal() -> None:
+        if not started.is_set():  # a service that never comes up must not hold Ctrl-C for a minute
+            stop_children(children)
 
     # The services run in process groups of their own, so a terminal's Ctrl-C and hangup reach
     # only `up`, which stops them in order (a hangup that killed `up` would orphan them). The
     # handlers stay installed while the mesh stops: a second Ctrl-C must not cut the stop short.
-    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
-    children: list[Child] = []
     supervisor: Supervisor | None = None
-    try:
-        start_children(plan, env, children)
-        supervisor = Supervisor(children, env, say=_say)
-        starting = False
-        if stop.is_set():
+    with stopping_on_signals(on_signal) as stop:
+        try:
+            start_children(plan, env, children, stop=stop)
+            started.set()
+            if stop.is_set():
+                return 0
+            supervisor = Supervisor(children, env, say=_say)
+            print(
+                "livecalc mesh is up: " + ", ".join(f"{c.label} {c.address}" for c in children) + " (Ctrl-C stops it)",
+                file=sys.stderr,
+                flush=True,
+            )
+            while not stop.is_set():
+                supervisor.check()
+                stop.wait(CHECK_SECONDS)
+            _say("stopping the mesh (gateway first)")
             return 0
-        print(
-            "livecalc mesh is up: " + ", ".join(f"{c.label} {c.address}" for c in children) + " (Ctrl-C stops it)",
-            file=sys.stderr,
-            flush=True,
-        )
-        while not stop.is_set():
-            supervisor.check()
-            stop.wait(CHECK_SECONDS)
-        _say("stopping the mesh (gateway first)")
-        return 0
-    except KeyboardInterrupt:
-        return 0
-    except RestartBudgetExceeded as exc:
-        print(f"livecalc: error: {exc}; stopping the mesh", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        starting = False
-        if supervisor is not None:
-            supervisor.stop()
-        else:
-            stop_children(children)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        except RestartBudgetExceeded as exc:
+            print(f"livecalc: error: {exc}; stopping the mesh", file=sys.stderr, flush=True)
+            return 1
+        except LivecalcError:
+            if stop.is_set():
+                return 0  # a start cut short by the signal: the service being waited for was stopped
+            raise
+        finally:
+            if supervisor is not None:
+                supervisor.stop()
+            else:
+                stop_children(children)

@@ -476,3 +476,37 @@ def test_services_stop_on_their_own_when_up_itself_is_killed(tmp_path: Path) -> 
         assert pids_serving(mesh_ports(offset)) == []  # (their last words went to the dead `up`'s pipe)
     finally:
         up.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_the_mesh_starts_stops_it_at_once_and_cleanly(tmp_path: Path) -> None:
+    # a signal during start-up used to raise KeyboardInterrupt wherever `up` was, a gRPC probe
+    # included (raised while a channel was being made, the same crashed `livecalc run`)
+    offset = free_offset(mesh_ports)
+    args = ["--engines", str(ENGINES), "--data-dir", str(tmp_path / "data"), "--port-offset", str(offset)]
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "livecalc"), "up", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "LIVECALC_DATA_DIR": str(tmp_path / "data")},
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not pids_serving(mesh_ports(offset)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the data service is starting: `up` waits for it to serve
+        os.killpg(proc.pid, signal.SIGINT)
+        started = time.monotonic()
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out.decode()
+        assert time.monotonic() - started < 30
+        assert "livecalc mesh is up" not in out.decode()
+        assert pids_serving(mesh_ports(offset)) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in pids_serving(mesh_ports(offset)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
