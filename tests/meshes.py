@@ -14,6 +14,7 @@ tests.engine.mesh; submitting jobs and reading their events from tests.gateway.j
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -84,10 +85,18 @@ class Services:
         return again
 
     def stop(self) -> None:
-        for service in reversed(self.started):
-            if service.proc.poll() is None:
+        """Gateways, then engines, then data services: each kind signalled together and waited
+        for before the next (one by one, a mesh of seven took 8–11 s to stop)."""
+        running = [s for s in reversed(self.started) if s.proc.poll() is None]
+        for kind in ("gateway", "engine", "data"):
+            stage = [s for s in running if s.name == kind] if kind != "data" else running
+            for service in stage:
                 service.resume()
+                if service.proc.poll() is None:
+                    service.proc.send_signal(signal.SIGTERM)
+            for service in stage:
                 service.terminate()
+            running = [s for s in running if s not in stage]
 
     def __enter__(self) -> Services:
         return self
