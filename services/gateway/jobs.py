@@ -1,28 +1,24 @@
-"""Jobs: submit, run, watch, cancel (DESIGN.md "The mesh at run time").
+"""Jobs: submit, run, watch, cancel.
 
-`JobManager` owns the live jobs of this gateway. A job is validated and planned on submit,
-recorded in the job store, and answered with its `accepted` event; a task then runs it:
-checks the dataset is still the version it validated, dispatches the chunks, folds the
-partials, emits coalesced progress (every `progress_seconds` when something moved) and
-running statistics (about every `statistics_seconds`), and closes the log with exactly one
-of result, error or cancelled. Everything is written to the store as it happens, off the
-event loop (`JobStore`'s writer thread). Only three steps wait for writes: start-up recovery,
-SubmitJob (it answers a job's id once the job's record is committed) and an ended job (it
-leaves the live set, so that reads go to the store, once its last writes are). A client is
-streamed an event only once it is persisted (`EventLog`).
+`JobManager` owns the live jobs of this gateway (`LiveJob`, live_job.py). A job is validated
+(admission.py refuses what could never finish), planned on submit, recorded in the job store,
+and answered with its `accepted` event; a task then runs it: checks the dataset is still the
+version it validated, dispatches the chunks, folds the partials, reports progress, running
+statistics and fold checkpoints (reporting.py), and closes the log with exactly one of result,
+error or cancelled. Everything is written to the store as it happens, off the event loop
+(`JobStore`'s writer thread). Only three steps wait for writes: start-up recovery, SubmitJob
+(it answers a job's id once the job's record is committed) and an ended job (it leaves the live
+set, so that reads go to the store, once its last writes are). A client is streamed an event
+only once it is persisted (`EventLog`); a write the store cannot commit fails the job, whose end
+is written again until it is.
 
-A running job's fold is checkpointed (next block, exact running total, steps of the folded
-blocks; `JobStore.put_checkpoint`) at most every `checkpoint_seconds`, in one transaction with
-the progress event that reports it (or, when the fold has not moved since that event, alone),
-so a checkpoint never runs ahead of the reported progress. A job that was running when the
-gateway stopped (SIGTERM or SIGKILL) resumes at the next start from its checkpoint: only the
-blocks after it are dispatched, its event log goes on from the last sequence (clients re-attach
-with WatchJob from theirs) and the result is the uninterrupted run's: same bits, same steps
-(`JobFold` counts each block's steps once). The resumed job reports each block once: no
-progress event until the fold passes the last one reported before the stop (progress never
-steps back), no running statistics until it passes the last statistics' policies, and elapsed
-time runs on from the job's start time. A job with no checkpoint (queued, a preview) is marked
-FAILED (ABORTED) with a message saying so; submitting it again reruns it.
+A job that was running when the gateway stopped (SIGTERM or SIGKILL) resumes at the next start
+from its checkpoint (recovery.py): only the blocks after it are dispatched, its event log goes
+on from the last sequence (clients re-attach with WatchJob from theirs) and the result is the
+uninterrupted run's: same bits, same steps (`JobFold` counts each block's steps once). The
+resumed job reports each block once, and elapsed time runs on from the job's start time. A job
+with no checkpoint (queued, a preview) is marked FAILED (ABORTED) with a message saying so;
+submitting it again reruns it; a job whose end was written is never run again.
 """
 
 from __future__ import annotations
@@ -35,11 +31,9 @@ import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 import grpc
-import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
@@ -56,97 +50,28 @@ from services.common.errors import (
     Unavailable,
 )
 from services.gateway.admission import DatasetRules, check_capacity
-from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
+from services.gateway.dispatcher import Dispatcher, JobFailed
 from services.gateway.engines import EnginePool
 from services.gateway.events import EventLog, is_terminal, now_timestamp
 from services.gateway.fold import FoldState, JobFold
 from services.gateway.inputs import Datasets, PackageConfigs, scenario_params, scenario_spec, scenarios_key
+from services.gateway.live_job import JobConfig, LiveJob, S
 from services.gateway.metrics import GatewayMetrics, state_label
 from services.gateway.package_store import PackageStore, check_hash
 from services.gateway.planner import Chunk, Plan, plan
-from services.gateway.results import PART_VALUES, final_result, relative_difference, running_statistics, split_result
-from services.gateway.store import Checkpoint, JobStore, ResultKey, StoreClosed, Written
+from services.gateway.recovery import abort, record_logged_end, resumed_job
+from services.gateway.reporting import JobReporter
+from services.gateway.results import PART_VALUES, final_result, relative_difference, split_result
+from services.gateway.store import JobStore, ResultKey, StoreClosed, Written
 from services.gateway.submission import limit_violations, spec_differences
 from services.valuation.blocks import BLOCK_SIZE
-from services.valuation.scenarios import ScenarioParams
 
 log = logging.getLogger(__name__)
 
-S = job_pb2.JobState
-ENDED: Final = frozenset({S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED})
-RESTART_MESSAGE: Final = "the gateway stopped while this job was running; it was not resumed: submit it again"
 #: How long CancelJob waits for the job's task to wind down.
 CANCEL_WAIT: Final = 5.0
 #: How often an ended job whose end the store could not commit tries again.
 RECORD_RETRY_SECONDS: Final = 1.0
-#: The terminal state each kind of terminal event records.
-TERMINAL_STATES: Final = {
-    "result": S.JOB_STATE_SUCCEEDED,
-    "error": S.JOB_STATE_FAILED,
-    "cancelled": S.JOB_STATE_CANCELLED,
-}
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    """How jobs run; `package_address` is where engines download packages (this gateway)."""
-
-    package_address: str
-    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
-    progress_seconds: float = 0.25
-    statistics_seconds: float = 1.0
-    #: Blocks a job may have in flight ahead of its fold, per engine slot, in chunks.
-    window_chunks_per_slot: int = 2
-    chunk_time_limit_seconds: float = 0.0
-    #: Longest time between two checkpoints of a running job's fold.
-    checkpoint_seconds: float = 1.0
-    #: Admission control: jobs this gateway holds unfinished (queued or running) before
-    #: SubmitJob answers RESOURCE_EXHAUSTED; 0 admits every job.
-    max_pending_jobs: int = 0
-
-
-@dataclass
-class LiveJob:
-    """A job this gateway is running (or has just ended)."""
-
-    job: job_pb2.Job
-    log: EventLog
-    plan: Plan
-    params: ScenarioParams
-    key: ResultKey
-    rows: int
-    #: The tenant that submitted it ('' with auth off), its idempotency key ('' for none) and
-    #: the spec as the client sent it (kept with a key, to compare a later submission).
-    tenant: str = ""
-    idempotency_key: str = ""
-    request: job_pb2.JobSpec | None = None
-    #: Commits with the job's first record and its accepted event (None: recorded before,
-    #: a resumed job); nothing else of the job is written before it has.
-    recorded: asyncio.Future[Any] | None = None
-    #: A write of the job that the store could not commit: the job fails.
-    store_error: BaseException | None = None
-    #: The job's final record while its terminal unit is not committed (then it becomes `job`:
-    #: readers never see an end a restarted gateway would not), the result row written with
-    #: it, the unit, and the task that sees it committed.
-    final: job_pb2.Job | None = None
-    result_row: dict[str, Any] | None = None
-    ended: Written | None = None
-    finishing: asyncio.Task[None] | None = None
-    task: asyncio.Task[None] | None = None
-    fold: JobFold | None = None
-    dispatcher: Dispatcher | None = None
-    cancel_reason: str | None = None
-    #: blocks_done of the last progress event, and policies_done of the last running statistics
-    #: (a resumed job's from before the stop: it reports nothing again).
-    reported_blocks: int = -1
-    reported_statistics_rows: int = 0
-    #: waiting_seconds of the last progress event (a waiting job reports its wait about once a second).
-    reported_waiting: float = 0.0
-    #: The checkpoint this run resumes from (a restarted gateway), and when and where the last one was written.
-    resume: Checkpoint | None = None
-    checkpointed_at: float = 0.0
-    checkpointed_block: int = -1
-    started: float = field(default_factory=time.monotonic)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -177,6 +102,7 @@ class JobManager:
         self.credentials = credentials or ServiceCredentials()
         self.configs = PackageConfigs(packages)
         self.rules = DatasetRules(datasets)
+        self.reporter = JobReporter(store, config, self._watch)
         self._live: dict[str, LiveJob] = {}
         metrics.track_fold_lag(lambda: float(sum(j.fold.pending_blocks for j in self._live.values() if j.fold)))
 
@@ -197,32 +123,14 @@ class JobManager:
             )
             terminal = next((e for e in events if is_terminal(e)), None)
             if terminal is not None:
-                self._record_logged_end(job, terminal, events)
+                record_logged_end(self.store, job, terminal, events)
                 ended += 1
                 continue
             cp = self.store.checkpoint(job.job_id)
             if cp is None or job.spec.HasField("preview"):
-                self._abort(job, logbook)
+                abort(self.store, job, logbook)
                 continue
-            params = scenario_params(job.spec.scenarios, {})
-            live = LiveJob(
-                job=job,
-                log=logbook,
-                plan=plan(cp.dataset_rows, slots=1, scenarios=params.count, chunk_blocks=cp.chunk_blocks),
-                params=params,
-                key=ResultKey(job.spec.package_hash, cp.dataset_version, scenarios_key(params)),
-                rows=cp.dataset_rows,
-                tenant=self.store.tenant_of(job.job_id) or "",
-                resume=cp,
-            )
-            progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
-            if progress:
-                last = max(progress, key=lambda p: p.blocks_done)
-                live.job.progress.CopyFrom(last)
-                live.reported_blocks = last.blocks_done
-            live.reported_statistics_rows = max(
-                (e.statistics.policies_done for e in events if e.WhichOneof("event") == "statistics"), default=0
-            )
+            live = resumed_job(job, logbook, events, cp, self.store.tenant_of(job.job_id) or "")
             self._live[job.job_id] = live
             self.metrics.transition(0, job.state)
             live.task = asyncio.get_running_loop().create_task(self._run(live), name=f"job {job.job_id}")
@@ -242,52 +150,6 @@ class JobManager:
                 extra={"fields": {"count": len(stale) - resumed - ended}},
             )
         return resumed
-
-    def _abort(self, job: job_pb2.Job, logbook: EventLog) -> None:
-        """End a job left running that cannot resume: FAILED (ABORTED), in one unit."""
-        job.state = S.JOB_STATE_FAILED
-        job.end_time.CopyFrom(now_timestamp())
-        job.error.CopyFrom(job_pb2.JobError(code="ABORTED", message=RESTART_MESSAGE))
-        with self.store.transaction():
-            self.store.drop_checkpoint(job.job_id)
-            self.store.put_job(job)
-            logbook.append(error=job.error)
-
-    def _record_logged_end(self, job: job_pb2.Job, terminal: job_pb2.JobEvent, events: list[job_pb2.JobEvent]) -> None:
-        """The record of a job whose log ended while its record did not (a store written before
-        a job's end was one unit): state, end and result from the terminal event, and its
-        result row when it is missing."""
-        kind = str(terminal.WhichOneof("event"))
-        job.state = TERMINAL_STATES[kind]
-        job.end_time.CopyFrom(terminal.time)
-        if kind == "result":
-            job.result.CopyFrom(terminal.result)
-        elif kind == "error":
-            job.error.CopyFrom(terminal.error)
-        with self.store.transaction():
-            self.store.drop_checkpoint(job.job_id)
-            vector = list(terminal.result.pv_net_cf) or [
-                v for e in events if e.WhichOneof("event") == "result_part" for v in e.result_part.pv_net_cf
-            ]
-            if kind == "result" and vector and self.store.result_vector(job.job_id) is None:
-                result = terminal.result
-                self.store.put_result(
-                    job.job_id,
-                    ResultKey(
-                        job.spec.package_hash,
-                        result.dataset_version,
-                        scenarios_key(scenario_params(job.spec.scenarios, {})),
-                    ),
-                    preview=result.preview,
-                    mean=result.statistics.mean,
-                    end_ns=terminal.time.ToNanoseconds(),
-                    pv_net_cf=np.asarray(vector, dtype=np.float64),
-                )
-            self.store.put_job(job)
-        log.warning(
-            "a job's log had ended but not its record: recorded as its log says, not resumed",
-            extra={"fields": {"job": job.job_id, "state": kind}},
-        )
 
     # submit
 
@@ -469,91 +331,6 @@ class JobManager:
             req.sample.CopyFrom(engine_pb2.SampleSelection(n=spec.preview.sample_rows, seed=spec.preview.seed))
         return req
 
-    def _progress(self, live: LiveJob) -> job_pb2.JobProgress:
-        fold, disp = live.fold, live.dispatcher
-        done = fold.folded_blocks if fold else 0
-        return job_pb2.JobProgress(
-            blocks_done=done,
-            blocks_total=live.plan.blocks_total,
-            policies_done=fold.rows_done if fold else 0,
-            policies_total=live.plan.rows,
-            engines_active=len(disp.engines_active) if disp else 0,
-            elapsed_seconds=time.monotonic() - live.started,
-            waiting_seconds=disp.waiting_seconds if disp else 0.0,
-            waiting_reason=disp.waiting_reason if disp and disp.waiting_seconds else "",
-        )
-
-    def _report_progress(self, live: LiveJob) -> None:
-        """A progress event when the fold passed the last one reported (and the first one); a
-        checkpoint of the fold when one is due, in the same transaction.
-
-        Only forward: a resumed job redoing blocks it reported before the stop stays silent
-        until it passes them (its checkpoints go on meanwhile)."""
-        fold = live.fold
-        done = fold.folded_blocks if fold else 0
-        waiting = live.dispatcher.waiting_seconds if live.dispatcher else 0.0
-        # a wait is news when it starts, ends and about every second it lasts (but progress
-        # never steps back: a resumed job behind what it reported before the stop stays silent)
-        news = (waiting > 0) != (live.reported_waiting > 0) or waiting >= live.reported_waiting + 1.0
-        report = done > live.reported_blocks or (news and done >= live.reported_blocks)
-        due = (
-            fold is not None
-            and not fold.complete
-            and done > live.checkpointed_block
-            and not live.job.spec.HasField("preview")
-            and time.monotonic() - live.checkpointed_at >= self.config.checkpoint_seconds
-        )
-        if not (report or due):
-            return
-        if report:
-            live.reported_blocks = max(live.reported_blocks, done)
-            live.reported_waiting = waiting
-            live.job.progress.CopyFrom(self._progress(live))
-        with self.store.transaction():
-            if due:
-                self._checkpoint(live)
-            if report:
-                live.log.append(progress=live.job.progress)
-
-    def _checkpoint(self, live: LiveJob) -> None:
-        fold = live.fold
-        if fold is None or live.job.spec.HasField("preview"):
-            return
-        state = fold.checkpoint()
-        if state is None:
-            return  # a folded piece's steps are on their way: the next tick checkpoints
-        written = self.store.put_checkpoint(
-            Checkpoint(
-                live.job.job_id,
-                live.key.dataset_version,
-                live.rows,
-                live.plan.chunk_blocks,
-                state.next_block,
-                state.steps,
-                state.total,
-            )
-        )
-        self._watch(live.job.job_id, written)
-        live.checkpointed_at = time.monotonic()
-        live.checkpointed_block = state.next_block
-
-    async def _ticker(self, live: LiveJob) -> None:
-        """Coalesced progress and about-once-a-second running statistics."""
-        cfg = self.config
-        next_stats = time.monotonic() + cfg.statistics_seconds
-        while True:
-            await asyncio.sleep(cfg.progress_seconds)
-            fold = live.fold
-            if fold is None:
-                continue
-            self._report_progress(live)
-            if time.monotonic() >= next_stats and fold.rows_done > live.reported_statistics_rows and not fold.complete:
-                estimate = fold.estimate()
-                if estimate is not None:
-                    live.reported_statistics_rows = fold.rows_done
-                    next_stats = time.monotonic() + cfg.statistics_seconds
-                    live.log.append(statistics=running_statistics(estimate[:, :], fold.rows_done, fold.rows))
-
     async def _run(self, live: LiveJob) -> None:
         job = live.job
         ticker: asyncio.Task[None] | None = None
@@ -616,9 +393,9 @@ class JobManager:
                 live.started = time.monotonic() - since
             self._watch(job.job_id, self.store.put_job(job))
             if not preview:
-                self._checkpoint(live)  # from here on a restarted gateway resumes the job
-            self._report_progress(live)
-            ticker = asyncio.get_running_loop().create_task(self._ticker(live))
+                self.reporter.checkpoint(live)  # from here on a restarted gateway resumes the job
+            self.reporter.report(live)
+            ticker = asyncio.get_running_loop().create_task(self.reporter.tick(live))
             await live.dispatcher.run()
             ticker.cancel()
             self._succeed(live)
@@ -727,7 +504,7 @@ class JobManager:
     def _succeed(self, live: LiveJob) -> None:
         job, fold = live.job, live.fold
         assert fold is not None
-        self._report_progress(live)  # the last progress (100 %) always precedes the result
+        self.reporter.report(live)  # the last progress (100 %) always precedes the result
         pvs = fold.total()
         preview = job.spec.HasField("preview")
         if preview:
@@ -894,6 +671,6 @@ class JobManager:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             if not live.log.closed:
-                self._checkpoint(live)  # the latest fold, so the next start redoes as little as it can
+                self.reporter.checkpoint(live)  # the latest fold, so the next start redoes as little as it can
         self._live.clear()
         await self.pool.close()

@@ -42,7 +42,8 @@ from services.gateway.dispatcher import DEFAULT_ENGINE_WAIT_SECONDS, DispatchCon
 from services.gateway.engines import DEFAULT_KEEPALIVE_SECONDS, EnginePool, EngineTargets
 from services.gateway.inputs import DataServiceDatasets
 from services.gateway.job_servicer import JobServicer
-from services.gateway.jobs import JobConfig, JobManager
+from services.gateway.jobs import JobManager
+from services.gateway.live_job import JobConfig
 from services.gateway.loop_lag import LoopLagMonitor
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.package_servicer import PackageServicer

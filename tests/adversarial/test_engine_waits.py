@@ -27,7 +27,8 @@ from livecalc.gateway.v1 import job_pb2
 from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
 from services.gateway.engines import Engine
 from services.gateway.fold import JobFold
-from services.gateway.jobs import JobConfig, JobManager
+from services.gateway.jobs import JobManager
+from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan
 from services.gateway.store import JobStore

@@ -30,7 +30,8 @@ from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.gateway.dispatcher import DispatchConfig, Dispatcher
 from services.gateway.fold import FoldState, JobFold
-from services.gateway.jobs import JobConfig, JobManager
+from services.gateway.jobs import JobManager
+from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan
 from services.gateway.store import JobStore
@@ -200,7 +201,7 @@ async def test_killed_after_a_checkpoint_and_more_reports_resumes_reporting_each
     await asyncio.wait_for(engine.arrived[6].wait(), 10)
     # a checkpoint in the middle of chunk [4, 8): its summary has not come yet
     await until(lambda: (cp := m.store.checkpoint(job_id)) is not None and cp.next_block == 6, "a checkpoint at 6")
-    m.config = dataclasses.replace(m.config, checkpoint_seconds=3600.0)  # no more checkpoints
+    m.reporter.config = dataclasses.replace(m.reporter.config, checkpoint_seconds=3600.0)  # no more checkpoints
     gates[6].set()
     await asyncio.wait_for(engine.arrived[10].wait(), 10)
     await until(

@@ -19,7 +19,8 @@ from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
 from services.gateway.engines import Engine, EngineTargets
 from services.gateway.events import EventLog
 from services.gateway.fold import COMPONENTS, JobFold
-from services.gateway.jobs import JobConfig, JobManager
+from services.gateway.jobs import JobManager
+from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan, ranges
 from services.gateway.results import join_parts, split_result, statistics_message

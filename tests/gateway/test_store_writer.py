@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.gateway.events import EventLog
-from services.gateway.jobs import JobConfig, JobManager
+from services.gateway.jobs import JobManager
+from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.store import Checkpoint, JobStore, StoreClosed, _Write
 from services.valuation.blocks import BLOCK_SIZE

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.errors import InvalidArgument, ResourceExhausted
-from services.gateway.jobs import JobConfig, JobManager
+from services.gateway.jobs import JobManager
+from services.gateway.live_job import JobConfig
 from services.gateway.loop_lag import LoopLagMonitor
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.server import DEFAULT_MAX_PENDING_JOBS, resolve_jobs_config

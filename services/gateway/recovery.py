@@ -1,0 +1,112 @@
+"""What a starting gateway does with the jobs a previous process left queued or running.
+
+Each such job ends up in exactly one of three ways (`JobManager.recover` sorts them):
+
+- its event log holds its terminal event: it has ended, whatever its record says (a store
+  written before a job's end was one unit): the record is set from the log
+  (`record_logged_end`), never resumed, never recomputed;
+- it has a checkpoint of its fold and is not a preview: it resumes from the checkpoint
+  (`resumed_job` rebuilds its live state: only forward progress, statistics after the last
+  reported, its event log going on from the highest persisted sequence);
+- otherwise it cannot resume: FAILED (ABORTED), in one unit with its error event (`abort`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import numpy as np
+
+from livecalc.gateway.v1 import job_pb2
+from services.gateway.events import EventLog, now_timestamp
+from services.gateway.inputs import scenario_params, scenarios_key
+from services.gateway.live_job import LiveJob, S
+from services.gateway.planner import plan
+from services.gateway.store import Checkpoint, JobStore, ResultKey
+
+log = logging.getLogger(__name__)
+
+RESTART_MESSAGE: Final = "the gateway stopped while this job was running; it was not resumed: submit it again"
+#: The terminal state each kind of terminal event records.
+TERMINAL_STATES: Final = {
+    "result": S.JOB_STATE_SUCCEEDED,
+    "error": S.JOB_STATE_FAILED,
+    "cancelled": S.JOB_STATE_CANCELLED,
+}
+
+
+def abort(store: JobStore, job: job_pb2.Job, logbook: EventLog) -> None:
+    """End a job left running that cannot resume: FAILED (ABORTED), in one unit."""
+    job.state = S.JOB_STATE_FAILED
+    job.end_time.CopyFrom(now_timestamp())
+    job.error.CopyFrom(job_pb2.JobError(code="ABORTED", message=RESTART_MESSAGE))
+    with store.transaction():
+        store.drop_checkpoint(job.job_id)
+        store.put_job(job)
+        logbook.append(error=job.error)
+
+
+def record_logged_end(
+    store: JobStore, job: job_pb2.Job, terminal: job_pb2.JobEvent, events: list[job_pb2.JobEvent]
+) -> None:
+    """The record of a job whose log ended while its record did not: state, end and result from
+    the terminal event, and its result row when it is missing."""
+    kind = str(terminal.WhichOneof("event"))
+    job.state = TERMINAL_STATES[kind]
+    job.end_time.CopyFrom(terminal.time)
+    if kind == "result":
+        job.result.CopyFrom(terminal.result)
+    elif kind == "error":
+        job.error.CopyFrom(terminal.error)
+    with store.transaction():
+        store.drop_checkpoint(job.job_id)
+        vector = list(terminal.result.pv_net_cf) or [
+            v for e in events if e.WhichOneof("event") == "result_part" for v in e.result_part.pv_net_cf
+        ]
+        if kind == "result" and vector and store.result_vector(job.job_id) is None:
+            result = terminal.result
+            store.put_result(
+                job.job_id,
+                ResultKey(
+                    job.spec.package_hash,
+                    result.dataset_version,
+                    scenarios_key(scenario_params(job.spec.scenarios, {})),
+                ),
+                preview=result.preview,
+                mean=result.statistics.mean,
+                end_ns=terminal.time.ToNanoseconds(),
+                pv_net_cf=np.asarray(vector, dtype=np.float64),
+            )
+        store.put_job(job)
+    log.warning(
+        "a job's log had ended but not its record: recorded as its log says, not resumed",
+        extra={"fields": {"job": job.job_id, "state": kind}},
+    )
+
+
+def resumed_job(
+    job: job_pb2.Job, logbook: EventLog, events: list[job_pb2.JobEvent], cp: Checkpoint, tenant: str
+) -> LiveJob:
+    """The live state of a job resuming from checkpoint ``cp``: its plan as it was made (the
+    recorded chunk size), and what it reported before the stop, so it reports each block once."""
+    params = scenario_params(job.spec.scenarios, {})  # the record holds every parameter
+    live = LiveJob(
+        job=job,
+        log=logbook,
+        plan=plan(cp.dataset_rows, slots=1, scenarios=params.count, chunk_blocks=cp.chunk_blocks),
+        params=params,
+        key=ResultKey(job.spec.package_hash, cp.dataset_version, scenarios_key(params)),
+        rows=cp.dataset_rows,
+        tenant=tenant,
+        resume=cp,
+    )
+    progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
+    if progress:
+        last = max(progress, key=lambda p: p.blocks_done)
+        live.job.progress.CopyFrom(last)
+        live.reported_blocks = last.blocks_done
+    live.reported_statistics_rows = max(
+        (e.statistics.policies_done for e in events if e.WhichOneof("event") == "statistics"), default=0
+    )
+    return live

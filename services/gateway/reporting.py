@@ -1,0 +1,115 @@
+"""A running job's reports: coalesced progress, running statistics and fold checkpoints.
+
+Progress goes out when the fold passes the last block reported (and when a wait for an engine
+starts, ends, and about every second it lasts), running statistics about every
+`statistics_seconds`, and the fold is checkpointed at most every `checkpoint_seconds`, in one
+transaction with the progress event that reports it (or alone when the fold has not moved
+since), so a checkpoint never runs ahead of the reported progress and a restarted gateway
+resumes the job where its clients last saw it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from livecalc.gateway.v1 import job_pb2
+from services.gateway.live_job import JobConfig, LiveJob
+from services.gateway.results import running_statistics
+from services.gateway.store import Checkpoint, JobStore, Written
+
+
+class JobReporter:
+    """Reports of the live jobs of one gateway, written to ``store``; ``watch(job_id, written)``
+    is told of every checkpoint write (a write that fails fails the job)."""
+
+    def __init__(self, store: JobStore, config: JobConfig, watch: Callable[[str, Written], None]) -> None:
+        self.store, self.config, self.watch = store, config, watch
+
+    def progress(self, live: LiveJob) -> job_pb2.JobProgress:
+        """The job's progress now (the fold, the engines on it, its wait for one)."""
+        fold, disp = live.fold, live.dispatcher
+        done = fold.folded_blocks if fold else 0
+        return job_pb2.JobProgress(
+            blocks_done=done,
+            blocks_total=live.plan.blocks_total,
+            policies_done=fold.rows_done if fold else 0,
+            policies_total=live.plan.rows,
+            engines_active=len(disp.engines_active) if disp else 0,
+            elapsed_seconds=time.monotonic() - live.started,
+            waiting_seconds=disp.waiting_seconds if disp else 0.0,
+            waiting_reason=disp.waiting_reason if disp and disp.waiting_seconds else "",
+        )
+
+    def report(self, live: LiveJob) -> None:
+        """A progress event when the fold passed the last one reported (and the first one); a
+        checkpoint of the fold when one is due, in the same transaction.
+
+        Only forward: a resumed job redoing blocks it reported before the stop stays silent
+        until it passes them (its checkpoints go on meanwhile)."""
+        fold = live.fold
+        done = fold.folded_blocks if fold else 0
+        waiting = live.dispatcher.waiting_seconds if live.dispatcher else 0.0
+        # a wait is news when it starts, ends and about every second it lasts (but progress
+        # never steps back: a resumed job behind what it reported before the stop stays silent)
+        news = (waiting > 0) != (live.reported_waiting > 0) or waiting >= live.reported_waiting + 1.0
+        report = done > live.reported_blocks or (news and done >= live.reported_blocks)
+        due = (
+            fold is not None
+            and not fold.complete
+            and done > live.checkpointed_block
+            and not live.job.spec.HasField("preview")
+            and time.monotonic() - live.checkpointed_at >= self.config.checkpoint_seconds
+        )
+        if not (report or due):
+            return
+        if report:
+            live.reported_blocks = max(live.reported_blocks, done)
+            live.reported_waiting = waiting
+            live.job.progress.CopyFrom(self.progress(live))
+        with self.store.transaction():
+            if due:
+                self.checkpoint(live)
+            if report:
+                live.log.append(progress=live.job.progress)
+
+    def checkpoint(self, live: LiveJob) -> None:
+        """Write the fold's checkpoint (a preview has none), when the fold has one to give."""
+        fold = live.fold
+        if fold is None or live.job.spec.HasField("preview"):
+            return
+        state = fold.checkpoint()
+        if state is None:
+            return  # a folded piece's steps are on their way: the next tick checkpoints
+        written = self.store.put_checkpoint(
+            Checkpoint(
+                live.job.job_id,
+                live.key.dataset_version,
+                live.rows,
+                live.plan.chunk_blocks,
+                state.next_block,
+                state.steps,
+                state.total,
+            )
+        )
+        self.watch(live.job.job_id, written)
+        live.checkpointed_at = time.monotonic()
+        live.checkpointed_block = state.next_block
+
+    async def tick(self, live: LiveJob) -> None:
+        """Coalesced progress and about-once-a-second running statistics."""
+        cfg = self.config
+        next_stats = time.monotonic() + cfg.statistics_seconds
+        while True:
+            await asyncio.sleep(cfg.progress_seconds)
+            fold = live.fold
+            if fold is None:
+                continue
+            self.report(live)
+            if time.monotonic() >= next_stats and fold.rows_done > live.reported_statistics_rows and not fold.complete:
+                estimate = fold.estimate()
+                if estimate is not None:
+                    live.reported_statistics_rows = fold.rows_done
+                    next_stats = time.monotonic() + cfg.statistics_seconds
+                    live.log.append(statistics=running_statistics(estimate[:, :], fold.rows_done, fold.rows))
