@@ -628,7 +628,8 @@ class JobManager:
             live = self._live.get(job.job_id)
             if live is not None:
                 job.CopyFrom(self._shown(live))
-            del job.result.pv_net_cf[:]
+            if job.HasField("result"):  # touching `result` of a job without one would create it
+                del job.result.pv_net_cf[:]
         return jobs, token
 
     async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[job_pb2.JobEvent]:

@@ -396,7 +396,8 @@ class JobStore:
         to compare a later submission with the same key) are set by the insert and never changed."""
         record = job_pb2.Job()
         record.CopyFrom(job)
-        del record.result.pv_net_cf[:]
+        if record.HasField("result"):  # touching `result` of a job without one would create it
+            del record.result.pv_net_cf[:]
         row = (
             job.job_id,
             job.create_time.ToNanoseconds(),

@@ -357,3 +357,14 @@ async def test_dispatch_without_engines_fails_unavailable_in_bounded_time() -> N
     with pytest.raises(JobFailed) as info:
         await asyncio.wait_for(d.run(), 5)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE and "no engine" in info.value.message
+
+
+def test_a_job_without_a_result_is_stored_and_listed_without_one(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    store.put_job(job_pb2.Job(job_id="j", state=S.JOB_STATE_RUNNING))
+    store.flush()
+    stored = store.get_job("j")
+    assert stored is not None and not stored.HasField("result")
+    (listed,), _ = store.list_jobs(10, "", 0)
+    assert not listed.HasField("result")
+    store.close()
