@@ -29,6 +29,8 @@ from services.gateway.inputs import Datasets, Validation
 
 #: Verdicts kept (one per dataset version and model); the oldest goes first.
 VERDICTS_KEPT: Final = 256
+#: Violations a refusal names: the first of each rule broken, at most this many.
+SHOWN: Final = 5
 GIB: Final = float(1 << 30)
 
 
@@ -66,9 +68,11 @@ def refusal(verdict: Validation, model: str) -> InvalidArgument:
         FieldViolation(f"dataset.columns.{name}", f"is required by the model {model!r} and missing")
         for name in verdict.missing_columns
     ]
-    for v in verdict.violations:
+    # one example of each rule broken (the first in row order), not ten of the commonest
+    examples = {v.rule: v for v in reversed(verdict.violations)}
+    for v in sorted(examples.values(), key=lambda v: v.row)[:SHOWN]:
         where = f"dataset.rows[{v.row}]" + (f".{v.column}" if v.column else "")
-        fields.append(FieldViolation(where, f"{v.message} ({v.rule})"))
+        fields.append(FieldViolation(where, v.message))
     counts = ", ".join(f"{rule} {count:,}" for rule, count in verdict.rule_counts)
     what = f"{verdict.violation_count:,} rule violations" + (f" ({counts})" if counts else "")
     if verdict.missing_columns:

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 DATA_TIMEOUT: Final = 10.0
 #: ValidateDataset reads the whole dataset (about a second per million rows here).
 VALIDATE_TIMEOUT: Final = 300.0
-#: Violations a validation brings back in detail (the counts by rule cover all of them).
-VALIDATE_DETAIL: Final = 10
+#: Violations a validation brings back in detail (the counts by rule cover all of them): enough
+#: to find the first of each rule in most datasets.
+VALIDATE_DETAIL: Final = 1000
 
 
 class Upstream(LivecalcError):

@@ -43,6 +43,7 @@ BROKEN = Validation(
     violation_count=3,
     violations=(
         RowViolation(17, "premium_pp", "required", "premium_pp is required when duration_mth ≠ 0"),
+        RowViolation(20, "premium_pp", "required", "premium_pp is required when duration_mth ≠ 0"),
         RowViolation(4000, "policy_id", "duplicate_policy_id", "policy_id 18 also on row 17"),
     ),
     rule_counts=(("required", 2), ("duplicate_policy_id", 1)),
@@ -62,6 +63,7 @@ async def test_a_verdict_is_asked_once_per_dataset_version_and_names_rows_and_co
     assert datasets.validations == 1
     text = info.value.details()
     assert "dataset.rows[17].premium_pp: premium_pp is required" in text and "dataset.rows[4000].policy_id" in text
+    assert text.count("dataset.rows[") == 2  # one example of each rule broken
     assert "3 rule violations (required 2, duplicate_policy_id 1)" in text
     with pytest.raises(InvalidArgument):
         await rules.check("pol", "v1", "term_life", "t2")
