@@ -29,7 +29,7 @@ from services.gateway.inputs import Datasets, Validation
 
 #: Verdicts kept (one per dataset version and model); the oldest goes first.
 VERDICTS_KEPT: Final = 256
-#: Violations a refusal names: the first of each rule broken, at most this many.
+#: Violations a refusal names: the first of each rule broken in each column, at most this many.
 SHOWN: Final = 5
 GIB: Final = float(1 << 30)
 
@@ -68,8 +68,8 @@ def refusal(verdict: Validation, model: str) -> InvalidArgument:
         FieldViolation(f"dataset.columns.{name}", f"is required by the model {model!r} and missing")
         for name in verdict.missing_columns
     ]
-    # one example of each rule broken (the first in row order), not ten of the commonest
-    examples = {v.rule: v for v in reversed(verdict.violations)}
+    # one example of each rule broken in each column (the first in row order), not ten of the commonest
+    examples = {(v.rule, v.column): v for v in reversed(verdict.violations)}
     for v in sorted(examples.values(), key=lambda v: v.row)[:SHOWN]:
         where = f"dataset.rows[{v.row}]" + (f".{v.column}" if v.column else "")
         fields.append(FieldViolation(where, v.message))
