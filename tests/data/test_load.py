@@ -71,15 +71,23 @@ def test_memory_stays_bounded_and_health_answers(service_factory: Any, tmp_path:
                 return f"sample {exc.code().name}"
 
     def full_read(i: int) -> str:
+        # A reader holds its share of the budget for as long as its client takes to consume the
+        # stream, so how many fit in the 10 s admission wait depends on the client machine (4 of
+        # 20 in some full-suite runs, 16–20 alone): readers retry RESOURCE_EXHAUSTED twice, as
+        # its message says ("retry shortly") and as engines do, so the figure shows the service.
         with grpc.insecure_channel(data.address, options=options) as channel:
             stub = data_service_pb2_grpc.DataServiceStub(channel)
             request = data_service_pb2.ReadRowsRequest(dataset_id="pol", start_row=0, end_row=ROWS)
-            try:
-                rows = sum(m.row_count for m in stub.ReadRows(request, timeout=120))
-                assert rows == ROWS
-                return "read OK"
-            except grpc.RpcError as exc:
-                return f"read {exc.code().name}"
+            for attempt in range(3):
+                try:
+                    rows = sum(m.row_count for m in stub.ReadRows(request, timeout=120))
+                    assert rows == ROWS
+                    return "read OK"
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or attempt == 2:
+                        return f"read {exc.code().name}"
+                    time.sleep(1.0)
+            raise AssertionError("unreachable")
 
     def hostile(_: int) -> str:
         with grpc.insecure_channel(data.address, options=options) as channel:
