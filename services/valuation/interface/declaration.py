@@ -1,0 +1,598 @@
+"""The declaration's types and its parser: every problem found at once, each with its JSON path.
+
+`parse_interface` turns ``config["interface"]`` into a frozen `ModelInterface` (or None) and a
+list of `Issue`s; checks that need the package's files (tables against their declared axes,
+the binary's exports) live with the package validator. The rules of docs/model-interface.md
+are applied here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from services.valuation.interface.expressions import Expression, ExpressionError, parse
+from services.valuation.packages.report import Issue, error
+
+ABI_VERSION: Final = 2
+ColumnType = Literal["int32", "int64", "float64", "category"]
+ParameterType = Literal["float64", "int64", "uint64"]
+COLUMN_TYPES: Final[tuple[ColumnType, ...]] = ("int32", "int64", "float64", "category")
+PARAMETER_TYPES: Final[tuple[ParameterType, ...]] = ("float64", "int64", "uint64")
+ABI_TYPE_CODES: Final[Mapping[ColumnType, int]] = {"int32": 1, "int64": 2, "float64": 3, "category": 4}
+"""`lc_array.type` of each column type."""
+DTYPES: Final[Mapping[ColumnType, type[np.generic]]] = {
+    "int32": np.int32,
+    "int64": np.int64,
+    "float64": np.float64,
+    "category": np.int32,
+}
+MAX_AXES: Final = 4
+MAX_ITEMS: Final = 256
+"""Most columns, tables, parameters, scenario inputs or outputs one declaration may have."""
+INT32_RANGE: Final = (-(2**31), 2**31 - 1)
+
+_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,62}")
+RESERVED_NAMES: Final = frozenset({"and", "or", "not", "min", "max", "abs", "scenario", "month"})
+LEGACY_OUTPUTS: Final = ("premiums", "claims", "expenses", "commissions", "net_cf")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Range of a value: ``min ≤ v ≤ max``, ``greater_than < v < less_than`` (None: unbounded)."""
+
+    min: float | None = None
+    max: float | None = None
+    greater_than: float | None = None
+    less_than: float | None = None
+
+    def breaks(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+        """Where ``values`` fall outside the range (NaN never breaks: absence is judged elsewhere)."""
+        bad = np.zeros(values.shape, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            if self.min is not None:
+                bad |= values < self.min
+            if self.max is not None:
+                bad |= values > self.max
+            if self.greater_than is not None:
+                bad |= values <= self.greater_than
+            if self.less_than is not None:
+                bad |= values >= self.less_than
+        return bad
+
+    def describe(self) -> str:
+        """``must be ≥ 0 and ≤ 120`` style text."""
+        parts = []
+        if self.min is not None:
+            parts.append(f"≥ {_number(self.min)}")
+        if self.greater_than is not None:
+            parts.append(f"> {_number(self.greater_than)}")
+        if self.max is not None:
+            parts.append(f"≤ {_number(self.max)}")
+        if self.less_than is not None:
+            parts.append(f"< {_number(self.less_than)}")
+        return "must be " + " and ".join(parts) if parts else ""
+
+    @property
+    def empty(self) -> bool:
+        return self.min is None and self.max is None and self.greater_than is None and self.less_than is None
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A policy column: name, type, whether required, the value of an empty cell, its range."""
+
+    name: str
+    type: ColumnType
+    required: bool = False
+    default: float | None = None
+    """Empty cell's value (a category's default is its code); None: NaN (optional float64 only)."""
+    values: tuple[str, ...] = ()
+    """A category's accepted texts; code i is values[i]."""
+    bounds: Bounds = Bounds()
+    description: str = ""
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(DTYPES[self.type])
+
+    @property
+    def abi_type(self) -> int:
+        return ABI_TYPE_CODES[self.type]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A row rule: rows where ``when`` holds (all rows when None) must satisfy ``check``."""
+
+    column: str
+    check: Expression
+    message: str
+    rule: str = "range"
+    when: Expression | None = None
+
+    @property
+    def columns(self) -> frozenset[str]:
+        return self.check.columns | (self.when.columns if self.when else frozenset())
+
+    @property
+    def bounds(self) -> frozenset[tuple[str, str, str]]:
+        return self.check.bounds | (self.when.bounds if self.when else frozenset())
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A table axis: its labels are first, first + 1, … (``size`` of them when declared)."""
+
+    name: str
+    first: int = 0
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """An assumption table read from a CSV file of the package."""
+
+    name: str
+    file: str
+    axes: tuple[Axis, ...]
+    bounds: Bounds = Bounds()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A scalar: ``value``, or ``key`` (a dotted path) of the JSON ``file``, else ``default``."""
+
+    name: str
+    type: ParameterType = "float64"
+    value: float | None = None
+    file: str | None = None
+    key: str | None = None
+    default: float | None = None
+    bounds: Bounds = Bounds()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ScenarioInput:
+    """A named f64 [scenario][month] buffer the model reads."""
+
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Output:
+    """A named present value the model writes; the ``primary`` one is what the distribution describes."""
+
+    name: str
+    primary: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Output names in the model's order and the index of the primary."""
+
+    names: tuple[str, ...]
+    primary: int
+
+    @property
+    def primary_name(self) -> str:
+        return self.names[self.primary]
+
+
+@dataclass(frozen=True)
+class ModelInterface:
+    """A checked declaration (docs/model-interface.md)."""
+
+    columns: tuple[Column, ...]
+    horizon_months: Expression
+    outputs: tuple[Output, ...]
+    key: str | None = None
+    rules: tuple[Rule, ...] = ()
+    tables: tuple[Table, ...] = ()
+    parameters: tuple[Parameter, ...] = ()
+    scenario_inputs: tuple[ScenarioInput, ...] = ()
+    _columns: dict[str, Column] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._columns.update({c.name: c for c in self.columns})
+
+    def column(self, name: str) -> Column:
+        return self._columns[name]
+
+    @property
+    def output_list(self) -> Outputs:
+        names = tuple(o.name for o in self.outputs)
+        return Outputs(names, next(i for i, o in enumerate(self.outputs) if o.primary))
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.required)
+
+    def table(self, name: str) -> Table:
+        return next(t for t in self.tables if t.name == name)
+
+    def declared_bounds(self) -> dict[tuple[str, str, str], float]:
+        """Table bounds the declaration alone fixes (axes with a declared ``size``)."""
+        out: dict[tuple[str, str, str], float] = {}
+        for t in self.tables:
+            for a in t.axes:
+                out[(t.name, a.name, "first")] = float(a.first)
+                if a.size is not None:
+                    out[(t.name, a.name, "size")] = float(a.size)
+                    out[(t.name, a.name, "last")] = float(a.first + a.size - 1)
+        return out
+
+
+def outputs_of(config: Mapping[str, Any]) -> Outputs:
+    """The outputs a package's config declares (term life's five for a config without ``interface``)."""
+    raw = config.get("interface")
+    if isinstance(raw, Mapping):
+        interface, _ = parse_interface(raw)
+        if interface is not None:
+            return interface.output_list
+    return Outputs(LEGACY_OUTPUTS, len(LEGACY_OUTPUTS) - 1)
+
+
+def interface_of(config: Mapping[str, Any]) -> ModelInterface:
+    """The config's declaration; ValueError listing every problem when it has none or a broken one."""
+    interface, issues = parse_interface(config.get("interface"))
+    errors = [i for i in issues if i.severity == "error"]
+    if interface is None or errors:
+        raise ValueError("invalid model interface: " + "; ".join(f"{i.where}: {i.message}" for i in errors))
+    return interface
+
+
+# ---------------------------------------------------------------------------
+# parsing
+
+
+class _Reader:
+    """Collects issues while reading typed fields of JSON objects."""
+
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+
+    def fail(self, where: str, message: str) -> None:
+        self.issues.append(error(where, message))
+
+    def obj(self, raw: Any, where: str, allowed: Sequence[str]) -> Mapping[str, Any] | None:
+        if not isinstance(raw, Mapping):
+            self.fail(where, "must be an object")
+            return None
+        for key in raw:
+            if key not in allowed:
+                self.fail(f"{where}.{key}", f"unknown field (allowed: {', '.join(allowed)})")
+        return cast(Mapping[str, Any], raw)
+
+    def items(self, raw: Any, where: str, *, required: bool) -> list[Any]:
+        if raw is None:
+            if required:
+                self.fail(where, "is required (a list)")
+            return []
+        if not isinstance(raw, list):
+            self.fail(where, "must be a list")
+            return []
+        if len(raw) > MAX_ITEMS:
+            self.fail(where, f"has {len(raw)} items; at most {MAX_ITEMS}")
+            return []
+        return raw
+
+    def name(self, raw: Mapping[str, Any], where: str, seen: set[str]) -> str | None:
+        name = raw.get("name")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            self.fail(f"{where}.name", "must be a lower-case identifier ([a-z][a-z0-9_]*, at most 63 characters)")
+            return None
+        if name in RESERVED_NAMES:
+            self.fail(f"{where}.name", f"{name!r} is reserved")
+            return None
+        if name in seen:
+            self.fail(f"{where}.name", f"{name!r} is declared twice")
+            return None
+        seen.add(name)
+        return name
+
+    def number(self, raw: Mapping[str, Any], key: str, where: str) -> float | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            self.fail(f"{where}.{key}", "must be a finite number")
+            return None
+        return float(value)
+
+    def integer(self, raw: Mapping[str, Any], key: str, where: str, *, minimum: int | None = None) -> int | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+            self.fail(f"{where}.{key}", f"must be an integer{f' ≥ {minimum}' if minimum is not None else ''}")
+            return None
+        return value
+
+    def text(self, raw: Mapping[str, Any], key: str, where: str) -> str:
+        value = raw.get(key, "")
+        if not isinstance(value, str):
+            self.fail(f"{where}.{key}", "must be a string")
+            return ""
+        return value
+
+    def bounds(self, raw: Mapping[str, Any], where: str) -> Bounds:
+        b = Bounds(
+            self.number(raw, "min", where),
+            self.number(raw, "max", where),
+            self.number(raw, "greater_than", where),
+            self.number(raw, "less_than", where),
+        )
+        low = max((v for v in (b.min, b.greater_than) if v is not None), default=None)
+        high = min((v for v in (b.max, b.less_than) if v is not None), default=None)
+        if low is not None and high is not None and low > high:
+            self.fail(where, "its range is empty (the lower bound is above the upper)")
+        return b
+
+    def expression(self, raw: Mapping[str, Any], key: str, where: str) -> Expression | None:
+        try:
+            return parse(raw.get(key))  # type: ignore[arg-type]
+        except ExpressionError as exc:
+            self.fail(f"{where}.{key}", str(exc))
+            return None
+
+
+_TOP: Final = ("abi", "policy", "tables", "parameters", "scenario_inputs", "outputs", "description")
+_POLICY: Final = ("key", "columns", "rules", "horizon_months")
+_COLUMN: Final = ("name", "type", "required", "default", "values", "description", "min", "max", "greater_than",
+                  "less_than")  # fmt: skip
+_RULE: Final = ("column", "check", "when", "rule", "message")
+_TABLE: Final = ("name", "file", "axes", "description", "min", "max", "greater_than", "less_than")
+_AXIS: Final = ("name", "first", "size")
+_PARAMETER: Final = ("name", "type", "value", "file", "key", "default", "description", "min", "max", "greater_than",
+                     "less_than")  # fmt: skip
+_NAMED: Final = ("name", "description")
+_OUTPUT: Final = ("name", "primary", "description")
+
+
+def parse_interface(raw: Any, where: str = "$.interface") -> tuple[ModelInterface | None, list[Issue]]:
+    """The declaration and every problem in it (a None interface when any problem is an error)."""
+    r = _Reader()
+    top = r.obj(raw, where, _TOP)
+    if top is None:
+        return None, r.issues
+    if top.get("abi") != ABI_VERSION:
+        r.fail(f"{where}.abi", f"must be {ABI_VERSION} (the model ABI this mesh speaks)")
+    policy = r.obj(top.get("policy"), f"{where}.policy", _POLICY) or {}
+    columns = _columns(r, policy.get("columns"), f"{where}.policy.columns")
+    names = {c.name for c in columns}
+    key = policy.get("key")
+    if key is not None and (not isinstance(key, str) or key not in names or
+                            next(c for c in columns if c.name == key).type != "int64"):  # fmt: skip
+        r.fail(f"{where}.policy.key", "must name a declared int64 column")
+        key = None
+    tables = _tables(r, top.get("tables"), f"{where}.tables", names)
+    known_bounds = {(t.name, a.name) for t in tables for a in t.axes}
+    rules = _rules(r, policy.get("rules"), f"{where}.policy.rules", names, known_bounds)
+    horizon = r.expression(policy, "horizon_months", f"{where}.policy")
+    if horizon is not None:
+        _references(r, horizon, f"{where}.policy.horizon_months", names, known_bounds)
+    seen = set(names) | {t.name for t in tables}
+    parameters = _parameters(r, top.get("parameters"), f"{where}.parameters", seen)
+    scenario_inputs = _named(r, top.get("scenario_inputs"), f"{where}.scenario_inputs", seen)
+    outputs = _outputs(r, top.get("outputs"), f"{where}.outputs")
+    if any(i.severity == "error" for i in r.issues) or horizon is None:
+        return None, r.issues
+    interface = ModelInterface(
+        columns=tuple(columns),
+        horizon_months=horizon,
+        outputs=tuple(outputs),
+        key=key,
+        rules=tuple(rules),
+        tables=tuple(tables),
+        parameters=tuple(parameters),
+        scenario_inputs=tuple(ScenarioInput(n, d) for n, d in scenario_inputs),
+    )
+    return interface, r.issues
+
+
+def _columns(r: _Reader, raw: Any, where: str) -> list[Column]:
+    out: list[Column] = []
+    seen: set[str] = set()
+    items = r.items(raw, where, required=True)
+    if raw is not None and not items and isinstance(raw, list):
+        r.fail(where, "must declare at least one column")
+    for i, item in enumerate(items):
+        at = f"{where}[{i}]"
+        spec = r.obj(item, at, _COLUMN)
+        if spec is None:
+            continue
+        name = r.name(spec, at, seen)
+        kind = spec.get("type")
+        if kind not in COLUMN_TYPES:
+            r.fail(f"{at}.type", f"must be one of {', '.join(COLUMN_TYPES)}")
+            continue
+        required = spec.get("required", False)
+        if not isinstance(required, bool):
+            r.fail(f"{at}.required", "must be true or false")
+            required = False
+        values: tuple[str, ...] = ()
+        if kind == "category":
+            raw_values = spec.get("values")
+            if (not isinstance(raw_values, list) or not raw_values or
+                    not all(isinstance(v, str) and v.strip() for v in raw_values)):  # fmt: skip
+                r.fail(f"{at}.values", "a category needs a non-empty list of texts")
+            elif len({v.strip().upper() for v in raw_values}) != len(raw_values):
+                r.fail(f"{at}.values", "repeats a value (values are compared trimmed, ignoring case)")
+            else:
+                values = tuple(v.strip() for v in raw_values)
+        elif "values" in spec:
+            r.fail(f"{at}.values", "only a category column has values")
+        default = _default(r, spec, kind, values, at)
+        if not required and default is None and kind != "float64":
+            r.fail(f"{at}.default", "an optional integer or category column needs a default")
+        bounds = r.bounds(spec, at)
+        if kind == "category" and not bounds.empty:
+            r.fail(at, "a category column takes no range (its values are the rule)")
+        if name is not None:
+            out.append(Column(name, kind, required, default, values, bounds, r.text(spec, "description", at)))
+    return out
+
+
+def _default(r: _Reader, spec: Mapping[str, Any], kind: str, values: tuple[str, ...], at: str) -> float | None:
+    if "default" not in spec or spec["default"] is None:
+        return None
+    value = spec["default"]
+    if kind == "category":
+        if isinstance(value, str) and value.strip().upper() in [v.upper() for v in values]:
+            return float([v.upper() for v in values].index(value.strip().upper()))
+        r.fail(f"{at}.default", f"must be one of the values {list(values)}")
+        return None
+    number = r.number(spec, "default", at)
+    if number is not None and kind in ("int32", "int64") and not number.is_integer():
+        r.fail(f"{at}.default", "must be a whole number")
+        return None
+    if number is not None and kind == "int32" and not INT32_RANGE[0] <= number <= INT32_RANGE[1]:
+        r.fail(f"{at}.default", "is outside int32")
+        return None
+    return number
+
+
+def _references(r: _Reader, expr: Expression, where: str, columns: set[str], bounds: set[tuple[str, str]]) -> None:
+    for name in sorted(expr.columns - columns):
+        r.fail(where, f"names {name!r}, which is not a declared column")
+    for table, axis, _ in sorted(expr.bounds):
+        if (table, axis) not in bounds:
+            r.fail(where, f"names {table}.{axis}, which is not a declared table axis")
+
+
+def _rules(r: _Reader, raw: Any, where: str, columns: set[str], bounds: set[tuple[str, str]]) -> list[Rule]:
+    out: list[Rule] = []
+    for i, item in enumerate(r.items(raw, where, required=False)):
+        at = f"{where}[{i}]"
+        spec = r.obj(item, at, _RULE)
+        if spec is None:
+            continue
+        column = spec.get("column")
+        if not isinstance(column, str) or column not in columns:
+            r.fail(f"{at}.column", "must name a declared column (where violations are reported)")
+        check = r.expression(spec, "check", at)
+        when = r.expression(spec, "when", at) if "when" in spec else None
+        for expr, key in ((check, "check"), (when, "when")):
+            if expr is not None:
+                _references(r, expr, f"{at}.{key}", columns, bounds)
+        message = r.text(spec, "message", at) or (f"must satisfy {check.text}" if check else "")
+        rule = r.text(spec, "rule", at) or "range"
+        if not _NAME.fullmatch(rule):
+            r.fail(f"{at}.rule", "must be a lower-case identifier")
+        if check is not None and isinstance(column, str):
+            out.append(Rule(column, check, message, rule, when))
+    return out
+
+
+def _tables(r: _Reader, raw: Any, where: str, columns: set[str]) -> list[Table]:
+    out: list[Table] = []
+    seen = set(columns)
+    for i, item in enumerate(r.items(raw, where, required=False)):
+        at = f"{where}[{i}]"
+        spec = r.obj(item, at, _TABLE)
+        if spec is None:
+            continue
+        name = r.name(spec, at, seen)
+        file = spec.get("file")
+        if not isinstance(file, str) or not file.endswith(".csv"):
+            r.fail(f"{at}.file", "must be the package path of a .csv file")
+        axes: list[Axis] = []
+        axis_names: set[str] = set()
+        raw_axes = r.items(spec.get("axes"), f"{at}.axes", required=True)
+        if isinstance(spec.get("axes"), list) and not 1 <= len(raw_axes) <= 2:
+            r.fail(f"{at}.axes", "a CSV table has one or two axes")
+        for j, raw_axis in enumerate(raw_axes):
+            ax_at = f"{at}.axes[{j}]"
+            axis = r.obj(raw_axis, ax_at, _AXIS)
+            if axis is None:
+                continue
+            axis_name = r.name(axis, ax_at, axis_names)
+            first = r.integer(axis, "first", ax_at)
+            size = r.integer(axis, "size", ax_at, minimum=1)
+            if axis_name is not None:
+                axes.append(Axis(axis_name, first or 0, size))
+        if name is not None and isinstance(file, str):
+            out.append(Table(name, file, tuple(axes), r.bounds(spec, at), r.text(spec, "description", at)))
+    return out
+
+
+def _parameters(r: _Reader, raw: Any, where: str, seen: set[str]) -> list[Parameter]:
+    out: list[Parameter] = []
+    for i, item in enumerate(r.items(raw, where, required=False)):
+        at = f"{where}[{i}]"
+        spec = r.obj(item, at, _PARAMETER)
+        if spec is None:
+            continue
+        name = r.name(spec, at, seen)
+        kind = spec.get("type", "float64")
+        if kind not in PARAMETER_TYPES:
+            r.fail(f"{at}.type", f"must be one of {', '.join(PARAMETER_TYPES)}")
+            continue
+        value, default = r.number(spec, "value", at), r.number(spec, "default", at)
+        file, key = spec.get("file"), spec.get("key")
+        if file is not None and (not isinstance(file, str) or not file.endswith(".json")):
+            r.fail(f"{at}.file", "must be the package path of a .json file")
+            file = None
+        if (file is None) != (key is None) or (key is not None and not isinstance(key, str)):
+            r.fail(at, "a parameter read from a file needs both file and key (a dotted path)")
+            file = key = None
+        if value is None and file is None and default is None:
+            r.fail(at, "needs a value, a file and key, or a default")
+        for v, label in ((value, "value"), (default, "default")):
+            if v is not None and kind != "float64" and not v.is_integer():
+                r.fail(f"{at}.{label}", f"must be a whole number ({kind})")
+        if name is not None:
+            out.append(Parameter(name, kind, value, file, key, default, r.bounds(spec, at),
+                                 r.text(spec, "description", at)))  # fmt: skip
+    return out
+
+
+def _named(r: _Reader, raw: Any, where: str, seen: set[str]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for i, item in enumerate(r.items(raw, where, required=False)):
+        at = f"{where}[{i}]"
+        spec = r.obj(item, at, _NAMED)
+        if spec is None:
+            continue
+        name = r.name(spec, at, seen)
+        if name is not None:
+            out.append((name, r.text(spec, "description", at)))
+    return out
+
+
+def _outputs(r: _Reader, raw: Any, where: str) -> list[Output]:
+    out: list[Output] = []
+    seen: set[str] = set()
+    items = r.items(raw, where, required=True)
+    for i, item in enumerate(items):
+        at = f"{where}[{i}]"
+        spec = r.obj(item, at, _OUTPUT)
+        if spec is None:
+            continue
+        name = r.name(spec, at, seen)
+        primary = spec.get("primary", False)
+        if not isinstance(primary, bool):
+            r.fail(f"{at}.primary", "must be true or false")
+            primary = False
+        if name is not None:
+            out.append(Output(name, primary, r.text(spec, "description", at)))
+    if isinstance(raw, list) and raw and sum(o.primary for o in out) != 1:
+        r.fail(where, "exactly one output must be primary (the one the distribution describes)")
+    elif isinstance(raw, list) and not raw:
+        r.fail(where, "must declare at least one output")
+    return out
