@@ -212,14 +212,19 @@ class _PolicyRates:
 
 
 def _rates_at(t: int, policies: Policies, assumptions: Assumptions, q_table: F64, lapse_table: F64) -> _PolicyRates:
-    """q_mth(t), l_base(t) and the month's flags per policy: dm = duration_mth + t, y = ⌊dm/12⌋, x = age + y."""
+    """q_mth(t), l_base(t) and the month's flags per policy: dm = duration_mth + t, y = ⌊dm/12⌋, x = age + y.
+
+    Before the issue of future new business (dm < 0) nothing is in force: its rates are read at
+    y = 0 only to stay finite (they multiply zero policies).
+    """
     dm = policies.duration_mth.astype(np.int64) + t
     y = dm // 12
-    row = np.clip(policies.age_at_entry + y - assumptions.mortality_min_age, 0, q_table.shape[1] - 1)
-    col = np.minimum(y, assumptions.select_period)
+    y_rates = np.maximum(y, 0)
+    row = np.clip(policies.age_at_entry + y_rates - assumptions.mortality_min_age, 0, q_table.shape[1] - 1)
+    col = np.minimum(y_rates, assumptions.select_period)
     return _PolicyRates(
         q_mth=q_table[policies.female, row, col],
-        lapse_base=lapse_table[np.minimum(y, lapse_table.size - 1)],
+        lapse_base=lapse_table[np.minimum(y_rates, lapse_table.size - 1)],
         first_year=y == 0,
         new_business=dm == 0,
         in_force=t < policies.projection_months,
@@ -229,7 +234,8 @@ def _rates_at(t: int, policies: Policies, assumptions: Assumptions, q_table: F64
 def net_premium_pp(policies: Policies, assumptions: Assumptions) -> F64:
     """net = Σ_t claims(t)·DF0(t) / Σ_t pols(t)·DF0(t), on the base curve with dl ≡ 1, per policy.
 
-    claims(t) = sum_assured·deaths(t); projected from t = 0 (meaningful for duration_mth = 0).
+    claims(t) = sum_assured·deaths(t); projected from t = 0 with pols(0) = policy_count
+    (meaningful for duration_mth = 0; `premium_pp` passes future new business as issued at t = 0).
     """
     months = int(policies.projection_months.max(initial=0))
     df0 = disc_factors_base(assumptions, months)
@@ -255,6 +261,10 @@ def premium_pp(policies: Policies, assumptions: Assumptions) -> F64:
     round(100·(1 + loading)·net)/100 with Python's round (half to even, as np.rint).
 
     Computed on one policy (policy_count 1): the premium per policy does not depend on the count.
+    Rows that compute it have duration_mth ≤ 0 (new business now or later); the premium is the
+    one at issue, projected in policy time from the issue month (duration_mth 0: months and the
+    curve's years counted from issue), so it does not depend on the issue date — as lifelib's
+    BasicTerm_ME, whose premium table is BasicTerm_M's new-business premium rate.
     """
     given = policies.premium_pp.copy()
     rows = np.flatnonzero(policies.computes_premium)
@@ -263,7 +273,7 @@ def premium_pp(policies: Policies, assumptions: Assumptions) -> F64:
         unit = Policies(
             policy_id=unit.policy_id, age_at_entry=unit.age_at_entry, female=unit.female,
             policy_term=unit.policy_term, policy_count=np.ones(rows.size), sum_assured=unit.sum_assured,
-            duration_mth=unit.duration_mth, premium_pp=unit.premium_pp,
+            duration_mth=np.zeros(rows.size, dtype=np.int32), premium_pp=unit.premium_pp,
         )  # fmt: skip
         net = net_premium_pp(unit, assumptions)
         given[rows] = np.rint(100.0 * ((1.0 + assumptions.premium_loading) * net)) / 100.0
@@ -279,6 +289,12 @@ def term_life(policies: Policies, assumptions: Assumptions, shocks: F64) -> Term
     expenses = acq·policy_count·[dm = 0] + pols·maint/12·(1 + infl)^(t/12),
     commissions = comm_rate·premiums·[y = 0]; PV_X = Σ_t X·DF_s(t) in month order;
     pv_net_cf = PV_premiums − PV_claims − PV_expenses − PV_commissions.
+
+    As lifelib's BasicTerm_ME: duration_mth < 0 is future new business, pols = 0 for
+    t < −duration_mth and pols = policy_count at t = −duration_mth (dm = 0: acquisition expense,
+    policy year 0 begins), after which it projects as new business, with t (the calendar month)
+    still indexing DF_s(t), the inflation factor and the shocks. duration_mth = 12·policy_term
+    matured at t = 0 (M = 0): every PV is 0.
     """
     assumptions.check_covers(policies)
     months = int(policies.projection_months.max(initial=0))
@@ -312,10 +328,14 @@ def _project_group(policies: Policies, prem_pp: F64, assumptions: Assumptions, d
     q_table, lapse_table = q_mth_table(a), lapse_mth_base(a)
     infl = inflation_factor(a, months)
     count, sum_assured = policies.policy_count[:, None], policies.sum_assured[:, None]
-    pols = np.repeat(count, n_scen, axis=1)
+    future = policies.duration_mth < 0  # future new business: nothing in force before its issue month
+    pols = np.repeat(np.where(future[:, None], 0.0, count), n_scen, axis=1)
     pv = {name: np.zeros((n_pol, n_scen)) for name in ("premiums", "claims", "expenses", "commissions")}
     for t in range(months):
         r = _rates_at(t, policies, a, q_table, lapse_table)
+        issued = future & r.new_business  # t = −duration_mth: the policies are written
+        if issued.any():
+            pols[issued] = count[issued]
         pols[~r.in_force] = 0.0  # matured: no cash flow from here on
         deaths = pols_death(pols, r.q_mth[:, None])
         lapses = pols_lapse(pols, deaths, lapse_mth(r.lapse_base[:, None], dl[None, :, t]))

@@ -113,11 +113,15 @@ class Assumptions:
     def check_covers(self, policies: Policies) -> None:
         """Raise ModelInputError naming rows whose projection needs ages or years not given.
 
-        A policy needs mortality for ages age_at_entry … age_at_entry + policy_term − 1 and the
-        curve for years 0 … policy_term − 1 (z[⌊t/12⌋] with t < 12·policy_term).
+        A policy needs mortality for ages age_at_entry + ⌊max(duration_mth, 0)/12⌋ …
+        age_at_entry + policy_term − 1 and the curve for years 0 … policy_term − 1, and for
+        future new business (duration_mth < 0, issued at t = −duration_mth) years 0 …
+        ⌊(12·policy_term − duration_mth − 1)/12⌋ (z[⌊t/12⌋] with t < 12·policy_term − duration_mth).
         """
+        duration = policies.duration_mth.astype(np.int64)
         last_age = policies.age_at_entry.astype(np.int64) + policies.policy_term - 1
-        first_age = policies.age_at_entry.astype(np.int64) + policies.duration_mth // 12
+        first_age = policies.age_at_entry.astype(np.int64) + np.maximum(duration, 0) // 12
+        last_year = (policies.projection_months - 1) // 12
         bad = [
             Violation(
                 "age_at_entry",
@@ -141,6 +145,14 @@ class Assumptions:
                 r,
             )
             for r in rows_where(policies.policy_term > self.curve.size)
+        ]
+        bad += [
+            Violation(
+                "duration_mth",
+                f"issued too late for the discount curve ({self.curve.size} years; needs year {int(last_year[r])})",
+                r,
+            )
+            for r in rows_where((policies.policy_term <= self.curve.size) & (last_year >= self.curve.size))
         ]
         raise_if(
             "policies for these assumptions",

@@ -43,8 +43,10 @@ class Policies:
     """Policy records as column arrays (MODEL.md "Inputs"), validated on construction.
 
     ``female`` is 1 for "F" and 0 for "M". ``premium_pp`` is the monthly premium per policy;
-    NaN or ≤ 0 means "compute it" (allowed only for new business, duration_mth = 0). Arrays
-    are read-only copies, so an instance can be shared between threads.
+    NaN or ≤ 0 means "compute it" (allowed only for new business, duration_mth ≤ 0: issued at
+    t = 0 or, negative, at t = −duration_mth). duration_mth = 12·policy_term has matured at
+    t = 0 (no month projected). Arrays are read-only copies, so an instance can be shared
+    between threads.
     """
 
     policy_id: I64
@@ -93,7 +95,10 @@ class Policies:
 
     @property
     def projection_months(self) -> I64:
-        """M = 12·policy_term − duration_mth: months projected per policy (in force after that: matured)."""
+        """M = 12·policy_term − duration_mth: months projected per policy (in force after that: matured).
+
+        For future new business (duration_mth < 0) M counts the −duration_mth months before issue.
+        """
         months: I64 = 12 * self.policy_term.astype(np.int64) - self.duration_mth
         return months
 

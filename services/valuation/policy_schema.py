@@ -26,6 +26,11 @@ ColumnKind = Literal["int64", "float64", "string"]
 MAX_AGE: Final = 120
 """Oldest attained age a policy may reach (age_at_entry + policy_term ≤ MAX_AGE + 1)."""
 
+MIN_DURATION_MTH: Final = -12 * (MAX_AGE + 1)
+"""Earliest duration_mth: future new business is issued at most 12·121 = 1,452 months ahead
+(t = −duration_mth), which keeps a horizon 12·policy_term − duration_mth ≤ 2,904 months and
+any duration an int32. Its months before issue have no cash flow."""
+
 MAX_POLICY_COUNT: Final = 1e9
 """Largest policy_count of one row (a model point standing for a billion policies)."""
 
@@ -213,9 +218,10 @@ def rule_breaks(n: int, values: Mapping[str, npt.NDArray[Any]], valid: Mapping[s
     rule("range", "sum_assured", ok("sum_assured") & np.isfinite(sa) & (sa > MAX_AMOUNT), f"must be ≤ {MAX_AMOUNT:.0e}")
     has_duration = ok("duration_mth")
     duration = np.where(has_duration, num("duration_mth"), 0.0)
-    rule("range", "duration_mth", has_duration & (duration < 0), "must be ≥ 0")
-    in_term = has_duration & ok("policy_term") & (duration >= 0) & (term >= 1)
-    rule("range", "duration_mth", in_term & (duration >= 12 * term), "must be < 12·policy_term")
+    # negative: future new business issued at t = −duration_mth; 12·policy_term: matured at t = 0
+    rule("range", "duration_mth", has_duration & (duration < MIN_DURATION_MTH), f"must be ≥ {MIN_DURATION_MTH}")
+    in_term = has_duration & ok("policy_term") & (duration >= MIN_DURATION_MTH) & (term >= 1)
+    rule("range", "duration_mth", in_term & (duration > 12 * term), "must be ≤ 12·policy_term")
     # a present premium cell must be a number; NaN and inf are not "empty" (an empty cell is)
     premium = np.where(ok("premium_pp"), num("premium_pp"), np.nan)
     not_finite = ok("premium_pp") & ~np.isfinite(num("premium_pp"))

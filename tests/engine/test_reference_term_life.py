@@ -2,11 +2,13 @@
 
 The scalar version loops policy by policy, scenario by scenario, month by month with Python
 floats; the numpy reference must agree with it on every feature the lifelib oracle cannot
-reach: in-force policies, policy counts, a female multiplier and dynamic lapses with clamping.
+reach: in-force policies, policy counts, a female multiplier and dynamic lapses with clamping,
+and with them future new business (duration_mth < 0) and policies maturing at t = 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -26,10 +28,15 @@ def _scalar_pvs(p: Policies, i: int, a: Assumptions, r: list[float], premium: fl
     sexfactor = a.female_multiplier if p.female[i] else 1.0
     dur, age, count = int(p.duration_mth[i]), int(p.age_at_entry[i]), float(p.policy_count[i])
     sa = float(p.sum_assured[i])
-    pols, cum_r = count, 0.0
+    pols, cum_r = (count if dur >= 0 else 0.0), 0.0
     pv = [0.0, 0.0, 0.0, 0.0]
-    for t in range(12 * int(p.policy_term[i]) - dur):
+    for t in range(12 * int(p.policy_term[i]) - dur):  # none when dur = 12·term (matured at t = 0)
         dm = dur + t
+        if dm < 0:  # future new business before its issue at t = −dur
+            cum_r += r[t]
+            continue
+        if dm == 0:
+            pols = count
         y = dm // 12
         x = age + y
         q = float(a.mortality[x - a.mortality_min_age, min(y, a.select_period)])
@@ -189,3 +196,102 @@ def test_policies_outside_the_tables_are_refused(assumptions: Assumptions) -> No
 def test_too_short_shock_paths_are_refused(policies: Policies, assumptions: Assumptions) -> None:
     with pytest.raises(ModelInputError, match="shocks"):
         ref.term_life(policies, assumptions, np.zeros((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def future_and_matured() -> Policies:
+    """Future new business (issued at t = 1 … 60, premiums given or computed) and matured rows."""
+    rng = np.random.default_rng(20240602)
+    n = 20
+    term = rng.integers(1, 31, n)
+    age = rng.integers(18, 80, n)
+    duration = -rng.integers(1, 61, n)
+    duration[[3, 11]] = 12 * term[[3, 11]]  # maturing at t = 0
+    duration[7] = -1
+    premium = np.where(rng.random(n) < 0.5, rng.uniform(5, 300, n), np.nan)
+    premium[[3, 11]] = 20.0
+    return Policies.from_columns(
+        {
+            "policy_id": np.arange(200, 200 + n),
+            "age_at_entry": age,
+            "sex": rng.choice(["M", "F"], n),
+            "policy_term": term,
+            "policy_count": rng.choice([0.0, 1.0, 3.5, 120.0], n),
+            "sum_assured": rng.uniform(1e4, 1e6, n).round(),
+            "duration_mth": duration,
+            "premium_pp": premium,
+        }
+    )
+
+
+def test_future_new_business_and_matured_rows_equal_the_scalar_transcription(
+    future_and_matured: Policies, assumptions: Assumptions
+) -> None:
+    p = future_and_matured
+    shocks = ref.esg(ScenarioParams(count=4, seed=78, sigma=0.03), p.horizon_months)
+    pvs = ref.term_life(p, assumptions, shocks)
+    for i in range(len(p)):
+        for s in range(shocks.shape[0]):
+            want = _scalar_pvs(p, i, assumptions, shocks[s].tolist(), float(pvs.premium_pp[i]))
+            got = (pvs.premiums[i, s], pvs.claims[i, s], pvs.expenses[i, s], pvs.commissions[i, s], pvs.net_cf[i, s])
+            np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-9 * max(1.0, abs(want[0])))
+    matured = p.duration_mth == 12 * p.policy_term
+    for name in ("premiums", "claims", "expenses", "commissions", "net_cf"):
+        assert np.all(getattr(pvs, name)[matured] == 0.0), name
+    issued = ~matured & (p.policy_count > 0)
+    assert np.all(pvs.premiums[issued] > 0) and np.all(pvs.expenses[issued] > 0)
+
+
+def test_future_new_business_pays_acquisition_and_commissions_from_its_issue_month(assumptions: Assumptions) -> None:
+    """Issued at t = k: PV of acquisition = acq·count·DF0(k); commissions on the premiums of
+    months k … k+11; discounting and inflation on the calendar month t."""
+    k, term, count, prem = 17, 3, 2.0, 40.0
+    columns = {
+        "policy_id": [1],
+        "age_at_entry": [45],
+        "sex": ["M"],
+        "policy_term": [term],
+        "policy_count": [count],
+        "sum_assured": [100_000.0],
+        "duration_mth": [-k],
+        "premium_pp": [prem],
+    }
+    policy = Policies.from_columns(columns)
+    months = 12 * term + k
+    pvs = ref.term_life(policy, assumptions, np.zeros((1, months)))
+    df0 = ref.disc_factors_base(assumptions, months)
+    no_acq = dataclasses.replace(assumptions, expense_acq=0.0)
+    without = ref.term_life(policy, no_acq, np.zeros((1, months)))
+    assert pvs.expenses[0, 0] - without.expenses[0, 0] == pytest.approx(300.0 * count * df0[k], rel=1e-12)
+    # premiums and commissions month by month: the first-year premiums are exactly the commissions
+    first_year = Policies.from_columns({**columns, "policy_term": [1]})
+    one = ref.term_life(first_year, assumptions, np.zeros((1, 12 + k)))
+    assert one.commissions[0, 0] == pytest.approx(one.premiums[0, 0], rel=1e-15)
+    assert pvs.commissions[0, 0] == pytest.approx(one.premiums[0, 0], rel=1e-12)
+    # the same policy written now, discounted and inflated k months later, on a flat curve
+    flat = dataclasses.replace(assumptions, curve=np.full(assumptions.curve.size, 0.03))
+    later = ref.term_life(policy, flat, np.zeros((1, months)))
+    now = ref.term_life(Policies.from_columns({**columns, "duration_mth": [0]}), flat, np.zeros((1, months)))
+    v_k = float(ref.disc_factors_base(flat, k + 1)[k])
+    for name in ("premiums", "claims", "commissions"):
+        assert getattr(later, name)[0, 0] == pytest.approx(getattr(now, name)[0, 0] * v_k, rel=1e-12), name
+    maint = dataclasses.replace(flat, expense_acq=0.0)
+    infl_k = (1.0 + assumptions.inflation) ** (k / 12)
+    later_maint = ref.term_life(policy, maint, np.zeros((1, months))).expenses[0, 0]
+    now_maint = ref.term_life(Policies.from_columns({**columns, "duration_mth": [0]}), maint, np.zeros((1, months)))
+    assert later_maint == pytest.approx(now_maint.expenses[0, 0] * v_k * infl_k, rel=1e-12)
+
+
+def test_future_new_business_computes_the_premium_at_issue(assumptions: Assumptions) -> None:
+    """The premium of a policy issued at t = k is that of the same policy issued at t = 0 (policy
+    time and the curve from year 0: lifelib BasicTerm_ME's premium table is BasicTerm_M's)."""
+    columns = {
+        "policy_id": [1, 2, 3],
+        "age_at_entry": [40, 40, 40],
+        "sex": ["F", "F", "F"],
+        "policy_term": [20, 20, 20],
+        "sum_assured": [500_000.0] * 3,
+        "duration_mth": [0, -1, -36],
+    }
+    prem = ref.premium_pp(Policies.from_columns(columns), assumptions)
+    assert prem[0] > 0 and prem[1] == prem[0] and prem[2] == prem[0]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from services.common.errors import LivecalcError
+from services.engine.assumption_assets import lifelib_sample_assumptions
 from services.valuation.errors import ModelInputError
 from services.valuation.policies import Policies
-from services.valuation.policy_schema import check_rows, coerce, duplicate_rows
+from services.valuation.policy_schema import MIN_DURATION_MTH, check_rows, coerce, duplicate_rows
 
 GOOD = {
     "policy_id": [10, 11, 12],
@@ -53,7 +56,7 @@ def test_policy_errors_name_every_broken_row() -> None:
         "sex": ["M", "F", "X", "M", "F", "M", "M"],
         "policy_term": [10, 1, 5, 5, 22, 0, 10],
         "sum_assured": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-        "duration_mth": [0, 0, 0, 0, 0, 0, 120],
+        "duration_mth": [0, 0, 0, 0, 0, 0, 121],
         "premium_pp": [np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan],
     }
     with pytest.raises(ModelInputError) as info:
@@ -68,7 +71,7 @@ def test_policy_errors_name_every_broken_row() -> None:
         (4, "policy_term"),  # 100 + 22 > 121
         (5, "policy_term"),  # < 1
         (6, "sum_assured"),
-        (6, "duration_mth"),  # 120 = 12·term
+        (6, "duration_mth"),  # 121 > 12·term
         (6, "premium_pp"),  # in force without a premium
     }
     assert "row 2: sex: must be 'M' or 'F' (got 'X')" in str(info.value)
@@ -137,3 +140,48 @@ def test_rows_are_judged_with_rule_names_and_messages_validation_reports() -> No
         ("enum", "sex", (1,), "must be 'M' or 'F'"),
         ("range", "sum_assured", (1,), "must be finite and > 0"),
     }
+
+
+def test_future_new_business_and_policies_maturing_at_t0_are_accepted() -> None:
+    """As lifelib's BasicTerm_ME: duration_mth < 0 is issued at t = −duration_mth (its premium
+    may be computed, as for new business); duration_mth = 12·policy_term matures at t = 0."""
+    rows = {**GOOD, "duration_mth": [-15, 240, MIN_DURATION_MTH], "premium_pp": [np.nan, 30.0, -1.0]}
+    assert not check_rows(pa.table({**rows, "premium_pp": pa.array([None, 30.0, -1.0])})).breaks
+    p = Policies.from_columns(rows)
+    assert p.duration_mth.tolist() == [-15, 240, MIN_DURATION_MTH]
+    assert p.computes_premium.tolist() == [True, False, True]
+    assert p.projection_months.tolist() == [135, 0, 60 - MIN_DURATION_MTH]
+    assert MIN_DURATION_MTH == -1452
+
+
+def test_durations_out_of_range_and_a_matured_row_without_premium_are_refused() -> None:
+    bad = {**GOOD, "duration_mth": [121, MIN_DURATION_MTH - 1, 60], "premium_pp": [10.0, 10.0, np.nan]}
+    with pytest.raises(ModelInputError) as info:
+        Policies.from_columns(bad)
+    got = {(v.row, v.column, v.rule) for v in info.value.violations}
+    assert got == {(0, "duration_mth", "range"), (1, "duration_mth", "range"), (2, "premium_pp", "premium_required")}
+    text = str(info.value)
+    assert "row 0: duration_mth: must be ≤ 12·policy_term (got 121)" in text
+    assert f"row 1: duration_mth: must be ≥ {MIN_DURATION_MTH} (got {MIN_DURATION_MTH - 1})" in text
+    assert "row 2: premium_pp: is required when duration_mth > 0" in text
+    # beyond int32: refused, never wrapped
+    with pytest.raises(ModelInputError, match="duration_mth: must be ≥"):
+        Policies.from_columns({**GOOD, "duration_mth": [0, -(2**40), 0]})
+
+
+def test_tables_cover_future_new_business_from_its_issue() -> None:
+    """Ages age_at_entry … age_at_entry + term − 1 and curve years 0 … ⌊(12·term − duration_mth − 1)/12⌋."""
+    a = lifelib_sample_assumptions()
+    ok = Policies.from_columns(
+        {**GOOD, "age_at_entry": [18, 45, 60], "duration_mth": [-30, 240, -12], "premium_pp": [1.0, 1.0, 1.0]}
+    )
+    a.check_covers(ok)  # age 18 issued at t = 30: ages from 18, not 18 + ⌊−30/12⌋ = 15
+    short = dataclasses.replace(a, curve=a.curve[:5])
+    five = {**GOOD, "policy_term": [5, 5, 5], "premium_pp": [1.0, 1.0, 1.0]}
+    short.check_covers(Policies.from_columns({**five, "duration_mth": [0, 60, 30]}))
+    with pytest.raises(ModelInputError) as info:
+        short.check_covers(Policies.from_columns({**five, "duration_mth": [-1, -12, 0]}))
+    assert [(v.row, v.column) for v in info.value.violations] == [(0, "duration_mth"), (1, "duration_mth")]
+    assert "row 1: duration_mth: issued too late for the discount curve (5 years; needs year 5)" in str(info.value)
+    with pytest.raises(ModelInputError, match="row 0: age_at_entry: attained ages below the mortality table's 18"):
+        a.check_covers(Policies.from_columns({**GOOD, "age_at_entry": [17, 45, 60], "duration_mth": [-30, 0, 0]}))
