@@ -1,89 +1,95 @@
-"""The model ABI's context structs, packed as the C header declares them
-(`services/valuation/reference_model/models/src/include/livecalc_model.h`; little-endian, u32
-byte offsets into the memory). docs/model-abi.md is the prose.
+"""ABI v2's context and descriptors, packed as docs/model-interface.md "The context" specifies
+(little-endian; offsets are u32 byte offsets into the engine's memory; the C header
+``livecalc_model.h`` declares the same structs).
+
+A context describes one run of one model: counts, then arrays of descriptors (policy columns,
+tables, scenario buffers), the parameter slots, the partials and the workspace. Nothing here
+knows a product: the declaration says what is laid out.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import astuple, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
-from services.valuation.model_abi import ABI_VERSION, ENTRY_POINTS
+from services.valuation.model_abi import ABI_VERSION
 
-N_PV: Final = 5
-PV_COMPONENTS: Final = ("premiums", "claims", "expenses", "commissions", "net_cf")
-"""Order of the five present values in a block partial."""
+CTX_SIZE: Final = 128
+ARRAY_SIZE: Final = 48
+MAX_DIMS: Final = 4
+_HEADER: Final = struct.Struct("<" + "I" * 18)
+_ARRAY: Final = struct.Struct("<IIII4I4i")
+assert _ARRAY.size == ARRAY_SIZE and _HEADER.size <= CTX_SIZE
 
-ESG_EXPORTS: Final = frozenset(ENTRY_POINTS["esg"])
-TERM_LIFE_EXPORTS: Final = frozenset(ENTRY_POINTS["term_life"])
-
-_ESG: Final = struct.Struct("<IIIIQddII")
-_TERM_LIFE: Final = struct.Struct("<" + "I" * 30 + "d" * 9)
-ESG_CTX_SIZE: Final = _ESG.size
-TERM_LIFE_CTX_SIZE: Final = _TERM_LIFE.size
+TYPE_INT32: Final = 1
+TYPE_INT64: Final = 2
+TYPE_FLOAT64: Final = 3
+TYPE_CATEGORY: Final = 4
 
 
 @dataclass(frozen=True)
-class EsgContext:
-    """`lc_esg_ctx`: fills rates[s][m], f64, scenario-major, n_months per row."""
+class ArrayDescriptor:
+    """`lc_array`: an array at ``offset`` of element ``type``, with ``shape`` and per-axis ``origin``."""
 
-    n_scen: int
-    n_months: int
-    include_base: int
-    seed: int
-    a: float
-    sigma: float
-    rates: int
+    offset: int
+    type: int
+    shape: tuple[int, ...]
+    origin: tuple[int, ...] = ()
 
     def pack(self) -> bytes:
-        return _ESG.pack(ABI_VERSION, self.n_scen, self.n_months, self.include_base, self.seed, self.a, self.sigma,
-                         self.rates, 0)  # fmt: skip
+        if not 1 <= len(self.shape) <= MAX_DIMS or len(self.origin) > len(self.shape):
+            raise ValueError(f"an array has 1 to {MAX_DIMS} axes, got shape {self.shape}")
+        shape = (*self.shape, *(1,) * (MAX_DIMS - len(self.shape)))
+        origin = (*self.origin, *(0,) * (MAX_DIMS - len(self.origin)))
+        return _ARRAY.pack(self.offset, self.type, len(self.shape), 0, *shape, *origin)
+
+
+def pack_arrays(arrays: Sequence[ArrayDescriptor]) -> bytes:
+    return b"".join(a.pack() for a in arrays)
+
+
+def pack_params(values: Sequence[float | int], types: Sequence[str]) -> bytes:
+    """Parameter slots: f64, or i64/u64 for whole-number parameters, 8 bytes each."""
+    out = bytearray()
+    for value, kind in zip(values, types, strict=True):
+        if kind == "float64":
+            out += struct.pack("<d", float(value))
+        elif kind == "uint64":
+            out += struct.pack("<Q", int(value))
+        else:
+            out += struct.pack("<q", int(value))
+    return bytes(out)
 
 
 @dataclass(frozen=True)
-class TermLifeContext:
-    """`lc_tl_ctx`: sizes, offsets of policy columns, assumptions, scenario rates, workspace and outputs."""
+class Context:
+    """`lc_ctx`: the 128-byte header a model's entry points receive (by its offset)."""
 
     n_rows: int
     n_scen: int
     n_months: int
-    n_ages: int
-    n_sel: int
-    min_age: int
-    n_lapse: int
-    n_curve: int
-    rates_stride: int
-    age_at_entry: int
-    female: int
-    policy_term: int
-    duration_mth: int
-    policy_count: int
-    sum_assured: int
-    premium_pp: int
-    premium_eff: int
-    mortality: int
-    lapse: int
-    curve: int
-    rates: int
-    q_mth: int
-    l_base: int
-    df0: int
-    maint_infl: int
-    disc: int
-    dlap: int
-    partials: int
-    female_multiplier: float
-    expense_acq: float
-    expense_maint: float
-    inflation: float
-    commission_rate: float
-    premium_loading: float
-    dyn_lapse_beta: float
-    dyn_lapse_lo: float
-    dyn_lapse_hi: float
+    block_size: int
+    n_columns: int = 0
+    columns: int = 0
+    n_tables: int = 0
+    tables: int = 0
+    n_params: int = 0
+    params: int = 0
+    n_scenario_inputs: int = 0
+    scenario_inputs: int = 0
+    n_outputs: int = 0
+    partials: int = 0
+    workspace: int = 0
+    workspace_bytes: int = 0
+    first_row: int = 0
 
     def pack(self) -> bytes:
-        values = astuple(self)
-        ints, floats = values[:28], values[28:]
-        return _TERM_LIFE.pack(ABI_VERSION, *ints, 0, *floats)
+        head = _HEADER.pack(
+            ABI_VERSION, self.n_rows, self.n_scen, self.n_months, self.block_size,
+            self.n_columns, self.columns, self.n_tables, self.tables, self.n_params, self.params,
+            self.n_scenario_inputs, self.scenario_inputs, self.n_outputs, self.partials,
+            self.workspace, self.workspace_bytes, self.first_row,
+        )  # fmt: skip
+        return head + bytes(CTX_SIZE - len(head))

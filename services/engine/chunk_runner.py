@@ -6,12 +6,14 @@ pipeline run (esg → term_life, or whatever the package declares) on the engine
 
 - a reader task fetches the rows of the next piece from the data service while the current
   piece computes (a queue of one piece: memory stays bounded by two pieces);
-- rows become `Policies` (every rule checked; violations name *dataset* row numbers);
+- rows become `Records` of the package's declaration (every declared rule checked; violations
+  name *dataset* row numbers);
 - a piece whose partials are not all finite is an error naming the row that made them so
   (`non_finite.locate`, on the error path only), never a result of inf and NaN;
 - after each piece the chunk yields one `BlockPartial` per block, then a progress event;
   block partials do not depend on how blocks are grouped into pieces, so the bits are those
-  of one run over the whole dataset.
+  of one run over the whole dataset. A partial carries every output the model declares, in
+  declared order (`BlockPartial.values`, f64 [K][n]; K from the pipeline's partials).
 
 Pipeline runs execute in a worker thread. When the caller goes away (the handler's
 `asyncio.CancelledError`), the run's `RunControl` is cancelled and epoch interruption stops
@@ -21,12 +23,11 @@ the WASM in flight within a tick (docs/model-abi.md); the thread then ends on it
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import operator
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -36,7 +37,6 @@ import pyarrow as pa
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.common.errors import InvalidArgument
-from services.engine.abi import PV_COMPONENTS
 from services.engine.metrics import EngineMetrics
 from services.engine.non_finite import is_finite, locate
 from services.engine.package_loader import LoadedPackage
@@ -45,15 +45,14 @@ from services.engine.row_reader import Sample
 from services.engine.workers import RunControl, WasmPool
 from services.valuation.arrays import F64
 from services.valuation.blocks import BLOCK_SIZE, fold
-from services.valuation.errors import ModelInputError
-from services.valuation.policies import Policies
+from services.valuation.interface.records import Records
 from services.valuation.scenarios import ScenarioParams
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MESSAGE_BUDGET_BYTES = 3 << 20
-"""A partial message carries at most this many bytes of PV values (the limit is 4 MiB)."""
+"""A partial message carries at most this many bytes of output values (the limit is 4 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class ChunkStats:
 class _Piece:
     first_block: int
     first_row: int
-    policies: Policies
+    records: Records
     dataset_rows: npt.NDArray[np.int64] | None = None  # a sample's dataset row numbers
 
 
@@ -100,39 +99,38 @@ class RowSource(Protocol):
     async def sample(self, dataset_id: str, version: str, n: int, seed: int) -> Sample: ...
 
 
-def policies_at(table: pa.Table, row_of: Callable[[int], int]) -> Policies:
-    """Validated policies of ``table``; violations renamed to dataset rows by ``row_of``."""
-    try:
-        return Policies.from_columns(table)
-    except ModelInputError as exc:
-        raise _renumbered(exc, row_of) from None
+def records_at(table: pa.Table, package: LoadedPackage, row_of: Callable[[int], int]) -> Records:
+    """The checked records of ``table`` under the package's declaration (coverage of its tables
+    included); violations name dataset rows (``row_of``)."""
+    return Records.from_table(table, package.interface, package.assets.bounds, row_of)
 
 
-def _renumbered(exc: ModelInputError, row_of: Callable[[int], int]) -> ModelInputError:
-    return ModelInputError(
-        exc.what,
-        [dataclasses.replace(v, row=None if v.row is None else row_of(v.row)) for v in exc.violations],
-    )
-
-
-def block_partials(block: int, first_row: int, rows: int, values: F64) -> list[engine_pb2.BlockPartial]:
-    """One block's partial (values f64 [5][N], PV_COMPONENTS order) as one message, or as several
-    scenario ranges when the vectors would not fit one message."""
-    n = values.shape[1]
-    per_message = max(1, MESSAGE_BUDGET_BYTES // (8 * len(PV_COMPONENTS)))
+def block_partials(
+    block: int, first_row: int, rows: int, values: F64, budget: int = MESSAGE_BUDGET_BYTES
+) -> list[engine_pb2.BlockPartial]:
+    """One block's partial (values f64 [K][N]: K outputs in declared order) as one message, or as
+    several scenario ranges when the values would not fit ``budget`` bytes."""
+    outputs, n = values.shape
+    per_message = max(1, budget // (8 * max(1, outputs)))
     out = []
     for s0 in range(0, n, per_message):
         s1 = min(n, s0 + per_message)
-        part = {f"pv_{name}": values[i, s0:s1].tolist() for i, name in enumerate(PV_COMPONENTS)}
         out.append(
-            engine_pb2.BlockPartial(block_index=block, first_row=first_row, row_count=rows, first_scenario=s0, **part)
+            engine_pb2.BlockPartial(
+                block_index=block,
+                first_row=first_row,
+                row_count=rows,
+                first_scenario=s0,
+                output_count=outputs,
+                values=values[:, s0:s1].ravel().tolist(),
+            )
         )
     return out
 
 
-def steps_of(policies: Policies, scenarios: int) -> int:
-    """Policy·scenario·month projection steps of a run."""
-    return int(policies.projection_months.sum()) * scenarios
+def steps_of(records: Records, scenarios: int) -> int:
+    """Policy·scenario·month projection steps of a run (each row's declared horizon)."""
+    return int(records.horizons.sum()) * scenarios
 
 
 class ChunkRunner:
@@ -184,7 +182,8 @@ class ChunkRunner:
             total_blocks = count
         yield _progress(0, total_blocks, 0)
         queue: asyncio.Queue[_Piece | BaseException] = asyncio.Queue(maxsize=1)
-        reader = asyncio.ensure_future(self._read_ahead(work, pieces, rows, dataset_rows, queue))
+        reading = self._read_ahead(package, work, pieces=pieces, rows=rows, dataset_rows=dataset_rows, queue=queue)
+        reader = asyncio.ensure_future(reading)
         runner = PipelineRunner(self.pool, package.binaries)
         done_blocks = 0
         try:
@@ -195,10 +194,10 @@ class ChunkRunner:
                     stats.read_wait_seconds += time.monotonic() - waited
                     if isinstance(item, BaseException):
                         raise item
-                    result, seconds = await self._compute(runner, package, item, work.scenarios, control)
-                    steps = steps_of(item.policies, work.scenarios.count)
+                    result, seconds = await self._compute(runner, package, item, work.scenarios, control=control)
+                    steps = steps_of(item.records, work.scenarios.count)
                     stats.steps += steps
-                    stats.policies += len(item.policies)
+                    stats.policies += len(item.records)
                     stats.compute_seconds += seconds
                     self.metrics.steps.inc(steps)
                     if self._on_speed is not None:
@@ -213,13 +212,13 @@ class ChunkRunner:
 
     @staticmethod
     def _partials(piece: _Piece, result: PipelineResult, work: ChunkWork) -> list[engine_pb2.BlockPartial]:
-        parts = result.partials  # f64 [blocks][5][N]
+        parts = result.partials  # f64 [blocks][K][N], K declared outputs
         if work.is_sample:
             # one partial: the sample's blocks folded in block order (a fixed, reproducible order)
             folded = np.stack([fold(parts[:, i, :]) for i in range(parts.shape[1])])
-            return block_partials(0, 0, len(piece.policies), folded)
+            return block_partials(0, 0, len(piece.records), folded)
         out = []
-        n_rows = len(piece.policies)
+        n_rows = len(piece.records)
         for i in range(parts.shape[0]):
             rows = min(BLOCK_SIZE, n_rows - i * BLOCK_SIZE)
             out += block_partials(piece.first_block + i, piece.first_row + i * BLOCK_SIZE, rows, parts[i])
@@ -227,7 +226,9 @@ class ChunkRunner:
 
     async def _read_ahead(
         self,
+        package: LoadedPackage,
         work: ChunkWork,
+        *,
         pieces: Sequence[tuple[int, int]],
         rows: RowSource,
         dataset_rows: int,
@@ -237,42 +238,40 @@ class ChunkRunner:
             if work.is_sample:
                 sample = await rows.sample(work.dataset_id, work.dataset_version, work.sample_n, work.sample_seed)
                 numbers = sample.rows
-                policies = await asyncio.to_thread(policies_at, sample.table, lambda r: int(numbers[r]))
-                await queue.put(_Piece(0, 0, policies, numbers))
+                records = await asyncio.to_thread(records_at, sample.table, package, lambda r: int(numbers[r]))
+                await queue.put(_Piece(0, 0, records, numbers))
                 return
             for b0, b1 in pieces:
                 start, end = b0 * BLOCK_SIZE, min(b1 * BLOCK_SIZE, dataset_rows)
                 table = await rows.read(work.dataset_id, work.dataset_version, start, end)
-                policies = await asyncio.to_thread(policies_at, table, functools.partial(operator.add, start))
-                await queue.put(_Piece(b0, start, policies))
+                records = await asyncio.to_thread(records_at, table, package, functools.partial(operator.add, start))
+                await queue.put(_Piece(b0, start, records))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             await queue.put(exc)
 
     async def _compute(
-        self, runner: PipelineRunner, package: LoadedPackage, piece: _Piece, scenarios: ScenarioParams,
-        control: RunControl,
+        self, runner: PipelineRunner, package: LoadedPackage, piece: _Piece, scenarios: ScenarioParams, *,
+        control: RunControl, scenario_data: Mapping[str, F64] | None = None,
     ) -> tuple[PipelineResult, float]:  # fmt: skip
         def row_of(r: int) -> int:
             return int(piece.dataset_rows[r]) if piece.dataset_rows is not None else piece.first_row + r
 
-        def rerun(policies: Policies) -> F64:
-            inputs = RunInputs(policies, package.assumptions, scenarios)
-            return runner.run(package.nodes, inputs, control=control).partials
+        def inputs_of(records: Records) -> RunInputs:
+            return RunInputs(package.interface, records, package.assets, scenarios, scenario_data or {},
+                             first_row=row_of(0))  # fmt: skip
+
+        def rerun(records: Records) -> F64:
+            return runner.run(package.nodes, inputs_of(records), control=control).partials
 
         def work() -> tuple[PipelineResult, float]:
             self.metrics.wasm_calls_in_flight.inc()
             started = time.monotonic()
             try:
-                try:
-                    package.assumptions.check_covers(piece.policies)
-                except ModelInputError as exc:
-                    raise _renumbered(exc, row_of) from None
-                inputs = RunInputs(piece.policies, package.assumptions, scenarios)
-                result = runner.run(package.nodes, inputs, control=control)
+                result = runner.run(package.nodes, inputs_of(piece.records), control=control)
                 if not is_finite(result.partials):
-                    raise locate(piece.policies, result.partials, rerun, row_of)
+                    raise locate(piece.records, result.partials, rerun, row_of, result.outputs.names)
                 return result, time.monotonic() - started
             finally:
                 self.metrics.wasm_calls_in_flight.dec()

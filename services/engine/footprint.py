@@ -1,8 +1,8 @@
 """How much engine memory a job needs at least, known before any engine runs it.
 
-An engine holds a whole pipeline run in one linear memory: the scenario rates (f64 [N][months]),
-term_life's per-scenario workspace and its block partials (f64 [blocks][5][N]), besides the
-policies and tables. Its cap is `GetCapabilities.memory_limit_bytes`. A job whose smallest
+An engine holds a whole pipeline run in one linear memory: the scenario buffers (f64 [N][months]),
+the model's workspace and its block partials (f64 [blocks][outputs][N]), besides the policies
+and tables. Its cap is `GetCapabilities.memory_limit_bytes`. A job whose smallest
 possible chunk does not fit any engine's cap can never run, whatever it is retried on: the
 engine refuses such a chunk before it reads anything, and advertises the most scenarios it
 can take (`max_scenarios`, GetCapabilities.max_scenarios) so that a gateway refuses such a job
@@ -13,18 +13,34 @@ functions the pipeline and the model drivers call), for the smallest run a chunk
 can be: one block, one worker thread. It is a lower bound, so it never refuses a job that some
 chunk size could run: by default one policy with one month to project (a dataset's real
 horizon is known only once its rows are read; pass ``months`` when it is known) and the
-smallest assumption tables; rates and workspace grow with ``scenarios × months``, so the bound
-is mostly ``64 · scenarios`` bytes at one month. The reference pipeline (wasm esg → wasm
-term_life) is laid out; a package of ``python://`` reference nodes lays out a little less (no
-contexts, no workspace), so for it the bound is not strict.
+smallest declaration (`LEAST_SHAPE`: one column, one scenario input, one output, no tables); a
+model's workspace, which it asks for at run time, is not counted.
 """
 
 from __future__ import annotations
 
-from services.engine.layout import LayoutBuilder, TableShapes, esg_context, esg_rates, run_base, term_life_regions
+import numpy as np
 
-LEAST_TABLES = TableShapes(mortality=(1, 1), lapse=1, curve=1)
-"""The smallest tables a package can have that still cover one policy of one year."""
+from services.engine.layout import (
+    LayoutBuilder,
+    ProjectionShape,
+    generator_regions,
+    projection_regions,
+    run_base,
+    scenario_buffer,
+)
+from services.engine.wasm_nodes import GENERATOR_PARAMS
+
+LEAST_SHAPE = ProjectionShape(
+    rows=1,
+    n_scen=1,
+    n_outputs=1,
+    columns=(("value", np.dtype(np.float64)),),
+    tables=(),
+    n_params=0,
+    n_scenario_inputs=1,
+)
+"""The smallest projection a package can declare: one column, one scenario input, one output."""
 
 
 def least_engine_bytes(
@@ -33,21 +49,25 @@ def least_engine_bytes(
     months: int = 1,
     policies: int = 1,
     threads: int = 1,
-    tables: TableShapes = LEAST_TABLES,
+    shape: ProjectionShape = LEAST_SHAPE,
 ) -> int:
     """The least bytes of engine memory a chunk of a job with ``scenarios`` scenarios needs:
     the end of the layout of one block of ``policies`` policies projected over ``months``
     months on ``threads`` worker threads (the memory below the run holds the models' static
-    data and the threads' stacks). Compare with an engine's ``memory_limit_bytes``.
+    data and the threads' stacks), without the workspace a model may ask for. Compare with an
+    engine's ``memory_limit_bytes``.
 
     Pure arithmetic: a count of 4,294,967,295 costs no more than a count of one."""
     if scenarios < 1 or months < 1 or policies < 1 or threads < 1:
         raise ValueError("scenarios, months, policies and threads must be ≥ 1")
     alloc = LayoutBuilder(run_base(threads))
-    esg_rates(alloc, "rates", scenarios, months)
-    esg_context(alloc, "esg")
-    # lanes = 1: scenarios are interleaved in groups of a model's lane count, which only rounds up
-    term_life_regions(alloc, "term_life", rows=policies, n_scen=scenarios, months=months, tables=tables, lanes=1)
+    for i in range(shape.n_scenario_inputs):
+        scenario_buffer(alloc, f"scenario{i}", scenarios, months)
+    generator_regions(alloc, "generator", n_buffers=shape.n_scenario_inputs, n_params=len(GENERATOR_PARAMS))
+    projection_regions(alloc, "projection", ProjectionShape(
+        rows=policies, n_scen=scenarios, n_outputs=shape.n_outputs, columns=shape.columns, tables=shape.tables,
+        n_params=shape.n_params, n_scenario_inputs=shape.n_scenario_inputs,
+    ))  # fmt: skip
     return alloc.end
 
 

@@ -6,20 +6,20 @@ serves the WASM host (offsets in the SharedMemory) and the native baseline (offs
 numpy buffer's base), which is why models only ever see offsets.
 
 The regions of a run are allocated here too, once: `run_base` (where a run's buffers start),
-`esg_rates`/`esg_context` and `term_life_regions` are what the pipeline and the model drivers
-lay out, and what `services.engine.footprint` sums to tell how much memory a job needs
+`scenario_buffer`, `projection_regions` and `generator_regions` are what the pipeline and the
+model drivers lay out, and what `services.engine.footprint` sums to tell how much memory a job needs
 before any engine runs it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from services.engine.abi import ESG_CTX_SIZE, N_PV, TERM_LIFE_CTX_SIZE
+from services.engine.abi import ARRAY_SIZE, CTX_SIZE
 from services.valuation.blocks import BLOCK_SIZE
 
 ALIGN: Final = 16
@@ -111,45 +111,50 @@ def run_base(threads: int) -> int:
     return align_up(STATIC_LIMIT + threads * STACK_SIZE, 4096)
 
 
-@dataclass(frozen=True)
-class TableShapes:
-    """Sizes of the assumption tables term_life reads (mortality [ages][select+1], lapse, curve)."""
-
-    mortality: tuple[int, int]
-    lapse: int
-    curve: int
-
-
-def esg_rates(alloc: LayoutBuilder, name: str, n_scen: int, months: int) -> Region:
-    """The scenario generator's output: rates r_s(m), f64 [n_scen][months]."""
+def scenario_buffer(alloc: LayoutBuilder, name: str, n_scen: int, months: int) -> Region:
+    """A scenario input: f64 [n_scen][months], scenario-major."""
     return alloc.add_array(name, (n_scen, months), np.float64)
 
 
-def esg_context(alloc: LayoutBuilder, name: str) -> Region:
-    """The scenario generator's context struct (`lc_esg_ctx`)."""
-    return alloc.add(f"{name}.ctx", ESG_CTX_SIZE)
+@dataclass(frozen=True)
+class ProjectionShape:
+    """What a projection's layout depends on: rows, scenarios, the declaration's arrays."""
+
+    rows: int
+    n_scen: int
+    n_outputs: int
+    columns: tuple[tuple[str, np.dtype[Any]], ...]
+    """(name, dtype) of each policy column, declaration order."""
+    tables: tuple[tuple[str, tuple[int, ...]], ...]
+    """(name, shape) of each table, declaration order."""
+    n_params: int
+    n_scenario_inputs: int
 
 
-def term_life_regions(
-    alloc: LayoutBuilder, name: str, *, rows: int, n_scen: int, months: int, tables: TableShapes, lanes: int
-) -> dict[str, Region]:
-    """term_life's context, policy columns, tables, per-scenario workspace (``lanes`` scenarios
-    interleaved per group) and block partials f64 [blocks][5][n_scen], in allocation order."""
-    groups = -(-n_scen // lanes)
-    blocks = -(-rows // BLOCK_SIZE)
-    r: dict[str, Region] = {"ctx": alloc.add(f"{name}.ctx", TERM_LIFE_CTX_SIZE)}
-    for col in ("age_at_entry", "female", "policy_term", "duration_mth"):
-        r[col] = alloc.add_array(f"{name}.{col}", (rows,), np.int32)
-    for col in ("policy_count", "sum_assured", "premium_pp", "premium_eff"):
-        r[col] = alloc.add_array(f"{name}.{col}", (rows,), np.float64)
-    r["mortality"] = alloc.add_array(f"{name}.mortality", tables.mortality, np.float64)
-    r["lapse"] = alloc.add_array(f"{name}.lapse", (tables.lapse,), np.float64)
-    r["curve"] = alloc.add_array(f"{name}.curve", (tables.curve,), np.float64)
-    r["q_mth"] = alloc.add_array(f"{name}.q_mth", (2, *tables.mortality), np.float64)
-    r["l_base"] = alloc.add_array(f"{name}.l_base", (tables.lapse,), np.float64)
-    r["df0"] = alloc.add_array(f"{name}.df0", (months,), np.float64)
-    r["maint_infl"] = alloc.add_array(f"{name}.maint_infl", (months,), np.float64)
-    r["disc"] = alloc.add_array(f"{name}.disc", (groups, months, lanes), np.float64)
-    r["dlap"] = alloc.add_array(f"{name}.dlap", (groups, months, lanes), np.float64)
-    r["partials"] = alloc.add_array(f"{name}.partials", (blocks, N_PV, n_scen), np.float64)
+def projection_regions(alloc: LayoutBuilder, name: str, shape: ProjectionShape) -> dict[str, Region]:
+    """A projection's context, descriptor arrays, parameter slots, policy columns, tables and
+    block partials f64 [blocks][n_outputs][n_scen], in allocation order (the workspace, whose
+    size the model tells once its context is written, comes after them)."""
+    blocks = -(-shape.rows // BLOCK_SIZE)
+    r: dict[str, Region] = {
+        "ctx": alloc.add(f"{name}.ctx", CTX_SIZE),
+        "columns": alloc.add(f"{name}.columns", ARRAY_SIZE * len(shape.columns)),
+        "tables": alloc.add(f"{name}.tables", ARRAY_SIZE * len(shape.tables)),
+        "scenario_inputs": alloc.add(f"{name}.scenario_inputs", ARRAY_SIZE * shape.n_scenario_inputs),
+        "params": alloc.add(f"{name}.params", 8 * shape.n_params),
+    }
+    for col, dtype in shape.columns:
+        r[f"column.{col}"] = alloc.add_array(f"{name}.column.{col}", (shape.rows,), dtype)
+    for table, dims in shape.tables:
+        r[f"table.{table}"] = alloc.add_array(f"{name}.table.{table}", dims, np.float64)
+    r["partials"] = alloc.add_array(f"{name}.partials", (blocks, shape.n_outputs, shape.n_scen), np.float64)
     return r
+
+
+def generator_regions(alloc: LayoutBuilder, name: str, *, n_buffers: int, n_params: int) -> dict[str, Region]:
+    """A scenario generator's context, its buffers' descriptors and its parameter slots."""
+    return {
+        "ctx": alloc.add(f"{name}.ctx", CTX_SIZE),
+        "scenario_inputs": alloc.add(f"{name}.scenario_inputs", ARRAY_SIZE * n_buffers),
+        "params": alloc.add(f"{name}.params", 8 * n_params),
+    }

@@ -15,27 +15,22 @@ to tell which input drives it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from services.engine.abi import PV_COMPONENTS
 from services.valuation.arrays import F64
 from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.errors import ModelInputError, Violation
-from services.valuation.policies import Policies
+from services.valuation.interface.records import Records
 
 NON_FINITE_RULE = "non_finite_result"
-"""The rule name of a non-finite present value (in `Violation.rule`)."""
+"""The rule name of a non-finite output (in `Violation.rule`)."""
 
-_AMOUNTS = ("policy_count", "sum_assured", "premium_pp")
-"""Input columns that scale a policy's cash flows (each tried at 1 to find the culprit)."""
-
-RunPartials = Callable[[Policies], F64]
-"""Runs the chunk's pipeline on some policies; returns their block partials f64 [blocks][5][N]."""
+RunPartials = Callable[[Records], F64]
+"""Runs the chunk's pipeline on some policies; returns their block partials f64 [blocks][K][N]."""
 
 
 def is_finite(partials: F64) -> bool:
@@ -43,10 +38,17 @@ def is_finite(partials: F64) -> bool:
     return bool(np.isfinite(partials).all())
 
 
-def locate(policies: Policies, partials: F64, run: RunPartials, row_of: Callable[[int], int]) -> ModelInputError:
-    """The error naming the first policy (dataset row via ``row_of``) whose PVs are not finite.
+def locate(
+    policies: Records,
+    partials: F64,
+    run: RunPartials,
+    row_of: Callable[[int], int],
+    output_names: tuple[str, ...],
+) -> ModelInputError:
+    """The error naming the first policy (dataset row via ``row_of``) whose outputs are not finite.
 
-    ``partials`` are the run's results over ``policies`` (blocks of BLOCK_SIZE rows in order).
+    ``partials`` are the run's results over ``policies`` (blocks of BLOCK_SIZE rows in order),
+    f64 [blocks][K][N] with the K outputs ``output_names`` (the package's declared order).
     """
     blocks = np.flatnonzero(~np.isfinite(partials).reshape(partials.shape[0], -1).all(axis=1))
     block = int(blocks[0])
@@ -59,39 +61,40 @@ def locate(policies: Policies, partials: F64, run: RunPartials, row_of: Callable
             rows = rows[half:]
         else:
             first, last = row_of(int(rows[0])), row_of(int(rows[-1]))
-            shown = _describe(*_first_non_finite(partials[block]))
+            shown = _describe(*_first_non_finite(partials[block], output_names))
             message = f"rows {first}..{last} give {shown} together, each row alone a finite one"
             return ModelInputError("policies", [Violation("*", message, first, NON_FINITE_RULE)])
     r = int(rows[0])
     one = policies.take([r])
-    component, scenario, bad = _first_non_finite(run(one)[0])
-    where = _describe(component, scenario, bad)
+    output, scenario, bad = _first_non_finite(run(one)[0], output_names)
+    where = _describe(output, scenario, bad)
     column = _culprit(one, run)
     if column is None:
         message = f"the policy gives {where} with this package's assumptions and these scenarios"
-        return ModelInputError("policies", [Violation(f"pv_{component}", message, row_of(r), NON_FINITE_RULE)])
-    value = float(getattr(one, column)[0])
+        return ModelInputError("policies", [Violation(output, message, row_of(r), NON_FINITE_RULE)])
+    value = float(one.columns[column][0])
     message = f"is {value:g}, which gives {where} (the policy is finite with {column} 1)"
     return ModelInputError("policies", [Violation(column, message, row_of(r), NON_FINITE_RULE)])
 
 
-def _first_non_finite(values: F64) -> tuple[str, int, float]:
-    """(component, scenario, value) of the first non-finite value of f64 [5][N]."""
-    component, scenario = (int(i[0]) for i in np.nonzero(~np.isfinite(values)))
-    return PV_COMPONENTS[component], scenario, float(values[component, scenario])
+def _first_non_finite(values: F64, output_names: tuple[str, ...]) -> tuple[str, int, float]:
+    """(output name, scenario, value) of the first non-finite value of f64 [K][N]."""
+    output, scenario = (int(i[0]) for i in np.nonzero(~np.isfinite(values)))
+    name = output_names[output] if output < len(output_names) else f"#{output}"
+    return name, scenario, float(values[output, scenario])
 
 
-def _describe(component: str, scenario: int, value: float) -> str:
-    return f"the present value {component} of scenario {scenario} = {value}"
+def _describe(output: str, scenario: int, value: float) -> str:
+    return f"the output {output} of scenario {scenario} = {value}"
 
 
-def _culprit(one: Policies, run: RunPartials) -> str | None:
-    """The amount column that, set to 1, makes the policy's PVs finite (None if none does)."""
-    for name in _AMOUNTS:
-        value = float(getattr(one, name)[0])
-        if not value > 1:  # 1 or less (or a premium to compute) cannot be what overflows
+def _culprit(one: Records, run: RunPartials) -> str | None:
+    """The float64 column above 1 that, set to 1, makes the policy's outputs finite (None if none
+    does): amounts scale cash flows, so an amount is what overflows."""
+    for name, values in one.columns.items():
+        if values.dtype != np.float64 or not float(values[0]) > 1:  # 1 or less cannot be what overflows
             continue
-        ones: dict[str, Any] = {name: np.ones(1)}
-        if is_finite(run(dataclasses.replace(one, **ones))):
+        columns: dict[str, Any] = {**one.columns, name: np.ones(1)}
+        if is_finite(run(Records(columns, one.horizons))):
             return name
     return None

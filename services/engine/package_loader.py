@@ -1,8 +1,9 @@
 """The engine's package loader: a package hash in, a runnable model out.
 
 `PackageLoader.get(hash, address)` returns a `LoadedPackage` (pipeline nodes in run order,
-WASM binaries compiled and checked by the sandbox, `Assumptions` parsed from the package's
-files, scenario defaults). Where the archive comes from, in order:
+WASM binaries compiled and checked by the sandbox, the model's declared interface and the
+tables and parameters it declares, read from the package's files, scenario defaults). Where the
+archive comes from, in order:
 
 1. memory: the last few loaded packages;
 2. the on-disk `PackageCache` under the engine's cache dir (bounded, LRU);
@@ -44,13 +45,13 @@ from services.engine.metrics import EngineMetrics
 from services.engine.package_cache import PackageCache
 from services.engine.pipeline import plan
 from services.engine.workers import WasmPool
-from services.valuation.assumption_files import assumptions_from_files
-from services.valuation.assumptions import Assumptions
-from services.valuation.errors import ModelInputError
+from services.valuation.interface.declaration import ModelInterface, interface_of
+from services.valuation.interface.tables import Assets, load_assets
 from services.valuation.packages.archive import PackageLimits
-from services.valuation.packages.config import AM, ASSUMPTION_FILES, pipeline_of
+from services.valuation.packages.config import AM, pipeline_of
 from services.valuation.packages.config import Node as PipelineNode
 from services.valuation.packages.package import Package, verify_archive
+from services.valuation.packages.report import PackageInvalid
 from services.valuation.scenarios import ScenarioParams
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class LoadedPackage:
     version: str
     nodes: tuple[PipelineNode, ...]
     binaries: Mapping[str, bytes]
-    assumptions: Assumptions
+    interface: ModelInterface
+    assets: Assets
     scenario_defaults: Mapping[str, Any]
     archive_bytes: int
 
@@ -98,18 +100,22 @@ def build_loaded(package: Package, pool: WasmPool) -> LoadedPackage:
             pool.load(node.model, wasm)  # compiles through the runtime's module cache and checks it
             binaries[node.model] = wasm
     refs = config.get("assumptions", {})
-    am = sorted(k for k, v in refs.items() if isinstance(v, str) and v.startswith(AM))
+    am = sorted(k for k, v in refs.items() if isinstance(v, str) and v.startswith(AM)) if isinstance(refs, dict) else []
     if am:
         raise FailedPrecondition(
             f"package {package.package_hash} takes {', '.join(am)} from an Assumptions Manager (am://), "
             "and none is configured"
         )
-    try:
-        assumptions = assumptions_from_files(
-            {ASSUMPTION_FILES[k]: package.files[v] for k, v in refs.items() if k in ASSUMPTION_FILES}
+    if "interface" not in config:
+        raise InvalidArgument(
+            f"package {package.package_hash} declares no model interface (an ABI v1 package): build it again "
+            "from `livecalc package init` (docs/model-interface.md)"
         )
-    except ModelInputError as exc:
-        raise InvalidArgument(f"package {package.package_hash}: {exc.message}") from exc
+    try:
+        interface = interface_of(config)
+        assets = load_assets(interface, package.files.get)
+    except (ValueError, PackageInvalid) as exc:
+        raise InvalidArgument(f"package {package.package_hash}: {exc}") from exc
     scenarios = config.get("scenarios", {})
     return LoadedPackage(
         package_hash=package.package_hash,
@@ -117,7 +123,8 @@ def build_loaded(package: Package, pool: WasmPool) -> LoadedPackage:
         version=str(config.get("version", "")),
         nodes=nodes,
         binaries=binaries,
-        assumptions=assumptions,
+        interface=interface,
+        assets=assets,
         scenario_defaults=scenarios if isinstance(scenarios, dict) else {},
         archive_bytes=0,
     )

@@ -7,35 +7,37 @@ SharedMemory, so WASM instances on K threads read them zero-copy, and ``python:/
 (the built-in numpy reference implementations, never code from a package) read and write
 the same buffers through numpy views.
 
-Node kinds (model ABI v1, docs/model-abi.md): a scenario generator (``esg``: exports
-``esg_run``; inputs ``$scenarios``; one output, rates f64 [N][T]) and a projection
-(``term_life``: exports ``tl_*``; inputs ``$policies``, ``$assumptions`` and one bus
-buffer of rates; one output, block partials f64 [blocks][5][N]). A ``wasm://name`` node's
-kind is read from its binary's exports; ``python://esg`` and ``python://term_life`` are
-the reference implementations of the same kinds.
+Node kinds (ABI v2, docs/model-interface.md), read from a ``wasm://`` binary's exports:
+a scenario generator (``lc_prepare_scenarios`` without ``lc_run_blocks``; input
+``$scenarios``; its outputs are scenario buffers f64 [N][T], one per ``bus://NAME``) and a
+projection (``lc_run_blocks``; inputs ``$policies``, ``$assumptions`` and one bus buffer per
+declared scenario input, by name; one output, block partials f64 [blocks][outputs][N]).
+``python://esg`` and ``python://term_life`` are the numpy twins of the shipped models.
+Scenario buffers a run is given (a scenario dataset) replace the generator that would make them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from services.engine import reference
-from services.engine.abi import ESG_EXPORTS, N_PV, PV_COMPONENTS, TERM_LIFE_EXPORTS
 from services.engine.errors import InvalidModelInput, ModelLoadError, PipelineError
-from services.engine.layout import LayoutBuilder, Region, esg_rates
-from services.engine.wasm_nodes import run_esg, run_term_life
+from services.engine.layout import LayoutBuilder, scenario_buffer
+from services.engine.reference_inputs import term_life_arguments
+from services.engine.wasm_nodes import ScenarioBuffer, run_generator, run_projection
 from services.engine.workers import RunControl, RunLease, WasmPool
 from services.valuation.arrays import F64
-from services.valuation.assumptions import Assumptions
-from services.valuation.blocks import BLOCK_SIZE, block_count, fold
+from services.valuation.blocks import BLOCK_SIZE, fold
 from services.valuation.errors import ModelInputError
+from services.valuation.interface.declaration import ModelInterface, Outputs
+from services.valuation.interface.records import Records
+from services.valuation.interface.tables import Assets
 from services.valuation.packages.config import BUS, pipeline_issues, pipeline_of, topological_order
 from services.valuation.packages.config import Node as PipelineNode
-from services.valuation.policies import Policies
 from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
 from services.valuation.statistics import result_hash
@@ -53,11 +55,18 @@ def plan(config: Sequence[Mapping[str, Any] | PipelineNode]) -> list[PipelineNod
 
 @dataclass(frozen=True)
 class RunInputs:
-    """The ``$`` inputs of a run. A chunk's policies must start at a block boundary of the dataset."""
+    """The ``$`` inputs of a run. A chunk's records must start at a block boundary of the dataset.
 
-    policies: Policies
-    assumptions: Assumptions
+    ``scenario_data``: scenario buffers given as data (name → f64 [N][≥ months]); a generator
+    node whose outputs are all given is not run.
+    """
+
+    interface: ModelInterface
+    records: Records
+    assets: Assets
     scenarios: ScenarioParams
+    scenario_data: Mapping[str, F64] = field(default_factory=dict)
+    first_row: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,21 +75,18 @@ class PipelineResult:
 
     buffers: dict[str, F64]
     partials: F64
-    """f64 [blocks][5][N]: the last projection node's block partials (components PV_COMPONENTS)."""
+    """f64 [blocks][outputs][N]: the projection node's block partials, in the declaration's output order."""
+    outputs: Outputs
 
-    def portfolio(self, component: str = "net_cf") -> F64:
-        """Per-scenario portfolio value: the fold of the block partials in block order."""
-        return fold(self.partials[:, PV_COMPONENTS.index(component), :])
+    def portfolio(self, output: str | None = None) -> F64:
+        """Per-scenario portfolio value of ``output`` (the primary by default): the fold of the
+        block partials in block order."""
+        index = self.outputs.primary if output is None else self.outputs.names.index(output)
+        return fold(self.partials[:, index, :])
 
     @property
     def result_hash(self) -> str:
-        return result_hash(self.portfolio("net_cf"))
-
-
-@dataclass
-class _Buffer:
-    region: Region
-    shape: tuple[int, ...]
+        return result_hash(self.portfolio())
 
 
 class PipelineRunner:
@@ -99,11 +105,14 @@ class PipelineRunner:
         if wasm is None:
             raise PipelineError(f"wasm://{name}: no such model in the package")
         exports = lease.load(name, wasm).exports
-        if exports >= ESG_EXPORTS:
-            return "esg"
-        if exports >= TERM_LIFE_EXPORTS:
-            return "term_life"
-        raise ModelLoadError(f"wasm://{name} exports neither the esg nor the term_life entry points of ABI v1")
+        if "lc_run_blocks" in exports:
+            return "projection"
+        if "lc_prepare_scenarios" in exports:
+            return "generator"
+        raise ModelLoadError(
+            f"wasm://{name} exports neither lc_run_blocks (a projection) nor lc_prepare_scenarios "
+            "(a scenario generator) of ABI v2"
+        )
 
     def run(
         self,
@@ -115,80 +124,94 @@ class PipelineRunner:
     ) -> PipelineResult:
         control = control or RunControl()
         nodes = plan(config)
-        try:
-            inputs.assumptions.check_covers(inputs.policies)
-        except ModelInputError as exc:
-            raise InvalidModelInput(str(exc)) from exc
         with self.pool.lease(control) as lease:
             return self._run(lease, nodes, inputs, control, blocks_per_call)
 
     def _run(
         self, lease: RunLease, nodes: list[PipelineNode], inputs: RunInputs, control: RunControl, blocks_per_call: int
     ) -> PipelineResult:
-        months = inputs.policies.horizon_months
+        months = max(1, inputs.records.horizon_months)
         n_scen = inputs.scenarios.count
         mem = lease.memory
         alloc = LayoutBuilder(mem.run_base)
-        bus: dict[str, _Buffer] = {}
-        partials_name: str | None = None
+        bus: dict[str, ScenarioBuffer] = {}
+        for name, data in inputs.scenario_data.items():
+            if data.ndim != 2 or data.shape[0] != n_scen or data.shape[1] < months:
+                raise PipelineError(f"scenario data {name!r} is {data.shape}; the run needs [{n_scen}][≥{months}]")
+            region = scenario_buffer(alloc, f"data.{name}", n_scen, data.shape[1])
+            mem.ensure(alloc.end)
+            mem.view(region, np.float64, data.shape)[:] = data
+            bus[name] = ScenarioBuffer(region, n_scen, int(data.shape[1]))
+        partials: tuple[F64, str] | None = None
         for node in nodes:
+            outputs = [o.removeprefix(BUS) for o in node.outputs]
             kind = self._load(lease, node.model) if node.scheme == "wasm" else node.model
-            if kind == "esg":
+            if kind in ("generator", "esg"):
+                if outputs and all(o in inputs.scenario_data for o in outputs):
+                    continue  # given as data
                 self._need(node, ("$scenarios",), 0)
-                shape: tuple[int, ...] = (n_scen, months)
-                region = esg_rates(alloc, node.outputs[0], n_scen, months)
-                mem.ensure(alloc.end)
+                control.check(f"node {node.id!r}")
                 if node.scheme == "wasm":
-                    run_esg(lease, node.model, alloc, inputs.scenarios, months, control=control, out=region)
+                    bus.update(run_generator(lease, node.model, alloc, inputs.scenarios, months, control=control,
+                                             outputs=outputs, name=node.id))  # fmt: skip
                 else:
-                    control.check(f"node {node.id!r}")
-                    mem.view(region, np.float64, shape)[:] = reference.esg(inputs.scenarios, months)
-                bus[node.outputs[0]] = _Buffer(region, shape)
-            elif kind == "term_life":
-                rates = self._need(node, ("$policies", "$assumptions"), 1)
-                src = bus[rates[0]]
-                if len(src.shape) != 2 or src.shape[0] != n_scen or src.shape[1] < months:
-                    raise PipelineError(f"node {node.id!r}: {rates[0]} is not a rates buffer [N][≥{months}]")
-                blocks = block_count(len(inputs.policies))
-                shape = (blocks, N_PV, n_scen)
-                if node.scheme == "wasm":
-                    result = run_term_life(
-                        lease, node.model, alloc, inputs.policies, inputs.assumptions,
-                        rates=src.region, n_scen=n_scen, rates_stride=src.shape[1], control=control,
-                        blocks_per_call=blocks_per_call, name=node.id,
-                    )  # fmt: skip
-                    region = result.partials_region
-                else:
-                    control.check(f"node {node.id!r}")
-                    region = alloc.add_array(node.outputs[0], shape, np.float64)
-                    mem.ensure(alloc.end)
-                    shocks = mem.view(src.region, np.float64, src.shape)
-                    mem.view(region, np.float64, shape)[:] = reference_partials(
-                        inputs.policies, inputs.assumptions, shocks
+                    for out in outputs:
+                        region = scenario_buffer(alloc, f"{node.id}.{out}", n_scen, months)
+                        mem.ensure(alloc.end)
+                        mem.view(region, np.float64, (n_scen, months))[:] = reference.esg(inputs.scenarios, months)
+                        bus[out] = ScenarioBuffer(region, n_scen, months)
+            elif kind in ("projection", "term_life"):
+                self._need(node, ("$policies", "$assumptions"), len(inputs.interface.scenario_inputs))
+                given = {b.removeprefix(BUS) for b in node.inputs if b.startswith(BUS)}
+                declared = {s.name for s in inputs.interface.scenario_inputs}
+                if given != declared:
+                    raise PipelineError(
+                        f"node {node.id!r} reads {sorted(given)}; the model declares scenario inputs {sorted(declared)}"
                     )
-                bus[node.outputs[0]] = _Buffer(region, shape)
-                partials_name = node.outputs[0]
+                unmade = sorted(declared - bus.keys())
+                if unmade:
+                    raise PipelineError(f"node {node.id!r}: no node makes {', '.join(unmade)}")
+                if node.scheme == "wasm":
+                    result = run_projection(
+                        lease, node.model, alloc, inputs.interface, records=inputs.records, assets=inputs.assets,
+                        scenarios=bus, n_scen=n_scen, control=control, blocks_per_call=blocks_per_call,
+                        first_row=inputs.first_row, name=node.id,
+                    )  # fmt: skip
+                    values = result.partials
+                else:
+                    control.check(f"node {node.id!r}")
+                    rates = bus[inputs.interface.scenario_inputs[0].name]
+                    shocks = np.array(mem.view(rates.region, np.float64, (n_scen, rates.stride)))
+                    values = reference_partials(inputs, shocks)
+                partials = (values, outputs[0] if outputs else node.id)
             else:
                 raise PipelineError(f"node {node.id!r}: unknown built-in engine {node.engine!r}")
-        if partials_name is None:
-            raise PipelineError("pipeline has no projection (term_life) node")
-        buffers = {name: np.array(mem.view(b.region, np.float64, b.shape)) for name, b in bus.items()}
-        return PipelineResult(buffers=buffers, partials=buffers[partials_name])
+        if partials is None:
+            raise PipelineError("pipeline has no projection node")
+        buffers = {name: np.array(mem.view(b.region, np.float64, (b.n_scen, b.stride))) for name, b in bus.items()}
+        buffers[partials[1]] = partials[0]
+        return PipelineResult(buffers=buffers, partials=partials[0], outputs=inputs.interface.output_list)
 
     @staticmethod
     def _need(node: PipelineNode, specials: tuple[str, ...], n_bus: int) -> list[str]:
         missing = [s for s in specials if s not in node.inputs]
         bus_inputs = [i for i in node.inputs if i.startswith(BUS)]
-        if missing or len(bus_inputs) != n_bus or len(node.outputs) != 1:
+        if missing or len(bus_inputs) != n_bus or (n_bus and len(node.outputs) != 1):
             raise PipelineError(
                 f"node {node.id!r} ({node.engine}) needs inputs {', '.join(specials)}"
-                f"{' and one bus buffer' if n_bus else ''} and one output"
+                f"{f' and {n_bus} bus buffer(s)' if n_bus else ''} and one output"
             )
         return bus_inputs
 
 
-def reference_partials(policies: Policies, assumptions: Assumptions, shocks: F64) -> F64:
+def reference_partials(inputs: RunInputs, shocks: F64) -> F64:
     """python://term_life as block partials f64 [blocks][5][N] (reference summation order)."""
+    policies, assumptions = term_life_arguments(inputs.records, inputs.assets, inputs.interface)
+    try:
+        assumptions.check_covers(policies)
+    except ModelInputError as exc:
+        raise InvalidModelInput(str(exc)) from exc
     pvs = reference.term_life(policies, assumptions, shocks)
-    parts = [reference.block_partials(getattr(pvs, name), BLOCK_SIZE) for name in PV_COMPONENTS]
+    names = inputs.interface.output_list.names
+    parts = [reference.block_partials(getattr(pvs, name), BLOCK_SIZE) for name in names]
     return np.stack(parts, axis=1)

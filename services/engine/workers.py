@@ -67,7 +67,8 @@ GROW_SLACK = 1 << 20
 RC_MEANING = {
     1: "context written for another ABI version",
     2: "row, block or scenario range outside the context's sizes",
-    3: "a policy needs an age, year or month the tables do not cover",
+    3: "a row needs values its tables do not cover",
+    4: "a row holds an input the model cannot value",
 }
 
 
@@ -102,6 +103,8 @@ class Executor(Protocol):
 
     def call_value(self, model: str, function: str, args: Sequence[int], control: RunControl) -> int: ...
 
+    def has_export(self, model: str, function: str) -> bool: ...
+
     def map(
         self, model: str, function: str, ctx: int, ranges: Sequence[tuple[int, int]], control: RunControl
     ) -> None: ...
@@ -109,7 +112,8 @@ class Executor(Protocol):
 
 def check_rc(model: str, function: str, rc: int) -> None:
     if rc != 0:
-        raise ModelFailed(model, function, rc, RC_MEANING.get(rc, "unknown status"))
+        meaning = RC_MEANING.get(rc, "the model's own status" if rc >= 16 else "unknown status")
+        raise ModelFailed(model, function, rc, meaning)
 
 
 class DaemonThreads:
@@ -481,6 +485,9 @@ class RunLease:
     def call_value(self, model: str, function: str, args: Sequence[int], control: RunControl) -> int:
         """Call and return the result as is (no status check)."""
         return self._pool._call(self.model(model), function, args, control)
+
+    def has_export(self, model: str, function: str) -> bool:
+        return function in self.model(model).exports
 
     def map(self, model: str, function: str, ctx: int, ranges: Sequence[tuple[int, int]], control: RunControl) -> None:
         self._pool._map(self.model(model), function, ctx, ranges, control)

@@ -13,27 +13,16 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from services.valuation.interface.declaration import ModelInterface, parse_interface
 from services.valuation.packages.report import Issue, error, warning
 from services.valuation.scenarios import U64_MAX
 
-MODELS: Final = ("term_life",)
-"""Model kinds the engines can value (MODEL.md); ``model`` must name one."""
 PYTHON_BUILTINS: Final = ("esg", "term_life")
 """``python://`` nodes the engine ships (numpy reference implementations); nothing else runs."""
-REQUIRED_ASSUMPTIONS: Final = ("mortality", "lapse", "expenses", "curve")
-OPTIONAL_ASSUMPTIONS: Final = ("options",)
-ASSUMPTION_FILES: Final = {
-    "mortality": "mortality.csv",
-    "lapse": "lapse.csv",
-    "expenses": "expenses.json",
-    "curve": "curve.csv",
-    "options": "options.json",
-}
-"""Assumption key → the asset format it is read as (services.valuation.assumption_files)."""
 SPECIAL_INPUTS: Final = ("$policies", "$assumptions", "$scenarios")
 BUS: Final = "bus://"
 AM: Final = "am://"
-TOP_LEVEL: Final = ("name", "version", "model", "assumptions", "scenarios", "pipeline", "description")
+TOP_LEVEL: Final = ("name", "version", "model", "interface", "assumptions", "scenarios", "pipeline", "description")
 MAX_SCENARIOS: Final = 1_000_000
 
 REFERENCE_PIPELINE: Final = (
@@ -100,31 +89,38 @@ def validate_config(config: Any, paths: Collection[str]) -> list[Issue]:
         if not isinstance(value, str) or not _NAME.fullmatch(value):
             issues.append(error(f"$.{key}", f"required: 1-64 letters, digits, '.', '_' or '-', got {value!r}"))
     model = config.get("model")
-    if model not in MODELS:
-        issues.append(error("$.model", f"required: one of {', '.join(MODELS)}, got {model!r}"))
-    issues += _assumptions(config.get("assumptions"), paths)
+    if not isinstance(model, str) or not _NAME.fullmatch(model):
+        issues.append(error("$.model", f"required: the model's name (1-64 letters, digits, . _ -), got {model!r}"))
+    if "interface" not in config:
+        issues.append(error("$.interface", "required: the model's declared interface (docs/model-interface.md)"))
+        interface = None
+    else:
+        interface, found = parse_interface(config["interface"])
+        issues += found
+    if "assumptions" in config:
+        issues.append(warning("$.assumptions", "not read: tables and parameters are declared in $.interface"))
     issues += _scenarios(config.get("scenarios"))
     if "pipeline" in config:
         issues += pipeline_issues(config["pipeline"])
+    if interface is not None and not any(i.where.startswith("$.pipeline") for i in issues):
+        issues += _scenario_wiring(pipeline_of(config), interface)
     return issues
 
 
-def _assumptions(raw: Any, paths: Collection[str]) -> list[Issue]:
-    if not isinstance(raw, dict):
-        return [error("$.assumptions", f"required: an object naming {', '.join(REQUIRED_ASSUMPTIONS)}")]
-    issues = [error(f"$.assumptions.{k}", "required") for k in REQUIRED_ASSUMPTIONS if k not in raw]
-    for key, ref in raw.items():
-        at = f"$.assumptions.{key}"
-        if key not in ASSUMPTION_FILES:
-            issues.append(warning(at, "unknown assumption (ignored)"))
-        elif not isinstance(ref, str) or not ref:
-            issues.append(error(at, "must be a path under assumptions/ or an am:// reference"))
-        elif ref.startswith(AM):
-            issues.append(warning(at, f"{ref} is an Assumptions Manager reference: runs fail while none is configured"))
-        elif not ref.startswith("assumptions/"):
-            issues.append(error(at, f"{ref!r} must be a path under assumptions/"))
-        elif ref not in paths:
-            issues.append(error(at, f"{ref} is not in the package"))
+def _scenario_wiring(nodes: Sequence[Node], interface: ModelInterface) -> list[Issue]:
+    """A projection node (one reading ``$policies``) reads exactly the declared scenario inputs."""
+    declared = sorted(s.name for s in interface.scenario_inputs)
+    issues = []
+    for i, node in enumerate(nodes):
+        if "$policies" not in node.inputs:
+            continue
+        read = sorted(b.removeprefix(BUS) for b in node.inputs if b.startswith(BUS))
+        if read != declared:
+            issues.append(error(
+                f"$.pipeline[{i}].inputs",
+                f"reads {', '.join(BUS + r for r in read) or 'no bus buffer'}; the interface declares the "
+                f"scenario inputs {', '.join(declared) or '(none)'}: name each as bus://NAME",
+            ))  # fmt: skip
     return issues
 
 

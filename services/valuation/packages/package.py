@@ -17,14 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.valuation.assumption_files import assumptions_from_files
-from services.valuation.errors import ModelInputError
+from services.valuation.interface.declaration import parse_interface
+from services.valuation.interface.tables import asset_issues
 from services.valuation.packages.archive import PackageLimits, read_archive, write_archive
-from services.valuation.packages.config import AM, ASSUMPTION_FILES, validate_config
+from services.valuation.packages.config import validate_config
 from services.valuation.packages.manifest import CONFIG, MANIFEST, Manifest, asset_type, make_manifest, parse_manifest
-from services.valuation.packages.report import Issue, PackageInvalid, error, raise_on_errors, warning
+from services.valuation.packages.report import Issue, PackageInvalid, error, raise_on_errors
 from services.valuation.packages.wasm_checks import check_pipeline_binaries
-from services.valuation.policy_schema import MAX_AGE
 
 
 @dataclass(frozen=True)
@@ -52,42 +51,16 @@ def parse_config(data: bytes) -> tuple[Any, list[Issue]]:
 
 
 def check_contents(config: Any, files: Mapping[str, bytes]) -> list[Issue]:
-    """Config rules, WASM binaries and assumption tables; ``files`` are the assets by path."""
+    """Config rules, the declaration, the WASM binaries and the declared tables and parameters,
+    all at once; ``files`` are the assets by path."""
     issues = validate_config(config, files.keys())
-    if any(i.severity == "error" for i in issues):
-        return issues  # the binaries and tables are named by the config: judge them once it is sound
-    return issues + check_pipeline_binaries(config, files) + check_assumptions(config, files)
-
-
-def check_assumptions(config: Mapping[str, Any], files: Mapping[str, bytes]) -> list[Issue]:
-    """The assumption files parse into the model's tables and cover the ages and years policies may need."""
-    refs = config.get("assumptions", {})
-    if any(isinstance(v, str) and v.startswith(AM) for v in refs.values()):
-        return []  # tables that come from the Assumptions Manager are judged at run time, whole
-    local = {k: v for k, v in refs.items() if k in ASSUMPTION_FILES}
-    path_of = {ASSUMPTION_FILES[k]: v for k, v in local.items()}
-    try:
-        tables = assumptions_from_files({name: files[path] for name, path in path_of.items()})
-    except ModelInputError as exc:
-        return [error(path_of.get(v.column, f"$.assumptions ({v.column})"), v.message) for v in exc.violations]
-    issues: list[Issue] = []
-    mortality, curve = path_of["mortality.csv"], path_of["curve.csv"]
-    if tables.mortality_max_age < MAX_AGE:
-        issues.append(
-            error(mortality, f"covers ages up to {tables.mortality_max_age}; policies may reach age {MAX_AGE}")
-        )
-    longest = MAX_AGE + 1 - tables.mortality_min_age  # the longest term a policy the table covers can have
-    if tables.curve.size < longest:
-        issues.append(
-            error(
-                curve,
-                f"covers {tables.curve.size} years; policies entering at {tables.mortality_min_age} may run {longest}",
-            )
-        )
-    if tables.mortality_min_age > 0:
-        issues.append(
-            warning(mortality, f"starts at age {tables.mortality_min_age}: younger policies are refused at run time")
-        )
+    if not isinstance(config, dict):
+        return issues
+    if not any(i.where.startswith("$.pipeline") and i.severity == "error" for i in issues):
+        issues += check_pipeline_binaries(config, files)
+    interface, _ = parse_interface(config.get("interface"))
+    if interface is not None:
+        issues += asset_issues(interface, files.get)
     return issues
 
 

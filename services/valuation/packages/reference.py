@@ -14,7 +14,7 @@ from typing import Any, Final
 from services.common.errors import FailedPrecondition
 from services.valuation.packages.config import REFERENCE_PIPELINE
 from services.valuation.packages.manifest import CONFIG
-from services.valuation.reference_model import shipped_assumption_files, shipped_models
+from services.valuation.reference_model import shipped_assumption_files, shipped_models, term_life_declaration
 
 MODELS: Final = ("esg", "term_life")
 
@@ -23,16 +23,10 @@ def reference_config() -> dict[str, Any]:
     """The reference ``livecalc.config.json`` (docs/packages.md shows it)."""
     return {
         "name": "term-life-reference",
-        "version": "1.0.0",
-        "description": "Stochastic term life (MODEL.md) on lifelib basiclife's sample assumptions",
+        "version": "2.0.0",
+        "description": "Stochastic term life (docs/model.md) on lifelib basiclife's sample assumptions",
         "model": "term_life",
-        "assumptions": {
-            "mortality": "assumptions/mortality.csv",
-            "lapse": "assumptions/lapse.csv",
-            "expenses": "assumptions/expenses.json",
-            "curve": "assumptions/curve.csv",
-            "options": "assumptions/options.json",
-        },
+        "interface": term_life_declaration(),
         "scenarios": {"count": 1000, "seed": 42, "a": 0.1, "sigma": 0.01, "include_base": True},
         "pipeline": [dict(node) for node in REFERENCE_PIPELINE],
     }

@@ -11,10 +11,12 @@ writes them (with the assumption files) as the reference model package. ``make w
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 
 def _here() -> Traversable:
@@ -25,6 +27,12 @@ def shipped_models() -> dict[str, bytes]:
     """The committed WASM builds of the reference model's nodes, name → bytes."""
     found = sorted((t for t in (_here() / "models").iterdir() if t.name.endswith(".wasm")), key=lambda t: t.name)
     return {t.name.removesuffix(".wasm"): t.read_bytes() for t in found}
+
+
+def term_life_declaration() -> dict[str, Any]:
+    """term_life's declared interface (``livecalc.config.json`` key ``interface``, docs/model-interface.md)."""
+    declared: dict[str, Any] = json.loads((_here() / "term_life.interface.json").read_text(encoding="utf-8"))
+    return declared
 
 
 def shipped_assumption_files() -> dict[str, bytes]:
