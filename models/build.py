@@ -17,6 +17,10 @@ import the same memory without their data overlapping; the host places its buffe
 the highest ``__heap_base``. The output is reproducible: ``tests/engine/test_wasm_build.py``
 rebuilds into a temporary directory and compares SHA-256 with the committed binaries.
 
+A projection's C reads its inputs through ``src/include/model_interface.h``, generated from its
+declared interface (``services/valuation/reference_model/<name>.interface.json``) by
+``services.valuation.sdk.c_header``; a build regenerates it first, ``--check`` only compares.
+
 Usage: ``python models/build.py [--out DIR] [--check]``.
 """
 
@@ -30,7 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
-WASM_DIR = MODELS_DIR.parent / "services" / "valuation" / "reference_model" / "models"
+ROOT = MODELS_DIR.parent
+REFERENCE_DIR = ROOT / "services" / "valuation" / "reference_model"
+WASM_DIR = REFERENCE_DIR / "models"
 SOURCE_DIR = WASM_DIR / "src"
 """The C sources, kept once, as package data: an installed engine builds its native baseline from them."""
 INCLUDE_DIR = SOURCE_DIR / "include"
@@ -44,10 +50,12 @@ STATIC_REGION = 64 * 1024
 
 @dataclass(frozen=True)
 class ModelSource:
-    """One model: its C source and the address of its static data in the shared memory."""
+    """One model: its C source, the address of its static data in the shared memory and, for a
+    projection, its declared interface (the source of ``include/model_interface.h``)."""
 
     name: str
     global_base: int
+    interface: Path | None = None
 
     @property
     def source(self) -> Path:
@@ -56,8 +64,10 @@ class ModelSource:
 
 MODELS = (
     ModelSource("esg", global_base=1 * STATIC_REGION),
-    ModelSource("term_life", global_base=2 * STATIC_REGION),
+    ModelSource("term_life", global_base=2 * STATIC_REGION, interface=REFERENCE_DIR / "term_life.interface.json"),
 )
+INTERFACE_HEADER = INCLUDE_DIR / "model_interface.h"
+"""The generated header (the models share ``include/``, so one model may have a declaration)."""
 
 WASM_FLAGS = (
     "-target",
@@ -135,6 +145,24 @@ def mark_memory_shared(wasm: bytes) -> bytes:
     raise SystemExit("no env.memory import: link with --import-memory")
 
 
+def stale_headers(*, write: bool) -> list[Path]:
+    """Headers that differ from a fresh rendering of their declaration (rewritten when ``write``)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from services.valuation.sdk.c_header import load_interface, render_header  # noqa: PLC0415 (needs ROOT)
+
+    stale = []
+    for model in MODELS:
+        if model.interface is None:
+            continue
+        text = render_header(load_interface(model.interface))
+        if not INTERFACE_HEADER.exists() or INTERFACE_HEADER.read_text(encoding="utf-8") != text:
+            stale.append(INTERFACE_HEADER)
+            if write:
+                INTERFACE_HEADER.write_text(text, encoding="utf-8")
+    return stale
+
+
 def build(out_dir: Path = WASM_DIR) -> dict[str, Path]:
     """Compile every model into ``out_dir``/<name>.wasm; returns name → path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="build into --out and compare with the committed builds")
     args = parser.parse_args(argv)
+    headers = stale_headers(write=not args.check)
     built = build(args.out)
     stale = []
     for name, path in built.items():
@@ -169,10 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         committed = WASM_DIR / f"{name}.wasm"
         if args.check and (not committed.exists() or sha256(committed) != digest):
             stale.append(name)
-    if stale:
+    if args.check and headers:
+        print(f"stale generated headers (run `make wasm`): {', '.join(map(str, headers))}", file=sys.stderr)
+    if args.check and stale:
         print(f"stale committed models (run `make wasm`): {', '.join(stale)}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if args.check and (headers or stale) else 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """The benchmark baseline: the same C models compiled natively (``cc -O3 -march=native``).
 
 Built on demand from the sources shipped as package data (`shipped.model_sources`) into
-``<cache>/native/<hash>/`` (hash of the sources, header, flags and compiler version) and
-loaded with ctypes; `NativePool` runs their entry points over K
-threads (ctypes releases the GIL) with the same offsets as the WASM host, in a
-`NativeMemory` buffer whose base address is passed as the first argument.
+``<cache>/native/<hash>/`` (hash of the source, the headers, flags and compiler version) and
+loaded with ctypes; `NativePool` runs their ABI v2 entry points (`model_abi.SIGNATURES`: those a
+library exports) over K threads (ctypes releases the GIL) with the same offsets as the WASM
+host, in a `NativeMemory` buffer whose base address is passed as the first argument of every
+entry point that takes arguments (``lc_abi_version`` takes none).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import subprocess
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from services.common.errors import FailedPrecondition
 from services.engine.memory import NativeMemory
 from services.engine.runtime import usable_cache_dir
 from services.engine.workers import DaemonThreads, RunControl, check_rc, map_threads
-from services.valuation.model_abi import ENTRY_POINTS
+from services.valuation.model_abi import SIGNATURES
 from services.valuation.reference_model import model_sources
 
 NATIVE_FLAGS: Final = ("-O3", "-march=native", "-shared", "-fPIC")
@@ -47,20 +48,27 @@ def build_native(name: str, cache_dir: Path | None = None, extra_flags: Sequence
     cc = compiler()
     with model_sources() as src:
         source = src / f"{name}.c"
-        header = src / "include" / "livecalc_model.h"
+        include = src / "include"
+        headers = [part for h in sorted(include.glob("*.h")) for part in (h.name.encode(), h.read_bytes())]
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
         key = hashlib.sha256(
-            b"\0".join([source.read_bytes(), header.read_bytes(), " ".join(flags).encode(), version.encode()])
+            b"\0".join([source.read_bytes(), *headers, " ".join(flags).encode(), version.encode()])
         ).hexdigest()[:16]
         out_dir = usable_cache_dir(cache_dir) / "native" / key
         lib = out_dir / f"lib{name}.so"
         if not lib.exists():
             out_dir.mkdir(parents=True, exist_ok=True)
             tmp = out_dir / f".lib{name}.{os.getpid()}.so"
-            cmd = [cc, *flags, f"-I{header.parent}", str(source), "-o", str(tmp), "-lm"]
+            cmd = [cc, *flags, f"-I{include}", str(source), "-o", str(tmp), "-lm"]
             subprocess.run(cmd, check=True, capture_output=True)
             os.replace(tmp, lib)
     return lib
+
+
+def native_models() -> tuple[str, ...]:
+    """The shipped models with C sources (``esg``, ``term_life``)."""
+    with model_sources() as src:
+        return tuple(sorted(p.stem for p in src.glob("*.c")))
 
 
 class NativePool:
@@ -77,12 +85,19 @@ class NativePool:
         self.threads = threads
         self._memory = NativeMemory(cap=memory_cap)
         self._libs: dict[str, ctypes.CDLL] = {}
-        for name, functions in ENTRY_POINTS.items():
+        self._functions: dict[str, dict[str, Any]] = {}
+        for name in native_models():
             lib = ctypes.CDLL(str(build_native(name, cache_dir, extra_flags)))
-            for fn in functions:
+            functions: dict[str, Any] = {}
+            for fn, (params, _) in SIGNATURES.items():
+                if not hasattr(lib, fn):
+                    continue
                 f = getattr(lib, fn)
                 f.restype = ctypes.c_int32
+                f.argtypes = [ctypes.c_void_p, *(ctypes.c_uint32,) * len(params)] if params else []
+                functions[fn] = f
             self._libs[name] = lib
+            self._functions[name] = functions
         self._pool = DaemonThreads(threads, "livecalc-native")
         self._lock = threading.Lock()
 
@@ -91,11 +106,13 @@ class NativePool:
         return self._memory
 
     def _invoke(self, model: str, function: str, args: Sequence[int]) -> int:
-        f = getattr(self._libs[model], function)
-        if function in ("lc_abi_version", "tl_lanes"):
+        f = self._functions[model][function]
+        if not f.argtypes:
             return int(f())
-        base = ctypes.c_void_p(self._memory.base_address)
-        return int(f(base, *(ctypes.c_uint32(a) for a in args)))
+        return int(f(self._memory.base_address, *args))
+
+    def has_export(self, model: str, function: str) -> bool:
+        return function in self._functions.get(model, {})
 
     def call(self, model: str, function: str, args: Sequence[int], control: RunControl) -> None:
         control.check(f"native {model} {function}")

@@ -1,6 +1,10 @@
 /*
  * esg: the counter-based Ornstein–Uhlenbeck scenario generator of MODEL.md.
  *
+ * A scenario generator of model ABI v2 (docs/model-interface.md): its context has no rows,
+ * columns, tables or outputs; its parameters are the job's scenario settings and its one
+ * scenario input is the buffer it fills.
+ *
  * Scenario s depends only on (seed, a, σ, include_base, s): Z_s(m) is a pure function of
  * (seed, s, m), so a scenario produced alone equals the same scenario among any others,
  * and threads may split the scenario range any way they like.
@@ -49,19 +53,27 @@ static void scenario(double *restrict out, uint32_t n_months, uint64_t seed_mixe
 
 LC_EXPORT(lc_abi_version) int32_t lc_abi_version(void) { return LC_ABI_VERSION; }
 
-/* Fill rows [s_begin, s_end) of ctx->rates. */
-LC_EXPORT(esg_run)
-int32_t esg_run(LC_BASE_ARG uint32_t ctx_off, uint32_t s_begin, uint32_t s_end) {
-    const lc_esg_ctx *ctx = LC_AT(const lc_esg_ctx, ctx_off);
-    if (ctx->abi_version != LC_ABI_VERSION) return LC_E_ABI;
+/* A scenario generator of ABI v2: fills rows [s_begin, s_end) of its one scenario input
+ * (f64 [n_scen][stride], months [0, n_months)) from the parameters seed (u64), a, sigma and
+ * include_base (i64). */
+LC_EXPORT(lc_prepare_scenarios)
+int32_t lc_prepare_scenarios(LC_BASE_ARG uint32_t ctx_off, uint32_t s_begin, uint32_t s_end) {
+    const lc_ctx *ctx = lc_context(LC_BASE ctx_off);
+    if (ctx->abi_version != LC_ABI_VERSION || ctx->n_params != LC_GEN_N_PARAMS || ctx->n_scenario_inputs != 1 ||
+        !lc_scenario_input_is(LC_BASE ctx, 0))
+        return LC_E_ABI;
     if (s_begin > s_end || s_end > ctx->n_scen) return LC_E_RANGE;
-    double *rates = LC_AT(double, ctx->rates);
-    double phi = exp(-ctx->a / 12.0);
-    double sigma_m = ctx->sigma * sqrt((1.0 - phi * phi) / (2.0 * ctx->a));
-    uint64_t seed_mixed = mix(ctx->seed);
+    const lc_array *out = lc_scenario_input(LC_BASE ctx, 0);
+    double *rates = lc_f64_out(LC_BASE out);
+    uint32_t stride = out->shape[1];
+    double a = lc_param_f64(LC_BASE ctx, LC_GEN_A), sigma = lc_param_f64(LC_BASE ctx, LC_GEN_SIGMA);
+    int64_t include_base = lc_param_i64(LC_BASE ctx, LC_GEN_INCLUDE_BASE);
+    double phi = exp(-a / 12.0);
+    double sigma_m = sigma * sqrt((1.0 - phi * phi) / (2.0 * a));
+    uint64_t seed_mixed = mix(lc_param_u64(LC_BASE ctx, LC_GEN_SEED));
     for (uint32_t s = s_begin; s < s_end; s++) {
-        double *row = rates + (uint64_t)s * ctx->n_months;
-        if (s == 0 && ctx->include_base) {
+        double *row = rates + (uint64_t)s * stride;
+        if (s == 0 && include_base) {
             for (uint32_t m = 0; m < ctx->n_months; m++) row[m] = 0.0;
         } else {
             scenario(row, ctx->n_months, seed_mixed, s, phi, sigma_m);

@@ -1,149 +1,231 @@
 /*
  * term_life: the stochastic term-life projection of MODEL.md, one policy × LANES scenarios
- * at a time.
+ * at a time, as a projection of model ABI v2 (docs/model-interface.md). It reads its columns,
+ * tables, parameters and the scenario input `rates` through model_interface.h, generated from
+ * its declaration (services/valuation/reference_model/term_life.interface.json).
  *
  * Speed comes from doing per-month work only where it varies:
- *  - tl_prepare: tables that depend on the assumptions only (q_mth by sex/age/select
+ *  - lc_prepare: tables that depend on the assumptions only (q_mth by sex/age/select
  *    duration, l_base by policy year, DF0(t), maint/12·(1+infl)^(t/12));
- *  - tl_prepare_scenarios: per scenario, once per scenario set, DF_s(t) = DF0(t)·exp(−Σr/12)
+ *  - lc_prepare_scenarios: per scenario, once per scenario set, DF_s(t) = DF0(t)·exp(−Σr/12)
  *    and dl(t, s), interleaved LANES scenarios per month so one policy's month reads
  *    consecutive memory;
- *  - tl_run_blocks: per policy, a loop over policy years (q, l_base are constant in a year)
- *    and inside it over months with the LANES scenario states in registers: a few
- *    multiply-adds per policy·scenario·month.
+ *  - lc_run_blocks: per block, the computed premiums of its rows, then per policy a loop over
+ *    policy years (q, l_base are constant in a year) and inside it over months with the LANES
+ *    scenario states in registers: a few multiply-adds per policy·scenario·month.
  * Each (policy, scenario) value is computed by the same operations whatever the thread,
  * chunk or scenario grouping, and a block partial is summed in row order: the results are
  * bit-identical for any split of blocks over threads.
+ *
+ * Workspace (lc_workspace_size bytes; each region starts 16-byte aligned, in this order):
+ *   q_mth        f64 [2][n_ages][n_sel]      monthly q, male then female
+ *   l_base       f64 [n_lapse]               monthly base lapse by policy year
+ *   df0          f64 [n_months]              DF0(t)
+ *   maint_infl   f64 [n_months]              maint/12·(1 + infl)^(t/12)
+ *   disc         f64 [groups][n_months][LANES]  DF_s(t), scenario s = LANES·group + lane
+ *   dlap         f64 [groups][n_months][LANES]  dl(t, s)
+ *   premium_eff  f64 [n_rows]                the premium each row is valued with
+ * with groups = ⌈n_scen / LANES⌉; lanes past n_scen hold DF 0, dl 1 and reach no output.
+ *
+ * A row with duration_mth < 0 is future new business (lifelib's BasicTerm_ME): written at
+ * t = −duration_mth, from where it projects as new business with calendar months indexing
+ * DF_s(t), dl(t, s) and the inflation factor; its computed premium is the one at issue.
  */
 #include <math.h>
 #include <stdint.h>
 
 #include "livecalc_model.h"
+#include "model_interface.h"
 
 #ifndef LC_LANES
 #define LC_LANES 16 /* scenarios per group: the interleave of disc/dlap */
 #endif
 #define LANES LC_LANES
 
+_Static_assert(LC_N_OUTPUTS == 5 && OUT_PREMIUMS == 0 && OUT_NET_CF == 4, "term_life writes five PVs in this order");
+
 LC_EXPORT(lc_abi_version) int32_t lc_abi_version(void) { return LC_ABI_VERSION; }
 
-/* Scenarios per group in the disc/dlap workspace layout. */
-LC_EXPORT(tl_lanes) int32_t tl_lanes(void) { return LANES; }
-
 static inline uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
+static inline uint64_t align16(uint64_t n) { return (n + 15) & ~(uint64_t)15; }
+
+/* The shapes of a run's tables and where each workspace region starts (bytes from the workspace). */
+typedef struct tl_layout {
+    uint32_t n_ages, n_sel, n_lapse, n_curve; /* mortality [n_ages][n_sel], lapse, curve */
+    int32_t min_age;                          /* attained age of mortality row 0 */
+    uint64_t groups;                          /* ⌈n_scen / LANES⌉ */
+    uint64_t q_mth, l_base, df0, maint_infl, disc, dlap, premium_eff, bytes;
+} tl_layout;
+
+/* The layout of context c; LC_OK, or the status of a context this model cannot run. */
+static int32_t layout(LC_BASE_ARG const lc_ctx *c, tl_layout *w) {
+    int32_t rc = interface_check(LC_BASE c);
+    if (rc != LC_OK) return rc;
+    w->n_ages = table_mortality_size(LC_BASE c, AXIS_MORTALITY_AGE);
+    w->n_sel = table_mortality_size(LC_BASE c, AXIS_MORTALITY_SELECT_YEAR);
+    w->min_age = table_mortality_origin(LC_BASE c, AXIS_MORTALITY_AGE);
+    w->n_lapse = table_lapse_size(LC_BASE c, AXIS_LAPSE_POLICY_YEAR);
+    w->n_curve = table_curve_size(LC_BASE c, AXIS_CURVE_YEAR);
+    /* select duration, policy year and curve year are indices from 0 */
+    if (table_mortality_origin(LC_BASE c, AXIS_MORTALITY_SELECT_YEAR) != 0 ||
+        table_lapse_origin(LC_BASE c, AXIS_LAPSE_POLICY_YEAR) != 0 || table_curve_origin(LC_BASE c, AXIS_CURVE_YEAR) != 0)
+        return LC_E_TABLE;
+    if (w->n_ages == 0 || w->n_sel == 0 || w->n_lapse == 0) return LC_E_TABLE;
+    uint64_t T = c->n_months;
+    w->groups = ((uint64_t)c->n_scen + LANES - 1) / LANES;
+    uint64_t at = 0;
+    w->q_mth = at, at += align16(2 * (uint64_t)w->n_ages * w->n_sel * 8);
+    w->l_base = at, at += align16((uint64_t)w->n_lapse * 8);
+    w->df0 = at, at += align16(T * 8);
+    w->maint_infl = at, at += align16(T * 8);
+    w->disc = at, at += w->groups * T * LANES * 8;
+    w->dlap = at, at += w->groups * T * LANES * 8;
+    w->premium_eff = at, at += align16((uint64_t)c->n_rows * 8);
+    w->bytes = at;
+    return LC_OK;
+}
+
+/* layout() for a context whose workspace is in place: LC_E_RANGE when it is too small. */
+static int32_t view(LC_BASE_ARG const lc_ctx *c, tl_layout *w) {
+    int32_t rc = layout(LC_BASE c, w);
+    if (rc != LC_OK) return rc;
+    return c->workspace_bytes >= w->bytes ? LC_OK : LC_E_RANGE;
+}
+
+static inline double *region(LC_BASE_ARG const lc_ctx *c, uint64_t at) { return (double *)(lc_workspace(LC_BASE c) + at); }
+
+/* Bytes of workspace a run needs (negative: a status). */
+LC_EXPORT(lc_workspace_size)
+int32_t lc_workspace_size(LC_BASE_ARG uint32_t ctx_off) {
+    tl_layout w;
+    int32_t rc = layout(LC_BASE lc_context(LC_BASE ctx_off), &w);
+    if (rc != LC_OK) return -rc;
+    return w.bytes <= INT32_MAX ? (int32_t)w.bytes : -LC_E_RANGE;
+}
 
 /* q_mth[f][a][d] = 1 − (1 − min(1, q[a][d]·sexfactor))^(1/12); l_base[y] = 1 − (1 − lapse[y])^(1/12);
  * DF0(t) = (1 + ((1 + z[⌊t/12⌋])^(1/12) − 1))^(−t); maint_infl(t) = maint/12·(1 + infl)^(t/12). */
-LC_EXPORT(tl_prepare)
-int32_t tl_prepare(LC_BASE_ARG uint32_t ctx_off) {
-    const lc_tl_ctx *c = LC_AT(const lc_tl_ctx, ctx_off);
-    if (c->abi_version != LC_ABI_VERSION) return LC_E_ABI;
-    if ((c->n_months + 11) / 12 > c->n_curve) return LC_E_TABLE;
-    const double *restrict mort = LC_AT(const double, c->mortality);
-    double *restrict q_mth = LC_AT(double, c->q_mth);
-    uint32_t cells = c->n_ages * c->n_sel;
+LC_EXPORT(lc_prepare)
+int32_t lc_prepare(LC_BASE_ARG uint32_t ctx_off) {
+    const lc_ctx *c = lc_context(LC_BASE ctx_off);
+    tl_layout w;
+    int32_t rc = view(LC_BASE c, &w);
+    if (rc != LC_OK) return rc;
+    if ((c->n_months + 11) / 12 > w.n_curve) return LC_E_TABLE;
+    const double *restrict mort = table_mortality(LC_BASE c);
+    double *restrict q_mth = region(LC_BASE c, w.q_mth);
+    double female_multiplier = param_female_multiplier(LC_BASE c);
+    uint32_t cells = w.n_ages * w.n_sel;
     for (uint32_t f = 0; f < 2; f++) {
-        double factor = f ? c->female_multiplier : 1.0;
+        double factor = f ? female_multiplier : 1.0;
         for (uint32_t i = 0; i < cells; i++) {
             double q = mort[i] * factor;
             q = q < 1.0 ? q : 1.0;
             q_mth[f * cells + i] = 1.0 - pow(1.0 - q, 1.0 / 12.0);
         }
     }
-    const double *restrict lapse = LC_AT(const double, c->lapse);
-    double *restrict l_base = LC_AT(double, c->l_base);
-    for (uint32_t y = 0; y < c->n_lapse; y++) l_base[y] = 1.0 - pow(1.0 - lapse[y], 1.0 / 12.0);
-    const double *restrict curve = LC_AT(const double, c->curve);
-    double *restrict df0 = LC_AT(double, c->df0);
-    double *restrict maint_infl = LC_AT(double, c->maint_infl);
+    const double *restrict lapse = table_lapse(LC_BASE c);
+    double *restrict l_base = region(LC_BASE c, w.l_base);
+    for (uint32_t y = 0; y < w.n_lapse; y++) l_base[y] = 1.0 - pow(1.0 - lapse[y], 1.0 / 12.0);
+    const double *restrict curve = table_curve(LC_BASE c);
+    double *restrict df0 = region(LC_BASE c, w.df0);
+    double *restrict maint_infl = region(LC_BASE c, w.maint_infl);
+    double expense_maint = param_expense_maint(LC_BASE c), inflation = param_inflation(LC_BASE c);
     for (uint32_t t = 0; t < c->n_months; t++) {
         double disc_rate_mth = pow(1.0 + curve[t / 12], 1.0 / 12.0) - 1.0;
         df0[t] = pow(1.0 + disc_rate_mth, -(double)t);
-        maint_infl[t] = c->expense_maint / 12.0 * pow(1.0 + c->inflation, (double)t / 12.0);
+        maint_infl[t] = expense_maint / 12.0 * pow(1.0 + inflation, (double)t / 12.0);
     }
     return LC_OK;
 }
 
-/* For scenario groups [g_begin, g_end): disc = DF0(t)·exp(−Σ_{m<t} r_s(m)/12) (sum in month
- * order), dlap = clamp(1 + β·r_s(t), lo, hi); lanes past N get disc 0, dlap 1. */
-LC_EXPORT(tl_prepare_scenarios)
-int32_t tl_prepare_scenarios(LC_BASE_ARG uint32_t ctx_off, uint32_t g_begin, uint32_t g_end) {
-    const lc_tl_ctx *c = LC_AT(const lc_tl_ctx, ctx_off);
-    if (c->abi_version != LC_ABI_VERSION) return LC_E_ABI;
-    uint32_t groups = (c->n_scen + LANES - 1) / LANES;
-    if (g_begin > g_end || g_end > groups) return LC_E_RANGE;
-    if (c->rates_stride < c->n_months) return LC_E_TABLE;
-    const double *restrict rates = LC_AT(const double, c->rates);
-    const double *restrict df0 = LC_AT(const double, c->df0);
-    double *restrict disc = LC_AT(double, c->disc);
-    double *restrict dlap = LC_AT(double, c->dlap);
+/* For scenarios [s_begin, s_end), each in its lane of group s / LANES (threads may split a
+ * group: they write disjoint doubles): disc = DF0(t)·exp(−Σ_{m<t} r_s(m)/12) (sum in month
+ * order), dlap = clamp(1 + β·r_s(t), lo, hi). Whoever prepares the last scenario also fills
+ * the lanes past it (disc 0, dlap 1): they reach no output, but stay finite. Needs lc_prepare. */
+LC_EXPORT(lc_prepare_scenarios)
+int32_t lc_prepare_scenarios(LC_BASE_ARG uint32_t ctx_off, uint32_t s_begin, uint32_t s_end) {
+    const lc_ctx *c = lc_context(LC_BASE ctx_off);
+    tl_layout w;
+    int32_t rc = view(LC_BASE c, &w);
+    if (rc != LC_OK) return rc;
+    if (s_begin > s_end || s_end > c->n_scen) return LC_E_RANGE;
+    const double *restrict rates = scen_rates(LC_BASE c);
+    uint32_t stride = scen_rates_stride(LC_BASE c);
+    const double *restrict df0 = region(LC_BASE c, w.df0);
+    double *restrict disc = region(LC_BASE c, w.disc);
+    double *restrict dlap = region(LC_BASE c, w.dlap);
+    double beta = param_dyn_lapse_beta(LC_BASE c), lo = param_dyn_lapse_lo(LC_BASE c), hi = param_dyn_lapse_hi(LC_BASE c);
     uint32_t T = c->n_months;
-    for (uint32_t g = g_begin; g < g_end; g++) {
+    for (uint32_t s = s_begin; s < s_end; s++) {
+        uint32_t g = s / LANES, j = s % LANES;
         double *restrict dg = disc + (uint64_t)g * T * LANES;
         double *restrict lg = dlap + (uint64_t)g * T * LANES;
-        for (uint32_t j = 0; j < LANES; j++) {
-            uint32_t s = g * LANES + j;
-            if (s >= c->n_scen) {
-                for (uint32_t t = 0; t < T; t++) {
-                    dg[t * LANES + j] = 0.0;
-                    lg[t * LANES + j] = 1.0;
-                }
-                continue;
-            }
-            const double *restrict r = rates + (uint64_t)s * c->rates_stride;
-            double cum = 0.0;
-            for (uint32_t t = 0; t < T; t++) {
-                if (t > 0) cum += r[t - 1];
-                dg[t * LANES + j] = df0[t] * exp(-cum / 12.0);
-                double dl = 1.0 + c->dyn_lapse_beta * r[t];
-                dl = dl > c->dyn_lapse_lo ? dl : c->dyn_lapse_lo;
-                dl = dl < c->dyn_lapse_hi ? dl : c->dyn_lapse_hi;
-                lg[t * LANES + j] = dl;
-            }
+        const double *restrict r = rates + (uint64_t)s * stride;
+        double cum = 0.0;
+        for (uint32_t t = 0; t < T; t++) {
+            if (t > 0) cum += r[t - 1];
+            dg[t * LANES + j] = df0[t] * exp(-cum / 12.0);
+            double dl = 1.0 + beta * r[t];
+            dl = dl > lo ? dl : lo;
+            dl = dl < hi ? dl : hi;
+            lg[t * LANES + j] = dl;
         }
+        if (s + 1 == c->n_scen)
+            for (uint32_t pad = j + 1; pad < LANES; pad++)
+                for (uint32_t t = 0; t < T; t++) {
+                    dg[t * LANES + pad] = 0.0;
+                    lg[t * LANES + pad] = 1.0;
+                }
     }
     return LC_OK;
 }
 
-/* Is every attained age of row i inside the mortality table? */
-static inline int row_covered(const lc_tl_ctx *c, int32_t age, int32_t term, int32_t dur) {
-    if (term < 1 || dur < 0 || dur >= 12 * term) return 0;
-    if ((uint32_t)(12 * term - dur) > c->n_months) return 0;
-    int64_t first = (int64_t)age + dur / 12 - c->min_age, last = (int64_t)age + term - 1 - c->min_age;
-    return first >= 0 && last < (int64_t)c->n_ages;
+/* Can the model value a row? LC_OK; LC_E_INPUT for a sex code or a term outside the model, or
+ * duration_mth > 12·policy_term; LC_E_RANGE when its horizon M = 12·term − dur exceeds
+ * n_months; LC_E_TABLE when an attained age it projects is outside the mortality table.
+ * duration_mth < 0 is future new business (issued at t = −duration_mth, as lifelib's
+ * BasicTerm_ME); duration_mth = 12·policy_term matures at t = 0 (no month projected). */
+static inline int32_t row_check(const tl_layout *w, uint32_t n_months, int32_t age, int32_t sex, int32_t term,
+                                int32_t dur) {
+    if (sex != SEX_M && sex != SEX_F) return LC_E_INPUT;
+    if (term < 1 || (int64_t)dur > 12 * (int64_t)term) return LC_E_INPUT;
+    if (12 * (int64_t)term - dur > (int64_t)n_months) return LC_E_RANGE;
+    if (12 * (int64_t)term == dur) return LC_OK;
+    int64_t first = (int64_t)age + (dur > 0 ? dur : 0) / 12 - w->min_age, last = (int64_t)age + term - 1 - w->min_age;
+    return first >= 0 && last < (int64_t)w->n_ages ? LC_OK : LC_E_TABLE;
 }
 
-/* premium_eff = premium_pp if > 0, else round(100·((1 + loading)·net))/100 (half to even) with
- * net = Σ_t SA·deaths(t)·DF0(t) / Σ_t pols(t)·DF0(t) for one policy on the base curve, dl ≡ 1. */
-LC_EXPORT(tl_premiums)
-int32_t tl_premiums(LC_BASE_ARG uint32_t ctx_off, uint32_t r_begin, uint32_t r_end) {
-    const lc_tl_ctx *c = LC_AT(const lc_tl_ctx, ctx_off);
-    if (c->abi_version != LC_ABI_VERSION) return LC_E_ABI;
-    if (r_begin > r_end || r_end > c->n_rows) return LC_E_RANGE;
-    const int32_t *age = LC_AT(const int32_t, c->age_at_entry);
-    const int32_t *female = LC_AT(const int32_t, c->female);
-    const int32_t *term = LC_AT(const int32_t, c->policy_term);
-    const int32_t *dur = LC_AT(const int32_t, c->duration_mth);
-    const double *sa = LC_AT(const double, c->sum_assured);
-    const double *prem_in = LC_AT(const double, c->premium_pp);
-    double *prem_out = LC_AT(double, c->premium_eff);
-    const double *q_mth = LC_AT(const double, c->q_mth);
-    const double *l_base = LC_AT(const double, c->l_base);
-    const double *df0 = LC_AT(const double, c->df0);
-    uint32_t S = c->n_sel - 1;
+/* premium_eff[i] for rows [r_begin, r_end) (checked by row_check): premium_pp if > 0, else
+ * round(100·((1 + loading)·net))/100 (half to even) with net = Σ_t SA·deaths(t)·DF0(t) /
+ * Σ_t pols(t)·DF0(t) for one policy on the base curve, dl ≡ 1, months counted from issue (new
+ * business, now or future; LC_E_INPUT for an in-force row without a premium). */
+static int32_t premiums(LC_BASE_ARG const lc_ctx *c, const tl_layout *w, uint32_t r_begin, uint32_t r_end) {
+    const int32_t *age = col_age_at_entry(LC_BASE c);
+    const int32_t *sex = col_sex(LC_BASE c);
+    const int32_t *term = col_policy_term(LC_BASE c);
+    const int32_t *dur = col_duration_mth(LC_BASE c);
+    const double *sa = col_sum_assured(LC_BASE c);
+    const double *prem_in = col_premium_pp(LC_BASE c);
+    double *prem_out = region(LC_BASE c, w->premium_eff);
+    const double *q_mth = region(LC_BASE c, w->q_mth);
+    const double *l_base = region(LC_BASE c, w->l_base);
+    const double *df0 = region(LC_BASE c, w->df0);
+    double premium_loading = param_premium_loading(LC_BASE c);
+    uint32_t S = w->n_sel - 1;
     for (uint32_t i = r_begin; i < r_end; i++) {
         if (prem_in[i] > 0.0) {
             prem_out[i] = prem_in[i];
             continue;
         }
-        if (!row_covered(c, age[i], term[i], dur[i]) || dur[i] != 0) return LC_E_TABLE;
-        const double *qf = q_mth + (female[i] ? c->n_ages * c->n_sel : 0);
+        if (dur[i] > 0) return LC_E_INPUT;
+        const double *qf = q_mth + (sex[i] == SEX_F ? w->n_ages * w->n_sel : 0);
         uint32_t M = 12 * (uint32_t)term[i];
         double pols = 1.0, pv_claims = 0.0, pv_pols = 0.0;
         for (uint32_t t = 0; t < M; t++) {
             uint32_t y = t / 12;
-            double q = qf[(uint32_t)(age[i] + (int32_t)y - (int32_t)c->min_age) * c->n_sel + min_u32(y, S)];
-            double l = l_base[min_u32(y, c->n_lapse - 1)];
+            double q = qf[(uint32_t)(age[i] + (int32_t)y - w->min_age) * w->n_sel + min_u32(y, S)];
+            double l = l_base[min_u32(y, w->n_lapse - 1)];
             l = l < 1.0 ? l : 1.0;
             double deaths = pols * q;
             double lapses = (pols - deaths) * l;
@@ -152,7 +234,7 @@ int32_t tl_premiums(LC_BASE_ARG uint32_t ctx_off, uint32_t r_begin, uint32_t r_e
             pols = pols - deaths - lapses;
         }
         double net = pv_claims / pv_pols;
-        prem_out[i] = nearbyint(100.0 * ((1.0 + c->premium_loading) * net)) / 100.0;
+        prem_out[i] = nearbyint(100.0 * ((1.0 + premium_loading) * net)) / 100.0;
     }
     return LC_OK;
 }
@@ -190,9 +272,11 @@ static inline vd vmin1(vd x) {
  * Per month t and lane: w = pols·DF_s(t); pols ← pols·(1 − q)·(1 − min(1, l_base·dl)) (when
  * l_base·hi ≤ 1 the clamp cannot bind and the factor is computed as p − (p·l_base)·dl).
  * In-year sums W = Σw give PV_premiums/premium_pp and (times q) PV_claims/SA; expenses add
- * maint_infl(t)·w each month.
+ * maint_infl(t)·w each month. Month t here is month 0 of disc, dlap and maint_infl: the caller
+ * passes them from the issue month for future new business. New business (dur = 0) pays the
+ * acquisition expense at t = 0, discounted by disc at t = 0 (exactly 1 at the valuation date).
  */
-static void project(vd acc[LC_N_PV][NV], const double *restrict disc, const double *restrict dlap,
+static void project(vd acc[LC_N_OUTPUTS][NV], const double *restrict disc, const double *restrict dlap,
                     const double *restrict maint_infl, const double *restrict q_sex, int32_t age_row,
                     uint32_t n_sel, const double *restrict l_base, uint32_t n_lapse, uint32_t dur, uint32_t M,
                     double count, double sa, double prem, double acq, double comm_rate, double hi) {
@@ -246,63 +330,72 @@ static void project(vd acc[LC_N_PV][NV], const double *restrict disc, const doub
                 a1[v] += w_year[v];
         }
     }
-    double acq_pv = dur == 0 ? acq * count : 0.0; /* DF_s(0) = 1 */
+    double acq_cf = dur == 0 ? acq * count : 0.0;
     for (uint32_t v = 0; v < NV; v++) {
         vd premiums = prem * (a0[v] + a1[v]);
         vd claims = sa * cl[v];
-        vd expenses = ex[v] + acq_pv;
+        vd expenses = ex[v] + acq_cf * *(const vd_u *)(disc + v * VW);
         vd commissions = comm_rate * prem * a0[v];
-        acc[LC_PV_PREMIUMS][v] += premiums;
-        acc[LC_PV_CLAIMS][v] += claims;
-        acc[LC_PV_EXPENSES][v] += expenses;
-        acc[LC_PV_COMMISSIONS][v] += commissions;
-        acc[LC_PV_NET_CF][v] += premiums - claims - expenses - commissions;
+        acc[OUT_PREMIUMS][v] += premiums;
+        acc[OUT_CLAIMS][v] += claims;
+        acc[OUT_EXPENSES][v] += expenses;
+        acc[OUT_COMMISSIONS][v] += commissions;
+        acc[OUT_NET_CF][v] += premiums - claims - expenses - commissions;
     }
 }
 
 /* Block partials for blocks [b_begin, b_end): partials[b][k][s] = Σ over the block's rows, in
- * row order from +0.0, of PV_k of that policy under scenario s. Needs tl_prepare,
- * tl_prepare_scenarios (all groups) and tl_premiums (the block's rows) first. */
-LC_EXPORT(tl_run_blocks)
-int32_t tl_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b_end) {
-    const lc_tl_ctx *c = LC_AT(const lc_tl_ctx, ctx_off);
-    if (c->abi_version != LC_ABI_VERSION) return LC_E_ABI;
-    uint32_t blocks = (c->n_rows + LC_BLOCK - 1) / LC_BLOCK;
-    if (b_begin > b_end || b_end > blocks) return LC_E_RANGE;
-    const int32_t *age = LC_AT(const int32_t, c->age_at_entry);
-    const int32_t *female = LC_AT(const int32_t, c->female);
-    const int32_t *term = LC_AT(const int32_t, c->policy_term);
-    const int32_t *dur = LC_AT(const int32_t, c->duration_mth);
-    const double *count = LC_AT(const double, c->policy_count);
-    const double *sa = LC_AT(const double, c->sum_assured);
-    const double *prem = LC_AT(const double, c->premium_eff);
-    const double *q_mth = LC_AT(const double, c->q_mth);
-    const double *l_base = LC_AT(const double, c->l_base);
-    const double *maint_infl = LC_AT(const double, c->maint_infl);
-    const double *disc = LC_AT(const double, c->disc);
-    const double *dlap = LC_AT(const double, c->dlap);
-    double *partials = LC_AT(double, c->partials);
-    uint32_t N = c->n_scen, T = c->n_months, groups = (N + LANES - 1) / LANES;
+ * row order from +0.0, of PV_k of that policy under scenario s. Computes the block's premiums
+ * first; needs lc_prepare and lc_prepare_scenarios (all scenarios). */
+LC_EXPORT(lc_run_blocks)
+int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b_end) {
+    const lc_ctx *c = lc_context(LC_BASE ctx_off);
+    tl_layout w;
+    int32_t rc = view(LC_BASE c, &w);
+    if (rc != LC_OK) return rc;
+    if (b_begin > b_end || b_end > lc_blocks(c)) return LC_E_RANGE;
+    const int32_t *age = col_age_at_entry(LC_BASE c);
+    const int32_t *sex = col_sex(LC_BASE c);
+    const int32_t *term = col_policy_term(LC_BASE c);
+    const int32_t *dur = col_duration_mth(LC_BASE c);
+    const double *count = col_policy_count(LC_BASE c);
+    const double *sa = col_sum_assured(LC_BASE c);
+    const double *prem = region(LC_BASE c, w.premium_eff);
+    const double *q_mth = region(LC_BASE c, w.q_mth);
+    const double *l_base = region(LC_BASE c, w.l_base);
+    const double *maint_infl = region(LC_BASE c, w.maint_infl);
+    const double *disc = region(LC_BASE c, w.disc);
+    const double *dlap = region(LC_BASE c, w.dlap);
+    double *partials = lc_partials(LC_BASE c);
+    double expense_acq = param_expense_acq(LC_BASE c), commission_rate = param_commission_rate(LC_BASE c);
+    double dyn_lapse_hi = param_dyn_lapse_hi(LC_BASE c);
+    uint32_t N = c->n_scen, T = c->n_months, groups = (uint32_t)w.groups;
     for (uint32_t b = b_begin; b < b_end; b++) {
         uint32_t r0 = b * LC_BLOCK, r1 = min_u32(c->n_rows, r0 + LC_BLOCK);
         for (uint32_t i = r0; i < r1; i++)
-            if (!row_covered(c, age[i], term[i], dur[i])) return LC_E_TABLE;
-        double *out = partials + (uint64_t)b * LC_N_PV * N;
+            if ((rc = row_check(&w, T, age[i], sex[i], term[i], dur[i])) != LC_OK) return rc;
+        if ((rc = premiums(LC_BASE c, &w, r0, r1)) != LC_OK) return rc;
+        double *out = partials + (uint64_t)b * LC_N_OUTPUTS * N;
         for (uint32_t g = 0; g < groups; g++) {
-            vd acc[LC_N_PV][NV];
-            for (uint32_t k = 0; k < LC_N_PV; k++)
+            vd acc[LC_N_OUTPUTS][NV];
+            for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
                 for (uint32_t v = 0; v < NV; v++) acc[k][v] = (vd){0};
             const double *dg = disc + (uint64_t)g * T * LANES;
             const double *lg = dlap + (uint64_t)g * T * LANES;
             for (uint32_t i = r0; i < r1; i++) {
                 /* attained age x = age + y is mortality row (age − min_age) + y */
-                const double *q_sex = q_mth + (female[i] ? c->n_ages * c->n_sel : 0);
-                uint32_t M = 12 * (uint32_t)term[i] - (uint32_t)dur[i];
-                project(acc, dg, lg, maint_infl, q_sex, age[i] - (int32_t)c->min_age, c->n_sel, l_base, c->n_lapse, (uint32_t)dur[i], M, count[i], sa[i], prem[i],
-                        c->expense_acq, c->commission_rate, c->dyn_lapse_hi);
+                const double *q_sex = q_mth + (sex[i] == SEX_F ? w.n_ages * w.n_sel : 0);
+                /* future new business (dur < 0) is written at t = −dur and projects as new business
+                 * from there, in calendar months: nothing before its issue */
+                uint32_t issue = dur[i] < 0 ? (uint32_t)-dur[i] : 0, d = dur[i] < 0 ? 0 : (uint32_t)dur[i];
+                uint32_t M = 12 * (uint32_t)term[i] - d;
+                project(acc, dg + (uint64_t)issue * LANES, lg + (uint64_t)issue * LANES, maint_infl + issue, q_sex,
+                        age[i] - w.min_age, w.n_sel, l_base, w.n_lapse, d, M, count[i], sa[i], prem[i], expense_acq,
+                        commission_rate, dyn_lapse_hi);
             }
+            /* lanes past N hold no scenario: never written out */
             uint32_t lanes = min_u32(LANES, N - g * LANES);
-            for (uint32_t k = 0; k < LC_N_PV; k++)
+            for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
                 for (uint32_t j = 0; j < lanes; j++) out[(uint64_t)k * N + g * LANES + j] = acc[k][j / VW][j % VW];
         }
     }

@@ -1,104 +1,147 @@
 /*
- * livecalc_model.h: the model ABI shared by the shipped C models (esg.c, term_life.c).
+ * livecalc_model.h: model ABI version 2, generic (docs/model-interface.md "ABI v2").
  *
  * A model is a wasm32 module that imports one shared memory as `env.memory` and nothing
- * else. The host lays out every buffer in that memory and hands a model a *context*: a
- * little-endian struct at a 16-byte aligned address whose fields are scalars and u32 byte
- * offsets into the memory. The same C also builds as a native shared library for the
- * benchmark baseline; there an offset is relative to a base pointer passed first.
- * docs/model-abi.md is the prose version of this file.
+ * else. The host lays out every buffer in that memory and hands each entry point the byte
+ * offset of a *context* (`lc_ctx`): sizes, and the offsets of descriptors (`lc_array`) of the
+ * policy columns, tables and scenario inputs the model's declaration names, of its parameter
+ * slots, workspace and block partials. Nothing here knows a product: a model's
+ * `model_interface.h`, generated from its declaration, names these arrays
+ * (`col_age_at_entry(c)`, `table_mortality(c)`, `OUT_NET_CF`, ...).
+ *
+ * The same C also builds as a native shared library (the benchmark baseline); there every
+ * entry point takes the memory's base address first and an offset is relative to it. Write
+ * `LC_BASE_ARG` first in the parameters of any function that reads the memory and `LC_BASE`
+ * first in the arguments of a call to one; `LC_AT(type, offset)` is the pointer.
  */
 #ifndef LIVECALC_MODEL_H
 #define LIVECALC_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#define LC_ABI_VERSION 1
-#define LC_BLOCK 1024 /* B: policies per block of the reference summation order */
+#define LC_ABI_VERSION 2
+#define LC_BLOCK 1024 /* B: rows per block of the reference summation order */
 
-/* Return codes of every entry point (0 = success). */
+/* Statuses of every entry point (0 = success; 16 and above are the model's own). */
 #define LC_OK 0
-#define LC_E_ABI 1       /* context written for another ABI version */
-#define LC_E_RANGE 2     /* a row, block or scenario range outside the context's sizes */
-#define LC_E_TABLE 3     /* a policy needs an age, year or month the tables do not cover */
+#define LC_E_ABI 1   /* a context of another ABI version, or one that does not match the declaration */
+#define LC_E_RANGE 2 /* a row, block or scenario range outside the context's sizes */
+#define LC_E_TABLE 3 /* a row needs table values the tables do not cover */
+#define LC_E_INPUT 4 /* a row's input the model cannot value */
+
+/* lc_array.type */
+#define LC_INT32 1
+#define LC_INT64 2
+#define LC_FLOAT64 3
+#define LC_CATEGORY 4 /* int32 codes 0, 1, ... in the declared order of the values */
+
+/* A scenario generator's parameter slots (the job's scenario settings). */
+#define LC_GEN_SEED 0         /* u64 */
+#define LC_GEN_A 1            /* f64: mean reversion per year */
+#define LC_GEN_SIGMA 2        /* f64: annual volatility */
+#define LC_GEN_INCLUDE_BASE 3 /* i64: 1 = scenario 0 is the base curve */
+#define LC_GEN_N_PARAMS 4
 
 #if defined(__wasm__)
 #define LC_EXPORT(name) __attribute__((export_name(#name), visibility("default")))
 #define LC_BASE_ARG
+#define LC_BASE
 #define LC_AT(type, off) ((type *)(uintptr_t)(off))
 #else
 #define LC_EXPORT(name) __attribute__((visibility("default")))
 #define LC_BASE_ARG uint8_t *lc_base,
+#define LC_BASE lc_base,
 #define LC_AT(type, off) ((type *)(lc_base + (off)))
 #endif
 
-/* esg: r_s(m) for scenarios [s_begin, s_end) and months [0, n_months). */
-typedef struct lc_esg_ctx {
-    uint32_t abi_version;  /* LC_ABI_VERSION */
-    uint32_t n_scen;       /* N: scenarios in the set */
-    uint32_t n_months;     /* months per scenario row of `rates` */
-    uint32_t include_base; /* 1: scenario 0 is the base curve (r ≡ 0) */
-    uint64_t seed;         /* generator seed */
-    double a;              /* Ornstein–Uhlenbeck mean reversion per year */
-    double sigma;          /* annual volatility of the shock */
-    uint32_t rates;        /* out: f64 [n_scen][n_months], scenario-major */
+/* An array in the memory: a policy column [n_rows], a table (row-major, origin = first
+ * label of each axis) or a scenario input [n_scen][stride]. */
+typedef struct lc_array {
+    uint32_t offset;    /* byte offset of element 0 */
+    uint32_t type;      /* LC_INT32, LC_INT64, LC_FLOAT64, LC_CATEGORY */
+    uint32_t ndim;      /* 1..4 */
     uint32_t reserved;
-} lc_esg_ctx;
-_Static_assert(sizeof(lc_esg_ctx) == 48, "lc_esg_ctx layout is part of the ABI");
+    uint32_t shape[4];  /* unused dimensions 1 */
+    int32_t origin[4];  /* a table axis' first label; 0 elsewhere */
+} lc_array;
+_Static_assert(sizeof(lc_array) == 48, "lc_array layout is part of the ABI");
+_Static_assert(offsetof(lc_array, shape) == 16 && offsetof(lc_array, origin) == 32, "lc_array layout");
 
-/* term_life: policies × scenarios → block partials of the five present values. */
-typedef struct lc_tl_ctx {
-    uint32_t abi_version;  /* LC_ABI_VERSION */
-    uint32_t n_rows;       /* policies loaded (rows 0..n_rows-1; block b = rows [bB, bB+B)) */
-    uint32_t n_scen;       /* N */
-    uint32_t n_months;     /* T: months of the scenario tables, ≥ every policy's M */
-    uint32_t n_ages;       /* mortality table rows */
-    uint32_t n_sel;        /* mortality table columns: S + 1 (last = ultimate) */
-    uint32_t min_age;      /* attained age of mortality row 0 */
-    uint32_t n_lapse;      /* lapse rates by policy year (last carried forward) */
-    uint32_t n_curve;      /* annual zero-spot rates z[k] */
-    uint32_t rates_stride; /* months per scenario row of `rates` (≥ n_months) */
-    /* policy columns, n_rows each */
-    uint32_t age_at_entry; /* i32 */
-    uint32_t female;       /* i32: 1 = F, 0 = M */
-    uint32_t policy_term;  /* i32, years */
-    uint32_t duration_mth; /* i32 */
-    uint32_t policy_count; /* f64 */
-    uint32_t sum_assured;  /* f64 */
-    uint32_t premium_pp;   /* f64, ≤ 0 or NaN: computed */
-    uint32_t premium_eff;  /* out f64: the premium used */
-    /* assumptions */
-    uint32_t mortality;    /* f64 [n_ages][n_sel] annual q */
-    uint32_t lapse;        /* f64 [n_lapse] annual rates */
-    uint32_t curve;        /* f64 [n_curve] */
-    uint32_t rates;        /* in f64 [n_scen][rates_stride]: r_s(t) from the esg */
-    /* workspace written by the model (sizes: docs/model-abi.md) */
-    uint32_t q_mth;        /* f64 [2][n_ages][n_sel] */
-    uint32_t l_base;       /* f64 [n_lapse] */
-    uint32_t df0;          /* f64 [n_months] */
-    uint32_t maint_infl;   /* f64 [n_months]: maint/12·(1+infl)^(t/12) */
-    uint32_t disc;         /* f64 [groups][n_months][LANES]: DF_s(t) */
-    uint32_t dlap;         /* f64 [groups][n_months][LANES]: dl(t, s) */
-    uint32_t partials;     /* out f64 [blocks][5][n_scen] */
-    uint32_t reserved;
-    double female_multiplier;
-    double expense_acq;
-    double expense_maint;
-    double inflation;
-    double commission_rate;
-    double premium_loading;
-    double dyn_lapse_beta;
-    double dyn_lapse_lo;
-    double dyn_lapse_hi;
-} lc_tl_ctx;
-_Static_assert(sizeof(lc_tl_ctx) == 30 * 4 + 9 * 8, "lc_tl_ctx layout is part of the ABI");
+/* The context of a run: 128 bytes, little-endian, at a 16-byte aligned offset. */
+typedef struct lc_ctx {
+    uint32_t abi_version;       /* LC_ABI_VERSION */
+    uint32_t n_rows;            /* rows loaded; row 0 is the first row of a block */
+    uint32_t n_scen;            /* N */
+    uint32_t n_months;          /* T: ≥ every row's horizon; scenario rows hold ≥ T months */
+    uint32_t block_size;        /* LC_BLOCK */
+    uint32_t n_columns;
+    uint32_t columns;           /* lc_array [n_columns], declaration order */
+    uint32_t n_tables;
+    uint32_t tables;            /* lc_array [n_tables] */
+    uint32_t n_params;
+    uint32_t params;            /* 8-byte slots: f64, or i64/u64 for whole-number parameters */
+    uint32_t n_scenario_inputs;
+    uint32_t scenario_inputs;   /* lc_array [n_scenario_inputs]: f64 [n_scen][stride] */
+    uint32_t n_outputs;
+    uint32_t partials;          /* f64 [blocks][n_outputs][n_scen]; 0 for a generator */
+    uint32_t workspace;         /* 16-byte aligned; 0 when workspace_bytes is 0 */
+    uint32_t workspace_bytes;
+    uint32_t first_row;         /* dataset row of row 0 (information only) */
+    uint32_t reserved[14];
+} lc_ctx;
+_Static_assert(sizeof(lc_ctx) == 128, "lc_ctx layout is part of the ABI");
+_Static_assert(offsetof(lc_ctx, block_size) == 16 && offsetof(lc_ctx, columns) == 24, "lc_ctx layout");
+_Static_assert(offsetof(lc_ctx, params) == 40 && offsetof(lc_ctx, scenario_inputs) == 48, "lc_ctx layout");
+_Static_assert(offsetof(lc_ctx, partials) == 56 && offsetof(lc_ctx, first_row) == 68, "lc_ctx layout");
+_Static_assert(offsetof(lc_ctx, reserved) == 72, "lc_ctx layout");
 
-/* Components of a block partial, in this order. */
-#define LC_PV_PREMIUMS 0
-#define LC_PV_CLAIMS 1
-#define LC_PV_EXPENSES 2
-#define LC_PV_COMMISSIONS 3
-#define LC_PV_NET_CF 4
-#define LC_N_PV 5
+static inline const lc_ctx *lc_context(LC_BASE_ARG uint32_t ctx_off) { return LC_AT(const lc_ctx, ctx_off); }
+
+/* Descriptor i of each kind (no bounds check: check the counts once per call). */
+static inline const lc_array *lc_column(LC_BASE_ARG const lc_ctx *c, uint32_t i) {
+    return LC_AT(const lc_array, c->columns) + i;
+}
+static inline const lc_array *lc_table(LC_BASE_ARG const lc_ctx *c, uint32_t i) {
+    return LC_AT(const lc_array, c->tables) + i;
+}
+static inline const lc_array *lc_scenario_input(LC_BASE_ARG const lc_ctx *c, uint32_t i) {
+    return LC_AT(const lc_array, c->scenario_inputs) + i;
+}
+
+/* Parameter slot i as its declared type. */
+static inline double lc_param_f64(LC_BASE_ARG const lc_ctx *c, uint32_t i) { return LC_AT(const double, c->params)[i]; }
+static inline int64_t lc_param_i64(LC_BASE_ARG const lc_ctx *c, uint32_t i) { return LC_AT(const int64_t, c->params)[i]; }
+static inline uint64_t lc_param_u64(LC_BASE_ARG const lc_ctx *c, uint32_t i) {
+    return LC_AT(const uint64_t, c->params)[i];
+}
+
+/* An array's elements. */
+static inline const int32_t *lc_i32(LC_BASE_ARG const lc_array *a) { return LC_AT(const int32_t, a->offset); }
+static inline const int64_t *lc_i64(LC_BASE_ARG const lc_array *a) { return LC_AT(const int64_t, a->offset); }
+static inline const double *lc_f64(LC_BASE_ARG const lc_array *a) { return LC_AT(const double, a->offset); }
+static inline double *lc_f64_out(LC_BASE_ARG const lc_array *a) { return LC_AT(double, a->offset); } /* a generator's */
+
+static inline double *lc_partials(LC_BASE_ARG const lc_ctx *c) { return LC_AT(double, c->partials); }
+static inline uint8_t *lc_workspace(LC_BASE_ARG const lc_ctx *c) { return LC_AT(uint8_t, c->workspace); }
+static inline uint32_t lc_blocks(const lc_ctx *c) { return (c->n_rows + LC_BLOCK - 1) / LC_BLOCK; }
+
+/* Checks of a context against what a model expects (model_interface.h's interface_check uses
+ * them with the declaration's counts and types). */
+static inline int32_t lc_check_context(const lc_ctx *c) { /* a projection's context is of this ABI */
+    return c->abi_version == LC_ABI_VERSION && c->block_size == LC_BLOCK ? LC_OK : LC_E_ABI;
+}
+static inline int lc_column_is(LC_BASE_ARG const lc_ctx *c, uint32_t i, uint32_t type) {
+    const lc_array *a = lc_column(LC_BASE c, i);
+    return a->type == type && a->ndim == 1 && a->shape[0] >= c->n_rows;
+}
+static inline int lc_table_is(LC_BASE_ARG const lc_ctx *c, uint32_t i, uint32_t ndim) {
+    const lc_array *a = lc_table(LC_BASE c, i);
+    return a->type == LC_FLOAT64 && a->ndim == ndim;
+}
+static inline int lc_scenario_input_is(LC_BASE_ARG const lc_ctx *c, uint32_t i) {
+    const lc_array *a = lc_scenario_input(LC_BASE c, i);
+    return a->type == LC_FLOAT64 && a->ndim == 2 && a->shape[0] >= c->n_scen && a->shape[1] >= c->n_months;
+}
 
 #endif
