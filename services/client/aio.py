@@ -121,40 +121,54 @@ def _dataset_requests(
 class ResultAssembler:
     """Collects a job's events into its final `JobResult`, joining `JobResultPart`s.
 
-    Feed every event to `add`; it returns the complete result at the result event (with
-    ``pv_net_cf`` filled in, also when it came in parts) and raises `JobFailed` /
+    Feed every event to `add`; it returns the complete result at the result event (every
+    output's ``values`` filled in, also when they came in parts) and raises `JobFailed` /
     `JobCancelled` at an error or cancelled event.
     """
 
     def __init__(self) -> None:
-        self.parts: list[float] = []
+        #: Values received in parts, by output index.
+        self.parts: dict[int, list[float]] = {}
 
     def add(self, event: job_pb2.JobEvent) -> job_pb2.JobResult | None:
         kind = event.WhichOneof("event")
         if kind == "result_part":
             part = event.result_part
-            if part.first_scenario != len(self.parts):
+            values = self.parts.setdefault(int(part.output_index), [])
+            if part.first_scenario != len(values):
                 raise LivecalcError(
-                    f"job {event.job_id}: result part starts at scenario {part.first_scenario}, "
-                    f"expected {len(self.parts)}"
+                    f"job {event.job_id}: result part of output {part.output_index} starts at scenario "
+                    f"{part.first_scenario}, expected {len(values)}"
                 )
-            self.parts.extend(part.pv_net_cf)
+            values.extend(part.values)
         elif kind == "result":
             result = job_pb2.JobResult()
             result.CopyFrom(event.result)
-            if result.pv_net_cf_in_parts:
-                if len(self.parts) != result.statistics.scenario_count:
-                    raise LivecalcError(
-                        f"job {event.job_id}: got {len(self.parts)} of {result.statistics.scenario_count} result values"
-                    )
-                result.pv_net_cf.extend(self.parts)
-                result.pv_net_cf_in_parts = False
+            if result.outputs_in_parts:
+                self._fill(event.job_id, result)
             return result
         elif kind == "error":
             raise JobFailed(event.job_id, event.error.code, event.error.message)
         elif kind == "cancelled":
             raise JobCancelled(event.job_id, event.cancelled.reason)
         return None
+
+    def _fill(self, job_id: str, result: job_pb2.JobResult) -> None:
+        """Put the parts' values into the result's outputs; every output must be whole, except
+        in a result recorded before outputs, whose parts carried the primary's values alone."""
+        n = result.statistics.scenario_count
+        unknown = sorted(k for k in self.parts if not 0 <= k < len(result.outputs))
+        if unknown:
+            raise LivecalcError(
+                f"job {job_id}: result parts of output {unknown[0]}; the result has {len(result.outputs)}"
+            )
+        for k, output in enumerate(result.outputs):
+            values = self.parts.get(k, [])
+            if len(values) != n and (values or output.primary):
+                raise LivecalcError(f"job {job_id}: got {len(values)} of {n} values of output {output.name!r}")
+            del output.values[:]
+            output.values.extend(values)
+        result.outputs_in_parts = False
 
 
 class AsyncClient:
@@ -306,7 +320,8 @@ class AsyncClient:
                 call.cancel()
 
     async def get_job(self, job_id: str) -> job_pb2.Job:
-        """The current record of a job (its result, when it has one, includes pv_net_cf)."""
+        """The current record of a job (its result, when it has one, includes every output's values
+        unless they were sent in parts: `outputs_in_parts`)."""
         request = job_service_pb2.GetJobRequest(job_id=job_id)
         reply = await self._call("gateway", lambda: self._jobs().GetJob(request, timeout=self.timeout), idempotent=True)
         return reply.job

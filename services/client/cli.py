@@ -26,6 +26,7 @@ from services.client.report import (
     job_line,
     json_text,
     plot_title,
+    primary_output,
     result_document,
     result_lines,
     write_plot,
@@ -169,10 +170,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _full_result(lc: Client, job: job_pb2.Job) -> job_pb2.JobResult:
-    """The job's result with its whole pv_net_cf (from the event log when it was sent in parts)."""
-    if job.result.pv_net_cf_in_parts or len(job.result.pv_net_cf) != job.result.statistics.scenario_count:
+    """The job's result with every output's values (from the event log when they were sent in parts)."""
+    result = job.result
+    if result.outputs_in_parts or len(primary_output(result).values) != result.statistics.scenario_count:
         return lc.wait(job.job_id)
-    return job.result
+    return result
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -284,7 +286,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("get", help="a job's record and result (--out writes the results JSON)")
     _common(p)
     p.add_argument("job_id")
-    p.add_argument("--out", help="write the results JSON (statistics and pv_net_cf by scenario) here")
+    p.add_argument("--out", help="write the results JSON (statistics and every output's values by scenario) here")
     p.set_defaults(func=cmd_get)
     p = cmds.add_parser("watch", help="follow a job's events until it ends (Ctrl-C detaches)")
     _common(p)
@@ -297,7 +299,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("job_id")
     p.add_argument("--reason", default="", help="recorded with the cancellation")
     p.set_defaults(func=cmd_cancel)
-    p = cmds.add_parser("plot", help="write a histogram of the job's pv_net_cf by scenario (PNG)")
+    p = cmds.add_parser("plot", help="write a histogram of the job's primary output by scenario (PNG)")
     _common(p)
     p.add_argument("job_id")
     p.add_argument("--out", required=True, help="PNG path to write")

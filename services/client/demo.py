@@ -47,9 +47,10 @@ from services.common.up import (
     stopping_on_signals,
 )
 from services.data.generate import generate
+from services.valuation.blocks import fold
 from services.valuation.packages.package import build_directory, verify_archive
 from services.valuation.packages.reference import init_directory
-from services.valuation.statistics import statistics
+from services.valuation.statistics import result_hash, statistics
 
 DATASET_SEED: Final = 1
 SAMPLE_SEED: Final = 7
@@ -157,56 +158,64 @@ def run_local(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
     from services.engine.pipeline import PipelineRunner, RunInputs  # noqa: PLC0415
     from services.engine.runtime import Runtime  # noqa: PLC0415
     from services.engine.workers import WasmPool  # noqa: PLC0415
-    from services.valuation.assumption_files import assumptions_from_files  # noqa: PLC0415
-    from services.valuation.policies import Policies  # noqa: PLC0415
+    from services.valuation.interface.declaration import interface_of  # noqa: PLC0415
+    from services.valuation.interface.records import Records  # noqa: PLC0415
+    from services.valuation.interface.tables import load_assets  # noqa: PLC0415
     from services.valuation.scenarios import ScenarioParams  # noqa: PLC0415
 
     dataset_id, path = ensure_dataset(data_dir, args.rows, demo.say)
     archive = ensure_package(data_dir, demo.say)
     package = verify_archive(archive)
     sc = scenario_settings(archive, args.scenarios)
-    files = package.files
-    assumptions = assumptions_from_files(
-        {p.removeprefix("assumptions/"): d for p, d in files.items() if p.startswith("assumptions/")}
-    )
-    policies = Policies.from_columns(pq.read_table(path))
+    interface = interface_of(package.config)
+    assets = load_assets(interface, package.files.get)
+    records = Records.from_table(pq.read_table(path), interface, assets.bounds)
     params = ScenarioParams(
         count=sc["count"], seed=sc["seed"], a=sc["a"], sigma=sc["sigma"], include_base=sc["include_base"]
     )
     threads = args.threads or os.cpu_count() or 1
-    demo.say(f"local     {dataset_id}: {len(policies):,} policies × {sc['count']:,} scenarios, {threads} thread(s)")
+    demo.say(f"local     {dataset_id}: {len(records):,} policies × {sc['count']:,} scenarios, {threads} thread(s)")
     started = time.monotonic()
     with WasmPool(Runtime(), threads=threads) as pool:
-        run = PipelineRunner(pool).run(package.config["pipeline"], RunInputs(policies, assumptions, params))
+        run = PipelineRunner(pool).run(package.config["pipeline"], RunInputs(interface, records, assets, params))
     elapsed = time.monotonic() - started
-    values = run.portfolio("net_cf")
-    st = statistics(values)
+    outputs = run.outputs
+    values = [fold(run.partials[:, k, :]) for k in range(len(outputs.names))]  # the declared outputs' order
     result = job_pb2.JobResult(
-        statistics=job_pb2.Statistics(
-            scenario_count=st.count,
-            mean=st.mean,
-            std=st.std,
-            standard_error=st.stderr,
-            min=st.min,
-            max=st.max,
-            percentiles=[job_pb2.Percentile(level=p, value=v) for p, v in st.percentiles],
-            ctes=[job_pb2.Cte(level=a, value=v) for a, v in st.cte],
-            **{
-                f"mean_pv_{c}": float(run.portfolio(c).mean())
-                for c in ("premiums", "claims", "expenses", "commissions")
-            },
-        ),
-        pv_net_cf=values.tolist(),
-        result_hash=run.result_hash,
-        policy_count=len(policies),
+        result_hash=result_hash(values[outputs.primary]),
+        policy_count=len(records),
         package_hash=package.package_hash,
         elapsed_seconds=elapsed,
+        outputs=[
+            job_pb2.OutputResult(
+                name=name, primary=k == outputs.primary, statistics=_statistics(values[k]), values=values[k].tolist()
+            )
+            for k, name in enumerate(outputs.names)
+        ],
+    )
+    result.statistics.CopyFrom(result.outputs[outputs.primary].statistics)
+    result.statistics.output_means.extend(
+        job_pb2.OutputMean(name=o.name, mean=o.statistics.mean) for o in result.outputs
     )
     demo.say()
     for line in result_lines(result, title=f"local: {package.config.get('name')} on {dataset_id}"):
         if not line.startswith(("steps", "-")):
             demo.say(line)
     return 0
+
+
+def _statistics(values: Any) -> job_pb2.Statistics:
+    st = statistics(values)
+    return job_pb2.Statistics(
+        scenario_count=st.count,
+        mean=st.mean,
+        std=st.std,
+        standard_error=st.stderr,
+        min=st.min,
+        max=st.max,
+        percentiles=[job_pb2.Percentile(level=p, value=v) for p, v in st.percentiles],
+        ctes=[job_pb2.Cte(level=a, value=v) for a, v in st.cte],
+    )
 
 
 def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
@@ -263,7 +272,7 @@ def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
                 doc = result_document(full, job_id=job_id, dataset_id=dataset_id, preview=preview)
                 results = out_dir / "results.json"
                 results.write_text(json_text(doc))
-                plot = out_dir / "pv_net_cf.png"
+                plot = out_dir / "distribution.png"
                 write_plot(full, plot, title=plot_title(full, p.name, dataset_id))
                 say(f"wrote     {results}")
                 say(f"wrote     {plot}")
@@ -294,7 +303,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--preview", type=int, default=10_000, help="policies in the preview's sample (default 10,000)")
     p.add_argument("--engines", type=int, default=1, help="engine processes (default 1)")
     p.add_argument("--port-offset", type=int, default=0, help="added to every default port")
-    p.add_argument("--out-dir", help="where results.json and pv_net_cf.png go (default DATA_DIR/results)")
+    p.add_argument(
+        "--out-dir",
+        help="where results.json and distribution.png (the primary output's plot) go (default DATA_DIR/results)",
+    )
     p.add_argument("--local", action="store_true", help="run the full job in this process, without services")
     p.add_argument("--threads", type=int, default=0, help="--local: worker threads (default: the CPU count)")
     p.set_defaults(func=cmd_run)

@@ -1,6 +1,10 @@
 """What a finished or running job looks like to a person: the results table, the results
 JSON document, the distribution plot, and the live progress view.
 
+Results name the outputs the package's model declares (docs/model-interface.md "Outputs"):
+the table and the plot show the primary output's distribution and every output's mean, the
+JSON document every output's statistics and values. Nothing here knows a product.
+
 The progress view draws a `rich` progress bar (policies done / total, percent, rate, ETA and
 the running mean ± standard error) when its console is a terminal, and plain lines (at most
 one a second) otherwise, so logs and pipes stay readable.
@@ -19,12 +23,6 @@ import numpy as np
 from livecalc.gateway.v1 import job_pb2
 from services.common.client import as_dict
 
-PV_FIELDS: Final = (
-    ("premiums", "mean_pv_premiums"),
-    ("claims", "mean_pv_claims"),
-    ("expenses", "mean_pv_expenses"),
-    ("commissions", "mean_pv_commissions"),
-)
 #: Plot size in inches and its resolution: a 1200 × 700 pixel PNG.
 PLOT_INCHES: Final = (12.0, 7.0)
 PLOT_DPI: Final = 100
@@ -37,9 +35,22 @@ def money(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def primary_output(result: job_pb2.JobResult) -> job_pb2.OutputResult:
+    """The result's primary output (an empty one, named "primary", for a result without outputs)."""
+    return next((o for o in result.outputs if o.primary), job_pb2.OutputResult(name="primary", primary=True))
+
+
+def output_means(result: job_pb2.JobResult) -> list[tuple[str, float]]:
+    """(name, mean over scenarios) of every output, in declared order."""
+    if result.statistics.output_means:
+        return [(m.name, m.mean) for m in result.statistics.output_means]
+    return [(o.name, o.statistics.mean) for o in result.outputs]
+
+
 def statistics_document(s: job_pb2.Statistics) -> dict[str, Any]:
-    """Statistics as JSON: levels as numbers, in the order of the contract."""
-    return {
+    """Statistics as JSON: levels as numbers, in the order of the contract; `output_means`
+    (name → mean, declared order) where the statistics carry them."""
+    doc: dict[str, Any] = {
         "scenario_count": int(s.scenario_count),
         "mean": s.mean,
         "std": s.std,
@@ -48,8 +59,10 @@ def statistics_document(s: job_pb2.Statistics) -> dict[str, Any]:
         "max": s.max,
         "percentiles": [{"level": p.level, "value": p.value} for p in s.percentiles],
         "ctes": [{"level": c.level, "value": c.value} for c in s.ctes],
-        **{f"mean_pv_{name}": getattr(s, field) for name, field in PV_FIELDS},
     }
+    if s.output_means:
+        doc["output_means"] = {m.name: m.mean for m in s.output_means}
+    return doc
 
 
 def result_document(
@@ -59,8 +72,10 @@ def result_document(
     dataset_id: str = "",
     preview: job_pb2.JobResult | None = None,
 ) -> dict[str, Any]:
-    """The results JSON written by `--out` and by `livecalc run`: identity, statistics, the
-    throughput, the preview comparison when there was one, and pv_net_cf by scenario."""
+    """The results JSON written by `--out` and by `livecalc run`: identity, the primary output's
+    name and statistics (with every output's mean), the throughput, the preview comparison when
+    there was one, and every declared output (name, primary, statistics, values by scenario).
+    README.md "Results" shows the shape."""
     doc: dict[str, Any] = {
         "job_id": job_id,
         "package_hash": result.package_hash,
@@ -69,6 +84,7 @@ def result_document(
         "policy_count": int(result.policy_count),
         "preview": result.preview,
         "result_hash": result.result_hash,
+        "primary_output": primary_output(result).name,
         "statistics": statistics_document(result.statistics),
         "steps": int(result.steps),
         "elapsed_seconds": result.elapsed_seconds,
@@ -81,7 +97,15 @@ def result_document(
             "relative_difference": relative_difference(preview, result),
             "preview_elapsed_seconds": preview.elapsed_seconds,
         }
-    doc["pv_net_cf"] = list(result.pv_net_cf)
+    doc["outputs"] = [
+        {
+            "name": o.name,
+            "primary": o.primary,
+            "statistics": statistics_document(o.statistics),
+            "values": list(o.values),
+        }
+        for o in result.outputs
+    ]
     return doc
 
 
@@ -113,17 +137,18 @@ def result_lines(result: job_pb2.JobResult, *, title: str = "Results") -> list[s
     s = result.statistics
     rate = result.steps / result.elapsed_seconds if result.elapsed_seconds > 0 else 0.0
     kind = "preview (sample, scaled)" if result.preview else "full run"
+    primary = primary_output(result).name
     rows: list[tuple[str, str]] = [
         ("policies", f"{result.policy_count:,}"),
         ("scenarios", f"{s.scenario_count:,}"),
-        ("mean pv_net_cf", money(s.mean)),
+        (f"mean {primary}", money(s.mean)),
         ("std", money(s.std)),
         ("standard error", money(s.standard_error)),
         ("min / max", f"{money(s.min)} / {money(s.max)}"),
     ]
     rows += [(f"percentile {p.level:g} %", money(p.value)) for p in s.percentiles]
     rows += [(f"CTE {c.level:g} %", money(c.value)) for c in s.ctes]
-    rows += [(f"mean PV {name}", money(getattr(s, field))) for name, field in PV_FIELDS]
+    rows += [(f"mean {name}", money(mean)) for name, mean in output_means(result) if name != primary]
     rows += [
         ("result hash", result.result_hash),
         ("steps", f"{result.steps:,}"),
@@ -137,13 +162,14 @@ def result_lines(result: job_pb2.JobResult, *, title: str = "Results") -> list[s
 
 
 def write_plot(result: job_pb2.JobResult, path: Path, *, title: str) -> None:
-    """A histogram of pv_net_cf by scenario with the mean, percentiles and CTE marked (PNG)."""
+    """A histogram of the primary output by scenario with the mean, percentiles and CTE marked (PNG)."""
     import matplotlib  # noqa: PLC0415 - matplotlib is heavy; only plots need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    values = np.asarray(result.pv_net_cf, dtype=np.float64)
+    output = primary_output(result)
+    values = np.asarray(output.values, dtype=np.float64)
     s = result.statistics
     fig, ax = plt.subplots(figsize=PLOT_INCHES, dpi=PLOT_DPI)
     try:
@@ -163,7 +189,7 @@ def write_plot(result: job_pb2.JobResult, path: Path, *, title: str) -> None:
                 )
         if PLOT_CTE in cte:
             ax.axvline(cte[PLOT_CTE], color="#c62828", linewidth=2, label=f"CTE {PLOT_CTE:g} % {money(cte[PLOT_CTE])}")
-        ax.set_xlabel("portfolio PV of net cash flow, pv_net_cf (currency units)")
+        ax.set_xlabel(f"portfolio value of {output.name} (currency units)")
         ax.set_ylabel("number of scenarios")
         ax.set_title(title)
         ax.ticklabel_format(axis="x", style="plain")
@@ -179,7 +205,7 @@ def write_plot(result: job_pb2.JobResult, path: Path, *, title: str) -> None:
 def plot_title(result: job_pb2.JobResult, package_name: str, dataset_id: str) -> str:
     s = result.statistics
     return (
-        f"pv_net_cf by scenario — package {package_name} ({result.package_hash[:12]}), "
+        f"{primary_output(result).name} by scenario — package {package_name} ({result.package_hash[:12]}), "
         f"dataset {dataset_id} ({result.policy_count:,} policies), {s.scenario_count:,} scenarios"
     )
 

@@ -120,7 +120,7 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                 log.append(progress=progress)
             if tick % 10 == 0:
                 log.append(statistics=stats)
-        store.put_result(job_id, ResultKey("ab" * 32, "v1", "k"), preview=False, mean=1.0, end_ns=1, pv_net_cf=total[0])
+        store.put_result(job_id, ResultKey("ab" * 32, "v1", "k"), preview=False, mean=1.0, end_ns=1, values=total)
         with store.transaction():
             store.drop_checkpoint(job_id)
             record.state = job_pb2.JobState.JOB_STATE_SUCCEEDED

@@ -1,4 +1,5 @@
-"""The job's fold: block partials of the five PVs folded in block order (MODEL.md "Aggregation").
+"""The job's fold: block partials of every declared output folded in block order (MODEL.md
+"Aggregation"; docs/model-interface.md "Outputs").
 
 Partials arrive from many engines in any order; `BlockFolder` keeps the early ones until
 every earlier block is in, so the portfolio has the reference summation order's bits. The
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
 
 import numpy as np
 
@@ -24,27 +24,28 @@ from services.common.errors import Internal
 from services.valuation.arrays import F64
 from services.valuation.blocks import BLOCK_SIZE, BlockFolder, block_rows
 
-#: The five present values of a partial, in the fold's row order.
-COMPONENTS: Final = ("pv_net_cf", "pv_premiums", "pv_claims", "pv_expenses", "pv_commissions")
 
-
-def partial_array(partial: engine_pb2.BlockPartial, scenarios: int) -> F64:
-    """A BlockPartial (or a piece of one) as f64 [5][n] in COMPONENTS order; bad lengths are an engine bug."""
-    rows = [np.asarray(getattr(partial, name), dtype=np.float64) for name in COMPONENTS]
-    n = rows[0].size
-    for name, row in zip(COMPONENTS, rows, strict=True):
-        if row.shape != (n,) or n == 0 or partial.first_scenario + n > scenarios:
-            raise Internal(
-                f"block {partial.block_index}: {name} has {row.size} values from scenario "
-                f"{partial.first_scenario}, expected {scenarios} in all"
-            )
-    return np.stack(rows)
+def partial_array(partial: engine_pb2.BlockPartial, scenarios: int, outputs: int) -> F64:
+    """A BlockPartial (or a piece of one) as f64 [outputs][n], in the package's output order; a
+    partial of another output count, or of lengths that do not fit, is an engine bug."""
+    values = np.asarray(partial.values, dtype=np.float64)
+    if partial.output_count != outputs:
+        raise Internal(
+            f"block {partial.block_index}: a partial of {partial.output_count} outputs, the package declares {outputs}"
+        )
+    n = values.size // outputs
+    if n == 0 or values.size != outputs * n or partial.first_scenario + n > scenarios:
+        raise Internal(
+            f"block {partial.block_index}: {values.size} values of {outputs} outputs from scenario "
+            f"{partial.first_scenario}, expected {scenarios} scenarios in all"
+        )
+    return values.reshape(outputs, n)
 
 
 @dataclass(frozen=True)
 class FoldState:
     """What a resumed fold starts from: blocks before `next_block` are folded into `total`
-    (f64 [5][N], None before the first) and took `steps` projection steps."""
+    (f64 [K][N], K outputs; None before the first) and took `steps` projection steps."""
 
     next_block: int
     total: F64 | None
@@ -52,10 +53,11 @@ class FoldState:
 
 
 class JobFold:
-    """Folds the blocks of a job of ``rows`` rows and ``scenarios`` scenarios, in block order."""
+    """Folds the blocks of a job of ``rows`` rows, ``scenarios`` scenarios and ``outputs`` declared
+    outputs, in block order."""
 
-    def __init__(self, rows: int, blocks: int, scenarios: int, *, check_rows: bool = True) -> None:
-        self.rows, self.blocks, self.scenarios = rows, blocks, scenarios
+    def __init__(self, rows: int, blocks: int, scenarios: int, *, outputs: int, check_rows: bool = True) -> None:
+        self.rows, self.blocks, self.scenarios, self.outputs = rows, blocks, scenarios, outputs
         self.check_rows = check_rows
         self._folder = BlockFolder(blocks)
         self._received: set[int] = set()
@@ -76,6 +78,11 @@ class JobFold:
 
     def resume(self, state: FoldState) -> None:
         """Start from a checkpoint: blocks before its ``next_block`` count as folded, steps included."""
+        if state.total is not None and state.total.shape != (self.outputs, self.scenarios):
+            raise Internal(
+                f"a checkpoint of shape {state.total.shape}, expected "
+                f"{self.outputs} outputs × {self.scenarios} scenarios"
+            )
         self._folder.resume(state.next_block, state.total)
         self._received.update(range(state.next_block))
         self._steps = state.steps
@@ -95,12 +102,12 @@ class JobFold:
         start, stop = block_rows(block, self.rows)
         if self.check_rows and partial.row_count and partial.row_count != stop - start:
             raise Internal(f"block {block}: {partial.row_count} rows, expected {stop - start}")
-        values = partial_array(partial, self.scenarios)
+        values = partial_array(partial, self.scenarios, self.outputs)
         first, n = int(partial.first_scenario), values.shape[1]
         if first == 0 and n == self.scenarios:
             whole = values
         else:
-            held, filled = self._assembling.get(block, (np.empty((len(COMPONENTS), self.scenarios)), 0))
+            held, filled = self._assembling.get(block, (np.empty((self.outputs, self.scenarios)), 0))
             if first != filled:
                 raise Internal(f"block {block}: piece from scenario {first}, expected {filled}")
             held[:, first : first + n] = values
@@ -166,7 +173,7 @@ class JobFold:
         return self.rows if self.complete else min(self.rows, self.folded_blocks * BLOCK_SIZE)
 
     def partial_total(self) -> F64 | None:
-        """The fold so far, f64 [5][N], or None before the first block."""
+        """The fold so far, f64 [K][N], or None before the first block."""
         return self._folder.folded()
 
     def estimate(self) -> F64 | None:
@@ -179,5 +186,5 @@ class JobFold:
         return total * (self.rows / self.rows_done)
 
     def total(self) -> F64:
-        """The final fold, f64 [5][N] (raises until every block arrived)."""
+        """The final fold, f64 [K][N] (raises until every block arrived)."""
         return self._folder.total()

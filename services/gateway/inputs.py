@@ -1,6 +1,6 @@
 """What a job reads before it runs: dataset metadata and the dataset's verdict against the
-model's rules from the data service, the package's model and default scenarios, and the
-validated scenario parameters.
+model's rules from the data service, the package's model, declared outputs and default
+scenarios, and the validated scenario parameters.
 
 The data service is reached over gRPC (services never import each other); its statuses
 come back as `Upstream` errors with the same code, so NOT_FOUND stays NOT_FOUND.
@@ -22,6 +22,7 @@ from services.common.client import ChannelSecurity, open_aio_channel
 from services.common.errors import FieldViolation, InvalidArgument, LivecalcError
 from services.gateway.package_store import PackageStore
 from services.valuation.errors import ModelInputError
+from services.valuation.interface.declaration import Outputs, outputs_of
 from services.valuation.packages.archive import read_archive
 from services.valuation.packages.manifest import CONFIG
 from services.valuation.scenarios import ScenarioParams
@@ -177,6 +178,11 @@ class PackageConfigs:
     async def model(self, package_hash: str, tenant: str = "") -> str:
         """The model the package declares (its policy rules are the dataset's)."""
         return str((await self.get(package_hash, tenant)).get("model") or "")
+
+    async def outputs(self, package_hash: str, tenant: str = "") -> Outputs:
+        """The outputs the package's model declares, in its order, and which is primary (term
+        life's five, net_cf primary, for a package without a declaration)."""
+        return outputs_of(await self.get(package_hash, tenant))
 
 
 def scenario_params(spec: engine_pb2.ScenarioSpec | None, configured: dict[str, Any]) -> ScenarioParams:

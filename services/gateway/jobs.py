@@ -61,7 +61,7 @@ from services.gateway.package_store import PackageStore, check_hash
 from services.gateway.planner import Chunk, Plan, plan
 from services.gateway.recovery import abort, record_logged_end, resumed_job
 from services.gateway.reporting import JobReporter
-from services.gateway.results import PART_VALUES, final_result, relative_difference, split_result
+from services.gateway.results import attach_values, final_result, relative_difference, split_result
 from services.gateway.store import JobStore, ResultKey, StoreClosed, Written
 from services.gateway.submission import limit_violations, spec_differences
 from services.valuation.blocks import BLOCK_SIZE
@@ -183,6 +183,7 @@ class JobManager:
         await self.packages.get(spec.package_hash, tenant)  # NOT_FOUND when the tenant has not stored it
         dataset = await self.datasets.get(spec.dataset_id, tenant)  # NOT_FOUND from the data service
         configured = await self.configs.scenarios(spec.package_hash, tenant)
+        outputs = await self.configs.outputs(spec.package_hash, tenant)
         params = scenario_params(spec.scenarios if spec.HasField("scenarios") else None, configured)
         if dataset.rows < 1:
             raise InvalidArgument(f"dataset {spec.dataset_id} has no rows")
@@ -236,6 +237,7 @@ class JobManager:
             tenant=tenant,
             idempotency_key=idempotency_key,
             request=job_pb2.JobSpec.FromString(spec.SerializeToString()) if idempotency_key else None,
+            outputs=outputs,
         )
         self._live[job.job_id] = live
         with self.store.transaction() as record_unit:  # the record and its accepted event: whole or none
@@ -355,8 +357,16 @@ class JobManager:
                     f"dataset {job.spec.dataset_id} changed after the job was accepted "
                     f"(version {live.key.dataset_version} → {current.version})",
                 )
+            if live.outputs is None:  # a resumed job: its package says
+                live.outputs = await self.configs.outputs(job.spec.package_hash, live.tenant)
             preview = job.spec.HasField("preview")
-            live.fold = JobFold(live.plan.rows, live.plan.blocks_total, live.params.count, check_rows=not preview)
+            live.fold = JobFold(
+                live.plan.rows,
+                live.plan.blocks_total,
+                live.params.count,
+                outputs=len(live.outputs.names),
+                check_rows=not preview,
+            )
             todo = live.plan
             if live.resume is not None:
                 # only the blocks after the checkpoint: chunks before it dropped, one across it trimmed
@@ -502,20 +512,21 @@ class JobManager:
         return unit
 
     def _succeed(self, live: LiveJob) -> None:
-        job, fold = live.job, live.fold
-        assert fold is not None
+        job, fold, outputs = live.job, live.fold, live.outputs
+        assert fold is not None and outputs is not None
         self.reporter.report(live)  # the last progress (100 %) always precedes the result
-        pvs = fold.total()
+        values = fold.total()  # f64 [K][N], the declared outputs' order
         preview = job.spec.HasField("preview")
         if preview:
-            pvs = pvs * (live.rows / live.plan.rows)
+            values = values * (live.rows / live.plan.rows)  # every output scaled
         difference = None
         if preview:
             full = self.store.latest_full_mean(live.key)
             if full is not None:
-                difference = relative_difference(float(pvs[0].mean()), full[1])
+                difference = relative_difference(float(values[outputs.primary].mean()), full[1])
         result = final_result(
-            pvs,
+            values,
+            outputs,
             policy_count=live.plan.rows,
             dataset_version=live.key.dataset_version,
             package_hash=job.spec.package_hash,
@@ -530,7 +541,7 @@ class JobManager:
             "preview": preview,
             "mean": result.statistics.mean,
             "end_ns": end.ToNanoseconds(),
-            "pv_net_cf": pvs[0],
+            "values": values,
         }
         parts, slim = split_result(result)
         self._end(live, S.JOB_STATE_SUCCEEDED, result=slim, end=end, parts=parts)
@@ -616,10 +627,8 @@ class JobManager:
         job = self.store.get_job(job_id)
         if job is None:
             raise NotFound(f"job {job_id} does not exist")
-        if with_vector and job.state == S.JOB_STATE_SUCCEEDED and not job.result.pv_net_cf_in_parts:
-            vector = self.store.result_vector(job_id)
-            if vector is not None and vector.size <= PART_VALUES:
-                job.result.pv_net_cf.extend(vector.tolist())
+        if with_vector and job.state == S.JOB_STATE_SUCCEEDED and not job.result.outputs_in_parts:
+            attach_values(job.result, self.store.result_values(job_id))
         return job
 
     def list(self, page_size: int, page_token: str, state: int) -> tuple[list[job_pb2.Job], str]:
@@ -629,7 +638,8 @@ class JobManager:
             if live is not None:
                 job.CopyFrom(self._shown(live))
             if job.HasField("result"):  # touching `result` of a job without one would create it
-                del job.result.pv_net_cf[:]
+                for output in job.result.outputs:
+                    del output.values[:]
         return jobs, token
 
     async def follow(self, job_id: str, after: int = 0) -> AsyncIterator[job_pb2.JobEvent]:

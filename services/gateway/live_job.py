@@ -20,6 +20,7 @@ from services.gateway.events import EventLog
 from services.gateway.fold import JobFold
 from services.gateway.planner import Plan
 from services.gateway.store import Checkpoint, ResultKey, Written
+from services.valuation.interface.declaration import Outputs
 from services.valuation.scenarios import ScenarioParams
 
 S = job_pb2.JobState
@@ -58,6 +59,9 @@ class LiveJob:
     tenant: str = ""
     idempotency_key: str = ""
     request: job_pb2.JobSpec | None = None
+    #: The outputs the package declares (the fold's rows, the result's outputs); a resumed job
+    #: reads them from the package when it starts running.
+    outputs: Outputs | None = None
     #: Commits with the job's first record and its accepted event (None: recorded before,
     #: a resumed job); nothing else of the job is written before it has.
     recorded: asyncio.Future[Any] | None = None

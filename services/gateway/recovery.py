@@ -23,7 +23,9 @@ from services.gateway.events import EventLog, now_timestamp
 from services.gateway.inputs import scenario_params, scenarios_key
 from services.gateway.live_job import LiveJob, S
 from services.gateway.planner import plan
+from services.gateway.results import with_parts
 from services.gateway.store import Checkpoint, JobStore, ResultKey
+from services.valuation.arrays import F64
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,8 @@ def record_logged_end(
         job.error.CopyFrom(terminal.error)
     with store.transaction():
         store.drop_checkpoint(job.job_id)
-        vector = list(terminal.result.pv_net_cf) or [
-            v for e in events if e.WhichOneof("event") == "result_part" for v in e.result_part.pv_net_cf
-        ]
-        if kind == "result" and vector and store.result_vector(job.job_id) is None:
+        values = _logged_values(terminal, events) if kind == "result" else None
+        if values is not None and store.result_values(job.job_id) is None:
             result = terminal.result
             store.put_result(
                 job.job_id,
@@ -76,13 +76,30 @@ def record_logged_end(
                 preview=result.preview,
                 mean=result.statistics.mean,
                 end_ns=terminal.time.ToNanoseconds(),
-                pv_net_cf=np.asarray(vector, dtype=np.float64),
+                values=values,
             )
         store.put_job(job)
     log.warning(
         "a job's log had ended but not its record: recorded as its log says, not resumed",
         extra={"fields": {"job": job.job_id, "state": kind}},
     )
+
+
+def _logged_values(terminal: job_pb2.JobEvent, events: list[job_pb2.JobEvent]) -> F64 | None:
+    """The result's values as its log holds them (in the result event or its parts): f64 [K][N]
+    for every output, [1][N] where only the primary's are (a log from before outputs), None
+    when the log lacks them."""
+    parts = [e.result_part for e in events if e.WhichOneof("event") == "result_part"]
+    try:
+        result = with_parts(terminal.result, parts)
+    except ValueError:
+        return None
+    n = result.statistics.scenario_count
+    rows = [list(o.values) for o in result.outputs]
+    if rows and all(len(r) == n for r in rows):
+        return np.asarray(rows, dtype=np.float64)
+    primary = next((list(o.values) for o in result.outputs if o.primary), [])
+    return np.asarray([primary], dtype=np.float64) if primary and len(primary) == n else None
 
 
 def resumed_job(

@@ -104,7 +104,7 @@ class JobReporter:
         while True:
             await asyncio.sleep(cfg.progress_seconds)
             fold = live.fold
-            if fold is None:
+            if fold is None or live.outputs is None:
                 continue
             self.report(live)
             if time.monotonic() >= next_stats and fold.rows_done > live.reported_statistics_rows and not fold.complete:
@@ -112,4 +112,4 @@ class JobReporter:
                 if estimate is not None:
                     live.reported_statistics_rows = fold.rows_done
                     next_stats = time.monotonic() + cfg.statistics_seconds
-                    live.log.append(statistics=running_statistics(estimate[:, :], fold.rows_done, fold.rows))
+                    live.log.append(statistics=running_statistics(estimate, fold.rows_done, fold.rows, live.outputs))

@@ -1,30 +1,38 @@
 """Statistics, running estimates and final results as JobService messages.
 
-The numbers come from services.valuation.statistics (MODEL.md's set); this module only
-shapes them, and splits a result vector too large for one gRPC message into
-JobResultPart events (NOTES.md: the default message limit is 4 MiB).
+A result describes every output the package's model declares (docs/model-interface.md
+"Outputs"): `JobResult.outputs` holds each output's statistics and per-scenario portfolio
+value, in declared order; the primary output's statistics (with every output's mean) are
+`JobResult.statistics`, and its values give `result_hash`. The numbers come from
+services.valuation.statistics (MODEL.md's set); this module only shapes them, and splits
+values too large for one gRPC message into JobResultPart events (NOTES.md: the default
+message limit is 4 MiB).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Final
 
 import numpy as np
 
 from livecalc.gateway.v1 import job_pb2
-from services.gateway.fold import COMPONENTS
 from services.valuation.arrays import F64
+from services.valuation.interface.declaration import Outputs
 from services.valuation.statistics import result_hash, statistics
 
-#: Scenario values one result event or part carries at most (8 bytes each: 2 MiB).
+#: Values (of all outputs together) one result event or part carries at most (8 bytes each: 2 MiB).
 PART_VALUES: Final = 256 * 1024
 
 
-def statistics_message(pvs: F64) -> job_pb2.Statistics:
-    """Statistics of pv_net_cf and the component means of f64 [5][N] (rows in COMPONENTS order)."""
-    s = statistics(pvs[0])
-    means = {name: float(np.mean(pvs[i])) for i, name in enumerate(COMPONENTS)}
+def _check(values: F64, outputs: Outputs) -> None:
+    if values.ndim != 2 or values.shape[0] != len(outputs.names):
+        raise ValueError(f"values of shape {values.shape} for {len(outputs.names)} outputs")
+
+
+def output_statistics(values: F64) -> job_pb2.Statistics:
+    """Statistics of one output's portfolio values by scenario (f64 [N]), without output means."""
+    s = statistics(values)
     return job_pb2.Statistics(
         scenario_count=s.count,
         mean=s.mean,
@@ -34,21 +42,30 @@ def statistics_message(pvs: F64) -> job_pb2.Statistics:
         max=s.max,
         percentiles=[job_pb2.Percentile(level=p, value=v) for p, v in s.percentiles],
         ctes=[job_pb2.Cte(level=a, value=v) for a, v in s.cte],
-        mean_pv_premiums=means["pv_premiums"],
-        mean_pv_claims=means["pv_claims"],
-        mean_pv_expenses=means["pv_expenses"],
-        mean_pv_commissions=means["pv_commissions"],
     )
 
 
-def running_statistics(estimate: F64, rows_done: int, rows_total: int) -> job_pb2.RunningStatistics:
+def statistics_message(values: F64, outputs: Outputs) -> job_pb2.Statistics:
+    """Statistics of the primary output of f64 [K][N] (rows in the outputs' order), with every
+    output's mean."""
+    _check(values, outputs)
+    msg = output_statistics(values[outputs.primary])
+    msg.output_means.extend(
+        job_pb2.OutputMean(name=name, mean=msg.mean if k == outputs.primary else float(np.mean(values[k])))
+        for k, name in enumerate(outputs.names)
+    )
+    return msg
+
+
+def running_statistics(estimate: F64, rows_done: int, rows_total: int, outputs: Outputs) -> job_pb2.RunningStatistics:
     return job_pb2.RunningStatistics(
-        policies_done=rows_done, policies_total=rows_total, statistics=statistics_message(estimate)
+        policies_done=rows_done, policies_total=rows_total, statistics=statistics_message(estimate, outputs)
     )
 
 
 def final_result(
-    pvs: F64,
+    values: F64,
+    outputs: Outputs,
     *,
     policy_count: int,
     dataset_version: str,
@@ -58,50 +75,113 @@ def final_result(
     preview: bool = False,
     preview_relative_difference: float | None = None,
 ) -> job_pb2.JobResult:
-    """The full result, vector included (see `split_result` before sending it)."""
+    """The full result of f64 [K][N] (rows in the outputs' order), every output's values
+    included (see `split_result` before sending it)."""
+    _check(values, outputs)
+    primary = values[outputs.primary]
     result = job_pb2.JobResult(
-        statistics=statistics_message(pvs),
-        pv_net_cf=pvs[0].tolist(),
-        result_hash=result_hash(pvs[0]),
+        statistics=statistics_message(values, outputs),
+        result_hash=result_hash(primary),
         policy_count=policy_count,
         dataset_version=dataset_version,
         package_hash=package_hash,
         steps=steps,
         elapsed_seconds=elapsed_seconds,
         preview=preview,
+        outputs=[
+            job_pb2.OutputResult(
+                name=name,
+                primary=k == outputs.primary,
+                statistics=output_statistics(values[k]),
+                values=values[k].tolist(),
+            )
+            for k, name in enumerate(outputs.names)
+        ],
     )
     if preview_relative_difference is not None:
         result.preview_relative_difference = preview_relative_difference
     return result
 
 
+def primary_output(result: job_pb2.JobResult) -> job_pb2.OutputResult:
+    """The result's primary output (the first flagged; an empty one for a result without outputs)."""
+    return next((o for o in result.outputs if o.primary), job_pb2.OutputResult())
+
+
+def value_count(result: job_pb2.JobResult) -> int:
+    """Values the result's outputs carry, all together."""
+    return sum(len(o.values) for o in result.outputs)
+
+
 def split_result(
     result: job_pb2.JobResult, part_values: int = PART_VALUES
 ) -> tuple[list[job_pb2.JobResultPart], job_pb2.JobResult]:
-    """(parts, result event): small vectors stay in the result; large ones go out in parts first."""
-    n = len(result.pv_net_cf)
-    if n <= part_values:
+    """(parts, result event): values that fit stay in the result; when all outputs' values
+    together do not, every output's go out in parts first (output by output, each in scenario
+    order, at most ``part_values`` values a part) and the result keeps none."""
+    if value_count(result) <= part_values:
         return [], result
-    values = list(result.pv_net_cf)
-    parts = [
-        job_pb2.JobResultPart(first_scenario=i, pv_net_cf=values[i : i + part_values], scenario_count=n)
-        for i in range(0, n, part_values)
-    ]
+    parts = []
+    for k, output in enumerate(result.outputs):
+        values = list(output.values)
+        n = len(values)
+        parts += [
+            job_pb2.JobResultPart(
+                first_scenario=i, scenario_count=n, output_index=k, values=values[i : i + part_values]
+            )
+            for i in range(0, n, part_values)
+        ]
     slim = job_pb2.JobResult()
     slim.CopyFrom(result)
-    del slim.pv_net_cf[:]
-    slim.pv_net_cf_in_parts = True
+    for output in slim.outputs:
+        del output.values[:]
+    slim.outputs_in_parts = True
     return parts, slim
 
 
-def join_parts(parts: Iterator[job_pb2.JobResultPart] | list[job_pb2.JobResultPart]) -> list[float]:
-    """The vector back from its parts (client side; checks they are contiguous)."""
-    out: list[float] = []
+def join_parts(parts: Iterable[job_pb2.JobResultPart]) -> dict[int, list[float]]:
+    """Each output's values back from the parts, by output index (checks that each output's
+    parts are contiguous from scenario 0)."""
+    out: dict[int, list[float]] = {}
     for part in parts:
-        if part.first_scenario != len(out):
-            raise ValueError(f"result part at scenario {part.first_scenario}, expected {len(out)}")
-        out.extend(part.pv_net_cf)
+        values = out.setdefault(int(part.output_index), [])
+        if part.first_scenario != len(values):
+            raise ValueError(
+                f"result part of output {part.output_index} at scenario {part.first_scenario}, expected {len(values)}"
+            )
+        values.extend(part.values)
     return out
+
+
+def with_parts(result: job_pb2.JobResult, parts: Iterable[job_pb2.JobResultPart]) -> job_pb2.JobResult:
+    """A copy of the result event with the values its parts carried put back."""
+    whole = job_pb2.JobResult()
+    whole.CopyFrom(result)
+    if whole.outputs_in_parts:
+        for k, values in join_parts(parts).items():
+            if not 0 <= k < len(whole.outputs):
+                raise ValueError(f"result part of output {k}; the result has {len(whole.outputs)}")
+            del whole.outputs[k].values[:]
+            whole.outputs[k].values.extend(values)
+        whole.outputs_in_parts = False
+    return whole
+
+
+def attach_values(result: job_pb2.JobResult, values: F64 | None) -> None:
+    """Put stored values (f64 [rows][N], `JobStore.result_values`) back into the result's outputs
+    when they fit one message: row k into output k, or a single row (a result recorded before
+    outputs: the primary's alone) into the primary."""
+    if values is None or values.size > PART_VALUES:
+        return
+    if values.shape[0] == len(result.outputs):
+        targets = list(result.outputs)
+    elif values.shape[0] == 1:
+        targets = [o for o in result.outputs if o.primary][:1]
+    else:
+        return
+    for output, row in zip(targets, values, strict=False):
+        del output.values[:]
+        output.values.extend(row.tolist())
 
 
 def relative_difference(preview_mean: float, full_mean: float) -> float:

@@ -12,8 +12,9 @@ beside another suite on a shared machine).
 at all. Reads use their own connection on the caller's thread: WAL lets them run beside the
 writer, and they see committed writes only (`written()` / `flush()` wait for those issued
 so far). Records are the JobService messages themselves (serialized protobuf); a result's
-pv_net_cf is kept apart as little-endian float64 so records stay small and ListJobs never
-reads vectors.
+per-scenario values (every output's, f64 [K][N] in declared order) are kept apart as
+little-endian float64 so records stay small and ListJobs never reads them. Records and events
+written before results carried declared outputs are read in the current shape (legacy.py).
 
 A batch that cannot be committed (a full disk, an I/O error) fails the futures of all its
 writes, none of its units is visible, and the store reports itself failing (`failure`,
@@ -24,7 +25,7 @@ that does not decode is skipped where jobs are listed and reported with its job 
 (`StoreDataLoss` where that one job is asked for).
 
 A running job's fold is checkpointed (`Checkpoint`: the next block to fold, the exact
-running total of the five PVs as float64 bytes, the steps of the folded blocks) in the same
+running total of every output as float64 bytes, the steps of the folded blocks) in the same
 transaction as the progress event that reports it, so a restarted gateway resumes the job
 from that block and ends with the same bits (DESIGN.md "Store").
 """
@@ -51,6 +52,7 @@ from google.protobuf.message import DecodeError
 
 from livecalc.gateway.v1 import job_pb2
 from services.common.errors import InvalidArgument, LivecalcError
+from services.gateway.legacy import upgrade_event, upgrade_job
 from services.gateway.store_file import StoreUnusable, lock, open_schema
 from services.valuation.arrays import F64
 
@@ -101,7 +103,8 @@ class ResultKey:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Where a running job's fold stands: blocks before `next_block` are folded into `total` (f64 [5][N])."""
+    """Where a running job's fold stands: blocks before `next_block` are folded into `total`
+    (f64 [K][N], K outputs)."""
 
     job_id: str
     dataset_version: str
@@ -123,11 +126,17 @@ class StoreDataLoss(LivecalcError):
 
 
 def _decode(kind: type[Any], blob: object, what: str) -> Any:
-    """The message in `blob`, or StoreDataLoss naming `what`."""
+    """The message in `blob` (a job or an event in the current shape: legacy.py), or
+    StoreDataLoss naming `what`."""
     try:
-        return kind.FromString(blob)
+        message = kind.FromString(blob)
     except (DecodeError, TypeError, ValueError) as exc:
         raise StoreDataLoss(f"the job store's record of {what} cannot be read ({exc}): it is damaged") from None
+    if kind is job_pb2.Job:
+        upgrade_job(message)
+    elif kind is job_pb2.JobEvent:
+        upgrade_event(message)
+    return message
 
 
 def _decodable(kind: type[Any], rows: Iterable[tuple[object, dict[str, Any]]]) -> list[Any]:
@@ -391,13 +400,14 @@ class JobStore:
         tenant: str = "",
         request: job_pb2.JobSpec | None = None,
     ) -> Written:
-        """Insert or replace a job's record (its result without the vector). The tenant, the
+        """Insert or replace a job's record (its result without the values). The tenant, the
         idempotency key (unique per tenant) and the spec as the client sent it (`request`, kept
         to compare a later submission with the same key) are set by the insert and never changed."""
         record = job_pb2.Job()
         record.CopyFrom(job)
         if record.HasField("result"):  # touching `result` of a job without one would create it
-            del record.result.pv_net_cf[:]
+            for output in record.result.outputs:
+                del output.values[:]
         row = (
             job.job_id,
             job.create_time.ToNanoseconds(),
@@ -517,17 +527,25 @@ class JobStore:
 
     def put_checkpoint(self, cp: Checkpoint) -> Written:
         total = None if cp.total is None else np.ascontiguousarray(cp.total, dtype="<f8").tobytes()
-        row = (cp.job_id, cp.dataset_version, cp.dataset_rows, cp.chunk_blocks, cp.next_block, cp.steps, total)
-        sql = "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?)"
+        outputs = 0 if cp.total is None else int(cp.total.shape[0])
+        row = (cp.job_id, cp.dataset_version, cp.dataset_rows, cp.chunk_blocks, cp.next_block, cp.steps, total, outputs)
+        sql = (
+            "INSERT OR REPLACE INTO checkpoints (job_id, dataset_version, dataset_rows, chunk_blocks, next_block, "
+            "steps, total, output_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         return self._execute(sql, row, supersedes=f"checkpoint {cp.job_id}")
 
-    def checkpoint(self, job_id: str, components: int = 5) -> Checkpoint | None:
-        row = self._db.execute("SELECT * FROM checkpoints WHERE job_id = ?", (job_id,)).fetchone()
+    def checkpoint(self, job_id: str) -> Checkpoint | None:
+        row = self._db.execute(
+            "SELECT job_id, dataset_version, dataset_rows, chunk_blocks, next_block, steps, total, output_count "
+            "FROM checkpoints WHERE job_id = ?",
+            (job_id,),
+        ).fetchone()
         if row is None:
             return None
-        total = (
-            None if row[6] is None else np.frombuffer(row[6], dtype="<f8").astype(np.float64).reshape(components, -1)
-        )
+        total = None
+        if row[6] is not None:
+            total = np.frombuffer(row[6], dtype="<f8").astype(np.float64).reshape(max(1, int(row[7])), -1)
         return Checkpoint(str(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]), int(row[5]), total)
 
     def drop_checkpoint(self, job_id: str) -> Written:
@@ -536,18 +554,39 @@ class JobStore:
     # results
 
     def put_result(
-        self, job_id: str, key: ResultKey, *, preview: bool, mean: float, end_ns: int, pv_net_cf: F64
+        self, job_id: str, key: ResultKey, *, preview: bool, mean: float, end_ns: int, values: F64
     ) -> Written:
-        vector = np.ascontiguousarray(pv_net_cf, dtype="<f8").tobytes()
-        row = (job_id, key.package_hash, key.dataset_version, key.scenarios_key, int(preview), mean, end_ns, vector)
-        return self._execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+        """The result row: ``mean`` is the primary output's, ``values`` f64 [K][N] every output's
+        values in declared order (or [1][N], the primary's alone, where only it is known)."""
+        rows = np.atleast_2d(np.asarray(values, dtype=np.float64))
+        blob = np.ascontiguousarray(rows, dtype="<f8").tobytes()
+        row = (
+            job_id,
+            key.package_hash,
+            key.dataset_version,
+            key.scenarios_key,
+            int(preview),
+            mean,
+            end_ns,
+            blob,
+            int(rows.shape[0]),
+        )
+        return self._execute(
+            "INSERT OR REPLACE INTO results (job_id, package_hash, dataset_version, scenarios_key, preview, mean, "
+            "end_ns, vectors, output_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
 
-    def result_vector(self, job_id: str) -> F64 | None:
-        row = self._db.execute("SELECT pv_net_cf FROM results WHERE job_id = ?", (job_id,)).fetchone()
-        return None if row is None else np.frombuffer(row[0], dtype="<f8").astype(np.float64)
+    def result_values(self, job_id: str) -> F64 | None:
+        """The result's values, f64 [rows][N]: every output's in declared order, or one row (the
+        primary's alone) for results recorded before outputs."""
+        row = self._db.execute("SELECT vectors, output_count FROM results WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        return np.frombuffer(row[0], dtype="<f8").astype(np.float64).reshape(max(1, int(row[1])), -1)
 
     def latest_full_mean(self, key: ResultKey) -> tuple[str, float] | None:
-        """(job id, mean pv_net_cf) of the latest full (not preview) run with these inputs."""
+        """(job id, mean of the primary output) of the latest full (not preview) run with these inputs."""
         row = self._db.execute(
             "SELECT job_id, mean FROM results WHERE package_hash = ? AND dataset_version = ? AND scenarios_key = ? "
             "AND preview = 0 ORDER BY end_ns DESC LIMIT 1",

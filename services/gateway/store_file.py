@@ -18,14 +18,20 @@ from pathlib import Path
 from typing import Final
 
 import grpc
+import numpy as np
 
 from services.common.errors import FailedPrecondition, LivecalcError
 
 log = logging.getLogger(__name__)
 
 #: The schema `PRAGMA user_version` of this code: 1 keeps a job's tenant and idempotency key
-#: apart (0 kept them joined as 'tenant\x1fkey' in one unique column).
-SCHEMA_VERSION: Final = 1
+#: apart (0 kept them joined as 'tenant\x1fkey' in one unique column); 2 keeps every declared
+#: output's values of a result and of a checkpoint (1 kept term life's, see `migrate_outputs`).
+SCHEMA_VERSION: Final = 2
+#: Term life's outputs in the order of schema 1's checkpoint totals (net_cf first) and in the
+#: order of its model's declaration (net_cf last): the order a resumed job folds in.
+_V1_CHECKPOINT_ORDER: Final = ("net_cf", "premiums", "claims", "expenses", "commissions")
+_V2_CHECKPOINT_ORDER: Final = ("premiums", "claims", "expenses", "commissions", "net_cf")
 
 JOBS_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -57,7 +63,8 @@ CREATE TABLE IF NOT EXISTS results (
     preview INTEGER NOT NULL,
     mean REAL NOT NULL,
     end_ns INTEGER NOT NULL,
-    pv_net_cf BLOB NOT NULL
+    vectors BLOB NOT NULL,
+    output_count INTEGER NOT NULL DEFAULT 1
 )""",
     """
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -67,7 +74,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     chunk_blocks INTEGER NOT NULL,
     next_block INTEGER NOT NULL,
     steps INTEGER NOT NULL,
-    total BLOB
+    total BLOB,
+    output_count INTEGER NOT NULL DEFAULT 5
 )""",
     "CREATE INDEX IF NOT EXISTS full_runs ON results (package_hash, dataset_version, scenarios_key, preview, end_ns)",
     "CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, ns INTEGER NOT NULL)",
@@ -115,6 +123,8 @@ def open_schema(db: sqlite3.Connection) -> None:
     try:
         if version < 1 and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone():
             migrate_keys(db)
+        if version < 2:
+            migrate_outputs(db)
         for statement in SCHEMA:
             db.execute(statement)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -143,3 +153,37 @@ def migrate_keys(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE jobs")
     db.execute("ALTER TABLE jobs_v1 RENAME TO jobs")
     log.info("job store migrated to schema 1 (tenant and idempotency key apart)")
+
+
+def migrate_outputs(db: sqlite3.Connection) -> None:
+    """Schema 1 → 2 (inside the caller's transaction): results and checkpoints keep every
+    declared output. A result row's `pv_net_cf` blob becomes `vectors` with `output_count` 1
+    (the primary's values alone: the store kept only net_cf's). A checkpoint gets
+    `output_count` 5, and its total, term life's five sums with net_cf first, is put in the
+    model's declared order (net_cf last), the order a resumed job folds in. Tables that do not
+    exist yet are left to the schema's CREATE statements."""
+    tables = {str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    changed = False
+    if "results" in tables:
+        columns = {str(r[1]) for r in db.execute("PRAGMA table_info(results)")}
+        if "pv_net_cf" in columns:
+            db.execute("ALTER TABLE results RENAME COLUMN pv_net_cf TO vectors")
+        if "output_count" not in columns:
+            db.execute("ALTER TABLE results ADD COLUMN output_count INTEGER NOT NULL DEFAULT 1")
+            changed = True
+    if "checkpoints" in tables:
+        columns = {str(r[1]) for r in db.execute("PRAGMA table_info(checkpoints)")}
+        if "output_count" not in columns:
+            db.execute("ALTER TABLE checkpoints ADD COLUMN output_count INTEGER NOT NULL DEFAULT 5")
+            changed = True
+            order = [_V1_CHECKPOINT_ORDER.index(name) for name in _V2_CHECKPOINT_ORDER]
+            rows = db.execute("SELECT job_id, total FROM checkpoints WHERE total IS NOT NULL").fetchall()
+            for job_id, blob in rows:
+                sums = np.frombuffer(blob, dtype="<f8")
+                if sums.size % len(order):  # not five sums a scenario: its job cannot resume
+                    db.execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,))
+                    continue
+                total = np.ascontiguousarray(sums.reshape(len(order), -1)[order], dtype="<f8")
+                db.execute("UPDATE checkpoints SET total = ? WHERE job_id = ?", (total.tobytes(), job_id))
+    if changed:
+        log.info("job store migrated to schema 2 (results and checkpoints keep every declared output)")

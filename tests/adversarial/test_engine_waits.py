@@ -74,7 +74,7 @@ class Outage:
 
 def dispatcher(engines: list[Engine], rows: int, n: int, **config: float) -> tuple[Dispatcher, JobFold]:
     p = plan(rows, slots=len(engines), scenarios=n, chunk_blocks=1)
-    f = JobFold(rows, p.blocks_total, n)
+    f = JobFold(rows, p.blocks_total, n, outputs=5)
     d = Dispatcher(
         FakePool(engines),  # type: ignore[arg-type]
         engine_service_pb2.RunChunkRequest(job_id="j"),

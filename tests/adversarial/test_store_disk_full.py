@@ -39,10 +39,13 @@ from services.valuation.blocks import fold
 from services.valuation.statistics import result_hash
 from tests.adversarial.inprocess_gateway import TABLE, FullDisk, channel, job_spec, manager, serving, stopped, until
 from tests.adversarial.test_uploads_disk_full import fill, tmpfs
+from tests.gateway.fakes import PRIMARY
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 S = job_pb2.JobState
-EXPECTED = fold(TABLE)[0]
+#: Every output's portfolio values (the fakes' declared order) and the primary's.
+EXPECTED_ALL = fold(TABLE)
+EXPECTED = EXPECTED_ALL[PRIMARY]
 #: No progress, statistics or checkpoint between the job's start and its end: the first write
 #: after the disk fills is the job's end.
 QUIET = {"progress_seconds": 30.0, "statistics_seconds": 30.0, "checkpoint_seconds": 30.0}
@@ -69,9 +72,9 @@ def check_intact(m: JobManager, job_id: str) -> list[job_pb2.JobEvent]:
     job = m.get(job_id)
     assert job.state == S.JOB_STATE_SUCCEEDED, job
     assert job.result.result_hash == result_hash(EXPECTED)
-    assert list(job.result.pv_net_cf) == EXPECTED.tolist()
-    vector = m.store.result_vector(job_id)
-    assert vector is not None and vector.tobytes() == EXPECTED.tobytes()
+    assert [list(o.values) for o in job.result.outputs] == EXPECTED_ALL.tolist()
+    values = m.store.result_values(job_id)
+    assert values is not None and values.tobytes() == EXPECTED_ALL.tobytes()
     events = m.store.events(job_id)
     assert [e.sequence for e in events] == list(range(1, len(events) + 1)), [e.sequence for e in events]
     assert kinds(events)[0] == "accepted" and kinds(events)[-1] == "result"

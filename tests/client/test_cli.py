@@ -32,14 +32,19 @@ def test_submit_get_list_plot_and_errors(small_mesh: SmallMesh) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)  # one document, nothing else on stdout
-    assert doc["statistics"]["scenario_count"] == 30 and doc["result_hash"] == result_hash(doc["pv_net_cf"])
+    (primary,) = [o for o in doc["outputs"] if o["primary"]]
+    assert doc["primary_output"] == primary["name"] == "net_cf"
+    assert doc["statistics"]["scenario_count"] == 30 and doc["result_hash"] == result_hash(primary["values"])
+    assert list(doc["statistics"]["output_means"]) == [o["name"] for o in doc["outputs"]]
     job_id = doc["job_id"]
 
     out = small_mesh.tmp / "results.json"
     got = livecalc("jobs", "get", job_id, "--out", str(out), *gw)
     assert got.returncode == 0 and "succeeded" in got.stdout and "result hash" in got.stdout
     written = json.loads(out.read_text())
-    assert written["result_hash"] == doc["result_hash"] and np.array(written["pv_net_cf"]).size == 30
+    assert written["result_hash"] == doc["result_hash"] and written["outputs"] == doc["outputs"]
+    assert all(np.array(o["values"]).size == 30 for o in written["outputs"])
+    assert "mean net_cf" in got.stdout and "mean premiums" in got.stdout
 
     listed = json.loads(livecalc("jobs", "list", "--json", "--state", "succeeded", *gw).stdout)
     assert job_id in [j["job_id"] for j in listed["jobs"]]

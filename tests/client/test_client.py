@@ -51,7 +51,8 @@ def test_sync_client_packages_datasets_and_a_job(small_mesh: SmallMesh) -> None:
         job_id = events[0].job_id
         result = events[-1].result
         expected = in_process_hash(small_mesh.archive, small_mesh.table, SCENARIOS)
-        assert result.result_hash == expected == result_hash(result.pv_net_cf)
+        (primary,) = [o for o in result.outputs if o.primary]
+        assert result.result_hash == expected == result_hash(primary.values)
 
         assert lc.wait(job_id).result_hash == expected  # re-attached from the first event
         assert lc.run(_spec(package_hash, "copy")).result_hash == expected
@@ -104,27 +105,35 @@ def test_unreachable_gateway_is_unavailable_after_retries() -> None:
 
 
 def test_result_parts_are_joined_in_order() -> None:
-    values = np.arange(10, dtype=np.float64) * 1.5
-    s = statistics(values)
+    values = np.arange(20, dtype=np.float64).reshape(2, 10) * 1.5
+    s = statistics(values[1])
     slim = job_pb2.JobResult(
         statistics=job_pb2.Statistics(scenario_count=10, mean=s.mean),
-        result_hash=result_hash(values),
-        pv_net_cf_in_parts=True,
+        result_hash=result_hash(values[1]),
+        outputs_in_parts=True,
+        outputs=[job_pb2.OutputResult(name="a"), job_pb2.OutputResult(name="b", primary=True)],
     )
+    parts = [(k, first, values[k, first:stop]) for k in range(2) for first, stop in ((0, 4), (4, 10))]
     events = [
         job_pb2.JobEvent(
-            job_id="j", sequence=1, result_part=job_pb2.JobResultPart(first_scenario=0, pv_net_cf=values[:4])
-        ),
-        job_pb2.JobEvent(
-            job_id="j", sequence=2, result_part=job_pb2.JobResultPart(first_scenario=4, pv_net_cf=values[4:])
-        ),
-        job_pb2.JobEvent(job_id="j", sequence=3, result=slim),
+            job_id="j",
+            sequence=i + 1,
+            result_part=job_pb2.JobResultPart(first_scenario=first, scenario_count=10, output_index=k, values=v),
+        )
+        for i, (k, first, v) in enumerate(parts)
     ]
+    events.append(job_pb2.JobEvent(job_id="j", sequence=5, result=slim))
     assembler = ResultAssembler()
-    assert assembler.add(events[0]) is None and assembler.add(events[1]) is None
-    result = assembler.add(events[2])
-    assert result is not None and not result.pv_net_cf_in_parts
-    assert result_hash(result.pv_net_cf) == slim.result_hash
+    assert all(assembler.add(e) is None for e in events[:4])
+    result = assembler.add(events[4])
+    assert result is not None and not result.outputs_in_parts
+    assert [list(o.values) for o in result.outputs] == values.tolist()
+    assert result_hash(result.outputs[1].values) == slim.result_hash
     out_of_order = ResultAssembler()
     with pytest.raises(Exception, match="expected 0"):
         out_of_order.add(events[1])
+    short = ResultAssembler()
+    for e in events[:3]:  # output b's last part missing
+        short.add(e)
+    with pytest.raises(Exception, match="got 4 of 10 values of output 'b'"):
+        short.add(events[4])

@@ -68,7 +68,9 @@ def test_make_run_hash_equals_local_json_and_png(tmp_path: Path) -> None:
     assert hash_line(local.stdout) == mesh_hash
 
     doc = json.loads((out_dir / "results.json").read_text())
-    values = np.array(doc["pv_net_cf"], dtype=np.float64)
+    (primary,) = [o for o in doc["outputs"] if o["primary"]]
+    assert doc["primary_output"] == primary["name"] == "net_cf"
+    values = np.array(primary["values"], dtype=np.float64)
     assert values.size == 300 and doc["policy_count"] == 20000
     assert doc["result_hash"] == result_hash(values) == mesh_hash
     s, reported = statistics(values), doc["statistics"]
@@ -79,8 +81,8 @@ def test_make_run_hash_equals_local_json_and_png(tmp_path: Path) -> None:
     assert [(c["level"], c["value"]) for c in reported["ctes"]] == list(s.cte)
     assert doc["steps_per_second"] > 0 and doc["preview_comparison"]["sample_policies"] == 2000
     expected_size = (int(PLOT_INCHES[0] * PLOT_DPI), int(PLOT_INCHES[1] * PLOT_DPI))
-    assert png_size(out_dir / "pv_net_cf.png") == expected_size
-    assert (out_dir / "pv_net_cf.png").stat().st_size > 20_000  # a drawn histogram, not an empty canvas
+    assert png_size(out_dir / "distribution.png") == expected_size
+    assert (out_dir / "distribution.png").stat().st_size > 20_000  # a drawn histogram, not an empty canvas
 
     again = subprocess.run(
         [*command[:-4], "--port-offset", str(free_port_offset()), "--out-dir", str(out_dir)],

@@ -17,7 +17,6 @@ from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2, engine_service_pb2_grpc
 from livecalc.gateway.v1 import package_service_pb2_grpc
 from services.data.generate import generate
-from services.engine.abi import PV_COMPONENTS
 from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
@@ -127,8 +126,8 @@ def run_chunk(engine: str, request: engine_service_pb2.RunChunkRequest) -> list[
 
 
 def partial_values(partial: engine_pb2.BlockPartial) -> np.ndarray:
-    """f64 [5][N] in PV_COMPONENTS order."""
-    return np.array([list(getattr(partial, f"pv_{name}")) for name in PV_COMPONENTS], dtype=np.float64)
+    """f64 [K][n]: the partial's K outputs in the package's declared order."""
+    return np.array(partial.values, dtype=np.float64).reshape(partial.output_count, -1)
 
 
 def events(responses: list[engine_service_pb2.RunChunkResponse], kind: str) -> Iterator[object]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -87,6 +88,7 @@ def test_partials_fold_to_the_in_process_result_bit_for_bit(mesh: Mesh) -> None:
             b = p.block_index  # type: ignore[attr-defined]
             assert p.first_row == b * BLOCK_SIZE  # type: ignore[attr-defined]
             assert p.row_count == min(BLOCK_SIZE, ROWS - b * BLOCK_SIZE)  # type: ignore[attr-defined]
+            assert p.output_count == 5  # type: ignore[attr-defined]  # the package's declared outputs
             values = partial_values(p)  # type: ignore[arg-type]
             assert values.tobytes() == expected[b].tobytes()
             folder.add(b, values[4])
@@ -96,6 +98,19 @@ def test_partials_fold_to_the_in_process_result_bit_for_bit(mesh: Mesh) -> None:
         assert summary.blocks == count and summary.threads == 2 and summary.steps > 0
         assert summary.steps == progress[-1].steps_done  # type: ignore[attr-defined]
     assert result_hash(folder.total()) == result_hash(fold(expected[:, 4, :]))
+
+
+def test_a_blocks_partial_packs_every_output_and_splits_by_scenario_to_fit_a_message() -> None:
+    from services.engine.chunk_runner import block_partials
+
+    values = np.arange(3 * 10, dtype=np.float64).reshape(3, 10)  # 3 outputs, 10 scenarios
+    (whole,) = block_partials(7, 7 * BLOCK_SIZE, 100, values)
+    assert (whole.block_index, whole.first_row, whole.row_count, whole.first_scenario) == (7, 7 * BLOCK_SIZE, 100, 0)
+    assert whole.output_count == 3 and partial_values(whole).tobytes() == values.tobytes()
+    pieces = block_partials(7, 7 * BLOCK_SIZE, 100, values, budget=8 * 3 * 4)  # 4 scenarios a message
+    assert [p.first_scenario for p in pieces] == [0, 4, 8]
+    joined = np.concatenate([partial_values(p) for p in pieces], axis=1)
+    assert joined.tobytes() == values.tobytes()
 
 
 def test_sample_runs_as_one_partial(mesh: Mesh) -> None:

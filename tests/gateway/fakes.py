@@ -2,7 +2,10 @@
 
 `FakeEngineStub.RunChunk` answers like EngineService.RunChunk (progress, one BlockPartial
 per block, summary) from a fixed table of block partials, and can be told to fail; it is
-not the real engine, only a stand-in for dispatcher and job-manager logic tests.
+not the real engine, only a stand-in for dispatcher and job-manager logic tests. A table is
+f64 [blocks][K][N], the K outputs in the package's declared order: `FakePackages` serves the
+reference package (term life's five, net_cf primary: `OUTPUTS`) or one whose declaration
+declares other outputs (`declaring`).
 """
 
 from __future__ import annotations
@@ -17,17 +20,37 @@ from grpc import aio
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.gateway.engines import Engine, median_slot_speed
-from services.gateway.fold import COMPONENTS
 from services.gateway.inputs import DatasetInfo, Validation
 from services.valuation.blocks import BLOCK_SIZE, block_rows
+from services.valuation.interface.declaration import Outputs
 from services.valuation.packages.archive import PackageLimits
-from tests.gateway.archives import reference_archive
+from tests.gateway.archives import consistent, reference_archive, reference_parts
+
+#: The reference package's outputs (term life's five in its declared order, net_cf primary).
+OUTPUTS = Outputs(("premiums", "claims", "expenses", "commissions", "net_cf"), 4)
+PRIMARY = OUTPUTS.primary
 
 
-def partial_table(blocks: int, scenarios: int, seed: int = 1) -> np.ndarray:
-    """f64 [blocks][5][N] of made-up partials."""
+def partial_table(blocks: int, scenarios: int, seed: int = 1, outputs: int = len(OUTPUTS.names)) -> np.ndarray:
+    """f64 [blocks][K][N] of made-up partials (K outputs, the reference package's five by default)."""
     rng = np.random.default_rng(seed)
-    return rng.normal(1000.0, 100.0, size=(blocks, len(COMPONENTS), scenarios))
+    return rng.normal(1000.0, 100.0, size=(blocks, outputs, scenarios))
+
+
+def block_partial(
+    table: np.ndarray, block: int, rows: int, first: int = 0, n: int | None = None
+) -> engine_pb2.BlockPartial:
+    """Block ``block`` of ``table`` (scenarios [first, first + n)) as an engine sends it."""
+    n = table.shape[2] - first if n is None else n
+    start, stop = block_rows(block, rows)
+    return engine_pb2.BlockPartial(
+        block_index=block,
+        first_row=start,
+        row_count=stop - start,
+        first_scenario=first,
+        output_count=table.shape[1],
+        values=table[block, :, first : first + n].ravel().tolist(),
+    )
 
 
 class FakeError(aio.AioRpcError):
@@ -50,7 +73,8 @@ class FakeCall:
 
 class FakeEngineStub:
     """RunChunk over `table`; `fail(request, block)` may return an error to raise before that block,
-    `refuse(request)` one to raise before the call's first message (an engine that is not there)."""
+    `refuse(request)` one to raise before the call's first message (an engine that is not there).
+    A sample (a preview) is answered with block 0 of the table as the sample's one partial."""
 
     def __init__(
         self,
@@ -80,20 +104,22 @@ class FakeEngineStub:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            if request.WhichOneof("selection") == "sample":
+                partial = block_partial(self.table, 0, BLOCK_SIZE)
+                partial.row_count = request.sample.n
+                yield engine_service_pb2.RunChunkResponse(partial=partial)
+                yield engine_service_pb2.RunChunkResponse(summary=engine_pb2.ChunkSummary(blocks=1, steps=10))
+                return
             first, count = request.blocks.first_block, request.blocks.block_count
             yield engine_service_pb2.RunChunkResponse(progress=engine_pb2.ChunkProgress(blocks_total=count))
             for b in range(first, first + count):
                 await asyncio.sleep(self.delay)
                 if self.fail is not None and (err := self.fail(request, b)) is not None:
                     raise err
-                start, stop = block_rows(b, self.rows)
                 n = self.table.shape[2]
                 step = self.piece or n
                 for s0 in range(0, n, step):
-                    values = {name: self.table[b, i, s0 : s0 + step].tolist() for i, name in enumerate(COMPONENTS)}
-                    partial = engine_pb2.BlockPartial(
-                        block_index=b, first_row=start, row_count=stop - start, first_scenario=s0, **values
-                    )
+                    partial = block_partial(self.table, b, self.rows, s0, min(step, n - s0))
                     yield engine_service_pb2.RunChunkResponse(partial=partial)
             summary = engine_pb2.ChunkSummary(blocks=count, steps=10 * count, elapsed_seconds=0.5 * count)
             yield engine_service_pb2.RunChunkResponse(summary=summary)
@@ -147,11 +173,22 @@ class FakeDatasets:
         return self.validation
 
 
-class FakePackages:
-    """PackageStore.get for one known hash; its download is the reference package's archive."""
+def declaring(outputs: Outputs) -> bytes:
+    """The reference package with its declaration's outputs replaced by ``outputs``."""
+    config, files = reference_parts()
+    config["interface"]["outputs"] = [
+        {"name": name, **({"primary": True} if k == outputs.primary else {})} for k, name in enumerate(outputs.names)
+    ]
+    return consistent(config, files)
 
-    def __init__(self, known: str) -> None:
+
+class FakePackages:
+    """PackageStore.get for one known hash; its download is ``archive`` (the reference package's
+    by default)."""
+
+    def __init__(self, known: str, archive: bytes | None = None) -> None:
         self.known = known
+        self.archive = archive
         self.limits = PackageLimits()
 
     async def get(self, package_hash: str, tenant: str = "") -> Any:
@@ -163,7 +200,7 @@ class FakePackages:
 
     async def download(self, package_hash: str, tenant: str = "") -> AsyncIterator[tuple[int, str, int, bytes]]:
         await self.get(package_hash, tenant)
-        archive = reference_archive()
+        archive = self.archive if self.archive is not None else reference_archive()
         yield len(archive), "", 0, archive
 
 

@@ -67,6 +67,16 @@ def get_job(address: str, job_id: str) -> job_pb2.Job:
         return jobs.GetJob(job_service_pb2.GetJobRequest(job_id=job_id), timeout=30).job
 
 
+def primary(result: job_pb2.JobResult) -> job_pb2.OutputResult:
+    """The result's primary output (the one its statistics and hash describe)."""
+    return next(o for o in result.outputs if o.primary)
+
+
+def values(result: job_pb2.JobResult) -> list[list[float]]:
+    """Every output's values, in declared order."""
+    return [list(o.values) for o in result.outputs]
+
+
 def kinds(events: list[job_pb2.JobEvent]) -> list[str]:
     return [str(e.WhichOneof("event")) for e in events]
 

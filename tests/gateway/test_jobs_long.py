@@ -18,7 +18,7 @@ import pytest
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import policies_csv, stochastic_package, upload_package
-from tests.gateway.jobmesh import CALL_TIMEOUT, get_job, kinds, spec, stub, submit, watch
+from tests.gateway.jobmesh import CALL_TIMEOUT, get_job, kinds, spec, stub, submit, values, watch
 from tests.meshes import Services
 from tests.support import ServiceProcess, metric, metrics_text
 
@@ -160,7 +160,7 @@ def test_restarted_gateway_serves_finished_jobs_and_their_events(mesh: Mesh) -> 
     middle = len(done) // 2
     assert watch(address, done[0].job_id, middle) == done[middle:]
     job = get_job(address, done[0].job_id)
-    assert job.state == S.JOB_STATE_SUCCEEDED and list(job.result.pv_net_cf) == list(done[-1].result.pv_net_cf)
+    assert job.state == S.JOB_STATE_SUCCEEDED and values(job.result) == values(done[-1].result)
     stale = watch(address, running_id, 0)
     # it resumed from its checkpoint (tests/faults covers the result's bits)
     assert stale[0].WhichOneof("event") == "accepted" and stale[-1].WhichOneof("event") == "result", kinds(stale)
@@ -173,7 +173,8 @@ def test_restarted_gateway_serves_finished_jobs_and_their_events(mesh: Mesh) -> 
             job_service_pb2.ListJobsRequest(page_size=1, page_token=page1.next_page_token), timeout=30
         )
         assert [j.job_id for j in page2.jobs] == [done[0].job_id]
-        assert not page2.jobs[0].result.pv_net_cf and page2.jobs[0].result.result_hash == done[-1].result.result_hash
+        listed = page2.jobs[0].result
+        assert not any(values(listed)) and listed.result_hash == done[-1].result.result_hash
         failed = jobs.ListJobs(job_service_pb2.ListJobsRequest(state=S.JOB_STATE_FAILED), timeout=30)
         assert running_id not in [j.job_id for j in failed.jobs] and done[0].job_id not in [
             j.job_id for j in failed.jobs

@@ -22,7 +22,7 @@ from livecalc.gateway.v1 import job_pb2
 from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.statistics import CTE_LEVELS, PERCENTILES, cte_count, result_hash
 from tests.engine.mesh import in_process_hash, policies_csv, stochastic_package, upload_package
-from tests.gateway.jobmesh import get_job, grpcurl, kinds, spec, submit, watch
+from tests.gateway.jobmesh import get_job, grpcurl, kinds, primary, spec, submit, values, watch
 from tests.meshes import Services
 from tests.support import ServiceProcess
 
@@ -82,7 +82,7 @@ def test_same_hash_as_in_process_for_1_2_3_engines_and_three_chunk_sizes(mesh: M
             assert last.result.steps == expected_steps, (n, chunk_blocks)
             accepted = events[0].accepted
             assert accepted.blocks_total == 5 and accepted.chunks_total == math.ceil(5 / chunk_blocks)
-            v = np.array(last.result.pv_net_cf)
+            v = np.array(primary(last.result).values)
             assert result_hash(v) == expected and v.size == SCENARIOS
     # the planner's own choice: at least two chunks per engine slot
     events = submit(mesh.gateways[2].address, spec(mesh.package_hash, "pol", SCENARIOS))
@@ -93,7 +93,7 @@ def test_same_hash_as_in_process_for_1_2_3_engines_and_three_chunk_sizes(mesh: M
 def test_final_statistics_equal_numpys_on_the_returned_vector(mesh: Mesh) -> None:
     events = submit(mesh.gateways[3].address, spec(mesh.package_hash, "pol", SCENARIOS))
     result = final(events).result
-    v = np.array(result.pv_net_cf)
+    v = np.array(primary(result).values)
     s = result.statistics
     assert s.scenario_count == SCENARIOS
     assert s.mean == np.mean(v) and s.std == np.std(v, ddof=1) and s.min == v.min() and s.max == v.max()
@@ -109,8 +109,21 @@ def test_final_statistics_equal_numpys_on_the_returned_vector(mesh: Mesh) -> Non
         assert c.value == np.mean(ordered[:k])
     assert result.policy_count == ROWS and result.steps > 0 and result.elapsed_seconds > 0
     assert result.package_hash == mesh.package_hash and result.dataset_version
-    assert s.mean_pv_premiums > 0 and s.mean_pv_claims > 0
-    net = s.mean_pv_premiums - s.mean_pv_claims - s.mean_pv_expenses - s.mean_pv_commissions
+    # the package's declared outputs, each with its statistics and values; net_cf the primary
+    assert [(o.name, o.primary) for o in result.outputs] == [
+        ("premiums", False),
+        ("claims", False),
+        ("expenses", False),
+        ("commissions", False),
+        ("net_cf", True),
+    ]
+    for o in result.outputs:
+        w = np.array(o.values)
+        assert w.size == SCENARIOS and o.statistics.mean == np.mean(w) and o.statistics.std == np.std(w, ddof=1)
+    means = {m.name: m.mean for m in s.output_means}
+    assert list(means) == [o.name for o in result.outputs] and means["net_cf"] == s.mean
+    assert means["premiums"] > 0 and means["claims"] > 0
+    net = means["premiums"] - means["claims"] - means["expenses"] - means["commissions"]
     assert net == pytest.approx(s.mean, rel=1e-9)
 
 
@@ -132,7 +145,7 @@ def test_events_in_sequence_and_watch_replays_exactly_the_missing_ones(mesh: Mes
     assert watch(address, job_id, len(events)) == []
     job = get_job(address, job_id)
     assert job.state == S.JOB_STATE_SUCCEEDED and job.result.result_hash == events[-1].result.result_hash
-    assert list(job.result.pv_net_cf) == list(events[-1].result.pv_net_cf)
+    assert values(job.result) == values(events[-1].result)
 
 
 def test_idempotency_key_returns_the_existing_job(mesh: Mesh) -> None:
@@ -189,7 +202,9 @@ def test_grpcurl_shows_readable_json(mesh: Mesh) -> None:
     (job,) = grpcurl(address, "GetJob", {"job_id": job_id})
     assert job["job"]["state"] == "JOB_STATE_SUCCEEDED"
     assert job["job"]["result"]["resultHash"] == events[-1].result.result_hash
-    assert len(job["job"]["result"]["pvNetCf"]) == 5
+    outputs = job["job"]["result"]["outputs"]
+    assert [o["name"] for o in outputs] == ["premiums", "claims", "expenses", "commissions", "net_cf"]
+    assert outputs[-1]["primary"] and all(len(o["values"]) == 5 for o in outputs)
     watched = grpcurl(address, "WatchJob", {"job_id": job_id, "after_sequence": 0})
     assert [int(w["event"]["sequence"]) for w in watched] == [e.sequence for e in events]
     assert "accepted" in watched[0]["event"] and "result" in watched[-1]["event"]

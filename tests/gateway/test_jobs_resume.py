@@ -35,13 +35,22 @@ from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan
 from services.gateway.store import JobStore
-from services.valuation.blocks import BLOCK_SIZE, block_rows, fold
+from services.valuation.blocks import BLOCK_SIZE, fold
 from services.valuation.statistics import result_hash
-from tests.gateway.fakes import FakeCall, FakeDatasets, FakeError, FakePackages, FakePool, fake_engine, partial_table
+from tests.gateway.fakes import (
+    PRIMARY,
+    FakeCall,
+    FakeDatasets,
+    FakeError,
+    FakePackages,
+    FakePool,
+    block_partial,
+    fake_engine,
+    partial_table,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 HASH = "ab" * 32
-COMPONENTS = ("pv_net_cf", "pv_premiums", "pv_claims", "pv_expenses", "pv_commissions")
 
 
 def block_steps(block: int) -> int:
@@ -91,10 +100,7 @@ class PieceEngine:
             if (error := self.fail(p0)) is not None:
                 raise error
             for b in piece:
-                start, stop = block_rows(b, self.rows)
-                values = {name: self.table[b, i].tolist() for i, name in enumerate(COMPONENTS)}
-                partial = engine_pb2.BlockPartial(block_index=b, first_row=start, row_count=stop - start, **values)
-                yield engine_service_pb2.RunChunkResponse(partial=partial)
+                yield engine_service_pb2.RunChunkResponse(partial=block_partial(self.table, b, self.rows))
                 steps += block_steps(b)
                 done += 1
             self.sent.update(piece)
@@ -150,7 +156,7 @@ async def uninterrupted(
     await m.close()
     m.store.close()
     result = events[-1].result
-    assert result.result_hash == result_hash(fold(table)[0])
+    assert result.result_hash == result_hash(fold(table)[PRIMARY])
     assert result.steps == sum(block_steps(b) for b in range(table.shape[0]))
     return result
 
@@ -181,7 +187,7 @@ def check_reported_once(events: list[job_pb2.JobEvent], expected: job_pb2.JobRes
     assert result.result_hash == expected.result_hash
     assert result.steps == expected.steps, f"steps {result.steps} != {expected.steps} of the uninterrupted run"
     assert result.statistics == expected.statistics
-    assert list(result.pv_net_cf) == list(expected.pv_net_cf)
+    assert result.outputs == expected.outputs
     assert result.policy_count == expected.policy_count and result.dataset_version == expected.dataset_version
     assert result.elapsed_seconds >= max(elapsed)
 
@@ -258,15 +264,13 @@ async def test_stopped_with_blocks_ahead_of_the_fold_resumes_without_counting_th
 
 
 def partial(table: np.ndarray, block: int, rows: int) -> engine_pb2.BlockPartial:
-    start, stop = block_rows(block, rows)
-    values = {name: table[block, i].tolist() for i, name in enumerate(COMPONENTS)}
-    return engine_pb2.BlockPartial(block_index=block, first_row=start, row_count=stop - start, **values)
+    return block_partial(table, block, rows)
 
 
 def test_fold_counts_a_pieces_steps_once_folded_and_checkpoints_only_where_steps_are_known() -> None:
     rows, n = 4 * BLOCK_SIZE, 3
     table = partial_table(4, n)
-    f = JobFold(rows, 4, n)
+    f = JobFold(rows, 4, n, outputs=5)
     f.add(partial(table, 2, rows))
     f.add(partial(table, 3, rows))
     f.settle([2, 3], 50)  # ahead of the fold: counted once folded
@@ -279,10 +283,10 @@ def test_fold_counts_a_pieces_steps_once_folded_and_checkpoints_only_where_steps
     state = f.checkpoint()
     assert state is not None and (state.next_block, state.steps) == (4, 57)
     with pytest.raises(Exception, match="before their partials"):
-        JobFold(rows, 4, n).settle([0], 1)
+        JobFold(rows, 4, n, outputs=5).settle([0], 1)
 
-    resumed = JobFold(rows, 4, n)
-    half = JobFold(rows, 4, n)
+    resumed = JobFold(rows, 4, n, outputs=5)
+    half = JobFold(rows, 4, n, outputs=5)
     half.add(partial(table, 0, rows))
     half.settle([0], 7)
     checkpoint = half.checkpoint()
@@ -308,7 +312,7 @@ async def test_dispatch_counts_the_steps_of_a_chunk_that_failed_half_way_once() 
 
     engine = PieceEngine(table, rows, fail=once_at_4)
     job_plan = plan(rows, slots=1, scenarios=n, chunk_blocks=3)
-    f = JobFold(rows, job_plan.blocks_total, n)
+    f = JobFold(rows, job_plan.blocks_total, n, outputs=5)
     d = Dispatcher(
         FakePool([fake_engine("a", engine)]),  # type: ignore[arg-type]
         engine_service_pb2.RunChunkRequest(job_id="j"),

@@ -18,22 +18,27 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
 from services.gateway.engines import Engine, EngineTargets
 from services.gateway.events import EventLog
-from services.gateway.fold import COMPONENTS, JobFold
+from services.gateway.fold import JobFold
 from services.gateway.jobs import JobManager
 from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan, ranges
-from services.gateway.results import join_parts, split_result, statistics_message
+from services.gateway.results import final_result, join_parts, split_result, statistics_message, with_parts
 from services.gateway.store import JobStore, ResultKey
 from services.valuation.blocks import BLOCK_SIZE, fold
+from services.valuation.interface.declaration import Outputs
 from services.valuation.statistics import result_hash
 from tests.gateway.fakes import (
+    OUTPUTS,
+    PRIMARY,
     ROWS_3_BLOCKS,
     FakeDatasets,
     FakeEngineStub,
     FakeError,
     FakePackages,
     FakePool,
+    block_partial,
+    declaring,
     fake_engine,
     partial_table,
 )
@@ -65,22 +70,13 @@ def test_ranges_groups_missing_blocks() -> None:
 # fold
 
 
-def _partial(table: np.ndarray, b: int, rows: int, first: int = 0, n: int | None = None) -> engine_pb2.BlockPartial:
-    n = table.shape[2] if n is None else n
-    start = b * BLOCK_SIZE
-    return engine_pb2.BlockPartial(
-        block_index=b,
-        first_row=start,
-        row_count=min(rows, start + BLOCK_SIZE) - start,
-        first_scenario=first,
-        **{name: table[b, i, first : first + n].tolist() for i, name in enumerate(COMPONENTS)},
-    )
+_partial = block_partial
 
 
 def test_fold_in_block_order_whatever_the_arrival_order_and_pieces() -> None:
     rows, n = ROWS_3_BLOCKS, 7
     table = partial_table(3, n)
-    f = JobFold(rows, 3, n)
+    f = JobFold(rows, 3, n, outputs=5)
     assert f.add(_partial(table, 2, rows))
     assert f.folded_blocks == 0 and f.pending_blocks == 1 and f.estimate() is None
     assert not f.add(_partial(table, 0, rows, 0, 3))  # a block in scenario pieces
@@ -93,6 +89,17 @@ def test_fold_in_block_order_whatever_the_arrival_order_and_pieces() -> None:
     assert f.total().tobytes() == fold(table).tobytes()
     with pytest.raises(Exception, match="twice"):
         f.add(_partial(table, 1, rows))
+
+
+def test_fold_refuses_a_partial_of_another_output_count_or_length() -> None:
+    rows, n = ROWS_3_BLOCKS, 4
+    f = JobFold(rows, 3, n, outputs=3)
+    with pytest.raises(Exception, match="a partial of 5 outputs, the package declares 3"):
+        f.add(_partial(partial_table(3, n), 0, rows))
+    bad = _partial(partial_table(3, n, outputs=3), 0, rows)
+    del bad.values[-1]
+    with pytest.raises(Exception, match="11 values of 3 outputs"):
+        f.add(bad)
 
 
 # event log
@@ -139,8 +146,8 @@ def test_store_survives_reopen_and_pages_newest_first(tmp_path: Path) -> None:
         store.put_job(_job(f"j{i}", 1000 + i, S.JOB_STATE_SUCCEEDED if i % 2 else S.JOB_STATE_FAILED), f"k{i}")
         store.append_event(job_pb2.JobEvent(job_id=f"j{i}", sequence=1))
     key = ResultKey(HASH, "v1", "5:1:0.1:0.02:1")
-    store.put_result("j1", key, preview=False, mean=3.0, end_ns=1, pv_net_cf=np.array([1.0, 2.0, 6.0]))
-    store.put_result("j3", key, preview=True, mean=9.0, end_ns=2, pv_net_cf=np.array([9.0]))
+    store.put_result("j1", key, preview=False, mean=3.0, end_ns=1, values=np.array([[1.0, 2.0, 6.0], [0.0, 1.0, 2.0]]))
+    store.put_result("j3", key, preview=True, mean=9.0, end_ns=2, values=np.array([[9.0]]))
     store.close()
     store = JobStore(path)
     page, token = store.list_jobs(2, "")
@@ -153,8 +160,8 @@ def test_store_survives_reopen_and_pages_newest_first(tmp_path: Path) -> None:
     assert store.job_by_key("k2") == "j2" and store.job_by_key("nope") is None
     assert store.events("j2")[0].sequence == 1
     assert store.latest_full_mean(key) == ("j1", 3.0)
-    vector = store.result_vector("j1")
-    assert vector is not None and vector.tolist() == [1.0, 2.0, 6.0]
+    values = store.result_values("j1")
+    assert values is not None and values.tolist() == [[1.0, 2.0, 6.0], [0.0, 1.0, 2.0]]
     with pytest.raises(InvalidArgument):
         store.list_jobs(1, "garbage")
     store.close()
@@ -164,17 +171,25 @@ def test_store_survives_reopen_and_pages_newest_first(tmp_path: Path) -> None:
 
 
 def test_statistics_message_and_result_parts() -> None:
-    pvs = partial_table(1, 501)[0]
-    msg = statistics_message(pvs)
-    v = pvs[0]
+    values = partial_table(1, 501)[0]
+    msg = statistics_message(values, OUTPUTS)
+    v = values[PRIMARY]
     assert msg.mean == np.mean(v) and msg.std == np.std(v, ddof=1) and msg.scenario_count == 501
     assert msg.percentiles[5].level == 50.0 and msg.percentiles[5].value == np.percentile(v, 50)
     assert msg.ctes[3].value == np.mean(np.sort(v)[: math.ceil(0.01 * 501)])
-    assert msg.mean_pv_claims == np.mean(pvs[2])
-    result = job_pb2.JobResult(pv_net_cf=v.tolist(), result_hash=result_hash(v))
+    assert [(m.name, m.mean) for m in msg.output_means] == [
+        (name, np.mean(values[k])) for k, name in enumerate(OUTPUTS.names)
+    ]
+    result = final_result(
+        values, OUTPUTS, policy_count=1, dataset_version="v1", package_hash=HASH, steps=1, elapsed_seconds=1.0
+    )
+    assert result.result_hash == result_hash(v)
     parts, slim = split_result(result, part_values=100)
-    assert len(parts) == 6 and slim.pv_net_cf_in_parts and not slim.pv_net_cf
-    assert join_parts(parts) == v.tolist()
+    # every output's values in parts of at most 100, output by output, each in scenario order
+    assert len(parts) == 5 * 6 and slim.outputs_in_parts and not any(o.values for o in slim.outputs)
+    assert [p.output_index for p in parts] == [k for k in range(5) for _ in range(6)]
+    assert join_parts(parts) == {k: values[k].tolist() for k in range(5)}
+    assert with_parts(slim, parts) == result
     assert all(p.ByteSize() < 4 << 20 for p in parts)
     small_parts, same = split_result(result)
     assert small_parts == [] and same is result
@@ -187,7 +202,7 @@ def _dispatcher(
     engines: list[Engine], rows: int, n: int, chunk_blocks: int, **kw: object
 ) -> tuple[Dispatcher, JobFold]:
     p = plan(rows, slots=2, scenarios=n, chunk_blocks=chunk_blocks)
-    f = JobFold(rows, p.blocks_total, n)
+    f = JobFold(rows, p.blocks_total, n, outputs=5)
     from livecalc.engine.v1 import engine_service_pb2
 
     d = Dispatcher(
@@ -260,11 +275,11 @@ async def test_dispatch_keeps_to_slots_and_the_window() -> None:
 # job manager
 
 
-async def _manager(tmp_path: Path, stub: FakeEngineStub, rows: int) -> JobManager:
+async def _manager(tmp_path: Path, stub: FakeEngineStub, rows: int, archive: bytes | None = None) -> JobManager:
     return JobManager(
         JobStore(tmp_path / "jobs.sqlite3"),
         FakePool([fake_engine("a", stub)]),  # type: ignore[arg-type]
-        FakePackages(HASH),  # type: ignore[arg-type]
+        FakePackages(HASH, archive),  # type: ignore[arg-type]
         datasets=FakeDatasets(rows),
         metrics=GatewayMetrics.create(CollectorRegistry()),
         config=JobConfig(package_address="gw", progress_seconds=0.01, statistics_seconds=0.02),
@@ -280,9 +295,10 @@ async def test_manager_runs_a_job_with_running_statistics_and_a_large_result_in_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import services.gateway.jobs as jobs_module
+    import services.gateway.results as results_module
 
     monkeypatch.setattr(jobs_module, "split_result", lambda r: split_result(r, part_values=4))
-    monkeypatch.setattr(jobs_module, "PART_VALUES", 4)
+    monkeypatch.setattr(results_module, "PART_VALUES", 4)
     rows, n = 6 * BLOCK_SIZE - 5, 10
     table = partial_table(6, n)
     manager = await _manager(tmp_path, FakeEngineStub(table, rows, delay=0.02, piece=3), rows)
@@ -290,19 +306,119 @@ async def test_manager_runs_a_job_with_running_statistics_and_a_large_result_in_
     events = [e async for e in manager.follow(job_id)]
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[0] == "accepted" and kinds[-1] == "result" and "statistics" in kinds
-    assert kinds[-4:-1] == ["result_part"] * 3
+    assert kinds[-16:-1] == ["result_part"] * 15  # 5 outputs × 3 parts of at most 4 values
     result = events[-1].result
-    assert result.pv_net_cf_in_parts and not result.pv_net_cf
-    vector = join_parts([e.result_part for e in events if e.WhichOneof("event") == "result_part"])
-    assert vector == fold(table)[0].tolist() and result.result_hash == result_hash(fold(table)[0])
+    assert result.outputs_in_parts and not any(o.values for o in result.outputs)
+    total = fold(table)
+    joined = join_parts([e.result_part for e in events if e.WhichOneof("event") == "result_part"])
+    assert joined == {k: total[k].tolist() for k in range(5)}
+    assert result.result_hash == result_hash(total[PRIMARY])
+    assert [o.name for o in result.outputs] == list(OUTPUTS.names)
+    assert [o.primary for o in result.outputs] == [k == PRIMARY for k in range(5)]
     stats = [e.statistics for e in events if e.WhichOneof("event") == "statistics"]
     first = stats[0]
     done_blocks = first.policies_done // BLOCK_SIZE
-    scaled = fold(table[:done_blocks])[0] * (rows / first.policies_done)
-    assert first.statistics.mean == pytest.approx(float(np.mean(scaled)), rel=1e-12)
+    scaled = fold(table[:done_blocks]) * (rows / first.policies_done)
+    assert first.statistics.mean == pytest.approx(float(np.mean(scaled[PRIMARY])), rel=1e-12)
+    assert [m.name for m in first.statistics.output_means] == list(OUTPUTS.names)
+    assert first.statistics.output_means[0].mean == pytest.approx(float(np.mean(scaled[0])), rel=1e-12)
     job = manager.get(job_id)
-    assert job.state == S.JOB_STATE_SUCCEEDED and job.result.pv_net_cf_in_parts
+    assert job.state == S.JOB_STATE_SUCCEEDED and job.result.outputs_in_parts
+    assert not any(o.values for o in job.result.outputs)
     assert [e async for e in manager.follow(job_id, len(events) - 1)] == events[-1:]
+    await manager.close()
+    manager.store.close()
+
+
+async def _ended(manager: JobManager, job_id: str) -> None:
+    """Wait until the job has left the live set (its reads go to the store)."""
+    for _ in range(500):
+        if job_id not in manager._live:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"job {job_id} stayed live")
+
+
+async def test_a_package_declaring_three_outputs_gets_three_output_results_with_the_primarys_hash(
+    tmp_path: Path,
+) -> None:
+    outputs = Outputs(("reserve", "profit", "tax"), 1)
+    rows, n = 3 * BLOCK_SIZE - 7, 6
+    table = partial_table(3, n, outputs=3)
+    manager = await _manager(tmp_path, FakeEngineStub(table, rows), rows, declaring(outputs))
+    job_id = await manager.submit(_spec(n, chunk_blocks=1))
+    events = [e async for e in manager.follow(job_id)]
+    result = events[-1].result
+    total = fold(table)
+    assert [(o.name, o.primary) for o in result.outputs] == [("reserve", False), ("profit", True), ("tax", False)]
+    assert result.result_hash == result_hash(total[1])
+    assert result.statistics.mean == float(np.mean(total[1])) and result.statistics.scenario_count == n
+    assert [(m.name, m.mean) for m in result.statistics.output_means] == [
+        (name, float(np.mean(total[k]))) for k, name in enumerate(outputs.names)
+    ]
+    for k, output in enumerate(result.outputs):
+        assert list(output.values) == total[k].tolist()
+        s = output.statistics
+        assert s.mean == float(np.mean(total[k])) and s.std == float(np.std(total[k], ddof=1))
+        assert s.min == total[k].min() and s.percentiles[5].value == np.percentile(total[k], 50)
+        assert not s.output_means
+    primary_stats = job_pb2.Statistics()
+    primary_stats.CopyFrom(result.statistics)
+    del primary_stats.output_means[:]
+    assert primary_stats == result.outputs[1].statistics
+    # GetJob from the store: every output's values back (the record keeps none), ListJobs none
+    await _ended(manager, job_id)
+    stored = manager.get(job_id)
+    assert stored.result == result
+    record = manager.store.get_job(job_id)
+    assert record is not None and not any(o.values for o in record.result.outputs)
+    (listed,), _ = manager.list(10, "", 0)
+    assert [o.name for o in listed.result.outputs] == list(outputs.names)
+    assert not any(o.values for o in listed.result.outputs)
+
+    # a preview scales every output by rows / sample size
+    preview = await manager.submit(_spec(n, preview=job_pb2.PreviewSpec(sample_rows=100, seed=1)))
+    previewed = [e async for e in manager.follow(preview)][-1].result
+    scaled = table[0] * (rows / 100)
+    assert previewed.preview and [list(o.values) for o in previewed.outputs] == scaled.tolist()
+    assert previewed.result_hash == result_hash(scaled[1])
+    assert previewed.preview_relative_difference == pytest.approx(
+        (np.mean(scaled[1]) - np.mean(total[1])) / abs(np.mean(total[1])), rel=1e-12
+    )
+    await manager.close()
+    manager.store.close()
+
+
+async def test_a_large_result_of_three_outputs_comes_in_parts_and_reassembles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import services.gateway.jobs as jobs_module
+    import services.gateway.results as results_module
+    from services.client.aio import ResultAssembler
+
+    monkeypatch.setattr(jobs_module, "split_result", lambda r: split_result(r, part_values=5))
+    monkeypatch.setattr(results_module, "PART_VALUES", 5)
+    outputs = Outputs(("a", "b", "c"), 2)
+    rows, n = 2 * BLOCK_SIZE, 12
+    table = partial_table(2, n, outputs=3)
+    manager = await _manager(tmp_path, FakeEngineStub(table, rows, piece=5), rows, declaring(outputs))
+    job_id = await manager.submit(_spec(n, chunk_blocks=1))
+    events = [e async for e in manager.follow(job_id)]
+    parts = [e.result_part for e in events if e.WhichOneof("event") == "result_part"]
+    assert [(p.output_index, p.first_scenario, len(p.values)) for p in parts] == [
+        (k, s, min(5, n - s)) for k in range(3) for s in (0, 5, 10)
+    ]
+    assert all(p.scenario_count == n for p in parts)
+    assert [e.WhichOneof("event") for e in events][-10:] == ["result_part"] * 9 + ["result"]
+    total = fold(table)
+    assembler = ResultAssembler()
+    whole = next(r for e in events if (r := assembler.add(e)) is not None)
+    assert not whole.outputs_in_parts and [list(o.values) for o in whole.outputs] == total.tolist()
+    assert whole.result_hash == result_hash(total[2]) and whole == with_parts(events[-1].result, parts)
+    # the record is too large to carry the values: GetJob leaves them to the parts
+    await _ended(manager, job_id)
+    job = manager.get(job_id)
+    assert job.result.outputs_in_parts and not any(o.values for o in job.result.outputs)
     await manager.close()
     manager.store.close()
 
@@ -349,7 +465,7 @@ async def test_dispatch_without_engines_fails_unavailable_in_bounded_time() -> N
         FakePool([]),  # type: ignore[arg-type]
         engine_service_pb2.RunChunkRequest(job_id="j"),
         p,
-        JobFold(BLOCK_SIZE, 1, 1),
+        JobFold(BLOCK_SIZE, 1, 1, outputs=5),
         config=DispatchConfig(engine_scan_seconds=0.05, engine_wait_seconds=0.2),
         metrics=GatewayMetrics.create(CollectorRegistry()),
         window_blocks=1,

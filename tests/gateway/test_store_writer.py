@@ -100,7 +100,7 @@ def test_a_transaction_commits_whole_or_not_at_all_and_a_failed_one_spares_its_b
         store.append_event(event("j", 3))
     store.close()  # commits what is queued
     reopened = JobStore(tmp_path / "jobs.sqlite3")
-    cp = reopened.checkpoint("j", components=5)
+    cp = reopened.checkpoint("j")
     assert cp is not None and cp.next_block == 3 and cp.total is not None and cp.total.tobytes() == total.tobytes()
     assert [e.sequence for e in reopened.events("j")] == [1, 2, 3]
     reopened.close()

@@ -134,9 +134,14 @@ Global___SampleSelection: _TypeAlias = SampleSelection  # noqa: Y015
 
 @_typing.final
 class BlockPartial(_message.Message):
-    """BlockPartial is the exact partial result of one policy block: for each scenario, the sum
-    over the block's policies in row order of each present value. Values are in the currency
-    unit of the dataset's sums assured.
+    """BlockPartial is the exact partial result of one policy block: for each output the package's
+    model declares (docs/model-interface.md "Outputs") and each scenario, the sum over the
+    block's policies in row order of the policy's present value. Values are in the currency
+    unit of the dataset's amounts.
+
+    Wire change (model interface): the five term-life vectors pv_net_cf, pv_premiums,
+    pv_claims, pv_expenses and pv_commissions (fields 4–8) gave way to `values` and
+    `output_count`, which carry any number of outputs in the package's declared order.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -144,12 +149,9 @@ class BlockPartial(_message.Message):
     BLOCK_INDEX_FIELD_NUMBER: _builtins.int
     FIRST_ROW_FIELD_NUMBER: _builtins.int
     ROW_COUNT_FIELD_NUMBER: _builtins.int
-    PV_NET_CF_FIELD_NUMBER: _builtins.int
-    PV_PREMIUMS_FIELD_NUMBER: _builtins.int
-    PV_CLAIMS_FIELD_NUMBER: _builtins.int
-    PV_EXPENSES_FIELD_NUMBER: _builtins.int
-    PV_COMMISSIONS_FIELD_NUMBER: _builtins.int
     FIRST_SCENARIO_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    OUTPUT_COUNT_FIELD_NUMBER: _builtins.int
     block_index: _builtins.int
     """Index of the block."""
     first_row: _builtins.int
@@ -157,29 +159,19 @@ class BlockPartial(_message.Message):
     row_count: _builtins.int
     """Number of policies (rows) in the block."""
     first_scenario: _builtins.int
-    """Scenario index of the first value of each vector above. 0 unless the vectors of one block
-    would exceed a gRPC message (above about 78,000 scenarios): then the block's partial comes
-    as several messages, each with the same block and a consecutive scenario range.
+    """Scenario index of the first value of each output in `values`. 0 unless the values of one
+    block would exceed a gRPC message (above about 78,000 scenarios for five outputs): then
+    the block's partial comes as several messages, each with the same block and a
+    consecutive scenario range.
     """
+    output_count: _builtins.int
+    """Number of outputs K in `values`: the package's declared outputs (at least 1)."""
     @_builtins.property
-    def pv_net_cf(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Sum of the policies' net cash-flow present values, by scenario."""
-
-    @_builtins.property
-    def pv_premiums(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Sum of present values of premiums, by scenario."""
-
-    @_builtins.property
-    def pv_claims(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Sum of present values of claims, by scenario."""
-
-    @_builtins.property
-    def pv_expenses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Sum of present values of expenses, by scenario."""
-
-    @_builtins.property
-    def pv_commissions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Sum of present values of commissions, by scenario."""
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The sums as f64 [output_count][n], output-major: output k's sums for scenarios
+        first_scenario, first_scenario + 1, …, first_scenario + n − 1 are values[k·n .. k·n + n),
+        where n = len(values) / output_count. Outputs are in the package's declared order.
+        """
 
     def __init__(
         self,
@@ -187,16 +179,13 @@ class BlockPartial(_message.Message):
         block_index: _builtins.int = ...,
         first_row: _builtins.int = ...,
         row_count: _builtins.int = ...,
-        pv_net_cf: _abc.Iterable[_builtins.float] | None = ...,
-        pv_premiums: _abc.Iterable[_builtins.float] | None = ...,
-        pv_claims: _abc.Iterable[_builtins.float] | None = ...,
-        pv_expenses: _abc.Iterable[_builtins.float] | None = ...,
-        pv_commissions: _abc.Iterable[_builtins.float] | None = ...,
         first_scenario: _builtins.int = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+        output_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_index", b"block_index", "first_row", b"first_row", "first_scenario", b"first_scenario", "pv_claims", b"pv_claims", "pv_commissions", b"pv_commissions", "pv_expenses", b"pv_expenses", "pv_net_cf", b"pv_net_cf", "pv_premiums", b"pv_premiums", "row_count", b"row_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_index", b"block_index", "first_row", b"first_row", "first_scenario", b"first_scenario", "output_count", b"output_count", "row_count", b"row_count", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

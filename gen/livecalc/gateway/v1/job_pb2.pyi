@@ -41,7 +41,19 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     """Cancelled by a client."""
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
-    """JobState is the lifecycle state of a job."""
+    """Results describe every output the package's model declares (docs/model-interface.md
+    "Outputs"): JobResult.outputs holds each one's statistics and per-scenario portfolio value,
+    and the primary output drives JobResult.statistics, result_hash and running statistics.
+
+    Wire change (model interface): JobResult.pv_net_cf (2) and JobResultPart.pv_net_cf (2)
+    gave way to OutputResult.values and JobResultPart.values (5) with output_index (4);
+    JobResult.pv_net_cf_in_parts (10) is now outputs_in_parts; Statistics.mean_pv_premiums,
+    mean_pv_claims, mean_pv_expenses and mean_pv_commissions (9–12) gave way to output_means.
+    The gateway reads records and events stored before the change as term life's five outputs
+    (net_cf primary; the other four with their means only).
+
+    JobState is the lifecycle state of a job.
+    """
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
 """The state is not known."""
@@ -59,7 +71,7 @@ Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 @_typing.final
 class PreviewSpec(_message.Message):
-    """PreviewSpec makes a job a preview: a seeded sample of policies whose PVs are scaled by
+    """PreviewSpec makes a job a preview: a seeded sample of policies whose outputs are scaled by
     rows/n.
     """
 
@@ -213,7 +225,9 @@ Global___Cte: _TypeAlias = Cte  # noqa: Y015
 
 @_typing.final
 class Statistics(_message.Message):
-    """Statistics summarise portfolio pv_net_cf over scenarios (MODEL.md)."""
+    """Statistics summarise one output's portfolio value over scenarios (MODEL.md); the same set for
+    every output.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -225,10 +239,7 @@ class Statistics(_message.Message):
     MAX_FIELD_NUMBER: _builtins.int
     PERCENTILES_FIELD_NUMBER: _builtins.int
     CTES_FIELD_NUMBER: _builtins.int
-    MEAN_PV_PREMIUMS_FIELD_NUMBER: _builtins.int
-    MEAN_PV_CLAIMS_FIELD_NUMBER: _builtins.int
-    MEAN_PV_EXPENSES_FIELD_NUMBER: _builtins.int
-    MEAN_PV_COMMISSIONS_FIELD_NUMBER: _builtins.int
+    OUTPUT_MEANS_FIELD_NUMBER: _builtins.int
     scenario_count: _builtins.int
     """Number of scenario values N."""
     mean: _builtins.float
@@ -241,14 +252,6 @@ class Statistics(_message.Message):
     """Smallest value."""
     max: _builtins.float
     """Largest value."""
-    mean_pv_premiums: _builtins.float
-    """Mean over scenarios of the present value of premiums."""
-    mean_pv_claims: _builtins.float
-    """Mean over scenarios of the present value of claims."""
-    mean_pv_expenses: _builtins.float
-    """Mean over scenarios of the present value of expenses."""
-    mean_pv_commissions: _builtins.float
-    """Mean over scenarios of the present value of commissions."""
     @_builtins.property
     def percentiles(self) -> _containers.RepeatedCompositeFieldContainer[Global___Percentile]:
         """Percentiles 0.5, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5."""
@@ -256,6 +259,13 @@ class Statistics(_message.Message):
     @_builtins.property
     def ctes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cte]:
         """CTE at 70, 90, 95, 99."""
+
+    @_builtins.property
+    def output_means(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutputMean]:
+        """Mean over scenarios of every output the model declares, in declared order (the primary's
+        is `mean`), where these statistics describe the primary output: JobResult.statistics and
+        RunningStatistics. Empty in OutputResult.statistics.
+        """
 
     def __init__(
         self,
@@ -268,18 +278,41 @@ class Statistics(_message.Message):
         max: _builtins.float = ...,
         percentiles: _abc.Iterable[Global___Percentile] | None = ...,
         ctes: _abc.Iterable[Global___Cte] | None = ...,
-        mean_pv_premiums: _builtins.float = ...,
-        mean_pv_claims: _builtins.float = ...,
-        mean_pv_expenses: _builtins.float = ...,
-        mean_pv_commissions: _builtins.float = ...,
+        output_means: _abc.Iterable[Global___OutputMean] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ctes", b"ctes", "max", b"max", "mean", b"mean", "mean_pv_claims", b"mean_pv_claims", "mean_pv_commissions", b"mean_pv_commissions", "mean_pv_expenses", b"mean_pv_expenses", "mean_pv_premiums", b"mean_pv_premiums", "min", b"min", "percentiles", b"percentiles", "scenario_count", b"scenario_count", "standard_error", b"standard_error", "std", b"std"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ctes", b"ctes", "max", b"max", "mean", b"mean", "min", b"min", "output_means", b"output_means", "percentiles", b"percentiles", "scenario_count", b"scenario_count", "standard_error", b"standard_error", "std", b"std"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Statistics: _TypeAlias = Statistics  # noqa: Y015
+
+@_typing.final
+class OutputMean(_message.Message):
+    """OutputMean is the mean over scenarios of one output's portfolio value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The output's name, as the package declares it."""
+    mean: _builtins.float
+    """Mean over scenarios."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        mean: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mean", b"mean", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutputMean: _TypeAlias = OutputMean  # noqa: Y015
 
 @_typing.final
 class JobProgress(_message.Message):
@@ -353,7 +386,9 @@ class RunningStatistics(_message.Message):
     """Policies in the job."""
     @_builtins.property
     def statistics(self) -> Global___Statistics:
-        """Statistics of the scaled partial portfolio values."""
+        """Statistics of the primary output's scaled partial portfolio values, with every output's
+        scaled mean (output_means).
+        """
 
     def __init__(
         self,
@@ -371,13 +406,54 @@ class RunningStatistics(_message.Message):
 Global___RunningStatistics: _TypeAlias = RunningStatistics  # noqa: Y015
 
 @_typing.final
+class OutputResult(_message.Message):
+    """OutputResult is one declared output of a job's result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PRIMARY_FIELD_NUMBER: _builtins.int
+    STATISTICS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The output's name, as the package declares it."""
+    primary: _builtins.bool
+    """True for the primary output (exactly one per result): JobResult.statistics and
+    result_hash describe it.
+    """
+    @_builtins.property
+    def statistics(self) -> Global___Statistics:
+        """Statistics of the output's portfolio value over scenarios (output_means empty)."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Portfolio value by scenario, in scenario order. Empty when JobResult.outputs_in_parts
+        (JobResultPart events carried it) and in ListJobs.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        primary: _builtins.bool = ...,
+        statistics: Global___Statistics | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["statistics", b"statistics"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "primary", b"primary", "statistics", b"statistics", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutputResult: _TypeAlias = OutputResult  # noqa: Y015
+
+@_typing.final
 class JobResult(_message.Message):
     """JobResult is the final distribution of a successful job."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     STATISTICS_FIELD_NUMBER: _builtins.int
-    PV_NET_CF_FIELD_NUMBER: _builtins.int
     RESULT_HASH_FIELD_NUMBER: _builtins.int
     POLICY_COUNT_FIELD_NUMBER: _builtins.int
     DATASET_VERSION_FIELD_NUMBER: _builtins.int
@@ -385,10 +461,13 @@ class JobResult(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
     PREVIEW_RELATIVE_DIFFERENCE_FIELD_NUMBER: _builtins.int
-    PV_NET_CF_IN_PARTS_FIELD_NUMBER: _builtins.int
+    OUTPUTS_IN_PARTS_FIELD_NUMBER: _builtins.int
     PREVIEW_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
     result_hash: _builtins.str
-    """Lower-case hex SHA-256 of pv_net_cf as little-endian float64 in scenario order."""
+    """Lower-case hex SHA-256 of the primary output's values as little-endian float64 in
+    scenario order.
+    """
     policy_count: _builtins.int
     """Policies projected."""
     dataset_version: _builtins.str
@@ -403,25 +482,27 @@ class JobResult(_message.Message):
     """For previews: (preview mean − full mean)/|full mean| against the latest full run of
     the same package, dataset version and scenarios; absent when there is none.
     """
-    pv_net_cf_in_parts: _builtins.bool
-    """True when pv_net_cf is too large for one message: it is empty here and was sent, in
-    scenario order, by the JobResultPart events just before the result event.
+    outputs_in_parts: _builtins.bool
+    """True when the outputs' values together are too large for one message: every
+    OutputResult.values is empty here and was sent by the JobResultPart events just before
+    the result event.
     """
     preview: _builtins.bool
-    """True for a preview job (PVs of a sample scaled by policies/sample size)."""
+    """True for a preview job (outputs of a sample scaled by policies/sample size)."""
     @_builtins.property
     def statistics(self) -> Global___Statistics:
-        """Statistics of portfolio pv_net_cf over scenarios."""
+        """Statistics of the primary output's portfolio value over scenarios, with every output's
+        mean (output_means).
+        """
 
     @_builtins.property
-    def pv_net_cf(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Portfolio pv_net_cf by scenario, in scenario order."""
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutputResult]:
+        """Every output the model declares, in declared order."""
 
     def __init__(
         self,
         *,
         statistics: Global___Statistics | None = ...,
-        pv_net_cf: _abc.Iterable[_builtins.float] | None = ...,
         result_hash: _builtins.str = ...,
         policy_count: _builtins.int = ...,
         dataset_version: _builtins.str = ...,
@@ -429,12 +510,13 @@ class JobResult(_message.Message):
         steps: _builtins.int = ...,
         elapsed_seconds: _builtins.float = ...,
         preview_relative_difference: _builtins.float | None = ...,
-        pv_net_cf_in_parts: _builtins.bool = ...,
+        outputs_in_parts: _builtins.bool = ...,
         preview: _builtins.bool = ...,
+        outputs: _abc.Iterable[Global___OutputResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "preview_relative_difference", b"preview_relative_difference", "statistics", b"statistics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "dataset_version", b"dataset_version", "elapsed_seconds", b"elapsed_seconds", "package_hash", b"package_hash", "policy_count", b"policy_count", "preview", b"preview", "preview_relative_difference", b"preview_relative_difference", "pv_net_cf", b"pv_net_cf", "pv_net_cf_in_parts", b"pv_net_cf_in_parts", "result_hash", b"result_hash", "statistics", b"statistics", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "dataset_version", b"dataset_version", "elapsed_seconds", b"elapsed_seconds", "outputs", b"outputs", "outputs_in_parts", b"outputs_in_parts", "package_hash", b"package_hash", "policy_count", b"policy_count", "preview", b"preview", "preview_relative_difference", b"preview_relative_difference", "result_hash", b"result_hash", "statistics", b"statistics", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__preview_relative_difference: _TypeAlias = _typing.Literal["preview_relative_difference"]  # noqa: Y015
     _WhichOneofArgType__preview_relative_difference: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference"]  # noqa: Y015
@@ -444,33 +526,38 @@ Global___JobResult: _TypeAlias = JobResult  # noqa: Y015
 
 @_typing.final
 class JobResultPart(_message.Message):
-    """JobResultPart carries one slice of a large result's pv_net_cf; the parts of one result
-    come in scenario order, just before its result event, and together cover every scenario.
+    """JobResultPart carries one slice of one output's values of a large result. The parts of one
+    result come just before its result event, output by output in declared order and each
+    output's in scenario order; together they cover every scenario of every output.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     FIRST_SCENARIO_FIELD_NUMBER: _builtins.int
-    PV_NET_CF_FIELD_NUMBER: _builtins.int
     SCENARIO_COUNT_FIELD_NUMBER: _builtins.int
+    OUTPUT_INDEX_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
     first_scenario: _builtins.int
     """Scenario index of the first value in this part."""
     scenario_count: _builtins.int
     """Scenarios in the whole result."""
+    output_index: _builtins.int
+    """Index of the output (in declared order, as in JobResult.outputs) the values belong to."""
     @_builtins.property
-    def pv_net_cf(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Portfolio pv_net_cf of scenarios first_scenario, first_scenario + 1, …."""
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Portfolio values of that output for scenarios first_scenario, first_scenario + 1, …."""
 
     def __init__(
         self,
         *,
         first_scenario: _builtins.int = ...,
-        pv_net_cf: _abc.Iterable[_builtins.float] | None = ...,
         scenario_count: _builtins.int = ...,
+        output_index: _builtins.int = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_scenario", b"first_scenario", "pv_net_cf", b"pv_net_cf", "scenario_count", b"scenario_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_scenario", b"first_scenario", "output_index", b"output_index", "scenario_count", b"scenario_count", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -674,7 +761,7 @@ class JobEvent(_message.Message):
 
     @_builtins.property
     def result_part(self) -> Global___JobResultPart:
-        """A slice of the final pv_net_cf vector when it does not fit in the result event."""
+        """A slice of one output's values when the outputs do not fit in the result event."""
 
     def __init__(
         self,
