@@ -45,11 +45,11 @@ from services.engine.metrics import EngineMetrics
 from services.engine.package_cache import PackageCache
 from services.engine.pipeline import plan
 from services.engine.workers import WasmPool
-from services.valuation.interface.declaration import ModelInterface, interface_of
+from services.valuation.interface.declaration import AM, ModelInterface, interface_of
 from services.valuation.interface.tables import Assets, load_assets
 from services.valuation.packages.archive import PackageLimits
-from services.valuation.packages.config import AM, pipeline_of
 from services.valuation.packages.config import Node as PipelineNode
+from services.valuation.packages.config import pipeline_of
 from services.valuation.packages.package import Package, verify_archive
 from services.valuation.packages.report import PackageInvalid
 from services.valuation.scenarios import ScenarioParams
@@ -99,13 +99,6 @@ def build_loaded(package: Package, pool: WasmPool) -> LoadedPackage:
                 raise Internal(f"package {package.package_hash}: wasm/{node.model}.wasm is missing")
             pool.load(node.model, wasm)  # compiles through the runtime's module cache and checks it
             binaries[node.model] = wasm
-    refs = config.get("assumptions", {})
-    am = sorted(k for k, v in refs.items() if isinstance(v, str) and v.startswith(AM)) if isinstance(refs, dict) else []
-    if am:
-        raise FailedPrecondition(
-            f"package {package.package_hash} takes {', '.join(am)} from an Assumptions Manager (am://), "
-            "and none is configured"
-        )
     if "interface" not in config:
         raise InvalidArgument(
             f"package {package.package_hash} declares no model interface (an ABI v1 package): build it again "
@@ -113,9 +106,20 @@ def build_loaded(package: Package, pool: WasmPool) -> LoadedPackage:
         )
     try:
         interface = interface_of(config)
-        assets = load_assets(interface, package.files.get)
-    except (ValueError, PackageInvalid) as exc:
+    except ValueError as exc:
         raise InvalidArgument(f"package {package.package_hash}: {exc}") from exc
+    am = [t.name for t in interface.tables if t.file.startswith(AM)]
+    am += [p.name for p in interface.parameters if (p.file or "").startswith(AM)]
+    if am:
+        raise FailedPrecondition(
+            f"package {package.package_hash} takes {', '.join(am)} from an Assumptions Manager (am://), "
+            "and none is configured"
+        )
+    try:
+        assets = load_assets(interface, package.files.get)
+    except PackageInvalid as exc:
+        problems = "; ".join(str(i) for i in exc.issues if i.severity == "error")
+        raise InvalidArgument(f"package {package.package_hash}: {problems}") from exc
     scenarios = config.get("scenarios", {})
     return LoadedPackage(
         package_hash=package.package_hash,

@@ -85,16 +85,14 @@ def wat(body: str) -> bytes:
 
 WASI = '(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))'
 MEMORY = '(import "env" "memory" (memory 1 65536 shared))'
-ABI = '(func (export "lc_abi_version") (result i32) i32.const 1)'
-ESG = '(func (export "esg_run") (param i32 i32 i32) (result i32) i32.const 0)'
+ABI = '(func (export "lc_abi_version") (result i32) i32.const 2)'
+ESG = '(func (export "lc_prepare_scenarios") (param i32 i32 i32) (result i32) i32.const 0)'
 TL = " ".join(
     f'(func (export "{n}") {p} (result i32) i32.const 0)'
     for n, p in [
-        ("tl_lanes", ""),
-        ("tl_prepare", "(param i32)"),
-        ("tl_prepare_scenarios", "(param i32 i32 i32)"),
-        ("tl_premiums", "(param i32 i32 i32)"),
-        ("tl_run_blocks", "(param i32 i32 i32)"),
+        ("lc_prepare", "(param i32)"),
+        ("lc_prepare_scenarios", "(param i32 i32 i32)"),
+        ("lc_run_blocks", "(param i32 i32 i32)"),
     ]
 )
 
@@ -141,6 +139,13 @@ def _cfg(change: Callable[[dict[str, Any]], Any]) -> bytes:
         change(config)
 
     return with_config(apply)
+
+
+def _with_both(config: Callable[[dict[str, Any]], Any], change: Callable[[Files], None]) -> bytes:
+    cfg, files = reference_parts()
+    config(cfg)
+    change(files)
+    return consistent(cfg, files)
 
 
 def _set_wasm(esg: bytes, term_life: bytes | None = None) -> Callable[[Files], None]:
@@ -215,8 +220,22 @@ def cases() -> list[tuple[str, bytes, str]]:
             "manifest.json: is missing",
         ),
         ("config-missing-model", _cfg(lambda c: c.pop("model")), "$.model"),
-        ("config-missing-mortality", _cfg(lambda c: c["assumptions"].pop("mortality")), "$.assumptions.mortality"),
-        ("config-missing-expenses", _cfg(lambda c: c["assumptions"].pop("expenses")), "$.assumptions.expenses"),
+        ("config-missing-interface", _cfg(lambda c: c.pop("interface")), "$.interface"),
+        (
+            "config-undeclared-column-in-rule",
+            _cfg(lambda c: c["interface"]["policy"]["rules"][0].update(check="age_at_entry + term_years <= 121")),
+            "'term_years', which is not a declared column",
+        ),
+        (
+            "config-two-primary-outputs",
+            _cfg(lambda c: c["interface"]["outputs"][0].update(primary=True)),
+            "exactly one output must be primary",
+        ),
+        (
+            "config-scenario-input-not-read",
+            _cfg(lambda c: c["interface"]["scenario_inputs"].append({"name": "equity"})),
+            "bus://NAME",
+        ),
         ("config-scenarios-zero", _cfg(lambda c: c["scenarios"].update(count=0)), "$.scenarios.count"),
         ("config-node-no-id", _cfg(lambda c: c["pipeline"][0].pop("id")), "$.pipeline[0].id"),
         ("config-node-no-outputs", _cfg(lambda c: c["pipeline"][1].pop("outputs")), "$.pipeline[1].outputs"),
@@ -256,8 +275,16 @@ def cases() -> list[tuple[str, bytes, str]]:
             "assumptions/mortality.csv",
         ),
         (
-            "assumptions-short-table",
-            with_files(lambda f: f.update({"assumptions/mortality.csv": b"age,0\n18,0.001\n19,0.002\n"})),
-            "covers ages up to 19",
+            "assumptions-wrong-table-shape",
+            _with_both(
+                lambda c: c["interface"]["tables"][0]["axes"][0].update(size=103),
+                lambda f: f.update({"assumptions/mortality.csv": b"age,0\n18,0.001\n19,0.002\n"}),
+            ),
+            "assumptions/mortality.csv",
+        ),
+        (
+            "parameter-key-missing",
+            with_files(lambda f: f.update({"assumptions/expenses.json": b'{"acquisition": 300.0}'})),
+            "maintenance",
         ),
     ]

@@ -36,7 +36,7 @@ def test_build_twice_is_byte_identical_and_verifies(tmp_path: Path) -> None:
     verified = verify_archive(first)
     assert verified.package_hash == package.package_hash
     assert verified.manifest.to_bytes() == package.manifest.to_bytes()
-    assert [w.where for w in verified.warnings] == ["assumptions/mortality.csv"]  # starts at age 18
+    assert verified.warnings == ()
 
 
 def test_reference_manifest_has_no_absolute_paths() -> None:
@@ -59,8 +59,12 @@ def test_directory_reports_every_problem_at_once(tmp_path: Path) -> None:
     config = json.loads((root / "livecalc.config.json").read_text())
     config["scenarios"]["count"] = 0
     config["pipeline"][1]["id"] = "esg"
-    config["assumptions"]["lapse"] = "am://lapse/v3"
+    interface = config["interface"]
+    interface["tables"][0]["axes"][0]["size"] = 99  # the file has ages 18..120: 103 rows
+    interface["tables"][1]["file"] = "am://lapse/v3"
+    interface["policy"]["rules"][0]["check"] = "age_at_entry + term_years <= 121"
     (root / "livecalc.config.json").write_text(json.dumps(config))
+    (root / "assumptions" / "expenses.json").write_text('{"acquisition": 300}')
     (root / "notes.txt").write_text("stray")
     found = check_directory(root)
     wheres = {(i.severity, i.where) for i in found}
@@ -68,4 +72,14 @@ def test_directory_reports_every_problem_at_once(tmp_path: Path) -> None:
     (root / "notes.txt").unlink()
     found = check_directory(root)
     wheres = {(i.severity, i.where) for i in found}
-    assert {("error", "$.scenarios.count"), ("error", "$.pipeline[1].id"), ("warning", "$.assumptions.lapse")} <= wheres
+    assert {
+        ("error", "$.scenarios.count"),
+        ("error", "$.pipeline[1].id"),
+        ("error", "$.interface.policy.rules[0].check"),
+        ("warning", "$.interface.tables[1].file"),
+    } <= wheres, wheres
+    # the tables and parameters are judged too, in the same round (the declaration itself is broken,
+    # so they are judged against what of it could be read)
+    messages = " ".join(f"{i.where}: {i.message}" for i in found)
+    assert "assumptions/expenses.json" in messages and "maintenance" in messages, messages
+    assert "assumptions/mortality.csv" in messages and "99" in messages, messages

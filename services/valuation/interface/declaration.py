@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.valuation.interface.expressions import Expression, ExpressionError, parse
-from services.valuation.packages.report import Issue, error
+from services.valuation.packages.report import Issue, error, warning
 
 ABI_VERSION: Final = 2
 ColumnType = Literal["int32", "int64", "float64", "category"]
@@ -40,6 +40,8 @@ INT32_RANGE: Final = (-(2**31), 2**31 - 1)
 
 _NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,62}")
 RESERVED_NAMES: Final = frozenset({"and", "or", "not", "min", "max", "abs", "scenario", "month"})
+AM: Final = "am://"
+"""An Assumptions Manager reference in place of a package file."""
 LEGACY_OUTPUTS: Final = ("premiums", "claims", "expenses", "commissions", "net_cf")
 
 
@@ -269,6 +271,9 @@ class _Reader:
     def fail(self, where: str, message: str) -> None:
         self.issues.append(error(where, message))
 
+    def warn(self, where: str, message: str) -> None:
+        self.issues.append(warning(where, message))
+
     def obj(self, raw: Any, where: str, allowed: Sequence[str]) -> Mapping[str, Any] | None:
         if not isinstance(raw, Mapping):
             self.fail(where, "must be an object")
@@ -365,7 +370,12 @@ _OUTPUT: Final = ("name", "primary", "description")
 
 
 def parse_interface(raw: Any, where: str = "$.interface") -> tuple[ModelInterface | None, list[Issue]]:
-    """The declaration and every problem in it (a None interface when any problem is an error)."""
+    """The declaration as far as it could be read, and every problem in it.
+
+    The interface is None when its core (columns, horizon, outputs) is unreadable; otherwise it
+    holds what parsed (a broken rule, table or parameter is left out), so that the package's
+    files can still be judged against it in the same round. Callers must refuse a declaration
+    with any error (`interface_of` does)."""
     r = _Reader()
     top = r.obj(raw, where, _TOP)
     if top is None:
@@ -390,7 +400,7 @@ def parse_interface(raw: Any, where: str = "$.interface") -> tuple[ModelInterfac
     parameters = _parameters(r, top.get("parameters"), f"{where}.parameters", seen)
     scenario_inputs = _named(r, top.get("scenario_inputs"), f"{where}.scenario_inputs", seen)
     outputs = _outputs(r, top.get("outputs"), f"{where}.outputs")
-    if any(i.severity == "error" for i in r.issues) or horizon is None:
+    if horizon is None or not columns or not outputs or sum(o.primary for o in outputs) != 1:
         return None, r.issues
     interface = ModelInterface(
         columns=tuple(columns),
@@ -509,7 +519,9 @@ def _tables(r: _Reader, raw: Any, where: str, columns: set[str]) -> list[Table]:
             continue
         name = r.name(spec, at, seen)
         file = spec.get("file")
-        if not isinstance(file, str) or not file.endswith(".csv"):
+        if isinstance(file, str) and file.startswith(AM):
+            r.warn(f"{at}.file", f"{file} is an Assumptions Manager reference: runs fail while none is configured")
+        elif not isinstance(file, str) or not file.endswith(".csv"):
             r.fail(f"{at}.file", "must be the package path of a .csv file")
         axes: list[Axis] = []
         axis_names: set[str] = set()
@@ -545,7 +557,9 @@ def _parameters(r: _Reader, raw: Any, where: str, seen: set[str]) -> list[Parame
             continue
         value, default = r.number(spec, "value", at), r.number(spec, "default", at)
         file, key = spec.get("file"), spec.get("key")
-        if file is not None and (not isinstance(file, str) or not file.endswith(".json")):
+        if isinstance(file, str) and file.startswith(AM):
+            r.warn(f"{at}.file", f"{file} is an Assumptions Manager reference: runs fail while none is configured")
+        elif file is not None and (not isinstance(file, str) or not file.endswith(".json")):
             r.fail(f"{at}.file", "must be the package path of a .json file")
             file = None
         if (file is None) != (key is None) or (key is not None and not isinstance(key, str)):

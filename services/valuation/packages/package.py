@@ -9,6 +9,7 @@ tables). Every problem found is reported at once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.valuation.interface.declaration import parse_interface
+from services.valuation.interface.declaration import AM, parse_interface
 from services.valuation.interface.tables import asset_issues
 from services.valuation.packages.archive import PackageLimits, read_archive, write_archive
 from services.valuation.packages.config import validate_config
@@ -60,7 +61,13 @@ def check_contents(config: Any, files: Mapping[str, bytes]) -> list[Issue]:
         issues += check_pipeline_binaries(config, files)
     interface, _ = parse_interface(config.get("interface"))
     if interface is not None:
-        issues += asset_issues(interface, files.get)
+        # tables and parameters from an Assumptions Manager (am://) are judged when a run fetches them
+        local = dataclasses.replace(
+            interface,
+            tables=tuple(t for t in interface.tables if not t.file.startswith(AM)),
+            parameters=tuple(p for p in interface.parameters if not (p.file or "").startswith(AM)),
+        )
+        issues += asset_issues(local, files.get)
     return issues
 
 
