@@ -2,25 +2,43 @@
 
 Client commands take `--address` (default 127.0.0.1:50053) and `--json` (one JSON
 document on stdout and nothing else). Failures are LivecalcError subclasses, which the
-top-level CLI prints as one line on stderr with exit code 1.
+top-level CLI prints as one line on stderr with exit code 1. `validate --file` judges a local
+file before upload with the data service's own code, in this process: no service is needed
+(unless `--package` names a stored package by hash, which is downloaded from the gateway).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import re
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+import anyio
+
 from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
+from livecalc.gateway.v1 import package_service_pb2, package_service_pb2_grpc
 from services.common.client import as_dict, emit_json
 from services.common.client import call as call_service
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument, LivecalcError
 from services.data.generate import generate
+from services.data.validation import TERM_LIFE, Judge, validate_file
+from services.valuation.interface.records import package_rules, term_life_rules
+from services.valuation.interface.tables import bounds_json
+from services.valuation.packages.archive import read_archive
+from services.valuation.packages.canonical import canonical_json
+from services.valuation.packages.manifest import CONFIG
+from services.valuation.packages.package import read_directory
+from services.valuation.packages.report import raise_on_errors
 
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['data'][0]}"
+DEFAULT_GATEWAY = f"127.0.0.1:{DEFAULT_PORTS['gateway'][0]}"
+_HASH: Final = re.compile(r"[0-9a-f]{64}")
 #: Upload chunk payload: well below the service's per-chunk cap and, with framing, the
 #: 4 MiB message limit (a 4 MiB payload plus its 5 framing bytes is over it).
 UPLOAD_CHUNK_BYTES: Final = 1 << 20
@@ -158,22 +176,102 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _download_package(address: str, package_hash: str, timeout: float) -> bytes:
+    """A stored package's archive from the gateway (PackageService.DownloadPackage)."""
+
+    def fetch(stub: package_service_pb2_grpc.PackageServiceStub) -> bytes:
+        request = package_service_pb2.DownloadPackageRequest(package_hash=package_hash)
+        return b"".join(m.chunk for m in stub.DownloadPackage(request, timeout=timeout))
+
+    return call_service(address, "gateway", package_service_pb2_grpc.PackageServiceStub, fetch)
+
+
+def package_judge(spec: str, gateway: str, timeout: float) -> tuple[Judge, dict[str, Any]]:
+    """The rules a package's datasets are judged by, and its config: ``spec`` is a package
+    directory, an archive, or the hash of a package stored on the gateway."""
+    path = Path(spec)
+    if path.is_dir():
+        config, files, issues, _ = read_directory(path)
+        raise_on_errors(issues)
+    elif path.is_file() or _HASH.fullmatch(spec):
+        archive = path.read_bytes() if path.is_file() else _download_package(gateway, spec, timeout)
+        files = read_archive(archive)
+        if CONFIG not in files:
+            raise InvalidArgument(f"--package {spec}: the archive has no {CONFIG}")
+        config = json.loads(files[CONFIG])
+    else:
+        raise InvalidArgument(f"--package {spec}: neither a package directory, an archive nor a package hash")
+    if not isinstance(config, dict):
+        raise InvalidArgument(f"--package {spec}: {CONFIG} must hold a JSON object")
+    try:
+        interface, bounds = package_rules(config, files.get)
+    except ValueError as exc:
+        raise InvalidArgument(f"--package {spec}: {exc}") from None
+    return Judge(interface, bounds, str(config.get("model") or "")), config
+
+
+def delimiter_hint(header: str) -> str | None:
+    """A hint when a CSV header looks separated by ';' or tabs (LiveCalc reads commas)."""
+    if "," in header:
+        return None
+    for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+        if sep in header:
+            return (
+                f"the header looks separated by {name}, not commas: LiveCalc reads comma-separated files "
+                "(export the file as CSV with ',' as the delimiter)"
+            )
+    return None
+
+
+def _local_header(path: Path) -> str:
+    if path.suffix.lower() != ".csv":
+        return ","
+    with path.open("rb") as f:
+        return f.readline(1 << 16).decode("utf-8", errors="replace")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    request = data_service_pb2.ValidateDatasetRequest(
-        dataset_id=args.dataset_id, model=args.model, max_violations=args.max_violations
-    )
-    reply = call(args.address, lambda s: s.ValidateDataset(request, timeout=args.timeout))
+    if (args.dataset_id is None) == (args.file is None):
+        raise InvalidArgument("name one of: a DATASET on the data service, or a local --file")
+    judge, config = (None, {}) if args.package is None else package_judge(args.package, args.gateway, args.timeout)
+    hint = None
+    if args.file is not None:
+        path = Path(args.file)
+        judge = judge or Judge(*term_life_rules(), model=TERM_LIFE)
+        if args.model not in ("", TERM_LIFE) and args.package is None:
+            raise InvalidArgument(f"--model {args.model}: only {TERM_LIFE} is known by name; give its --package")
+        reply = anyio.run(validate_file, path, judge, args.max_violations)
+        if reply.missing_columns:
+            hint = delimiter_hint(_local_header(path))
+    else:
+        request = data_service_pb2.ValidateDatasetRequest(
+            dataset_id=args.dataset_id, model=args.model, max_violations=args.max_violations
+        )
+        if judge is not None:
+            request.model = judge.model
+            if "interface" in config:
+                request.interface_json = canonical_json(config["interface"]).decode("utf-8")
+                request.table_bounds.update(bounds_json(judge.bounds))
+        reply = call(args.address, lambda s: s.ValidateDataset(request, timeout=args.timeout))
+        if reply.missing_columns:  # one column named "policy_id;age_at_entry;…" is a file of another delimiter
+            schema_request = data_service_pb2.GetSchemaRequest(dataset_id=args.dataset_id)
+            schema = call(args.address, lambda s: s.GetSchema(schema_request, timeout=args.timeout))
+            if len(schema.columns) == 1:
+                hint = delimiter_hint(schema.columns[0].name)
     if args.json:
-        emit_json(as_dict(reply))
+        emit_json({**as_dict(reply), **({"hint": hint} if hint else {})})
     else:
         state = "valid" if reply.valid else "INVALID"
-        print(f"{reply.dataset_id} ({reply.version}): {state}, {reply.rows_checked:,} rows checked")
+        version = f" ({reply.version})" if reply.version else ""
+        print(f"{reply.dataset_id}{version}: {state}, {reply.rows_checked:,} rows checked")
         if reply.missing_columns:
             print(f"missing columns: {', '.join(reply.missing_columns)}")
         for rc in reply.rule_counts:
             print(f"  {rc.rule:<22} {rc.count:>10,}")
         for v in reply.violations:
             print(f"  row {v.row}: [{v.rule}] {v.message}")
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
     if not reply.valid:
         raise DatasetInvalid(f"dataset {reply.dataset_id!r} has {reply.violation_count} violation(s)")
     return 0
@@ -292,10 +390,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sample.add_argument("--seed", type=_uint64, default=0, help="sampler seed (default 0)")
     sample.add_argument("--columns", nargs="+", help="columns to return (default all)")
     validate = _client(
-        cmds, "validate", "check a dataset against a model's policy schema (exit 1 if invalid)", cmd_validate
+        cmds,
+        "validate",
+        "check a dataset, or a local file before upload, against a model's declared columns and rules "
+        "(exit 1 if invalid)",
+        cmd_validate,
     )
-    validate.add_argument("dataset_id")
-    validate.add_argument("--model", default="term_life", help="model schema (default term_life)")
+    validate.add_argument("dataset_id", nargs="?", metavar="DATASET", help="a dataset on the data service")
+    validate.add_argument("--file", help="a local .csv or .parquet file instead (no service needed)")
+    validate.add_argument(
+        "--package",
+        metavar="HASH|DIR|FILE",
+        help="judge by this package's declaration: a package directory, an archive, or a stored package's hash "
+        "(downloaded from --gateway); default: the shipped term-life declaration",
+    )
+    validate.add_argument(
+        "--gateway", default=DEFAULT_GATEWAY, help=f"gateway HOST:PORT for --package HASH (default {DEFAULT_GATEWAY})"
+    )
+    validate.add_argument("--model", default=TERM_LIFE, help="model name without --package (default term_life)")
     validate.add_argument("--max-violations", type=_count_int32, default=20, help="violations to list (default 20)")
     upload = _client(cmds, "upload", "upload a .csv or .parquet file as a dataset", cmd_upload)
     upload.add_argument("path")

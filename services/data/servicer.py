@@ -26,7 +26,7 @@ from services.data.reading import SPAN_BYTES, default_batch_rows, fetch_rows, it
 from services.data.sampling import SampleCache, add_rows, sample_indices
 from services.data.tenants import TenantCatalogs
 from services.data.upload import receive_upload
-from services.data.validation import memory_estimate, validate
+from services.data.validation import judge_of, memory_estimate, validate
 
 #: Largest message this service sends; the gRPC default limit is 4 MiB.
 MAX_MESSAGE_BYTES: Final = 4 << 20
@@ -206,12 +206,13 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
     async def ValidateDataset(
         self, request: data_service_pb2.ValidateDatasetRequest, context: Context
     ) -> data_service_pb2.ValidateDatasetResponse:
+        judge = await anyio.to_thread.run_sync(judge_of, request)  # before any read: a bad request costs none
         catalog = self.catalogs.current()
         entry = await catalog.get(request.dataset_id)
-        # validation keeps one partition of the policy ids besides the spans it parses
+        # validation keeps one partition of the keys besides the spans it parses
         estimate = read_overhead(entry) + memory_estimate(entry.rows)
         async with self.budget.reserve(estimate, f"validating {entry.dataset_id!r}"):
-            return await validate(catalog, entry, request.model, request.max_violations)
+            return await validate(catalog, entry, judge, request.max_violations)
 
     async def UploadDataset(
         self, request_iterator: AsyncIterator[data_service_pb2.UploadDatasetRequest], context: Context

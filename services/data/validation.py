@@ -1,17 +1,24 @@
-"""ValidateDataset: check every row of a dataset against a model's policy schema.
+"""ValidateDataset: check every row of a dataset against a model's declared policy columns and rules.
 
-One streaming pass in row order (CSV spans or Parquet row groups, so memory stays
-bounded) checks types, required values and ranges with vectorized masks; duplicate
-policy_ids are found by sorting (id, row) pairs. To bound memory on huge datasets the
-ids are split into hash partitions of at most IDS_PER_PASS each; partition 0 is checked
-during the main pass and any further partition costs one more pass over policy_id only.
+The declaration comes with the request (``interface_json``, the canonical JSON of a package's
+``interface``, and the table bounds its rules read); a request naming only ``term_life`` is judged
+by the shipped term-life declaration. Rows are judged by `services.valuation.interface.records`,
+the engine's own checks. One streaming pass in row order (CSV spans or Parquet row groups, so
+memory stays bounded) checks types, required values, ranges and rules with vectorized masks;
+duplicate keys are found by sorting (key, row) pairs. To bound memory on huge datasets the keys
+are split into hash partitions of at most IDS_PER_PASS each; partition 0 is checked during the
+main pass and any further partition costs one more pass over the key column only.
 """
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import AsyncIterator
+import json
+import tempfile
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import anyio.to_thread
@@ -21,20 +28,26 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from services.common.storage.base import ObjectChanged
+from services.common.storage.local import LocalStorage
 from services.data.catalog import Catalog, DatasetEntry
 from services.data.reading import csv_convert_options, csv_spans, parquet_pieces
-from services.valuation.policy_schema import (
+from services.valuation.interface.declaration import ModelInterface, parse_interface
+from services.valuation.interface.records import (
     DUPLICATE_MESSAGE,
-    DUPLICATE_RULE,
-    MODELS,
-    PolicyColumn,
+    SHOWN_RULES,
     check_rows,
-    coerce,
+    duplicate_rule,
+    resolve_bounds,
+    term_life_rules,
 )
+from services.valuation.interface.tables import BoundKey, bounds_from_json
+from services.valuation.policy_schema import coerce
 
 DEFAULT_MAX_VIOLATIONS: Final = 100
+MAX_INTERFACE_BYTES: Final = 1 << 20
+TERM_LIFE: Final = "term_life"
 MAX_VIOLATIONS: Final = 10_000
 IDS_PER_PASS: Final = 4_000_000
 
@@ -71,27 +84,67 @@ def _cell(values: object, i: int) -> str:
     return repr(np.asarray(values)[i].item())[:40]
 
 
-_SHOWN_RULES: Final = frozenset({"type", "range", "enum"})
-"""Rules whose violation message shows the offending cell."""
+@dataclass(frozen=True)
+class Judge:
+    """What rows are judged by: a declaration and the table bounds its rules and horizon read."""
+
+    interface: ModelInterface
+    bounds: Mapping[BoundKey, float]
+    model: str = ""
+    """The model's name, for messages."""
+
+
+@functools.cache
+def _term_life() -> Judge:
+    interface, bounds = term_life_rules()
+    return Judge(interface, bounds, TERM_LIFE)
+
+
+def judge_of(request: data_service_pb2.ValidateDatasetRequest) -> Judge:
+    """The request's declaration (see ValidateDatasetRequest); INVALID_ARGUMENT names every problem."""
+    if not request.interface_json:
+        if request.model not in ("", TERM_LIFE):
+            raise InvalidArgument(
+                f"unknown model {request.model!r}: send its declaration (interface_json); "
+                f"only {TERM_LIFE!r} is known by name"
+            )
+        if request.table_bounds:
+            raise InvalidArgument("table_bounds need interface_json (the term-life declaration has its own)")
+        return _term_life()
+    if len(request.interface_json.encode("utf-8")) > MAX_INTERFACE_BYTES:
+        raise InvalidArgument(f"interface_json is over {MAX_INTERFACE_BYTES:,} bytes")
+    try:
+        raw = json.loads(request.interface_json)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"interface_json is not JSON: {exc}") from None
+    interface, issues = parse_interface(raw)
+    errors = [i for i in issues if i.severity == "error"]
+    if interface is None or errors:
+        raise InvalidArgument(
+            "interface_json is not a valid declaration",
+            tuple(FieldViolation("interface_json" + i.where.removeprefix("$.interface"), i.message) for i in errors),
+        )
+    try:
+        bounds = resolve_bounds(interface, bounds_from_json(dict(request.table_bounds)))
+    except ValueError as exc:
+        raise InvalidArgument(f"table_bounds: {exc}") from None
+    return Judge(interface, bounds, request.model)
 
 
 def _check_batch(
-    report: _Report, schema: tuple[PolicyColumn, ...], first: int, table: pa.Table
+    report: _Report, judge: Judge, first: int, table: pa.Table
 ) -> tuple[npt.NDArray[np.int64], Mask] | None:
-    """Row rules of one batch (the domain's, `check_rows`); returns policy_id values and where they are valid."""
-    check = check_rows(table, schema)
+    """Row rules of one batch (`check_rows`); returns the key's values and where they are valid."""
+    check = check_rows(table, judge.interface, judge.bounds)
     masks: dict[str, Mask] = {}
     for b in check.breaks:
-        shown = table.column(b.column) if b.rule in _SHOWN_RULES and b.column in table.column_names else None
+        shown = table.column(b.column) if b.rule in SHOWN_RULES and b.column in table.column_names else None
         report.add(b.rule, b.column, first, b.rows, b.message, values=shown)
         masks[b.rule] = masks.get(b.rule, np.zeros(check.rows, dtype=bool)) | b.rows
     for rule, mask in masks.items():
         report.count_rows(rule, mask)
     report.rows += check.rows
-    ids = check.columns.get("policy_id")
-    if ids is None:
-        return None
-    return np.asarray(ids.values, dtype=np.int64), ids.valid
+    return check.key(judge.interface)
 
 
 def partition_of(ids: npt.NDArray[np.int64], partitions: int) -> npt.NDArray[np.int64]:
@@ -107,7 +160,7 @@ def memory_estimate(rows: int) -> int:
 
 
 class _Duplicates:
-    """(policy_id, row) pairs of one hash partition; duplicates are later rows of an id."""
+    """(key, row) pairs of one hash partition; duplicates are later rows of a key."""
 
     def __init__(self, partitions: int, part: int) -> None:
         self.partitions, self.part = partitions, part
@@ -167,55 +220,47 @@ async def _batches(
 
 
 async def validate(
-    catalog: Catalog, entry: DatasetEntry, model: str, max_violations: int
+    catalog: Catalog, entry: DatasetEntry, judge: Judge, max_violations: int
 ) -> data_service_pb2.ValidateDatasetResponse:
     """The full validation report of one dataset version."""
-    schema = MODELS.get(model or "term_life")
-    if schema is None:
-        raise InvalidArgument(f"unknown model {model!r}; known: {', '.join(sorted(MODELS))}")
     if max_violations < 0:
         raise InvalidArgument("max_violations must be ≥ 0")
     cap = min(max_violations or DEFAULT_MAX_VIOLATIONS, MAX_VIOLATIONS)
     report = _Report(cap=cap)
+    interface = judge.interface
     names = set(entry.column_names)
-    missing_columns = [c.name for c in schema if c.required and c.name not in names]
-    wanted = [c.name for c in schema if c.name in names]
+    missing_columns = [name for name in interface.required_columns if name not in names]
+    wanted = [c.name for c in interface.columns if c.name in names]
+    key = interface.key if interface.key in names else None
     partitions = max(1, -(-entry.rows // IDS_PER_PASS))
     dups = [_Duplicates(partitions, 0)]
     try:
         async for first, table in _batches(catalog, entry, wanted):
-            checked = await anyio.to_thread.run_sync(_check_batch, report, schema, first, table)
+            checked = await anyio.to_thread.run_sync(_check_batch, report, judge, first, table)
             if checked is not None:
                 dups[0].add(first, *checked)
-        if "policy_id" in names:
+        if key is not None:
             for part in range(1, partitions):
                 dups.append(_Duplicates(partitions, part))
-                async for first, table in _batches(catalog, entry, ["policy_id"]):
-                    id_cells = coerce(table.column("policy_id"), "int64")
+                async for first, table in _batches(catalog, entry, [key]):
+                    id_cells = coerce(table.column(key), "int64")
                     dups[-1].add(first, np.asarray(id_cells.values, dtype=np.int64), id_cells.valid)
     except ObjectChanged:
         raise FailedPrecondition(f"dataset {entry.dataset_id!r} changed during validation; retry") from None
-    dup_rows_all = []
-    for d in dups:
-        rows, ids = d.duplicate_rows()
-        dup_rows_all.append((rows, ids))
-    dup_rows = np.concatenate([r for r, _ in dup_rows_all]) if dup_rows_all else np.empty(0, np.int64)
-    dup_ids = np.concatenate([i for _, i in dup_rows_all]) if dup_rows_all else np.empty(0, np.int64)
+    found = [d.duplicate_rows() for d in dups]
+    dup_rows = np.concatenate([r for r, _ in found])
+    dup_ids = np.concatenate([i for _, i in found])
     order = np.argsort(dup_rows)
     details = list(report.details)
+    dup_rule = duplicate_rule(interface)
     for row, pid in zip(dup_rows[order][:cap].tolist(), dup_ids[order][:cap].tolist(), strict=True):
         details.append(
-            data_pb2.Violation(
-                row=row,
-                column="policy_id",
-                rule=DUPLICATE_RULE,
-                message=f"policy_id {pid} {DUPLICATE_MESSAGE}",
-            )
+            data_pb2.Violation(row=row, column=key or "", rule=dup_rule, message=f"{key} {pid} {DUPLICATE_MESSAGE}")
         )
     details.sort(key=lambda v: (v.row, v.column, v.rule))
     counts = dict(report.rule_rows)
     if dup_rows.size:
-        counts[DUPLICATE_RULE] = int(dup_rows.size)
+        counts[dup_rule] = int(dup_rows.size)
     if missing_columns:
         counts["required_column"] = len(missing_columns)
     total = report.total + int(dup_rows.size) + len(missing_columns)
@@ -229,3 +274,24 @@ async def validate(
         rule_counts=[data_pb2.RuleCount(rule=r, count=c) for r, c in sorted(counts.items()) if c],
         missing_columns=missing_columns,
     )
+
+
+async def validate_file(path: Path, judge: Judge, max_violations: int) -> data_service_pb2.ValidateDatasetResponse:
+    """The validation report of a local .csv or .parquet file, exactly as the data service would
+    give it once uploaded (the file is read through a catalog of its own in a temporary folder,
+    where its index goes; the file itself is neither copied nor changed)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise InvalidArgument(f"{path.name}: the file name must end in .csv or .parquet")
+    if not path.is_file():
+        raise InvalidArgument(f"{path}: no such file")
+    with tempfile.TemporaryDirectory(prefix="livecalc-validate-") as folder:
+        (Path(folder) / f"local{suffix}").symlink_to(path.resolve())
+        storage = LocalStorage(Path(folder))
+        try:
+            catalog = Catalog(storage)
+            reply = await validate(catalog, await catalog.get("local"), judge, max_violations)
+        finally:
+            await storage.close()
+    reply.dataset_id, reply.version = path.name, ""
+    return reply

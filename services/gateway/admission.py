@@ -5,12 +5,13 @@ A job that cannot finish must not be accepted: it would hold an admission slot, 
 time on the blocks before the bad row, and end FAILED long after the caller stopped watching.
 Two checks run at submit, each answering INVALID_ARGUMENT with field violations:
 
-- **The dataset against the model's rules** (ValidateDataset on the data service: types,
-  ranges, cross-column rules such as a premium for in-force policies, duplicate policy ids
-  across the whole dataset — engines only see their own chunk, so a duplicate in two chunks
-  would be valued twice). A verdict holds for one version of a dataset under one model, so
-  verdicts are kept by (tenant, dataset, version, model): each version is read once, however
-  many jobs run on it.
+- **The dataset against the package's declared rules** (ValidateDataset on the data service,
+  sent the package's declaration and the table bounds its rules read: types, ranges, the
+  declared cross-column rules such as a premium for in-force policies, duplicate keys across
+  the whole dataset — engines only see their own chunk, so a duplicate in two chunks would be
+  valued twice). A verdict holds for one version of a dataset under one declaration, so
+  verdicts are kept by (tenant, dataset, version, declaration digest): each version is read
+  once per declaration, however many jobs run on it.
 - **The scenarios against the engines' memory**: each engine advertises the most scenarios
   its smallest chunk (one block, one thread) can hold within its memory limit
   (GetCapabilities.max_scenarios and memory_limit_bytes); a count above every engine's can
@@ -25,9 +26,9 @@ from typing import Final
 
 from services.common.errors import FieldViolation, InvalidArgument
 from services.gateway.engines import Engine
-from services.gateway.inputs import Datasets, Validation
+from services.gateway.inputs import Datasets, Declaration, Validation
 
-#: Verdicts kept (one per dataset version and model); the oldest goes first.
+#: Verdicts kept (one per dataset version and declaration); the oldest goes first.
 VERDICTS_KEPT: Final = 256
 #: Violations a refusal names: the first of each rule broken in each column, at most this many.
 SHOWN: Final = 5
@@ -39,27 +40,30 @@ def _gib(n: int) -> str:
 
 
 class DatasetRules:
-    """ValidateDataset verdicts by dataset version and model (see the module docstring)."""
+    """ValidateDataset verdicts by dataset version and declaration (see the module docstring)."""
 
     def __init__(self, datasets: Datasets, kept: int = VERDICTS_KEPT) -> None:
         self.datasets = datasets
         self.kept = kept
         self._verdicts: OrderedDict[tuple[str, str, str, str], Validation] = OrderedDict()
 
-    async def check(self, dataset_id: str, version: str, model: str, tenant: str = "") -> None:
-        """INVALID_ARGUMENT when ``version`` of the dataset breaks ``model``'s rules."""
-        key = (tenant, dataset_id, version, model)
+    async def check(self, dataset_id: str, version: str, declaration: Declaration | str, tenant: str = "") -> None:
+        """INVALID_ARGUMENT when ``version`` of the dataset breaks the declared rules (a bare model
+        name: the data service's declaration of that model)."""
+        if isinstance(declaration, str):
+            declaration = Declaration(declaration)
+        key = (tenant, dataset_id, version, declaration.digest)
         verdict = self._verdicts.get(key)
         if verdict is None:
-            verdict = await self.datasets.validate(dataset_id, model, tenant)
+            verdict = await self.datasets.validate(dataset_id, declaration, tenant)
             # the dataset may have changed since GetDataset: keep the verdict of what was read
-            self._verdicts[(tenant, dataset_id, verdict.version, model)] = verdict
+            self._verdicts[(tenant, dataset_id, verdict.version, declaration.digest)] = verdict
             while len(self._verdicts) > self.kept:
                 self._verdicts.popitem(last=False)
         else:
             self._verdicts.move_to_end(key)
         if not verdict.valid:
-            raise refusal(verdict, model)
+            raise refusal(verdict, declaration.model)
 
 
 def refusal(verdict: Validation, model: str) -> InvalidArgument:

@@ -1,5 +1,5 @@
 """What a job reads before it runs: dataset metadata and the dataset's verdict against the
-model's rules from the data service, the package's model, declared outputs and default
+package's declared rules from the data service, the package's declaration, outputs and default
 scenarios, and the validated scenario parameters.
 
 The data service is reached over gRPC (services never import each other); its statuses
@@ -8,10 +8,13 @@ come back as `Upstream` errors with the same code, so NOT_FOUND stays NOT_FOUND.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import anyio.to_thread
 import grpc
 from grpc import aio
 
@@ -23,7 +26,10 @@ from services.common.errors import FieldViolation, InvalidArgument, LivecalcErro
 from services.gateway.package_store import PackageStore
 from services.valuation.errors import ModelInputError
 from services.valuation.interface.declaration import Outputs, outputs_of
+from services.valuation.interface.records import package_rules
+from services.valuation.interface.tables import bounds_json
 from services.valuation.packages.archive import read_archive
+from services.valuation.packages.canonical import canonical_json
 from services.valuation.packages.manifest import CONFIG
 from services.valuation.scenarios import ScenarioParams
 
@@ -64,6 +70,41 @@ class RowViolation:
 
 
 @dataclass(frozen=True)
+class Declaration:
+    """What a dataset is judged against (ValidateDatasetRequest): a package's declared interface,
+    as canonical JSON, and the table bounds its rules read, from the package's tables. An empty
+    ``interface_json`` (a package stored before declarations) names the model: the data service
+    judges by its shipped term-life declaration."""
+
+    model: str
+    interface_json: str = ""
+    table_bounds: tuple[tuple[str, float], ...] = ()
+    """``("mortality.age.first", 18.0)``, sorted."""
+
+    @property
+    def digest(self) -> str:
+        """Identity of the rules: the same digest, the same verdict on one version of a dataset."""
+        if not self.interface_json:
+            return f"model:{self.model}"
+        bounds = json.dumps(self.table_bounds, separators=(",", ":"))
+        return hashlib.sha256(f"{self.interface_json}\n{bounds}".encode()).hexdigest()
+
+
+def declaration_of(config: Mapping[str, Any], files: Mapping[str, bytes]) -> Declaration:
+    """The declaration a package's config and files give its datasets; `InvalidArgument` when
+    the declaration, or a table whose bounds its rules read, is broken."""
+    model = str(config.get("model") or "")
+    if "interface" not in config:
+        return Declaration(model)
+    try:
+        _, bounds = package_rules(config, files.get)
+    except ValueError as exc:
+        raise InvalidArgument(f"the package's declaration cannot judge datasets: {exc}") from None
+    interface_json = canonical_json(config["interface"]).decode("utf-8")
+    return Declaration(model, interface_json, tuple(sorted(bounds_json(bounds).items())))
+
+
+@dataclass(frozen=True)
 class Validation:
     """The data service's verdict on one version of a dataset against a model's rules."""
 
@@ -86,7 +127,7 @@ class Datasets(Protocol):
 
     async def get(self, dataset_id: str, tenant: str = "") -> DatasetInfo: ...
 
-    async def validate(self, dataset_id: str, model: str, tenant: str = "") -> Validation: ...
+    async def validate(self, dataset_id: str, declaration: Declaration, tenant: str = "") -> Validation: ...
 
 
 class DataServiceDatasets:
@@ -130,12 +171,16 @@ class DataServiceDatasets:
         d = reply.dataset
         return DatasetInfo(d.dataset_id, d.version, int(d.row_count))
 
-    async def validate(self, dataset_id: str, model: str, tenant: str = "") -> Validation:
-        """The current version of ``tenant``'s dataset judged against ``model``'s rules."""
+    async def validate(self, dataset_id: str, declaration: Declaration, tenant: str = "") -> Validation:
+        """The current version of ``tenant``'s dataset judged against the declared rules."""
         try:
             reply = await self._stub().ValidateDataset(
                 data_service_pb2.ValidateDatasetRequest(
-                    dataset_id=dataset_id, model=model, max_violations=VALIDATE_DETAIL
+                    dataset_id=dataset_id,
+                    model=declaration.model,
+                    max_violations=VALIDATE_DETAIL,
+                    interface_json=declaration.interface_json,
+                    table_bounds=dict(declaration.table_bounds),
                 ),
                 timeout=VALIDATE_TIMEOUT,
                 metadata=self.credentials.metadata(tenant),
@@ -157,27 +202,40 @@ class DataServiceDatasets:
 
 
 class PackageConfigs:
-    """The configs of stored packages (read once per package, then cached)."""
+    """The configs of stored packages and the declarations their datasets are judged by (read
+    once per package, then cached)."""
 
     def __init__(self, store: PackageStore) -> None:
         self.store = store
         self._cache: dict[str, dict[str, Any]] = {}
+        self._declarations: dict[str, Declaration | InvalidArgument] = {}
 
     async def get(self, package_hash: str, tenant: str = "") -> dict[str, Any]:
         """The config of ``tenant``'s package (one package hash is one config, whoever stored
         it, so the cache is by hash; callers check the tenant has it first)."""
         if package_hash not in self._cache:
             data = b"".join([piece async for *_, piece in self.store.download(package_hash, tenant=tenant)])
-            self._cache[package_hash] = dict(json.loads(read_archive(data, self.store.limits)[CONFIG]))
+            files = read_archive(data, self.store.limits)
+            config = dict(json.loads(files[CONFIG]))
+            try:
+                found: Declaration | InvalidArgument = await anyio.to_thread.run_sync(declaration_of, config, files)
+            except InvalidArgument as exc:  # a broken declaration refuses jobs, not the package's other uses
+                found = exc
+            self._declarations[package_hash] = found
+            self._cache[package_hash] = config
         return self._cache[package_hash]
+
+    async def declaration(self, package_hash: str, tenant: str = "") -> Declaration:
+        """What the package's datasets are judged against; `InvalidArgument` when its declaration is broken."""
+        await self.get(package_hash, tenant)
+        found = self._declarations[package_hash]
+        if isinstance(found, InvalidArgument):
+            raise found
+        return found
 
     async def scenarios(self, package_hash: str, tenant: str = "") -> dict[str, Any]:
         """The package's configured scenarios."""
         return dict((await self.get(package_hash, tenant)).get("scenarios") or {})
-
-    async def model(self, package_hash: str, tenant: str = "") -> str:
-        """The model the package declares (its policy rules are the dataset's)."""
-        return str((await self.get(package_hash, tenant)).get("model") or "")
 
     async def outputs(self, package_hash: str, tenant: str = "") -> Outputs:
         """The outputs the package's model declares, in its order, and which is primary (term

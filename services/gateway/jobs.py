@@ -194,9 +194,8 @@ class JobManager:
                 (FieldViolation("spec.preview.sample_rows", f"must be ≤ the dataset's {dataset.rows} rows"),),
             )
         # a job that cannot finish is refused here, not failed later (see admission.py)
-        await self.rules.check(
-            spec.dataset_id, dataset.version, await self.configs.model(spec.package_hash, tenant), tenant
-        )
+        declaration = await self.configs.declaration(spec.package_hash, tenant)
+        await self.rules.check(spec.dataset_id, dataset.version, declaration, tenant)
         engines = await self.pool.refresh()
         check_capacity(params.count, engines)
         slots = sum(e.slots for e in engines) or 1

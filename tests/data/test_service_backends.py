@@ -167,13 +167,14 @@ async def test_text_in_numeric_column(storage: CountingStorage) -> None:
     assert (399, "policy_id", "duplicate_policy_id") in got
     assert {(500, "sex", "enum"), (500, "policy_term", "range"), (500, "sum_assured", "range")} <= got
     counts = {c.rule: c.count for c in report.rule_counts}
-    assert counts == {"type": 1, "duplicate_policy_id": 1, "enum": 1, "range": 1}
-    assert report.violation_count == 5
+    # term 100 also needs ages beyond the mortality table (term life's declared coverage rule)
+    assert counts == {"type": 1, "duplicate_policy_id": 1, "enum": 1, "range": 1, "coverage": 1}
+    assert report.violation_count == 6
     assert [v.row for v in report.violations] == sorted(v.row for v in report.violations)
     capped = await servicer.ValidateDataset(
         data_service_pb2.ValidateDatasetRequest(dataset_id="bad", max_violations=2), None
     )
-    assert len(capped.violations) == 2 and capped.violation_count == 5
+    assert len(capped.violations) == 2 and capped.violation_count == 6
 
 
 async def test_validation_of_good_and_incomplete_data(storage: CountingStorage, small_files: dict[str, Path]) -> None:

@@ -20,7 +20,7 @@ from grpc import aio
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.gateway.engines import Engine, median_slot_speed
-from services.gateway.inputs import DatasetInfo, Validation
+from services.gateway.inputs import DatasetInfo, Declaration, Validation
 from services.valuation.blocks import BLOCK_SIZE, block_rows
 from services.valuation.interface.declaration import Outputs
 from services.valuation.packages.archive import PackageLimits
@@ -153,7 +153,7 @@ class FakePool:
 
 
 class FakeDatasets:
-    """One dataset 'pol'; `validation` is its verdict against any model (valid by default)."""
+    """One dataset 'pol'; `validation` is its verdict against any declaration (valid by default)."""
 
     def __init__(self, rows: int, version: str = "v1", validation: Validation | None = None) -> None:
         self.rows, self.version = rows, version
@@ -167,7 +167,7 @@ class FakeDatasets:
             raise NotFound(f"dataset {dataset_id!r} does not exist")
         return DatasetInfo(dataset_id, self.version, self.rows)
 
-    async def validate(self, dataset_id: str, model: str, tenant: str = "") -> Validation:
+    async def validate(self, dataset_id: str, declaration: Declaration, tenant: str = "") -> Validation:
         await self.get(dataset_id, tenant)
         self.validations += 1
         return self.validation

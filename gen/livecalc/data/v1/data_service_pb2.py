@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from livecalc.data.v1 import data_pb2 as livecalc_dot_data_dot_v1_dot_data__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#livecalc/data/v1/data_service.proto\x12\x10livecalc.data.v1\x1a\x1blivecalc/data/v1/data.proto\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListDatasetsResponse\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.livecalc.data.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"@\n\x12GetDatasetResponse\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x19.livecalc.data.v1.Dataset\"&\n\x10GetSchemaRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"c\n\x11GetSchemaResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12)\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x18.livecalc.data.v1.Column\"Q\n\x11SampleRowsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\"\xb9\x01\n\x12SampleRowsResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x19\n\x11\x64\x61taset_row_count\x18\x04 \x01(\x03\x12*\n\x04rows\x18\x05 \x03(\x0b\x32\x1c.livecalc.data.v1.SampledRow\x12)\n\x07\x63olumns\x18\x06 \x03(\x0b\x32\x18.livecalc.data.v1.Column\"\x88\x01\n\x0fReadRowsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tstart_row\x18\x02 \x01(\x03\x12\x0f\n\x07\x65nd_row\x18\x03 \x01(\x03\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\x12\x12\n\nbatch_rows\x18\x05 \x01(\x05\x12\x18\n\x10\x65xpected_version\x18\x06 \x01(\t\"\\\n\x10ReadRowsResponse\x12\x11\n\tstart_row\x18\x01 \x01(\x03\x12\x11\n\trow_count\x18\x02 \x01(\x03\x12\x11\n\tarrow_ipc\x18\x03 \x01(\x0c\x12\x0f\n\x07version\x18\x04 \x01(\t\"S\n\x16ValidateDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0emax_violations\x18\x03 \x01(\x05\"\xf8\x01\n\x17ValidateDatasetResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05valid\x18\x03 \x01(\x08\x12\x14\n\x0crows_checked\x18\x04 \x01(\x03\x12\x17\n\x0fviolation_count\x18\x05 \x01(\x03\x12/\n\nviolations\x18\x06 \x03(\x0b\x32\x1b.livecalc.data.v1.Violation\x12\x30\n\x0brule_counts\x18\x07 \x03(\x0b\x32\x1b.livecalc.data.v1.RuleCount\x12\x17\n\x0fmissing_columns\x18\x08 \x03(\t\"\x8a\x01\n\x0cUploadHeader\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12/\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1f.livecalc.data.v1.DatasetFormat\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x11\n\toverwrite\x18\x05 \x01(\x08\"d\n\x14UploadDatasetRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.livecalc.data.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"C\n\x15UploadDatasetResponse\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x19.livecalc.data.v1.Dataset\"*\n\x14\x44\x65leteDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"+\n\x15\x44\x65leteDatasetResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t2\xf7\x05\n\x0b\x44\x61taService\x12]\n\x0cListDatasets\x12%.livecalc.data.v1.ListDatasetsRequest\x1a&.livecalc.data.v1.ListDatasetsResponse\x12W\n\nGetDataset\x12#.livecalc.data.v1.GetDatasetRequest\x1a$.livecalc.data.v1.GetDatasetResponse\x12T\n\tGetSchema\x12\".livecalc.data.v1.GetSchemaRequest\x1a#.livecalc.data.v1.GetSchemaResponse\x12W\n\nSampleRows\x12#.livecalc.data.v1.SampleRowsRequest\x1a$.livecalc.data.v1.SampleRowsResponse\x12S\n\x08ReadRows\x12!.livecalc.data.v1.ReadRowsRequest\x1a\".livecalc.data.v1.ReadRowsResponse0\x01\x12\x66\n\x0fValidateDataset\x12(.livecalc.data.v1.ValidateDatasetRequest\x1a).livecalc.data.v1.ValidateDatasetResponse\x12\x62\n\rUploadDataset\x12&.livecalc.data.v1.UploadDatasetRequest\x1a\'.livecalc.data.v1.UploadDatasetResponse(\x01\x12`\n\rDeleteDataset\x12&.livecalc.data.v1.DeleteDatasetRequest\x1a\'.livecalc.data.v1.DeleteDatasetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#livecalc/data/v1/data_service.proto\x12\x10livecalc.data.v1\x1a\x1blivecalc/data/v1/data.proto\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x14ListDatasetsResponse\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.livecalc.data.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"@\n\x12GetDatasetResponse\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x19.livecalc.data.v1.Dataset\"&\n\x10GetSchemaRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"c\n\x11GetSchemaResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12)\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x18.livecalc.data.v1.Column\"Q\n\x11SampleRowsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x03\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\"\xb9\x01\n\x12SampleRowsResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x19\n\x11\x64\x61taset_row_count\x18\x04 \x01(\x03\x12*\n\x04rows\x18\x05 \x03(\x0b\x32\x1c.livecalc.data.v1.SampledRow\x12)\n\x07\x63olumns\x18\x06 \x03(\x0b\x32\x18.livecalc.data.v1.Column\"\x88\x01\n\x0fReadRowsRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x11\n\tstart_row\x18\x02 \x01(\x03\x12\x0f\n\x07\x65nd_row\x18\x03 \x01(\x03\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\x12\x12\n\nbatch_rows\x18\x05 \x01(\x05\x12\x18\n\x10\x65xpected_version\x18\x06 \x01(\t\"\\\n\x10ReadRowsResponse\x12\x11\n\tstart_row\x18\x01 \x01(\x03\x12\x11\n\trow_count\x18\x02 \x01(\x03\x12\x11\n\tarrow_ipc\x18\x03 \x01(\x0c\x12\x0f\n\x07version\x18\x04 \x01(\t\"\xf0\x01\n\x16ValidateDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0emax_violations\x18\x03 \x01(\x05\x12\x16\n\x0einterface_json\x18\x04 \x01(\t\x12O\n\x0ctable_bounds\x18\x05 \x03(\x0b\x32\x39.livecalc.data.v1.ValidateDatasetRequest.TableBoundsEntry\x1a\x32\n\x10TableBoundsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xf8\x01\n\x17ValidateDatasetResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05valid\x18\x03 \x01(\x08\x12\x14\n\x0crows_checked\x18\x04 \x01(\x03\x12\x17\n\x0fviolation_count\x18\x05 \x01(\x03\x12/\n\nviolations\x18\x06 \x03(\x0b\x32\x1b.livecalc.data.v1.Violation\x12\x30\n\x0brule_counts\x18\x07 \x03(\x0b\x32\x1b.livecalc.data.v1.RuleCount\x12\x17\n\x0fmissing_columns\x18\x08 \x03(\t\"\x8a\x01\n\x0cUploadHeader\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12/\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1f.livecalc.data.v1.DatasetFormat\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x11\n\toverwrite\x18\x05 \x01(\x08\"d\n\x14UploadDatasetRequest\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.livecalc.data.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"C\n\x15UploadDatasetResponse\x12*\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x19.livecalc.data.v1.Dataset\"*\n\x14\x44\x65leteDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"+\n\x15\x44\x65leteDatasetResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t2\xf7\x05\n\x0b\x44\x61taService\x12]\n\x0cListDatasets\x12%.livecalc.data.v1.ListDatasetsRequest\x1a&.livecalc.data.v1.ListDatasetsResponse\x12W\n\nGetDataset\x12#.livecalc.data.v1.GetDatasetRequest\x1a$.livecalc.data.v1.GetDatasetResponse\x12T\n\tGetSchema\x12\".livecalc.data.v1.GetSchemaRequest\x1a#.livecalc.data.v1.GetSchemaResponse\x12W\n\nSampleRows\x12#.livecalc.data.v1.SampleRowsRequest\x1a$.livecalc.data.v1.SampleRowsResponse\x12S\n\x08ReadRows\x12!.livecalc.data.v1.ReadRowsRequest\x1a\".livecalc.data.v1.ReadRowsResponse0\x01\x12\x66\n\x0fValidateDataset\x12(.livecalc.data.v1.ValidateDatasetRequest\x1a).livecalc.data.v1.ValidateDatasetResponse\x12\x62\n\rUploadDataset\x12&.livecalc.data.v1.UploadDatasetRequest\x1a\'.livecalc.data.v1.UploadDatasetResponse(\x01\x12`\n\rDeleteDataset\x12&.livecalc.data.v1.DeleteDatasetRequest\x1a\'.livecalc.data.v1.DeleteDatasetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'livecalc.data.v1.data_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_VALIDATEDATASETREQUEST_TABLEBOUNDSENTRY']._loaded_options = None
+  _globals['_VALIDATEDATASETREQUEST_TABLEBOUNDSENTRY']._serialized_options = b'8\001'
   _globals['_LISTDATASETSREQUEST']._serialized_start=86
   _globals['_LISTDATASETSREQUEST']._serialized_end=146
   _globals['_LISTDATASETSRESPONSE']._serialized_start=148
@@ -52,20 +54,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_READROWSREQUEST']._serialized_end=898
   _globals['_READROWSRESPONSE']._serialized_start=900
   _globals['_READROWSRESPONSE']._serialized_end=992
-  _globals['_VALIDATEDATASETREQUEST']._serialized_start=994
-  _globals['_VALIDATEDATASETREQUEST']._serialized_end=1077
-  _globals['_VALIDATEDATASETRESPONSE']._serialized_start=1080
-  _globals['_VALIDATEDATASETRESPONSE']._serialized_end=1328
-  _globals['_UPLOADHEADER']._serialized_start=1331
-  _globals['_UPLOADHEADER']._serialized_end=1469
-  _globals['_UPLOADDATASETREQUEST']._serialized_start=1471
-  _globals['_UPLOADDATASETREQUEST']._serialized_end=1571
-  _globals['_UPLOADDATASETRESPONSE']._serialized_start=1573
-  _globals['_UPLOADDATASETRESPONSE']._serialized_end=1640
-  _globals['_DELETEDATASETREQUEST']._serialized_start=1642
-  _globals['_DELETEDATASETREQUEST']._serialized_end=1684
-  _globals['_DELETEDATASETRESPONSE']._serialized_start=1686
-  _globals['_DELETEDATASETRESPONSE']._serialized_end=1729
-  _globals['_DATASERVICE']._serialized_start=1732
-  _globals['_DATASERVICE']._serialized_end=2491
+  _globals['_VALIDATEDATASETREQUEST']._serialized_start=995
+  _globals['_VALIDATEDATASETREQUEST']._serialized_end=1235
+  _globals['_VALIDATEDATASETREQUEST_TABLEBOUNDSENTRY']._serialized_start=1185
+  _globals['_VALIDATEDATASETREQUEST_TABLEBOUNDSENTRY']._serialized_end=1235
+  _globals['_VALIDATEDATASETRESPONSE']._serialized_start=1238
+  _globals['_VALIDATEDATASETRESPONSE']._serialized_end=1486
+  _globals['_UPLOADHEADER']._serialized_start=1489
+  _globals['_UPLOADHEADER']._serialized_end=1627
+  _globals['_UPLOADDATASETREQUEST']._serialized_start=1629
+  _globals['_UPLOADDATASETREQUEST']._serialized_end=1729
+  _globals['_UPLOADDATASETRESPONSE']._serialized_start=1731
+  _globals['_UPLOADDATASETRESPONSE']._serialized_end=1798
+  _globals['_DELETEDATASETREQUEST']._serialized_start=1800
+  _globals['_DELETEDATASETREQUEST']._serialized_end=1842
+  _globals['_DELETEDATASETRESPONSE']._serialized_start=1844
+  _globals['_DELETEDATASETRESPONSE']._serialized_end=1887
+  _globals['_DATASERVICE']._serialized_start=1890
+  _globals['_DATASERVICE']._serialized_end=2649
 # @@protoc_insertion_point(module_scope)

@@ -335,29 +335,70 @@ Global___ReadRowsResponse: _TypeAlias = ReadRowsResponse  # noqa: Y015
 
 @_typing.final
 class ValidateDatasetRequest(_message.Message):
-    """ValidateDatasetRequest asks to check a dataset against a model's policy schema."""
+    """ValidateDatasetRequest asks to check a dataset against a model's declared policy columns and
+    rules (docs/model-interface.md).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TableBoundsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     DATASET_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     MAX_VIOLATIONS_FIELD_NUMBER: _builtins.int
+    INTERFACE_JSON_FIELD_NUMBER: _builtins.int
+    TABLE_BOUNDS_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """Dataset id."""
     model: _builtins.str
-    """Model schema to check against; empty means "term_life", the reference model."""
+    """Name of the model, shown in messages. When interface_json is empty it selects the
+    declaration: empty or "term_life" means the shipped term-life declaration (and the bounds
+    of its shipped tables); any other name is INVALID_ARGUMENT.
+    """
     max_violations: _builtins.int
     """Maximum violations to return in detail; 0 means the server default (100)."""
+    interface_json: _builtins.str
+    """The declaration to judge rows by: the canonical JSON (UTF-8, keys sorted, no whitespace)
+    of a package's livecalc.config.json key "interface"; at most 1 MiB. Empty: see model.
+    """
+    @_builtins.property
+    def table_bounds(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Table bounds the declaration's rules and horizon read, keyed "TABLE.AXIS.first",
+        "TABLE.AXIS.last" or "TABLE.AXIS.size" (labels, and a size as a count); those the
+        declaration fixes itself (an axis' first, and last and size when it declares a size) may
+        be left out. A bound the rules read that is neither given nor declared is INVALID_ARGUMENT.
+        """
+
     def __init__(
         self,
         *,
         dataset_id: _builtins.str = ...,
         model: _builtins.str = ...,
         max_violations: _builtins.int = ...,
+        interface_json: _builtins.str = ...,
+        table_bounds: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "max_violations", b"max_violations", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "interface_json", b"interface_json", "max_violations", b"max_violations", "model", b"model", "table_bounds", b"table_bounds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -122,7 +122,7 @@ class DataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ValidateDataset(self, request, context):
-        """ValidateDataset checks a dataset against a model's policy schema.
+        """ValidateDataset checks every row of a dataset against a model's declared policy columns and rules.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

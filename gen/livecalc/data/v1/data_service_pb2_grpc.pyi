@@ -49,7 +49,7 @@ class DataServiceStub:
     ReadRows: _grpc.UnaryStreamMultiCallable[_data_service_pb2.ReadRowsRequest, _data_service_pb2.ReadRowsResponse]
     """ReadRows streams a row range as Arrow IPC record batches, each well under 4 MiB."""
     ValidateDataset: _grpc.UnaryUnaryMultiCallable[_data_service_pb2.ValidateDatasetRequest, _data_service_pb2.ValidateDatasetResponse]
-    """ValidateDataset checks a dataset against a model's policy schema."""
+    """ValidateDataset checks every row of a dataset against a model's declared policy columns and rules."""
     UploadDataset: _grpc.StreamUnaryMultiCallable[_data_service_pb2.UploadDatasetRequest, _data_service_pb2.UploadDatasetResponse]
     """UploadDataset stores a dataset sent as a header followed by chunks of at most 4 MiB;
     nothing becomes visible unless the size and SHA-256 match.
@@ -78,7 +78,7 @@ class DataServiceAsyncStub(DataServiceStub):
     ReadRows: _aio.UnaryStreamMultiCallable[_data_service_pb2.ReadRowsRequest, _data_service_pb2.ReadRowsResponse]  # type: ignore[assignment]
     """ReadRows streams a row range as Arrow IPC record batches, each well under 4 MiB."""
     ValidateDataset: _aio.UnaryUnaryMultiCallable[_data_service_pb2.ValidateDatasetRequest, _data_service_pb2.ValidateDatasetResponse]  # type: ignore[assignment]
-    """ValidateDataset checks a dataset against a model's policy schema."""
+    """ValidateDataset checks every row of a dataset against a model's declared policy columns and rules."""
     UploadDataset: _aio.StreamUnaryMultiCallable[_data_service_pb2.UploadDatasetRequest, _data_service_pb2.UploadDatasetResponse]  # type: ignore[assignment]
     """UploadDataset stores a dataset sent as a header followed by chunks of at most 4 MiB;
     nothing becomes visible unless the size and SHA-256 match.
@@ -140,7 +140,7 @@ class DataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _data_service_pb2.ValidateDatasetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_data_service_pb2.ValidateDatasetResponse, _abc.Awaitable[_data_service_pb2.ValidateDatasetResponse]]:
-        """ValidateDataset checks a dataset against a model's policy schema."""
+        """ValidateDataset checks every row of a dataset against a model's declared policy columns and rules."""
 
     @_abc_1.abstractmethod
     def UploadDataset(
