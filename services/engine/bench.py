@@ -8,7 +8,16 @@ native width, whose ratio ``wasm_vs_native_same_bits`` is the fair one; and a pr
 variant with WASM's vector width), and the numpy reference. The figure is policy·scenario·
 months per second, where months are the months actually projected (Σ M over policies × N);
 each timing covers the whole term_life node (tables, scenario tables, premiums, block
-partials), best of ``repeats``. Benchmarks are not tests: this prints numbers.
+partials), best of ``repeats`` after a warm-up (WASM: best of ``repeats`` rounds of
+``runs_per_lease`` runs, see below). Benchmarks are not tests: this prints numbers.
+
+Every engine runs ABI v2 (docs/model-interface.md): the inputs are the shipped term_life
+declaration's records and assets (`term_life_inputs`), run by `run_projection`. Beside the
+WASM figures, the frozen ABI v1 build of the same model (`services.engine.bench_abi_v1`) runs
+on the same pool and inputs: v1 and v2 alternate, one warm lease each per round (a lease holds
+one binary: the two builds' static data overlap), so machine noise hits both alike; the report
+gives ``wasm_v1_steps_per_s``, the ratio ``v2_vs_v1`` per thread count and whether v1's block
+partials (and esg rates) have v2's bits.
 """
 
 from __future__ import annotations
@@ -28,14 +37,18 @@ import numpy as np
 
 from services.common.errors import FailedPrecondition
 from services.engine.assumption_assets import shipped_assumptions
-from services.engine.layout import LayoutBuilder
+from services.engine.bench_abi_v1 import run_esg_v1, run_term_life_v1, v1_models
+from services.engine.layout import LayoutBuilder, scenario_buffer
 from services.engine.model_points import synthetic_policies
 from services.engine.native import NARROW_FLAGS, SAME_BITS_FLAGS, NativePool, compiler
-from services.engine.pipeline import reference_partials
+from services.engine.pipeline import RunInputs, reference_partials
+from services.engine.reference_inputs import term_life_inputs
 from services.engine.runtime import Runtime, RuntimeConfig, wasmtime_version
-from services.engine.wasm_nodes import run_esg, run_term_life
-from services.engine.workers import Executor, RunControl, WasmPool
+from services.engine.wasm_nodes import ScenarioBuffer, run_generator, run_projection
+from services.engine.workers import Executor, RunControl, RunLease, WasmPool
 from services.valuation.arrays import F64
+from services.valuation.assumptions import Assumptions
+from services.valuation.policies import Policies
 from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
 
@@ -46,6 +59,7 @@ TARGETS = {
     "wasm_vs_native_same_bits": 0.5,
     "wasm_vs_numpy": 5.0,
     "two_threads_speedup": 1.8,
+    "v2_vs_v1": 0.95,
 }
 
 
@@ -54,9 +68,12 @@ class BenchSize:
     policies: int
     scenarios: int
     repeats: int
+    """Timed runs of the native builds (after a warm-up); rounds of the WASM builds."""
+    runs_per_lease: int = 1
+    """Timed runs per WASM lease (after a warm-up): the WASM figures are best of repeats × this."""
 
 
-FULL = BenchSize(policies=4096, scenarios=256, repeats=5)
+FULL = BenchSize(policies=4096, scenarios=256, repeats=5, runs_per_lease=3)
 QUICK = BenchSize(policies=4096, scenarios=16, repeats=2)
 
 
@@ -82,17 +99,41 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _timed(run: Callable[[], F64]) -> tuple[float, F64]:
+    start = time.perf_counter()
+    out = run()
+    return time.perf_counter() - start, out
+
+
 def _best(repeats: int, run: Callable[[], F64]) -> tuple[float, F64]:
     best, out = float("inf"), np.zeros(0)
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = run()
-        best = min(best, time.perf_counter() - start)
+        t, out = _timed(run)
+        best = min(best, t)
     return best, out
 
 
-def _executor_run(ex: Executor, inputs: dict[str, Any], rates: F64, repeats: int) -> tuple[float, F64]:
-    policies, assumptions = inputs["policies"], inputs["assumptions"]
+def _v2_once(ex: Executor, inputs: RunInputs, rates: F64) -> Callable[[], F64]:
+    """One v2 term_life node: the scenario buffer written, then `run_projection`."""
+    n, months = rates.shape
+    control = RunControl()
+
+    def once() -> F64:
+        alloc = LayoutBuilder(ex.memory.run_base)
+        region = scenario_buffer(alloc, "rates", n, months)
+        ex.memory.ensure(alloc.end)
+        ex.memory.view(region, np.float64, rates.shape)[:] = rates
+        result = run_projection(
+            ex, "term_life", alloc, inputs.interface, records=inputs.records, assets=inputs.assets,
+            scenarios={"rates": ScenarioBuffer(region, n, months)}, n_scen=n, control=control,
+        )  # fmt: skip
+        return result.partials
+
+    return once
+
+
+def _v1_once(ex: Executor, policies: Policies, assumptions: Assumptions, rates: F64) -> Callable[[], F64]:
+    """One v1 term_life node (the frozen baseline): the rates written, then v1's call sequence."""
     n, months = rates.shape
     control = RunControl()
 
@@ -101,14 +142,56 @@ def _executor_run(ex: Executor, inputs: dict[str, Any], rates: F64, repeats: int
         region = alloc.add_array("rates", rates.shape, np.float64)
         ex.memory.ensure(alloc.end)
         ex.memory.view(region, np.float64, rates.shape)[:] = rates
-        result = run_term_life(
-            ex, "term_life", alloc, policies, assumptions,
-            rates=region, n_scen=n, rates_stride=months, control=control,
-        )  # fmt: skip
-        return result.partials
+        return run_term_life_v1(
+            ex, "term_life", alloc, policies, assumptions, rates=region, n_scen=n, rates_stride=months, control=control
+        )
 
+    return once
+
+
+def _executor_run(ex: Executor, inputs: RunInputs, rates: F64, repeats: int) -> tuple[float, F64]:
+    once = _v2_once(ex, inputs, rates)
     once()  # warm-up: instances, page faults
     return _best(repeats, once)
+
+
+def _scenarios(pool: WasmPool, scenarios: ScenarioParams, months: int) -> tuple[F64, bool]:
+    """The v2 esg's rates f64 [N][months], and whether the v1 esg gives the same bits."""
+    shape = (scenarios.count, months)
+    with pool.lease() as lease:
+        lease.load("esg", shipped_models()["esg"])
+        buffers = run_generator(lease, "esg", LayoutBuilder(lease.memory.run_base), scenarios, months,
+                                control=RunControl())  # fmt: skip
+        rates: F64 = np.array(lease.memory.view(buffers["rates"].region, np.float64, shape))
+    with pool.lease() as lease:
+        lease.load("esg", v1_models()["esg"])
+        region = run_esg_v1(lease, "esg", LayoutBuilder(lease.memory.run_base), scenarios, months, control=RunControl())
+        rates_v1: F64 = np.array(lease.memory.view(region, np.float64, shape))
+    return rates, bool(np.array_equal(rates.view(np.uint64), rates_v1.view(np.uint64)))
+
+
+def _interleaved(
+    pool: WasmPool, runs: dict[str, tuple[bytes, Callable[[RunLease], Callable[[], F64]]]], size: BenchSize
+) -> dict[str, tuple[float, F64]]:
+    """Best of ``repeats × runs_per_lease`` for each build, alternating: per round, one lease per
+    build (a warm-up run, then ``runs_per_lease`` timed runs), in an order that swaps every round."""
+    best: dict[str, tuple[float, F64]] = {}
+    names = list(runs)
+    for round_ in range(size.repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            wasm, make = runs[name]
+            with pool.lease() as lease:
+                lease.load("term_life", wasm)
+                once = make(lease)
+                once()  # warm-up: instances, page faults
+                t, out = _best(size.runs_per_lease, once)
+            if name not in best or t < best[name][0]:
+                best[name] = (t, out)
+    return best
+
+
+def _bits_equal(a: F64, b: F64) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(a.view(np.uint64), b.view(np.uint64)))
 
 
 def measure(threads: list[int], size: BenchSize, cache_dir: Path | None = None) -> dict[str, Any]:
@@ -116,26 +199,27 @@ def measure(threads: list[int], size: BenchSize, cache_dir: Path | None = None) 
     assumptions = dataclasses.replace(shipped_assumptions(), dyn_lapse_beta=DYN_LAPSE_BETA)
     policies = synthetic_policies(size.policies, seed=1, in_force=0.2)
     scenarios = ScenarioParams(count=size.scenarios, seed=2024, sigma=0.015)
-    months = policies.horizon_months
+    inputs = term_life_inputs(policies, assumptions, scenarios)
+    months = inputs.records.horizon_months
     projected = int((12 * policies.policy_term.astype(np.int64) - policies.duration_mth).sum())
     steps = projected * scenarios.count
-    inputs = {"policies": policies, "assumptions": assumptions}
-    seconds: dict[str, Any] = {"wasm": {}}
+    seconds: dict[str, Any] = {"wasm": {}, "wasm_v1": {}}
     wasm: dict[str, float] = {}
+    wasm_v1: dict[str, float] = {}
     partials: dict[str, F64] = {}
     runtime = Runtime(RuntimeConfig(cache_dir=cache_dir))
-    rates: F64 = np.zeros(0)
+    with WasmPool(runtime, threads=threads[0]) as pool:
+        rates, esg_same = _scenarios(pool, scenarios, months)
+    v2_wasm, v1_wasm = shipped_models()["term_life"], v1_models()["term_life"]
     for k in threads:
-        with WasmPool(runtime, threads=k) as pool, pool.lease() as lease:
-            for name, wasm_bytes in shipped_models().items():
-                lease.load(name, wasm_bytes)
-            if not rates.size:
-                alloc = LayoutBuilder(lease.memory.run_base)
-                region = run_esg(lease, "esg", alloc, scenarios, months, control=RunControl())
-                rates = np.array(lease.memory.view(region, np.float64, (scenarios.count, months)))
-            t, partials[f"wasm{k}"] = _executor_run(lease, inputs, rates, size.repeats)
-        seconds["wasm"][str(k)] = t
-        wasm[str(k)] = steps / t
+        with WasmPool(runtime, threads=k) as pool:
+            best = _interleaved(pool, {
+                "v2": (v2_wasm, lambda lease: _v2_once(lease, inputs, rates)),
+                "v1": (v1_wasm, lambda lease: _v1_once(lease, policies, assumptions, rates)),
+            }, size)  # fmt: skip
+        (t, partials[f"wasm{k}"]), (t1, partials[f"wasm{k}_v1"]) = best["v2"], best["v1"]
+        seconds["wasm"][str(k)], seconds["wasm_v1"][str(k)] = t, t1
+        wasm[str(k)], wasm_v1[str(k)] = steps / t, steps / t1
     native: dict[str, float | None] = {"native": None, "native_same_bits": None, "native_vw2_nofma": None}
     flags = {"native": (), "native_same_bits": SAME_BITS_FLAGS, "native_vw2_nofma": NARROW_FLAGS}
     try:
@@ -145,7 +229,7 @@ def measure(threads: list[int], size: BenchSize, cache_dir: Path | None = None) 
                 seconds[name], native[name] = t, steps / t
     except (FailedPrecondition, OSError, subprocess.CalledProcessError) as exc:
         print(f"livecalc bench: native baseline unavailable: {exc}", file=sys.stderr)
-    t, partials["numpy"] = _best(1, lambda: reference_partials(policies, assumptions, rates))
+    t, partials["numpy"] = _best(1, lambda: reference_partials(inputs, rates))
     seconds["numpy"] = t
     numpy_rate = steps / t
     totals = {k: v[:, 4, :].sum(axis=0) for k, v in partials.items()}
@@ -157,18 +241,22 @@ def measure(threads: list[int], size: BenchSize, cache_dir: Path | None = None) 
         "wasm_vs_native_vw2_nofma": _ratio(one, native["native_vw2_nofma"]),
         "wasm_vs_numpy": one / numpy_rate,
         "wasm_threads_speedup": {k: v / one for k, v in wasm.items()},
+        "v2_vs_v1": {k: wasm[k] / wasm_v1[k] for k in wasm},
     }
     ref = totals["numpy"]
     agreement = {k: float(np.max(np.abs(v - ref) / np.abs(ref))) for k, v in totals.items() if k != "numpy"}
     return {
         "wasm_steps_per_s": wasm,
+        "wasm_v1_steps_per_s": wasm_v1,
         "native_steps_per_s": native["native"],
         "native_same_bits_steps_per_s": native["native_same_bits"],
         "native_vw2_nofma_steps_per_s": native["native_vw2_nofma"],
         "bit_identical_to_wasm": {
-            k: bool(np.array_equal(v.view(np.uint64), wasm_bits.view(np.uint64)))
-            for k, v in partials.items()
-            if k != f"wasm{threads[0]}"
+            k: _bits_equal(v, wasm_bits) for k, v in partials.items() if k != f"wasm{threads[0]}"
+        },
+        "v1_v2_bit_identical": {
+            "partials": all(_bits_equal(partials[f"wasm{k}_v1"], partials[f"wasm{k}"]) for k in threads),
+            "esg_rates": esg_same,
         },
         "numpy_steps_per_s": numpy_rate,
         "ratios": ratios,
@@ -181,6 +269,7 @@ def measure(threads: list[int], size: BenchSize, cache_dir: Path | None = None) 
             "max_months": months,
             "dyn_lapse_beta": DYN_LAPSE_BETA,
             "repeats": size.repeats,
+            "wasm_runs": size.repeats * size.runs_per_lease,
         },
         "max_rel_diff_vs_numpy": agreement,
         "targets": TARGETS,
@@ -196,18 +285,25 @@ def _fmt(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:.3g}"
 
 
+def _threads(k: str) -> str:
+    return f"{k} thread{'s' if k != '1' else ''}"
+
+
 def render(report: dict[str, Any]) -> str:
     i, m, r = report["inputs"], report["machine"], report["ratios"]
+    same = report["v1_v2_bit_identical"]
     lines = [
         f"engine benchmark: term_life, {i['policies']} policies × {i['scenarios']} scenarios, "
         f"{i['months_projected']} policy·months → {report['steps']:.3g} policy·scenario·months "
-        f"(dynamic lapse β={i['dyn_lapse_beta']}, best of {i['repeats']})",
+        f"(dynamic lapse β={i['dyn_lapse_beta']}, best of {i['wasm_runs']} wasm, {i['repeats']} native)",
         f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
         f"wasmtime {m['wasmtime']}, {m['cc']}",
     ]
     for k, rate in report["wasm_steps_per_s"].items():
-        lines.append(f"  wasm, {k} thread{'s' if k != '1' else ''}: {_fmt(rate):>9} steps/s  "
+        lines.append(f"  wasm, {_threads(k)}: {_fmt(rate):>9} steps/s  "
                      f"(×{r['wasm_threads_speedup'][k]:.2f} of one thread)")  # fmt: skip
+    for k, rate in report["wasm_v1_steps_per_s"].items():
+        lines.append(f"  wasm ABI v1, {_threads(k)}: {_fmt(rate):>9} steps/s  (v2/v1 {r['v2_vs_v1'][k]:.3f})")
     lines += [
         f"  native -O3 -march=native:   {_fmt(report['native_steps_per_s']):>9} steps/s",
         f"  native, same arithmetic:    {_fmt(report['native_same_bits_steps_per_s']):>9} steps/s  "
@@ -217,6 +313,10 @@ def render(report: dict[str, Any]) -> str:
         f"ratios: wasm/native {_fmt(r['wasm_vs_native'])}, wasm/native-same-arithmetic "
         f"{_fmt(r['wasm_vs_native_same_bits'])}, wasm/native-2-wide-no-FMA "
         f"{_fmt(r['wasm_vs_native_vw2_nofma'])}, wasm/numpy {_fmt(r['wasm_vs_numpy'])}",
+        "ABI v2 vs v1 (same run, alternating leases): "
+        + ", ".join(f"{_threads(k)} {v:.3f}" for k, v in r["v2_vs_v1"].items())
+        + f"; v1 bits = v2 bits: partials {'yes' if same['partials'] else 'NO'}, "
+        f"esg rates {'yes' if same['esg_rates'] else 'NO'}",
         "agreement with numpy (max relative difference of portfolio pv_net_cf): "
         + ", ".join(f"{k} {v:.1e}" for k, v in report["max_rel_diff_vs_numpy"].items()),
         "bit-identical to wasm (block partials): "

@@ -1,4 +1,5 @@
-"""`bench engine --json` prints one JSON object with the figures; native agrees with WASM.
+"""`bench engine --json` prints one JSON object with the figures; native agrees with WASM, and
+the frozen ABI v1 build gives ABI v2's bits.
 
 Tests check correctness only: the figures are printed, never compared with a speed.
 """
@@ -27,6 +28,12 @@ def test_bench_engine_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["numpy_steps_per_s"] > 0
     assert report["ratios"]["wasm_vs_native_same_bits"] > 0
     assert report["bit_identical_to_wasm"]["wasm2"]  # threads never change the bits
+    # the frozen ABI v1 build ran beside v2 on the same inputs: v2 kept v1's arithmetic
+    assert set(report["wasm_v1_steps_per_s"]) == {"1", "2"}
+    assert all(v > 0 for v in report["wasm_v1_steps_per_s"].values())
+    assert all(v > 0 for v in report["ratios"]["v2_vs_v1"].values())
+    assert report["v1_v2_bit_identical"] == {"partials": True, "esg_rates": True}
+    assert report["bit_identical_to_wasm"]["wasm1_v1"] and report["bit_identical_to_wasm"]["wasm2_v1"]
     assert report["machine"]["cores"] >= 1
     for engine, rel in report["max_rel_diff_vs_numpy"].items():
         assert rel < 1e-9, engine
@@ -36,6 +43,7 @@ def test_bench_engine_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_engine([1], quick=True) == 0
     out = capsys.readouterr().out
     assert "wasm, 1 thread" in out and "numpy reference" in out and "ratios:" in out
+    assert "wasm ABI v1, 1 thread" in out and "v1 bits = v2 bits: partials yes, esg rates yes" in out
 
 
 def test_cli_bench_engine_json_is_one_document() -> None:
