@@ -64,10 +64,15 @@ def job_spec(
     chunk_blocks: int = 0,
     threads: int = 0,
     labels: Mapping[str, str] | None = None,
+    scenario_dataset: str | None = None,
 ) -> job_pb2.JobSpec:
     """A `JobSpec`. Without ``scenarios`` the package's configured scenario set is used; with it,
     the package's configured seed, mean reversion and volatility unless given here.
-    ``preview_rows`` makes it a preview on a seeded sample of that many policies."""
+    ``preview_rows`` makes it a preview on a seeded sample of that many policies.
+
+    ``scenario_dataset`` ("ID" or "ID@VERSION"): the scenarios are read from that dataset, a
+    scenario set (docs/model-interface.md "Scenario inputs"), instead of the package's generator:
+    its first ``scenarios`` (all of them without a count); no seed or generator parameter then."""
     spec = job_pb2.JobSpec(
         package_hash=package_hash,
         dataset_id=dataset_id,
@@ -75,7 +80,16 @@ def job_spec(
         threads=threads,
         labels=dict(labels or {}),
     )
-    if scenarios is not None:
+    if scenario_dataset is not None:
+        if seed is not None or mean_reversion is not None or volatility is not None:
+            raise InvalidArgument("a scenario set's scenarios take no seed, mean reversion or volatility")
+        dataset_id, _, version = scenario_dataset.partition("@")
+        if not dataset_id:
+            raise InvalidArgument(f"a scenario dataset is ID or ID@VERSION, got {scenario_dataset!r}")
+        spec.scenarios.CopyFrom(
+            engine_pb2.ScenarioSpec(count=scenarios or 0, dataset_id=dataset_id, dataset_version=version)
+        )
+    elif scenarios is not None:
         spec.scenarios.CopyFrom(engine_pb2.ScenarioSpec(count=scenarios))
         if seed is not None:  # unset: the package's configured seed
             spec.scenarios.seed = seed

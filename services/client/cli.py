@@ -29,6 +29,7 @@ from services.client.report import (
     primary_output,
     result_document,
     result_lines,
+    scenarios_line,
     write_plot,
 )
 from services.client.sync import Client
@@ -103,9 +104,17 @@ def _finish(lc: Client, job_id: str, result: job_pb2.JobResult, args: argparse.N
             write_out(f"wrote {args.out}\n")
 
 
-def _scenarios(lc: Client, package_hash: str, count: int | None, seed: int | None) -> engine_pb2.ScenarioSpec | None:
-    """The job's scenario set: None (the package's own) unless --scenarios or --seed is given;
-    then only those replace the package's configured ones (the gateway fills in the rest)."""
+def _scenarios(
+    lc: Client, package_hash: str, count: int | None, seed: int | None, scenario_dataset: str | None = None
+) -> engine_pb2.ScenarioSpec | None:
+    """The job's scenario set: None (the package's own) unless --scenarios, --seed or
+    --scenario-dataset is given; then only those replace the package's configured ones (the
+    gateway fills in the rest). A scenario dataset takes no seed; without --scenarios the job
+    uses every scenario of the set."""
+    if scenario_dataset is not None:
+        if seed is not None:
+            raise InvalidArgument("--seed has no effect with --scenario-dataset (the set's scenarios are data)")
+        return job_spec(package_hash, "", scenarios=count, scenario_dataset=scenario_dataset).scenarios
     if count is None and seed is None:
         return None
     if count is None:
@@ -132,7 +141,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             chunk_blocks=args.chunk_blocks,
             labels=_labels(args.label),
         )
-        scenarios = _scenarios(lc, package_hash, args.scenarios, args.seed)
+        scenarios = _scenarios(lc, package_hash, args.scenarios, args.seed, args.scenario_dataset)
         if scenarios is not None:
             spec.scenarios.CopyFrom(scenarios)
         events = lc.submit(spec)
@@ -197,6 +206,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             f"state     {_state(job)}",
             f"package   {job.spec.package_hash}",
             f"dataset   {job.spec.dataset_id}",
+            f"scenarios {scenarios_line(job)}",
             f"progress  {p.policies_done:,}/{p.policies_total:,} policies, {p.elapsed_seconds:.1f} s",
         ]
         if job.spec.labels:
@@ -264,8 +274,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(p)
     p.add_argument("--package", required=True, metavar="HASH|FILE", help="package hash, or a package file/directory")
     p.add_argument("--dataset", required=True, metavar="ID", help="dataset id")
-    p.add_argument("--scenarios", type=int, help="scenario count (default: the package's configured scenarios)")
+    p.add_argument(
+        "--scenarios",
+        type=int,
+        help="scenario count (default: the package's configured scenarios, or every scenario of --scenario-dataset)",
+    )
     p.add_argument("--seed", type=int, help="scenario seed (with the package's count unless --scenarios)")
+    p.add_argument(
+        "--scenario-dataset",
+        metavar="ID[@VERSION]",
+        help="read the scenarios from this dataset (a scenario set) instead of the package's generator: columns "
+        "scenario (0..S-1), month (0..M-1) and one float column per scenario input the model declares, named as "
+        "the input (term_life: rates); rows ordered by scenario then month, S*M rows. The job uses the set's "
+        "first --scenarios (default: all S); no --seed. @VERSION: refuse unless the set is at that version",
+    )
     p.add_argument("--preview", type=int, metavar="N", help="preview: run a seeded sample of N policies")
     p.add_argument("--sample-seed", type=int, default=1, help="seed of the preview's sample (default 1)")
     p.add_argument("--chunk-blocks", type=int, default=0, metavar="K", help="blocks per chunk (0: the planner's)")

@@ -82,6 +82,7 @@ def result_document(
         "dataset_id": dataset_id,
         "dataset_version": result.dataset_version,
         "policy_count": int(result.policy_count),
+        **_scenario_dataset(result),
         "preview": result.preview,
         "result_hash": result.result_hash,
         "primary_output": primary_output(result).name,
@@ -107,6 +108,25 @@ def result_document(
         for o in result.outputs
     ]
     return doc
+
+
+def _scenario_dataset(result: job_pb2.JobResult) -> dict[str, Any]:
+    """The scenario set a result used, as a document field (none for the generator's scenarios)."""
+    if not result.scenario_dataset_id:
+        return {}
+    return {"scenario_dataset": {"id": result.scenario_dataset_id, "version": result.scenario_dataset_version}}
+
+
+def scenarios_line(job: job_pb2.Job) -> str:
+    """Where a job's scenarios come from: the generator's parameters or a scenario set."""
+    s = job.spec.scenarios
+    if s.dataset_id:
+        version = f" (version {s.dataset_version})" if s.dataset_version else ""
+        count = f"first {s.count:,} of " if s.count else "every scenario of "
+        return f"{count}scenario set {s.dataset_id}{version}"
+    if not job.spec.HasField("scenarios"):
+        return "the package's"
+    return f"{s.count:,} generated (seed {s.seed})" if s.HasField("seed") else f"{s.count:,} generated"
 
 
 def _finite(value: Any) -> Any:
@@ -141,6 +161,11 @@ def result_lines(result: job_pb2.JobResult, *, title: str = "Results") -> list[s
     rows: list[tuple[str, str]] = [
         ("policies", f"{result.policy_count:,}"),
         ("scenarios", f"{s.scenario_count:,}"),
+        *(
+            [("scenario set", f"{result.scenario_dataset_id} (version {result.scenario_dataset_version})")]
+            if result.scenario_dataset_id
+            else []
+        ),
         (f"mean {primary}", money(s.mean)),
         ("std", money(s.std)),
         ("standard error", money(s.standard_error)),

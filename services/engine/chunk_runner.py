@@ -10,6 +10,8 @@ pipeline run (esg → term_life, or whatever the package declares) on the engine
   name *dataset* row numbers);
 - a piece whose partials are not all finite is an error naming the row that made them so
   (`non_finite.locate`, on the error path only), never a result of inf and NaN;
+- a job with a scenario set (`ChunkWork.scenario_set`) gives its arrays to every piece as
+  scenario data, the generator not run, once the set is seen to cover the piece's horizons;
 - after each piece the chunk yields one `BlockPartial` per block, then a progress event;
   block partials do not depend on how blocks are grouped into pieces, so the bits are those
   of one run over the whole dataset. A partial carries every output the model declares, in
@@ -42,6 +44,7 @@ from services.engine.non_finite import is_finite, locate
 from services.engine.package_loader import LoadedPackage
 from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
 from services.engine.row_reader import Sample
+from services.engine.scenario_sets import ScenarioSet
 from services.engine.workers import RunControl, WasmPool
 from services.valuation.arrays import F64
 from services.valuation.blocks import BLOCK_SIZE, fold
@@ -66,6 +69,8 @@ class ChunkWork:
     block_count: int = 0
     sample_n: int = 0
     sample_seed: int = 0
+    scenario_set: ScenarioSet | None = None
+    """The job's scenario inputs as data (they replace the generator), or None."""
 
     @property
     def is_sample(self) -> bool:
@@ -89,6 +94,10 @@ class _Piece:
     first_row: int
     records: Records
     dataset_rows: npt.NDArray[np.int64] | None = None  # a sample's dataset row numbers
+
+    def row_of(self, r: int) -> int:
+        """The dataset row of the piece's row r."""
+        return int(self.dataset_rows[r]) if self.dataset_rows is not None else self.first_row + r
 
 
 class RowSource(Protocol):
@@ -194,7 +203,11 @@ class ChunkRunner:
                     stats.read_wait_seconds += time.monotonic() - waited
                     if isinstance(item, BaseException):
                         raise item
-                    result, seconds = await self._compute(runner, package, item, work.scenarios, control=control)
+                    given = work.scenario_set
+                    if given is not None:
+                        given.check_covers(item.records, item.row_of)
+                    result, seconds = await self._compute(runner, package, item, work.scenarios, control=control,
+                                                          scenario_data=given.arrays if given else None)  # fmt: skip
                     steps = steps_of(item.records, work.scenarios.count)
                     stats.steps += steps
                     stats.policies += len(item.records)
@@ -255,8 +268,7 @@ class ChunkRunner:
         self, runner: PipelineRunner, package: LoadedPackage, piece: _Piece, scenarios: ScenarioParams, *,
         control: RunControl, scenario_data: Mapping[str, F64] | None = None,
     ) -> tuple[PipelineResult, float]:  # fmt: skip
-        def row_of(r: int) -> int:
-            return int(piece.dataset_rows[r]) if piece.dataset_rows is not None else piece.first_row + r
+        row_of = piece.row_of
 
         def inputs_of(records: Records) -> RunInputs:
             return RunInputs(package.interface, records, package.assets, scenarios, scenario_data or {},

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -172,15 +172,29 @@ class RowReader:
             self._rows[key] = int(found.row_count)
         return int(found.row_count)
 
-    async def read(self, dataset_id: str, version: str, start_row: int, end_row: int, *, tenant: str = "") -> pa.Table:
-        """Rows [start_row, end_row) of the dataset at ``version`` as one Arrow table."""
+    async def read(
+        self,
+        dataset_id: str,
+        version: str,
+        start_row: int,
+        end_row: int,
+        *,
+        tenant: str = "",
+        columns: Sequence[str] = (),
+    ) -> pa.Table:
+        """Rows [start_row, end_row) of the dataset at ``version`` as one Arrow table (only
+        ``columns``, in the dataset's order, when some are named)."""
         batches: list[pa.RecordBatch] = []
         schema: pa.Schema | None = None
         next_row = start_row
         retry = _Retry(self.retry, f"ReadRows {dataset_id}")
         while True:
             request = data_service_pb2.ReadRowsRequest(
-                dataset_id=dataset_id, start_row=next_row, end_row=end_row, expected_version=version
+                dataset_id=dataset_id,
+                start_row=next_row,
+                end_row=end_row,
+                expected_version=version,
+                columns=list(columns),
             )
             call = self._stub.ReadRows(
                 request, timeout=READ_TIMEOUT_SECONDS, metadata=self.credentials.metadata(tenant)
@@ -265,8 +279,10 @@ class TenantRows:
     async def row_count(self, dataset_id: str, version: str) -> int:
         return await self.reader.row_count(dataset_id, version, tenant=self.tenant)
 
-    async def read(self, dataset_id: str, version: str, start_row: int, end_row: int) -> pa.Table:
-        return await self.reader.read(dataset_id, version, start_row, end_row, tenant=self.tenant)
+    async def read(
+        self, dataset_id: str, version: str, start_row: int, end_row: int, *, columns: Sequence[str] = ()
+    ) -> pa.Table:
+        return await self.reader.read(dataset_id, version, start_row, end_row, tenant=self.tenant, columns=columns)
 
     async def sample(self, dataset_id: str, version: str, n: int, seed: int) -> Sample:
         return await self.reader.sample(dataset_id, version, n, seed, tenant=self.tenant)

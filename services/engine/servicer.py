@@ -4,8 +4,10 @@ An engine runs at most ``slots`` chunks at once and answers RESOURCE_EXHAUSTED b
 transient refusal: no fault mark); a chunk whose scenario count can never fit the engine's
 memory cap is refused up front, RESOURCE_EXHAUSTED marked ``livecalc-fault: too-large``. All
 chunks share one `WasmPool` of K threads, computing one at a time in arrival order while the
-others read their package and rows (see chunk_runner). Errors leave as the project's error
-types, which the server interceptor maps to statuses.
+others read their package and rows (see chunk_runner). A chunk whose job reads its scenarios
+from a dataset (`ScenarioSpec.dataset_id`) gets them from the engine's cache of scenario sets,
+read once per engine (scenario_sets.py). Errors leave as the project's error types, which the
+server interceptor maps to statuses.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,9 @@ from services.engine.footprint import least_engine_bytes, max_scenarios
 from services.engine.memory import DEFAULT_KEEP
 from services.engine.metrics import EngineMetrics
 from services.engine.package_loader import LoadedPackage, PackageLoader
-from services.engine.row_reader import RowReader
+from services.engine.row_reader import RowReader, TenantRows
 from services.engine.runtime import wasmtime_version
+from services.engine.scenario_sets import DEFAULT_CACHE_BYTES, ScenarioSet, ScenarioSetCache, SetRequest
 from services.engine.workers import DEFAULT_CALL_TIME_LIMIT, RunControl, WasmPool
 from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.model_abi import ABI_VERSION
@@ -63,6 +66,8 @@ class EngineConfig:
     """A run that grew the engine's memory past this is followed by a fresh, small memory."""
     state_dir: Path | None = None
     """Where the engine keeps its secrets (the module-cache key); never inside ``cache_dir``."""
+    scenario_cache_bytes: int = DEFAULT_CACHE_BYTES
+    """Bytes of scenario sets read from datasets that the engine keeps for later chunks."""
 
     def __post_init__(self) -> None:
         if self.threads < 1 or self.slots < 1 or self.piece_blocks < 1:
@@ -97,6 +102,7 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
         self.reader = reader
         self.metrics = metrics
         self.runner = ChunkRunner(pool, metrics, piece_blocks=config.piece_blocks, on_speed=self._measured)
+        self.scenario_sets = ScenarioSetCache(config.scenario_cache_bytes)
         self._busy = 0
         self._speed: deque[tuple[int, float]] = deque(maxlen=SPEED_WINDOW)
         metrics.slots.set(config.slots)
@@ -156,6 +162,21 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
         return ChunkWork(request.dataset_id, request.dataset_version, scenarios,
                          first_block=request.blocks.first_block, block_count=request.blocks.block_count)  # fmt: skip
 
+    async def _scenario_set(
+        self, request: engine_service_pb2.RunChunkRequest, package: LoadedPackage, rows: TenantRows, tenant: str
+    ) -> ScenarioSet:
+        """The chunk's scenario inputs read from its scenario set (cached; see scenario_sets.py)."""
+        spec = request.scenarios
+        wanted = SetRequest(spec.dataset_id, spec.dataset_version, spec.count, spec.months,
+                            tuple(s.name for s in package.interface.scenario_inputs))  # fmt: skip
+        cap = self.pool.memory.cap
+        if wanted.nbytes > cap:
+            raise ModelMemoryExceeded(
+                f"scenario set {spec.dataset_id}: {spec.count} scenarios × {spec.months} months × "
+                f"{len(wanted.inputs)} inputs need {wanted.nbytes} bytes; this engine's memory cap is {cap} bytes"
+            )
+        return await self.scenario_sets.get(rows, tenant, wanted)
+
     async def RunChunk(
         self, request: engine_service_pb2.RunChunkRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[engine_service_pb2.RunChunkResponse]:
@@ -182,6 +203,8 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
             package, cached = await self.loader.get(request.package_hash, request.package_address, tenant=tenant)
             work = self._work(request, package)
             rows_of = self.reader.acting_for(tenant)
+            if request.scenarios.dataset_id:
+                work = replace(work, scenario_set=await self._scenario_set(request, package, rows_of, tenant))
             rows = 0 if work.is_sample else await rows_of.row_count(work.dataset_id, work.dataset_version)
             stats = ChunkStats()
             async for message in self.runner.run(package, work, rows_of, rows, control=control, stats=stats):

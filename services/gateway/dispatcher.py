@@ -23,7 +23,8 @@ block, which bounds the partials waiting in the gateway. Faults (DESIGN.md step 
 - a refusal the engine marks as the model's (trailing metadata ``livecalc-fault: model``: the
   model ran past the engine's per-piece deadline, or trapped): the job fails at once with the
   engine's status and message — every engine would do the same, and a looping model must not
-  pass for four engine outages;
+  pass for four engine outages (a broken scenario set, scenario_sets.py, is refused the same
+  way, and the job's error names the set);
 - RESOURCE_EXHAUSTED marked ``livecalc-fault: too-large`` (the chunk can never fit this
   engine's memory): that engine never takes the chunk again; when no engine is left that has
   not refused it, the job fails with the engine's message;
@@ -58,6 +59,7 @@ from services.gateway.engines import Engine, EnginePool
 from services.gateway.fold import JobFold
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import Plan, ranges
+from services.gateway.scenario_sets import SET_MESSAGE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +407,10 @@ class Dispatcher:
         attempt, or requeue and wait without counting one."""
         code, details, fault = exc.code(), exc.details() or exc.code().name, fault_of(exc)
         if fault == FAULT_MODEL:
-            self._fail(JobFailed(code, f"the model failed on engine {engine.address}: {details}"))
+            if details.startswith(SET_MESSAGE_PREFIX):  # the job's scenario set, not the model: it says which
+                self._fail(JobFailed(code, f"{details} (engine {engine.address})"))
+            else:
+                self._fail(JobFailed(code, f"the model failed on engine {engine.address}: {details}"))
         elif fault == FAULT_TOO_LARGE:
             refused = work.too_large_on | {engine.address}
             if all(e.address in refused for e in self.pool.engines()):

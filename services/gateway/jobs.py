@@ -54,7 +54,7 @@ from services.gateway.dispatcher import Dispatcher, JobFailed
 from services.gateway.engines import EnginePool
 from services.gateway.events import EventLog, is_terminal, now_timestamp
 from services.gateway.fold import FoldState, JobFold
-from services.gateway.inputs import Datasets, PackageConfigs, scenario_params, scenario_spec, scenarios_key
+from services.gateway.inputs import DataServiceDatasets, Datasets, PackageConfigs, scenario_params, scenario_spec
 from services.gateway.live_job import JobConfig, LiveJob, S
 from services.gateway.metrics import GatewayMetrics, state_label
 from services.gateway.package_store import PackageStore, check_hash
@@ -62,6 +62,13 @@ from services.gateway.planner import Chunk, Plan, plan
 from services.gateway.recovery import abort, record_logged_end, resumed_job
 from services.gateway.reporting import JobReporter
 from services.gateway.results import attach_values, final_result, relative_difference, split_result
+from services.gateway.scenario_sets import (
+    DataServiceScenarioSets,
+    ScenarioSetSource,
+    job_scenario_set,
+    mark_result,
+    result_scenarios_key,
+)
 from services.gateway.store import JobStore, ResultKey, StoreClosed, Written
 from services.gateway.submission import limit_violations, spec_differences
 from services.valuation.blocks import BLOCK_SIZE
@@ -95,8 +102,13 @@ class JobManager:
         metrics: GatewayMetrics,
         config: JobConfig,
         credentials: ServiceCredentials | None = None,
+        scenario_sets: ScenarioSetSource | None = None,
     ) -> None:
         self.store, self.pool, self.packages, self.datasets = store, pool, packages, datasets
+        #: Where scenario sets are read at submit (scenario_sets.py): by default the data service of ``datasets``.
+        self.scenario_sets = scenario_sets
+        if scenario_sets is None and isinstance(datasets, DataServiceDatasets):
+            self.scenario_sets = DataServiceScenarioSets.like(datasets)
         self.metrics, self.config = metrics, config
         #: The service token of RunChunk calls (none when auth is off).
         self.credentials = credentials or ServiceCredentials()
@@ -171,7 +183,7 @@ class JobManager:
             bad.append(FieldViolation("spec.dataset_id", "is required"))
         if not spec.package_hash:
             bad.append(FieldViolation("spec.package_hash", "is required"))
-        if spec.HasField("scenarios") and spec.scenarios.count == 0:
+        if spec.HasField("scenarios") and spec.scenarios.count == 0 and not spec.scenarios.dataset_id:
             bad.append(
                 FieldViolation("spec.scenarios.count", "must be ≥ 1 (leave scenarios out for the package's own)")
             )
@@ -184,7 +196,9 @@ class JobManager:
         dataset = await self.datasets.get(spec.dataset_id, tenant)  # NOT_FOUND from the data service
         configured = await self.configs.scenarios(spec.package_hash, tenant)
         outputs = await self.configs.outputs(spec.package_hash, tenant)
-        params = scenario_params(spec.scenarios if spec.HasField("scenarios") else None, configured)
+        scenario_set = await job_scenario_set(self.scenario_sets, self.configs, spec, tenant)
+        requested = spec.scenarios if spec.HasField("scenarios") else None
+        params = scenario_params(scenario_set.requested(spec.scenarios) if scenario_set else requested, configured)
         if dataset.rows < 1:
             raise InvalidArgument(f"dataset {spec.dataset_id} has no rows")
         preview = spec.HasField("preview")
@@ -215,6 +229,8 @@ class JobManager:
         recorded = job_pb2.JobSpec()
         recorded.CopyFrom(spec)
         recorded.scenarios.CopyFrom(scenario_spec(params))
+        if scenario_set is not None:
+            scenario_set.record(recorded.scenarios)  # the version and months engines read
         job = job_pb2.Job(
             job_id=new_job_id(),
             spec=recorded,
@@ -231,7 +247,7 @@ class JobManager:
             log=logbook,
             plan=job_plan,
             params=params,
-            key=ResultKey(spec.package_hash, dataset.version, scenarios_key(params)),
+            key=ResultKey(spec.package_hash, dataset.version, result_scenarios_key(recorded.scenarios, params)),
             rows=dataset.rows,
             tenant=tenant,
             idempotency_key=idempotency_key,
@@ -534,6 +550,7 @@ class JobManager:
             preview=preview,
             preview_relative_difference=difference,
         )
+        mark_result(result, job.spec.scenarios)
         end = now_timestamp()
         live.result_row = {
             "key": live.key,
@@ -684,3 +701,5 @@ class JobManager:
                 self.reporter.checkpoint(live)  # the latest fold, so the next start redoes as little as it can
         self._live.clear()
         await self.pool.close()
+        if isinstance(self.scenario_sets, DataServiceScenarioSets):
+            await self.scenario_sets.close()

@@ -20,10 +20,11 @@ import numpy as np
 
 from livecalc.gateway.v1 import job_pb2
 from services.gateway.events import EventLog, now_timestamp
-from services.gateway.inputs import scenario_params, scenarios_key
+from services.gateway.inputs import scenario_params
 from services.gateway.live_job import LiveJob, S
 from services.gateway.planner import plan
 from services.gateway.results import with_parts
+from services.gateway.scenario_sets import result_scenarios_key
 from services.gateway.store import Checkpoint, JobStore, ResultKey
 from services.valuation.arrays import F64
 
@@ -71,7 +72,7 @@ def record_logged_end(
                 ResultKey(
                     job.spec.package_hash,
                     result.dataset_version,
-                    scenarios_key(scenario_params(job.spec.scenarios, {})),
+                    result_scenarios_key(job.spec.scenarios, scenario_params(job.spec.scenarios, {})),
                 ),
                 preview=result.preview,
                 mean=result.statistics.mean,
@@ -113,7 +114,7 @@ def resumed_job(
         log=logbook,
         plan=plan(cp.dataset_rows, slots=1, scenarios=params.count, chunk_blocks=cp.chunk_blocks),
         params=params,
-        key=ResultKey(job.spec.package_hash, cp.dataset_version, scenarios_key(params)),
+        key=ResultKey(job.spec.package_hash, cp.dataset_version, result_scenarios_key(job.spec.scenarios, params)),
         rows=cp.dataset_rows,
         tenant=tenant,
         resume=cp,

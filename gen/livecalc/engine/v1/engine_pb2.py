@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flivecalc/engine/v1/engine.proto\x12\x12livecalc.engine.v1\"\xbd\x01\n\x0cScenarioSpec\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\x04seed\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x1b\n\x0emean_reversion\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nvolatility\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x19\n\x0cinclude_base\x18\x05 \x01(\x08H\x03\x88\x01\x01\x42\x07\n\x05_seedB\x11\n\x0f_mean_reversionB\r\n\x0b_volatilityB\x0f\n\r_include_base\"6\n\nBlockRange\x12\x13\n\x0b\x66irst_block\x18\x01 \x01(\x03\x12\x13\n\x0b\x62lock_count\x18\x02 \x01(\x03\"*\n\x0fSampleSelection\x12\t\n\x01n\x18\x01 \x01(\x03\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"\xcd\x01\n\x0c\x42lockPartial\x12\x13\n\x0b\x62lock_index\x18\x01 \x01(\x03\x12\x11\n\tfirst_row\x18\x02 \x01(\x03\x12\x11\n\trow_count\x18\x03 \x01(\x03\x12\x16\n\x0e\x66irst_scenario\x18\t \x01(\x03\x12\x0e\n\x06values\x18\n \x03(\x01\x12\x14\n\x0coutput_count\x18\x0b \x01(\x05J\x04\x08\x04\x10\tR\tpv_net_cfR\x0bpv_premiumsR\tpv_claimsR\x0bpv_expensesR\x0epv_commissions\"N\n\rChunkProgress\x12\x13\n\x0b\x62locks_done\x18\x01 \x01(\x03\x12\x14\n\x0c\x62locks_total\x18\x02 \x01(\x03\x12\x12\n\nsteps_done\x18\x03 \x01(\x03\"\x9c\x01\n\x0c\x43hunkSummary\x12\x0e\n\x06\x62locks\x18\x01 \x01(\x03\x12\x10\n\x08policies\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\x03\x12\x17\n\x0f\x65lapsed_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07threads\x18\x05 \x01(\x05\x12\x19\n\x11read_wait_seconds\x18\x06 \x01(\x01\x12\x16\n\x0epackage_cached\x18\x07 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flivecalc/engine/v1/engine.proto\x12\x12livecalc.engine.v1\"\xfa\x01\n\x0cScenarioSpec\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\x04seed\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x1b\n\x0emean_reversion\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nvolatility\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x19\n\x0cinclude_base\x18\x05 \x01(\x08H\x03\x88\x01\x01\x12\x12\n\ndataset_id\x18\x06 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x07 \x01(\t\x12\x0e\n\x06months\x18\x08 \x01(\rB\x07\n\x05_seedB\x11\n\x0f_mean_reversionB\r\n\x0b_volatilityB\x0f\n\r_include_base\"6\n\nBlockRange\x12\x13\n\x0b\x66irst_block\x18\x01 \x01(\x03\x12\x13\n\x0b\x62lock_count\x18\x02 \x01(\x03\"*\n\x0fSampleSelection\x12\t\n\x01n\x18\x01 \x01(\x03\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"\xcd\x01\n\x0c\x42lockPartial\x12\x13\n\x0b\x62lock_index\x18\x01 \x01(\x03\x12\x11\n\tfirst_row\x18\x02 \x01(\x03\x12\x11\n\trow_count\x18\x03 \x01(\x03\x12\x16\n\x0e\x66irst_scenario\x18\t \x01(\x03\x12\x0e\n\x06values\x18\n \x03(\x01\x12\x14\n\x0coutput_count\x18\x0b \x01(\x05J\x04\x08\x04\x10\tR\tpv_net_cfR\x0bpv_premiumsR\tpv_claimsR\x0bpv_expensesR\x0epv_commissions\"N\n\rChunkProgress\x12\x13\n\x0b\x62locks_done\x18\x01 \x01(\x03\x12\x14\n\x0c\x62locks_total\x18\x02 \x01(\x03\x12\x12\n\nsteps_done\x18\x03 \x01(\x03\"\x9c\x01\n\x0c\x43hunkSummary\x12\x0e\n\x06\x62locks\x18\x01 \x01(\x03\x12\x10\n\x08policies\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\x03\x12\x17\n\x0f\x65lapsed_seconds\x18\x04 \x01(\x01\x12\x0f\n\x07threads\x18\x05 \x01(\x05\x12\x19\n\x11read_wait_seconds\x18\x06 \x01(\x01\x12\x16\n\x0epackage_cached\x18\x07 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,15 +32,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'livecalc.engine.v1.engine_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCENARIOSPEC']._serialized_start=56
-  _globals['_SCENARIOSPEC']._serialized_end=245
-  _globals['_BLOCKRANGE']._serialized_start=247
-  _globals['_BLOCKRANGE']._serialized_end=301
-  _globals['_SAMPLESELECTION']._serialized_start=303
-  _globals['_SAMPLESELECTION']._serialized_end=345
-  _globals['_BLOCKPARTIAL']._serialized_start=348
-  _globals['_BLOCKPARTIAL']._serialized_end=553
-  _globals['_CHUNKPROGRESS']._serialized_start=555
-  _globals['_CHUNKPROGRESS']._serialized_end=633
-  _globals['_CHUNKSUMMARY']._serialized_start=636
-  _globals['_CHUNKSUMMARY']._serialized_end=792
+  _globals['_SCENARIOSPEC']._serialized_end=306
+  _globals['_BLOCKRANGE']._serialized_start=308
+  _globals['_BLOCKRANGE']._serialized_end=362
+  _globals['_SAMPLESELECTION']._serialized_start=364
+  _globals['_SAMPLESELECTION']._serialized_end=406
+  _globals['_BLOCKPARTIAL']._serialized_start=409
+  _globals['_BLOCKPARTIAL']._serialized_end=614
+  _globals['_CHUNKPROGRESS']._serialized_start=616
+  _globals['_CHUNKPROGRESS']._serialized_end=694
+  _globals['_CHUNKSUMMARY']._serialized_start=697
+  _globals['_CHUNKSUMMARY']._serialized_end=853
 # @@protoc_insertion_point(module_scope)

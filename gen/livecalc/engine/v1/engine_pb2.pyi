@@ -20,8 +20,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class ScenarioSpec(_message.Message):
-    """ScenarioSpec selects the economic scenarios of a run (the `esg` generator of MODEL.md).
-    Scenario s is a pure function of (seed, s): any subset can be produced anywhere.
+    """ScenarioSpec selects the economic scenarios of a run: the package's generator (the `esg` of
+    MODEL.md; scenario s is a pure function of (seed, s), so any subset can be produced
+    anywhere), or a scenario set read from a dataset (dataset_id; docs/model-interface.md
+    "Scenario inputs"), whose first `count` scenarios replace the generator's.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -31,6 +33,9 @@ class ScenarioSpec(_message.Message):
     MEAN_REVERSION_FIELD_NUMBER: _builtins.int
     VOLATILITY_FIELD_NUMBER: _builtins.int
     INCLUDE_BASE_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    MONTHS_FIELD_NUMBER: _builtins.int
     count: _builtins.int
     """Number of scenarios N; at least 1."""
     seed: _builtins.int
@@ -43,6 +48,22 @@ class ScenarioSpec(_message.Message):
     """Ornstein–Uhlenbeck volatility σ of the annual short-rate shock; ≥ 0 (default 0.01)."""
     include_base: _builtins.bool
     """When true (the default), scenario 0 is the base curve with no shock."""
+    dataset_id: _builtins.str
+    """A scenario set: the id of a dataset with columns `scenario` (0..S−1), `month` (0..M−1) and
+    one float column per scenario input the model declares, named as the input, rows ordered
+    by scenario then month (S·M rows). When set, the job's scenarios are the set's first
+    `count` (in a JobSpec, 0 means all S of them) and seed, mean_reversion, volatility and
+    include_base are ignored: no generator runs. Read as the job's tenant.
+    """
+    dataset_version: _builtins.str
+    """Version of the scenario set. In a JobSpec, empty means the current version (a version
+    given must be the current one); the gateway records the version it resolved, and engines
+    read exactly that version.
+    """
+    months: _builtins.int
+    """Months per scenario M in the set (its rows / S). Set by the gateway for engines; ignored
+    in a submitted JobSpec.
+    """
     def __init__(
         self,
         *,
@@ -51,10 +72,13 @@ class ScenarioSpec(_message.Message):
         mean_reversion: _builtins.float | None = ...,
         volatility: _builtins.float | None = ...,
         include_base: _builtins.bool | None = ...,
+        dataset_id: _builtins.str = ...,
+        dataset_version: _builtins.str = ...,
+        months: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_include_base", b"_include_base", "_mean_reversion", b"_mean_reversion", "_seed", b"_seed", "_volatility", b"_volatility", "include_base", b"include_base", "mean_reversion", b"mean_reversion", "seed", b"seed", "volatility", b"volatility"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_include_base", b"_include_base", "_mean_reversion", b"_mean_reversion", "_seed", b"_seed", "_volatility", b"_volatility", "count", b"count", "include_base", b"include_base", "mean_reversion", b"mean_reversion", "seed", b"seed", "volatility", b"volatility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_include_base", b"_include_base", "_mean_reversion", b"_mean_reversion", "_seed", b"_seed", "_volatility", b"_volatility", "count", b"count", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "include_base", b"include_base", "mean_reversion", b"mean_reversion", "months", b"months", "seed", b"seed", "volatility", b"volatility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__include_base: _TypeAlias = _typing.Literal["include_base"]  # noqa: Y015
     _WhichOneofArgType__include_base: _TypeAlias = _typing.Literal["_include_base", b"_include_base"]  # noqa: Y015

@@ -141,7 +141,8 @@ class JobSpec(_message.Message):
     @_builtins.property
     def scenarios(self) -> _engine_pb2.ScenarioSpec:
         """Scenario set. When absent, the package's configured scenarios are used; when present,
-        count must be at least 1.
+        count must be at least 1, except with a scenario dataset (scenarios.dataset_id), where 0
+        means every scenario of the set.
         """
 
     @_builtins.property
@@ -464,6 +465,8 @@ class JobResult(_message.Message):
     OUTPUTS_IN_PARTS_FIELD_NUMBER: _builtins.int
     PREVIEW_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
+    SCENARIO_DATASET_ID_FIELD_NUMBER: _builtins.int
+    SCENARIO_DATASET_VERSION_FIELD_NUMBER: _builtins.int
     result_hash: _builtins.str
     """Lower-case hex SHA-256 of the primary output's values as little-endian float64 in
     scenario order.
@@ -489,6 +492,13 @@ class JobResult(_message.Message):
     """
     preview: _builtins.bool
     """True for a preview job (outputs of a sample scaled by policies/sample size)."""
+    scenario_dataset_id: _builtins.str
+    """The scenario set the job's scenarios were read from (JobSpec.scenarios.dataset_id); empty
+    when the package's generator made them. With a set, the spec's seed and generator
+    parameters played no part.
+    """
+    scenario_dataset_version: _builtins.str
+    """The version of that scenario set the engines read."""
     @_builtins.property
     def statistics(self) -> Global___Statistics:
         """Statistics of the primary output's portfolio value over scenarios, with every output's
@@ -513,10 +523,12 @@ class JobResult(_message.Message):
         outputs_in_parts: _builtins.bool = ...,
         preview: _builtins.bool = ...,
         outputs: _abc.Iterable[Global___OutputResult] | None = ...,
+        scenario_dataset_id: _builtins.str = ...,
+        scenario_dataset_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "preview_relative_difference", b"preview_relative_difference", "statistics", b"statistics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "dataset_version", b"dataset_version", "elapsed_seconds", b"elapsed_seconds", "outputs", b"outputs", "outputs_in_parts", b"outputs_in_parts", "package_hash", b"package_hash", "policy_count", b"policy_count", "preview", b"preview", "preview_relative_difference", b"preview_relative_difference", "result_hash", b"result_hash", "statistics", b"statistics", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "dataset_version", b"dataset_version", "elapsed_seconds", b"elapsed_seconds", "outputs", b"outputs", "outputs_in_parts", b"outputs_in_parts", "package_hash", b"package_hash", "policy_count", b"policy_count", "preview", b"preview", "preview_relative_difference", b"preview_relative_difference", "result_hash", b"result_hash", "scenario_dataset_id", b"scenario_dataset_id", "scenario_dataset_version", b"scenario_dataset_version", "statistics", b"statistics", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__preview_relative_difference: _TypeAlias = _typing.Literal["preview_relative_difference"]  # noqa: Y015
     _WhichOneofArgType__preview_relative_difference: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference"]  # noqa: Y015
