@@ -425,7 +425,8 @@ class InProcess:
         from services.engine.pipeline import PipelineRunner  # noqa: PLC0415
         from services.engine.runtime import Runtime  # noqa: PLC0415
         from services.engine.workers import WasmPool  # noqa: PLC0415
-        from services.valuation.assumption_files import assumptions_from_files  # noqa: PLC0415
+        from services.valuation.interface.declaration import interface_of  # noqa: PLC0415
+        from services.valuation.interface.tables import load_assets  # noqa: PLC0415
         from services.valuation.packages.config import wasm_models  # noqa: PLC0415
         from services.valuation.packages.package import verify_archive  # noqa: PLC0415
         from services.valuation.packages.wasm_checks import wasm_path  # noqa: PLC0415
@@ -433,9 +434,9 @@ class InProcess:
         package = verify_archive(archive)
         self.config = dict(package.config)
         files = package.files
-        self.assumptions = assumptions_from_files(
-            {p.removeprefix("assumptions/"): d for p, d in files.items() if p.startswith("assumptions/")}
-        )
+        # the package's own declaration, tables and parameters, as an engine loads them
+        self.interface = interface_of(self.config)
+        self.assets = load_assets(self.interface, files.get)
         binaries = {m: files[wasm_path(m)] for m in wasm_models(self.config)}
         self.pool = WasmPool(Runtime(), threads=threads)
         self.runner = PipelineRunner(self.pool, binaries)
@@ -445,15 +446,15 @@ class InProcess:
         import pyarrow.parquet as pq  # noqa: PLC0415
 
         from services.engine.pipeline import RunInputs  # noqa: PLC0415
-        from services.valuation.policies import Policies  # noqa: PLC0415
+        from services.valuation.interface.records import Records  # noqa: PLC0415
         from services.valuation.scenarios import ScenarioParams  # noqa: PLC0415
 
         started = time.perf_counter()
-        policies = Policies.from_columns(pq.read_table(path))
+        records = Records.from_table(pq.read_table(path), self.interface, self.assets.bounds)
         params = ScenarioParams(count=sc.count, seed=sc.seed, a=sc.a, sigma=sc.sigma, include_base=sc.include_base)
-        result = self.runner.run(self.config["pipeline"], RunInputs(policies, self.assumptions, params))
+        result = self.runner.run(self.config["pipeline"], RunInputs(self.interface, records, self.assets, params))
         seconds = time.perf_counter() - started
-        return seconds, result.result_hash, int(policies.projection_months.sum()) * sc.count
+        return seconds, result.result_hash, int(records.horizons.sum()) * sc.count
 
     def close(self) -> None:
         self.pool.close()

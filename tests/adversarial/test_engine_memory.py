@@ -29,8 +29,8 @@ GROW = bytes(
     wasmtime.wat2wasm(
         f"""(module (import "env" "memory" (memory 1 65535 shared))
         (global (export "__heap_base") i32 (i32.const 0))
-        (func (export "lc_abi_version") (result i32) (i32.const 1))
-        (func (export "esg_run") (param i32 i32 i32) (result i32) (local $old i32)
+        (func (export "lc_abi_version") (result i32) (i32.const 2))
+        (func (export "lc_prepare_scenarios") (param i32 i32 i32) (result i32) (local $old i32)
           (local.set $old (i32.mul (memory.grow (i32.const {GROW_PAGES})) (i32.const {PAGE})))
           (if (i32.lt_s (local.get $old) (i32.const 0)) (then (return (i32.const 0))))
           (memory.fill (local.get $old) (i32.const 7) (i32.const {FILLED}))

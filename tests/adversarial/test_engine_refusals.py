@@ -36,6 +36,7 @@ from services.engine.model_points import synthetic_policies
 from services.engine.package_cache import PackageCache
 from services.engine.package_loader import LoadedPackage, PackageLoader
 from services.engine.pipeline import plan
+from services.engine.reference_inputs import term_life_assets, term_life_interface
 from services.engine.row_reader import RowReader, Sample
 from services.engine.runtime import Runtime
 from services.engine.server import ENGINE_SERVICE, add_arguments, resolve_engine_config
@@ -52,8 +53,8 @@ LOOP = bytes(
     wasmtime.wat2wasm(
         """(module (import "env" "memory" (memory 1 65535 shared))
         (global (export "__heap_base") i32 (i32.const 0))
-        (func (export "lc_abi_version") (result i32) (i32.const 1))
-        (func (export "esg_run") (param i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0)))"""
+        (func (export "lc_abi_version") (result i32) (i32.const 2))
+        (func (export "lc_prepare_scenarios") (param i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0)))"""
     )
 )
 
@@ -114,7 +115,8 @@ def package(name: str, binaries: dict[str, bytes]) -> LoadedPackage:
         version="1",
         nodes=tuple(plan(REFERENCE_PIPELINE)),
         binaries=binaries,
-        assumptions=lifelib_sample_assumptions(),
+        interface=term_life_interface(),
+        assets=term_life_assets(lifelib_sample_assumptions()),
         scenario_defaults={},
         archive_bytes=0,
     )
@@ -203,7 +205,7 @@ async def test_a_looping_model_is_blamed_within_the_piece_limit(engine: Engine) 
     exc, seconds = await refusal(engine.address, request("loops", 8))
     assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     details = exc.details() or ""
-    assert "'esg'" in details and "esg_run" in details and f"{PIECE_LIMIT:g} s" in details, details
+    assert "'esg'" in details and "lc_prepare_scenarios" in details and f"{PIECE_LIMIT:g} s" in details, details
     assert fault(exc) == FAULT_MODEL
     assert seconds < PIECE_LIMIT + 3.0  # the limit, a tick, and the call's set-up
     # the engine is fine afterwards: same bits as before

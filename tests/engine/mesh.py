@@ -21,10 +21,11 @@ from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
 from services.gateway.cli import upload_requests
-from services.valuation.assumption_files import assumptions_from_files
+from services.valuation.interface.declaration import interface_of
+from services.valuation.interface.records import Records
+from services.valuation.interface.tables import load_assets
 from services.valuation.packages.package import build_directory, verify_archive
 from services.valuation.packages.reference import init_directory
-from services.valuation.policies import Policies
 from services.valuation.scenarios import ScenarioParams
 from tests.engine.wasm_helpers import DYN_LAPSE_BETA
 
@@ -54,13 +55,15 @@ def upload_package(address: str, archive: bytes, *, metadata: Sequence[tuple[str
 
 
 def in_process_run(archive: bytes, table: pa.Table, count: int) -> PipelineResult:
-    """The package's pipeline run in this process on `table` and `count` scenarios (MODEL.md's reference order)."""
+    """The package's pipeline run in this process on `table` and `count` scenarios (MODEL.md's reference order):
+    the rows checked and laid out by the package's own declaration, its tables and parameters from its files."""
     package = verify_archive(archive)
-    assumptions = assumptions_from_files(
-        {p.removeprefix("assumptions/"): d for p, d in package.files.items() if p.startswith("assumptions/")}
-    )
-    assert assumptions.dyn_lapse_beta > 0
-    inputs = RunInputs(Policies.from_columns(table), assumptions, ScenarioParams(count=count, seed=SEED, sigma=SIGMA))
+    interface = interface_of(package.config)
+    assets = load_assets(interface, package.files.get)
+    parameters = dict(zip((p.name for p in interface.parameters), assets.parameters, strict=True))
+    assert parameters["dyn_lapse_beta"] == DYN_LAPSE_BETA
+    records = Records.from_table(table, interface, assets.bounds)
+    inputs = RunInputs(interface, records, assets, ScenarioParams(count=count, seed=SEED, sigma=SIGMA))
     with WasmPool(Runtime(), threads=2) as pool:
         return PipelineRunner(pool).run(package.config["pipeline"], inputs)
 

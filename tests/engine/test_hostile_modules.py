@@ -1,8 +1,8 @@
 """Hostile modules, one table: each stops within its deadline with its typed error, load errors
 are INVALID_ARGUMENT naming the problem, and the next run on the same engine gives the same hash.
 
-Each module poses as the scenario generator (it exports the esg entry points) and runs as the
-``wasm://esg`` node of the reference pipeline.
+Each module poses as the scenario generator (it exports ABI v2's ``lc_abi_version`` and
+``lc_prepare_scenarios``) and runs as the ``wasm://esg`` node of the reference pipeline.
 """
 
 from __future__ import annotations
@@ -28,21 +28,21 @@ from tests.engine.wasm_helpers import inputs
 
 CAP = 64 << 20
 MEMORY = '(import "env" "memory" (memory 1 65535 shared))'
-ESG_RUN = '(func (export "esg_run") (param i32 i32 i32) (result i32) {body})'
+PREPARE = '(func (export "lc_prepare_scenarios") (param i32 i32 i32) (result i32) {body})'
 DEADLINE = 0.5
 
 
 def module(
-    *, memory: str = MEMORY, globals_: str = "", extra: str = "", body: str = "(i32.const 0)", esg_run: str = ESG_RUN
+    *, memory: str = MEMORY, globals_: str = "", extra: str = "", body: str = "(i32.const 0)", prepare: str = PREPARE
 ) -> bytes:
-    """An esg-shaped module; ``globals_`` come before the exported ``__heap_base``."""
+    """A generator-shaped module; ``globals_`` come before the exported ``__heap_base``."""
     return bytes(
         wasmtime.wat2wasm(
             f"""(module {memory} {globals_}
               (global (export "__heap_base") i32 (i32.const 0))
               {extra}
-              (func (export "lc_abi_version") (result i32) (i32.const 1))
-              {esg_run.format(body=body)})"""
+              (func (export "lc_abi_version") (result i32) (i32.const 2))
+              {prepare.format(body=body)})"""
         )
     )
 
@@ -72,8 +72,8 @@ HOSTILE = {
             wasmtime.wat2wasm(
                 f"""(module {MEMORY} (global i64 (i64.const 11))
                   (global (export "__heap_base") i32 (i32.const 2000000))
-                  (func (export "lc_abi_version") (result i32) (i32.const 1))
-                  {ESG_RUN.format(body="(i32.const 0)")})"""
+                  (func (export "lc_abi_version") (result i32) (i32.const 2))
+                  {PREPARE.format(body="(i32.const 0)")})"""
             )
         ),
         ModelLoadError,
@@ -105,10 +105,10 @@ HOSTILE = {
         "static data",
     ),
     "wrong-export-signature": Hostile(
-        module(esg_run='(func (export "esg_run") (param i32) (result i32) {body})'),
+        module(prepare='(func (export "lc_prepare_scenarios") (param i32) (result i32) {body})'),
         ModelLoadError,
         InvalidArgument,
-        "esg_run",
+        "lc_prepare_scenarios",
     ),
 }
 
@@ -157,8 +157,8 @@ def test_a_stuck_worker_does_not_keep_the_process_alive() -> None:
 
         loop = wasmtime.wat2wasm('''(module (import "env" "memory" (memory 1 65535 shared))
             (global (export "__heap_base") i32 (i32.const 0))
-            (func (export "lc_abi_version") (result i32) (i32.const 1))
-            (func (export "esg_run") (param i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0)))''')
+            (func (export "lc_abi_version") (result i32) (i32.const 2))
+            (func (export "lc_prepare_scenarios") (param i32 i32 i32) (result i32) (loop $l (br $l)) (i32.const 0)))''')
         pool = WasmPool(Runtime(), threads=2)
         runner = PipelineRunner(pool, shipped_models() | {"esg": bytes(loop)})
         threading.Thread(target=runner.run, args=(REFERENCE_PIPELINE, inputs(50, 64)), daemon=True).start()

@@ -22,13 +22,14 @@ PIPELINE_SCRIPT = textwrap.dedent(
     import services.engine
     from services.engine.assumption_assets import shipped_assumptions
     from services.engine.model_points import synthetic_policies
-    from services.engine.pipeline import PipelineRunner, RunInputs
+    from services.engine.pipeline import PipelineRunner
+    from services.engine.reference_inputs import term_life_inputs
     from services.valuation.packages.config import REFERENCE_PIPELINE
     from services.engine.runtime import Runtime
     from services.engine.workers import WasmPool
     from services.valuation.scenarios import ScenarioParams
 
-    inputs = RunInputs(synthetic_policies(2000, 3), shipped_assumptions(), ScenarioParams(count=9, seed=5))
+    inputs = term_life_inputs(synthetic_policies(2000, 3), shipped_assumptions(), ScenarioParams(count=9, seed=5))
     with WasmPool(Runtime(), threads=2) as pool:
         print(services.engine.__file__)
         print(PipelineRunner(pool).run(REFERENCE_PIPELINE, inputs).result_hash)

@@ -1,10 +1,13 @@
-"""Validation and asset files of the reference model's inputs."""
+"""Validation and asset files of the reference model's inputs; the engine's rows checked by the
+package's declaration, its coverage rules against the package's own tables."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from services.engine.assumption_assets import (
@@ -16,6 +19,10 @@ from services.engine.assumption_assets import (
 from services.valuation.assumption_files import assumption_files, assumptions_from_files
 from services.valuation.assumptions import Assumptions
 from services.valuation.errors import ModelInputError
+from services.valuation.interface.declaration import ModelInterface, interface_of
+from services.valuation.interface.records import Records
+from services.valuation.interface.tables import Assets, load_assets
+from services.valuation.packages.reference import reference_config
 from services.valuation.policies import Policies
 from services.valuation.reference_model import shipped_assumption_files
 from tests.valuation.test_policies import GOOD
@@ -84,7 +91,60 @@ def test_assumptions_are_validated() -> None:
 
 
 def test_coverage_of_tables_is_checked() -> None:
+    """The numpy twin's own check (python://term_life); the engine's is the declaration's, below."""
     a = lifelib_sample_assumptions()
     p = Policies.from_columns({**GOOD, "age_at_entry": [17, 45, 60]})
     with pytest.raises(ModelInputError, match="row 0: age_at_entry: attained ages below the mortality table's 18"):
         a.check_covers(p)
+
+
+def engine_inputs(assumptions: Assumptions) -> tuple[ModelInterface, Assets]:
+    """The reference package's declaration, and its tables and parameters as the engine loads them
+    from the package's files (package_loader.build_loaded) when they hold ``assumptions``."""
+    interface = interface_of(reference_config())
+    files = assumption_files(assumptions)
+    return interface, load_assets(interface, lambda path: files.get(path.removeprefix("assumptions/")))
+
+
+COVERAGE_ROWS = pa.table({
+    "policy_id": [1, 2, 3, 4],
+    "age_at_entry": [17, 30, 62, 40],  # row 0: attained age 17, below every mortality table here
+    "sex": ["M", "F", "M", "F"],
+    "policy_term": [10, 20, 10, 10],  # row 1: 20 years of discounting; row 2: attained age 71 at the end
+    "sum_assured": [1e5, 2e5, 3e5, 4e5],
+    "duration_mth": [0, 0, 60, 0],
+    "premium_pp": pa.array([None, None, 50.0, None], pa.float64()),
+})  # fmt: skip
+
+
+def coverage_breaks(interface: ModelInterface, assets: Assets) -> set[tuple[int | None, str, str]]:
+    with pytest.raises(ModelInputError) as info:
+        Records.from_table(COVERAGE_ROWS, interface, assets.bounds, row_of=lambda r: 5000 + r)
+    return {(v.row, v.column, v.rule) for v in info.value.violations}
+
+
+def test_the_engines_rows_are_checked_for_coverage_by_the_declaration() -> None:
+    """Rows become `Records` of the package's declaration (chunk_runner.records_at): its coverage
+    rules, read against the bounds of the package's own tables, refuse the rows those tables do not
+    cover, naming dataset rows, as the twin's `Assumptions.check_covers` refuses them."""
+    full = lifelib_sample_assumptions()  # ages 18–120, 151 years of curve
+    short = dataclasses.replace(full, mortality=full.mortality[:53], curve=full.curve[:12])  # ages 18–70, 12 years
+    interface, assets = engine_inputs(full)
+    assert (assets.bounds[("mortality", "age", "first")], assets.bounds[("mortality", "age", "last")]) == (18, 120)
+    assert {r.rule for r in interface.rules} >= {"coverage"}
+    assert coverage_breaks(interface, assets) == {(5000, "age_at_entry", "coverage")}
+    interface, assets = engine_inputs(short)
+    assert (assets.bounds[("mortality", "age", "last")], assets.bounds[("curve", "year", "size")]) == (70, 12)
+    assert coverage_breaks(interface, assets) == {
+        (5000, "age_at_entry", "coverage"),
+        (5001, "policy_term", "coverage"),
+        (5002, "policy_term", "coverage"),
+    }
+    with pytest.raises(ModelInputError, match="row 5000: age_at_entry: needs attained ages below the mortality"):
+        Records.from_table(COVERAGE_ROWS, interface, assets.bounds, row_of=lambda r: 5000 + r)
+    covered = Records.from_table(COVERAGE_ROWS.slice(3), interface, assets.bounds)
+    assert covered.n_rows == 1 and covered.horizons.tolist() == [120]
+    # the twin agrees on which rows the short tables cannot value
+    with pytest.raises(ModelInputError) as info:
+        short.check_covers(Policies.from_columns(COVERAGE_ROWS))
+    assert {v.row for v in info.value.violations} == {0, 1, 2}

@@ -16,11 +16,12 @@ from services.engine.metrics import EngineMetrics
 from services.engine.package_cache import PackageCache
 from services.engine.package_loader import PackageLoader
 from services.engine.pipeline import PipelineRunner, RunInputs
+from services.engine.reference_inputs import term_life_records
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
 from services.valuation.packages.config import REFERENCE_PIPELINE
 from tests.engine.mesh import stochastic_package, upload_package
-from tests.engine.wasm_helpers import inputs
+from tests.engine.wasm_helpers import DYN_LAPSE_BETA, inputs, twin_arguments
 from tests.meshes import Services
 from tests.support import ServiceProcess, free_port
 
@@ -72,16 +73,24 @@ async def test_concurrent_requests_download_once_and_run_bit_for_bit(
         loaded = got[0][0]
         assert all(g[0] is loaded for g in got) and not got[0][1]
         assert (tmp_path / f"{package_hash}.zip").read_bytes() == archive
-        assert loaded.assumptions.dyn_lapse_beta > 0
+        parameters = dict(zip((p.name for p in loaded.interface.parameters), loaded.assets.parameters, strict=True))
+        assert parameters["dyn_lapse_beta"] == DYN_LAPSE_BETA
+        assert loaded.interface.output_list.primary_name == "net_cf"
         assert [n.engine for n in loaded.nodes] == ["wasm://esg", "wasm://term_life"]
         again, cached = await loader.get(package_hash)
         assert again is loaded and cached and loader.downloads == 1
     finally:
         await loader.close()
-    run_inputs = inputs(2 * 1024 - 100, 17)
-    run_inputs = RunInputs(run_inputs.policies, loaded.assumptions, run_inputs.scenarios)
+    shipped_inputs = inputs(2 * 1024 - 100, 17)  # lifelib's tables with β = 25, as the package's
+    policies, _ = twin_arguments(shipped_inputs)
+    run_inputs = RunInputs(
+        loaded.interface,
+        term_life_records(policies, loaded.assets, loaded.interface),
+        loaded.assets,
+        shipped_inputs.scenarios,
+    )
     from_package = PipelineRunner(pool, loaded.binaries).run(loaded.nodes, run_inputs)
-    shipped = PipelineRunner(pool).run(REFERENCE_PIPELINE, run_inputs)
+    shipped = PipelineRunner(pool).run(REFERENCE_PIPELINE, shipped_inputs)
     assert from_package.partials.tobytes() == shipped.partials.tobytes()
 
 

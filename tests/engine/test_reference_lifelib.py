@@ -156,8 +156,8 @@ def test_wasm_pipeline_matches_lifelib_basic_term_s(
 ) -> None:
     """The product path: wasm://esg → wasm://term_life, one model point per run, so each
     run's single block partial is that policy's PV."""
-    from services.engine.abi import PV_COMPONENTS
-    from services.engine.pipeline import PipelineRunner, RunInputs
+    from services.engine.pipeline import PipelineRunner
+    from services.engine.reference_inputs import term_life_inputs
     from services.engine.runtime import Runtime
     from services.engine.workers import WasmPool
     from services.valuation.packages.config import REFERENCE_PIPELINE
@@ -165,13 +165,14 @@ def test_wasm_pipeline_matches_lifelib_basic_term_s(
     base = ScenarioParams(count=1, include_base=True)
     with WasmPool(Runtime(), threads=1) as pool:
         runner = PipelineRunner(pool)
-        values = np.array(
-            [
-                runner.run(list(REFERENCE_PIPELINE), RunInputs(policies.take([i]), assumptions, base)).partials[0, :, 0]
-                for i in range(len(policies))
-            ]
-        )
-    for k, name in enumerate(PV_COMPONENTS):
+        results = [
+            runner.run(list(REFERENCE_PIPELINE), term_life_inputs(policies.take([i]), assumptions, base))
+            for i in range(len(policies))
+        ]
+    values = np.array([r.partials[0, :, 0] for r in results])
+    names = results[0].outputs.names
+    assert set(names) == {"premiums", "claims", "expenses", "commissions", "net_cf"}
+    for k, name in enumerate(names):
         expected = lifelib_results[f"pv_{name}"]
         rel = np.abs(values[:, k] / expected - 1.0).max()
         print(f"wasm vs lifelib BasicTerm_S, pv_{name}: max relative difference {rel:.3e}")

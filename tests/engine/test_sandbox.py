@@ -1,7 +1,8 @@
 """Rogue models get a clear typed error, and the next run on the same host succeeds.
 
-Each rogue model is a tiny WAT module posing as a scenario generator (it exports the esg
-entry points), run as the ``wasm://esg`` node of the reference pipeline.
+Each rogue model is a tiny WAT module posing as a scenario generator of ABI v2 (it exports
+``lc_abi_version`` and ``lc_prepare_scenarios``), run as the ``wasm://esg`` node of the
+reference pipeline.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def esg_like(body: str, *, memory: str = MEMORY, extra: str = "") -> bytes:
         wasmtime.wat2wasm(
             f"""(module {memory} {extra}
               (global (export "__heap_base") i32 (i32.const 0))
-              (func (export "lc_abi_version") (result i32) (i32.const 1))
-              (func (export "esg_run") (param i32 i32 i32) (result i32) {body}))"""
+              (func (export "lc_abi_version") (result i32) (i32.const 2))
+              (func (export "lc_prepare_scenarios") (param i32 i32 i32) (result i32) {body}))"""
         )
     )
 
@@ -137,7 +138,7 @@ def test_trap_is_typed(pool: WasmPool, run_inputs: RunInputs, good_hash: str, wa
     with pytest.raises(ModelTrap, match=words) as info:
         run_with(pool, wasm, run_inputs)
     assert isinstance(info.value, Internal)
-    assert info.value.function == "esg_run"
+    assert info.value.function == "lc_prepare_scenarios"
     assert_next_run_succeeds(pool, run_inputs, good_hash)
 
 
