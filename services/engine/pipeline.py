@@ -36,6 +36,7 @@ from services.valuation.errors import ModelInputError
 from services.valuation.interface.declaration import ModelInterface, Outputs
 from services.valuation.interface.records import Records
 from services.valuation.interface.tables import Assets
+from services.valuation.model_abi import ABI_VERSION
 from services.valuation.packages.config import BUS, pipeline_issues, pipeline_of, topological_order
 from services.valuation.packages.config import Node as PipelineNode
 from services.valuation.reference_model import shipped_models
@@ -100,11 +101,17 @@ class PipelineRunner:
         self.pool = pool
         self._binaries = dict(binaries if binaries is not None else shipped_models())
 
-    def _load(self, lease: RunLease, name: str) -> str:
+    def _load(self, lease: RunLease, name: str, control: RunControl) -> str:
         wasm = self._binaries.get(name)
         if wasm is None:
             raise PipelineError(f"wasm://{name}: no such model in the package")
         exports = lease.load(name, wasm).exports
+        # uploads are checked statically, but a version computed at run time (or a binary handed
+        # to the runner directly) is only known by asking: one call per model and run
+        version = lease.call_value(name, "lc_abi_version", (), control) if "lc_abi_version" in exports else None
+        if version != ABI_VERSION:
+            said = "does not export lc_abi_version" if version is None else f"speaks model ABI version {version}"
+            raise ModelLoadError(f"wasm://{name} {said}; this engine speaks version {ABI_VERSION}")
         if "lc_run_blocks" in exports:
             return "projection"
         if "lc_prepare_scenarios" in exports:
@@ -145,7 +152,7 @@ class PipelineRunner:
         partials: tuple[F64, str] | None = None
         for node in nodes:
             outputs = [o.removeprefix(BUS) for o in node.outputs]
-            kind = self._load(lease, node.model) if node.scheme == "wasm" else node.model
+            kind = self._load(lease, node.model, control) if node.scheme == "wasm" else node.model
             if kind in ("generator", "esg"):
                 if outputs and all(o in inputs.scenario_data for o in outputs):
                     continue  # given as data
