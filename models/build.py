@@ -3,12 +3,10 @@
 Each model is one C file compiled to a wasm32 reactor module that imports the shared memory
 ``env.memory`` and nothing else (no WASI: the engine's sandbox refuses any other import).
 
-The models are plain single-threaded code (each instance runs on one worker thread); only the
-host shares the memory. Linking with ``--shared-memory`` would make wasm-ld emit a start
-function that waits (``memory.atomic.wait32``) for another thread's data initialisation, and
-the sandbox refuses any module that can block. So the models link without atomics, with
-active data segments, and `mark_memory_shared` flips the memory import's shared flag after
-linking (one byte of the import section).
+The compile itself (target, flags, the shared-memory flip after linking: wasm-ld's
+``--shared-memory`` start function waits on an atomic, which the sandbox refuses) is
+``services.valuation.sdk.build``, the same one ``livecalc package build`` uses for an author's
+model; this script knows only which shipped model is built from which source at which base.
 
 The C sources (``src/``, also the native baseline of ``livecalc bench engine``) and the builds
 are package data under ``services/valuation/reference_model/models/``, so a wheel carries them.
@@ -28,24 +26,22 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
 ROOT = MODELS_DIR.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from services.valuation.sdk.build import STATIC_SLOT, compile_command, compile_wasm  # noqa: E402 (needs ROOT)
+
 REFERENCE_DIR = ROOT / "services" / "valuation" / "reference_model"
 WASM_DIR = REFERENCE_DIR / "models"
 SOURCE_DIR = WASM_DIR / "src"
 """The C sources, kept once, as package data: an installed engine builds its native baseline from them."""
 INCLUDE_DIR = SOURCE_DIR / "include"
-
-MAX_MEMORY = 65535 * 65536
-"""The memory import's declared maximum (65535 pages, just under 4 GiB); the host picks the real cap."""
-
-STATIC_REGION = 64 * 1024
-"""Bytes of static data (data, bss, the module's own small stack) each model may use."""
 
 
 @dataclass(frozen=True)
@@ -63,93 +59,21 @@ class ModelSource:
 
 
 MODELS = (
-    ModelSource("esg", global_base=1 * STATIC_REGION),
-    ModelSource("term_life", global_base=2 * STATIC_REGION, interface=REFERENCE_DIR / "term_life.interface.json"),
+    ModelSource("esg", global_base=1 * STATIC_SLOT),
+    ModelSource("term_life", global_base=2 * STATIC_SLOT, interface=REFERENCE_DIR / "term_life.interface.json"),
 )
 INTERFACE_HEADER = INCLUDE_DIR / "model_interface.h"
 """The generated header (the models share ``include/``, so one model may have a declaration)."""
 
-WASM_FLAGS = (
-    "-target",
-    "wasm32-wasi",
-    "-O3",
-    "-msimd128",
-    "-mbulk-memory",
-    "-mexec-model=reactor",
-    "-ffp-contract=off",
-    "-s",
-    "-Wl,--no-entry",
-    "-Wl,--import-memory",
-    f"-Wl,--max-memory={MAX_MEMORY}",
-    "-Wl,--export=__stack_pointer",
-    "-Wl,--export=__heap_base",
-    "-Wl,--export=__data_end",
-    "-Wl,--export=__global_base",
-    "-z",
-    "stack-size=8192",
-)
-
 
 def wasm_command(model: ModelSource, out: Path) -> list[str]:
-    """The compiler command line that builds ``model`` into ``out``."""
-    return [
-        sys.executable,
-        "-m",
-        "ziglang",
-        "cc",
-        *WASM_FLAGS,
-        f"-Wl,--global-base={model.global_base}",
-        f"-I{INCLUDE_DIR}",
-        str(model.source),
-        "-o",
-        str(out),
-    ]
-
-
-def _uleb(data: bytes | bytearray, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, pos
-
-
-def mark_memory_shared(wasm: bytes) -> bytes:
-    """Set the shared flag on the ``env.memory`` import (limits flags 0x01 → 0x03)."""
-    out = bytearray(wasm)
-    pos = 8
-    while pos < len(out):
-        section = out[pos]
-        size, pos = _uleb(out, pos + 1)
-        if section == 2:
-            count, p = _uleb(out, pos)
-            for _ in range(count):
-                names = []
-                for _ in range(2):
-                    n, p = _uleb(out, p)
-                    names.append(bytes(out[p : p + n]))
-                    p += n
-                kind = out[p]
-                p += 1
-                if kind != 0x02:
-                    raise SystemExit(f"models must import only env.memory, found kind {kind}")
-                if names == [b"env", b"memory"]:
-                    if out[p] != 0x01:
-                        raise SystemExit("env.memory must be linked with a maximum (--max-memory)")
-                    out[p] = 0x03
-                    return bytes(out)
-        pos += size
-    raise SystemExit("no env.memory import: link with --import-memory")
+    """The compiler command line that builds ``model`` into ``out`` (run in ``SOURCE_DIR``)."""
+    return compile_command([model.source.name], out, global_base=model.global_base, include_dirs=[INCLUDE_DIR.name])
 
 
 def stale_headers(*, write: bool) -> list[Path]:
     """Headers that differ from a fresh rendering of their declaration (rewritten when ``write``)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from services.valuation.sdk.c_header import load_interface, render_header  # noqa: PLC0415 (needs ROOT)
+    from services.valuation.sdk.c_header import load_interface, render_header  # noqa: PLC0415 (numpy on demand)
 
     stale = []
     for model in MODELS:
@@ -169,8 +93,12 @@ def build(out_dir: Path = WASM_DIR) -> dict[str, Path]:
     built: dict[str, Path] = {}
     for model in MODELS:
         out = out_dir / f"{model.name}.wasm"
-        subprocess.run(wasm_command(model, out), check=True, cwd=SOURCE_DIR)
-        out.write_bytes(mark_memory_shared(out.read_bytes()))
+        wasm, messages = compile_wasm(
+            [model.source.name], cwd=SOURCE_DIR, global_base=model.global_base, include_dirs=[INCLUDE_DIR.name]
+        )
+        if messages:
+            print(messages, file=sys.stderr)
+        out.write_bytes(wasm)
         built[model.name] = out
     return built
 

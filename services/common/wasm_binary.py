@@ -140,6 +140,8 @@ class ModuleInfo:
     """Exported function name → signature."""
     abi_version: int | None = None
     """The constant ``lc_abi_version`` returns, when its body is just ``i32.const N``."""
+    constants: dict[str, int] = field(default_factory=dict)
+    """Exported () -> i32 functions whose body is just ``i32.const N``: name → N (signed)."""
     globals: list[Global] = field(default_factory=list)
     exported_globals: dict[str, int] = field(default_factory=dict)
     """Export name → global index (module-defined globals only: imported ones are refused)."""
@@ -313,9 +315,15 @@ def read_module(wasm: bytes) -> ModuleInfo:
     for name, index in exported_funcs.items():
         if index < len(func_types) and func_types[index] < len(types):
             info.functions[name] = types[func_types[index]]
+    imported = sum(1 for i in info.imports if i.kind == "func")
     abi = exported_funcs.get("lc_abi_version")
     if abi is not None and code_start >= 0:
-        info.abi_version = _abi_constant(wasm, code_start, abi - sum(1 for i in info.imports if i.kind == "func"))
+        info.abi_version = _abi_constant(wasm, code_start, abi - imported)
+    for name, index in exported_funcs.items():
+        if info.functions.get(name) == ((), ("i32",)) and code_start >= 0:
+            value = _abi_constant(wasm, code_start, index - imported)
+            if value is not None:
+                info.constants[name] = value
     return info
 
 

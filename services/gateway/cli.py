@@ -1,6 +1,8 @@
 """`livecalc package …`: build and check model packages locally, and upload them to the gateway.
 
-Local commands (init, build, validate, inspect) need no service; upload, list and show talk
+Local commands (init, build, validate, inspect) need no service (``init --template c`` and
+``build`` of a directory with ``src/*.c`` compile C with the ``ziglang`` package, via
+`services.valuation.sdk`); upload, list and show talk
 to the gateway's PackageService. Errors and warnings are printed one per line with their JSON
 path or file; `validate` exits 1 when there are errors.
 """
@@ -8,6 +10,7 @@ path or file; `validate` exits 1 when there are errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import sys
@@ -23,6 +26,9 @@ from services.common.errors import InvalidArgument
 from services.valuation.packages.package import Package, build_directory, check_directory, verify_archive
 from services.valuation.packages.reference import init_directory
 from services.valuation.packages.report import Issue, PackageInvalid
+from services.valuation.sdk.build import BuildError, ModelBuild, build_model, has_sources
+from services.valuation.sdk.digest import digest_text
+from services.valuation.sdk.template import TEMPLATES, init_c_template
 
 DEFAULT_ADDRESS: Final = f"localhost:{DEFAULT_PORTS['gateway'][0]}"
 UPLOAD_CHUNK: Final = 1 << 20
@@ -45,9 +51,32 @@ def _print_issues(issues: list[Issue]) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    written = init_directory(Path(args.dir))
-    print(f"wrote the reference package (esg → term_life) to {args.dir}: {len(written)} files")
+    dest = Path(args.dir)
+    if args.template == "reference":
+        written = init_directory(dest)
+        print(f"wrote the reference package (esg → term_life) to {args.dir}: {len(written)} files")
+        return 0
+    made = init_c_template(dest)
+    print(f"wrote the C model template (an endowment; esg → wasm://model) to {args.dir}: {len(made.files)} files")
+    if made.build is None:
+        print(
+            f"{dest / 'wasm' / 'model.wasm'} is not built: install the compiler (pip install 'livecalc-mesh[sdk]') "
+            f"and run: livecalc package build {args.dir}",
+            file=sys.stderr,
+        )
+        return 1
+    _print_compiled(dest, made.build)
+    print(f"next: read {dest / 'README.md'}; edit, then livecalc package build {args.dir}")
     return 0
+
+
+def _print_compiled(root: Path, made: ModelBuild) -> None:
+    if made.messages:
+        print(made.messages, file=sys.stderr)
+    print(
+        f"compiled {root / 'src'}/*.c → {made.path} (node {made.node}, static data at {made.global_base}, "
+        f"interface digest {digest_text(made.digest)})"
+    )
 
 
 def _source_date_epoch() -> int | None:
@@ -60,15 +89,60 @@ def _source_date_epoch() -> int | None:
         raise InvalidArgument(f"SOURCE_DATE_EPOCH must be an integer, got {text!r}") from None
 
 
+def default_archive(root: Path) -> Path:
+    """``DIR.zip`` beside the package directory ``DIR``."""
+    resolved = root.resolve()
+    return resolved.parent / f"{resolved.name}.zip"
+
+
 def cmd_build(args: argparse.Namespace) -> int:
-    archive, package = build_directory(Path(args.dir), source_date_epoch=_source_date_epoch())
-    Path(args.out).write_bytes(archive)
+    """Compile ``src/*.c`` (when the directory has C sources), then archive and validate: every
+    problem is printed, one per line, and the exit code is 1 when there is any error."""
+    root = Path(args.dir)
+    out = Path(args.out) if args.out else default_archive(root)
+    log = sys.stderr if args.json else sys.stdout
+    failed: str | None = None
+    if root.is_dir() and has_sources(root):
+        try:
+            made = build_model(root)
+        except PackageInvalid as exc:  # nothing to compile against: report it with everything else wrong
+            found = list(exc.issues)
+            return _refused(root, found + [i for i in check_directory(root) if i not in found], args)
+        except BuildError as exc:
+            if exc.output:
+                print(exc.output, file=sys.stderr)
+            print(f"error: {exc.message}", file=sys.stderr)
+            failed = exc.target or "src"
+        else:
+            with contextlib.redirect_stdout(log):
+                _print_compiled(root, made)
+    try:
+        archive, package = build_directory(root, source_date_epoch=_source_date_epoch())
+    except PackageInvalid as exc:
+        # after a failed compile the old binary's findings are stale news: the compiler's report says why
+        return _refused(root, [i for i in exc.issues if failed is None or i.where != failed], args, compiled=failed)
+    if failed is not None:
+        return _refused(root, list(package.warnings), args, compiled=failed)
+    out.write_bytes(archive)
     if args.json:
-        emit_json({"out": args.out, **_summary(package, archive)})
+        emit_json({"out": str(out), **_summary(package, archive)})
         return 0
     _print_issues(list(package.warnings))
-    print(f"built {args.out}: {len(archive):,} bytes, packageHash {package.package_hash}")
+    print(f"built {out}: {len(archive):,} bytes, packageHash {package.package_hash}")
     return 0
+
+
+def _refused(root: Path, issues: list[Issue], args: argparse.Namespace, *, compiled: str | None = None) -> int:
+    errors = sum(1 for i in issues if i.severity == "error") + (compiled is not None)
+    if args.json:
+        found = [_issue_json(i) for i in issues]
+        if compiled is not None:
+            found.insert(0, {"severity": "error", "where": compiled, "message": "the C did not compile"})
+        emit_json({"valid": False, "issues": found})
+    else:
+        _print_issues(issues)
+        print(f"{root}: not built: {errors} error{'s' if errors != 1 else ''}", file=sys.stderr)
+    return 1
 
 
 def _check(path: Path) -> list[Issue]:
@@ -197,12 +271,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `package` command group to the top-level parser."""
     group = sub.add_parser("package", help="model packages: init, build, validate, inspect, upload, list, show")
     cmds = group.add_subparsers(dest="package_command", required=True, metavar="COMMAND")
-    p = cmds.add_parser("init", help="write the reference model (esg → term_life) as an editable directory")
+    p = cmds.add_parser("init", help="write an editable model package directory (docs/model-authoring.md)")
     p.add_argument("dir")
+    p.add_argument(
+        "--template",
+        choices=TEMPLATES,
+        default="reference",
+        help="reference: the shipped term-life model (esg → term_life); c: a C model to edit, an endowment "
+        "(src/model.c, built with ziglang). Default reference",
+    )
     p.set_defaults(func=cmd_init)
-    p = cmds.add_parser("build", help="build a package archive from a directory (byte-reproducible)")
+    p = cmds.add_parser(
+        "build",
+        help="compile src/*.c (when present) into the projection's wasm/NAME.wasm, then build and validate the "
+        "archive (byte-reproducible)",
+    )
     p.add_argument("dir")
-    p.add_argument("--out", required=True, help="archive path to write")
+    p.add_argument("--out", help="archive path to write (default DIR.zip beside the directory)")
     p.add_argument("--json", action="store_true", help="print one JSON document and nothing else")
     p.set_defaults(func=cmd_build)
     p = cmds.add_parser("validate", help="every error and warning of a package file or directory (exit 1 on errors)")

@@ -31,6 +31,7 @@ SIGNATURES: Final[Mapping[str, Signature]] = {
     "lc_prepare": _CTX,
     "lc_prepare_scenarios": _RANGE,
     "lc_run_blocks": _RANGE,
+    "lc_interface_digest": _NO_ARGS,
 }
 """Every ABI entry point → (params, results), as wasmtime names the value types; an export of one
 of these names must have this signature whatever the kind."""
@@ -42,10 +43,15 @@ ENTRY_POINTS: Final[Mapping[ModelKind, Mapping[str, Signature]]] = {
 """The entry points each kind must export."""
 
 OPTIONAL_ENTRY_POINTS: Final[Mapping[ModelKind, Mapping[str, Signature]]] = {
-    "projection": {name: SIGNATURES[name] for name in ("lc_workspace_size", "lc_prepare", "lc_prepare_scenarios")},
+    "projection": {
+        name: SIGNATURES[name]
+        for name in ("lc_workspace_size", "lc_prepare", "lc_prepare_scenarios", "lc_interface_digest")
+    },
     "generator": {name: SIGNATURES[name] for name in ("lc_workspace_size", "lc_prepare")},
 }
-"""The entry points each kind may export; the host calls those it finds."""
+"""The entry points each kind may export; the host calls those it finds (``lc_interface_digest``
+only the package validator reads: the digest of the declaration the binary was built against,
+services/valuation/sdk/digest.py)."""
 
 
 def model_kind(exports: Mapping[str, Signature] | frozenset[str]) -> ModelKind | None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from services.valuation.interface.declaration import AM, parse_interface
 from services.valuation.interface.tables import asset_issues
@@ -113,12 +113,21 @@ def verify_archive(data: bytes, limits: PackageLimits | None = None) -> Package:
 # Building from a directory
 
 
+AUTHOR_FILES: Final = ("src/", "README.md")
+"""Paths of a package directory that are the author's, never packed: the C sources that
+``livecalc package build`` compiles into ``wasm/`` and the directory's README."""
+
+
+def _authors(rel: str) -> bool:
+    return any(rel.startswith(p) if p.endswith("/") else rel == p for p in AUTHOR_FILES)
+
+
 def read_directory(root: Path) -> tuple[Any, dict[str, bytes], list[Issue], float]:
     """The config, the asset files and the problems of an author's package directory.
 
-    Hidden files and folders (``.git``, ``.DS_Store``) and a stale ``manifest.json`` are
-    skipped; symbolic links and files outside the package folders are errors. Also returns
-    the newest modification time, the default ``createdAt``.
+    Hidden files and folders (``.git``, ``.DS_Store``), a stale ``manifest.json`` and the
+    author's files (`AUTHOR_FILES`) are skipped; symbolic links and files outside the package
+    folders are errors. Also returns the newest modification time, the default ``createdAt``.
     """
     if not root.is_dir():
         raise PackageInvalid([error(str(root), "is not a directory")])
@@ -128,7 +137,7 @@ def read_directory(root: Path) -> tuple[Any, dict[str, bytes], list[Issue], floa
     newest = 0.0
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if any(part.startswith(".") for part in rel.split("/")) or rel == MANIFEST:
+        if any(part.startswith(".") for part in rel.split("/")) or rel == MANIFEST or _authors(rel):
             continue
         if path.is_symlink():
             issues.append(error(rel, "is a symbolic link; packages hold regular files only"))

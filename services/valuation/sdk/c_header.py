@@ -17,7 +17,11 @@ writes ``partials[... OUT_NET_CF ...]`` without an offset or an index written by
 - an output: ``OUT_NAME`` (its index k in ``partials[b][k][s]``), ``LC_N_OUTPUTS`` and
   ``LC_PRIMARY_OUTPUT``;
 - ``interface_check(c)``: LC_OK when a context is of ABI v2 and lays out this declaration
-  (counts, types, dimensions, declared sizes), else LC_E_ABI.
+  (counts, types, dimensions, declared sizes), else LC_E_ABI;
+- ``LC_INTERFACE_DIGEST`` (`services.valuation.sdk.digest`) and the export
+  ``lc_interface_digest()`` that returns it, defined weak so that a model of several C files
+  links it once: the package validator reads it from the binary to tell a build for another
+  declaration.
 
 The output depends on the declaration alone (same declaration, same bytes), so a build can
 compare a committed header with a fresh rendering. ``python -m services.valuation.sdk.c_header
@@ -34,6 +38,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from services.valuation.sdk.digest import DIGEST_EXPORT, digest_text, interface_digest
 
 if TYPE_CHECKING:
     from services.valuation.interface.declaration import ModelInterface
@@ -252,7 +258,14 @@ def render_header(interface: InterfaceDecl) -> str:
     out.append(f"#define {sym.add('LC_PRIMARY_OUTPUT', 'the header', abi=True)} OUT_{primary_name}")
     out.append("")
 
+    digest = sym.add("LC_INTERFACE_DIGEST", "the header", abi=True)
     out += [
+        "/* The digest of the layout above (services/valuation/sdk/digest.py), exported so that the",
+        " * package validator can tell a binary compiled for another declaration. Weak: a model of",
+        " * several C files defines it once. */",
+        f"#define {digest} {digest_text(interface_digest(interface))}u",
+        f"LC_EXPORT({DIGEST_EXPORT}) __attribute__((weak)) uint32_t {DIGEST_EXPORT}(void) {{ return {digest}; }}",
+        "",
         "/* LC_OK when the context is of ABI v2 and lays out this declaration; LC_E_ABI otherwise. */",
         "static inline int32_t interface_check(LC_BASE_ARG const lc_ctx *c) {",
         "    if (lc_check_context(c) != LC_OK) return LC_E_ABI;",

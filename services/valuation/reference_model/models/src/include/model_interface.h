@@ -145,6 +145,12 @@ static inline uint32_t scen_rates_stride(LC_BASE_ARG const lc_ctx *c) {
 #define LC_N_OUTPUTS 5
 #define LC_PRIMARY_OUTPUT OUT_NET_CF
 
+/* The digest of the layout above (services/valuation/sdk/digest.py), exported so that the
+ * package validator can tell a binary compiled for another declaration. Weak: a model of
+ * several C files defines it once. */
+#define LC_INTERFACE_DIGEST 0x00f85474u
+LC_EXPORT(lc_interface_digest) __attribute__((weak)) uint32_t lc_interface_digest(void) { return LC_INTERFACE_DIGEST; }
+
 /* LC_OK when the context is of ABI v2 and lays out this declaration; LC_E_ABI otherwise. */
 static inline int32_t interface_check(LC_BASE_ARG const lc_ctx *c) {
     if (lc_check_context(c) != LC_OK) return LC_E_ABI;
