@@ -100,6 +100,7 @@ def test_every_rule_of_the_model_is_reported_with_its_row(data: ServiceProcess) 
         (3, "premium_pp", "range"),  # 2e15: beyond the bound
         (4, "premium_pp", "premium_required"),  # in force, no premium
         (6, "policy_term", "range"),  # 100 + 22 > 121
+        (6, "policy_term", "coverage"),  # and its ages 100..121 run past the mortality table's 120
     }
     assert report.violation_count == len(got)
     for v in report.violations:
