@@ -61,6 +61,7 @@ class ModelSource:
 MODELS = (
     ModelSource("esg", global_base=1 * STATIC_SLOT),
     ModelSource("term_life", global_base=2 * STATIC_SLOT, interface=REFERENCE_DIR / "term_life.interface.json"),
+    ModelSource("normals", global_base=3 * STATIC_SLOT),
 )
 INTERFACE_HEADER = INCLUDE_DIR / "model_interface.h"
 """The generated header (the models share ``include/``, so one model may have a declaration)."""

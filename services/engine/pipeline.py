@@ -12,7 +12,7 @@ a scenario generator (``lc_prepare_scenarios`` without ``lc_run_blocks``; input
 ``$scenarios``; its outputs are scenario buffers f64 [N][T], one per ``bus://NAME``) and a
 projection (``lc_run_blocks``; inputs ``$policies``, ``$assumptions`` and one bus buffer per
 declared scenario input, by name; one output, block partials f64 [blocks][outputs][N]).
-``python://esg`` and ``python://term_life`` are the numpy twins of the shipped models.
+``python://esg``, ``python://normals`` and ``python://term_life`` are the numpy twins of the shipped models.
 Scenario buffers a run is given (a scenario dataset) replace the generator that would make them.
 """
 
@@ -153,7 +153,7 @@ class PipelineRunner:
         for node in nodes:
             outputs = [o.removeprefix(BUS) for o in node.outputs]
             kind = self._load(lease, node.model, control) if node.scheme == "wasm" else node.model
-            if kind in ("generator", "esg"):
+            if kind in ("generator", "esg", "normals"):
                 if outputs and all(o in inputs.scenario_data for o in outputs):
                     continue  # given as data
                 self._need(node, ("$scenarios",), 0)
@@ -165,7 +165,8 @@ class PipelineRunner:
                     for out in outputs:
                         region = scenario_buffer(alloc, f"{node.id}.{out}", n_scen, months)
                         mem.ensure(alloc.end)
-                        mem.view(region, np.float64, (n_scen, months))[:] = reference.esg(inputs.scenarios, months)
+                        twin = reference.esg if kind == "esg" else reference.standard_normals
+                        mem.view(region, np.float64, (n_scen, months))[:] = twin(inputs.scenarios, months)
                         bus[out] = ScenarioBuffer(region, n_scen, months)
             elif kind in ("projection", "term_life"):
                 self._need(node, ("$policies", "$assumptions"), len(inputs.interface.scenario_inputs))

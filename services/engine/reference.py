@@ -1,4 +1,5 @@
-"""Numpy reference implementations of the shipped model's nodes: ``python://esg`` and ``python://term_life``.
+"""Numpy reference implementations of the shipped model's nodes: ``python://esg``, ``python://normals``
+and ``python://term_life``.
 
 They follow MODEL.md formula by formula and serve as the cross-check of the ``wasm://`` nodes
 (agreement to 1e-9 relative, not bitwise: libm differs) and, with one base scenario and
@@ -136,6 +137,22 @@ def esg(params: ScenarioParams, months: int, scenarios: npt.ArrayLike | None = N
     if params.include_base:
         shocks[idx == 0, :] = 0.0
     return shocks
+
+
+def standard_normals(params: ScenarioParams, months: int, scenarios: npt.ArrayLike | None = None) -> F64:
+    """python://normals: Z_s(m) for m = 0 … months−1, shape (len(scenarios), months).
+
+    The draws ``esg`` turns into rates (the same seed gives the same Z), for a model that applies
+    its own dynamics; with include_base, scenario 0 is all zeros. A row depends only on
+    (seed, s, include_base); a and σ play no part.
+    """
+    if months < 0:
+        raise ModelInputError("scenario request", [Violation("months", f"must be ≥ 0, got {months}")])
+    idx = scenario_indices(params, scenarios)
+    z = normals(params.seed, idx, months)
+    if params.include_base:
+        z[idx == 0, :] = 0.0
+    return z
 
 
 # ---------------------------------------------------------------------------
