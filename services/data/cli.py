@@ -26,7 +26,7 @@ from services.common.client import as_dict, emit_json
 from services.common.client import call as call_service
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument, LivecalcError
-from services.data.generate import generate
+from services.data.generate import GENERATORS, generate
 from services.data.validation import TERM_LIFE, Judge, validate_file
 from services.valuation.interface.records import package_rules, term_life_rules
 from services.valuation.interface.tables import bounds_json
@@ -76,11 +76,12 @@ def _print_columns(columns: Any) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    size = generate(Path(args.out), args.rows, args.seed)
+    size = generate(Path(args.out), args.rows, args.seed, model=args.model)
     if args.json:
-        emit_json({"path": str(args.out), "rows": args.rows, "seed": args.seed, "size_bytes": size})
+        doc = {"path": str(args.out), "model": args.model, "rows": args.rows, "seed": args.seed, "size_bytes": size}
+        emit_json(doc)
     else:
-        print(f"wrote {args.rows:,} policies ({size:,} bytes) to {args.out}")
+        print(f"wrote {args.rows:,} {args.model} policies ({size:,} bytes) to {args.out}")
     return 0
 
 
@@ -370,7 +371,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("datasets", help="datasets: generate locally; list, inspect, sample, validate, upload")
     cmds = group.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")
 
-    gen = cmds.add_parser("generate", help="write synthetic term-life policies (.csv or .parquet)")
+    gen = cmds.add_parser("generate", help="write synthetic policies (.csv or .parquet): term life or savings")
+    gen.add_argument(
+        "--model",
+        choices=tuple(GENERATORS),
+        default="term_life",
+        help="whose policies: term_life (default) or savings (lifelib CashValue_ME's products A-D)",
+    )
     gen.add_argument("--rows", type=_positive_int64, required=True, help="number of policies")
     gen.add_argument("--seed", type=_uint64, default=0, help="random seed (default 0)")
     gen.add_argument("--out", required=True, help="output path ending in .csv or .parquet")
