@@ -15,7 +15,7 @@ import the same memory without their data overlapping; the host places its buffe
 the highest ``__heap_base``. The output is reproducible: ``tests/engine/test_wasm_build.py``
 rebuilds into a temporary directory and compares SHA-256 with the committed binaries.
 
-A projection's C reads its inputs through ``src/include/model_interface.h``, generated from its
+A projection's C reads its inputs through ``src/include/[<dir>/]model_interface.h``, generated from its
 declared interface (``services/valuation/reference_model/<name>.interface.json``) by
 ``services.valuation.sdk.c_header``; a build regenerates it first, ``--check`` only compares.
 
@@ -47,24 +47,32 @@ INCLUDE_DIR = SOURCE_DIR / "include"
 @dataclass(frozen=True)
 class ModelSource:
     """One model: its C source, the address of its static data in the shared memory and, for a
-    projection, its declared interface (the source of ``include/model_interface.h``)."""
+    projection, its declared interface and where its generated ``model_interface.h`` lies under
+    ``include/`` (``header_dir``: the models share ``include/``, so a second projection's header
+    lives in a folder of its own and its C includes ``"<header_dir>/model_interface.h"``)."""
 
     name: str
     global_base: int
     interface: Path | None = None
+    header_dir: str = ""
 
     @property
     def source(self) -> Path:
         return SOURCE_DIR / f"{self.name}.c"
+
+    @property
+    def header(self) -> Path:
+        return INCLUDE_DIR / self.header_dir / "model_interface.h"
 
 
 MODELS = (
     ModelSource("esg", global_base=1 * STATIC_SLOT),
     ModelSource("term_life", global_base=2 * STATIC_SLOT, interface=REFERENCE_DIR / "term_life.interface.json"),
     ModelSource("normals", global_base=3 * STATIC_SLOT),
+    ModelSource(
+        "savings", global_base=4 * STATIC_SLOT, interface=REFERENCE_DIR / "savings.interface.json", header_dir="savings"
+    ),
 )
-INTERFACE_HEADER = INCLUDE_DIR / "model_interface.h"
-"""The generated header (the models share ``include/``, so one model may have a declaration)."""
 
 
 def wasm_command(model: ModelSource, out: Path) -> list[str]:
@@ -81,10 +89,11 @@ def stale_headers(*, write: bool) -> list[Path]:
         if model.interface is None:
             continue
         text = render_header(load_interface(model.interface))
-        if not INTERFACE_HEADER.exists() or INTERFACE_HEADER.read_text(encoding="utf-8") != text:
-            stale.append(INTERFACE_HEADER)
+        if not model.header.exists() or model.header.read_text(encoding="utf-8") != text:
+            stale.append(model.header)
             if write:
-                INTERFACE_HEADER.write_text(text, encoding="utf-8")
+                model.header.parent.mkdir(exist_ok=True)
+                model.header.write_text(text, encoding="utf-8")
     return stale
 
 

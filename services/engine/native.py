@@ -49,7 +49,11 @@ def build_native(name: str, cache_dir: Path | None = None, extra_flags: Sequence
     with model_sources() as src:
         source = src / f"{name}.c"
         include = src / "include"
-        headers = [part for h in sorted(include.glob("*.h")) for part in (h.name.encode(), h.read_bytes())]
+        headers = [
+            part
+            for h in sorted(include.rglob("*.h"))
+            for part in (str(h.relative_to(include)).encode(), h.read_bytes())
+        ]
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
         key = hashlib.sha256(
             b"\0".join([source.read_bytes(), *headers, " ".join(flags).encode(), version.encode()])

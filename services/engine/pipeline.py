@@ -12,7 +12,8 @@ a scenario generator (``lc_prepare_scenarios`` without ``lc_run_blocks``; input
 ``$scenarios``; its outputs are scenario buffers f64 [N][T], one per ``bus://NAME``) and a
 projection (``lc_run_blocks``; inputs ``$policies``, ``$assumptions`` and one bus buffer per
 declared scenario input, by name; one output, block partials f64 [blocks][outputs][N]).
-``python://esg``, ``python://normals`` and ``python://term_life`` are the numpy twins of the shipped models.
+``python://esg``, ``python://normals``, ``python://term_life`` and ``python://savings`` are the numpy
+twins of the shipped models.
 Scenario buffers a run is given (a scenario dataset) replace the generator that would make them.
 """
 
@@ -28,6 +29,7 @@ from services.engine import reference
 from services.engine.errors import InvalidModelInput, ModelLoadError, PipelineError
 from services.engine.layout import LayoutBuilder, scenario_buffer
 from services.engine.reference_inputs import term_life_arguments
+from services.engine.reference_savings import savings_partials
 from services.engine.wasm_nodes import ScenarioBuffer, run_generator, run_projection
 from services.engine.workers import RunControl, RunLease, WasmPool
 from services.valuation.arrays import F64
@@ -168,7 +170,7 @@ class PipelineRunner:
                         twin = reference.esg if kind == "esg" else reference.standard_normals
                         mem.view(region, np.float64, (n_scen, months))[:] = twin(inputs.scenarios, months)
                         bus[out] = ScenarioBuffer(region, n_scen, months)
-            elif kind in ("projection", "term_life"):
+            elif kind in ("projection", "term_life", "savings"):
                 self._need(node, ("$policies", "$assumptions"), len(inputs.interface.scenario_inputs))
                 given = {b.removeprefix(BUS) for b in node.inputs if b.startswith(BUS)}
                 declared = {s.name for s in inputs.interface.scenario_inputs}
@@ -188,9 +190,10 @@ class PipelineRunner:
                     values = result.partials
                 else:
                     control.check(f"node {node.id!r}")
-                    rates = bus[inputs.interface.scenario_inputs[0].name]
-                    shocks = np.array(mem.view(rates.region, np.float64, (n_scen, rates.stride)))
-                    values = reference_partials(inputs, shocks)
+                    given_buffer = bus[inputs.interface.scenario_inputs[0].name]
+                    scenario = np.array(mem.view(given_buffer.region, np.float64, (n_scen, given_buffer.stride)))
+                    project = savings_partials if kind == "savings" else reference_partials
+                    values = project(inputs, scenario)
                 partials = (values, outputs[0] if outputs else node.id)
             else:
                 raise PipelineError(f"node {node.id!r}: unknown built-in engine {node.engine!r}")

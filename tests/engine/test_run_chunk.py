@@ -216,4 +216,4 @@ def test_get_capabilities_through_grpcurl(mesh: Mesh) -> None:
     assert caps["threads"] == 2 and caps["slots"] == 1 and caps["simd"] is True and caps["sharedMemory"] is True
     assert caps["cachedPackages"] == [mesh.package_hash]
     assert caps["measuredStepsPerSecond"] > 0 and int(caps["packageCacheBytes"]) > 0
-    assert caps["abiVersion"] == 2 and caps["pythonNodes"] == ["esg", "normals", "term_life"]
+    assert caps["abiVersion"] == 2 and caps["pythonNodes"] == ["esg", "normals", "savings", "term_life"]

@@ -17,7 +17,7 @@ from services.valuation.interface.declaration import ModelInterface, parse_inter
 from services.valuation.packages.report import Issue, error, warning
 from services.valuation.scenarios import U64_MAX
 
-PYTHON_BUILTINS: Final = ("esg", "normals", "term_life")
+PYTHON_BUILTINS: Final = ("esg", "normals", "savings", "term_life")
 """``python://`` nodes the engine ships (numpy reference implementations); nothing else runs."""
 SPECIAL_INPUTS: Final = ("$policies", "$assumptions", "$scenarios")
 BUS: Final = "bus://"

@@ -14,9 +14,26 @@ from typing import Any, Final
 from services.common.errors import FailedPrecondition
 from services.valuation.packages.config import REFERENCE_PIPELINE
 from services.valuation.packages.manifest import CONFIG
-from services.valuation.reference_model import shipped_assumption_files, shipped_models, term_life_declaration
+from services.valuation.reference_model import (
+    savings_declaration,
+    shipped_assumption_files,
+    shipped_models,
+    term_life_declaration,
+)
 
 MODELS: Final = ("esg", "term_life")
+SAVINGS_MODELS: Final = ("normals", "savings")
+SAVINGS_PIPELINE: Final = (
+    {"id": "normals", "engine": "wasm://normals", "inputs": ["$scenarios"], "outputs": ["bus://std_norm"]},
+    {
+        "id": "savings",
+        "engine": "wasm://savings",
+        "inputs": ["$policies", "$assumptions", "bus://std_norm"],
+        "outputs": ["bus://pv"],
+    },
+)
+"""normals → savings: standard normal draws Z_s(t) into the savings projection (its assumptions are
+the files of `services.valuation.reference_model.savings_assumption_files`, under ``assumptions/``)."""
 
 
 def reference_config() -> dict[str, Any]:
@@ -29,6 +46,20 @@ def reference_config() -> dict[str, Any]:
         "interface": term_life_declaration(),
         "scenarios": {"count": 1000, "seed": 42, "a": 0.1, "sigma": 0.01, "include_base": True},
         "pipeline": [dict(node) for node in REFERENCE_PIPELINE],
+    }
+
+
+def savings_config() -> dict[str, Any]:
+    """The savings package's ``livecalc.config.json``: lifelib savings CashValue_ME (MODEL.md "The
+    second model") on its own assumptions, under 1,000 scenarios of the normals generator."""
+    return {
+        "name": "savings-reference",
+        "version": "1.0.0",
+        "description": "Savings with an account value (lifelib savings CashValue_ME) under stochastic returns",
+        "model": "savings",
+        "interface": savings_declaration(),
+        "scenarios": {"count": 1000, "seed": 42, "include_base": False},
+        "pipeline": [dict(node) for node in SAVINGS_PIPELINE],
     }
 
 

@@ -1,11 +1,13 @@
-"""The reference model (MODEL.md) as the project ships it: WASM builds, their C sources and
-lifelib basiclife BasicTerm_S's sample assumptions as asset files.
+"""The reference models (MODEL.md) as the project ships them: WASM builds, their C sources,
+lifelib basiclife BasicTerm_S's sample assumptions as asset files (term life) and lifelib
+savings CashValue_ME's (the savings model, ``savings.interface.json``, ``savings_assumptions/``).
 
 Package data read through `importlib.resources`, so a wheel or a container install finds it
 as well as a checkout. The engine runs and benchmarks these builds; ``livecalc package init``
 writes them (with the assumption files) as the reference model package. ``make wasm``
 (models/build.py) builds ``models/*.wasm`` from ``models/src/``;
-``python -m services.engine.assumption_assets`` writes ``assumptions/`` from lifelib.
+``python -m services.engine.assumption_assets`` writes ``assumptions/`` from lifelib,
+``python -m services.engine.savings_assets`` writes ``savings_assumptions/``.
 """
 
 from __future__ import annotations
@@ -35,9 +37,21 @@ def term_life_declaration() -> dict[str, Any]:
     return declared
 
 
+def savings_declaration() -> dict[str, Any]:
+    """The savings model's declared interface (lifelib savings CashValue_ME, MODEL.md "The second model")."""
+    declared: dict[str, Any] = json.loads((_here() / "savings.interface.json").read_text(encoding="utf-8"))
+    return declared
+
+
 def shipped_assumption_files() -> dict[str, bytes]:
     """The reference model's assumption files (``assumptions/*`` of its package), name → bytes."""
     found = sorted((t for t in (_here() / "assumptions").iterdir() if t.is_file()), key=lambda t: t.name)
+    return {t.name: t.read_bytes() for t in found}
+
+
+def savings_assumption_files() -> dict[str, bytes]:
+    """The savings model's assumption files (``assumptions/*`` of its package), name → bytes."""
+    found = sorted((t for t in (_here() / "savings_assumptions").iterdir() if t.is_file()), key=lambda t: t.name)
     return {t.name: t.read_bytes() for t in found}
 
 
@@ -52,4 +66,11 @@ def model_sources() -> Iterator[Path]:
 def assumptions_dir() -> Iterator[Path]:
     """The directory of the shipped assumption files (a real path; for regenerating them in a checkout)."""
     with resources.as_file(_here() / "assumptions") as path:
+        yield path
+
+
+@contextlib.contextmanager
+def savings_assumptions_dir() -> Iterator[Path]:
+    """The directory of the savings model's shipped assumption files (for regenerating them in a checkout)."""
+    with resources.as_file(_here() / "savings_assumptions") as path:
         yield path

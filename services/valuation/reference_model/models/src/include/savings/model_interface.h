@@ -1,0 +1,221 @@
+/*
+ * model_interface.h: GENERATED from the model's declared interface by
+ * services/valuation/sdk/c_header.py; do not edit (change the declaration and regenerate).
+ *
+ * Named, typed accessors of what the declaration lays out (docs/model-interface.md):
+ * call them with LC_BASE first, e.g. col_NAME(LC_BASE c)[i]; interface_check(LC_BASE c)
+ * says whether a context matches the declaration.
+ */
+#ifndef LIVECALC_MODEL_INTERFACE_H
+#define LIVECALC_MODEL_INTERFACE_H
+
+#include <stdint.h>
+
+#include "livecalc_model.h"
+
+/* Policy columns, [n_rows] each, in declaration order. */
+#define LC_N_COLUMNS 13
+#define COL_POLICY_ID 0 /* int64 */
+static inline const int64_t *col_policy_id(LC_BASE_ARG const lc_ctx *c) {
+    return lc_i64(LC_BASE lc_column(LC_BASE c, COL_POLICY_ID));
+}
+#define COL_AGE_AT_ENTRY 1 /* int32 */
+static inline const int32_t *col_age_at_entry(LC_BASE_ARG const lc_ctx *c) {
+    return lc_i32(LC_BASE lc_column(LC_BASE c, COL_AGE_AT_ENTRY));
+}
+#define COL_POLICY_TERM 2 /* int32 */
+static inline const int32_t *col_policy_term(LC_BASE_ARG const lc_ctx *c) {
+    return lc_i32(LC_BASE lc_column(LC_BASE c, COL_POLICY_TERM));
+}
+#define COL_POLICY_COUNT 3 /* float64 */
+static inline const double *col_policy_count(LC_BASE_ARG const lc_ctx *c) {
+    return lc_f64(LC_BASE lc_column(LC_BASE c, COL_POLICY_COUNT));
+}
+#define COL_SUM_ASSURED 4 /* float64 */
+static inline const double *col_sum_assured(LC_BASE_ARG const lc_ctx *c) {
+    return lc_f64(LC_BASE lc_column(LC_BASE c, COL_SUM_ASSURED));
+}
+#define COL_DURATION_MTH 5 /* int32 */
+static inline const int32_t *col_duration_mth(LC_BASE_ARG const lc_ctx *c) {
+    return lc_i32(LC_BASE lc_column(LC_BASE c, COL_DURATION_MTH));
+}
+#define COL_PREMIUM_PP 6 /* float64 */
+static inline const double *col_premium_pp(LC_BASE_ARG const lc_ctx *c) {
+    return lc_f64(LC_BASE lc_column(LC_BASE c, COL_PREMIUM_PP));
+}
+#define COL_AV_PP_INIT 7 /* float64 */
+static inline const double *col_av_pp_init(LC_BASE_ARG const lc_ctx *c) {
+    return lc_f64(LC_BASE lc_column(LC_BASE c, COL_AV_PP_INIT));
+}
+#define COL_PREMIUM_TYPE 8 /* category */
+static inline const int32_t *col_premium_type(LC_BASE_ARG const lc_ctx *c) {
+    return lc_i32(LC_BASE lc_column(LC_BASE c, COL_PREMIUM_TYPE));
+}
+#define PREMIUM_TYPE_SINGLE 0
+#define PREMIUM_TYPE_LEVEL 1
+#define COL_HAS_SURR_CHARGE 9 /* category */
+static inline const int32_t *col_has_surr_charge(LC_BASE_ARG const lc_ctx *c) {
+    return lc_i32(LC_BASE lc_column(LC_BASE c, COL_HAS_SURR_CHARGE));
+}
+#define HAS_SURR_CHARGE_FALSE 0
+#define HAS_SURR_CHARGE_TRUE 1
+#define COL_SURR_CHARGE_ID 10 /* category */
+static inline const int32_t *col_surr_charge_id(LC_BASE_ARG const lc_ctx *c) {
+    return lc_i32(LC_BASE lc_column(LC_BASE c, COL_SURR_CHARGE_ID));
+}
+#define SURR_CHARGE_ID_NONE 0
+#define SURR_CHARGE_ID_TYPE_1 1
+#define SURR_CHARGE_ID_TYPE_2 2
+#define SURR_CHARGE_ID_TYPE_3 3
+#define COL_LOAD_PREM_RATE 11 /* float64 */
+static inline const double *col_load_prem_rate(LC_BASE_ARG const lc_ctx *c) {
+    return lc_f64(LC_BASE lc_column(LC_BASE c, COL_LOAD_PREM_RATE));
+}
+#define COL_IS_WL 12 /* category */
+static inline const int32_t *col_is_wl(LC_BASE_ARG const lc_ctx *c) {
+    return lc_i32(LC_BASE lc_column(LC_BASE c, COL_IS_WL));
+}
+#define IS_WL_FALSE 0
+#define IS_WL_TRUE 1
+
+/* Tables, f64, row-major; origin(axis) is the label of index 0 on that axis. */
+#define LC_N_TABLES 4
+#define TABLE_MORTALITY 0
+#define AXIS_MORTALITY_AGE 0
+#define AXIS_MORTALITY_SELECT_YEAR 1
+static inline const double *table_mortality(LC_BASE_ARG const lc_ctx *c) {
+    return lc_f64(LC_BASE lc_table(LC_BASE c, TABLE_MORTALITY));
+}
+static inline int32_t table_mortality_origin(LC_BASE_ARG const lc_ctx *c, uint32_t axis) {
+    return lc_table(LC_BASE c, TABLE_MORTALITY)->origin[axis];
+}
+static inline uint32_t table_mortality_size(LC_BASE_ARG const lc_ctx *c, uint32_t axis) {
+    return lc_table(LC_BASE c, TABLE_MORTALITY)->shape[axis];
+}
+#define TABLE_LAPSE 1
+#define AXIS_LAPSE_POLICY_YEAR 0
+static inline const double *table_lapse(LC_BASE_ARG const lc_ctx *c) {
+    return lc_f64(LC_BASE lc_table(LC_BASE c, TABLE_LAPSE));
+}
+static inline int32_t table_lapse_origin(LC_BASE_ARG const lc_ctx *c, uint32_t axis) {
+    return lc_table(LC_BASE c, TABLE_LAPSE)->origin[axis];
+}
+static inline uint32_t table_lapse_size(LC_BASE_ARG const lc_ctx *c, uint32_t axis) {
+    return lc_table(LC_BASE c, TABLE_LAPSE)->shape[axis];
+}
+#define TABLE_SURR_CHARGE 2
+#define AXIS_SURR_CHARGE_POLICY_YEAR 0
+#define AXIS_SURR_CHARGE_CHARGE_TYPE 1
+static inline const double *table_surr_charge(LC_BASE_ARG const lc_ctx *c) {
+    return lc_f64(LC_BASE lc_table(LC_BASE c, TABLE_SURR_CHARGE));
+}
+static inline int32_t table_surr_charge_origin(LC_BASE_ARG const lc_ctx *c, uint32_t axis) {
+    return lc_table(LC_BASE c, TABLE_SURR_CHARGE)->origin[axis];
+}
+static inline uint32_t table_surr_charge_size(LC_BASE_ARG const lc_ctx *c, uint32_t axis) {
+    return lc_table(LC_BASE c, TABLE_SURR_CHARGE)->shape[axis];
+}
+#define TABLE_CURVE 3
+#define AXIS_CURVE_YEAR 0
+static inline const double *table_curve(LC_BASE_ARG const lc_ctx *c) {
+    return lc_f64(LC_BASE lc_table(LC_BASE c, TABLE_CURVE));
+}
+static inline int32_t table_curve_origin(LC_BASE_ARG const lc_ctx *c, uint32_t axis) {
+    return lc_table(LC_BASE c, TABLE_CURVE)->origin[axis];
+}
+static inline uint32_t table_curve_size(LC_BASE_ARG const lc_ctx *c, uint32_t axis) {
+    return lc_table(LC_BASE c, TABLE_CURVE)->shape[axis];
+}
+
+/* Parameters, one 8-byte slot each. */
+#define LC_N_PARAMS 8
+#define PARAM_INV_RETURN_MEAN 0 /* float64 */
+static inline double param_inv_return_mean(LC_BASE_ARG const lc_ctx *c) {
+    return lc_param_f64(LC_BASE c, PARAM_INV_RETURN_MEAN);
+}
+#define PARAM_INV_RETURN_VOL 1 /* float64 */
+static inline double param_inv_return_vol(LC_BASE_ARG const lc_ctx *c) {
+    return lc_param_f64(LC_BASE c, PARAM_INV_RETURN_VOL);
+}
+#define PARAM_MAINT_FEE_RATE 2 /* float64 */
+static inline double param_maint_fee_rate(LC_BASE_ARG const lc_ctx *c) {
+    return lc_param_f64(LC_BASE c, PARAM_MAINT_FEE_RATE);
+}
+#define PARAM_COI_LOADING 3 /* float64 */
+static inline double param_coi_loading(LC_BASE_ARG const lc_ctx *c) {
+    return lc_param_f64(LC_BASE c, PARAM_COI_LOADING);
+}
+#define PARAM_EXPENSE_ACQ 4 /* float64 */
+static inline double param_expense_acq(LC_BASE_ARG const lc_ctx *c) {
+    return lc_param_f64(LC_BASE c, PARAM_EXPENSE_ACQ);
+}
+#define PARAM_EXPENSE_MAINT 5 /* float64 */
+static inline double param_expense_maint(LC_BASE_ARG const lc_ctx *c) {
+    return lc_param_f64(LC_BASE c, PARAM_EXPENSE_MAINT);
+}
+#define PARAM_INFLATION 6 /* float64 */
+static inline double param_inflation(LC_BASE_ARG const lc_ctx *c) {
+    return lc_param_f64(LC_BASE c, PARAM_INFLATION);
+}
+#define PARAM_COMMISSION_RATE 7 /* float64 */
+static inline double param_commission_rate(LC_BASE_ARG const lc_ctx *c) {
+    return lc_param_f64(LC_BASE c, PARAM_COMMISSION_RATE);
+}
+
+/* Scenario inputs, f64 [n_scen][stride], stride ≥ n_months. */
+#define LC_N_SCENARIO_INPUTS 1
+#define SCEN_STD_NORM 0
+static inline const double *scen_std_norm(LC_BASE_ARG const lc_ctx *c) {
+    return lc_f64(LC_BASE lc_scenario_input(LC_BASE c, SCEN_STD_NORM));
+}
+static inline uint32_t scen_std_norm_stride(LC_BASE_ARG const lc_ctx *c) {
+    return lc_scenario_input(LC_BASE c, SCEN_STD_NORM)->shape[1];
+}
+
+/* Outputs: k of partials[b][k][s], in the model's order. */
+#define OUT_PREMIUMS 0
+#define OUT_DEATH 1
+#define OUT_SURRENDER 2
+#define OUT_MATURITY 3
+#define OUT_EXPENSES 4
+#define OUT_COMMISSIONS 5
+#define OUT_INV_INCOME 6
+#define OUT_AV_CHANGE 7
+#define OUT_NET_CF 8
+#define LC_N_OUTPUTS 9
+#define LC_PRIMARY_OUTPUT OUT_NET_CF
+
+/* The digest of the layout above (services/valuation/sdk/digest.py), exported so that the
+ * package validator can tell a binary compiled for another declaration. Weak: a model of
+ * several C files defines it once. */
+#define LC_INTERFACE_DIGEST 0x071ee855u
+LC_EXPORT(lc_interface_digest) __attribute__((weak)) uint32_t lc_interface_digest(void) { return LC_INTERFACE_DIGEST; }
+
+/* LC_OK when the context is of ABI v2 and lays out this declaration; LC_E_ABI otherwise. */
+static inline int32_t interface_check(LC_BASE_ARG const lc_ctx *c) {
+    if (lc_check_context(c) != LC_OK) return LC_E_ABI;
+    if (c->n_columns != LC_N_COLUMNS || c->n_tables != LC_N_TABLES || c->n_params != LC_N_PARAMS ||
+        c->n_scenario_inputs != LC_N_SCENARIO_INPUTS || c->n_outputs != LC_N_OUTPUTS)
+        return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_POLICY_ID, LC_INT64)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_AGE_AT_ENTRY, LC_INT32)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_POLICY_TERM, LC_INT32)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_POLICY_COUNT, LC_FLOAT64)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_SUM_ASSURED, LC_FLOAT64)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_DURATION_MTH, LC_INT32)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_PREMIUM_PP, LC_FLOAT64)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_AV_PP_INIT, LC_FLOAT64)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_PREMIUM_TYPE, LC_CATEGORY)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_HAS_SURR_CHARGE, LC_CATEGORY)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_SURR_CHARGE_ID, LC_CATEGORY)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_LOAD_PREM_RATE, LC_FLOAT64)) return LC_E_ABI;
+    if (!lc_column_is(LC_BASE c, COL_IS_WL, LC_CATEGORY)) return LC_E_ABI;
+    if (!lc_table_is(LC_BASE c, TABLE_MORTALITY, 2)) return LC_E_ABI;
+    if (!lc_table_is(LC_BASE c, TABLE_LAPSE, 1)) return LC_E_ABI;
+    if (!lc_table_is(LC_BASE c, TABLE_SURR_CHARGE, 2)) return LC_E_ABI;
+    if (!lc_table_is(LC_BASE c, TABLE_CURVE, 1)) return LC_E_ABI;
+    if (!lc_scenario_input_is(LC_BASE c, SCEN_STD_NORM)) return LC_E_ABI;
+    return LC_OK;
+}
+
+#endif
