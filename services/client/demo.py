@@ -7,6 +7,10 @@ runs a preview on a seeded 10,000-policy sample and then the full valuation (1,0
 scenarios), each with a live progress bar, prints the results table and how close the
 preview came, writes ``results.json`` and a distribution plot, and stops the mesh.
 
+``--model`` picks the product (`DEMO_MODELS`): term life (the default) or savings, lifelib's
+CashValue_ME (normals → savings; its own generated policies and reference package, smaller
+defaults: its whole-life policies run to age 120).
+
 ``--local`` runs the same full job in this process (no services: the pipeline runner over the
 same WASM binaries) and prints the same result hash, the proof that local equals cluster.
 """
@@ -17,6 +21,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
@@ -54,39 +59,67 @@ from services.valuation.statistics import result_hash, statistics
 
 DATASET_SEED: Final = 1
 SAMPLE_SEED: Final = 7
-PV_PARTS: Final = ("premiums", "claims", "expenses", "commissions")
 
 
-def dataset_path(data_dir: Path, rows: int) -> tuple[str, Path]:
-    """The sample dataset's id and file: one per size, so a --rows override never reuses the wrong one."""
-    dataset_id = "sample-100k" if rows == 100_000 else f"sample-{rows}"
+@dataclass(frozen=True)
+class DemoModel:
+    """A product the demo can value: its generated dataset, its reference package and the
+    demo's default sizes."""
+
+    model: str
+    """``--model``: the product's name to the dataset generator and to `init_directory`."""
+    package: str
+    """The reference package's directory and archive name under ``DATA_DIR/models``."""
+    dataset: str
+    """The sample dataset's id prefix (``PREFIX-100k``, ``PREFIX-ROWS``)."""
+    rows: int
+    scenarios: int
+    preview: int
+
+    def dataset_id(self, rows: int) -> str:
+        return f"{self.dataset}-100k" if rows == 100_000 else f"{self.dataset}-{rows}"
+
+
+DEMO_MODELS: Final = {
+    "term_life": DemoModel("term_life", "term-life-reference", "sample", rows=100_000, scenarios=1000, preview=10_000),
+    "savings": DemoModel("savings", "savings-reference", "savings", rows=10_000, scenarios=1000, preview=1_000),
+}
+"""``livecalc run --model``: term life (the default) and lifelib's savings model."""
+
+
+def dataset_path(data_dir: Path, rows: int, product: DemoModel = DEMO_MODELS["term_life"]) -> tuple[str, Path]:
+    """The sample dataset's id and file: one per product and size, so a --rows override never
+    reuses the wrong one."""
+    dataset_id = product.dataset_id(rows)
     return dataset_id, data_dir / "datasets" / f"{dataset_id}.parquet"
 
 
-def ensure_dataset(data_dir: Path, rows: int, say: Any) -> tuple[str, Path]:
-    dataset_id, path = dataset_path(data_dir, rows)
+def ensure_dataset(
+    data_dir: Path, rows: int, say: Any, product: DemoModel = DEMO_MODELS["term_life"]
+) -> tuple[str, Path]:
+    dataset_id, path = dataset_path(data_dir, rows, product)
     if path.exists():
         say(f"dataset   {dataset_id}: reusing {path}")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        size = generate(path, rows, DATASET_SEED)
+        size = generate(path, rows, DATASET_SEED, model=product.model)
         took = time.monotonic() - started
         say(f"dataset   {dataset_id}: generated {rows:,} policies ({size:,} bytes) in {took:.1f} s")
     return dataset_id, path
 
 
-def ensure_package(data_dir: Path, say: Any) -> bytes:
-    """The reference package archive, built once (byte-reproducibly) under DATA_DIR/models."""
+def ensure_package(data_dir: Path, say: Any, product: DemoModel = DEMO_MODELS["term_life"]) -> bytes:
+    """The product's reference package archive, built once (byte-reproducibly) under DATA_DIR/models."""
     models = data_dir / "models"
-    archive_path = models / "term-life-reference.zip"
+    archive_path = models / f"{product.package}.zip"
     if archive_path.exists():
         archive = archive_path.read_bytes()
         say(f"package   reusing {archive_path}")
         return archive
-    source = models / "term-life-reference"
+    source = models / product.package
     if not source.exists():
-        init_directory(source)
+        init_directory(source, model=product.model)
     archive, package = build_directory(source, source_date_epoch=0)
     archive_path.write_bytes(archive)
     say(f"package   built {archive_path} from {source} (packageHash {package.package_hash[:16]}…)")
@@ -134,6 +167,7 @@ class Demo:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.product = DEMO_MODELS[args.model]
         self.out: IO[str] = sys.stdout
         self.terminal = sys.stdout.isatty()
 
@@ -163,8 +197,9 @@ def run_local(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
     from services.valuation.interface.tables import load_assets  # noqa: PLC0415
     from services.valuation.scenarios import ScenarioParams  # noqa: PLC0415
 
-    dataset_id, path = ensure_dataset(data_dir, args.rows, demo.say)
-    archive = ensure_package(data_dir, demo.say)
+    product = demo.product
+    dataset_id, path = ensure_dataset(data_dir, args.rows, demo.say, product)
+    archive = ensure_package(data_dir, demo.say, product)
     package = verify_archive(archive)
     sc = scenario_settings(archive, args.scenarios)
     interface = interface_of(package.config)
@@ -220,8 +255,9 @@ def _statistics(values: Any) -> job_pb2.Statistics:
 
 def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
     say = demo.say
-    dataset_id, _ = ensure_dataset(data_dir, args.rows, say)
-    archive = ensure_package(data_dir, say)
+    product = demo.product
+    dataset_id, _ = ensure_dataset(data_dir, args.rows, say, product)
+    archive = ensure_package(data_dir, say, product)
     sc = scenario_settings(archive, args.scenarios)
     out_dir = Path(args.out_dir).resolve() if args.out_dir else data_dir / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -288,6 +324,10 @@ def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args.data_dir)
+    product = DEMO_MODELS[args.model]
+    for name in ("rows", "scenarios", "preview"):  # the product's default sizes
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(product, name))
     demo = Demo(args)
     if args.local:
         return run_local(args, demo, data_dir)
@@ -298,9 +338,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `livecalc run` (the demo job) to the top-level parser."""
     p = sub.add_parser("run", help="the demo: start the mesh, value the sample portfolio, print and plot the results")
     p.add_argument("--data-dir", help="datasets, packages, jobs, logs and results (env LIVECALC_DATA_DIR; ./.livecalc)")
-    p.add_argument("--rows", type=int, default=100_000, help="policies in the sample dataset (default 100,000)")
-    p.add_argument("--scenarios", type=int, default=1000, help="scenarios of the valuation (default 1,000)")
-    p.add_argument("--preview", type=int, default=10_000, help="policies in the preview's sample (default 10,000)")
+    p.add_argument(
+        "--model",
+        choices=tuple(DEMO_MODELS),
+        default="term_life",
+        help="the product: term_life (default; esg → term_life) or savings (lifelib's CashValue_ME; normals → savings)",
+    )
+    p.add_argument("--rows", type=int, help="policies in the sample dataset (default 100,000; savings 10,000)")
+    p.add_argument("--scenarios", type=int, help="scenarios of the valuation (default 1,000)")
+    p.add_argument("--preview", type=int, help="policies in the preview's sample (default 10,000; savings 1,000)")
     p.add_argument("--engines", type=int, default=1, help="engine processes (default 1)")
     p.add_argument("--port-offset", type=int, default=0, help="added to every default port")
     p.add_argument(

@@ -24,7 +24,7 @@ from services.common.client import as_dict, emit_json, write_out
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument
 from services.valuation.packages.package import Package, build_directory, check_directory, verify_archive
-from services.valuation.packages.reference import init_directory
+from services.valuation.packages.reference import REFERENCE_PACKAGES, init_directory
 from services.valuation.packages.report import Issue, PackageInvalid
 from services.valuation.sdk.build import BuildError, ModelBuild, build_model, has_sources
 from services.valuation.sdk.digest import digest_text
@@ -53,9 +53,12 @@ def _print_issues(issues: list[Issue]) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     dest = Path(args.dir)
     if args.template == "reference":
-        written = init_directory(dest)
-        print(f"wrote the reference package (esg → term_life) to {args.dir}: {len(written)} files")
+        written = init_directory(dest, model=args.model)
+        pipeline = "normals → savings" if args.model == "savings" else "esg → term_life"
+        print(f"wrote the {args.model} reference package ({pipeline}) to {args.dir}: {len(written)} files")
         return 0
+    if args.model != "term_life":
+        raise InvalidArgument(f"--model {args.model} writes a reference package: leave out --template c")
     made = init_c_template(dest)
     print(f"wrote the C model template (an endowment; esg → wasm://model) to {args.dir}: {len(made.files)} files")
     if made.build is None:
@@ -279,6 +282,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="reference",
         help="reference: the shipped term-life model (esg → term_life); c: a C model to edit, an endowment "
         "(src/model.c, built with ziglang). Default reference",
+    )
+    p.add_argument(
+        "--model",
+        choices=REFERENCE_PACKAGES,
+        default="term_life",
+        help="--template reference: term_life (default; esg → term_life) or savings (lifelib's CashValue_ME; "
+        "normals → savings)",
     )
     p.set_defaults(func=cmd_init)
     p = cmds.add_parser(

@@ -2,7 +2,8 @@
 
 ``livecalc package init DIR`` writes it as an editable directory from the shipped reference
 model (`services.valuation.reference_model`, package data): its WASM builds and lifelib
-basiclife BasicTerm_S's sample assumption tables.
+basiclife BasicTerm_S's sample assumption tables. ``--model savings`` writes the second product
+the same way: normals → savings with lifelib savings CashValue_ME's assumptions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from services.common.errors import FailedPrecondition
 from services.valuation.packages.config import REFERENCE_PIPELINE
 from services.valuation.packages.manifest import CONFIG
 from services.valuation.reference_model import (
+    savings_assumption_files,
     savings_declaration,
     shipped_assumption_files,
     shipped_models,
@@ -67,20 +69,30 @@ def config_bytes(config: dict[str, Any]) -> bytes:
     return (json.dumps(config, indent=2) + "\n").encode("utf-8")
 
 
-def init_directory(dest: Path) -> list[Path]:
-    """Write the reference package into ``dest`` (which must be empty or absent)."""
+REFERENCE_PACKAGES: Final = ("term_life", "savings")
+"""``livecalc package init --model``: the shipped reference packages."""
+
+
+def init_directory(dest: Path, model: str = "term_life") -> list[Path]:
+    """Write the reference package of ``model`` (`REFERENCE_PACKAGES`: term life, esg → term_life,
+    or savings, normals → savings) into ``dest`` (which must be empty or absent)."""
+    if model not in REFERENCE_PACKAGES:
+        raise FailedPrecondition(f"no reference package for {model!r}: {', '.join(REFERENCE_PACKAGES)}")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FailedPrecondition(f"{dest} exists and is not an empty directory")
+    savings = model == "savings"
+    config = savings_config() if savings else reference_config()
+    assets = savings_assumption_files() if savings else shipped_assumption_files()
     (dest / "wasm").mkdir(parents=True, exist_ok=True)
     (dest / "assumptions").mkdir(exist_ok=True)
     written = [dest / CONFIG]
-    written[0].write_bytes(config_bytes(reference_config()))
+    written[0].write_bytes(config_bytes(config))
     wasm = shipped_models()
-    for name in MODELS:
+    for name in SAVINGS_MODELS if savings else MODELS:
         path = dest / "wasm" / f"{name}.wasm"
         path.write_bytes(wasm[name])
         written.append(path)
-    for name, data in shipped_assumption_files().items():
+    for name, data in assets.items():
         path = dest / "assumptions" / name
         path.write_bytes(data)
         written.append(path)
