@@ -43,7 +43,7 @@ def reference_config() -> dict[str, Any]:
     return {
         "name": "term-life-reference",
         "version": "2.0.0",
-        "description": "Stochastic term life (docs/model.md) on lifelib basiclife's sample assumptions",
+        "description": "Stochastic term life (lifelib basiclife BasicTerm_S/SE/ME) on lifelib's sample assumptions",
         "model": "term_life",
         "interface": term_life_declaration(),
         "scenarios": {"count": 1000, "seed": 42, "a": 0.1, "sigma": 0.01, "include_base": True},
