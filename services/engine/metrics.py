@@ -53,7 +53,7 @@ class EngineMetrics:
                 "livecalc_engine_compute_in_flight", "Pipeline runs (WASM work) executing now.", registry=registry
             ),
             last_wasm_end=Gauge(
-                "livecalc_engine_last_compute_end_seconds",
+                "livecalc_engine_last_compute_end_timestamp_seconds",
                 "Unix time at which the last pipeline run (WASM work) ended, however it ended.",
                 registry=registry,
             ),

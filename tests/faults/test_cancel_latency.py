@@ -1,7 +1,7 @@
 """Issue 12, item 4: CancelJob to the last engine CPU burst, p50 and p99 over 20 cancels (≤ 1 s).
 
 Engines expose when their last pipeline run (WASM work) ended, however it ended
-(`livecalc_engine_last_compute_end_seconds`) and how many run now; after each CancelJob the
+(`livecalc_engine_last_compute_end_timestamp_seconds`) and how many run now; after each CancelJob the
 test waits until no engine computes and takes the latest end on any engine, minus the moment
 CancelJob was sent (0 when every run had ended before it).
 """
@@ -46,7 +46,7 @@ def test_cancel_latency_p99_within_a_second(mesh: FaultMesh) -> None:
             assert answer.job.state == S.JOB_STATE_CANCELLED
             assert events[-1].WhichOneof("event") == "cancelled"
             wait_until(lambda: not computing(mesh.engines), 10, "the engines to stop computing")
-            ended = max(metric(e, "livecalc_engine_last_compute_end_seconds") for e in mesh.engines)
+            ended = max(metric(e, "livecalc_engine_last_compute_end_timestamp_seconds") for e in mesh.engines)
             latencies.append(max(0.0, ended - cancelled_at))
     ordered = sorted(latencies)
     p50 = statistics.median(ordered)
