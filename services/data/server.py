@@ -26,7 +26,7 @@ from services.common.storage.base import Storage
 from services.common.storage.local import LocalStorage
 from services.data.catalog import Catalog
 from services.data.limits import MIB, DataLimits
-from services.data.metrics import MeteredStorage, StorageMetrics
+from services.data.metrics import DataMetrics, MeteredStorage, StorageMetrics
 from services.data.servicer import DataServicer
 
 #: Worker threads for parsing and file I/O. Few on purpose: more threads than cores only
@@ -135,7 +135,11 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
     config = resolve_data_config(args, env)
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     storage = MeteredStorage(await open_storage(config), StorageMetrics.create(registry))
-    servicer = DataServicer(Catalog(storage, max_row_bytes=config.limits.max_row_bytes), limits=config.limits)
+    servicer = DataServicer(
+        Catalog(storage, max_row_bytes=config.limits.max_row_bytes),
+        limits=config.limits,
+        metrics=DataMetrics.create(registry),
+    )
     where = config.azure.container if config.azure is not None else str(config.root)
     log.info("datasets", extra={"fields": {"source": "azure_blob" if config.azure else "local", "at": where}})
     return ServiceParts(

@@ -14,14 +14,16 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
+import anyio
 import anyio.to_thread
 import pyarrow as pa
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
-from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from services.common.errors import FailedPrecondition, InvalidArgument, LivecalcError, ResourceExhausted
 from services.data.catalog import Catalog, DatasetEntry
 from services.data.ids import validate_dataset_id
 from services.data.limits import DataLimits, MemoryBudget, mib
+from services.data.metrics import DataMetrics
 from services.data.reading import SPAN_BYTES, default_batch_rows, fetch_rows, iter_range
 from services.data.sampling import SampleCache, add_rows, sample_indices
 from services.data.tenants import TenantCatalogs
@@ -84,6 +86,23 @@ def read_overhead(entry: DatasetEntry) -> int:
     return 3 * entry.parquet.largest_row_group_bytes() + 4 * BATCH_BYTES_LIMIT
 
 
+class _CountedChunks:
+    """An upload's request stream, counting the chunk bytes that pass (for the upload metrics)."""
+
+    def __init__(self, requests: AsyncIterator[data_service_pb2.UploadDatasetRequest]) -> None:
+        self._requests = aiter(requests)
+        self.received = 0
+
+    def __aiter__(self) -> _CountedChunks:
+        return self
+
+    async def __anext__(self) -> data_service_pb2.UploadDatasetRequest:
+        message = await anext(self._requests)
+        if message.WhichOneof("payload") == "chunk":
+            self.received += len(message.chunk)
+        return message
+
+
 class DataServicer(data_service_pb2_grpc.DataServiceServicer):
     """The gRPC face of one catalog."""
 
@@ -94,6 +113,7 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
         *,
         limits: DataLimits | None = None,
         budget: MemoryBudget | None = None,
+        metrics: DataMetrics | None = None,
     ) -> None:
         #: Tenant ''s catalog (auth off); each RPC works in `self.catalogs.current()`.
         self.catalog = catalog
@@ -105,6 +125,9 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
             if budget is not None
             else MemoryBudget(self.limits.memory_budget_bytes, wait_seconds=self.limits.admission_wait_seconds)
         )
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.track_budget(self.budget)
 
     async def ListDatasets(
         self, request: data_service_pb2.ListDatasetsRequest, context: Context
@@ -217,7 +240,20 @@ class DataServicer(data_service_pb2_grpc.DataServiceServicer):
     async def UploadDataset(
         self, request_iterator: AsyncIterator[data_service_pb2.UploadDatasetRequest], context: Context
     ) -> data_service_pb2.UploadDatasetResponse:
-        entry = await receive_upload(self.catalogs.current(), request_iterator, budget=self.budget, context=context)
+        counted = _CountedChunks(request_iterator)
+        outcome = "internal"
+        try:
+            entry = await receive_upload(self.catalogs.current(), counted, budget=self.budget, context=context)
+            outcome = "ok"
+        except LivecalcError as exc:
+            outcome = exc.code.name.lower()
+            raise
+        except anyio.get_cancelled_exc_class():
+            outcome = "cancelled"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.upload_ended(outcome, counted.received)
         return data_service_pb2.UploadDatasetResponse(dataset=entry.to_proto())
 
     async def DeleteDataset(
