@@ -1,9 +1,13 @@
-"""A small kustomize renderer for the tests (no kustomize binary here, and no wheel of it).
+"""A small kustomize renderer for the tests (kustomize's Go binary is no Python dependency).
 
 It understands only what k8s/ uses: `resources` (files and directories with their own
-kustomization), strategic-merge `patches` by path, `labels` (pairs on metadata, optionally on
-pod templates) and `images` (newName/newTag). Anything else is an error, so a manifest that
-grows a feature this renderer does not know fails the tests instead of rendering wrongly.
+kustomization), `components` (directories whose kustomization is a Component), `patches` by
+path (strategic merge, with `$patch: delete` and null deleting; or JSON 6902 with a `target`
+kind and name), `labels` (pairs on metadata, optionally on pod templates), `images`
+(newName/newTag) and `namespace`. Anything else is an error, so a manifest that grows a
+feature this renderer does not know fails the tests instead of rendering wrongly. Where
+`kubectl` is installed, tests/foundation/test_k8s_render.py checks that it renders every
+variant exactly as `kubectl kustomize` does.
 """
 
 from __future__ import annotations
@@ -15,74 +19,164 @@ from typing import Any
 import yaml
 
 Doc = dict[str, Any]
-KNOWN_KEYS = frozenset({"apiVersion", "kind", "resources", "patches", "labels", "images"})
-#: Lists whose items merge by their `name` in a strategic-merge patch (as kubectl does).
-MERGE_BY_NAME = frozenset({"containers", "initContainers", "env", "volumes", "volumeMounts", "ports"})
+KNOWN_KEYS = frozenset({"apiVersion", "kind", "resources", "components", "patches", "labels", "images", "namespace"})
+#: A Component: what it may say (its resources and transformers apply to its includer's objects).
+COMPONENT_KIND = "Component"
+#: Lists whose items merge by a key in a strategic-merge patch, as kubectl's patchMergeKey says
+#: (`ports` is a container's by containerPort, a Service's by port).
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+}
 POD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job"})
 
 
-def documents(path: Path) -> list[Doc]:
+def documents(path: Path) -> list[Any]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def kustomization(directory: Path) -> Doc:
+    (doc,) = documents(directory / "kustomization.yaml")
+    assert isinstance(doc, dict)
+    return doc
+
+
+def is_component(directory: Path) -> bool:
+    return bool(kustomization(directory).get("kind") == COMPONENT_KIND)
 
 
 def render(directory: Path) -> list[Doc]:
     """The objects `kubectl kustomize DIRECTORY` would print, in resource order."""
-    (kustomization,) = documents(directory / "kustomization.yaml")
-    unknown = set(kustomization) - KNOWN_KEYS
+    if is_component(directory):
+        raise ValueError(f"{directory} is a Component: it renders only as part of a kustomization")
+    return _build(directory, [])
+
+
+def _build(directory: Path, objects: list[Doc]) -> list[Doc]:
+    """`objects` (a Component's includer's, else none) with the kustomization at `directory` applied."""
+    spec = kustomization(directory)
+    unknown = set(spec) - KNOWN_KEYS
     if unknown:
         raise NotImplementedError(f"{directory}: kustomization keys this renderer does not know: {sorted(unknown)}")
-    objects: list[Doc] = []
-    for entry in kustomization.get("resources", []):
+    for entry in spec.get("resources", []):
         path = directory / entry
-        objects.extend(render(path) if path.is_dir() else documents(path))
-    for patch in kustomization.get("patches", []):
-        if set(patch) != {"path"}:
-            raise NotImplementedError(f"{directory}: only strategic-merge patches by path: {patch}")
-        for doc in documents(directory / patch["path"]):
-            _apply_patch(objects, doc, directory / patch["path"])
-    for label in kustomization.get("labels", []):
+        if path.is_dir():
+            if is_component(path):
+                raise ValueError(f"{directory}: {entry} is a Component; list it under components")
+            objects.extend(render(path))
+        else:
+            objects.extend(documents(path))
+    for entry in spec.get("components", []):
+        if not is_component(directory / entry):
+            raise ValueError(f"{directory}: {entry} is not a Component")
+        objects = _build(directory / entry, objects)
+    for patch in spec.get("patches", []):
+        path = directory / patch["path"]
+        if set(patch) == {"path"}:
+            for doc in documents(path):
+                _apply_patch(objects, doc, path)
+        elif set(patch) == {"path", "target"} and set(patch["target"]) == {"kind", "name"}:
+            (operations,) = documents(path)
+            _json6902(_find(objects, patch["target"]["kind"], patch["target"]["name"], path), operations, path)
+        else:
+            raise NotImplementedError(f"{directory}: only patches by path, or by path and target kind/name: {patch}")
+    for label in spec.get("labels", []):
         if label.get("includeSelectors"):
             raise NotImplementedError("labels with includeSelectors")
         for obj in objects:
             obj["metadata"].setdefault("labels", {}).update(label["pairs"])
             if label.get("includeTemplates") and obj["kind"] in POD_KINDS:
                 obj["spec"]["template"]["metadata"].setdefault("labels", {}).update(label["pairs"])
-    for image in kustomization.get("images", []):
+    for image in spec.get("images", []):
         for container in (c for obj in objects for c in containers(obj)):
             name, _, tag = container["image"].partition(":")
             if name == image["name"]:
                 container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag)}".rstrip(":")
+    if "namespace" in spec:
+        for obj in objects:
+            obj["metadata"]["namespace"] = spec["namespace"]
     return objects
 
 
-def _apply_patch(objects: list[Doc], patch: Doc, where: Path) -> None:
+def _find(objects: list[Doc], kind: str, name: str, where: Path) -> Doc:
     for obj in objects:
-        if obj["kind"] == patch["kind"] and obj["metadata"]["name"] == patch["metadata"]["name"]:
-            merged = _merge(obj, patch)
-            obj.clear()
-            obj.update(merged)
-            return
-    raise LookupError(f"{where}: {patch['kind']}/{patch['metadata']['name']} patches nothing")
+        if obj["kind"] == kind and obj["metadata"]["name"] == name:
+            return obj
+    raise LookupError(f"{where}: {kind}/{name} patches nothing")
+
+
+def _apply_patch(objects: list[Doc], patch: Doc, where: Path) -> None:
+    obj = _find(objects, patch["kind"], patch["metadata"]["name"], where)
+    if patch.get("$patch") == "delete":
+        objects.remove(obj)
+        return
+    merged = _merge(obj, patch)
+    obj.clear()
+    obj.update(merged)
 
 
 def _merge(base: Any, patch: Any, key: str = "") -> Any:
     if isinstance(base, dict) and isinstance(patch, dict):
         if any(k.startswith("$") for k in patch):
-            raise NotImplementedError(f"strategic-merge directives: {sorted(patch)}")
+            raise NotImplementedError(f"strategic-merge directives here: {sorted(patch)}")
         out = copy.deepcopy(base)
         for k, v in patch.items():
-            out[k] = _merge(base[k], v, k) if k in base else copy.deepcopy(v)
+            if v is None:
+                out.pop(k, None)  # null deletes the key
+            else:
+                out[k] = _merge(base[k], v, k) if k in base else copy.deepcopy(v)
         return out
-    if isinstance(base, list) and isinstance(patch, list) and key in MERGE_BY_NAME:
+    if isinstance(base, list) and isinstance(patch, list) and _merge_key(key, base) is not None:
+        merge_key = _merge_key(key, base)
         out_list = copy.deepcopy(base)
-        index = {item["name"]: i for i, item in enumerate(out_list)}
-        for item in patch:
-            if item["name"] in index:
-                out_list[index[item["name"]]] = _merge(out_list[index[item["name"]]], item)
+        for patch_item in patch:
+            index = {existing[merge_key]: i for i, existing in enumerate(out_list)}
+            directive = patch_item.get("$patch")
+            item = {k: v for k, v in patch_item.items() if k != "$patch"}
+            if directive == "delete":
+                del out_list[index[item[merge_key]]]
+            elif directive is not None:
+                raise NotImplementedError(f"strategic-merge directive $patch: {directive}")
+            elif item[merge_key] in index:
+                out_list[index[item[merge_key]]] = _merge(out_list[index[item[merge_key]]], item)
             else:
                 out_list.append(copy.deepcopy(item))
         return out_list
     return copy.deepcopy(patch)
+
+
+def _merge_key(key: str, items: list[Any]) -> str | None:
+    if key == "ports":
+        return "containerPort" if items and "containerPort" in items[0] else "port"
+    return MERGE_KEYS.get(key)
+
+
+def _json6902(obj: Doc, operations: list[Doc], where: Path) -> None:
+    """RFC 6902 `add`, `replace` and `remove` on `obj`, in place."""
+    for op in operations:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node: Any = obj
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if op["op"] not in ("add", "replace", "remove"):
+            raise NotImplementedError(f"{where}: JSON patch op {op['op']!r}")
+        if isinstance(node, list):
+            index = len(node) if last == "-" else int(last)
+            if op["op"] == "add":
+                node.insert(index, copy.deepcopy(op["value"]))
+            elif op["op"] == "replace":
+                node[index] = copy.deepcopy(op["value"])
+            else:
+                del node[index]
+        elif op["op"] == "remove":
+            del node[last]
+        else:
+            if op["op"] == "replace" and last not in node:
+                raise LookupError(f"{where}: {op['path']} is not there to replace")
+            node[last] = copy.deepcopy(op["value"])
 
 
 def pod_spec(obj: Doc) -> Doc | None:

@@ -44,41 +44,59 @@ def test_base_manifests_validate_strictly(path: Path) -> None:
         kubernetes_validate.validate(doc, "1.37.0", strict=True)
 
 
+def check_custom_resource(doc: dict[str, Any]) -> None:
+    """A structural check of a Prometheus Operator object (its CRD is not bundled)."""
+    assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}, doc["kind"]
+    assert doc["metadata"]["name"]
+    spec = doc["spec"]
+    endpoints_key = "podMetricsEndpoints" if doc["kind"] == "PodMonitor" else "endpoints"
+    assert set(spec) <= {"selector", endpoints_key, "namespaceSelector", "jobLabel"}, sorted(spec)
+    selector = spec["selector"]
+    assert set(selector) <= {"matchLabels", "matchExpressions"} and selector
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] in {"In", "NotIn", "Exists", "DoesNotExist"}
+    assert spec[endpoints_key], endpoints_key
+    for endpoint in spec[endpoints_key]:
+        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}, sorted(endpoint)
+        assert isinstance(endpoint["port"], str) and endpoint.get("path", "/metrics").startswith("/")
+
+
 def test_custom_resources_are_well_formed() -> None:
-    """A structural check of the Prometheus Operator objects (their CRDs are not bundled)."""
-    docs = [doc for path in manifests() for doc in documents(path)]
+    docs = [doc for path in manifests() for doc in documents(path) if isinstance(doc, dict) and "kind" in doc]
     custom = [doc for doc in docs if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS]
     assert custom, "no PodMonitor/ServiceMonitor: Prometheus Operator would not scrape the mesh"
     for doc in custom:
-        assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}, doc["kind"]
-        assert doc["metadata"]["name"]
-        spec = doc["spec"]
-        endpoints_key = "podMetricsEndpoints" if doc["kind"] == "PodMonitor" else "endpoints"
-        assert set(spec) <= {"selector", endpoints_key, "namespaceSelector", "jobLabel"}, sorted(spec)
-        selector = spec["selector"]
-        assert set(selector) <= {"matchLabels", "matchExpressions"} and selector
-        for expr in selector.get("matchExpressions", []):
-            assert expr["operator"] in {"In", "NotIn", "Exists", "DoesNotExist"}
-        assert spec[endpoints_key], endpoints_key
-        for endpoint in spec[endpoints_key]:
-            assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}, sorted(endpoint)
-            assert isinstance(endpoint["port"], str) and endpoint.get("path", "/metrics").startswith("/")
+        check_custom_resource(doc)
+
+
+def test_the_base_needs_no_custom_resource_definitions() -> None:
+    """The PodMonitor is the optional component components/monitoring: the base applies on any cluster."""
+    assert not [key for key, doc in base_objects().items() if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS]
+    (monitor,) = documents(K8S / "components" / "monitoring" / "podmonitor.yaml")
+    assert monitor["kind"] == "PodMonitor"
 
 
 def test_kustomizations_reference_existing_files() -> None:
     for kustomization in K8S.rglob("kustomization.yaml"):
         doc = documents(kustomization)[0]
-        for entry in [*doc.get("resources", []), *(p["path"] for p in doc.get("patches", []))]:
+        entries = [*doc.get("resources", []), *doc.get("components", []), *(p["path"] for p in doc.get("patches", []))]
+        for entry in entries:
             assert (kustomization.parent / entry).exists(), f"{kustomization}: {entry} is missing"
 
 
 def test_overlay_patches_target_base_objects() -> None:
-    objects = base_objects()
-    for patch in (K8S / "overlays").rglob("*.yaml"):
-        if patch.name == "kustomization.yaml":
-            continue
-        for doc in documents(patch):
-            assert (doc["kind"], doc["metadata"]["name"]) in objects, f"{patch} patches nothing"
+    """Every patch of an overlay names an object of the base or of a component."""
+    objects = set(base_objects())
+    for path in manifests():
+        if "components" in path.parts:
+            objects.update((doc["kind"], doc["metadata"]["name"]) for doc in documents(path))
+    for kustomization in (K8S / "overlays").rglob("kustomization.yaml"):
+        for patch in documents(kustomization)[0].get("patches", []):
+            if "target" in patch:  # a JSON patch (RFC 6902) of the object its target names
+                assert (patch["target"]["kind"], patch["target"]["name"]) in objects, patch
+                continue
+            for doc in documents(kustomization.parent / patch["path"]):
+                assert (doc["kind"], doc["metadata"]["name"]) in objects, f"{patch['path']} patches nothing"
 
 
 @pytest.mark.parametrize("service", sorted(DEFAULT_PORTS))

@@ -1,10 +1,15 @@
-"""The rendered kustomizations run the mesh as DESIGN.md says ("Embedded default vs scale-out").
+"""The rendered kustomizations run the mesh as docs/architecture.md says ("11. Scale-out").
 
-Each kustomization (base and overlays) is rendered by tests/foundation/kustomize.py, the
-result validated strictly, and the deployment's properties checked against the services'
-own flag parsing: probes name registered health services, every container is non-root with
-a read-only root, the engines autoscale 3–10 on CPU and memory, NetworkPolicies select the
-pods they mean to, the gateway's addresses resolve to Services that exist, every pod's
+Every variant docs/deploy-kubernetes.md lists (`kubectl kustomize DIR`: the base and the
+overlays; a kustomization it does not list fails here) is rendered by
+tests/foundation/kustomize.py (and, where kubectl is installed, shown to render exactly as
+`kubectl kustomize` does), the result validated strictly, and the deployment's properties
+checked against the services' own flag parsing: the image is the variant's `images:` entry,
+probes name registered health services, every container is non-root with a read-only root,
+the engines autoscale 3–10 on CPU and memory, NetworkPolicies select the pods they mean to,
+the gateway's addresses resolve to Services that exist, datasets and the job store are on
+claimed volumes (or datasets in Azure Blob), the Ingress speaks gRPC with TLS to Services that
+exist, every Secret a variant needs is one the guide says how to create, every pod's
 termination grace outlives the longest chunk, and every pod runs with auth from the mounted
 `livecalc-auth` Secret (never LIVECALC_INSECURE), minting service tokens its peers accept.
 """
@@ -15,13 +20,20 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
+from livecalc.data.v1 import data_service_pb2
+from livecalc.gateway.v1 import job_service_pb2, package_service_pb2
 from services.cli import build_parser
 from services.common.auth.config import SecurityConfig, check_bind, resolve_security_config
 from services.common.auth.roles import Role
@@ -30,13 +42,18 @@ from services.common.auth.tokens import TokenVerifier
 from services.common.config import DEFAULT_PORTS, resolve_server_config
 from services.common.errors import FailedPrecondition
 from services.common.server import HEALTH_NAMES
+from services.data.server import resolve_data_config
 from services.engine import server as engine_server
 from services.gateway.server import resolve_jobs_config
-from tests.foundation.kustomize import Doc, containers, pod_spec, render, selects
-from tests.foundation.test_k8s import CUSTOM_KINDS
+from tests.foundation.kustomize import Doc, containers, is_component, kustomization, pod_spec, render, selects
+from tests.foundation.test_k8s import CUSTOM_KINDS, check_custom_resource
 from tests.support import ROOT
 
+GUIDE = ROOT / "docs" / "deploy-kubernetes.md"
 KUSTOMIZATIONS = sorted(p.parent for p in (ROOT / "k8s").rglob("kustomization.yaml"))
+#: What renders on its own (the base and the overlays); components render inside them.
+VARIANTS = [p for p in KUSTOMIZATIONS if not is_component(p)]
+COMPONENTS = [p for p in KUSTOMIZATIONS if is_component(p)]
 SERVICES = sorted(DEFAULT_PORTS)
 #: The Secret an operator creates with kubectl (k8s/base/kustomization.yaml), and its key.
 AUTH_SECRET, AUTH_SECRET_KEY = "livecalc-auth", "hs256-secret"
@@ -45,6 +62,7 @@ SECRET_FILE_ENV = "LIVECALC_AUTH_HS256_SECRET_FILE"
 
 class Rendered:
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self.objects = render(directory)
 
     def get(self, kind: str, name: str) -> Doc:
@@ -78,6 +96,12 @@ class Rendered:
         env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
         return env
 
+    def secret_env(self, service: str) -> dict[str, tuple[str, str]]:
+        """The container's variables set from a Secret: name → (Secret, key)."""
+        env = self.container(service).get("env", [])
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
+        return {name: (ref["name"], ref["key"]) for name, ref in refs.items()}
+
     def args(self, service: str) -> argparse.Namespace:
         """The container's args as `livecalc` itself parses them."""
         args = self.container(service)["args"]
@@ -91,9 +115,45 @@ class Rendered:
         return self.get("Service", host.split(".")[0]), int(port)
 
 
-@pytest.fixture(params=KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.fixture(params=VARIANTS, ids=lambda p: str(p.relative_to(ROOT)))
 def mesh(request: pytest.FixtureRequest) -> Rendered:
     return Rendered(request.param)
+
+
+def _guide() -> str:
+    return GUIDE.read_text()
+
+
+def test_the_guide_lists_every_variant_and_component() -> None:
+    """docs/deploy-kubernetes.md lists exactly the kustomizations there are: a new variant (or a
+    component) that the guide does not list fails here, and so does one it lists that is gone."""
+    text = _guide()
+    documented = {ROOT / d for d in re.findall(r"kubectl kustomize (k8s/[\w./-]+)`", text)}
+    assert documented == set(VARIANTS), "the guide's `kubectl kustomize DIR` variants are the kustomizations"
+    components = {ROOT / d for d in re.findall(r"`(k8s/components/[\w-]+)`", text)}
+    assert components == set(COMPONENTS)
+    # Each component renders (and so is tested) inside at least one documented variant.
+    included = {
+        (variant / entry).resolve() for variant in VARIANTS for entry in kustomization(variant).get("components", [])
+    }
+    assert {c.resolve() for c in COMPONENTS} <= included
+
+
+def _strip(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_the_renderer_renders_as_kubectl_does(mesh: Rendered) -> None:
+    """The objects tests/foundation/kustomize.py renders are exactly those of `kubectl kustomize`."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(mesh.directory)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    theirs = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(out) if o}
+    ours = {(o["kind"], o["metadata"]["name"]): _strip(o) for o in mesh.objects}
+    assert sorted(ours) == sorted(theirs)
+    for key, obj in ours.items():
+        assert obj == theirs[key], key
 
 
 def _quantity(value: str) -> float:
@@ -105,12 +165,39 @@ def _quantity(value: str) -> float:
 
 
 def test_rendered_objects_validate_strictly(mesh: Rendered) -> None:
-    custom = [o for o in mesh.objects if (o["apiVersion"], o["kind"]) in CUSTOM_KINDS]
-    assert custom, "the Prometheus Operator monitor is part of the render"
     for obj in mesh.objects:
-        if (obj["apiVersion"], obj["kind"]) not in CUSTOM_KINDS:
+        if (obj["apiVersion"], obj["kind"]) in CUSTOM_KINDS:
+            check_custom_resource(obj)  # its CRD's schema is not bundled
+        else:
             kubernetes_validate.validate(obj, "1.37.0", strict=True)
     assert all(o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "livecalc-mesh" for o in mesh.objects)
+    namespaces = {o["metadata"].get("namespace") for o in mesh.objects}
+    assert len(namespaces) == 1, "one namespace for the whole mesh (its Services are named without one)"
+
+
+def _images(directory: Path) -> dict[str, str]:
+    """Image name → the reference its variant's `images:` entries make of it (overlays win)."""
+    spec = kustomization(directory)
+    images: dict[str, str] = {}
+    for entry in spec.get("resources", []):
+        if (directory / entry).is_dir():
+            images.update(_images(directory / entry))
+    for entry in spec.get("components", []):
+        images.update(_images(directory / entry))
+    for image in spec.get("images", []):
+        name, _, tag = images.get(image["name"], image["name"] + ":").rpartition(":")
+        images[image["name"]] = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
+    return images
+
+
+def test_every_pod_runs_the_variants_image(mesh: Rendered) -> None:
+    """The one image, as the variant's `images:` entry names it (example: your registry's)."""
+    expected = _images(mesh.directory)["livecalc-mesh"]
+    assert {c["image"] for obj in mesh.objects for c in containers(obj)} == {expected}
+    name, _, tag = expected.rpartition(":")
+    assert name.endswith("livecalc-mesh") and tag, expected
+    if mesh.directory.name == "example":
+        assert expected == "registry.example.com/livecalc-mesh:0.1.0"
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -141,7 +228,6 @@ def test_every_container_is_non_root_with_a_read_only_root(mesh: Rendered) -> No
             assert sc.get("runAsUser", 10001) != 0 and sc.get("privileged") is not True
             mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
             assert "emptyDir" in mounts["/tmp"], f"{container['name']}: /tmp must be writable"
-            assert container["image"] == "livecalc-mesh:0.1.0"
 
 
 def test_engine_cache_dir_is_a_writable_volume(mesh: Rendered) -> None:
@@ -186,16 +272,26 @@ def test_engine_disruption_budget(mesh: Rendered) -> None:
     assert 0 < pdb["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"]
 
 
-def _ingress(mesh: Rendered, service: str) -> dict[int, list[Doc] | None]:
-    """For the service's pods: port → the peers admitted (None: from anywhere)."""
+#: The pods of ingress-nginx's own install, which the ingress component admits to the data service.
+INGRESS_CONTROLLER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+}
+
+
+def _ingress(mesh: Rendered, service: str) -> dict[int, list[list[Doc] | None]]:
+    """For the service's pods: port → the peers of each rule admitting it (None: from anywhere),
+    over every NetworkPolicy that selects them (policies add up)."""
     pods = [f"livecalc-{service}"]
-    (policy,) = [p for p in mesh.of_kind("NetworkPolicy") if mesh.pods_selected(p["spec"]["podSelector"]) == pods]
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
-    admitted: dict[int, list[Doc] | None] = {}
-    for rule in policy["spec"]["ingress"]:
-        for port in rule["ports"]:
-            assert port["protocol"] == "TCP"
-            admitted[port["port"]] = rule.get("from")
+    policies = [p for p in mesh.of_kind("NetworkPolicy") if mesh.pods_selected(p["spec"]["podSelector"]) == pods]
+    assert policies, service
+    admitted: dict[int, list[list[Doc] | None]] = {}
+    for policy in policies:
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        for rule in policy["spec"]["ingress"]:
+            for port in rule["ports"]:
+                assert port["protocol"] == "TCP"
+                admitted.setdefault(port["port"], []).append(rule.get("from"))
     return admitted
 
 
@@ -208,22 +304,37 @@ def _admits(peers: list[Doc] | None, mesh: Rendered) -> set[str]:
     return admitted
 
 
-def _prometheus_only(peers: list[Doc] | None) -> bool:
-    return peers == [
-        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+def _prometheus_only(rules: list[list[Doc] | None]) -> bool:
+    return rules == [
+        [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
     ]
 
 
+def _routes(mesh: Rendered) -> dict[str, Doc]:
+    """Ingress path → its backend Service, over every Ingress of the variant."""
+    return {
+        path["path"]: mesh.get("Service", path["backend"]["service"]["name"])
+        for ingress in mesh.of_kind("Ingress")
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+
+
 def test_network_policies(mesh: Rendered) -> None:
-    assert len(mesh.of_kind("NetworkPolicy")) == 3
+    from_outside = any(svc["metadata"]["name"] == "livecalc-data" for svc in _routes(mesh).values())
+    assert len(mesh.of_kind("NetworkPolicy")) == 3 + from_outside
     ports = {s: DEFAULT_PORTS[s] for s in SERVICES}
     engine, data, gateway = (_ingress(mesh, s) for s in ("engine", "data", "gateway"))
     assert set(engine) == set(ports["engine"])
-    assert _admits(engine[ports["engine"][0]], mesh) == {"livecalc-gateway"}
+    (engine_peers,) = engine[ports["engine"][0]]
+    assert _admits(engine_peers, mesh) == {"livecalc-gateway"}
     assert set(data) == set(ports["data"])
-    assert _admits(data[ports["data"][0]], mesh) == {"livecalc-gateway", "livecalc-engine"}
+    data_peers, *controller = data[ports["data"][0]]
+    assert _admits(data_peers, mesh) == {"livecalc-gateway", "livecalc-engine"}
+    # With the ingress component, the controller reaches the data service's gRPC port as well.
+    assert controller == ([[INGRESS_CONTROLLER]] if from_outside else [])
     assert set(gateway) == set(ports["gateway"])
-    assert gateway[ports["gateway"][0]] is None, "clients reach the gateway from anywhere"
+    assert gateway[ports["gateway"][0]] == [None], "clients reach the gateway from anywhere"
     for service, admitted in (("engine", engine), ("data", data), ("gateway", gateway)):
         assert _prometheus_only(admitted[ports[service][1]]), f"{service}: metrics open to Prometheus"
         container_ports = {p["containerPort"] for p in mesh.container(service)["ports"]}
@@ -231,12 +342,18 @@ def test_network_policies(mesh: Rendered) -> None:
 
 
 def test_pod_monitor_scrapes_every_service(mesh: Rendered) -> None:
-    (monitor,) = mesh.of_kind("PodMonitor")
-    assert sorted(mesh.pods_selected(monitor["spec"]["selector"])) == [f"livecalc-{s}" for s in SERVICES]
-    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
-        for service in SERVICES:
-            named = {p["name"]: p["containerPort"] for p in mesh.container(service)["ports"]}
-            assert named[endpoint["port"]] == DEFAULT_PORTS[service][1]
+    """With the monitoring component, one PodMonitor scrapes every service; without it, none."""
+    monitors = mesh.of_kind("PodMonitor")
+    components = [(mesh.directory / c).resolve().name for c in kustomization(mesh.directory).get("components", [])]
+    assert len(monitors) == ("monitoring" in components)
+    for monitor in monitors:
+        assert sorted(mesh.pods_selected(monitor["spec"]["selector"])) == [f"livecalc-{s}" for s in SERVICES]
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            for service in SERVICES:
+                named = {p["name"]: p["containerPort"] for p in mesh.container(service)["ports"]}
+                assert named[endpoint["port"]] == DEFAULT_PORTS[service][1]
+                annotations = mesh.deployment(service)["spec"]["template"]["metadata"]["annotations"]
+                assert annotations["prometheus.io/port"] == str(named[endpoint["port"]])
 
 
 def _service_selects(mesh: Rendered, address: str, service: str) -> Doc:
@@ -362,3 +479,140 @@ def test_service_tokens_minted_in_one_pod_pass_in_the_others(mesh: Rendered, tmp
         principal = asyncio.run(TokenVerifier(auth).verify(value.removeprefix("Bearer ")))
         assert principal.subject == f"livecalc-{caller}"
         assert Role.ADMIN.value in principal.roles, f"{callee} must accept {caller}'s calls"
+
+
+def test_datasets_are_on_a_claimed_volume_or_in_azure_blob(mesh: Rendered) -> None:
+    """Datasets outlive the data pod: on a claim of the base, or in the azure overlay's container
+    (then no claim: no disk for data that lives elsewhere). Every claim is mounted by a pod."""
+    deployment = mesh.deployment("data")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate", "one writer of the datasets at a time"
+    from_secrets = {name: f"<{secret}/{key}>" for name, (secret, key) in mesh.secret_env("data").items()}
+    config = resolve_data_config(mesh.args("data"), {**mesh.env("data"), **from_secrets})
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}  # type: ignore[index]
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in mesh.container("data")["volumeMounts"]}
+    claims = {c["metadata"]["name"]: c for c in mesh.of_kind("PersistentVolumeClaim")}
+    if config.azure is None:
+        mount = next(path for path in mounts if config.root.is_relative_to(path))
+        claim = claims[mounts[mount]["persistentVolumeClaim"]["claimName"]]
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        assert _quantity(claim["spec"]["resources"]["requests"]["storage"]) >= 10 * 2**30
+    else:
+        connection = mesh.secret_env("data")["LIVECALC_DATA_AZURE_CONNECTION_STRING"]
+        assert connection == ("livecalc-azure", "connection-string")
+        assert not [v for v in mounts.values() if "persistentVolumeClaim" in v]
+        assert "livecalc-datasets" not in claims
+    mounted = {
+        v["persistentVolumeClaim"]["claimName"]
+        for obj in mesh.objects
+        for v in (pod_spec(obj) or {}).get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
+    assert mounted == set(claims)
+
+
+def _route(paths: dict[str, Doc], grpc_path: str) -> str:
+    """The Service an Ingress sends `grpc_path` to: the longest Prefix path matching whole elements."""
+    matching = [p for p in paths if p in ("/", grpc_path) or grpc_path.startswith(p.rstrip("/") + "/")]
+    return str(paths[max(matching, key=len)]["metadata"]["name"])
+
+
+def _methods(descriptor: Any, service: str) -> list[str]:
+    full = descriptor.services_by_name[service]
+    return [f"/{full.full_name}/{method.name}" for method in full.methods]
+
+
+def test_the_ingress_speaks_grpc_with_tls_to_the_gateway_and_the_data_service(mesh: Rendered) -> None:
+    ingresses = mesh.of_kind("Ingress")
+    components = [(mesh.directory / c).resolve().name for c in kustomization(mesh.directory).get("components", [])]
+    assert len(ingresses) == ("ingress" in components)
+    for ingress in ingresses:
+        annotations = ingress["metadata"]["annotations"]
+        assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+        assert annotations["nginx.ingress.kubernetes.io/ssl-redirect"] == "true"
+        # An upload is one request body as large as its dataset; a WatchJob lasts as long as its job.
+        assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+        for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+            assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 3600
+        hosts = [rule["host"] for rule in ingress["spec"]["rules"]]
+        assert hosts and all(hosts), "every rule names its host"
+        tls_hosts = {h for tls in ingress["spec"]["tls"] for h in tls["hosts"]}
+        assert set(hosts) <= tls_hosts, "TLS for every host"
+        assert all(tls["secretName"] for tls in ingress["spec"]["tls"])
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["pathType"] == "Prefix"
+                svc = mesh.get("Service", path["backend"]["service"]["name"])
+                (port,) = [p for p in svc["spec"]["ports"] if p["name"] == path["backend"]["service"]["port"]["name"]]
+                assert port["appProtocol"] == "grpc"
+                service = svc["metadata"]["name"].removeprefix("livecalc-")
+                named = {p["name"]: p["containerPort"] for p in mesh.container(service)["ports"]}
+                assert named[port["targetPort"]] == DEFAULT_PORTS[service][0]
+        if mesh.directory.name == "example":
+            assert hosts == ["livecalc.acme.example"], "the overlay's host, not the component's placeholder"
+    if ingresses:
+        # Every RPC a client makes reaches the service that serves it.
+        routes = _routes(mesh)
+        for method in _methods(data_service_pb2.DESCRIPTOR, "DataService"):
+            assert _route(routes, method) == "livecalc-data", method
+        gateway_methods = [
+            *_methods(job_service_pb2.DESCRIPTOR, "JobService"),
+            *_methods(package_service_pb2.DESCRIPTOR, "PackageService"),
+            "/grpc.health.v1.Health/Check",
+        ]
+        for method in gateway_methods:
+            assert _route(routes, method) == "livecalc-gateway", method
+
+
+def _documented_secrets() -> dict[str, set[str]]:
+    """Secret → its keys, from the guide's `kubectl create secret` commands."""
+    documented: dict[str, set[str]] = {}
+    for line in _guide().replace("\\\n", " ").splitlines():
+        if "kubectl create secret " not in line:
+            continue
+        words = shlex.split(line[line.index("kubectl create secret ") :])
+        kind, name = words[3], words[4]
+        if kind == "tls":
+            documented[name] = {"tls.crt", "tls.key"}
+        else:
+            assert kind == "generic", line
+            options = [w.split("=", 1)[1] for w in words if w.startswith(("--from-literal=", "--from-file="))]
+            documented[name] = {option.split("=", 1)[0] for option in options}
+    return documented
+
+
+def _secrets_needed(mesh: Rendered) -> dict[str, set[str]]:
+    """Secret → the keys the variant's objects read from it."""
+    needed: dict[str, set[str]] = {}
+    for obj in mesh.objects:
+        for volume in (pod_spec(obj) or {}).get("volumes", []):
+            if "secret" in volume:
+                secret = volume["secret"]
+                needed.setdefault(secret["secretName"], set()).update(i["key"] for i in secret["items"])
+        for container in containers(obj):
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    needed.setdefault(ref["name"], set()).add(ref["key"])
+            assert not [s for s in container.get("envFrom", []) if "secretRef" in s]
+        if obj["kind"] == "Ingress":
+            for tls in obj["spec"]["tls"]:
+                needed.setdefault(tls["secretName"], set()).update({"tls.crt", "tls.key"})
+    return needed
+
+
+def test_every_secret_a_variant_reads_is_one_the_guide_creates(mesh: Rendered) -> None:
+    documented = _documented_secrets()
+    needed = _secrets_needed(mesh)
+    assert AUTH_SECRET in needed
+    for name, keys in needed.items():
+        assert name in documented, f"the guide does not say how to create the Secret {name}"
+        assert keys <= documented[name], (name, keys, documented[name])
+
+
+def test_the_guide_builds_and_pushes_the_image_the_example_runs() -> None:
+    example = Rendered(ROOT / "k8s" / "overlays" / "example")
+    (image,) = {c["image"] for obj in example.objects for c in containers(obj)}
+    text = _guide()
+    assert f"docker build -t {image} ." in text
+    assert f"docker push {image}" in text
