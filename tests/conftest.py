@@ -13,7 +13,7 @@ from tests.support import ServiceProcess, start_service
 
 @pytest.fixture
 def anyio_backend() -> str:
-    # grpc.aio runs on asyncio only (NOTES.md: trio fails).
+    # grpc.aio runs on asyncio only (trio fails).
     return "asyncio"
 
 

@@ -1,4 +1,4 @@
-"""Synthetic policies, any number of rows in bounded memory: term life (MODEL.md "Inputs") and
+"""Synthetic policies, any number of rows in bounded memory: term life (docs/datasets.md "term_life") and
 savings (lifelib's CashValue_ME, ``savings.interface.json``).
 
 Rows are produced in blocks of BLOCK_ROWS from one seeded numpy PCG64 stream and

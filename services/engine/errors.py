@@ -99,7 +99,7 @@ class ModelFailed(EngineError, FailedPrecondition):
 
 
 class InvalidModelInput(EngineError, InvalidArgument):
-    """Policies, assumptions or scenario parameters break the model's rules (MODEL.md)."""
+    """Policies, assumptions or scenario parameters break the model's declared rules (docs/datasets.md)."""
 
 
 class PipelineError(EngineError, InvalidArgument):

@@ -76,7 +76,7 @@ class LoadedPackage:
 
     def scenarios(self, count: int, seed: int, a: float | None, sigma: float | None,
                   include_base: bool | None) -> ScenarioParams:  # fmt: skip
-        """Scenario parameters of a run: the request's, else the package's defaults, else MODEL.md's."""
+        """Scenario parameters of a run: the request's, else the package's defaults, else docs/model.md's."""
         d = self.scenario_defaults
         return ScenarioParams(
             count=count,

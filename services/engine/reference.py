@@ -1,7 +1,7 @@
 """Numpy reference implementations of the shipped model's nodes: ``python://esg``, ``python://normals``
 and ``python://term_life``.
 
-They follow MODEL.md formula by formula and serve as the cross-check of the ``wasm://`` nodes
+They follow docs/model.md formula by formula and serve as the cross-check of the ``wasm://`` nodes
 (agreement to 1e-9 relative, not bitwise: libm differs) and, with one base scenario and
 lifelib's sample assumptions, reproduce lifelib basiclife BasicTerm_S.
 
@@ -30,7 +30,7 @@ from services.valuation.scenarios import ScenarioParams
 
 U64 = npt.NDArray[np.uint64]
 
-"""B: policies per block in the reference summation order (MODEL.md "Aggregation")."""
+"""B: policies per block in the reference summation order (docs/model.md "Aggregation")."""
 
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
 _MIX_M1: Final = np.uint64(0xBF58476D1CE4E5B9)

@@ -1,6 +1,6 @@
 """``python://savings``: the numpy twin of the shipped savings model (lifelib savings CashValue_ME).
 
-It follows ``models/src/savings.c``'s header comment (MODEL.md "The second model: savings")
+It follows ``models/src/savings.c``'s header comment (docs/model.md "savings")
 operation by operation, so the two agree to rounding in libm (1e-9 relative is the contract;
 measured far closer), and with lifelib's own inputs it reproduces CashValue_ME's ``result_pv``
 per model point and scenario. Vectorised over policies × scenarios, one month at a time (the

@@ -2,7 +2,7 @@
 
 ``--engines ADDR[,ADDR…]`` names engines directly; ``dns:///NAME:PORT`` (a Kubernetes headless
 Service) is resolved to one address per pod and re-resolved every `resolve_seconds`, so new
-pods join and vanished ones leave (DESIGN.md step 3). Each engine gets its own channel and a
+pods join and vanished ones leave (docs/architecture.md "4. Dispatch"). Each engine gets its own channel and a
 semaphore of as many slots as its GetCapabilities advertises, shared by every job, so an
 engine never gets more chunks at once than it said it takes.
 """

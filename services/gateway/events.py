@@ -1,7 +1,7 @@
 """A job's append-only event log: sequence numbers from 1, subscribers are cursors.
 
 Appending never waits for a reader: each subscriber keeps its own position and reads the
-log at its own pace (DESIGN.md step 5), so a slow or vanished client cannot slow the job.
+log at its own pace (docs/architecture.md "7. Streaming events"), so a slow or vanished client cannot slow the job.
 Every event is handed to a sink (the job store) as it is appended, so a restarted gateway
 serves the same events; appending does not wait for the store either. Subscribers get an
 event only once the sink has persisted it (and every one before it): a client never sees an

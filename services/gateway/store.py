@@ -27,7 +27,7 @@ that does not decode is skipped where jobs are listed and reported with its job 
 A running job's fold is checkpointed (`Checkpoint`: the next block to fold, the exact
 running total of every output as float64 bytes, the steps of the folded blocks) in the same
 transaction as the progress event that reports it, so a restarted gateway resumes the job
-from that block and ends with the same bits (DESIGN.md "Store").
+from that block and ends with the same bits (docs/architecture.md "8. The store, checkpoints and resume").
 """
 
 from __future__ import annotations

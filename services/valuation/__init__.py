@@ -1,6 +1,6 @@
 """The valuation domain, defined once: what more than one service needs to agree on.
 
-- ``policy_schema``: the term_life policy record (MODEL.md "Inputs"), its row rules and the
+- ``policy_schema``: the term_life policy record (docs/datasets.md "term_life"), its row rules and the
   coercion of raw cells, used by the data service's ValidateDataset and the engine's inputs;
 - ``policies``, ``assumptions``, ``scenarios``: the validated model inputs;
 - ``blocks``: the block size B, the block plan and the exact fold in block order;

@@ -1,4 +1,4 @@
-"""The term-life assumptions (MODEL.md "Inputs"): typed, frozen and validated on construction.
+"""The term-life assumptions (docs/model.md "term_life"): typed, frozen and validated on construction.
 
 Their asset-file form (``assumptions/*`` in a model package) lives in the engine's
 ``assumption_assets``; the tables here are what every implementation of the model reads.
@@ -20,7 +20,7 @@ from services.valuation.policy_schema import MAX_AGE
 # eq=False: arrays have no truth value, so compare fields explicitly
 @dataclass(frozen=True, eq=False)
 class Assumptions:
-    """The term-life assumptions (MODEL.md "Inputs").
+    """The term-life assumptions (docs/model.md "term_life", Inputs).
 
     ``mortality[i, d]`` is the annual q at attained age ``mortality_min_age + i`` and select
     duration ``d`` (0..S, the last column ultimate); ``lapse[y]`` the annual lapse rate in

@@ -1,4 +1,4 @@
-"""Blocks, the block plan and the reference summation order (MODEL.md "Aggregation").
+"""Blocks, the block plan and the reference summation order (docs/model.md "Aggregation").
 
 Policies are grouped into blocks of B = 1024 consecutive dataset rows. A block partial is
 the sum of its policies' values in row order, per scenario (computed inside the model);

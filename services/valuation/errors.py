@@ -38,7 +38,7 @@ class Violation:
 
 
 class ModelInputError(LivecalcError):
-    """Model inputs break the rules of MODEL.md; ``violations`` lists each broken rule."""
+    """Model inputs break the model's rules (docs/datasets.md); ``violations`` lists each broken rule."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 

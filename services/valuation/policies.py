@@ -40,7 +40,7 @@ def frozen_array(values: Any, dtype: npt.DTypeLike) -> Any:
 
 @dataclass(frozen=True, eq=False)
 class Policies:
-    """Policy records as column arrays (MODEL.md "Inputs"), validated on construction.
+    """Policy records as column arrays (docs/datasets.md "term_life"), validated on construction.
 
     ``female`` is 1 for "F" and 0 for "M". ``premium_pp`` is the monthly premium per policy;
     NaN or ≤ 0 means "compute it" (allowed only for new business, duration_mth ≤ 0: issued at

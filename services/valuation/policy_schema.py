@@ -1,4 +1,4 @@
-"""The term_life policy record and its rules (MODEL.md "Inputs"), defined once.
+"""The term_life policy record and its rules (docs/datasets.md "term_life"), defined once.
 
 The data service's ValidateDataset and the engine's `Policies` both judge rows here: the
 same coercion of raw cells (text, integers, floats as Arrow arrays), the same rule names
@@ -63,7 +63,7 @@ TERM_LIFE: Final[tuple[PolicyColumn, ...]] = (
     PolicyColumn("duration_mth", "int64", False, 0.0),
     PolicyColumn("premium_pp", "float64", False),
 )
-"""MODEL.md's policy record, in its order."""
+"""The term-life policy record (docs/datasets.md), in its order."""
 
 MODELS: Final[Mapping[str, tuple[PolicyColumn, ...]]] = {"term_life": TERM_LIFE}
 """Policy schemas by model name."""
@@ -184,7 +184,7 @@ class RuleBreak:
 
 
 def rule_breaks(n: int, values: Mapping[str, npt.NDArray[Any]], valid: Mapping[str, Mask]) -> list[RuleBreak]:
-    """The row rules of MODEL.md's policy table over typed column values.
+    """The row rules of the term-life policy record (docs/datasets.md) over typed column values.
 
     ``values`` holds the present columns (``sex`` as `female_flags`, numbers as numbers),
     ``valid`` where each cell is present and of its kind; a rule judges only valid cells.

@@ -1,4 +1,4 @@
-"""Parameters of the scenario generator (MODEL.md "Scenario generator"), validated on construction."""
+"""Parameters of the scenario generator (docs/model.md "Scenario generators"), validated on construction."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ U64_MAX: Final = (1 << 64) - 1
 
 @dataclass(frozen=True)
 class ScenarioParams:
-    """Parameters of the scenario generator (MODEL.md "Scenario generator").
+    """Parameters of the scenario generator (docs/model.md "Scenario settings").
 
     ``count`` scenarios s = 0 … count−1; with ``include_base`` scenario 0 is the base curve
     (r ≡ 0). ``a`` is the Ornstein–Uhlenbeck mean reversion per year, ``sigma`` the annual

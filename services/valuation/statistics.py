@@ -1,4 +1,4 @@
-"""Statistics and the result hash of a valuation's scenario vector (MODEL.md "Aggregation, statistics, result hash").
+"""Statistics and the result hash of a valuation's scenario vector (docs/model.md "Statistics", "Result hash").
 
 Pure numpy: the gateway's merge, the engine's local runs and the reference tests share this
 one definition.

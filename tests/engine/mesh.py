@@ -55,7 +55,7 @@ def upload_package(address: str, archive: bytes, *, metadata: Sequence[tuple[str
 
 
 def in_process_run(archive: bytes, table: pa.Table, count: int) -> PipelineResult:
-    """The package's pipeline run in this process on `table` and `count` scenarios (MODEL.md's reference order):
+    """The package's pipeline run in this process on `table` and `count` scenarios (docs/model.md's reference order):
     the rows checked and laid out by the package's own declaration, its tables and parameters from its files."""
     package = verify_archive(archive)
     interface = interface_of(package.config)

@@ -1,4 +1,4 @@
-"""The WASM pipeline's result vector is bit-identical for any threads and chunking (MODEL.md)."""
+"""The WASM pipeline's result vector is bit-identical for any threads and chunking (docs/model.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The numpy reference against lifelib basiclife BasicTerm_ME on its own 10,000 model points.
 
-MODEL.md: lifelib's BasicTerm_ME with its own model points — future new business
+docs/model.md: lifelib's BasicTerm_ME with its own model points — future new business
 (duration_mth < 0, issued at t = −duration_mth) and policies maturing at t = 0
 (duration_mth = 12·policy_term) among them — on one base scenario: the portfolio pv_net_cf
 equals lifelib's. lifelib is run once per module with modelx (about 2 s).
@@ -18,7 +18,7 @@ numbers from ours (which then match all 4 × 10,000 PVs bit for bit): (1) lifeli
 (1 + z)^(1/12), the DF power and (1 + infl)^(t/12) with scalar libm pow, the reference with
 numpy's vectorized power (DF0 differs in 30 of 276 months, by up to 2.4e-14 relative: one ulp
 of the twelfth root times t; inflation in 9 months by one ulp); (2) lifelib's pols recursion is
-pols − lapses − deaths, MODEL.md's pols − deaths − lapses; (3) lifelib sums months with a BLAS
+pols − lapses − deaths, docs/model.md's pols − deaths − lapses; (3) lifelib sums months with a BLAS
 matrix-vector product of the transposed month-major array, the reference in month order.
 Neither (1) nor (2) can change without moving existing results, and (3) depends on the BLAS
 build. So: portfolio totals to 1e-12 relative, component PVs to 1e-13 per policy, and a

@@ -1,4 +1,4 @@
-"""wasm://normals, the standard-normal scenario generator: MODEL.md's counter-based Z_s(m).
+"""wasm://normals, the standard-normal scenario generator: docs/model.md's counter-based Z_s(m).
 
 It equals its numpy twin (python://normals, `reference.standard_normals`) to 1e-15 (not bit for
 bit: the module's libm is musl's, the twin's numpy's; on 10^6 draws 2.9% differ, by at most 3 ulp,

@@ -1,4 +1,4 @@
-"""The numpy scenario generator (python://esg) against MODEL.md: counters, subsets, OU moments."""
+"""The numpy scenario generator (python://esg) against docs/model.md: counters, subsets, OU moments."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ MASK64 = (1 << 64) - 1
 
 
 def _mix_int(z: int) -> int:
-    """MODEL.md's mix on Python ints, an implementation independent of numpy's uint64."""
+    """docs/model.md's mix on Python ints, an implementation independent of numpy's uint64."""
     z ^= z >> 30
     z = (z * 0xBF58476D1CE4E5B9) & MASK64
     z ^= z >> 27
@@ -30,7 +30,7 @@ def _uniform_int(seed: int, s: int, k: int) -> float:
 
 
 def _shock_path_scalar(params: ScenarioParams, s: int, months: int) -> list[float]:
-    """r_s(0 … months−1) with math's libm, one scenario, straight from MODEL.md."""
+    """r_s(0 … months−1) with math's libm, one scenario, straight from docs/model.md."""
     phi = math.exp(-params.a / 12)
     sigma_m = params.sigma * math.sqrt((1 - phi * phi) / (2 * params.a))
     r = [0.0]

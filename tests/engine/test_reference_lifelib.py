@@ -1,6 +1,6 @@
 """The numpy reference against the real lifelib basiclife BasicTerm_S, run offline via modelx.
 
-MODEL.md: with one base scenario and lifelib's sample assumptions, each policy's pv_net_cf
+docs/model.md: with one base scenario and lifelib's sample assumptions, each policy's pv_net_cf
 equals BasicTerm_S's to 1e-9 relative. BasicTerm_S ignores sex and policy_count (its
 pols_if_init is 1), so the model points keep policy_count 1 and the female multiplier is 1.
 """

@@ -1,4 +1,4 @@
-"""python://term_life against a scalar transcription of MODEL.md, and its invariances.
+"""python://term_life against a scalar transcription of docs/model.md, and its invariances.
 
 The scalar version loops policy by policy, scenario by scenario, month by month with Python
 floats; the numpy reference must agree with it on every feature the lifelib oracle cannot

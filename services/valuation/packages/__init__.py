@@ -1,4 +1,4 @@
-"""Model packages: the format every service and the CLI agree on (DESIGN.md "Model packages").
+"""Model packages: the format every service and the CLI agree on (docs/packages.md).
 
 A package is a zip of ``manifest.json``, ``livecalc.config.json``, ``wasm/*.wasm``,
 ``assumptions/*``, and optionally ``python/*`` (documentation, never executed) and ``data/*``.

@@ -52,8 +52,8 @@ def reference_config() -> dict[str, Any]:
 
 
 def savings_config() -> dict[str, Any]:
-    """The savings package's ``livecalc.config.json``: lifelib savings CashValue_ME (MODEL.md "The
-    second model") on its own assumptions, under 1,000 scenarios of the normals generator."""
+    """The savings package's ``livecalc.config.json``: lifelib savings CashValue_ME (docs/model.md
+    "savings") on its own assumptions, under 1,000 scenarios of the normals generator."""
     return {
         "name": "savings-reference",
         "version": "1.0.0",

@@ -1,4 +1,4 @@
-"""The reference models (MODEL.md) as the project ships them: WASM builds, their C sources,
+"""The reference models (docs/model.md) as the project ships them: WASM builds, their C sources,
 lifelib basiclife BasicTerm_S's sample assumptions as asset files (term life) and lifelib
 savings CashValue_ME's (the savings model, ``savings.interface.json``, ``savings_assumptions/``).
 
@@ -38,7 +38,7 @@ def term_life_declaration() -> dict[str, Any]:
 
 
 def savings_declaration() -> dict[str, Any]:
-    """The savings model's declared interface (lifelib savings CashValue_ME, MODEL.md "The second model")."""
+    """The savings model's declared interface (lifelib savings CashValue_ME, docs/model.md "savings")."""
     declared: dict[str, Any] = json.loads((_here() / "savings.interface.json").read_text(encoding="utf-8"))
     return declared
 

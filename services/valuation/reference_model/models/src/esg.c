@@ -1,5 +1,5 @@
 /*
- * esg: the counter-based Ornstein–Uhlenbeck scenario generator of MODEL.md.
+ * esg: the counter-based Ornstein–Uhlenbeck scenario generator of docs/model.md.
  *
  * A scenario generator of model ABI v2 (docs/model-interface.md): its context has no rows,
  * columns, tables or outputs; its parameters are the job's scenario settings and its one

@@ -1,5 +1,5 @@
 /*
- * normals: MODEL.md's counter-based standard normals Z_s(m) as a scenario set.
+ * normals: docs/model.md's counter-based standard normals Z_s(m) as a scenario set.
  *
  * A scenario generator of model ABI v2 (docs/model-interface.md), like esg: no rows, columns,
  * tables or outputs; its parameters are the job's scenario settings (seed, a, sigma,

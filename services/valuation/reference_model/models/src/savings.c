@@ -1,5 +1,5 @@
 /*
- * savings: lifelib savings CashValue_ME (MODEL.md "The second model: savings") under stochastic
+ * savings: lifelib savings CashValue_ME (docs/model.md "savings") under stochastic
  * investment returns, one policy × LANES scenarios at a time, as a projection of model ABI v2
  * (docs/model-interface.md). It reads its columns, tables, parameters and the scenario input
  * `std_norm` through savings/model_interface.h, generated from its declaration

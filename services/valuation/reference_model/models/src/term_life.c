@@ -1,5 +1,5 @@
 /*
- * term_life: the stochastic term-life projection of MODEL.md, one policy × LANES scenarios
+ * term_life: the stochastic term-life projection of docs/model.md, one policy × LANES scenarios
  * at a time, as a projection of model ABI v2 (docs/model-interface.md). It reads its columns,
  * tables, parameters and the scenario input `rates` through model_interface.h, generated from
  * its declaration (services/valuation/reference_model/term_life.interface.json).
