@@ -110,6 +110,12 @@ def _add_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data-dir", help="where datasets, packages and jobs live (default ./.livecalc)")
     p.add_argument("--engines", type=int, default=1, help="number of engine processes (default 1)")
     p.add_argument("--port-offset", type=int, default=0, help="added to every default port")
+    p.add_argument(
+        "--auth-dev",
+        action="store_true",
+        help="auth with the embedded dev secret (tokens: livecalc auth dev-token); needed to listen beyond "
+        "loopback (LIVECALC_HOST)",
+    )
     p.set_defaults(func=_cmd_up)
 
 

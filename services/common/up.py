@@ -8,6 +8,12 @@ the gateway's. A service that dies is started again (services.common.supervisor:
 restart budget). Ctrl-C, SIGTERM or SIGHUP stops them all gracefully in stages: the gateway
 first, waited for (its running jobs checkpoint while the engines still serve), then the engines,
 then the data service.
+
+Auth is off unless the environment configures it (docs/security.md), and then the services bind
+loopback only. ``--auth-dev`` turns on auth with the embedded dev secret
+(`<data dir>/auth/dev-secret`, made on first start; tokens from `livecalc auth dev-token`), which
+is what lets the mesh listen beyond loopback (``LIVECALC_HOST=0.0.0.0``, as the image does):
+without auth such a bind is refused once, here, saying how, before any service starts.
 """
 
 from __future__ import annotations
@@ -18,18 +24,28 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from services.common.auth.config import check_bind, is_loopback, resolve_security_config
 from services.common.auth.service import internal_channel_security
 from services.common.config import DEFAULT_PORTS
-from services.common.errors import InvalidArgument, LivecalcError
+from services.common.errors import FailedPrecondition, InvalidArgument, LivecalcError
 from services.common.readiness import wait_serving
 from services.common.supervisor import Child, ProcessSpec, RestartBudgetExceeded, Supervisor, spawn, stop_in_stages
 
-__all__ = ["Child", "data_dir_of", "engine_ports", "mesh_plan", "run_mesh", "start_children", "stop_children"]
+__all__ = [
+    "Child",
+    "check_listen",
+    "data_dir_of",
+    "engine_ports",
+    "mesh_plan",
+    "run_mesh",
+    "start_children",
+    "stop_children",
+]
 
 #: Stop order (highest first): the gateway checkpoints its running jobs while engines and the data
 #: service still serve; then the engines, then the data service.
@@ -61,8 +77,11 @@ def data_dir_of(value: str | None) -> Path:
     return Path(value or os.environ.get("LIVECALC_DATA_DIR", ".livecalc")).resolve()
 
 
-def mesh_plan(data_dir: Path, engines_count: int, off: int) -> tuple[list[ProcessSpec], dict[str, str]]:
-    """Each service to start, in start order, and their environment."""
+def mesh_plan(
+    data_dir: Path, engines_count: int, off: int, *, auth_dev: bool = False
+) -> tuple[list[ProcessSpec], dict[str, str]]:
+    """Each service to start, in start order, and their environment (`auth_dev`: with the
+    embedded dev secret's auth)."""
     tls_client = os.environ.get("LIVECALC_TLS_CA") or os.environ.get("LIVECALC_TLS", "").lower() in ("1", "true", "yes")
     if os.environ.get("LIVECALC_TLS_CERT") and not tls_client:
         raise InvalidArgument(
@@ -78,6 +97,8 @@ def mesh_plan(data_dir: Path, engines_count: int, off: int) -> tuple[list[Proces
         "PYTHONUNBUFFERED": "1",
         "LIVECALC_SUPERVISOR_PID": str(os.getpid()),
     }
+    if auth_dev:
+        env["LIVECALC_AUTH_DEV"] = "1"
     exe = (sys.executable, "-m", "services.cli", "serve")
     data_port, data_metrics = (p + off for p in DEFAULT_PORTS["data"])
     gw_port, gw_metrics = (p + off for p in DEFAULT_PORTS["gateway"])
@@ -157,6 +178,26 @@ def stopping_on_signals(stop: Callable[[], None]) -> Iterator[threading.Event]:
             signal.signal(s, handler)
 
 
+def check_listen(env: Mapping[str, str]) -> None:
+    """Protected mode for the whole mesh, before anything starts (each service checks again):
+    a non-loopback LIVECALC_HOST without auth is refused in one line saying how to allow it."""
+    host = env.get("LIVECALC_HOST") or "127.0.0.1"
+    if is_loopback(host):
+        return
+    try:
+        security = resolve_security_config(env)
+    except OSError:
+        return  # an unreadable secret file: each service names it as it starts
+    try:
+        check_bind(host, security)
+    except FailedPrecondition:
+        raise FailedPrecondition(
+            f"refusing to listen on {host} (LIVECALC_HOST) without authentication: pass --auth-dev (tokens from"
+            " `livecalc auth dev-token`), or set LIVECALC_AUTH_HS256_SECRET_FILE or LIVECALC_AUTH_JWKS"
+            " (docs/security.md), or LIVECALC_INSECURE=1"
+        ) from None
+
+
 def _say(line: str) -> None:
     print(f"livecalc up: {line}", file=sys.stderr, flush=True)
 
@@ -164,7 +205,9 @@ def _say(line: str) -> None:
 def run_mesh(args: argparse.Namespace) -> int:
     """Start the mesh, restart a service that dies (within a budget), wait for Ctrl-C, SIGTERM or
     SIGHUP, stop it gateway first; returns the exit code."""
-    plan, env = mesh_plan(data_dir_of(args.data_dir), int(args.engines), int(args.port_offset))
+    auth_dev = bool(getattr(args, "auth_dev", False))
+    plan, env = mesh_plan(data_dir_of(args.data_dir), int(args.engines), int(args.port_offset), auth_dev=auth_dev)
+    check_listen(env)
     children: list[Child] = []
     started = threading.Event()
 
@@ -188,6 +231,12 @@ def run_mesh(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+            if auth_dev:
+                where = env["LIVECALC_DATA_DIR"]
+                _say(
+                    f"auth is on with the dev secret {Path(where) / 'auth' / 'dev-secret'}; a token:"
+                    f" LIVECALC_DATA_DIR={where} livecalc auth dev-token --tenant T --role read,submit,upload"
+                )
             while not stop.is_set():
                 supervisor.check()
                 stop.wait(CHECK_SECONDS)
