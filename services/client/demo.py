@@ -32,9 +32,9 @@ from services.client.aio import ResultAssembler, job_spec
 from services.client.report import (
     ProgressView,
     json_text,
-    money,
     plot_title,
-    relative_difference,
+    preview_comparison,
+    preview_interval,
     result_document,
     result_lines,
     write_plot,
@@ -291,20 +291,16 @@ def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
                 preview_rows = min(args.preview, args.rows)
                 say(f"Preview: a seeded sample of {preview_rows:,} policies, {sc['count']:,} scenarios")
                 _, preview = demo.job(lc, _spec(p.package_hash, dataset_id, sc, preview_rows), "preview")
-                s = preview.statistics
-                say(
-                    f"preview   mean {money(s.mean)} ± {money(s.standard_error)} (scaled to {args.rows:,} "
-                    f"policies) in {preview.elapsed_seconds:.2f} s"
-                )
+                say(f"preview   {preview_interval(preview)}")
+                say(f"          {preview_rows:,} policies scaled to {args.rows:,}, in {preview.elapsed_seconds:.2f} s")
                 say()
                 say(f"Full run: {args.rows:,} policies × {sc['count']:,} scenarios")
                 job_id, full = demo.job(lc, _spec(p.package_hash, dataset_id, sc, None), "full run")
                 say()
                 for line in result_lines(full, title=f"{p.name} on {dataset_id}"):
                     say(line)
-                diff = relative_difference(preview, full)
                 say()
-                say(f"preview was within {abs(diff) * 100:.2f} % of the full run (preview mean {diff:+.2%} vs full)")
+                say(preview_comparison(preview, full))
                 doc = result_document(full, job_id=job_id, dataset_id=dataset_id, preview=preview)
                 results = out_dir / "results.json"
                 results.write_text(json_text(doc))

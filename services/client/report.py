@@ -98,6 +98,12 @@ def result_document(
             "relative_difference": relative_difference(preview, result),
             "preview_elapsed_seconds": preview.elapsed_seconds,
         }
+        if preview.HasField("preview_uncertainty"):
+            u = preview.preview_uncertainty
+            doc["preview_comparison"]["preview_uncertainty"] = uncertainty_document(u)
+            doc["preview_comparison"]["full_run_within_sampling_interval"] = (
+                abs(preview.statistics.mean - result.statistics.mean) <= u.sampling_half_width
+            )
     doc["outputs"] = [
         {
             "name": o.name,
@@ -152,6 +158,54 @@ def relative_difference(preview: job_pb2.JobResult, full: job_pb2.JobResult) -> 
     return (preview.statistics.mean - full_mean) / abs(full_mean)
 
 
+def uncertainty_document(u: job_pb2.PreviewUncertainty) -> dict[str, Any]:
+    """A preview's uncertainty as JSON (job.proto PreviewUncertainty says what each covers)."""
+    return {
+        "confidence_level": u.confidence_level,
+        "half_width": u.half_width,
+        "sampling_half_width": u.sampling_half_width,
+        "standard_error": u.standard_error,
+        "sampling_standard_error": u.sampling_standard_error,
+        "scenario_standard_error": u.scenario_standard_error,
+        "sample_groups": int(u.sample_groups),
+        "degrees_of_freedom": u.degrees_of_freedom,
+        "sampling_degrees_of_freedom": u.sampling_degrees_of_freedom,
+    }
+
+
+def preview_interval(result: job_pb2.JobResult) -> str:
+    """A preview's mean with its interval and what the interval covers, e.g. "mean 188,171,216
+    ± 5,093,215 (95 %: scenarios and policy sampling; a full run on these scenarios within
+    ± 4,811,022)". A result without an uncertainty (a sample of one policy) shows the
+    scenarios' standard error, saying so."""
+    s = result.statistics
+    if not result.HasField("preview_uncertainty"):
+        return f"mean {money(s.mean)} ± {money(s.standard_error)} (one standard error, scenarios only)"
+    u = result.preview_uncertainty
+    return (
+        f"mean {money(s.mean)} ± {money(u.half_width)} ({u.confidence_level:g} %: scenarios and policy "
+        f"sampling; a full run on these scenarios within ± {money(u.sampling_half_width)})"
+    )
+
+
+def preview_comparison(preview: job_pb2.JobResult, full: job_pb2.JobResult) -> str:
+    """One sentence on how far the preview's mean was from the full run's, and whether the
+    preview's policy-sampling interval held it."""
+    diff = relative_difference(preview, full)
+    delta = preview.statistics.mean - full.statistics.mean
+    within = f"within {abs(diff) * 100:.2f} %" if math.isfinite(diff) else "not within any ratio"
+    side = f"{money(abs(delta))} {'below' if delta < 0 else 'above'}" if delta else "equal to"
+    line = f"preview was {within} of the full run ({side} its mean {money(full.statistics.mean)}"
+    if not preview.HasField("preview_uncertainty"):
+        return line + ")"
+    u = preview.preview_uncertainty
+    where = "inside" if abs(delta) <= u.sampling_half_width else "outside"
+    return (
+        f"{line}; {where} the preview's {u.confidence_level:g} % policy-sampling interval, "
+        f"± {money(u.sampling_half_width)})"
+    )
+
+
 def result_lines(result: job_pb2.JobResult, *, title: str = "Results") -> list[str]:
     """The results table as text lines (the same on a terminal and in a log)."""
     s = result.statistics
@@ -169,6 +223,7 @@ def result_lines(result: job_pb2.JobResult, *, title: str = "Results") -> list[s
         (f"mean {primary}", money(s.mean)),
         ("std", money(s.std)),
         ("standard error", money(s.standard_error)),
+        *_uncertainty_rows(result),
         ("min / max", f"{money(s.min)} / {money(s.max)}"),
     ]
     rows += [(f"percentile {p.level:g} %", money(p.value)) for p in s.percentiles]
@@ -184,6 +239,19 @@ def result_lines(result: job_pb2.JobResult, *, title: str = "Results") -> list[s
     lines = [f"{title} — {kind}", "-" * (width + 2 + max(len(v) for _, v in rows))]
     lines += [f"{k:<{width}}  {v:>20}" if k != "result hash" else f"{k:<{width}}  {v}" for k, v in rows]
     return lines
+
+
+def _uncertainty_rows(result: job_pb2.JobResult) -> list[tuple[str, str]]:
+    """A preview's interval rows of the results table (none for a full run)."""
+    if not result.HasField("preview_uncertainty"):
+        return []
+    u = result.preview_uncertainty
+    level = f"{u.confidence_level:g} %"
+    return [
+        ("sampling standard error", money(u.sampling_standard_error)),
+        (f"± {level}, scenarios and sampling", money(u.half_width)),
+        (f"± {level}, to a full run", money(u.sampling_half_width)),
+    ]
 
 
 def write_plot(result: job_pb2.JobResult, path: Path, *, title: str) -> None:

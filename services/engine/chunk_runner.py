@@ -1,7 +1,9 @@
 """One chunk of a job on this engine: rows in, exact block partials out, as a stream of events.
 
 A chunk is a run of policy blocks (B = 1024 dataset rows each; MODEL.md's reference order) or a
-seeded sample (previews). Its blocks are computed in *pieces* of a few blocks, each one
+seeded sample (previews) in groups of consecutive sample positions (engine.proto
+SampleSelection: the sample's blocks, or smaller groups of a run each), one partial per group.
+Its blocks are computed in *pieces* of a few blocks, each one
 pipeline run (esg → term_life, or whatever the package declares) on the engine's `WasmPool`:
 
 - a reader task fetches the rows of the next piece from the data service while the current
@@ -69,12 +71,30 @@ class ChunkWork:
     block_count: int = 0
     sample_n: int = 0
     sample_seed: int = 0
+    sample_group_rows: int = 0
+    """Policies per sample group (1..B); 0: the sample's blocks folded into one partial."""
     scenario_set: ScenarioSet | None = None
     """The job's scenario inputs as data (they replace the generator), or None."""
 
     @property
     def is_sample(self) -> bool:
         return self.sample_n > 0
+
+    @property
+    def sample_groups(self) -> int:
+        """Groups of a grouped sample (0 for blocks, or a sample folded into one partial)."""
+        q = self.sample_group_rows
+        return -(-self.sample_n // q) if self.is_sample and q > 0 else 0
+
+    def sample_pieces(self) -> list[tuple[int, int]]:
+        """A sample's pieces as group ranges [g0, g1): every group in one run when groups are
+        blocks, else a run per group (a run's blocks hold B rows: no smaller group fits one)."""
+        groups = self.sample_groups
+        if groups == 0:
+            return [(0, 1)]
+        if self.sample_group_rows == BLOCK_SIZE:
+            return [(0, groups)]
+        return [(g, g + 1) for g in range(groups)]
 
 
 @dataclass
@@ -172,8 +192,8 @@ class ChunkRunner:
     ) -> AsyncIterator[engine_service_pb2.RunChunkResponse]:
         """Events of the chunk: progress, partials (block order), progress … (the caller adds the summary)."""
         if work.is_sample:
-            pieces: Sequence[tuple[int, int]] = [(0, 1)]
-            total_blocks = 1
+            pieces: Sequence[tuple[int, int]] = work.sample_pieces()
+            total_blocks = pieces[-1][1]
         else:
             first, count = work.first_block, work.block_count
             if first < 0 or count < 1 or first * BLOCK_SIZE >= dataset_rows:
@@ -217,7 +237,7 @@ class ChunkRunner:
                         self._on_speed(steps, seconds)
                     for message in self._partials(item, result, work):
                         yield engine_service_pb2.RunChunkResponse(partial=message)
-                    done_blocks += 1 if work.is_sample else result.partials.shape[0]
+                    done_blocks += 1 if work.is_sample and not work.sample_groups else result.partials.shape[0]
                     stats.blocks = done_blocks
                     yield _progress(done_blocks, total_blocks, stats.steps)
         finally:
@@ -226,10 +246,11 @@ class ChunkRunner:
     @staticmethod
     def _partials(piece: _Piece, result: PipelineResult, work: ChunkWork) -> list[engine_pb2.BlockPartial]:
         parts = result.partials  # f64 [blocks][K][N], K declared outputs
-        if work.is_sample:
+        if work.is_sample and not work.sample_groups:
             # one partial: the sample's blocks folded in block order (a fixed, reproducible order)
             folded = np.stack([fold(parts[:, i, :]) for i in range(parts.shape[1])])
             return block_partials(0, 0, len(piece.records), folded)
+        # blocks of the dataset, or groups of a sample (its blocks, or one group a run)
         out = []
         n_rows = len(piece.records)
         for i in range(parts.shape[0]):
@@ -252,7 +273,13 @@ class ChunkRunner:
                 sample = await rows.sample(work.dataset_id, work.dataset_version, work.sample_n, work.sample_seed)
                 numbers = sample.rows
                 records = await asyncio.to_thread(records_at, sample.table, package, lambda r: int(numbers[r]))
-                await queue.put(_Piece(0, 0, records, numbers))
+                if not work.sample_groups:
+                    await queue.put(_Piece(0, 0, records, numbers))
+                    return
+                q = work.sample_group_rows
+                for g0, g1 in pieces:
+                    at = slice(g0 * q, min(len(records), g1 * q))
+                    await queue.put(_Piece(g0, g0 * q, records.take(at), numbers[at]))
                 return
             for b0, b1 in pieces:
                 start, end = b0 * BLOCK_SIZE, min(b1 * BLOCK_SIZE, dataset_rows)

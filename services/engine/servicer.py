@@ -134,6 +134,8 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
             raise InvalidArgument("blocks.first_block must be ≥ 0 and blocks.block_count ≥ 1")
         if which == "sample" and request.sample.n < 1:
             raise InvalidArgument("sample.n must be ≥ 1")
+        if which == "sample" and not 0 <= request.sample.group_rows <= BLOCK_SIZE:
+            raise InvalidArgument(f"sample.group_rows must be in 0..{BLOCK_SIZE}")
 
     def _check_fits(self, scenarios: int) -> None:
         """Refuse, before any download, read or allocation, a count whose smallest run (one block
@@ -158,7 +160,8 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
         )
         if request.WhichOneof("selection") == "sample":
             return ChunkWork(request.dataset_id, request.dataset_version, scenarios,
-                             sample_n=request.sample.n, sample_seed=request.sample.seed)  # fmt: skip
+                             sample_n=request.sample.n, sample_seed=request.sample.seed,
+                             sample_group_rows=request.sample.group_rows)  # fmt: skip
         return ChunkWork(request.dataset_id, request.dataset_version, scenarios,
                          first_block=request.blocks.first_block, block_count=request.blocks.block_count)  # fmt: skip
 

@@ -360,9 +360,7 @@ class Dispatcher:
                 self._heard()
                 kind = message.WhichOneof("event")
                 if kind == "partial":
-                    partial = message.partial
-                    if self.preview:
-                        partial.block_index = work.first_block
+                    partial = message.partial  # a preview's: one per sample group (SampleSelection)
                     block = int(partial.block_index)
                     if block not in wanted or block in received:
                         raise JobFailed(

@@ -18,11 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from livecalc.engine.v1 import engine_pb2
 from services.common.errors import Internal
 from services.valuation.arrays import F64
-from services.valuation.blocks import BLOCK_SIZE, BlockFolder, block_rows
+from services.valuation.blocks import BLOCK_SIZE, BlockFolder
 
 
 def partial_array(partial: engine_pb2.BlockPartial, scenarios: int, outputs: int) -> F64:
@@ -54,11 +55,28 @@ class FoldState:
 
 class JobFold:
     """Folds the blocks of a job of ``rows`` rows, ``scenarios`` scenarios and ``outputs`` declared
-    outputs, in block order."""
+    outputs, in block order. A block holds ``block_rows`` rows (B; a preview's sample groups are
+    its blocks, `planner.preview_plan`); with ``keep_means`` the fold also keeps each block's
+    row count and its means over scenarios (`block_means`: what a preview's sampling error is
+    measured from)."""
 
-    def __init__(self, rows: int, blocks: int, scenarios: int, *, outputs: int, check_rows: bool = True) -> None:
+    def __init__(
+        self,
+        rows: int,
+        blocks: int,
+        scenarios: int,
+        *,
+        outputs: int,
+        check_rows: bool = True,
+        block_rows: int = BLOCK_SIZE,
+        keep_means: bool = False,
+    ) -> None:
         self.rows, self.blocks, self.scenarios, self.outputs = rows, blocks, scenarios, outputs
         self.check_rows = check_rows
+        self.block_rows = block_rows
+        self.keep_means = keep_means
+        #: Block → (rows, f64 [K] means over scenarios), with ``keep_means``.
+        self._means: dict[int, tuple[int, F64]] = {}
         self._folder = BlockFolder(blocks)
         self._received: set[int] = set()
         #: Blocks whose partial comes in scenario pieces: (values so far, scenarios filled).
@@ -99,7 +117,7 @@ class JobFold:
         block = int(partial.block_index)
         if block in self._received:
             raise Internal(f"block {block} arrived twice")
-        start, stop = block_rows(block, self.rows)
+        start, stop = block * self.block_rows, min(self.rows, (block + 1) * self.block_rows)
         if self.check_rows and partial.row_count and partial.row_count != stop - start:
             raise Internal(f"block {block}: {partial.row_count} rows, expected {stop - start}")
         values = partial_array(partial, self.scenarios, self.outputs)
@@ -118,6 +136,8 @@ class JobFold:
             whole = held
         before = self._folder.folded_blocks
         self._folder.add(block, whole)
+        if self.keep_means:
+            self._means[block] = (int(partial.row_count) or stop - start, whole.mean(axis=1))
         self._received.add(block)
         self._unsettled.add(block)
         for folded in range(before, self._folder.folded_blocks):
@@ -170,7 +190,15 @@ class JobFold:
     @property
     def rows_done(self) -> int:
         """Rows of the blocks folded so far."""
-        return self.rows if self.complete else min(self.rows, self.folded_blocks * BLOCK_SIZE)
+        return self.rows if self.complete else min(self.rows, self.folded_blocks * self.block_rows)
+
+    def block_means(self) -> tuple[npt.NDArray[np.int64], F64]:
+        """(rows [blocks], means over scenarios f64 [blocks][K]) of the blocks received, in block
+        order (kept with ``keep_means``)."""
+        blocks = sorted(self._means)
+        rows = np.array([self._means[b][0] for b in blocks], dtype=np.int64)
+        means = np.array([self._means[b][1] for b in blocks], dtype=np.float64).reshape(len(blocks), self.outputs)
+        return rows, means
 
     def partial_total(self) -> F64 | None:
         """The fold so far, f64 [K][N], or None before the first block."""

@@ -58,7 +58,7 @@ from services.gateway.inputs import DataServiceDatasets, Datasets, PackageConfig
 from services.gateway.live_job import JobConfig, LiveJob, S
 from services.gateway.metrics import GatewayMetrics, state_label
 from services.gateway.package_store import PackageStore, check_hash
-from services.gateway.planner import Chunk, Plan, plan
+from services.gateway.planner import Chunk, plan, preview_plan
 from services.gateway.recovery import abort, record_logged_end, resumed_job
 from services.gateway.reporting import JobReporter
 from services.gateway.results import attach_values, final_result, relative_difference, split_result
@@ -72,6 +72,8 @@ from services.gateway.scenario_sets import (
 from services.gateway.store import JobStore, ResultKey, StoreClosed, Written
 from services.gateway.submission import limit_violations, spec_differences
 from services.valuation.blocks import BLOCK_SIZE
+from services.valuation.preview_error import preview_uncertainty
+from services.valuation.statistics import statistics
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +216,7 @@ class JobManager:
         check_capacity(params.count, engines)
         slots = sum(e.slots for e in engines) or 1
         if preview:
-            job_plan = Plan(
-                rows=int(spec.preview.sample_rows), blocks_total=1, chunk_blocks=1, chunks=(Chunk(0, 0, 1),)
-            )
+            job_plan = preview_plan(int(spec.preview.sample_rows))
         else:
             job_plan = plan(
                 dataset.rows,
@@ -345,7 +345,11 @@ class JobManager:
             time_limit_seconds=self.config.chunk_time_limit_seconds,
         )
         if spec.HasField("preview"):
-            req.sample.CopyFrom(engine_pb2.SampleSelection(n=spec.preview.sample_rows, seed=spec.preview.seed))
+            req.sample.CopyFrom(
+                engine_pb2.SampleSelection(
+                    n=spec.preview.sample_rows, seed=spec.preview.seed, group_rows=live.plan.block_rows
+                )
+            )
         return req
 
     async def _run(self, live: LiveJob) -> None:
@@ -380,7 +384,8 @@ class JobManager:
                 live.plan.blocks_total,
                 live.params.count,
                 outputs=len(live.outputs.names),
-                check_rows=not preview,
+                block_rows=live.plan.block_rows,
+                keep_means=preview,
             )
             todo = live.plan
             if live.resume is not None:
@@ -534,11 +539,19 @@ class JobManager:
         preview = job.spec.HasField("preview")
         if preview:
             values = values * (live.rows / live.plan.rows)  # every output scaled
-        difference = None
+        difference = uncertainty = None
         if preview:
             full = self.store.latest_full_mean(live.key)
             if full is not None:
                 difference = relative_difference(float(values[outputs.primary].mean()), full[1])
+            group_rows, group_means = fold.block_means()
+            uncertainty = preview_uncertainty(
+                group_means[:, outputs.primary],
+                group_rows,
+                population=live.rows,
+                scenario_standard_error=statistics(values[outputs.primary]).stderr,
+                scenarios=values.shape[1],
+            )
         result = final_result(
             values,
             outputs,
@@ -549,6 +562,7 @@ class JobManager:
             elapsed_seconds=time.monotonic() - live.started,
             preview=preview,
             preview_relative_difference=difference,
+            preview_uncertainty=uncertainty,
         )
         mark_result(result, job.spec.scenarios)
         end = now_timestamp()

@@ -32,6 +32,11 @@ TARGET_CHUNK_STEPS: Final = 2_000_000_000
 TARGET_CHUNK_SECONDS: Final = 1.0
 #: Average projection months assumed per policy when the horizon is not known.
 MONTHS_PER_POLICY: Final = 120
+#: Random groups a preview's sample is computed in at least (when it has that many policies):
+#: the spread of their sums measures the preview's policy-sampling error (services/valuation/
+#: preview_error.py) with G − 1 degrees of freedom. A sample of fewer blocks is computed in
+#: groups smaller than a block, one model run each (a block holds 1024 rows), so this stays small.
+MIN_SAMPLE_GROUPS: Final = 8
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class Plan:
     blocks_total: int
     chunk_blocks: int
     chunks: tuple[Chunk, ...]
+    #: Rows per block: B, or a preview's policies per sample group (`preview_plan`).
+    block_rows: int = BLOCK_SIZE
 
 
 def choose_chunk_blocks(blocks: int, slots: int, scenarios: int, slot_steps_per_second: float = 0.0) -> int:
@@ -106,6 +113,24 @@ def plan(rows: int, *, slots: int, scenarios: int, chunk_blocks: int = 0, slot_s
         chunks.append(Chunk(i, first, size))
         first += size
     return Plan(rows=rows, blocks_total=blocks, chunk_blocks=max(sizes), chunks=tuple(chunks))
+
+
+def sample_group_rows(n: int) -> int:
+    """Policies per group of a preview's sample of n (engine.proto SampleSelection.group_rows):
+    the sample's blocks when it has MIN_SAMPLE_GROUPS of them, else ⌈n / MIN_SAMPLE_GROUPS⌉."""
+    if n < 1:
+        raise InvalidArgument(f"a sample needs at least one policy, got {n}")
+    if block_count(n) >= MIN_SAMPLE_GROUPS:
+        return BLOCK_SIZE
+    return -(-n // MIN_SAMPLE_GROUPS)
+
+
+def preview_plan(n: int) -> Plan:
+    """A preview of a sample of n policies: one chunk of its groups (`sample_group_rows`), each
+    group a 'block' of the plan."""
+    rows = sample_group_rows(n)
+    groups = -(-n // rows)
+    return Plan(rows=n, blocks_total=groups, chunk_blocks=groups, chunks=(Chunk(0, 0, groups),), block_rows=rows)
 
 
 def ranges(blocks: set[int] | frozenset[int]) -> list[tuple[int, int]]:

@@ -2,10 +2,11 @@
 
 Progress goes out when the fold passes the last block reported (and when a wait for an engine
 starts, ends, and about every second it lasts), running statistics about every
-`statistics_seconds`, and the fold is checkpointed at most every `checkpoint_seconds`, in one
-transaction with the progress event that reports it (or alone when the fold has not moved
-since), so a checkpoint never runs ahead of the reported progress and a restarted gateway
-resumes the job where its clients last saw it.
+`statistics_seconds` and once more, exact, just before the progress event that reports the fold
+complete (so the last running mean a client shows is the result's mean), and the fold is
+checkpointed at most every `checkpoint_seconds`, in one transaction with the progress event
+that reports it (or alone when the fold has not moved since), so a checkpoint never runs ahead
+of the reported progress and a restarted gateway resumes the job where its clients last saw it.
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ class JobReporter:
         )
         if not (report or due):
             return
+        # the fold is complete: its statistics are the result's, and they go out before the
+        # progress event that says so (a preview's ± is its result's, not the scenarios' alone)
+        final = (
+            report
+            and fold is not None
+            and fold.complete
+            and live.outputs is not None
+            and not live.job.spec.HasField("preview")
+            and live.reported_statistics_rows < fold.rows
+        )
         if report:
             live.reported_blocks = max(live.reported_blocks, done)
             live.reported_waiting = waiting
@@ -71,6 +82,10 @@ class JobReporter:
         with self.store.transaction():
             if due:
                 self.checkpoint(live)
+            if final:
+                assert fold is not None and live.outputs is not None
+                live.reported_statistics_rows = fold.rows
+                live.log.append(statistics=running_statistics(fold.total(), fold.rows, fold.rows, live.outputs))
             if report:
                 live.log.append(progress=live.job.progress)
 
@@ -107,6 +122,8 @@ class JobReporter:
             if fold is None or live.outputs is None:
                 continue
             self.report(live)
+            if live.job.spec.HasField("preview"):
+                continue  # a preview's only ± is its result's (its groups are not the dataset's blocks)
             if time.monotonic() >= next_stats and fold.rows_done > live.reported_statistics_rows and not fold.complete:
                 estimate = fold.estimate()
                 if estimate is not None:

@@ -19,6 +19,7 @@ import numpy as np
 from livecalc.gateway.v1 import job_pb2
 from services.valuation.arrays import F64
 from services.valuation.interface.declaration import Outputs
+from services.valuation.preview_error import PreviewUncertainty
 from services.valuation.statistics import result_hash, statistics
 
 #: Values (of all outputs together) one result event or part carries at most (8 bytes each: 2 MiB).
@@ -74,6 +75,7 @@ def final_result(
     elapsed_seconds: float,
     preview: bool = False,
     preview_relative_difference: float | None = None,
+    preview_uncertainty: PreviewUncertainty | None = None,
 ) -> job_pb2.JobResult:
     """The full result of f64 [K][N] (rows in the outputs' order), every output's values
     included (see `split_result` before sending it)."""
@@ -100,7 +102,24 @@ def final_result(
     )
     if preview_relative_difference is not None:
         result.preview_relative_difference = preview_relative_difference
+    if preview_uncertainty is not None:
+        result.preview_uncertainty.CopyFrom(uncertainty_message(preview_uncertainty))
     return result
+
+
+def uncertainty_message(u: PreviewUncertainty) -> job_pb2.PreviewUncertainty:
+    """A preview's uncertainty (services/valuation/preview_error.py) as its message; levels in percent."""
+    return job_pb2.PreviewUncertainty(
+        confidence_level=100.0 * u.confidence,
+        sampling_standard_error=u.sampling_standard_error,
+        scenario_standard_error=u.scenario_standard_error,
+        standard_error=u.standard_error,
+        half_width=u.half_width,
+        sampling_half_width=u.sampling_half_width,
+        sample_groups=u.groups,
+        sampling_degrees_of_freedom=u.sampling_degrees_of_freedom,
+        degrees_of_freedom=u.degrees_of_freedom,
+    )
 
 
 def primary_output(result: job_pb2.JobResult) -> job_pb2.OutputResult:

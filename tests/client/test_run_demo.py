@@ -60,8 +60,13 @@ def test_make_run_hash_equals_local_json_and_png(tmp_path: Path) -> None:
     out = done.stdout
     mesh_hash = hash_line(out)
     assert "generated 20,000 policies" in out and "package   built" in out
-    assert re.search(r"preview was within \d+\.\d\d % of the full run", out), out
+    assert re.search(r"preview was within \d+\.\d\d % of the full run \([\d,]+ (below|above) its mean", out), out
+    assert re.search(r"preview   mean [-\d,]+ ± [\d,]+ \(95 %: scenarios and policy sampling; a full run", out), out
     assert "mesh      stopped" in out
+    # the last progress line's running mean is the table's mean
+    table_mean = re.search(r"^mean net_cf +([-\d,]+)$", out, re.MULTILINE)
+    last = [line for line in out.splitlines() if line.startswith("full run: ")][-1]
+    assert table_mean and last.startswith("full run: 100.0 %") and f"mean {table_mean[1]} ±" in last, out
 
     local = livecalc("run", "--local", *SMALL, env={"LIVECALC_DATA_DIR": str(data_dir)}, timeout=240)
     assert local.returncode == 0, local.stderr

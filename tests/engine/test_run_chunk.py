@@ -123,6 +123,39 @@ def test_sample_runs_as_one_partial(mesh: Mesh) -> None:
     assert partial_values(again[0]).tobytes() == partial_values(partials[0]).tobytes()  # type: ignore[arg-type]
 
 
+def test_a_sample_in_groups_answers_each_groups_exact_sum(mesh: Mesh) -> None:
+    """SampleSelection.group_rows: group g is sample positions [g·q, (g+1)·q); its partial is the
+    in-process run of those rows (a run of its own for q < B; the sample's blocks for q = B,
+    whose fold is the one-partial answer's bits)."""
+    from services.data.sampling import sample_indices
+
+    version = dataset_version(mesh.data.address, "pol")
+    n, seed = 1500, 3
+    rows = mesh.table.take(pa.array(sample_indices(ROWS, n, seed)))
+    request = chunk_request(mesh.package_hash, mesh.gateway.address, "pol", version, sample=(n, seed))
+    (whole,) = events(run_chunk(mesh.engine.address, request), "partial")
+    request.sample.group_rows = 200
+    responses = run_chunk(mesh.engine.address, request)
+    partials = list(events(responses, "partial"))
+    assert [(p.block_index, p.first_row, p.row_count) for p in partials] == [  # type: ignore[attr-defined]
+        (g, 200 * g, min(200, n - 200 * g)) for g in range(8)
+    ]
+    for g, p in enumerate(partials):
+        expected = in_process_run(mesh.archive, rows.slice(200 * g, 200), SCENARIOS).partials[0]
+        assert partial_values(p).tobytes() == expected.tobytes()  # type: ignore[arg-type]
+    progress = list(events(responses, "progress"))
+    assert progress[-1].blocks_done == progress[-1].blocks_total == 8  # type: ignore[attr-defined]
+    request.sample.group_rows = BLOCK_SIZE
+    blocks = list(events(run_chunk(mesh.engine.address, request), "partial"))
+    assert [(p.block_index, p.row_count) for p in blocks] == [(0, BLOCK_SIZE), (1, n - BLOCK_SIZE)]  # type: ignore[attr-defined]
+    folded = fold(np.stack([partial_values(p) for p in blocks]))  # type: ignore[arg-type]
+    assert folded.tobytes() == partial_values(whole).tobytes()  # type: ignore[arg-type]
+    request.sample.group_rows = BLOCK_SIZE + 1
+    with pytest.raises(grpc.RpcError) as info:
+        run_chunk(mesh.engine.address, request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_bad_row_is_invalid_argument_naming_dataset_row_and_column(mesh: Mesh) -> None:
     version = dataset_version(mesh.data.address, "bad")
     request = chunk_request(mesh.package_hash, mesh.gateway.address, "bad", version, first_block=0, block_count=5)

@@ -74,7 +74,8 @@ class FakeCall:
 class FakeEngineStub:
     """RunChunk over `table`; `fail(request, block)` may return an error to raise before that block,
     `refuse(request)` one to raise before the call's first message (an engine that is not there).
-    A sample (a preview) is answered with block 0 of the table as the sample's one partial."""
+    A sample (a preview) is answered with one partial per sample group, group g's being block
+    g mod blocks of the table (block 0 alone when the request asks for no groups)."""
 
     def __init__(
         self,
@@ -105,10 +106,14 @@ class FakeEngineStub:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             if request.WhichOneof("selection") == "sample":
-                partial = block_partial(self.table, 0, BLOCK_SIZE)
-                partial.row_count = request.sample.n
-                yield engine_service_pb2.RunChunkResponse(partial=partial)
-                yield engine_service_pb2.RunChunkResponse(summary=engine_pb2.ChunkSummary(blocks=1, steps=10))
+                n, q = request.sample.n, request.sample.group_rows or request.sample.n
+                groups = -(-n // q)
+                for g in range(groups):
+                    await asyncio.sleep(self.delay)
+                    partial = block_partial(self.table, g % self.table.shape[0], BLOCK_SIZE)
+                    partial.block_index, partial.first_row, partial.row_count = g, g * q, min(q, n - g * q)
+                    yield engine_service_pb2.RunChunkResponse(partial=partial)
+                yield engine_service_pb2.RunChunkResponse(summary=engine_pb2.ChunkSummary(blocks=groups, steps=10))
                 return
             first, count = request.blocks.first_block, request.blocks.block_count
             yield engine_service_pb2.RunChunkResponse(progress=engine_pb2.ChunkProgress(blocks_total=count))

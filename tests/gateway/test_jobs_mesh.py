@@ -168,6 +168,13 @@ def test_preview_reports_relative_difference_against_the_full_run(mesh: Mesh) ->
     expected = (result.statistics.mean - full.statistics.mean) / abs(full.statistics.mean)
     assert result.preview_relative_difference == pytest.approx(expected, rel=1e-12)
     assert abs(result.preview_relative_difference) < 0.5
+    # 8 random groups of ≤ 188 policies measure the sampling error; the interval says both parts
+    u = result.preview_uncertainty
+    assert u.sample_groups == 8 and u.sampling_degrees_of_freedom == 7 and u.confidence_level == 95
+    assert u.scenario_standard_error == result.statistics.standard_error and u.sampling_standard_error > 0
+    assert u.standard_error == pytest.approx((u.sampling_standard_error**2 + u.scenario_standard_error**2) ** 0.5)
+    assert u.half_width > 1.96 * u.standard_error and u.sampling_half_width > 2.36 * u.sampling_standard_error
+    assert not full.HasField("preview_uncertainty")
     # the same sample gives the same preview
     assert final(submit(address, preview_spec)).result.result_hash == result.result_hash
 

@@ -330,6 +330,69 @@ async def test_manager_runs_a_job_with_running_statistics_and_a_large_result_in_
     manager.store.close()
 
 
+async def test_the_last_running_statistics_are_the_results_and_precede_the_last_progress(tmp_path: Path) -> None:
+    """The last progress line a client shows carries the result's mean: exact statistics go out
+    once the fold is complete, just before the progress event that reports it (never scaled
+    from a partial fold, never left behind by the last block)."""
+    rows, n = 5 * BLOCK_SIZE - 9, 8
+    table = partial_table(5, n)
+    manager = await _manager(tmp_path, FakeEngineStub(table, rows, delay=0.03), rows)
+    job_id = await manager.submit(_spec(n, chunk_blocks=1))
+    events = [e async for e in manager.follow(job_id)]
+    result = events[-1].result
+    kinds = [e.WhichOneof("event") for e in events]
+    last_stats = max(i for i, k in enumerate(kinds) if k == "statistics")
+    last_progress = max(i for i, k in enumerate(kinds) if k == "progress")
+    assert last_stats == last_progress - 1  # the final statistics, then the 100 % progress
+    final = events[last_stats].statistics
+    assert final.policies_done == final.policies_total == rows == events[last_progress].progress.policies_done
+    assert final.statistics.mean == result.statistics.mean == float(np.mean(fold(table)[PRIMARY]))
+    assert final.statistics == result.statistics  # every figure, output means included
+    await manager.close()
+    manager.store.close()
+
+
+async def test_a_previews_uncertainty_comes_from_its_sample_groups(tmp_path: Path) -> None:
+    """A preview of 3,000 of 30,000 policies runs in 8 groups of 375 (the fake answers group g
+    with its block g mod 3); its uncertainty is the random-group estimate from them."""
+    from services.valuation.preview_error import preview_uncertainty
+
+    rows, n, sample = 30_000, 12, 3000
+    table = partial_table(3, n)
+    stub = FakeEngineStub(table, rows, delay=0.03)
+    manager = await _manager(tmp_path, stub, rows)
+    job_id = await manager.submit(_spec(n, preview=job_pb2.PreviewSpec(sample_rows=sample, seed=4)))
+    events = [e async for e in manager.follow(job_id)]
+    assert stub.requests[0].sample.group_rows == 375
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds.count("progress") >= 3 and "statistics" not in kinds  # a preview's ± is its result's
+    result = events[-1].result
+    groups = np.stack([table[g % 3] for g in range(8)])
+    scaled = fold(groups)[PRIMARY] * (rows / sample)
+    assert list(primary_values(result)) == scaled.tolist()
+    expected = preview_uncertainty(
+        groups[:, PRIMARY].mean(axis=1),
+        [375] * 8,
+        population=rows,
+        scenario_standard_error=float(np.std(scaled, ddof=1) / np.sqrt(n)),
+        scenarios=n,
+    )
+    assert expected is not None
+    u = result.preview_uncertainty
+    assert (u.confidence_level, u.sample_groups, u.sampling_degrees_of_freedom) == (95.0, 8, 7.0)
+    assert u.sampling_standard_error == pytest.approx(expected.sampling_standard_error, rel=1e-12)
+    assert u.scenario_standard_error == pytest.approx(result.statistics.standard_error, rel=1e-12)
+    assert u.half_width == pytest.approx(expected.half_width, rel=1e-12)
+    assert u.sampling_half_width == pytest.approx(expected.sampling_half_width, rel=1e-12)
+    assert u.standard_error == pytest.approx(math.hypot(u.sampling_standard_error, u.scenario_standard_error))
+    await manager.close()
+    manager.store.close()
+
+
+def primary_values(result: job_pb2.JobResult) -> list[float]:
+    return list(next(o for o in result.outputs if o.primary).values)
+
+
 async def _ended(manager: JobManager, job_id: str) -> None:
     """Wait until the job has left the live set (its reads go to the store)."""
     for _ in range(500):
@@ -376,10 +439,11 @@ async def test_a_package_declaring_three_outputs_gets_three_output_results_with_
     assert [o.name for o in listed.result.outputs] == list(outputs.names)
     assert not any(o.values for o in listed.result.outputs)
 
-    # a preview scales every output by rows / sample size
+    # a preview scales every output by rows / sample size: its 8 groups of ≤ 13 policies folded
     preview = await manager.submit(_spec(n, preview=job_pb2.PreviewSpec(sample_rows=100, seed=1)))
     previewed = [e async for e in manager.follow(preview)][-1].result
-    scaled = table[0] * (rows / 100)
+    scaled = fold(np.stack([table[g % 3] for g in range(8)])) * (rows / 100)
+    assert previewed.preview_uncertainty.sample_groups == 8
     assert previewed.preview and [list(o.values) for o in previewed.outputs] == scaled.tolist()
     assert previewed.result_hash == result_hash(scaled[1])
     assert previewed.preview_relative_difference == pytest.approx(

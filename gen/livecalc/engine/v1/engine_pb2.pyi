@@ -130,27 +130,41 @@ Global___BlockRange: _TypeAlias = BlockRange  # noqa: Y015
 @_typing.final
 class SampleSelection(_message.Message):
     """SampleSelection selects a seeded sample of policies instead of a block range (preview runs).
-    The chunk answers one BlockPartial with block_index 0, first_row 0 and row_count n: the
-    sampled policies (in sample order) summed in blocks of 1024 and folded in block order.
+    The sample's policies, in sample order (a uniformly random order), form groups of
+    group_rows consecutive policies: group g holds sample positions [g·group_rows,
+    min(n, (g+1)·group_rows)). The chunk answers one BlockPartial per group: block_index g,
+    first_row g·group_rows (a sample position, not a dataset row), row_count the group's
+    policies, values the sum over the group's policies in sample order, from +0.0. Groups are
+    random groups of the sample, so the spread of their sums measures the preview's
+    policy-sampling error. With group_rows 1024 the groups are the blocks of one run over the
+    sample; with fewer, each group is a run of its own (the block rule, B = 1024, allows no
+    smaller block within a run).
+
+    group_rows 0 (a gateway before groups): one BlockPartial with block_index 0, first_row 0
+    and row_count n, the sampled policies summed in blocks of 1024 folded in block order.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     N_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    GROUP_ROWS_FIELD_NUMBER: _builtins.int
     n: _builtins.int
     """Number of policies to sample."""
     seed: _builtins.int
     """Sampler seed (as in DataService.SampleRows)."""
+    group_rows: _builtins.int
+    """Policies per group, 1..1024; 0 for one partial of the whole sample (see above)."""
     def __init__(
         self,
         *,
         n: _builtins.int = ...,
         seed: _builtins.int = ...,
+        group_rows: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["n", b"n", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_rows", b"group_rows", "n", b"n", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -373,7 +373,9 @@ Global___JobProgress: _TypeAlias = JobProgress  # noqa: Y015
 @_typing.final
 class RunningStatistics(_message.Message):
     """RunningStatistics are statistics of the blocks folded so far, with each scenario value
-    scaled by policies_total/policies_done: an estimate that becomes exact at the end.
+    scaled by policies_total/policies_done: an estimate that becomes exact at the end. A full
+    run's last ones (policies_done = policies_total) come just before the progress event that
+    reports every block folded and equal the result's statistics. Previews send none.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -467,6 +469,7 @@ class JobResult(_message.Message):
     OUTPUTS_FIELD_NUMBER: _builtins.int
     SCENARIO_DATASET_ID_FIELD_NUMBER: _builtins.int
     SCENARIO_DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    PREVIEW_UNCERTAINTY_FIELD_NUMBER: _builtins.int
     result_hash: _builtins.str
     """Lower-case hex SHA-256 of the primary output's values as little-endian float64 in
     scenario order.
@@ -509,6 +512,12 @@ class JobResult(_message.Message):
     def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutputResult]:
         """Every output the model declares, in declared order."""
 
+    @_builtins.property
+    def preview_uncertainty(self) -> Global___PreviewUncertainty:
+        """For previews: how far the preview's mean may be from the full run's and from the
+        portfolio's expected value; absent for full runs and for a sample of one policy.
+        """
+
     def __init__(
         self,
         *,
@@ -525,16 +534,94 @@ class JobResult(_message.Message):
         outputs: _abc.Iterable[Global___OutputResult] | None = ...,
         scenario_dataset_id: _builtins.str = ...,
         scenario_dataset_version: _builtins.str = ...,
+        preview_uncertainty: Global___PreviewUncertainty | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "preview_relative_difference", b"preview_relative_difference", "statistics", b"statistics"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "preview_relative_difference", b"preview_relative_difference", "preview_uncertainty", b"preview_uncertainty", "statistics", b"statistics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "dataset_version", b"dataset_version", "elapsed_seconds", b"elapsed_seconds", "outputs", b"outputs", "outputs_in_parts", b"outputs_in_parts", "package_hash", b"package_hash", "policy_count", b"policy_count", "preview", b"preview", "preview_relative_difference", b"preview_relative_difference", "result_hash", b"result_hash", "scenario_dataset_id", b"scenario_dataset_id", "scenario_dataset_version", b"scenario_dataset_version", "statistics", b"statistics", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "dataset_version", b"dataset_version", "elapsed_seconds", b"elapsed_seconds", "outputs", b"outputs", "outputs_in_parts", b"outputs_in_parts", "package_hash", b"package_hash", "policy_count", b"policy_count", "preview", b"preview", "preview_relative_difference", b"preview_relative_difference", "preview_uncertainty", b"preview_uncertainty", "result_hash", b"result_hash", "scenario_dataset_id", b"scenario_dataset_id", "scenario_dataset_version", b"scenario_dataset_version", "statistics", b"statistics", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__preview_relative_difference: _TypeAlias = _typing.Literal["preview_relative_difference"]  # noqa: Y015
     _WhichOneofArgType__preview_relative_difference: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__preview_relative_difference) -> _WhichOneofReturnType__preview_relative_difference | None: ...
 
 Global___JobResult: _TypeAlias = JobResult  # noqa: Y015
+
+@_typing.final
+class PreviewUncertainty(_message.Message):
+    """PreviewUncertainty is the uncertainty of a preview's mean (of the primary output) in its two
+    parts. A preview's mean is (rows/n)·Σ v̄_i over the n sampled policies, v̄_i a policy's mean
+    over the job's scenarios. Against a full run on the same scenarios only the policy sampling
+    differs; against the portfolio's expected value (the mean over the scenario distribution,
+    which a full run also only estimates) the scenarios' own error adds to it.
+
+    The sampling error is estimated from random groups of the sample (SampleSelection): with G
+    groups of m_g policies and group sums b_g (each the mean over scenarios),
+    s² = Σ_g (b_g − m_g·ȳ)²/m_g / (G − 1), ȳ = Σ_g b_g / n, is unbiased for the sample variance
+    of v̄_i, and sampling_standard_error = rows·√((1 − n/rows)·s²/n) (sampling without
+    replacement: the finite population correction; 0 when the sample is the whole dataset).
+    Intervals use Student's t quantiles: G − 1 degrees of freedom for the sampling part, and
+    the Welch–Satterthwaite degrees of freedom for both parts together.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIDENCE_LEVEL_FIELD_NUMBER: _builtins.int
+    SAMPLING_STANDARD_ERROR_FIELD_NUMBER: _builtins.int
+    SCENARIO_STANDARD_ERROR_FIELD_NUMBER: _builtins.int
+    STANDARD_ERROR_FIELD_NUMBER: _builtins.int
+    HALF_WIDTH_FIELD_NUMBER: _builtins.int
+    SAMPLING_HALF_WIDTH_FIELD_NUMBER: _builtins.int
+    SAMPLE_GROUPS_FIELD_NUMBER: _builtins.int
+    SAMPLING_DEGREES_OF_FREEDOM_FIELD_NUMBER: _builtins.int
+    DEGREES_OF_FREEDOM_FIELD_NUMBER: _builtins.int
+    confidence_level: _builtins.float
+    """Confidence level of the intervals, in percent (95)."""
+    sampling_standard_error: _builtins.float
+    """Standard error of the preview mean from policy sampling alone: the spread of the
+    difference between the preview's mean and a full run's mean on the same scenarios.
+    """
+    scenario_standard_error: _builtins.float
+    """Standard error of the preview mean from the scenarios alone: std/√N of the preview's
+    scaled values over its N scenarios (Statistics.standard_error).
+    """
+    standard_error: _builtins.float
+    """Both parts together, √(sampling² + scenario²): the standard error of the preview mean as
+    an estimate of the portfolio's expected value.
+    """
+    half_width: _builtins.float
+    """Half-width of the interval mean ± half_width that holds the portfolio's expected value with
+    probability confidence_level (scenarios and policy sampling).
+    """
+    sampling_half_width: _builtins.float
+    """Half-width of the interval mean ± sampling_half_width that holds the mean of a full run on
+    the same scenarios with probability confidence_level (policy sampling alone).
+    """
+    sample_groups: _builtins.int
+    """Random groups of the sample the sampling error was estimated from (G ≥ 2)."""
+    sampling_degrees_of_freedom: _builtins.float
+    """Degrees of freedom of sampling_standard_error: G − 1."""
+    degrees_of_freedom: _builtins.float
+    """Degrees of freedom of standard_error (Welch–Satterthwaite, from G − 1 and N − 1)."""
+    def __init__(
+        self,
+        *,
+        confidence_level: _builtins.float = ...,
+        sampling_standard_error: _builtins.float = ...,
+        scenario_standard_error: _builtins.float = ...,
+        standard_error: _builtins.float = ...,
+        half_width: _builtins.float = ...,
+        sampling_half_width: _builtins.float = ...,
+        sample_groups: _builtins.int = ...,
+        sampling_degrees_of_freedom: _builtins.float = ...,
+        degrees_of_freedom: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence_level", b"confidence_level", "degrees_of_freedom", b"degrees_of_freedom", "half_width", b"half_width", "sample_groups", b"sample_groups", "sampling_degrees_of_freedom", b"sampling_degrees_of_freedom", "sampling_half_width", b"sampling_half_width", "sampling_standard_error", b"sampling_standard_error", "scenario_standard_error", b"scenario_standard_error", "standard_error", b"standard_error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewUncertainty: _TypeAlias = PreviewUncertainty  # noqa: Y015
 
 @_typing.final
 class JobResultPart(_message.Message):
