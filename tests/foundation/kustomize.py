@@ -130,21 +130,23 @@ def _merge(base: Any, patch: Any, key: str = "") -> Any:
                 out[k] = _merge(base[k], v, k) if k in base else copy.deepcopy(v)
         return out
     if isinstance(base, list) and isinstance(patch, list) and _merge_key(key, base) is not None:
+        # As kubectl kustomize orders them: the patch's items first (merged into the base's item of
+        # the same key where there is one), in the patch's order, then the base's other items.
         merge_key = _merge_key(key, base)
-        out_list = copy.deepcopy(base)
+        by_key = {item[merge_key]: item for item in base}
+        merged: list[Any] = []
+        touched = set()
         for patch_item in patch:
-            index = {existing[merge_key]: i for i, existing in enumerate(out_list)}
             directive = patch_item.get("$patch")
             item = {k: v for k, v in patch_item.items() if k != "$patch"}
+            touched.add(item[merge_key])
             if directive == "delete":
-                del out_list[index[item[merge_key]]]
-            elif directive is not None:
+                continue
+            if directive is not None:
                 raise NotImplementedError(f"strategic-merge directive $patch: {directive}")
-            elif item[merge_key] in index:
-                out_list[index[item[merge_key]]] = _merge(out_list[index[item[merge_key]]], item)
-            else:
-                out_list.append(copy.deepcopy(item))
-        return out_list
+            existing = by_key.get(item[merge_key])
+            merged.append(_merge(existing, item) if existing is not None else copy.deepcopy(item))
+        return merged + [copy.deepcopy(item) for item in base if item[merge_key] not in touched]
     return copy.deepcopy(patch)
 
 

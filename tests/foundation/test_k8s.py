@@ -36,7 +36,17 @@ def base_objects() -> dict[tuple[str, str], dict[str, Any]]:
     return objects
 
 
-@pytest.mark.parametrize("path", [p for p in manifests() if "overlays" not in p.parts], ids=str)
+def resource_files() -> list[Path]:
+    """The whole objects of the base and the components (their resources, not their patches)."""
+    files = []
+    for kustomization in sorted(K8S.rglob("kustomization.yaml")):
+        if "overlays" not in kustomization.parts:
+            resources = documents(kustomization)[0].get("resources", [])
+            files.extend(kustomization.parent / r for r in resources if (kustomization.parent / r).is_file())
+    return files
+
+
+@pytest.mark.parametrize("path", resource_files(), ids=str)
 def test_base_manifests_validate_strictly(path: Path) -> None:
     for doc in documents(path):
         if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:

@@ -10,8 +10,10 @@ the engines autoscale 3–10 on CPU and memory, NetworkPolicies select the pods 
 the gateway's addresses resolve to Services that exist, datasets and the job store are on
 claimed volumes (or datasets in Azure Blob), the Ingress speaks gRPC with TLS to Services that
 exist, every Secret a variant needs is one the guide says how to create, every pod's
-termination grace outlives the longest chunk, and every pod runs with auth from the mounted
-`livecalc-auth` Secret (never LIVECALC_INSECURE), minting service tokens its peers accept.
+termination grace outlives the longest chunk, and every pod runs with auth (never
+LIVECALC_INSECURE): from the mounted `livecalc-auth` Secret, minting service tokens its peers
+accept, or (components/auth-jwks) by an identity provider's JWKS, presenting its token from the
+mounted `livecalc-service-token`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from services.engine import server as engine_server
 from services.gateway.server import resolve_jobs_config
 from tests.foundation.kustomize import Doc, containers, is_component, kustomization, pod_spec, render, selects
 from tests.foundation.test_k8s import CUSTOM_KINDS, check_custom_resource
+from tests.security import keys
 from tests.support import ROOT
 
 GUIDE = ROOT / "docs" / "deploy-kubernetes.md"
@@ -58,6 +61,11 @@ SERVICES = sorted(DEFAULT_PORTS)
 #: The Secret an operator creates with kubectl (k8s/base/kustomization.yaml), and its key.
 AUTH_SECRET, AUTH_SECRET_KEY = "livecalc-auth", "hs256-secret"
 SECRET_FILE_ENV = "LIVECALC_AUTH_HS256_SECRET_FILE"
+#: With an identity provider (components/auth-jwks): its keys, and the Secret of the token that
+#: the services which call others present.
+JWKS_ENV, TOKEN_FILE_ENV = "LIVECALC_AUTH_JWKS", "LIVECALC_SERVICE_TOKEN_FILE"
+SERVICE_TOKEN_SECRET, SERVICE_TOKEN_KEY = "livecalc-service-token", "token"
+CALLERS = ("gateway", "engine")
 
 
 class Rendered:
@@ -420,17 +428,22 @@ def test_no_secret_values_are_rendered(mesh: Rendered) -> None:
     assert not mesh.of_kind("Secret")
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_pods_mount_the_auth_secret_read_only(mesh: Rendered, service: str) -> None:
+def _hs256(mesh: Rendered) -> bool:
+    """Whether the variant runs with the base's HS256 secret (else with an IdP's JWKS)."""
+    env = mesh.env("gateway")
+    assert (SECRET_FILE_ENV in env) != (JWKS_ENV in env), "one kind of auth"
+    return SECRET_FILE_ENV in env
+
+
+def _secret_file_mount(mesh: Rendered, service: str, path: Path) -> tuple[Doc, dict[str, str]]:
+    """The Secret volume that holds the file at `path`, checked, and its items (file → key)."""
     container = mesh.container(service)
-    secret_file = Path(mesh.env(service)[SECRET_FILE_ENV])
-    (mount,) = [m for m in container["volumeMounts"] if secret_file.is_relative_to(m["mountPath"])]
+    (mount,) = [m for m in container["volumeMounts"] if path.is_relative_to(m["mountPath"])]
     assert mount["readOnly"] is True
     assert "subPath" not in mount, "a subPath mount would not see the Secret change"
     spec = pod_spec(mesh.deployment(service))
     assert spec is not None
     source = {v["name"]: v for v in spec["volumes"]}[mount["name"]]["secret"]
-    assert source["secretName"] == AUTH_SECRET
     assert source.get("optional") is not True, "without its Secret a pod must not start"
     # Owned by root, readable by the pod's fsGroup only: no write, execute or world bits; the
     # service (not root) reads it through its group, so the fsGroup must be its group.
@@ -438,7 +451,30 @@ def test_pods_mount_the_auth_secret_read_only(mesh: Rendered, service: str) -> N
     assert source["defaultMode"] & 0o040, "the service reads it through its group"
     assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
     items = {item["path"]: item["key"] for item in source["items"]}
-    assert items == {str(secret_file.relative_to(mount["mountPath"])): AUTH_SECRET_KEY}
+    assert str(path.relative_to(mount["mountPath"])) in items
+    return source, items
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_pods_mount_their_auth_secret_read_only(mesh: Rendered, service: str) -> None:
+    env = mesh.env(service)
+    spec = pod_spec(mesh.deployment(service))
+    assert spec is not None
+    if _hs256(mesh):
+        secret_file = Path(env[SECRET_FILE_ENV])
+        source, items = _secret_file_mount(mesh, service, secret_file)
+        assert source["secretName"] == AUTH_SECRET
+        assert items == {secret_file.name: AUTH_SECRET_KEY}
+    elif service in CALLERS:
+        # With an IdP, the services that call others present its token, from a file kept fresh.
+        token_file = Path(env[TOKEN_FILE_ENV])
+        source, items = _secret_file_mount(mesh, service, token_file)
+        assert source["secretName"] == SERVICE_TOKEN_SECRET
+        assert items == {token_file.name: SERVICE_TOKEN_KEY}
+    else:
+        # The data service only answers: no token of its own, no Secret at all.
+        assert TOKEN_FILE_ENV not in env
+        assert not [v for v in spec["volumes"] if "secret" in v]
 
 
 def _pod_security(mesh: Rendered, service: str, secret: Path) -> SecurityConfig:
@@ -449,14 +485,22 @@ def _pod_security(mesh: Rendered, service: str, secret: Path) -> SecurityConfig:
 @pytest.mark.parametrize("service", SERVICES)
 def test_pods_bind_all_interfaces_because_auth_is_on(mesh: Rendered, service: str, tmp_path: Path) -> None:
     env = mesh.env(service)
-    secret = tmp_path / AUTH_SECRET_KEY
-    secret.write_text(secrets.token_hex(32))  # as `openssl rand -hex 32` makes it
-    security = _pod_security(mesh, service, secret)
-    assert security.auth is not None and security.auth.hs256_secret == secret.read_bytes()
+    if _hs256(mesh):
+        secret = tmp_path / AUTH_SECRET_KEY
+        secret.write_text(secrets.token_hex(32))  # as `openssl rand -hex 32` makes it
+        security = _pod_security(mesh, service, secret)
+        assert security.auth is not None and security.auth.hs256_secret == secret.read_bytes()
+        auth_setting = SECRET_FILE_ENV
+    else:
+        security = resolve_security_config(env)
+        assert security.auth is not None and security.auth.hs256_secret is None
+        assert security.auth.jwks == env[JWKS_ENV]
+        assert security.auth.expected_issuer == env["LIVECALC_AUTH_ISSUER"]
+        auth_setting = JWKS_ENV
     assert not security.insecure
     check_bind(env["LIVECALC_HOST"], security)
-    # Without the secret, protected mode refuses the bind: nothing else lets the pod listen.
-    without = resolve_security_config({k: v for k, v in env.items() if k != SECRET_FILE_ENV})
+    # Without it, protected mode refuses the bind: nothing else lets the pod listen.
+    without = resolve_security_config({k: v for k, v in env.items() if k != auth_setting})
     with pytest.raises(FailedPrecondition):
         check_bind(env["LIVECALC_HOST"], without)
     # The audit sink opens at start-up: stdout, and a file where a read-only root allows one.
@@ -464,20 +508,54 @@ def test_pods_bind_all_interfaces_because_auth_is_on(mesh: Rendered, service: st
     assert security.audit_path == Path(os.devnull), "the root filesystem is read-only"
 
 
-def test_service_tokens_minted_in_one_pod_pass_in_the_others(mesh: Rendered, tmp_path: Path) -> None:
-    """The gateway and engines mint admin tokens with the shared secret that their peers accept."""
-    secret = tmp_path / AUTH_SECRET_KEY
-    secret.write_text(secrets.token_hex(32) + "\n")
-    for caller, callee in (("gateway", "engine"), ("gateway", "data"), ("engine", "data"), ("engine", "gateway")):
-        env = {**mesh.env(caller), SECRET_FILE_ENV: str(secret)}
+#: Who calls whom in the mesh: every pair must accept the caller's service token.
+CALLS = (("gateway", "engine"), ("gateway", "data"), ("engine", "data"), ("engine", "gateway"))
+
+
+def test_service_tokens_of_one_pod_pass_in_the_others(mesh: Rendered, tmp_path: Path) -> None:
+    """HS256: the gateway and engines mint admin tokens with the shared secret that their peers
+    accept. JWKS: they present the IdP's token from their token file, which their peers verify
+    by the IdP's keys (a local JWKS file stands in for the IdP's address)."""
+    if _hs256(mesh):
+        secret = tmp_path / AUTH_SECRET_KEY
+        secret.write_text(secrets.token_hex(32) + "\n")
+        for caller, callee in CALLS:
+            env = {**mesh.env(caller), SECRET_FILE_ENV: str(secret)}
+            credentials = service_credentials(caller, mesh.args(caller), env)
+            assert credentials.enabled, caller
+            ((key, value), *_) = credentials.metadata()
+            assert key == "authorization" and value.startswith("Bearer ")
+            auth = _pod_security(mesh, callee, secret).auth
+            assert auth is not None
+            principal = asyncio.run(TokenVerifier(auth).verify(value.removeprefix("Bearer ")))
+            assert principal.subject == f"livecalc-{caller}"
+            assert Role.ADMIN.value in principal.roles, f"{callee} must accept {caller}'s calls"
+        return
+    idp_key = keys.rsa_key()
+    jwks = tmp_path / "jwks.json"
+    keys.write_jwks(jwks, {"idp-1": idp_key})
+    config = mesh.env("data")
+    token = keys.sign(
+        idp_key,
+        "idp-1",
+        "RS256",
+        iss=config["LIVECALC_AUTH_ISSUER"],
+        aud=config["LIVECALC_AUTH_AUDIENCE"],
+        sub="livecalc-mesh",
+        tenant="livecalc-mesh",
+        roles=[Role.ADMIN.value],
+    )
+    token_file = tmp_path / SERVICE_TOKEN_KEY
+    token_file.write_text(token)
+    for caller, callee in CALLS:
+        assert TOKEN_FILE_ENV in mesh.env(caller), f"{caller} needs a token to call {callee}"
+        env = {**mesh.env(caller), TOKEN_FILE_ENV: str(token_file)}
         credentials = service_credentials(caller, mesh.args(caller), env)
-        assert credentials.enabled, caller
         ((key, value), *_) = credentials.metadata()
-        assert key == "authorization" and value.startswith("Bearer ")
-        auth = _pod_security(mesh, callee, secret).auth
+        assert (key, value) == ("authorization", f"Bearer {token}")
+        auth = resolve_security_config({**mesh.env(callee), JWKS_ENV: str(jwks)}).auth
         assert auth is not None
-        principal = asyncio.run(TokenVerifier(auth).verify(value.removeprefix("Bearer ")))
-        assert principal.subject == f"livecalc-{caller}"
+        principal = asyncio.run(TokenVerifier(auth).verify(token))
         assert Role.ADMIN.value in principal.roles, f"{callee} must accept {caller}'s calls"
 
 
@@ -604,10 +682,10 @@ def _secrets_needed(mesh: Rendered) -> dict[str, set[str]]:
 def test_every_secret_a_variant_reads_is_one_the_guide_creates(mesh: Rendered) -> None:
     documented = _documented_secrets()
     needed = _secrets_needed(mesh)
-    assert AUTH_SECRET in needed
-    for name, keys in needed.items():
+    assert (AUTH_SECRET if _hs256(mesh) else SERVICE_TOKEN_SECRET) in needed
+    for name, read in needed.items():
         assert name in documented, f"the guide does not say how to create the Secret {name}"
-        assert keys <= documented[name], (name, keys, documented[name])
+        assert read <= documented[name], (name, read, documented[name])
 
 
 def test_the_guide_builds_and_pushes_the_image_the_example_runs() -> None:
