@@ -619,6 +619,8 @@ class JobManager:
             final.result.CopyFrom(result)
         elif error is not None:
             final.error.CopyFrom(error)
+        elif cancelled is not None:
+            final.cancel_reason = cancelled.reason
         live.final = final
 
         def events() -> None:

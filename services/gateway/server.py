@@ -7,7 +7,9 @@ local data service); jobs, events and results live in SQLite at ``--jobs-db`` (e
 LIVECALC_JOBS_DB; default $LIVECALC_DATA_DIR/jobs.sqlite3). Engines download packages from
 ``--advertise-address`` (env LIVECALC_GATEWAY_ADVERTISE_ADDRESS; default this gateway's own
 host:port). Beyond ``--max-pending-jobs`` unfinished jobs (env LIVECALC_MAX_PENDING_JOBS;
-default 100) SubmitJob answers RESOURCE_EXHAUSTED. PackageService
+default 100) SubmitJob answers RESOURCE_EXHAUSTED. DataService is served here too, each RPC
+forwarded to the data service for the caller's tenant (services/gateway/data_proxy.py), so
+clients need the gateway's address alone. PackageService
 stores packages in ``$LIVECALC_DATA_DIR/packages`` (default ./.livecalc/packages), or in an
 Azure Blob container when a connection string and a container are given (flags, or
 LIVECALC_PACKAGES_AZURE_CONNECTION_STRING / LIVECALC_PACKAGES_AZURE_CONTAINER). The
@@ -29,6 +31,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import CollectorRegistry
 
+from livecalc.data.v1 import data_service_pb2_grpc
 from livecalc.gateway.v1 import job_service_pb2, job_service_pb2_grpc, package_service_pb2, package_service_pb2_grpc
 from services.common.auth.service import internal_channel_security, service_credentials
 from services.common.config import DEFAULT_PORTS, resolve_server_config
@@ -38,6 +41,7 @@ from services.common.service import ServiceParts
 from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
 from services.common.storage.base import Storage
 from services.common.storage.local import LocalStorage
+from services.gateway.data_proxy import DATA_SERVICE, DataProxyServicer
 from services.gateway.dispatcher import DEFAULT_ENGINE_WAIT_SECONDS, DispatchConfig
 from services.gateway.engines import DEFAULT_KEEPALIVE_SECONDS, EnginePool, EngineTargets
 from services.gateway.inputs import DataServiceDatasets
@@ -306,6 +310,8 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
     credentials = service_credentials("gateway", args, env)
     channels = internal_channel_security(args, env)
     datasets = DataServiceDatasets(jobs_config.data_address, credentials=credentials, security=channels)
+    # DataService on the gateway's own address, forwarded for the caller's tenant (one address for clients)
+    data_proxy = DataProxyServicer(jobs_config.data_address, credentials=credentials, security=channels)
     manager = JobManager(
         store,
         EnginePool(
@@ -348,6 +354,7 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
         await loop_lag.close()
         await manager.close()
         await datasets.close()
+        await data_proxy.close()
         store.close()
 
     return ServiceParts(
@@ -359,6 +366,9 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
             ),
             ServiceBinding(
                 PACKAGE_SERVICE, lambda s: package_service_pb2_grpc.add_PackageServiceServicer_to_server(packages, s)
+            ),
+            ServiceBinding(
+                DATA_SERVICE, lambda s: data_service_pb2_grpc.add_DataServiceServicer_to_server(data_proxy, s)
             ),
         ],
         on_stop=[stop_jobs, storage.close],

@@ -21,7 +21,8 @@ from tests.support import VENV_BIN, ServiceProcess, free_port
 pytestmark = pytest.mark.slow
 
 OWN_SERVICES = {
-    "gateway": ["livecalc.gateway.v1.JobService", "livecalc.gateway.v1.PackageService"],
+    # DataService too: forwarded to the data service (one address for clients)
+    "gateway": ["livecalc.gateway.v1.JobService", "livecalc.gateway.v1.PackageService", "livecalc.data.v1.DataService"],
     "engine": ["livecalc.engine.v1.EngineService"],
     "data": ["livecalc.data.v1.DataService"],
 }

@@ -226,7 +226,7 @@ Global___Cte: _TypeAlias = Cte  # noqa: Y015
 
 @_typing.final
 class Statistics(_message.Message):
-    """Statistics summarise one output's portfolio value over scenarios (MODEL.md); the same set for
+    """Statistics summarise one output's portfolio value over scenarios (docs/model.md); the same set for
     every output.
     """
 
@@ -703,10 +703,15 @@ class Job(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    CANCEL_REASON_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Job id assigned by the gateway."""
     state: Global___JobState.ValueType
     """Lifecycle state."""
+    cancel_reason: _builtins.str
+    """Why the job was cancelled (CancelJobRequest.reason), when state is CANCELLED; empty for
+    a job cancelled without a reason.
+    """
     @_builtins.property
     def spec(self) -> Global___JobSpec:
         """What was asked."""
@@ -747,10 +752,11 @@ class Job(_message.Message):
         progress: Global___JobProgress | None = ...,
         result: Global___JobResult | None = ...,
         error: Global___JobError | None = ...,
+        cancel_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "progress", b"progress", "result", b"result", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "job_id", b"job_id", "progress", b"progress", "result", b"result", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_reason", b"cancel_reason", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "job_id", b"job_id", "progress", b"progress", "result", b"result", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
