@@ -17,6 +17,7 @@ from typing import cast
 import anyio
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from services.client.contexts import resolve_target, security_for
 from services.common.auth.cli import (
     add_client_arguments,
     add_serve_arguments,
@@ -28,6 +29,7 @@ from services.common.client import (
     EXIT_BROKEN_PIPE,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
+    ChannelSecurity,
     OutputClosed,
     silence_stdout,
     use_channel_security,
@@ -129,6 +131,7 @@ def _command_groups() -> Sequence[str]:
         "services.engine.cli",
         "services.gateway.cli",
         "services.client.cli",
+        "services.client.contexts",
         "services.client.demo",
         "services.bench_mesh",
         "services.gateway.bench_store",
@@ -166,13 +169,26 @@ def _add_client_security(parser: argparse.ArgumentParser) -> None:
         add_client_arguments(parser)
 
 
+def _client_security(args: argparse.Namespace) -> ChannelSecurity:
+    """The channel security of this command; for a client command (one with `--address`) the
+    address is resolved first: flag, else $LIVECALC_ADDRESS, else the current context, else
+    the local gateway (services.client.contexts), and the context's token applies to its own
+    address when neither --token nor LIVECALC_TOKEN gives one."""
+    security = channel_security_from_args(args, os.environ)
+    if "address" not in vars(args):
+        return security
+    target = resolve_target(args.address, os.environ)
+    args.address = target.address
+    return security_for(target, security)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     disable_created_metrics()  # type: ignore[no-untyped-call]
     parser = build_parser()
     args = parser.parse_args(argv)
     func = cast(Command, args.func)
     try:
-        use_channel_security(channel_security_from_args(args, os.environ))
+        use_channel_security(_client_security(args))
         return func(args)
     except (OutputClosed, BrokenPipeError):
         # `livecalc ... | head`: the reader has all it wanted; say nothing more.

@@ -1,14 +1,15 @@
 """`AsyncClient`: the asynchronous Python client of LiveCalc Mesh (grpc.aio, on asyncio).
 
-One client holds one channel to the gateway (jobs, packages) and one to the data service
-(datasets), opened lazily inside the running event loop. Every unary call has a deadline
+One client talks to one address, the gateway's: it serves jobs and packages, and datasets by
+forwarding them to its data service (``data=`` names a data service to use directly instead).
+Channels are opened lazily inside the running event loop. Every unary call has a deadline
 (`timeout`, per call overridable); idempotent calls (get, list, show, sample, cancel) are
 retried on UNAVAILABLE with exponential backoff, never submissions or uploads (a submission
 carries an idempotency key, so a stream that breaks after acceptance is resumed with
 WatchJob instead). Failures raise the project's error types (`services.common.errors`).
 
 Streams (`submit`, `watch`) are async iterators of `JobEvent`s; leaving the loop early
-cancels the underlying call (NOTES.md: a stream not cancelled keeps the server streaming).
+cancels the underlying call (a stream not cancelled keeps the server streaming: grpc/grpc#43462).
 """
 
 from __future__ import annotations
@@ -186,10 +187,12 @@ class ResultAssembler:
 
 
 class AsyncClient:
-    """Asynchronous client of a LiveCalc Mesh: jobs, packages (gateway) and datasets (data service).
+    """Asynchronous client of a LiveCalc Mesh: jobs, packages and datasets, all through the gateway.
 
-    >>> async with AsyncClient("localhost:50051", data="localhost:50053") as lc:
+    >>> async with AsyncClient("localhost:50051") as lc:
     ...     result = await lc.run(job_spec(package_hash, "policies"))
+
+    ``data`` (default: the gateway's address) sends the dataset calls to a data service directly.
 
     ``timeout`` is the deadline of each unary call in seconds (streams have none unless
     ``stream_timeout`` is set: a valuation may run for hours); ``retries`` is how often an
@@ -203,7 +206,7 @@ class AsyncClient:
         self,
         gateway: str = DEFAULT_GATEWAY,
         *,
-        data: str = DEFAULT_DATA,
+        data: str | None = None,
         timeout: float = 30.0,
         upload_timeout: float = 600.0,
         stream_timeout: float | None = None,
@@ -219,7 +222,8 @@ class AsyncClient:
             else default
         )
         self.gateway = gateway
-        self.data = data
+        #: Where the dataset calls go: the gateway (which forwards them) unless a data service is named.
+        self.data = data or gateway
         self.timeout = timeout
         self.upload_timeout = upload_timeout
         self.stream_timeout = stream_timeout
@@ -256,6 +260,8 @@ class AsyncClient:
 
     async def _call(self, service: str, fn: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
         address = self.data if service == "data" else self.gateway
+        if address == self.gateway:
+            service = "gateway"  # the dataset calls go through it
         delay = 0.2
         attempt = 0
         while True:
@@ -341,19 +347,25 @@ class AsyncClient:
         return reply.job
 
     async def list_jobs(
-        self, *, state: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED, limit: int | None = None
+        self,
+        *,
+        state: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED,
+        limit: int | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> list[job_pb2.Job]:
-        """Jobs, newest first (every page, or the first ``limit``), optionally of one state.
+        """Jobs, newest first (every page, or the first ``limit``), optionally of one state and
+        only those carrying every one of ``labels`` (key → value; matched here, page by page).
         Results' per-scenario vectors are omitted; `get_job` has them."""
+        wanted = dict(labels or {})
         jobs: list[job_pb2.Job] = []
         token = ""
         while True:
-            size = 100 if limit is None else max(1, min(100, limit - len(jobs)))
+            size = 100 if limit is None or wanted else max(1, min(100, limit - len(jobs)))
             request = job_service_pb2.ListJobsRequest(page_size=size, page_token=token, state=state)
             reply = await self._call(
                 "gateway", functools.partial(self._jobs().ListJobs, request, timeout=self.timeout), idempotent=True
             )
-            jobs.extend(reply.jobs)
+            jobs.extend(j for j in reply.jobs if all(j.spec.labels.get(k) == v for k, v in wanted.items()))
             token = reply.next_page_token
             if not token or (limit is not None and len(jobs) >= limit):
                 return jobs if limit is None else jobs[:limit]

@@ -1,11 +1,16 @@
 """`livecalc submit` and `livecalc jobs list|get|watch|cancel|plot`: jobs from the command line.
 
-Built on the Python client (`services.client.Client`). Client conventions (DESIGN.md):
-`--address` (the gateway, default localhost:50051), `--json` (one JSON document on stdout and
-nothing else; progress then goes to stderr as plain lines), `--out PATH` for files, one-line
-errors and exit codes from `services.cli.main`. On a terminal a watched job shows a progress bar;
-otherwise plain progress lines. Ctrl-C while watching detaches: the job keeps running, and
-the command says how to re-attach or cancel it (exit code 130).
+Built on the Python client (`services.client.Client`). Client conventions:
+`--address` (the gateway; else $LIVECALC_ADDRESS, the current context, 127.0.0.1:50051:
+services.client.contexts), `--json` (one JSON document on stdout and nothing else; progress
+then goes to stderr as plain lines), `--out PATH` for files, one-line errors and exit codes
+from `services.cli.main`. A job id or package hash may be shortened to a unique prefix (or
+``START…END``; services.client.ids). Every command that prints a job prints the same job
+document (`report.job_document`); `submit --detach` prints the job id alone on stdout. On a
+terminal a watched job shows a progress bar; otherwise plain progress lines. Ctrl-C while
+watching detaches: the job keeps running, and the command says how to re-attach or cancel it
+(exit code 130). `jobs wait` exits 0 for a succeeded job, 1 for a failed one and
+`EXIT_CANCELLED` (3) for a cancelled one.
 """
 
 from __future__ import annotations
@@ -15,15 +20,19 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.client.aio import DEFAULT_GATEWAY, ResultAssembler, job_spec, package_archive
+from services.client.aio import ResultAssembler, job_spec, package_archive
+from services.client.contexts import ADDRESS_HELP
+from services.client.errors import JobCancelled, JobFailed
+from services.client.ids import HASH_LIKE, resolve_job_id, resolve_package_hash
 from services.client.report import (
+    JOB_HEADER,
     ProgressView,
     job_document,
-    job_line,
+    job_row,
     json_text,
     plot_title,
     primary_output,
@@ -33,10 +42,12 @@ from services.client.report import (
     write_plot,
 )
 from services.client.sync import Client
-from services.common.client import EXIT_INTERRUPTED, as_dict, emit_json, write_out
+from services.common.client import EXIT_ERROR, EXIT_INTERRUPTED, emit_json, table, write_out
 from services.common.errors import InvalidArgument, LivecalcError
 
 STATES = {name.removeprefix("JOB_STATE_").lower(): value for name, value in job_pb2.JobState.items() if value}
+#: `jobs wait`'s exit status for a cancelled job (0: succeeded, 1: failed or an error).
+EXIT_CANCELLED: Final = 3
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -93,11 +104,10 @@ class Detached(Exception):
 
 def _finish(lc: Client, job_id: str, result: job_pb2.JobResult, args: argparse.Namespace) -> None:
     job = lc.get_job(job_id)
-    doc = result_document(result, job_id=job_id, dataset_id=job.spec.dataset_id)
     if getattr(args, "out", None):
-        Path(args.out).write_text(json_text(doc))
+        Path(args.out).write_text(json_text(result_document(result, job_id=job_id, dataset_id=job.spec.dataset_id)))
     if args.json:
-        emit_json(doc)
+        emit_json(job_document(job, result))
     else:
         write_out("\n".join(result_lines(result, title=f"job {job_id}")) + "\n")
         if getattr(args, "out", None):
@@ -124,15 +134,7 @@ def _scenarios(
 
 def cmd_submit(args: argparse.Namespace) -> int:
     with _client(args) as lc:
-        target = Path(args.package)
-        if target.exists():
-            reply = lc.upload_package_bytes(package_archive(target))
-            package_hash = reply.package.package_hash
-            if not args.json:
-                state = "already stored" if reply.already_existed else "uploaded"
-                print(f"package {state}: {package_hash}", file=sys.stderr)
-        else:
-            package_hash = args.package
+        package_hash = _package_hash(lc, args.package, quiet=args.json)
         spec = job_spec(
             package_hash,
             args.dataset,
@@ -151,9 +153,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
             if args.json:
                 emit_json(job_document(first.accepted.job))
             else:
-                write_out(
-                    f"{first.job_id}\nsubmitted; watch: livecalc jobs watch {first.job_id}   "
-                    f"cancel: livecalc jobs cancel {first.job_id}\n"
+                # the id alone on stdout (J=$(livecalc submit … --detach)); the hints to stderr
+                write_out(f"{first.job_id}\n")
+                print(
+                    f"submitted; watch: livecalc jobs watch {first.job_id}   "
+                    f"wait: livecalc jobs wait {first.job_id}   cancel: livecalc jobs cancel {first.job_id}",
+                    file=sys.stderr,
                 )
             return 0
         try:
@@ -166,8 +171,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _package_hash(lc: Client, package: str, *, quiet: bool) -> str:
+    """``--package``: a package file or directory (uploaded first: its hash), else a package
+    hash or a unique prefix of one (the caller's stored packages)."""
+    target = Path(package)
+    if target.exists():
+        reply = lc.upload_package_bytes(package_archive(target))
+        if not quiet:
+            state = "already stored" if reply.already_existed else "uploaded"
+            print(f"package {state}: {reply.package.package_hash}", file=sys.stderr)
+        return reply.package.package_hash
+    if not HASH_LIKE.fullmatch(package.lower()):
+        raise InvalidArgument(f"--package {package}: no such file or directory, nor a package hash")
+    return resolve_package_hash(lc, package)
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     with _client(args) as lc:
+        args.job_id = resolve_job_id(lc, args.job_id)
         try:
             job_id, result = follow(lc, lc.watch(args.job_id, after_sequence=args.after), args)
         except Detached:
@@ -176,6 +197,35 @@ def cmd_watch(args: argparse.Namespace) -> int:
             raise LivecalcError(f"job {args.job_id}: the event stream ended without a result")
         _finish(lc, job_id, result, args)
     return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Wait for a job to end (quietly: no progress); the exit status says how it ended."""
+    with _client(args) as lc:
+        job_id = resolve_job_id(lc, args.job_id)
+        result: job_pb2.JobResult | None = None
+        with contextlib.suppress(JobFailed, JobCancelled):  # the record says how it ended
+            result = lc.wait(job_id)
+        job = lc.get_job(job_id)
+    if args.json:
+        emit_json(job_document(job, result))
+    else:
+        write_out(_end_line(job) + "\n")
+    if job.state == job_pb2.JOB_STATE_SUCCEEDED:
+        return 0
+    return EXIT_CANCELLED if job.state == job_pb2.JOB_STATE_CANCELLED else EXIT_ERROR
+
+
+def _end_line(job: job_pb2.Job) -> str:
+    """How a job ended, in one line."""
+    line = f"{job.job_id}: {_state(job)}"
+    if job.state == job_pb2.JOB_STATE_SUCCEEDED:
+        return f"{line}, result hash {job.result.result_hash}"
+    if job.error.code:
+        return f"{line}: {job.error.code}: {job.error.message}"
+    if job.cancel_reason:
+        return f"{line}: {job.cancel_reason}"
+    return line
 
 
 def _full_result(lc: Client, job: job_pb2.Job) -> job_pb2.JobResult:
@@ -188,17 +238,17 @@ def _full_result(lc: Client, job: job_pb2.Job) -> job_pb2.JobResult:
 
 def cmd_get(args: argparse.Namespace) -> int:
     with _client(args) as lc:
-        job = lc.get_job(args.job_id)
+        job = lc.get_job(resolve_job_id(lc, args.job_id))
         has_result = job.state == job_pb2.JOB_STATE_SUCCEEDED
+        result = _full_result(lc, job) if has_result and (args.out or args.json) else None
         if args.out:
-            if not has_result:
-                raise InvalidArgument(f"job {args.job_id} has no result to write (it is {_state(job)})")
-            result = _full_result(lc, job)
+            if result is None:
+                raise InvalidArgument(f"job {job.job_id} has no result to write (it is {_state(job)})")
             Path(args.out).write_text(
                 json_text(result_document(result, job_id=job.job_id, dataset_id=job.spec.dataset_id))
             )
         if args.json:
-            emit_json(job_document(job))
+            emit_json(job_document(job, result))
             return 0
         p = job.progress
         lines = [
@@ -213,6 +263,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             lines.append("labels    " + ", ".join(f"{k}={v}" for k, v in sorted(job.spec.labels.items())))
         if job.error.code:
             lines.append(f"error     {job.error.code}: {job.error.message}")
+        if job.state == job_pb2.JOB_STATE_CANCELLED:
+            lines.append(f"reason    {job.cancel_reason or '(none given)'}")
         if has_result:
             lines += ["", *result_lines(job.result, title=f"job {job.job_id}")]
         if args.out:
@@ -226,18 +278,19 @@ def _state(job: job_pb2.Job) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    state = STATES[args.state] if args.state else job_pb2.JOB_STATE_UNSPECIFIED
     with _client(args) as lc:
-        jobs = lc.list_jobs(state=STATES[args.state] if args.state else 0, limit=args.limit)  # type: ignore[arg-type]
+        jobs = lc.list_jobs(state=state, limit=args.limit, labels=_labels(args.label))
     if args.json:
-        emit_json({"jobs": [as_dict(j) for j in jobs]})
+        emit_json({"jobs": [job_document(j) for j in jobs]})
     else:
-        write_out("".join(job_line(j) + "\n" for j in jobs))
+        write_out(table([JOB_HEADER, *(job_row(j) for j in jobs)]))
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as lc:
-        job = lc.cancel_job(args.job_id, args.reason)
+        job = lc.cancel_job(resolve_job_id(lc, args.job_id), args.reason)
     if args.json:
         emit_json(job_document(job))
     else:
@@ -247,9 +300,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     with _client(args) as lc:
-        job = lc.get_job(args.job_id)
+        job = lc.get_job(resolve_job_id(lc, args.job_id))
         if job.state != job_pb2.JOB_STATE_SUCCEEDED:
-            raise InvalidArgument(f"job {args.job_id} has no result to plot (it is {_state(job)})")
+            raise InvalidArgument(f"job {job.job_id} has no result to plot (it is {_state(job)})")
         result = _full_result(lc, job)
         name = job.spec.package_hash[:12]
         with contextlib.suppress(LivecalcError):  # the plot's title only
@@ -263,7 +316,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default=DEFAULT_GATEWAY, help=f"gateway HOST:PORT (default {DEFAULT_GATEWAY})")
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON document and nothing else")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline of each request in seconds (default 30)")
 
@@ -272,7 +325,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `submit` and the `jobs` command group to the top-level parser."""
     p = sub.add_parser("submit", help="submit a valuation job (a package FILE or directory is uploaded first)")
     _common(p)
-    p.add_argument("--package", required=True, metavar="HASH|FILE", help="package hash, or a package file/directory")
+    p.add_argument(
+        "--package",
+        required=True,
+        metavar="HASH|FILE|DIR",
+        help="a package file or directory (uploaded first), or a stored package's hash or a unique prefix of it",
+    )
     p.add_argument("--dataset", required=True, metavar="ID", help="dataset id")
     p.add_argument(
         "--scenarios",
@@ -295,14 +353,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", help="write the results JSON here when the job ends")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--watch", action="store_true", help="follow the job until it ends (the default)")
-    mode.add_argument("--detach", action="store_true", help="print the job id once accepted and exit")
+    mode.add_argument(
+        "--detach", action="store_true", help="print the job id (alone, on stdout) once accepted and exit"
+    )
     p.set_defaults(func=cmd_submit)
 
-    jobs = sub.add_parser("jobs", help="jobs on the gateway: list, get, watch, cancel, plot")
+    jobs = sub.add_parser(
+        "jobs",
+        help="jobs on the gateway: list, get, watch, wait, cancel, plot (JOB_ID: the id or a unique prefix)",
+    )
     cmds = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
     p = cmds.add_parser("list", help="jobs, newest first")
     _common(p)
     p.add_argument("--state", choices=sorted(STATES), help="only jobs in this state")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE", help="only jobs with this label (repeatable)")
     p.add_argument("--limit", type=int, help="at most this many jobs")
     p.set_defaults(func=cmd_list)
     p = cmds.add_parser("get", help="a job's record and result (--out writes the results JSON)")
@@ -316,6 +380,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--after", type=int, default=0, help="replay events after this sequence number (default 0)")
     p.add_argument("--out", help="write the results JSON here when the job ends")
     p.set_defaults(func=cmd_watch)
+    p = cmds.add_parser(
+        "wait",
+        help="wait for a job to end; exit status 0 succeeded, 1 failed, 3 cancelled (--json: the job document)",
+    )
+    _common(p)
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_wait)
     p = cmds.add_parser("cancel", help="cancel a job (engines stop within a second)")
     _common(p)
     p.add_argument("job_id")

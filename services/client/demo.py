@@ -13,6 +13,10 @@ defaults: its whole-life policies run to age 120).
 
 ``--local`` runs the same full job in this process (no services: the pipeline runner over the
 same WASM binaries) and prints the same result hash, the proof that local equals cluster.
+``--local --package P --dataset D`` values your own package (a directory, built first, or an
+archive) on your own policies (a local .csv or .parquet file, or a dataset id under
+``DATA_DIR/datasets``) with the package's configured scenarios (``--scenarios N``: the first N),
+the hash equal to `livecalc submit --package P --dataset D [--scenarios N]` on a mesh.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import IO, Any, Final
 
 from livecalc.data.v1 import data_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.client.aio import ResultAssembler, job_spec
+from services.client.aio import ResultAssembler, job_spec, package_archive
 from services.client.report import (
     ProgressView,
     json_text,
@@ -42,7 +46,7 @@ from services.client.report import (
 from services.client.sync import Client
 from services.common.client import EXIT_INTERRUPTED
 from services.common.config import DEFAULT_PORTS
-from services.common.errors import LivecalcError
+from services.common.errors import InvalidArgument, LivecalcError
 from services.common.up import (
     Child,
     data_dir_of,
@@ -186,8 +190,31 @@ class Demo:
         raise LivecalcError(f"{label}: the event stream ended without a result")
 
 
-def run_local(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
+def local_dataset(data_dir: Path, dataset: str) -> tuple[str, Path]:
+    """``--dataset`` of a local run: a .csv or .parquet file, or the id of one under DATA_DIR/datasets."""
+    path = Path(dataset)
+    if path.is_file():
+        return path.name.rsplit(".", 1)[0], path
+    for suffix in (".parquet", ".csv"):
+        stored = data_dir / "datasets" / f"{dataset}{suffix}"
+        if stored.is_file():
+            return dataset, stored
+    raise InvalidArgument(f"--dataset {dataset}: no such file, nor a dataset in {data_dir / 'datasets'}")
+
+
+def _read_table(path: Path) -> Any:
+    if path.suffix.lower() == ".csv":
+        import pyarrow.csv as pcsv  # noqa: PLC0415 - the local run only
+
+        return pcsv.read_csv(path)
+    if path.suffix.lower() != ".parquet":
+        raise InvalidArgument(f"{path.name}: the file name must end in .csv or .parquet")
     import pyarrow.parquet as pq  # noqa: PLC0415 - the local run only
+
+    return pq.read_table(path)
+
+
+def run_local(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
 
     from services.engine.pipeline import PipelineRunner, RunInputs  # noqa: PLC0415
     from services.engine.runtime import Runtime  # noqa: PLC0415
@@ -198,13 +225,19 @@ def run_local(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
     from services.valuation.scenarios import ScenarioParams  # noqa: PLC0415
 
     product = demo.product
-    dataset_id, path = ensure_dataset(data_dir, args.rows, demo.say, product)
-    archive = ensure_package(data_dir, demo.say, product)
+    if args.package is not None:  # your package on your policies
+        dataset_id, path = local_dataset(data_dir, args.dataset)
+        archive = package_archive(Path(args.package))
+        configured = dict(verify_archive(archive).config.get("scenarios") or {})
+        sc = scenario_settings(archive, args.scenarios or int(configured.get("count", 0)))
+    else:
+        dataset_id, path = ensure_dataset(data_dir, args.rows, demo.say, product)
+        archive = ensure_package(data_dir, demo.say, product)
+        sc = scenario_settings(archive, args.scenarios)
     package = verify_archive(archive)
-    sc = scenario_settings(archive, args.scenarios)
     interface = interface_of(package.config)
     assets = load_assets(interface, package.files.get)
-    records = Records.from_table(pq.read_table(path), interface, assets.bounds)
+    records = Records.from_table(_read_table(path), interface, assets.bounds)
     params = ScenarioParams(
         count=sc["count"], seed=sc["seed"], a=sc["a"], sigma=sc["sigma"], include_base=sc["include_base"]
     )
@@ -321,8 +354,12 @@ def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args.data_dir)
     product = DEMO_MODELS[args.model]
+    if (args.package is None) != (args.dataset is None):
+        raise InvalidArgument("--package and --dataset go together (run --local --package P --dataset D)")
+    if args.package is not None and not args.local:
+        raise InvalidArgument("--package P --dataset D run with --local; on a mesh: livecalc submit --package P")
     for name in ("rows", "scenarios", "preview"):  # the product's default sizes
-        if getattr(args, name) is None:
+        if getattr(args, name) is None and args.package is None:
             setattr(args, name, getattr(product, name))
     demo = Demo(args)
     if args.local:
@@ -351,4 +388,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--local", action="store_true", help="run the full job in this process, without services")
     p.add_argument("--threads", type=int, default=0, help="--local: worker threads (default: the CPU count)")
+    p.add_argument(
+        "--package",
+        metavar="DIR|FILE",
+        help="--local: value this package (a directory, built first, or an archive) instead of the reference",
+    )
+    p.add_argument(
+        "--dataset",
+        metavar="FILE|ID",
+        help="--local with --package: the policies, a .csv or .parquet file or a dataset id under DATA_DIR/datasets",
+    )
     p.set_defaults(func=cmd_run)

@@ -151,7 +151,7 @@ def json_text(doc: Any) -> str:
 
 
 def relative_difference(preview: job_pb2.JobResult, full: job_pb2.JobResult) -> float:
-    """(preview mean − full mean) / |full mean| (MODEL.md's preview comparison)."""
+    """(preview mean − full mean) / |full mean| (the preview comparison, docs/model.md "Aggregation")."""
     full_mean = full.statistics.mean
     if full_mean == 0:
         return math.inf if preview.statistics.mean != 0 else 0.0
@@ -404,21 +404,35 @@ class ProgressView:
         self.stream.flush()
 
 
-def job_line(job: job_pb2.Job) -> str:
-    """One line of `jobs list`."""
+#: The header of `jobs list`'s table; `job_row` gives a job's row.
+JOB_HEADER: Final = ("JOB", "STATE", "CREATED", "KIND", "DATASET", "POLICIES", "RESULT")
+
+
+def job_row(job: job_pb2.Job) -> list[str]:
+    """A job's row in `jobs list` (under JOB_HEADER): RESULT is the result hash's start, the
+    error of a failed job, the reason of a cancelled one."""
     state = job_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
     created = job.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
     p = job.progress
     kind = "preview" if job.spec.HasField("preview") else "full"
-    tail = f"hash {job.result.result_hash[:16]}" if job.result.result_hash else ""
+    tail = f"hash {job.result.result_hash[:16]}" if job.result.result_hash else "-"
     if job.error.code:
         tail = f"{job.error.code}: {job.error.message}"
-    return (
-        f"{job.job_id}  {state:<9}  {created}  {kind:<7}  {job.spec.dataset_id}  "
-        f"{p.policies_done:,}/{p.policies_total:,} policies  {tail}"
-    ).rstrip()
+    elif job.cancel_reason:
+        tail = f"reason: {job.cancel_reason}"
+    policies = f"{p.policies_done:,}/{p.policies_total:,}"
+    return [job.job_id, state, created, kind, job.spec.dataset_id or "-", policies, tail]
 
 
-def job_document(job: job_pb2.Job) -> dict[str, Any]:
-    """A job as JSON (proto3 JSON names, int64 as strings as grpcurl shows them)."""
-    return as_dict(job)
+def job_document(job: job_pb2.Job, result: job_pb2.JobResult | None = None) -> dict[str, Any]:
+    """A job as JSON, in one shape wherever a job is printed (`jobs get|list|wait|cancel`,
+    `submit`, `jobs watch`): every field of the Job record in proto order under its proto name,
+    null when unset, 64-bit integers as integers; ``result`` is null or the results document
+    (`result_document`, the shape of results.json and `--out`) of ``result`` (default: the
+    record's own, whose per-scenario values `jobs list` leaves out)."""
+    doc = as_dict(job)
+    out: dict[str, Any] = {field.name: doc.get(field.name) for field in job_pb2.Job.DESCRIPTOR.fields}
+    if result is not None or job.HasField("result"):
+        full = result if result is not None else job.result
+        out["result"] = result_document(full, job_id=job.job_id, dataset_id=job.spec.dataset_id)
+    return out

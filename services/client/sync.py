@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
 from livecalc.gateway.v1 import job_pb2, package_pb2, package_service_pb2
-from services.client.aio import DEFAULT_DATA, DEFAULT_GATEWAY, AsyncClient, ResultAssembler
+from services.client.aio import DEFAULT_GATEWAY, AsyncClient, ResultAssembler
 from services.common.errors import Unavailable
 
 T = TypeVar("T")
@@ -34,7 +34,7 @@ class Client:
         self,
         gateway: str = DEFAULT_GATEWAY,
         *,
-        data: str = DEFAULT_DATA,
+        data: str | None = None,
         timeout: float = 30.0,
         upload_timeout: float = 600.0,
         stream_timeout: float | None = None,
@@ -104,10 +104,14 @@ class Client:
         return self._run(self.aio.get_job(job_id))
 
     def list_jobs(
-        self, *, state: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED, limit: int | None = None
+        self,
+        *,
+        state: job_pb2.JobState.ValueType = job_pb2.JOB_STATE_UNSPECIFIED,
+        limit: int | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> list[job_pb2.Job]:
-        """Jobs, newest first."""
-        return self._run(self.aio.list_jobs(state=state, limit=limit))
+        """Jobs, newest first (optionally of one state, carrying every one of ``labels``)."""
+        return self._run(self.aio.list_jobs(state=state, limit=limit, labels=labels))
 
     def cancel_job(self, job_id: str, reason: str = "") -> job_pb2.Job:
         """Cancel a job; returns the job after cancellation."""

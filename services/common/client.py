@@ -8,7 +8,10 @@
   gRPC failure into a one-line `LivecalcError` (`RemoteError`, or `Unavailable` naming the
   service and address), which `services.cli.main` prints and maps to an exit code.
 - `emit_json` prints one JSON document whose keys keep the order they were built in (so
-  callers build them in schema order) and whose 64-bit integers stay integers.
+  callers build them in schema order) and whose 64-bit integers stay integers (`as_dict`
+  writes a message's int64 fields as integers too, in every command).
+- `table` lays out a table under its header row; `match_prefix` finds the one id a unique
+  prefix (or ``START…END``) names, for every command that takes a job id or a package hash.
 - `write_out` / `emit_json` survive a reader that closes the pipe early (`... | head`):
   they raise `OutputClosed`, which the CLI ends quietly with the conventional status 141.
 """
@@ -23,14 +26,15 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from grpc import aio
 
-from services.common.errors import LivecalcError, Unavailable
+from services.common.errors import InvalidArgument, LivecalcError, NotFound, Unavailable
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -224,10 +228,74 @@ def call(address: str, service: str, stub_type: Callable[[grpc.Channel], S], fn:
 
 
 def as_dict(message: Message) -> dict[str, Any]:
-    """A message as JSON-ready values in field order (int64 as the proto3 JSON strings)."""
-    return json_format.MessageToDict(
+    """A message as JSON-ready values in field order, its 64-bit integers as JSON integers (not
+    the proto3 JSON strings), as every `--json` document writes them."""
+    doc = json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    return _integers(cast(Descriptor, message.DESCRIPTOR), doc)
+
+
+_INT64: Final = frozenset({FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64})
+
+
+def _integers(descriptor: Descriptor, doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` (MessageToDict of a `descriptor` message) with int64/uint64 values as ints."""
+    for f in descriptor.fields:
+        if f.name not in doc:
+            continue
+        value = doc[f.name]
+        kind = f.message_type
+        if kind is not None and kind.GetOptions().map_entry:
+            inner = kind.fields_by_name["value"]
+            if inner.cpp_type in _INT64:
+                doc[f.name] = {k: int(v) for k, v in value.items()}
+            elif inner.message_type is not None and not _well_known(inner.message_type):
+                doc[f.name] = {k: _integers(inner.message_type, v) for k, v in value.items()}
+        elif f.cpp_type in _INT64:
+            doc[f.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+        elif kind is not None and not _well_known(kind):
+            doc[f.name] = [_integers(kind, v) for v in value] if isinstance(value, list) else _integers(kind, value)
+    return doc
+
+
+def _well_known(descriptor: Descriptor) -> bool:
+    """Timestamps, durations and the like have their own JSON forms (strings): kept as they are."""
+    return descriptor.full_name.startswith("google.protobuf.")
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """A table as text: the first row is the header; columns left-aligned, two spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in rows)
+
+
+#: How an id may be shortened in the middle, as `298d13d2…6032` (the README prints hashes so).
+ELLIPSES: Final = ("…", "...")
+
+
+def match_prefix(text: str, candidates: Sequence[str], what: str) -> str:
+    """The one candidate `text` names: itself, a unique prefix of it, or ``START…END`` (a
+    unique prefix and suffix). Several matches are an error listing them; none is NotFound.
+
+    Callers pass the ids the caller may see (a tenant's own, from a list RPC), so a prefix
+    never reaches another tenant's object."""
+    if not text:
+        raise InvalidArgument(f"an empty {what}")
+    if text in candidates:
+        return text
+    head, tail = text, ""
+    for mark in ELLIPSES:
+        if mark in text:
+            head, _, tail = text.partition(mark)
+            break
+    found = [c for c in candidates if c.startswith(head) and c.endswith(tail) and len(c) >= len(head) + len(tail)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise NotFound(f"no {what} matches {text!r}")
+    shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+    raise InvalidArgument(f"{text!r} matches {len(found)} {what}s: {shown}; give more of it")
 
 
 def _plain(value: Any) -> Any:

@@ -1,15 +1,21 @@
 """`livecalc datasets ...`: generate synthetic policies, and talk to a data service over gRPC.
 
-Client commands take `--address` (default 127.0.0.1:50053) and `--json` (one JSON
-document on stdout and nothing else). Failures are LivecalcError subclasses, which the
-top-level CLI prints as one line on stderr with exit code 1. `validate --file` judges a local
-file before upload with the data service's own code, in this process: no service is needed
-(unless `--package` names a stored package by hash, which is downloaded from the gateway).
+Client commands take `--address` — the gateway's, which forwards DataService to its data
+service (a data service's own address works too); by default $LIVECALC_ADDRESS, else the current
+context, else 127.0.0.1:50051 (services.client.contexts) — and `--json` (one JSON document on
+stdout and nothing else). Failures are LivecalcError subclasses, which the top-level CLI prints
+as one line on stderr with exit code 1. `validate FILE` (or `--file FILE`) judges a local file
+before upload with the data service's own code, in this process: no service is needed (unless
+`--package` names a stored package by hash or a unique prefix of one, which is downloaded from
+the gateway). `upload` judges the file the same way before sending it and refuses an invalid
+one at once: by `--package`'s declaration, else — when the file has term life's policy
+columns — by the shipped term-life declaration; `--no-validate` sends it as it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import re
@@ -22,9 +28,11 @@ import anyio
 
 from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
 from livecalc.gateway.v1 import package_service_pb2, package_service_pb2_grpc
-from services.common.client import as_dict, emit_json
+from services.client.contexts import ADDRESS_HELP
+from services.client.ids import HASH_LIKE, resolve_package_hash
+from services.client.sync import Client
+from services.common.client import as_dict, emit_json, table, write_out
 from services.common.client import call as call_service
-from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument, LivecalcError
 from services.data.generate import GENERATORS, generate
 from services.data.validation import TERM_LIFE, Judge, validate_file
@@ -36,8 +44,6 @@ from services.valuation.packages.manifest import CONFIG
 from services.valuation.packages.package import read_directory
 from services.valuation.packages.report import raise_on_errors
 
-DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['data'][0]}"
-DEFAULT_GATEWAY = f"127.0.0.1:{DEFAULT_PORTS['gateway'][0]}"
 _HASH: Final = re.compile(r"[0-9a-f]{64}")
 #: Upload chunk payload: well below the service's per-chunk cap and, with framing, the
 #: 4 MiB message limit (a 4 MiB payload plus its 5 framing bytes is over it).
@@ -70,9 +76,12 @@ def _print_dataset(d: data_pb2.Dataset) -> None:
 
 
 def _print_columns(columns: Any) -> None:
-    for c in columns:
-        kind = _enum("COLUMN_TYPE_", c.type, data_pb2.ColumnType)
-        print(f"{c.name:<24} {kind:<8} {'nullable' if c.nullable else 'required'}")
+    rows = [["COLUMN", "TYPE", "NULLS"]]
+    rows += [
+        [c.name, _enum("COLUMN_TYPE_", c.type, data_pb2.ColumnType), "nullable" if c.nullable else "required"]
+        for c in columns
+    ]
+    write_out(table(rows))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -189,13 +198,20 @@ def _download_package(address: str, package_hash: str, timeout: float) -> bytes:
 
 def package_judge(spec: str, gateway: str, timeout: float) -> tuple[Judge, dict[str, Any]]:
     """The rules a package's datasets are judged by, and its config: ``spec`` is a package
-    directory, an archive, or the hash of a package stored on the gateway."""
+    directory, an archive, or the hash (or a unique prefix of it) of a package stored on the gateway."""
     path = Path(spec)
     if path.is_dir():
         config, files, issues, _ = read_directory(path)
         raise_on_errors(issues)
-    elif path.is_file() or _HASH.fullmatch(spec):
-        archive = path.read_bytes() if path.is_file() else _download_package(gateway, spec, timeout)
+    elif path.is_file() or HASH_LIKE.fullmatch(spec.lower()):
+        if path.is_file():
+            archive = path.read_bytes()
+        else:
+            package_hash = spec.lower()
+            if not _HASH.fullmatch(package_hash):
+                with Client(gateway, timeout=timeout) as lc:
+                    package_hash = resolve_package_hash(lc, package_hash)
+            archive = _download_package(gateway, package_hash, timeout)
         files = read_archive(archive)
         if CONFIG not in files:
             raise InvalidArgument(f"--package {spec}: the archive has no {CONFIG}")
@@ -232,9 +248,12 @@ def _local_header(path: Path) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.file is None and args.dataset_id is not None and Path(args.dataset_id).is_file():
+        args.file, args.dataset_id = args.dataset_id, None  # `validate FILE`: a local file by its path
     if (args.dataset_id is None) == (args.file is None):
-        raise InvalidArgument("name one of: a DATASET on the data service, or a local --file")
-    judge, config = (None, {}) if args.package is None else package_judge(args.package, args.gateway, args.timeout)
+        raise InvalidArgument("name one of: a DATASET on the data service, or a local --file (or a FILE path)")
+    gateway = args.gateway or args.address
+    judge, config = (None, {}) if args.package is None else package_judge(args.package, gateway, args.timeout)
     hint = None
     if args.file is not None:
         path = Path(args.file)
@@ -262,20 +281,65 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({**as_dict(reply), **({"hint": hint} if hint else {})})
     else:
-        state = "valid" if reply.valid else "INVALID"
-        version = f" ({reply.version})" if reply.version else ""
-        print(f"{reply.dataset_id}{version}: {state}, {reply.rows_checked:,} rows checked")
-        if reply.missing_columns:
-            print(f"missing columns: {', '.join(reply.missing_columns)}")
-        for rc in reply.rule_counts:
-            print(f"  {rc.rule:<22} {rc.count:>10,}")
-        for v in reply.violations:
-            print(f"  row {v.row}: [{v.rule}] {v.message}")
-        if hint:
-            print(f"hint: {hint}", file=sys.stderr)
+        _print_report(reply, hint, sys.stdout)
     if not reply.valid:
         raise DatasetInvalid(f"dataset {reply.dataset_id!r} has {reply.violation_count} violation(s)")
     return 0
+
+
+def _print_report(reply: data_service_pb2.ValidateDatasetResponse, hint: str | None, out: Any) -> None:
+    state = "valid" if reply.valid else "INVALID"
+    version = f" ({reply.version})" if reply.version else ""
+    print(f"{reply.dataset_id}{version}: {state}, {reply.rows_checked:,} rows checked", file=out)
+    if reply.missing_columns:
+        print(f"missing columns: {', '.join(reply.missing_columns)}", file=out)
+    for rc in reply.rule_counts:
+        print(f"  {rc.rule:<22} {rc.count:>10,}", file=out)
+    for v in reply.violations:
+        print(f"  row {v.row}: [{v.rule}] {v.message}", file=out)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+
+
+def _local_columns(path: Path) -> list[str]:
+    """The column names of a local .csv (its header line) or .parquet file (its schema)."""
+    if path.suffix.lower() == ".csv":
+        return next(csv.reader([_local_header(path)]), [])
+    import pyarrow.parquet as pq  # noqa: PLC0415 - parquet only
+
+    return list(pq.read_schema(path).names)
+
+
+def _judge_upload(args: argparse.Namespace, path: Path) -> None:
+    """Judge a file before it is uploaded; an invalid one is refused at once (DatasetInvalid,
+    nothing sent), with its report on stderr. By ``--package``'s declaration; else by the
+    shipped term-life declaration when the file has its policy columns (another model's
+    policies and scenario sets are not judged without their package); a CSV whose header is
+    separated by ';' or tabs is refused whatever the model (LiveCalc reads commas)."""
+    hint = delimiter_hint(_local_header(path))
+    if hint is not None:
+        raise DatasetInvalid(f"{path.name}: not uploaded: {hint} (--no-validate uploads it as it is)")
+    if args.package is not None:
+        judge, _ = package_judge(args.package, args.address, args.timeout)
+        whose = f"the declaration of --package {args.package}"
+    else:
+        judge = Judge(*term_life_rules(), model=TERM_LIFE)
+        if not set(judge.interface.required_columns) <= set(_local_columns(path)):
+            print(
+                f"{path.name}: not judged before upload: its columns are not term life's; --package PACKAGE "
+                "judges it by your model's declaration",
+                file=sys.stderr,
+            )
+            return
+        whose = f"the shipped {TERM_LIFE} declaration (--package PACKAGE judges by your model's)"
+    reply = anyio.run(validate_file, path, judge, 20)
+    if not reply.valid:
+        _print_report(reply, None, sys.stderr)
+        raise DatasetInvalid(
+            f"{path.name}: not uploaded: {reply.violation_count:,} violation(s)"
+            f"{' and missing columns' if reply.missing_columns else ''} of {whose}; "
+            "--no-validate uploads it as it is"
+        )
 
 
 def _file_sha256(path: Path) -> tuple[int, str]:
@@ -305,6 +369,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"{path.name}: the file name must end in .csv or .parquet")
     if not path.is_file():
         raise InvalidArgument(f"{path}: no such file")
+    if not args.no_validate:
+        _judge_upload(args, path)
     size, digest = _file_sha256(path)
     header = data_service_pb2.UploadHeader(
         dataset_id=args.id or path.name[: -len(suffix)],
@@ -339,7 +405,7 @@ def _client(
     func: Callable[[argparse.Namespace], int],
 ) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
-    p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"data service HOST:PORT (default {DEFAULT_ADDRESS})")
+    p.add_argument("--address", help=ADDRESS_HELP + "; a data service's own address works too")
     p.add_argument("--json", action="store_true", help="print one JSON document and nothing else")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the answer (default 600)")
     p.set_defaults(func=func)
@@ -403,16 +469,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(exit 1 if invalid)",
         cmd_validate,
     )
-    validate.add_argument("dataset_id", nargs="?", metavar="DATASET", help="a dataset on the data service")
-    validate.add_argument("--file", help="a local .csv or .parquet file instead (no service needed)")
+    validate.add_argument(
+        "dataset_id",
+        nargs="?",
+        metavar="DATASET|FILE",
+        help="a dataset on the data service, or the path of a local .csv or .parquet file (no service needed)",
+    )
+    validate.add_argument("--file", help="a local .csv or .parquet file (no service needed)")
     validate.add_argument(
         "--package",
         metavar="HASH|DIR|FILE",
         help="judge by this package's declaration: a package directory, an archive, or a stored package's hash "
-        "(downloaded from --gateway); default: the shipped term-life declaration",
+        "or a unique prefix of it (downloaded from the gateway); default: the shipped term-life declaration",
     )
     validate.add_argument(
-        "--gateway", default=DEFAULT_GATEWAY, help=f"gateway HOST:PORT for --package HASH (default {DEFAULT_GATEWAY})"
+        "--gateway", help="gateway HOST:PORT for --package HASH when --address is a data service's (default --address)"
     )
     validate.add_argument("--model", default=TERM_LIFE, help="model name without --package (default term_life)")
     validate.add_argument("--max-violations", type=_count_int32, default=20, help="violations to list (default 20)")
@@ -420,6 +491,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     upload.add_argument("path")
     upload.add_argument("--id", help="dataset id (default: the file name without extension)")
     upload.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
+    upload.add_argument(
+        "--package",
+        metavar="HASH|DIR|FILE",
+        help="judge the file by this package's declaration before sending it (refused at once if invalid); "
+        "default: the shipped term-life declaration when the file has term life's columns",
+    )
+    upload.add_argument(
+        "--no-validate", action="store_true", help="send the file without judging it first (e.g. a scenario set)"
+    )
 
 
 def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -2,9 +2,10 @@
 
 Local commands (init, build, validate, inspect) need no service (``init --template c`` and
 ``build`` of a directory with ``src/*.c`` compile C with the ``ziglang`` package, via
-`services.valuation.sdk`); upload, list and show talk
-to the gateway's PackageService. Errors and warnings are printed one per line with their JSON
-path or file; `validate` exits 1 when there are errors.
+`services.valuation.sdk`); upload (of an archive, or a directory built first), list and show
+talk to the gateway's PackageService at the one client address (services.client.contexts);
+show takes a package hash or a unique prefix of one. Errors and warnings are printed one per
+line with their JSON path or file; `validate` exits 1 when there are errors.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import argparse
 import contextlib
 import hashlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from livecalc.gateway.v1 import package_pb2, package_service_pb2, package_service_pb2_grpc
+from services.client.aio import package_archive
+from services.client.contexts import ADDRESS_HELP
 from services.common import client
-from services.common.client import as_dict, emit_json, write_out
-from services.common.config import DEFAULT_PORTS
+from services.common.client import as_dict, emit_json, match_prefix, table, write_out
 from services.common.errors import InvalidArgument
 from services.valuation.packages.package import Package, build_directory, check_directory, verify_archive
 from services.valuation.packages.reference import REFERENCE_PACKAGES, init_directory
@@ -30,11 +33,11 @@ from services.valuation.sdk.build import BuildError, ModelBuild, build_model, ha
 from services.valuation.sdk.digest import digest_text
 from services.valuation.sdk.template import TEMPLATES, init_c_template
 
-DEFAULT_ADDRESS: Final = f"localhost:{DEFAULT_PORTS['gateway'][0]}"
 UPLOAD_CHUNK: Final = 1 << 20
 """Below the 4 MiB message limit with room for the framing (the service accepts up to 4 MiB of payload)."""
 T = TypeVar("T")
 Stub = package_service_pb2_grpc.PackageServiceStub
+_FULL_HASH: Final = re.compile(r"[0-9a-f]{64}")
 
 
 def call(address: str, fn: Callable[[Stub], T]) -> T:
@@ -227,8 +230,20 @@ def _line(p: package_pb2.Package) -> str:
     return f"{p.package_hash}  {p.name} {p.version}  {p.size_bytes:,} bytes  {when}"
 
 
+#: `package list`'s header; `_row` gives a package's row.
+PACKAGE_HEADER: Final = ("PACKAGE", "NAME", "VERSION", "BYTES", "UPLOADED")
+
+
+def _row(p: package_pb2.Package) -> list[str]:
+    when = p.upload_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+    return [p.package_hash, p.name, p.version, f"{p.size_bytes:,}", when]
+
+
 def cmd_upload(args: argparse.Namespace) -> int:
-    archive = Path(args.file).read_bytes()
+    path = Path(args.file)
+    if not path.exists():
+        raise InvalidArgument(f"{path}: no such package file or directory")
+    archive = package_archive(path)  # a directory is built first, as `package build` builds it
     reply = call(args.address, lambda s: s.UploadPackage(upload_requests(archive), timeout=args.timeout))
     if args.json:
         emit_json(as_dict(reply))
@@ -238,35 +253,43 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def _list(args: argparse.Namespace, page_size: int = 100) -> list[package_pb2.Package]:
     packages: list[package_pb2.Package] = []
     token = ""
     while True:
-        request = package_service_pb2.ListPackagesRequest(page_size=args.page_size, page_token=token)
+        request = package_service_pb2.ListPackagesRequest(page_size=page_size, page_token=token)
         reply = call(args.address, lambda s, r=request: s.ListPackages(r, timeout=args.timeout))  # type: ignore[misc]
         packages += reply.packages
         token = reply.next_page_token
         if not token:
-            break
+            return packages
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    packages = _list(args, args.page_size)
     if args.json:
         emit_json({"packages": [as_dict(p) for p in packages]})
     else:
-        write_out("".join(_line(p) + "\n" for p in packages))
+        write_out(table([PACKAGE_HEADER, *(_row(p) for p in packages)]))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    request = package_service_pb2.GetPackageRequest(package_hash=args.package_hash)
+    package_hash = args.package_hash.lower()
+    if not _FULL_HASH.fullmatch(package_hash):  # a unique prefix of one of the caller's packages
+        package_hash = match_prefix(package_hash, [p.package_hash for p in _list(args)], "package hash")
+    request = package_service_pb2.GetPackageRequest(package_hash=package_hash)
     reply = call(args.address, lambda s: s.GetPackage(request, timeout=args.timeout))
     p = reply.package
     if args.json:
         emit_json(as_dict(p))
         return 0
-    lines = [_line(p), f"archive sha256 {p.archive_sha256}, default scenarios {p.default_scenario_count}", "pipeline"]
-    lines += [f"  {n.id:<12} {n.engine:<20} {', '.join(n.inputs)} → {', '.join(n.outputs)}" for n in p.pipeline]
-    lines.append("assets")
-    lines += [f"  {a.path:<28} {a.size_bytes:>9,}  {a.sha256}" for a in p.assets]
-    write_out("\n".join(lines) + "\n")
+    lines = [_line(p), f"archive sha256 {p.archive_sha256}, default scenarios {p.default_scenario_count}", ""]
+    nodes = [["NODE", "ENGINE", "INPUTS", "OUTPUTS"]]
+    nodes += [[n.id, n.engine, ", ".join(n.inputs), ", ".join(n.outputs)] for n in p.pipeline]
+    assets = [["ASSET", "BYTES", "SHA256"]]
+    assets += [[a.path, f"{a.size_bytes:,}", a.sha256] for a in p.assets]
+    write_out("\n".join(lines) + "\n" + table(nodes) + "\n" + table(assets))
     return 0
 
 
@@ -309,17 +332,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document and nothing else")
     p.set_defaults(func=cmd_inspect)
     for name, help_text, func in (
-        ("upload", "upload a package archive to the gateway", cmd_upload),
+        ("upload", "upload a package archive, or a package directory (built first), to the gateway", cmd_upload),
         ("list", "list the stored packages, newest first", cmd_list),
-        ("show", "a stored package's record", cmd_show),
+        ("show", "a stored package's record (PACKAGE_HASH: the hash or a unique prefix)", cmd_show),
     ):
         p = cmds.add_parser(name, help=help_text)
-        p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"gateway HOST:PORT (default {DEFAULT_ADDRESS})")
+        p.add_argument("--address", help=ADDRESS_HELP)
         p.add_argument("--json", action="store_true", help="print one JSON document and nothing else")
         p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer (default 120)")
         p.set_defaults(func=func)
         if name == "upload":
-            p.add_argument("file")
+            p.add_argument("file", metavar="FILE|DIR")
         elif name == "show":
             p.add_argument("package_hash")
         else:

@@ -54,9 +54,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 
 def submit(mesh: Mesh, *args: str) -> dict[str, str]:
+    """The job's id and its result document (the job document's `result`)."""
     done = livecalc("submit", "--dataset", "pol", "--json", "--address", mesh.gateway, *args)
     assert done.returncode == 0, done.stderr
-    doc: dict[str, str] = json.loads(done.stdout)
+    job = json.loads(done.stdout)
+    doc: dict[str, str] = job["result"]
+    assert doc["job_id"] == job["job_id"]
     return doc
 
 

@@ -31,7 +31,9 @@ def test_submit_get_list_plot_and_errors(small_mesh: SmallMesh) -> None:
         "--seed", str(SEED), "--label", "who=cli-test", "--json", *gw,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    doc = json.loads(done.stdout)  # one document, nothing else on stdout
+    job = json.loads(done.stdout)  # one document, nothing else on stdout: the job, its results document in it
+    assert job["state"] == "JOB_STATE_SUCCEEDED" and job["spec"]["labels"] == {"who": "cli-test"}
+    doc = job["result"]
     (primary,) = [o for o in doc["outputs"] if o["primary"]]
     assert doc["primary_output"] == primary["name"] == "net_cf"
     assert doc["statistics"]["scenario_count"] == 30 and doc["result_hash"] == result_hash(primary["values"])
@@ -98,4 +100,4 @@ def test_ctrl_c_during_watch_detaches_and_the_job_runs_on(small_mesh: SmallMesh)
 
     again = livecalc("jobs", "watch", job_id, "--json", *gw, timeout=180)
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["statistics"]["scenario_count"] == 1000
+    assert json.loads(again.stdout)["result"]["statistics"]["scenario_count"] == 1000

@@ -260,7 +260,7 @@ def test_a_local_file_is_validated_before_upload_without_a_service(
     assert livecalc("validate", "--file", str(bad), "--package", str(package), "--json") == 1
     out = capsys.readouterr().out
     report = json.loads(out[: out.rindex("}") + 1])
-    assert report["dataset_id"] == "bad.csv" and report["violation_count"] == "5"
+    assert report["dataset_id"] == "bad.csv" and report["violation_count"] == 5
     assert {v["rule"] for v in report["violations"]} == {
         "guarantee_cap",
         "enum",

@@ -43,7 +43,7 @@ def test_local_service_cli_grpcurl_and_statuses(
     listed = as_json("datasets", "list", *addr)
     assert [d["dataset_id"] for d in listed["datasets"]] == ["pol"]
     shown = as_json("datasets", "show", "pol", *addr)
-    assert shown["row_count"] == "1000" and shown["format"] == "DATASET_FORMAT_CSV"
+    assert shown["row_count"] == 1000 and shown["format"] == "DATASET_FORMAT_CSV"  # int64 as an integer
     assert shown["version"].startswith("sha256:")
     schema = as_json("datasets", "schema", "pol", *addr)
     assert schema["columns"][0] == {"name": "policy_id", "type": "COLUMN_TYPE_INT64", "nullable": True}
@@ -59,7 +59,7 @@ def test_local_service_cli_grpcurl_and_statuses(
 
     # upload the Parquet twin through the CLI, then the same sample comes back
     up = as_json("datasets", "upload", str(small_files["parquet"]), "--id", "pol_pq", *addr)
-    assert up["row_count"] == "1000"
+    assert up["row_count"] == 1000
     twin = as_json("datasets", "sample", "pol_pq", "--n", "5", "--seed", "42", *addr)
     assert [r["row"] for r in twin["rows"]] == [r["row"] for r in sample["rows"]]
     assert [r["values"] for r in twin["rows"]] == [r["values"] for r in sample["rows"]]

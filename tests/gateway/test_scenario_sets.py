@@ -216,7 +216,7 @@ def test_cli_submits_with_a_scenario_dataset_and_shows_it(mesh: Mesh) -> None:
     done = livecalc("submit", "--package", mesh.package_hash, "--dataset", "pol", "--scenario-dataset",
                     f"good@{mesh.versions['good']}", "--scenarios", str(N), "--json", *common)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    doc = json.loads(done.stdout)
+    doc = json.loads(done.stdout)["result"]  # the job document's results document
     assert doc["result_hash"] == mesh.generated[N]
     assert doc["scenario_dataset"] == {"id": "good", "version": mesh.versions["good"]}
     got = livecalc("jobs", "get", doc["job_id"], *common)
