@@ -1,6 +1,6 @@
 """One chunk of a job on this engine: rows in, exact block partials out, as a stream of events.
 
-A chunk is a run of policy blocks (B = 1024 dataset rows each; MODEL.md's reference order) or a
+A chunk is a run of policy blocks (B = 1024 dataset rows each; docs/model.md's reference order) or a
 seeded sample (previews) in groups of consecutive sample positions (engine.proto
 SampleSelection: the sample's blocks, or smaller groups of a run each), one partial per group.
 Its blocks are computed in *pieces* of a few blocks, each one

@@ -1,4 +1,4 @@
-"""The job's fold: block partials of every declared output folded in block order (MODEL.md
+"""The job's fold: block partials of every declared output folded in block order (docs/model.md
 "Aggregation"; docs/model-interface.md "Outputs").
 
 Partials arrive from many engines in any order; `BlockFolder` keeps the early ones until

@@ -1,6 +1,6 @@
 """The job plan: policy blocks of B rows grouped into chunks of consecutive blocks.
 
-DESIGN.md "The mesh at run time" step 2: unless the client fixes ``chunk_blocks``, chunks are
+docs/architecture.md "3. Planning in blocks": unless the client fixes ``chunk_blocks``, chunks are
 sized so that every engine slot gets at least two of them (so a slow engine or a retried chunk
 does not leave the others idle at the end), capped so a chunk stays near a second of work.
 

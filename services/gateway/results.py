@@ -4,8 +4,8 @@ A result describes every output the package's model declares (docs/model-interfa
 "Outputs"): `JobResult.outputs` holds each output's statistics and per-scenario portfolio
 value, in declared order; the primary output's statistics (with every output's mean) are
 `JobResult.statistics`, and its values give `result_hash`. The numbers come from
-services.valuation.statistics (MODEL.md's set); this module only shapes them, and splits
-values too large for one gRPC message into JobResultPart events (NOTES.md: the default
+services.valuation.statistics (docs/model.md "Statistics"); this module only shapes them, and
+splits values too large for one gRPC message into JobResultPart events (gRPC's default
 message limit is 4 MiB).
 """
 

@@ -21,7 +21,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class ScenarioSpec(_message.Message):
     """ScenarioSpec selects the economic scenarios of a run: the package's generator (the `esg` of
-    MODEL.md; scenario s is a pure function of (seed, s), so any subset can be produced
+    docs/model.md; scenario s is a pure function of (seed, s), so any subset can be produced
     anywhere), or a scenario set read from a dataset (dataset_id; docs/model-interface.md
     "Scenario inputs"), whose first `count` scenarios replace the generator's.
     """
