@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,25 +123,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=WASM_DIR,
-        help="output directory (default services/valuation/reference_model/models)",
+        default=None,
+        help="output directory (default services/valuation/reference_model/models; with --check a temporary one)",
     )
     parser.add_argument("--check", action="store_true", help="build into --out and compare with the committed builds")
     args = parser.parse_args(argv)
     headers = stale_headers(write=not args.check)
-    built = build(args.out)
+    with tempfile.TemporaryDirectory(prefix="livecalc-wasm-check-") as scratch:
+        # a check must never build over the committed models it compares with
+        out = args.out or (Path(scratch) if args.check else WASM_DIR)
+        return _build_and_compare(out, check=args.check, headers=headers)
+
+
+def _build_and_compare(out_dir: Path, *, check: bool, headers: list[Path]) -> int:
+    built = build(out_dir)
     stale = []
     for name, path in built.items():
         digest = sha256(path)
         print(f"{name}: {path} sha256={digest}")
         committed = WASM_DIR / f"{name}.wasm"
-        if args.check and (not committed.exists() or sha256(committed) != digest):
+        if check and (not committed.exists() or sha256(committed) != digest):
             stale.append(name)
-    if args.check and headers:
+    if check and headers:
         print(f"stale generated headers (run `make wasm`): {', '.join(map(str, headers))}", file=sys.stderr)
-    if args.check and stale:
+    if check and stale:
         print(f"stale committed models (run `make wasm`): {', '.join(stale)}", file=sys.stderr)
-    return 1 if args.check and (headers or stale) else 0
+    return 1 if check and (headers or stale) else 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import wasmtime
 
 from services.common.wasm_binary import read_module
@@ -64,3 +65,21 @@ def _config() -> wasmtime.Config:
     cfg.wasm_threads = True
     cfg.shared_memory = True
     return cfg
+
+
+def test_check_compares_a_fresh_build_and_never_writes_over_the_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``build.py --check`` builds elsewhere: a stale committed model is reported and left as it was
+    (it used to build into the committed folder and compare each file with itself)."""
+    build = build_module()
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in SHIPPED.glob("*.wasm"):
+        (models / path.name).write_bytes(path.read_bytes())
+    stale = models / "esg.wasm"
+    stale.write_bytes(stale.read_bytes() + b"\0")
+    before = stale.read_bytes()
+    monkeypatch.setattr(build, "WASM_DIR", models)
+    assert build.main(["--check"]) == 1
+    assert stale.read_bytes() == before
