@@ -6,6 +6,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gen gen
+COPY clients/python/livecalc_client clients/python/livecalc_client
 COPY services services
 RUN pip install --no-cache-dir . && rm -rf build && useradd --uid 10001 --create-home livecalc
 USER 10001

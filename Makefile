@@ -14,7 +14,7 @@ NODE_STAMP := node_modules/.installed
 help:
 	@echo "make run    - build everything, start the mesh on localhost and value the sample portfolio"
 	@echo "make test   - install what the tests need and run lint + the whole test suite"
-	@echo "make lint   - ruff, mypy strict on services/, buf lint, generated-code staleness"
+	@echo "make lint   - ruff, mypy strict on services/ and clients/python, buf lint, generated-code staleness"
 	@echo "make protos - regenerate gen/livecalc from protos/"
 	@echo "make wasm   - rebuild the WASM models from models/ with ziglang"
 	@echo "make bench  - engine benchmark (figures and ratios)"
@@ -56,15 +56,15 @@ wasm: env
 	touch $(WASM_STAMP)
 
 lint: env node
-	$(BIN)/ruff check services tests scripts models
-	$(BIN)/ruff format --check services tests scripts models
-	$(BIN)/mypy services
+	$(BIN)/ruff check services clients/python tests scripts models
+	$(BIN)/ruff format --check services clients/python tests scripts models
+	$(BIN)/mypy services clients/python/livecalc_client
 	npx --no-install buf lint
 	$(PY) scripts/gen_protos.py --check
 
 fmt: env
-	$(BIN)/ruff check --fix services tests scripts models
-	$(BIN)/ruff format services tests scripts models
+	$(BIN)/ruff check --fix services clients/python tests scripts models
+	$(BIN)/ruff format services clients/python tests scripts models
 
 # pytest exits 5 when it collected nothing; make treats that as the failure it is.
 test: env node prometheus lint

@@ -18,22 +18,24 @@
 
 from __future__ import annotations
 
-import contextvars
 import json
 import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from grpc import aio
 
+# the client's channel settings live in the client distribution; re-exported for the services
+from livecalc_client.channels import MAX_RECEIVE_BYTES as MAX_RECEIVE_BYTES  # noqa: PLC0414
+from livecalc_client.channels import ChannelSecurity as ChannelSecurity  # noqa: PLC0414
+from livecalc_client.channels import channel_security as channel_security  # noqa: PLC0414
+from livecalc_client.channels import open_aio_channel as open_aio_channel  # noqa: PLC0414
+from livecalc_client.channels import use_channel_security as use_channel_security  # noqa: PLC0414
 from services.common.errors import InvalidArgument, LivecalcError, NotFound, Unavailable
 
 T = TypeVar("T")
@@ -47,9 +49,6 @@ EXIT_INTERRUPTED: Final = 130
 #: 128 + SIGPIPE: what a shell reports for a writer whose reader went away.
 EXIT_BROKEN_PIPE: Final = 141
 
-#: Clients accept answers up to this size (servers send at most 4 MiB per message).
-MAX_RECEIVE_BYTES: Final = 16 << 20
-
 
 class RemoteError(LivecalcError):
     """A service answered with an error status; `code` is that status."""
@@ -61,40 +60,6 @@ class RemoteError(LivecalcError):
 
 class OutputClosed(Exception):
     """stdout's reader went away (a closed pipe); nothing more can be printed."""
-
-
-@dataclass(frozen=True)
-class ChannelSecurity:
-    """How a client authenticates and encrypts: a bearer token, TLS (with its trusted roots)."""
-
-    token: str | None = field(default=None, repr=False)
-    tls: bool = False
-    #: PEM roots to trust instead of the system's (implies TLS).
-    tls_ca: Path | None = None
-
-    def credentials(self) -> grpc.ChannelCredentials | None:
-        if not self.tls and self.tls_ca is None:
-            return None
-        roots = self.tls_ca.read_bytes() if self.tls_ca is not None else None
-        return grpc.ssl_channel_credentials(root_certificates=roots)
-
-    def metadata(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self.token}")] if self.token else []
-
-
-_SECURITY: contextvars.ContextVar[ChannelSecurity | None] = contextvars.ContextVar(
-    "livecalc_channel_security", default=None
-)
-
-
-def use_channel_security(security: ChannelSecurity) -> None:
-    """Make `security` the default of channels opened from here on (the CLI's main())."""
-    _SECURITY.set(security)
-
-
-def channel_security() -> ChannelSecurity:
-    """The default `ChannelSecurity` (plaintext, no token unless the CLI set one)."""
-    return _SECURITY.get() or ChannelSecurity()
 
 
 class _Details(NamedTuple):
@@ -135,43 +100,6 @@ class _SyncBearer(
         return continuation(self._details(details), request_iterator)
 
 
-def _aio_details(d: Any, extra: list[tuple[str, str]]) -> aio.ClientCallDetails:
-    metadata = aio.Metadata(*(d.metadata or ()), *extra)
-    return aio.ClientCallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready)
-
-
-class _AioBearerUU(aio.UnaryUnaryClientInterceptor):
-    def __init__(self, metadata: list[tuple[str, str]]) -> None:
-        self._metadata = metadata
-
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(_aio_details(client_call_details, self._metadata), request)
-
-
-class _AioBearerUS(aio.UnaryStreamClientInterceptor):
-    def __init__(self, metadata: list[tuple[str, str]]) -> None:
-        self._metadata = metadata
-
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(_aio_details(client_call_details, self._metadata), request)
-
-
-class _AioBearerSU(aio.StreamUnaryClientInterceptor):
-    def __init__(self, metadata: list[tuple[str, str]]) -> None:
-        self._metadata = metadata
-
-    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return await continuation(_aio_details(client_call_details, self._metadata), request_iterator)
-
-
-class _AioBearerSS(aio.StreamStreamClientInterceptor):
-    def __init__(self, metadata: list[tuple[str, str]]) -> None:
-        self._metadata = metadata
-
-    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return await continuation(_aio_details(client_call_details, self._metadata), request_iterator)
-
-
 def open_channel(address: str, security: ChannelSecurity | None = None) -> grpc.Channel:
     """A channel to HOST:PORT (TLS and a bearer token as `security` says, by default the
     CLI's) that accepts answers up to MAX_RECEIVE_BYTES."""
@@ -185,24 +113,6 @@ def open_channel(address: str, security: ChannelSecurity | None = None) -> grpc.
     )
     metadata = security.metadata()
     return grpc.intercept_channel(channel, _SyncBearer(metadata)) if metadata else channel
-
-
-def open_aio_channel(
-    address: str, security: ChannelSecurity | None = None, *, options: Sequence[tuple[str, Any]] = ()
-) -> aio.Channel:
-    """The grpc.aio counterpart of `open_channel` (create it inside the running loop)."""
-    security = security if security is not None else channel_security()
-    opts = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), *options]
-    metadata = security.metadata()
-    interceptors: list[aio.ClientInterceptor] = (
-        [_AioBearerUU(metadata), _AioBearerUS(metadata), _AioBearerSU(metadata), _AioBearerSS(metadata)]
-        if metadata
-        else []
-    )
-    creds = security.credentials()
-    if creds is not None:
-        return aio.secure_channel(address, creds, options=opts, interceptors=interceptors or None)
-    return aio.insecure_channel(address, options=opts, interceptors=interceptors or None)
 
 
 def rpc_error(exc: grpc.RpcError, service: str, address: str) -> LivecalcError:

@@ -1,137 +1,56 @@
-"""The one error tree of LiveCalc Mesh.
+"""The one error tree of LiveCalc Mesh, defined in the client distribution (`livecalc_client.errors`)
+so that the services and the light client raise and catch the same classes.
 
 Expected failures (bad input, unknown ids, limits, deadlines) are raised as subclasses of
 `LivecalcError`; each carries the gRPC status code it maps to. The server interceptor in
 `services.common.interceptors` turns them into statuses in one place; any other exception
-is a bug, logged with its traceback and answered as INTERNAL.
-
-Some failures also say *whose* fault they are, in the trailing metadata key `FAULT_KEY`
-(`LivecalcError.fault`): `FAULT_MODEL` for a refusal that would recur on any engine and any
-retry (a model that loops past its time limit, traps, or cannot be loaded), `FAULT_TOO_LARGE`
-for work that can never fit the answering engine's memory. A transient refusal (an engine
-whose slots are all busy) carries no mark, so a caller may retry it elsewhere or later.
+is a bug, logged with its traceback and answered as INTERNAL. `LivecalcError.fault` marks
+whose fault a refusal is (`FAULT_KEY`, `FAULT_MODEL`, `FAULT_TOO_LARGE`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from livecalc_client.errors import (
+    FAULT_KEY,
+    FAULT_MODEL,
+    FAULT_TOO_LARGE,
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    LivecalcError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
 
-import grpc
-
-FAULT_KEY: Final = "livecalc-fault"
-"""Trailing metadata key of a refusal's fault mark (absent: no mark)."""
-FAULT_MODEL: Final = "model"
-"""The work fails the same way on any engine and any retry: the model's (or the job's) fault."""
-FAULT_TOO_LARGE: Final = "too-large"
-"""The work can never fit the answering engine's memory cap."""
-
-
-@dataclass(frozen=True)
-class FieldViolation:
-    """One invalid request field: its dotted path and what is wrong with it."""
-
-    field: str
-    description: str
-
-
-class LivecalcError(Exception):
-    """Base of all expected failures; `code` is the gRPC status they map to."""
-
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
-    fault: str = ""
-    """Sent as trailing metadata `FAULT_KEY` when set (`FAULT_MODEL`, `FAULT_TOO_LARGE`)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def details(self) -> str:
-        """The text sent to clients as the status details."""
-        return self.message
-
-    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        """The metadata sent with the status: the fault mark, when there is one."""
-        return ((FAULT_KEY, self.fault),) if self.fault else ()
-
-
-class InvalidArgument(LivecalcError):
-    """The request is malformed; optionally names the offending fields."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-    def __init__(self, message: str, violations: tuple[FieldViolation, ...] = ()) -> None:
-        super().__init__(message)
-        self.violations = violations
-
-    def details(self) -> str:
-        if not self.violations:
-            return self.message
-        fields = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
-        return f"{self.message} ({fields})"
+__all__ = [
+    "FAULT_KEY",
+    "FAULT_MODEL",
+    "FAULT_TOO_LARGE",
+    "AlreadyExists",
+    "Cancelled",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "FieldViolation",
+    "Internal",
+    "InvalidArgument",
+    "LivecalcError",
+    "NotFound",
+    "OutputClosed",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+]
 
 
-class NotFound(LivecalcError):
-    """A named resource (dataset, job, package) does not exist."""
-
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class AlreadyExists(LivecalcError):
-    """A resource with that name exists and overwriting was not asked for."""
-
-    code = grpc.StatusCode.ALREADY_EXISTS
-
-
-class FailedPrecondition(LivecalcError):
-    """The system is not in a state the request needs (e.g. the dataset changed)."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class ResourceExhausted(LivecalcError):
-    """A limit was hit: memory cap, message size, quota."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class DeadlineExceeded(LivecalcError):
-    """Work ran past its time limit and was stopped."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class Cancelled(LivecalcError):
-    """Work was cancelled by its caller."""
-
-    code = grpc.StatusCode.CANCELLED
-
-
-class Unavailable(LivecalcError):
-    """A peer service could not be reached; retrying may help."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class Unauthenticated(LivecalcError):
-    """The caller presented no or invalid credentials."""
-
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class PermissionDenied(LivecalcError):
-    """The caller is known but may not do this."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class Unimplemented(LivecalcError):
-    """The method exists in the contract but is not built yet."""
-
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-
-class Internal(LivecalcError):
-    """An invariant broke inside the service (a bug, or a model that trapped)."""
-
-    code = grpc.StatusCode.INTERNAL
+class OutputClosed(Exception):
+    """stdout's reader went away (a closed pipe); nothing more can be printed."""

@@ -1,5 +1,7 @@
 """The README's Python client example, executed verbatim (the first ```python block) against a
-real mesh; its environment variables point it at the test's services and dataset."""
+real mesh; its environment variables point it at the test's gateway, dataset and package (here a
+package directory, which livecalc-mesh builds; tests/client/test_light_client.py runs it with
+livecalc-client alone and a package file)."""
 
 from __future__ import annotations
 
@@ -26,9 +28,8 @@ def test_readme_python_example_runs_verbatim(small_mesh: SmallMesh) -> None:
     env = {
         **os.environ,
         "LIVECALC_GATEWAY": small_mesh.gateway.address,
-        "LIVECALC_DATA": small_mesh.data.address,
         "LIVECALC_DATASET": "pol",
-        "LIVECALC_MODEL_DIR": str(small_mesh.model_dir),
+        "LIVECALC_PACKAGE": str(small_mesh.model_dir),
     }
     done = subprocess.run(
         [sys.executable, "-c", readme_python_example()],
@@ -42,4 +43,5 @@ def test_readme_python_example_runs_verbatim(small_mesh: SmallMesh) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].endswith(" policies") and any(" / " in line for line in lines)
+    assert "state succeeded policies " in done.stdout  # a typed Job's state, by name
     assert re.fullmatch(r"hash [0-9a-f]{64}", lines[-1]), done.stdout

@@ -53,7 +53,7 @@ def test_wheel_in_a_fresh_venv_runs_the_bench_and_a_pipeline(tmp_path: Path) -> 
     # tree, and stale files there would end up in later wheels of the checkout
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("services", "gen"):
+    for name in ("services", "gen", "clients/python/livecalc_client"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)

@@ -10,6 +10,7 @@ should state.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
@@ -41,3 +42,32 @@ def crossings() -> list[str]:
 
 def test_no_service_imports_another_services_modules() -> None:
     assert crossings() == []
+
+
+CLIENT = SERVICES.parent / "clients" / "python" / "livecalc_client"
+
+
+def client_imports_of_services() -> list[str]:
+    """The light client (clients/python, livecalc-client) imports grpc, protobuf, the generated
+    `livecalc` stubs and itself: never `services`, which its distribution does not contain."""
+    found = []
+    for path in sorted(CLIENT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            allowed = ("livecalc", "livecalc_client", "grpc", "google", "__future__")
+            found += [
+                f"{path.relative_to(SERVICES.parent)}:{node.lineno} imports {name}"
+                for name in names
+                if name.split(".")[0] not in allowed and name.split(".")[0] not in sys.stdlib_module_names
+            ]
+    return found
+
+
+def test_the_light_client_imports_only_grpc_protobuf_and_its_stubs() -> None:
+    assert CLIENT.is_dir()
+    assert client_imports_of_services() == []
