@@ -2,14 +2,15 @@
 
 One run starts a data service over a scratch directory, three engines (K threads each) and
 one gateway per engine count (1, 2, 3; gateway *n* dispatches to the first *n* engines),
-each ``livecalc serve`` as its own process on free loopback ports. It generates the
-datasets (``services.data.generate``, seed 1), builds the reference package with dynamic
-lapse on (β = 25, as the functional tests) and uploads it to every gateway, then measures
-on the same policies and scenarios (the package's configured scenario set, with the
-bench's count):
+each ``livecalc serve`` as its own process on free loopback ports. Per model (``--model``:
+term_life, the default, savings or both) it generates the datasets (``services.data.generate``,
+seed 1), builds the reference package (term_life: esg → term_life with dynamic lapse on, β = 25,
+as the functional tests; savings: normals → savings, lifelib CashValue_ME) and uploads it to
+every gateway, then measures on the same policies and scenarios (the package's configured
+scenario set, with the bench's count):
 
 - the in-process pipeline (`PipelineRunner` on a `WasmPool` of the same K threads): read
-  the Parquet file, validate the policies, run esg → term_life;
+  the Parquet file, validate the policies, run the package's pipeline;
 - one engine alone: one RunChunk of every block, straight to engine 0 (no gateway), whose
   ChunkSummary says how long the engine read rows and computed;
 - the mesh with 1, 2 and 3 engines: SubmitJob to the result event, as a client sees it.
@@ -20,7 +21,7 @@ dataset metadata), then ``repeats`` timed runs; the figure is their **median**. 
 (in-process, every mesh job, warm-ups included) must be the same.
 
 It lives outside the service packages because it drives them all and runs the engine's
-pipeline in process: a service never imports another service's modules (DESIGN.md Layout).
+pipeline in process: a service never imports another service's modules (docs/architecture.md "Layering").
 Benchmarks are not tests: this prints numbers.
 """
 
@@ -61,6 +62,12 @@ from services.gateway.planner import choose_chunk_blocks
 from services.valuation.blocks import BLOCK_SIZE, block_count
 
 DATASET_SEED: Final = 1
+MODELS: Final = ("term_life", "savings")
+"""``--model``: the shipped reference packages a run may measure (``both``: each in turn, one mesh)."""
+PIPELINES: Final = {
+    "term_life": "esg → term_life, dynamic lapse β={beta:g}",
+    "savings": "normals → savings, lifelib CashValue_ME",
+}
 DYN_LAPSE_BETA: Final = 25.0
 UPLOAD_CHUNK: Final = 1 << 20
 CALL_TIMEOUT: Final = 900.0
@@ -87,6 +94,10 @@ class Size:
     def dataset_id(self) -> str:
         return f"bench-{self.policies}"
 
+    def dataset_of(self, model: str) -> str:
+        """The dataset of this size's policies of ``model`` (term_life's keeps its old name)."""
+        return self.dataset_id if model == "term_life" else f"bench-{model}-{self.policies}"
+
 
 def _short(n: int) -> str:
     return f"{n // 1000}K" if n % 1000 == 0 and n >= 1000 else str(n)
@@ -104,11 +115,24 @@ class BenchConfig:
     scale: bool = False
     #: Also run every engine count with equal chunks (the planner before guided sizes).
     compare_equal: bool = False
+    models: tuple[str, ...] = ("term_life",)
+    #: savings' sizes (its rows project ~3× term_life's months, each step ~5× the work): by default
+    #: a tenth of term_life's scenarios; --size, --quick and --scale set both.
+    savings_sizes: tuple[Size, ...] = ()
+
+    def sizes_of(self, model: str) -> tuple[Size, ...]:
+        return (self.savings_sizes or self.sizes) if model == "savings" else self.sizes
+
+
+def models_of(choice: str | None) -> tuple[str, ...]:
+    """``--model``: one of `MODELS`, or ``both``."""
+    return MODELS if choice == "both" else (choice or "term_life",)
 
 
 def config_from(args: argparse.Namespace) -> BenchConfig:
     threads = args.threads or os.cpu_count() or 1
     scratch = Path(args.dir).resolve() if args.dir else None
+    models = models_of(getattr(args, "model", None))
     if args.scale:
         # one long run each: the in-process pipeline (for the hash and the ratio) and the mesh with
         # one engine of all the cores (more engines on the same cores only share them)
@@ -121,17 +145,20 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
             warm_up=False,
             engine_alone=False,
             scale=True,
+            models=models,
         )
+    savings_sizes: tuple[Size, ...] = ()
     if args.quick:
         sizes: tuple[Size, ...] = (Size(2 * BLOCK_SIZE, 50),)
         counts: tuple[int, ...] = (1, 2)
         repeats = 1
     else:
         sizes = (Size(10_000, 1_000),) + ((Size(100_000, 1_000),) if args.large else ())
+        savings_sizes = (Size(10_000, 100),) + ((Size(100_000, 100),) if args.large else ())
         counts = (1, 2, 3)
         repeats = 3
     if getattr(args, "size", None):
-        sizes = tuple(args.size)
+        sizes, savings_sizes = tuple(args.size), ()
     if getattr(args, "engines", None):
         counts = args.engines
     return BenchConfig(
@@ -141,6 +168,8 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         repeats=args.repeats or repeats,
         scratch=scratch,
         compare_equal=bool(getattr(args, "compare_equal", False)),
+        models=models,
+        savings_sizes=savings_sizes,
     )
 
 
@@ -255,16 +284,18 @@ def chunk_totals(engines: Sequence[Service]) -> list[tuple[float, float]]:
 # inputs
 
 
-def build_package(dest: Path) -> bytes:
-    """The reference package with dynamic lapse on (β = 25), as archive bytes."""
+def build_package(dest: Path, model: str = "term_life") -> bytes:
+    """The reference package of ``model`` as archive bytes: term_life with dynamic lapse on
+    (β = 25), savings as shipped."""
     from services.valuation.packages.package import build_directory  # noqa: PLC0415
     from services.valuation.packages.reference import init_directory  # noqa: PLC0415
 
-    init_directory(dest)
-    options = dest / "assumptions" / "options.json"
-    data = json.loads(options.read_text()) if options.exists() else {}
-    data["dynamic_lapse"] = {**data.get("dynamic_lapse", {}), "beta": DYN_LAPSE_BETA}
-    options.write_text(json.dumps(data, indent=2) + "\n")
+    init_directory(dest, model)
+    if model == "term_life":
+        options = dest / "assumptions" / "options.json"
+        data = json.loads(options.read_text()) if options.exists() else {}
+        data["dynamic_lapse"] = {**data.get("dynamic_lapse", {}), "beta": DYN_LAPSE_BETA}
+        options.write_text(json.dumps(data, indent=2) + "\n")
     archive, _ = build_directory(dest, source_date_epoch=0)
     return archive
 
@@ -374,14 +405,16 @@ class DirectRun:
     steps: int
 
 
-def run_direct(engine: str, gateway: str, package_hash: str, *, size: Size, version: str, sc: Scenarios) -> DirectRun:
+def run_direct(
+    engine: str, gateway: str, package_hash: str, *, size: Size, version: str, sc: Scenarios, dataset_id: str = ""
+) -> DirectRun:
     """Every block as one RunChunk straight to an engine (no gateway); its ChunkSummary."""
     request = engine_service_pb2.RunChunkRequest(
         job_id="bench",
         chunk_id=1,
         package_hash=package_hash,
         package_address=gateway,
-        dataset_id=size.dataset_id,
+        dataset_id=dataset_id or size.dataset_id,
         dataset_version=version,
         block_size=BLOCK_SIZE,
         scenarios=sc.spec(),
@@ -419,7 +452,7 @@ def dataset_version(data: str, dataset_id: str) -> str:
 
 
 class InProcess:
-    """The pipeline in this process on K threads: read the file, validate, esg → term_life."""
+    """The pipeline in this process on K threads: read the file, validate, run the package's pipeline."""
 
     def __init__(self, archive: bytes, threads: int) -> None:
         from services.engine.pipeline import PipelineRunner  # noqa: PLC0415
@@ -463,6 +496,7 @@ class InProcess:
 @dataclass
 class SizeReport:
     size: Size
+    model: str = "term_life"
     steps: int = 0
     in_process_s: list[float] = field(default_factory=list)
     direct: list[DirectRun] = field(default_factory=list)
@@ -490,17 +524,19 @@ def measure(cfg: BenchConfig, scratch: Path, progress: IO[str] | None) -> dict[s
     datasets, logs = scratch / "datasets", scratch / "logs"
     datasets.mkdir(parents=True, exist_ok=True)
     logs.mkdir(exist_ok=True)
-    for size in cfg.sizes:
-        path = datasets / f"{size.dataset_id}.parquet"
-        if not path.exists():
-            generate(path, size.policies, DATASET_SEED)
-    source = scratch / "package"
-    if source.exists():
-        shutil.rmtree(source)
-    archive = build_package(source)
+    for model in cfg.models:
+        for size in cfg.sizes_of(model):
+            path = datasets / f"{size.dataset_of(model)}.parquet"
+            if not path.exists():
+                generate(path, size.policies, DATASET_SEED, model=model)
+    archives: dict[str, bytes] = {}
+    for model in cfg.models:
+        source = scratch / ("package" if model == "term_life" else f"package-{model}")
+        if source.exists():
+            shutil.rmtree(source)
+        archives[model] = build_package(source, model)
     services: list[Service] = []
     reports: list[SizeReport] = []
-    in_process = InProcess(archive, cfg.threads)
     try:
         data = start("data", "data", ["--root", str(datasets)], logs)
         services.append(data)
@@ -516,61 +552,102 @@ def measure(cfg: BenchConfig, scratch: Path, progress: IO[str] | None) -> dict[s
                 f"gateway-{n}", "gateway", extra, logs, env={"LIVECALC_DATA_DIR": str(scratch / f"gw{n}")}
             )
         services += gateways.values()
-        package_hash = ""
-        for gateway in gateways.values():
-            package_hash = upload(gateway.address, archive)
+        package_hashes: dict[str, str] = {}
+        for model, archive in archives.items():
+            for gateway in gateways.values():
+                package_hashes[model] = upload(gateway.address, archive)
         _say(progress, f"mesh up: data, {len(engines)} engines ({cfg.threads} threads each), gateways {list(gateways)}")
-        for size in cfg.sizes:
-            sc = scenarios_of(in_process.config, size.scenarios)
-            report = SizeReport(size)
-            reports.append(report)
-            path = datasets / f"{size.dataset_id}.parquet"
-            if cfg.warm_up:
-                _, h, report.steps = in_process.run(path, sc)
-                report.hashes.append(h)
-            for _ in range(cfg.repeats):
-                seconds, h, report.steps = in_process.run(path, sc)
-                report.in_process_s.append(seconds)
-                report.hashes.append(h)
-            _say(progress, f"{size.label} in-process: {_median(report.in_process_s):.3f} s")
-            version = dataset_version(data.address, size.dataset_id)
-            first_gw = gateways[min(gateways)]
-            for i in range(cfg.repeats + 1 if cfg.engine_alone else 0):
-                run = run_direct(engines[0].address, first_gw.address, package_hash, size=size, version=version, sc=sc)
-                if i:
-                    report.direct.append(run)
-            if report.direct:
-                _say(progress, f"{size.label} engine alone: {_median([d.seconds for d in report.direct]):.3f} s")
-            spec = job_pb2.JobSpec(package_hash=package_hash, dataset_id=size.dataset_id, scenarios=sc.spec())
-            for n, gateway in gateways.items():
-                if cfg.warm_up:
-                    report.hashes.append(run_job(gateway.address, spec).result_hash)
-                before = chunk_totals(engines[:n])
-                runs = [run_job(gateway.address, spec) for _ in range(cfg.repeats)]
-                after = chunk_totals(engines[:n])
-                report.engine_chunk_seconds[n] = (
-                    sum(a[0] - b[0] for a, b in zip(after, before, strict=True)) / cfg.repeats
-                )
-                report.engine_chunks[n] = sum(a[1] - b[1] for a, b in zip(after, before, strict=True)) / cfg.repeats
-                report.mesh[n] = runs
-                report.hashes += [r.result_hash for r in runs]
-                _say(progress, f"{size.label} mesh, {n} engine(s): {_median([r.seconds for r in runs]):.3f} s")
-                if cfg.compare_equal:
-                    slots = n * engine_slots(engines[0].address)
-                    equal = choose_chunk_blocks(block_count(size.policies), slots, size.scenarios)
-                    equal_spec = job_pb2.JobSpec()
-                    equal_spec.CopyFrom(spec)
-                    equal_spec.chunk_blocks = equal
-                    report.mesh_equal[n] = [run_job(gateway.address, equal_spec) for _ in range(cfg.repeats)]
-                    report.hashes += [r.result_hash for r in report.mesh_equal[n]]
-                    seconds = _median([r.seconds for r in report.mesh_equal[n]])
-                    _say(progress, f"{size.label} mesh, {n} engine(s), equal chunks of {equal}: {seconds:.3f} s")
-            report.peak_rss = {s.label: peak_rss_bytes(s.proc.pid) for s in services}
-            report.peak_rss["bench (in-process)"] = peak_rss_bytes(os.getpid())
+        for model in cfg.models:
+            in_process = InProcess(archives[model], cfg.threads)
+            try:
+                for size in cfg.sizes_of(model):
+                    report = measure_size(
+                        cfg,
+                        Mesh(data, engines, gateways, datasets),
+                        model=model,
+                        size=size,
+                        in_process=in_process,
+                        package_hash=package_hashes[model],
+                        progress=progress,
+                    )
+                    report.peak_rss = {s.label: peak_rss_bytes(s.proc.pid) for s in services}
+                    report.peak_rss["bench (in-process)"] = peak_rss_bytes(os.getpid())
+                    reports.append(report)
+            finally:
+                in_process.close()
     finally:
         stop(services)
-        in_process.close()
     return document(cfg, reports)
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """The running services and the datasets' directory."""
+
+    data: Service
+    engines: list[Service]
+    gateways: dict[int, Service]
+    datasets: Path
+
+
+def measure_size(
+    cfg: BenchConfig,
+    mesh: Mesh,
+    *,
+    model: str,
+    size: Size,
+    in_process: InProcess,
+    package_hash: str,
+    progress: IO[str] | None,
+) -> SizeReport:
+    """One dataset of ``model``: in process, engine alone, then each engine count through its gateway."""
+    data, engines, gateways = mesh.data, mesh.engines, mesh.gateways
+    label = size.label if model == "term_life" else f"{model} {size.label}"
+    dataset_id = size.dataset_of(model)
+    sc = scenarios_of(in_process.config, size.scenarios)
+    report = SizeReport(size, model)
+    path = mesh.datasets / f"{dataset_id}.parquet"
+    if cfg.warm_up:
+        _, h, report.steps = in_process.run(path, sc)
+        report.hashes.append(h)
+    for _ in range(cfg.repeats):
+        seconds, h, report.steps = in_process.run(path, sc)
+        report.in_process_s.append(seconds)
+        report.hashes.append(h)
+    _say(progress, f"{label} in-process: {_median(report.in_process_s):.3f} s")
+    version = dataset_version(data.address, dataset_id)
+    first_gw = gateways[min(gateways)]
+    for i in range(cfg.repeats + 1 if cfg.engine_alone else 0):
+        run = run_direct(
+            engines[0].address, first_gw.address, package_hash, size=size, version=version, sc=sc, dataset_id=dataset_id
+        )
+        if i:
+            report.direct.append(run)
+    if report.direct:
+        _say(progress, f"{label} engine alone: {_median([d.seconds for d in report.direct]):.3f} s")
+    spec = job_pb2.JobSpec(package_hash=package_hash, dataset_id=dataset_id, scenarios=sc.spec())
+    for n, gateway in gateways.items():
+        if cfg.warm_up:
+            report.hashes.append(run_job(gateway.address, spec).result_hash)
+        before = chunk_totals(engines[:n])
+        runs = [run_job(gateway.address, spec) for _ in range(cfg.repeats)]
+        after = chunk_totals(engines[:n])
+        report.engine_chunk_seconds[n] = sum(a[0] - b[0] for a, b in zip(after, before, strict=True)) / cfg.repeats
+        report.engine_chunks[n] = sum(a[1] - b[1] for a, b in zip(after, before, strict=True)) / cfg.repeats
+        report.mesh[n] = runs
+        report.hashes += [r.result_hash for r in runs]
+        _say(progress, f"{label} mesh, {n} engine(s): {_median([r.seconds for r in runs]):.3f} s")
+        if cfg.compare_equal:
+            slots = n * engine_slots(engines[0].address)
+            equal = choose_chunk_blocks(block_count(size.policies), slots, size.scenarios)
+            equal_spec = job_pb2.JobSpec()
+            equal_spec.CopyFrom(spec)
+            equal_spec.chunk_blocks = equal
+            report.mesh_equal[n] = [run_job(gateway.address, equal_spec) for _ in range(cfg.repeats)]
+            report.hashes += [r.result_hash for r in report.mesh_equal[n]]
+            seconds = _median([r.seconds for r in report.mesh_equal[n]])
+            _say(progress, f"{label} mesh, {n} engine(s), equal chunks of {equal}: {seconds:.3f} s")
+    return report
 
 
 # output
@@ -637,6 +714,7 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
             }
         sizes.append(
             {
+                "model": r.model,
                 "policies": r.size.policies,
                 "scenarios": r.size.scenarios,
                 "steps": r.steps,
@@ -656,7 +734,8 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
         "repeats": cfg.repeats,
         "statistic": "median",
         "warm_up": "one untimed run per configuration" if cfg.warm_up else "none",
-        "dynamic_lapse_beta": DYN_LAPSE_BETA,
+        "models": list(cfg.models),
+        "dynamic_lapse_beta": DYN_LAPSE_BETA if "term_life" in cfg.models else None,
         "sizes": sizes,
         # per dataset: the sizes are different datasets, so different results
         "all_hashes_identical": all(len(set(r.hashes)) == 1 for r in reports),
@@ -681,8 +760,10 @@ def _scale_targets_met(reports: list[SizeReport]) -> bool:
 
 def text(doc: dict[str, Any]) -> str:
     mb = 1 << 20
+    models = doc.get("models", ["term_life"])
+    packages = "; ".join(PIPELINES[m].format(beta=doc["dynamic_lapse_beta"]) for m in models)
     lines = [
-        f"mesh benchmark: reference package (esg → term_life, dynamic lapse β={doc['dynamic_lapse_beta']:g}), "
+        f"mesh benchmark: reference package{'s' if len(models) > 1 else ''} ({packages}), "
         f"{doc['threads_per_engine']} thread(s) per engine and in process; median of {doc['repeats']} "
         f"timed run(s), warm-up: {doc['warm_up']}",
         "machine: {cpu}, {cores} cores, {platform}, Python {python}, load {load_average_1m_at_end}".format(
@@ -691,7 +772,8 @@ def text(doc: dict[str, Any]) -> str:
     ]
     for s in doc["sizes"]:
         lines.append("")
-        lines.append(f"{s['policies']:,} policies × {s['scenarios']:,} scenarios: {s['steps']:.3e} steps")
+        model = "" if models == ["term_life"] else f"{s['model']}: "
+        lines.append(f"{model}{s['policies']:,} policies × {s['scenarios']:,} scenarios: {s['steps']:.3e} steps")
         ip = s["in_process"]
         head: list[tuple[str, int]] = [("seconds", 9), ("steps/s", 11), ("× in-proc", 11), ("1st prog", 10)]
         head += [("1st block", 10), ("1st stats", 10), ("chunks", 8), ("× 1 eng", 9)]
@@ -767,6 +849,13 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
         help="1M policies × 1K scenarios, one engine, one run each; gateway < 300 MB and engine < 500 MB peak RSS",
     )
     p.add_argument("--threads", type=int, help="threads per engine and in process (default: cores)")
+    p.add_argument(
+        "--model",
+        choices=(*MODELS, "both"),
+        default="term_life",
+        help="the reference package to run: term_life (esg → term_life, the default), savings (normals → "
+        "savings, lifelib CashValue_ME; by default 10K × 100 and with --large 100K × 100) or both, in turn",
+    )
     p.add_argument(
         "--engines",
         type=parse_counts,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from services.common.errors import InvalidArgument
-from services.engine.bench import bench_engine
+from services.engine.bench import MODELS, bench_engine
 
 
 def _thread_counts(text: str) -> list[int]:
@@ -29,11 +29,24 @@ def _positive(text: str) -> int:
     return value
 
 
+def _models(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [n for n in names if n not in MODELS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(MODELS)}, got {text!r}")
+    return names
+
+
 def _cmd_bench_engine(args: argparse.Namespace) -> int:
     if args.threads is not None and not args.threads:
         raise InvalidArgument("--threads needs at least one count")
     return bench_engine(
-        args.threads, as_json=args.json, quick=args.quick, cache_dir=args.cache_dir, policies=args.policies
+        args.threads,
+        as_json=args.json,
+        quick=args.quick,
+        cache_dir=args.cache_dir,
+        policies=args.policies,
+        models=args.models,
     )
 
 
@@ -44,6 +57,13 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("--threads", type=_thread_counts, help="thread counts to measure, e.g. 1,2,4 (default 1..cores)")
     p.add_argument("--quick", action="store_true", help="a small problem, for a smoke run")
+    p.add_argument(
+        "--models",
+        type=_models,
+        default=MODELS,
+        help="the models to measure, comma-separated: term_life (with the ABI v1 baseline) and savings "
+        "(lifelib CashValue_ME, normals as data); default both",
+    )
     p.add_argument(
         "--policies",
         type=_positive,

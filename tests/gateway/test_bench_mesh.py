@@ -2,7 +2,8 @@
 
 A correctness test of the benchmark command (real processes on free ports, tiny sizes), not a
 timing test: no figure is asserted, only the document's shape and that the in-process run and
-every mesh job (1 and 2 engines) gave the same result hash.
+every mesh job (1 and 2 engines) gave the same result hash; `--model savings` the same through
+the savings package (normals → savings).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from services.bench_mesh import SCALE_TARGETS, Size, SizeReport, _scale_targets_met, config_from
+from services.bench_mesh import SCALE_TARGETS, BenchConfig, Size, SizeReport, _scale_targets_met, config_from
 from services.cli import build_parser
 from tests.support import ROOT, VENV_BIN
 
 pytestmark = pytest.mark.timeout(120)
+BENCH = (str(VENV_BIN / "livecalc"), "bench", "mesh")
 
 
 def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> None:
@@ -31,12 +33,12 @@ def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr[-4000:]
     doc = json.loads(done.stdout)  # one JSON document and nothing else
-    assert doc["benchmark"] == "mesh" and doc["statistic"] == "median"
+    assert doc["benchmark"] == "mesh" and doc["statistic"] == "median" and doc["models"] == ["term_life"]
     assert doc["all_hashes_identical"] is True
     assert set(doc["targets"]) >= {"overhead_10k", "overhead_100k", "end_to_end_10k_s", "first_progress_s"}
     assert doc["machine"]["cores"] >= 1
     (size,) = doc["sizes"]
-    assert (size["policies"], size["scenarios"]) == (2048, 50)
+    assert (size["model"], size["policies"], size["scenarios"]) == ("term_life", 2048, 50)
     assert size["hashes_identical"] is True and len(size["result_hash"]) == 64
     # warm-up + timed runs: in process, and each engine count; timed runs with equal chunks
     assert size["runs_hashed"] == (1 + len(size["mesh"])) * (1 + doc["repeats"]) + len(size["mesh"]) * doc["repeats"]
@@ -82,3 +84,43 @@ def test_engine_counts_and_sizes_from_the_command_line() -> None:
     for bad in (["--engines", "0,1"], ["--engines", "x"], ["--size", "100K"], ["--size", "0x5"], ["--size", "axb"]):
         with pytest.raises(SystemExit):
             config_from(build_parser().parse_args(["bench", "mesh", *bad]))
+
+
+def test_savings_through_a_real_mesh(tmp_path: Path) -> None:
+    """`--model savings`: the savings package's dataset and jobs through one engine, every hash equal."""
+    done = subprocess.run(
+        [*BENCH, "--quick", "--model", "savings", "--engines", "1", "--json", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    doc = json.loads(done.stdout)
+    assert doc["models"] == ["savings"] and doc["all_hashes_identical"] is True
+    (size,) = doc["sizes"]
+    assert (size["model"], size["policies"], size["scenarios"]) == ("savings", 2048, 50)
+    assert size["runs_hashed"] == 2 * (1 + doc["repeats"]) and size["hashes_identical"] is True
+    assert size["in_process"]["steps_per_s"] > 0 and size["mesh"]["1"]["steps_per_s"] > 0
+    assert size["mesh"]["1"]["steps_reported"] == size["steps"]
+    assert (tmp_path / "datasets" / "bench-savings-2048.parquet").exists()
+
+
+def test_model_choice_and_savings_sizes() -> None:
+    """`--model`: term_life by default; savings at a tenth of the scenarios unless --size/--quick say."""
+
+    def cfg(*args: str) -> BenchConfig:
+        return config_from(build_parser().parse_args(["bench", "mesh", *args]))
+
+    assert cfg().models == ("term_life",) and cfg().sizes_of("term_life") == (Size(10_000, 1_000),)
+    assert cfg("--model", "savings").models == ("savings",)
+    assert cfg("--model", "both").models == ("term_life", "savings")
+    assert cfg("--model", "savings").sizes_of("savings") == (Size(10_000, 100),)
+    assert cfg("--model", "savings", "--large").sizes_of("savings") == (Size(10_000, 100), Size(100_000, 100))
+    assert cfg("--model", "savings", "--size", "5Kx20").sizes_of("savings") == (Size(5_000, 20),)
+    assert cfg("--model", "savings", "--quick").sizes_of("savings") == (Size(2048, 50),)
+    assert Size(5_000, 20).dataset_of("savings") == "bench-savings-5000"
+    assert Size(5_000, 20).dataset_of("term_life") == "bench-5000"
+    with pytest.raises(SystemExit):
+        cfg("--model", "annuity")
