@@ -147,7 +147,8 @@ class DataServiceDatasets:
         self.security = security or ChannelSecurity()
         self._channel: aio.Channel | None = None
 
-    def _stub(self) -> DataServiceAsyncStub:
+    def stub(self) -> DataServiceAsyncStub:
+        """A stub on this client's one channel to the data service (opened on first use)."""
         if self._channel is None:
             self._channel = open_aio_channel(self.address, self.security)
         return data_service_pb2_grpc.DataServiceStub(self._channel)
@@ -161,7 +162,7 @@ class DataServiceDatasets:
     async def get(self, dataset_id: str, tenant: str = "") -> DatasetInfo:
         """The dataset as ``tenant`` sees it (NOT_FOUND when the tenant has no such dataset)."""
         try:
-            reply = await self._stub().GetDataset(
+            reply = await self.stub().GetDataset(
                 data_service_pb2.GetDatasetRequest(dataset_id=dataset_id),
                 timeout=self.timeout,
                 metadata=self.credentials.metadata(tenant),
@@ -174,7 +175,7 @@ class DataServiceDatasets:
     async def validate(self, dataset_id: str, declaration: Declaration, tenant: str = "") -> Validation:
         """The current version of ``tenant``'s dataset judged against the declared rules."""
         try:
-            reply = await self._stub().ValidateDataset(
+            reply = await self.stub().ValidateDataset(
                 data_service_pb2.ValidateDatasetRequest(
                     dataset_id=dataset_id,
                     model=declaration.model,

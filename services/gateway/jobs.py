@@ -110,7 +110,7 @@ class JobManager:
         #: Where scenario sets are read at submit (scenario_sets.py): by default the data service of ``datasets``.
         self.scenario_sets = scenario_sets
         if scenario_sets is None and isinstance(datasets, DataServiceDatasets):
-            self.scenario_sets = DataServiceScenarioSets.like(datasets)
+            self.scenario_sets = DataServiceScenarioSets(datasets)
         self.metrics, self.config = metrics, config
         #: The service token of RunChunk calls (none when auth is off).
         self.credentials = credentials or ServiceCredentials()
@@ -717,5 +717,3 @@ class JobManager:
                 self.reporter.checkpoint(live)  # the latest fold, so the next start redoes as little as it can
         self._live.clear()
         await self.pool.close()
-        if isinstance(self.scenario_sets, DataServiceScenarioSets):
-            await self.scenario_sets.close()

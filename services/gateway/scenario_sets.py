@@ -25,13 +25,11 @@ import grpc
 import pyarrow as pa
 from grpc import aio
 
-from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
+from livecalc.data.v1 import data_pb2, data_service_pb2
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.common.auth.service import ServiceCredentials
-from services.common.client import ChannelSecurity, open_aio_channel
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.gateway.inputs import DATA_TIMEOUT, DataServiceDatasets, PackageConfigs, Upstream, scenarios_key
+from services.gateway.inputs import DataServiceDatasets, PackageConfigs, Upstream, scenarios_key
 from services.valuation.interface.declaration import interface_of
 from services.valuation.scenarios import ScenarioParams
 
@@ -69,31 +67,18 @@ class ScenarioSetSource(Protocol):
 
 
 class DataServiceScenarioSets:
-    """GetDataset and one-row ReadRows over one channel to the data service."""
+    """GetDataset and one-row ReadRows on the channel of the gateway's `DataServiceDatasets`
+    (the same data service, credentials and channel security; the datasets client owns and
+    closes the channel)."""
 
-    def __init__(
-        self,
-        address: str,
-        timeout: float = DATA_TIMEOUT,
-        *,
-        credentials: ServiceCredentials | None = None,
-        security: ChannelSecurity | None = None,
-    ) -> None:
-        self.address = address
-        self.timeout = timeout
-        self.credentials = credentials or ServiceCredentials()
-        self.security = security or ChannelSecurity()
-        self._channel: aio.Channel | None = None
-
-    @classmethod
-    def like(cls, datasets: DataServiceDatasets) -> DataServiceScenarioSets:
-        """A reader of the same data service, with the same credentials and channel security."""
-        return cls(datasets.address, datasets.timeout, credentials=datasets.credentials, security=datasets.security)
+    def __init__(self, datasets: DataServiceDatasets) -> None:
+        self.address = datasets.address
+        self.timeout = datasets.timeout
+        self.credentials = datasets.credentials
+        self._datasets = datasets
 
     def _stub(self) -> DataServiceAsyncStub:
-        if self._channel is None:
-            self._channel = open_aio_channel(self.address, self.security)
-        return data_service_pb2_grpc.DataServiceStub(self._channel)
+        return self._datasets.stub()
 
     def _upstream(self, exc: aio.AioRpcError) -> Upstream:
         details = exc.details() or exc.code().name
@@ -131,10 +116,6 @@ class DataServiceScenarioSets:
             )
         value = cells[0]
         return None if value is None else int(value)
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(grace=None)
 
 
 @dataclass(frozen=True)
