@@ -180,19 +180,19 @@ def test_fenced_code_and_inline_code_hold_no_links() -> None:
 
 
 def test_docs_paths_and_capital_names_anywhere() -> None:
-    text = 'ROOT / "docs" / "x.md"; see docs/model.md. Also PLANNING.md, README.md, open("notes.md"), https://h/docs/a.md'
+    text = 'ROOT / "docs" / "x.md"; see docs/model.md. Also PLAN.md, README.md, open("notes.md"), https://h/docs/a.md'
     assert found("services/x.py", text) == [
         ("docs/ path", "docs/model.md"),
-        ("document name", "PLANNING.md"),
+        ("document name", "PLAN.md"),
         ("document name", "README.md"),
     ]
 
 
 def test_paths_outside_the_repository_are_not_checked_but_shared_always_is() -> None:
     assert found("docs/guide.md", "endowment/README.md is written by `package init`") == []
-    refs = list(references("services/x.py", "as ../shared/PLANNING.md says", TOP))
+    refs = list(references("services/x.py", "as ../shared/PLAN.md says", TOP))
     assert [(r.kind, r.target) for r in refs] == [
-        ("document name", "../shared/PLANNING.md"),
-        ("../shared path", "../shared/PLANNING.md"),
+        ("document name", "../shared/PLAN.md"),
+        ("../shared path", "../shared/PLAN.md"),
     ]
     assert not any(resolves(r, FILES, DIRS) for r in refs)
