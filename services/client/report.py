@@ -22,6 +22,7 @@ import numpy as np
 
 from livecalc.gateway.v1 import job_pb2
 from services.common.client import as_dict
+from services.valuation.statistics import relative_difference
 
 #: Plot size in inches and its resolution: a 1200 × 700 pixel PNG.
 PLOT_INCHES: Final = (12.0, 7.0)
@@ -95,7 +96,7 @@ def result_document(
         doc["preview_comparison"] = {
             "sample_policies": int(preview.policy_count),
             "preview_mean": preview.statistics.mean,
-            "relative_difference": relative_difference(preview, result),
+            "relative_difference": preview_difference(preview, result),
             "preview_elapsed_seconds": preview.elapsed_seconds,
         }
         if preview.HasField("preview_uncertainty"):
@@ -150,12 +151,9 @@ def json_text(doc: Any) -> str:
     return json.dumps(_finite(doc), indent=2, allow_nan=False) + "\n"
 
 
-def relative_difference(preview: job_pb2.JobResult, full: job_pb2.JobResult) -> float:
+def preview_difference(preview: job_pb2.JobResult, full: job_pb2.JobResult) -> float:
     """(preview mean − full mean) / |full mean| (the preview comparison, docs/model.md "Aggregation")."""
-    full_mean = full.statistics.mean
-    if full_mean == 0:
-        return math.inf if preview.statistics.mean != 0 else 0.0
-    return (preview.statistics.mean - full_mean) / abs(full_mean)
+    return relative_difference(preview.statistics.mean, full.statistics.mean)
 
 
 def uncertainty_document(u: job_pb2.PreviewUncertainty) -> dict[str, Any]:
@@ -191,7 +189,7 @@ def preview_interval(result: job_pb2.JobResult) -> str:
 def preview_comparison(preview: job_pb2.JobResult, full: job_pb2.JobResult) -> str:
     """One sentence on how far the preview's mean was from the full run's, and whether the
     preview's policy-sampling interval held it."""
-    diff = relative_difference(preview, full)
+    diff = preview_difference(preview, full)
     delta = preview.statistics.mean - full.statistics.mean
     within = f"within {abs(diff) * 100:.2f} %" if math.isfinite(diff) else "not within any ratio"
     side = f"{money(abs(delta))} {'below' if delta < 0 else 'above'}" if delta else "equal to"

@@ -44,7 +44,6 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -63,14 +62,15 @@ from services.gateway.scenario_sets import SET_MESSAGE_PREFIX
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 #: How long a job waits in a row for an engine to take its work: outlasts an engine's restart by
 #: a supervisor or a Kubernetes rollout, not a mesh with no engine at all.
 DEFAULT_ENGINE_WAIT_SECONDS: Final = 120.0
 
 
-class JobFailed(LivecalcError):
-    """The job cannot finish: `code` is the status it ends with (often the engine's)."""
+class JobCannotFinish(LivecalcError):
+    """The job cannot finish: `code` is the status it ends with (often the engine's). Internal to
+    the gateway, which ends the job FAILED with it (a client sees the job's error, and its own
+    `livecalc_client.JobCannotFinish`)."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
@@ -118,9 +118,17 @@ def fault_of(exc: aio.AioRpcError) -> str:
     return ""
 
 
+#: Statuses of a RunChunk call after which the chunk's missing blocks go to an engine again,
+#: spending an attempt (the client's `RETRYABLE` is another set: what a client call retries).
+CHUNK_RETRYABLE_CODES: Final = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+
 def retryable(exc: aio.AioRpcError) -> bool:
+    """A RunChunk failure worth another attempt: a retryable status, or a reset transport."""
     code = exc.code()
-    if code in RETRYABLE:
+    if code in CHUNK_RETRYABLE_CODES:
         return True
     details = (exc.details() or "").lower()
     return code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) and (
@@ -141,7 +149,6 @@ class Dispatcher:
         config: DispatchConfig,
         metrics: GatewayMetrics,
         window_blocks: int,
-        on_change: Callable[[], None] = lambda: None,
         preview: bool = False,
         credentials: ServiceCredentials | None = None,
         tenant: str = "",
@@ -152,15 +159,13 @@ class Dispatcher:
         self.tenant = tenant
         self.config, self.metrics = config, metrics
         self.window_blocks = max(1, window_blocks)
-        self.on_change = on_change
         self.preview = preview
         self._queue: list[Work] = [Work(c.first_block, c.block_count, c.chunk_id) for c in plan.chunks]
         heapq.heapify(self._queue)
         self._in_flight = 0
         self._wake = asyncio.Event()
-        self._failure: JobFailed | None = None
+        self._failure: JobCannotFinish | None = None
         self.engines_active: set[str] = set()
-        self.chunks_run = 0
         #: Since when no engine has taken the job's work (None: engines are running it), and why.
         self._waiting_since: float | None = None
         self.waiting_reason = ""
@@ -193,7 +198,7 @@ class Dispatcher:
         limit = self.config.engine_wait_seconds
         if self.waiting_seconds > limit:
             self._fail(
-                JobFailed(
+                JobCannotFinish(
                     grpc.StatusCode.UNAVAILABLE,
                     f"no engine took the job's work for {limit:g} s (last: {self.waiting_reason});"
                     " is an engine running?",
@@ -212,7 +217,7 @@ class Dispatcher:
         wake.set()
 
     async def run(self) -> None:
-        """Return once every block is folded; raises JobFailed when the job cannot finish."""
+        """Return once every block is folded; raises JobCannotFinish when the job cannot finish."""
         started: set[Engine] = set()
         async with anyio.create_task_group() as tg:
 
@@ -254,7 +259,7 @@ class Dispatcher:
         while not self.done:
             await self._wake.wait()
 
-    def _fail(self, failure: JobFailed) -> None:
+    def _fail(self, failure: JobCannotFinish) -> None:
         if self._failure is None:
             self._failure = failure
         self._notify()
@@ -318,11 +323,9 @@ class Dispatcher:
         timeout = self.config.chunk_timeout_seconds + (self.template.time_limit_seconds or 0)
         self.metrics.chunks_dispatched.inc()
         self.engines_active.add(engine.address)
-        metadata = self.credentials.metadata(self.tenant)
-        if metadata:
-            call = engine.stub.RunChunk(self._request(work), timeout=timeout, metadata=metadata)
-        else:
-            call = engine.stub.RunChunk(self._request(work), timeout=timeout)
+        call = engine.stub.RunChunk(
+            self._request(work), timeout=timeout, metadata=self.credentials.metadata(self.tenant)
+        )
         stall = self.config.stall_seconds or None
         stream = call.__aiter__()
         #: Blocks received since the engine's last report of steps, and the chunk's steps then.
@@ -363,14 +366,13 @@ class Dispatcher:
                     partial = message.partial  # a preview's: one per sample group (SampleSelection)
                     block = int(partial.block_index)
                     if block not in wanted or block in received:
-                        raise JobFailed(
+                        raise JobCannotFinish(
                             grpc.StatusCode.INTERNAL,
                             f"engine {engine.address} sent block {block}, not one it was asked for",
                         )
                     if self.fold.add(partial):
                         received.add(block)
                         piece.append(block)
-                        self.on_change()
                         self._notify()
                 elif kind == "progress":
                     settle(int(message.progress.steps_done))
@@ -381,11 +383,11 @@ class Dispatcher:
             self.fold.settle(piece, 0)  # their steps were never reported
             self._refused(engine, work, wanted - received, exc, answered=answered)
             return
-        except JobFailed as failure:
+        except JobCannotFinish as failure:
             self._fail(failure)
             return
         except LivecalcError as exc:  # a malformed partial: an engine bug, not the job's
-            self._fail(JobFailed(exc.code, f"engine {engine.address}: {exc.message}"))
+            self._fail(JobCannotFinish(exc.code, f"engine {engine.address}: {exc.message}"))
             return
         finally:
             call.cancel()
@@ -398,7 +400,6 @@ class Dispatcher:
             self._requeue(engine, work, missing, "STREAM_ENDED", "the stream ended before every block arrived")
             return
         engine.succeeded()
-        self.chunks_run += 1
 
     def _refused(self, engine: Engine, work: Work, missing: set[int], exc: aio.AioRpcError, *, answered: bool) -> None:
         """Sort a failed call (see the module docstring): fail the job, requeue counting an
@@ -406,13 +407,13 @@ class Dispatcher:
         code, details, fault = exc.code(), exc.details() or exc.code().name, fault_of(exc)
         if fault == FAULT_MODEL:
             if details.startswith(SET_MESSAGE_PREFIX):  # the job's scenario set, not the model: it says which
-                self._fail(JobFailed(code, f"{details} (engine {engine.address})"))
+                self._fail(JobCannotFinish(code, f"{details} (engine {engine.address})"))
             else:
-                self._fail(JobFailed(code, f"the model failed on engine {engine.address}: {details}"))
+                self._fail(JobCannotFinish(code, f"the model failed on engine {engine.address}: {details}"))
         elif fault == FAULT_TOO_LARGE:
             refused = work.too_large_on | {engine.address}
             if all(e.address in refused for e in self.pool.engines()):
-                self._fail(JobFailed(code, f"no engine can run chunk {work.chunk_id}: {details}"))
+                self._fail(JobCannotFinish(code, f"no engine can run chunk {work.chunk_id}: {details}"))
                 return
             self._requeue(engine, replace(work, too_large_on=refused), missing, code.name, details, count=False)
         elif (code == grpc.StatusCode.UNAVAILABLE and not answered) or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -421,7 +422,7 @@ class Dispatcher:
         elif retryable(exc):
             self._requeue(engine, work, missing, code.name, details)
         else:
-            self._fail(JobFailed(code, details))
+            self._fail(JobCannotFinish(code, details))
 
     def _requeue(
         self, engine: Engine, work: Work, missing: set[int], code: str, details: str, *, count: bool = True
@@ -448,7 +449,7 @@ class Dispatcher:
         )
         if attempts >= self.config.max_attempts:
             self._fail(
-                JobFailed(
+                JobCannotFinish(
                     grpc.StatusCode.UNAVAILABLE,
                     f"chunk {work.chunk_id} (blocks {work.first_block}..{work.first_block + work.block_count - 1}) "
                     f"failed {attempts} times; last: {code} from {engine.address}: {details}",

@@ -86,10 +86,6 @@ class EventLog:
         self._changed = asyncio.Event()
 
     @property
-    def last_sequence(self) -> int:
-        return self._next - 1
-
-    @property
     def closed(self) -> bool:
         return bool(self._events) and is_terminal(self._events[-1])
 

@@ -105,9 +105,6 @@ class JobFold:
         self._received.update(range(state.next_block))
         self._steps = state.steps
 
-    def has(self, block: int) -> bool:
-        return block in self._received
-
     def add(self, partial: engine_pb2.BlockPartial) -> bool:
         """Take one partial (or one scenario piece of it); True once its block is complete and folded.
 

@@ -33,7 +33,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
@@ -42,6 +41,7 @@ from services.common.auth.interceptor import current_principal
 from services.common.auth.service import ServiceCredentials
 from services.common.errors import (
     AlreadyExists,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     LivecalcError,
@@ -50,7 +50,7 @@ from services.common.errors import (
     Unavailable,
 )
 from services.gateway.admission import DatasetRules, check_capacity
-from services.gateway.dispatcher import Dispatcher, JobFailed
+from services.gateway.dispatcher import Dispatcher
 from services.gateway.engines import EnginePool
 from services.gateway.events import EventLog, is_terminal, now_timestamp
 from services.gateway.fold import FoldState, JobFold
@@ -61,7 +61,7 @@ from services.gateway.package_store import PackageStore, check_hash
 from services.gateway.planner import Chunk, plan, preview_plan
 from services.gateway.recovery import abort, record_logged_end, resumed_job
 from services.gateway.reporting import JobReporter
-from services.gateway.results import attach_values, final_result, relative_difference, split_result
+from services.gateway.results import attach_values, final_result, split_result
 from services.gateway.scenario_sets import (
     DataServiceScenarioSets,
     ScenarioSetSource,
@@ -73,7 +73,7 @@ from services.gateway.store import JobStore, ResultKey, StoreClosed, Written
 from services.gateway.submission import limit_violations, spec_differences
 from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.preview_error import preview_uncertainty
-from services.valuation.statistics import statistics
+from services.valuation.statistics import relative_difference, statistics
 
 log = logging.getLogger(__name__)
 
@@ -371,8 +371,7 @@ class JobManager:
                 live.recorded = None  # from here on a write that fails fails the job
             current = await self.datasets.get(job.spec.dataset_id, live.tenant)
             if current.version != live.key.dataset_version:
-                raise JobFailed(
-                    grpc.StatusCode.FAILED_PRECONDITION,
+                raise FailedPrecondition(
                     f"dataset {job.spec.dataset_id} changed after the job was accepted "
                     f"(version {live.key.dataset_version} → {current.version})",
                 )

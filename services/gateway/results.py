@@ -201,10 +201,3 @@ def attach_values(result: job_pb2.JobResult, values: F64 | None) -> None:
     for output, row in zip(targets, values, strict=False):
         del output.values[:]
         output.values.extend(row.tolist())
-
-
-def relative_difference(preview_mean: float, full_mean: float) -> float:
-    """(preview − full)/|full|; ±inf when the full mean is 0 and they differ."""
-    if full_mean == 0:
-        return 0.0 if preview_mean == 0 else float(np.copysign(np.inf, preview_mean))
-    return (preview_mean - full_mean) / abs(full_mean)

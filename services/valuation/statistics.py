@@ -107,3 +107,14 @@ def result_hash(values: npt.ArrayLike) -> str:
     """SHA-256 (hex) of the values as little-endian float64, in scenario order."""
     v = np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(-1), dtype="<f8")
     return hashlib.sha256(v.tobytes()).hexdigest()
+
+
+def relative_difference(estimate: float, reference: float) -> float:
+    """(estimate − reference) / |reference|: how far a preview's mean is from the full run's
+    (JobResult.preview_relative_difference, the client's comparison).
+
+    A zero reference has no finite ratio to anything else: 0 when the estimate is 0 too, else
+    ±inf with the sign of the difference (the estimate's)."""
+    if reference == 0:
+        return 0.0 if estimate == 0 else math.copysign(math.inf, estimate)
+    return (estimate - reference) / abs(reference)

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
+from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobCannotFinish
 from services.gateway.engines import Engine
 from services.gateway.fold import JobFold
 from services.gateway.jobs import JobManager
@@ -112,7 +112,7 @@ async def test_a_wait_past_the_job_limit_fails_unavailable_naming_the_last_answe
     engines = [fake_engine("a", FakeEngineStub(partial_table(2, n), rows, refuse=Outage(60)))]
     d, _ = dispatcher(engines, rows, n, engine_wait_seconds=0.5)
     started = time.monotonic()
-    with pytest.raises(JobFailed) as info:
+    with pytest.raises(JobCannotFinish) as info:
         await asyncio.wait_for(d.run(), 10)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
     assert (
@@ -127,7 +127,7 @@ async def test_engine_faults_after_the_chunk_started_still_spend_attempts() -> N
         partial_table(2, n), rows, fail=lambda r, b: FakeError(grpc.StatusCode.UNAVAILABLE, "reset")
     )
     d, _ = dispatcher([fake_engine("a", broken)], rows, n, engine_wait_seconds=30)
-    with pytest.raises(JobFailed) as info:
+    with pytest.raises(JobCannotFinish) as info:
         await asyncio.wait_for(d.run(), 10)
     assert "failed 2 times" in info.value.message
 
@@ -138,7 +138,7 @@ async def test_a_model_fault_fails_the_job_at_once_with_the_engines_code(code: g
     looping = FakeError(code, "model 'term_life' lc_run_blocks ran past 20 s", (("livecalc-fault", "model"),))
     stubs = [FakeEngineStub(partial_table(3, n), rows, fail=lambda r, b: looping) for _ in range(3)]
     d, _ = dispatcher([fake_engine(f"e{i}", s) for i, s in enumerate(stubs)], rows, n)
-    with pytest.raises(JobFailed) as info:
+    with pytest.raises(JobCannotFinish) as info:
         await asyncio.wait_for(d.run(), 10)
     assert info.value.code == code and "the model failed on engine" in info.value.message
     assert "lc_run_blocks ran past 20 s" in info.value.message
@@ -160,7 +160,7 @@ async def test_too_large_moves_the_chunk_to_an_engine_that_can_and_fails_when_no
     assert f.total().tobytes() == fold_of(table).tobytes()
     assert len(small.requests) <= 2  # each chunk at most once, never again after its refusal
     d, _ = dispatcher([fake_engine("small", FakeEngineStub(table, rows, refuse=lambda r: too_large))], rows, n)
-    with pytest.raises(JobFailed) as info:
+    with pytest.raises(JobCannotFinish) as info:
         await asyncio.wait_for(d.run(), 10)
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "no engine can run chunk" in info.value.message
 

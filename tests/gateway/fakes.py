@@ -90,11 +90,16 @@ class FakeEngineStub:
         self.table, self.rows, self.fail, self.delay, self.piece = table, rows, fail, delay, piece
         self.refuse = refuse
         self.requests: list[engine_service_pb2.RunChunkRequest] = []
+        #: The metadata of each call (the service token and the tenant it acts for, when auth is on).
+        self.metadata: list[Any] = []
         self.in_flight = 0
         self.max_in_flight = 0
 
-    def RunChunk(self, request: engine_service_pb2.RunChunkRequest, timeout: float | None = None) -> FakeCall:
+    def RunChunk(
+        self, request: engine_service_pb2.RunChunkRequest, timeout: float | None = None, metadata: Any = None
+    ) -> FakeCall:
         self.requests.append(request)
+        self.metadata.append(metadata)
         return FakeCall(self._run(request))
 
     async def _run(

@@ -80,7 +80,9 @@ class PieceEngine:
         self.sent: set[int] = set()
         self.requests: list[engine_service_pb2.RunChunkRequest] = []
 
-    def RunChunk(self, request: engine_service_pb2.RunChunkRequest, timeout: float | None = None) -> FakeCall:
+    def RunChunk(
+        self, request: engine_service_pb2.RunChunkRequest, timeout: float | None = None, metadata: object = None
+    ) -> FakeCall:
         self.requests.append(request)
         return FakeCall(self._run(request))
 

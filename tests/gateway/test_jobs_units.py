@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobFailed
+from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobCannotFinish
 from services.gateway.engines import Engine, EngineTargets
 from services.gateway.events import EventLog
 from services.gateway.fold import JobFold
@@ -251,12 +251,12 @@ async def test_dispatch_fails_at_once_on_invalid_argument_and_bounds_retries() -
         fail=lambda r, b: FakeError(grpc.StatusCode.INVALID_ARGUMENT, "row 2100: age_at_entry") if b == 2 else None,
     )
     d, _ = _dispatcher([fake_engine("a", bad_row)], rows, n, 1)
-    with pytest.raises(JobFailed) as info:
+    with pytest.raises(JobCannotFinish) as info:
         await asyncio.wait_for(d.run(), 10)
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and "row 2100" in info.value.message
     dead = FakeEngineStub(table, rows, fail=lambda r, b: FakeError(grpc.StatusCode.UNAVAILABLE, "down"))
     d, _ = _dispatcher([fake_engine("a", dead)], rows, n, 1)
-    with pytest.raises(JobFailed) as info:
+    with pytest.raises(JobCannotFinish) as info:
         await asyncio.wait_for(d.run(), 10)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE and "3 times" in info.value.message
 
@@ -534,7 +534,7 @@ async def test_dispatch_without_engines_fails_unavailable_in_bounded_time() -> N
         metrics=GatewayMetrics.create(CollectorRegistry()),
         window_blocks=1,
     )
-    with pytest.raises(JobFailed) as info:
+    with pytest.raises(JobCannotFinish) as info:
         await asyncio.wait_for(d.run(), 5)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE and "no engine" in info.value.message
 
