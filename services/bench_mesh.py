@@ -458,7 +458,7 @@ class InProcess:
         from services.engine.pipeline import PipelineRunner  # noqa: PLC0415
         from services.engine.runtime import Runtime  # noqa: PLC0415
         from services.engine.workers import WasmPool  # noqa: PLC0415
-        from services.valuation.interface.declaration import interface_of  # noqa: PLC0415
+        from services.valuation.interface.parser import interface_of  # noqa: PLC0415
         from services.valuation.interface.tables import load_assets  # noqa: PLC0415
         from services.valuation.packages.config import wasm_models  # noqa: PLC0415
         from services.valuation.packages.package import verify_archive  # noqa: PLC0415

@@ -219,7 +219,7 @@ def run_local(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
     from services.engine.pipeline import PipelineRunner, RunInputs  # noqa: PLC0415
     from services.engine.runtime import Runtime  # noqa: PLC0415
     from services.engine.workers import WasmPool  # noqa: PLC0415
-    from services.valuation.interface.declaration import interface_of  # noqa: PLC0415
+    from services.valuation.interface.parser import interface_of  # noqa: PLC0415
     from services.valuation.interface.records import Records  # noqa: PLC0415
     from services.valuation.interface.tables import load_assets  # noqa: PLC0415
     from services.valuation.scenarios import ScenarioParams  # noqa: PLC0415

@@ -33,7 +33,8 @@ from services.common.storage.base import ObjectChanged
 from services.common.storage.local import LocalStorage
 from services.data.catalog import Catalog, DatasetEntry
 from services.data.reading import csv_convert_options, csv_spans, parquet_pieces
-from services.valuation.interface.declaration import ModelInterface, parse_interface
+from services.valuation.interface.declaration import ModelInterface
+from services.valuation.interface.parser import parse_interface
 from services.valuation.interface.records import (
     DUPLICATE_MESSAGE,
     SHOWN_RULES,

@@ -37,14 +37,16 @@ from services.engine.workers import Executor, RunControl
 from services.valuation.arrays import F64
 from services.valuation.assumptions import Assumptions
 from services.valuation.blocks import BLOCK_SIZE
+from services.valuation.interface.declaration import TERM_LIFE_OUTPUTS
 from services.valuation.policies import Policies
 from services.valuation.scenarios import ScenarioParams
 
 ABI_VERSION_V1: Final = 1
 """What a v1 context's first field holds (a v1 model refuses anything else with status 1)."""
 
-N_PV: Final = 5
-"""Present values per block partial, in v1's order: premiums, claims, expenses, commissions, net_cf."""
+N_PV: Final = len(TERM_LIFE_OUTPUTS)
+"""Present values per block partial: v1 wrote term life's five in its declaration's order
+(`TERM_LIFE_OUTPUTS`), which is why its partials can be compared with v2's bit for bit."""
 
 _ESG: Final = struct.Struct("<IIIIQddII")
 _TERM_LIFE: Final = struct.Struct("<" + "I" * 30 + "d" * 9)

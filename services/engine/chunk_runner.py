@@ -104,7 +104,6 @@ class ChunkStats:
     blocks: int = 0
     policies: int = 0
     steps: int = 0
-    compute_seconds: float = 0.0
     read_wait_seconds: float = 0.0
 
 
@@ -231,7 +230,6 @@ class ChunkRunner:
                     steps = steps_of(item.records, work.scenarios.count)
                     stats.steps += steps
                     stats.policies += len(item.records)
-                    stats.compute_seconds += seconds
                     self.metrics.steps.inc(steps)
                     if self._on_speed is not None:
                         self._on_speed(steps, seconds)

@@ -45,7 +45,8 @@ from services.engine.metrics import EngineMetrics
 from services.engine.package_cache import PackageCache
 from services.engine.pipeline import plan
 from services.engine.workers import WasmPool
-from services.valuation.interface.declaration import AM, ModelInterface, interface_of
+from services.valuation.interface.declaration import AM, ModelInterface
+from services.valuation.interface.parser import interface_of
 from services.valuation.interface.tables import Assets, load_assets
 from services.valuation.packages.archive import PackageLimits
 from services.valuation.packages.config import Node as PipelineNode

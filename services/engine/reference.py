@@ -25,6 +25,7 @@ from services.valuation.arrays import F64
 from services.valuation.assumptions import Assumptions
 from services.valuation.blocks import BLOCK_SIZE, fold
 from services.valuation.errors import ModelInputError, Violation
+from services.valuation.interface.declaration import TERM_LIFE_CASH_FLOWS
 from services.valuation.policies import Policies
 from services.valuation.scenarios import ScenarioParams
 
@@ -323,7 +324,7 @@ def term_life(policies: Policies, assumptions: Assumptions, shocks: F64) -> Term
     shocks = shocks[:, :months]
     n_pol, n_scen = len(policies), shocks.shape[0]
     prem_pp = premium_pp(policies, assumptions)
-    pvs = {name: np.zeros((n_pol, n_scen)) for name in ("premiums", "claims", "expenses", "commissions")}
+    pvs = {name: np.zeros((n_pol, n_scen)) for name in TERM_LIFE_CASH_FLOWS}
     df = disc_factors(assumptions, shocks)
     dl = dynamic_lapse_factor(assumptions, shocks)
     group = max(1, _MAX_CELLS_PER_GROUP // max(1, n_scen))
@@ -347,7 +348,7 @@ def _project_group(policies: Policies, prem_pp: F64, assumptions: Assumptions, d
     count, sum_assured = policies.policy_count[:, None], policies.sum_assured[:, None]
     future = policies.duration_mth < 0  # future new business: nothing in force before its issue month
     pols = np.repeat(np.where(future[:, None], 0.0, count), n_scen, axis=1)
-    pv = {name: np.zeros((n_pol, n_scen)) for name in ("premiums", "claims", "expenses", "commissions")}
+    pv = {name: np.zeros((n_pol, n_scen)) for name in TERM_LIFE_CASH_FLOWS}
     for t in range(months):
         r = _rates_at(t, policies, a, q_table, lapse_table)
         issued = future & r.new_business  # t = −duration_mth: the policies are written

@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from services.valuation.assumptions import Assumptions
-from services.valuation.interface.declaration import ModelInterface, interface_of
+from services.valuation.interface.declaration import ModelInterface
+from services.valuation.interface.parser import interface_of
 from services.valuation.interface.records import Records
 from services.valuation.interface.tables import Assets, TableData
 from services.valuation.policies import Policies

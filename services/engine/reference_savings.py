@@ -23,7 +23,8 @@ from services.engine import reference
 from services.valuation.arrays import F64, I64, Mask
 from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.errors import ModelInputError, Violation
-from services.valuation.interface.declaration import ModelInterface, interface_of
+from services.valuation.interface.declaration import ModelInterface
+from services.valuation.interface.parser import interface_of
 from services.valuation.interface.records import Records
 from services.valuation.interface.tables import Assets, load_assets
 from services.valuation.reference_model import savings_assumption_files, savings_declaration

@@ -25,7 +25,8 @@ from services.common.client import ChannelSecurity, open_aio_channel
 from services.common.errors import FieldViolation, InvalidArgument, LivecalcError
 from services.gateway.package_store import PackageStore
 from services.valuation.errors import ModelInputError
-from services.valuation.interface.declaration import Outputs, outputs_of
+from services.valuation.interface.declaration import Outputs
+from services.valuation.interface.parser import outputs_of
 from services.valuation.interface.records import package_rules
 from services.valuation.interface.tables import bounds_json
 from services.valuation.packages.archive import read_archive

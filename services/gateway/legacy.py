@@ -5,7 +5,7 @@ scenario (JobResult and JobResultPart field 2) and, beside net_cf's statistics, 
 premiums, claims, expenses and commissions (Statistics fields 9–12). Those fields are reserved
 now, so a stored message keeps them as unknown fields. The store passes every record and event
 it reads through `upgrade_job` / `upgrade_event`, which turn them into what the gateway writes
-today: term life's five outputs in the model's order (`LEGACY_OUTPUTS`), net_cf primary with
+today: term life's five outputs in the model's order (`TERM_LIFE_OUTPUTS`), net_cf primary with
 its statistics and values, the other four with their scenario count and mean only (their
 values and spread were never recorded). A message already in the current shape is untouched.
 """
@@ -20,13 +20,14 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from livecalc.gateway.v1 import job_pb2
-from services.valuation.interface.declaration import LEGACY_OUTPUTS
+from services.valuation.interface.declaration import TERM_LIFE_CASH_FLOWS, TERM_LIFE_OUTPUTS
 
-#: The old Statistics fields of the means of the outputs other than net_cf, by field number.
-_MEAN_FIELDS: Final = {9: "premiums", 10: "claims", 11: "expenses", 12: "commissions"}
+#: The old Statistics fields of the means of the outputs other than net_cf, by field number:
+#: fields 9–12 held the four cash flows in the declaration's order.
+_MEAN_FIELDS: Final = dict(zip(range(9, 13), TERM_LIFE_CASH_FLOWS, strict=True))
 #: The old field of the pv_net_cf vector in JobResult and JobResultPart.
 _VECTOR_FIELD: Final = 2
-_PRIMARY: Final = LEGACY_OUTPUTS.index("net_cf")
+_PRIMARY: Final = TERM_LIFE_OUTPUTS.index("net_cf")
 _WIRE_FIXED64: Final = 1
 _WIRE_LENGTH_DELIMITED: Final = 2
 
@@ -50,7 +51,7 @@ def _legacy_means(stats: job_pb2.Statistics) -> list[job_pb2.OutputMean]:
     """Every legacy output's mean (an absent old field was a mean of 0: proto3 omits zeros)."""
     values = {name: (_doubles(stats, number) or [0.0])[-1] for number, name in _MEAN_FIELDS.items()}
     values["net_cf"] = stats.mean
-    return [job_pb2.OutputMean(name=name, mean=values[name]) for name in LEGACY_OUTPUTS]
+    return [job_pb2.OutputMean(name=name, mean=values[name]) for name in TERM_LIFE_OUTPUTS]
 
 
 def upgrade_statistics(stats: job_pb2.Statistics) -> None:

@@ -30,7 +30,7 @@ from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.gateway.inputs import DataServiceDatasets, PackageConfigs, Upstream, scenarios_key
-from services.valuation.interface.declaration import interface_of
+from services.valuation.interface.parser import interface_of
 from services.valuation.scenarios import ScenarioParams
 
 if TYPE_CHECKING:

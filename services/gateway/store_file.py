@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 
 from services.common.errors import FailedPrecondition, LivecalcError
+from services.valuation.interface.declaration import TERM_LIFE_CASH_FLOWS, TERM_LIFE_OUTPUTS
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,11 @@ log = logging.getLogger(__name__)
 #: apart (0 kept them joined as 'tenant\x1fkey' in one unique column); 2 keeps every declared
 #: output's values of a result and of a checkpoint (1 kept term life's, see `migrate_outputs`).
 SCHEMA_VERSION: Final = 2
-#: Term life's outputs in the order of schema 1's checkpoint totals (net_cf first) and in the
-#: order of its model's declaration (net_cf last): the order a resumed job folds in.
-_V1_CHECKPOINT_ORDER: Final = ("net_cf", "premiums", "claims", "expenses", "commissions")
-_V2_CHECKPOINT_ORDER: Final = ("premiums", "claims", "expenses", "commissions", "net_cf")
+#: Term life's outputs in the order of schema 1's checkpoint totals: net_cf first, then the four
+#: cash flows in the declaration's order (schema 1 wrote the primary's sum before the others').
+#: Schema 2 keeps the declaration's order (`TERM_LIFE_OUTPUTS`, net_cf last), the order a
+#: resumed job folds in.
+_V1_CHECKPOINT_ORDER: Final = ("net_cf", *TERM_LIFE_CASH_FLOWS)
 
 JOBS_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -176,7 +178,7 @@ def migrate_outputs(db: sqlite3.Connection) -> None:
         if "output_count" not in columns:
             db.execute("ALTER TABLE checkpoints ADD COLUMN output_count INTEGER NOT NULL DEFAULT 5")
             changed = True
-            order = [_V1_CHECKPOINT_ORDER.index(name) for name in _V2_CHECKPOINT_ORDER]
+            order = [_V1_CHECKPOINT_ORDER.index(name) for name in TERM_LIFE_OUTPUTS]
             rows = db.execute("SELECT job_id, total FROM checkpoints WHERE total IS NOT NULL").fetchall()
             for job_id, blob in rows:
                 sums = np.frombuffer(blob, dtype="<f8")

@@ -21,7 +21,7 @@ from services.data.generate import SAVINGS_PRODUCTS, SAVINGS_SCHEMA, generate
 from services.engine.pipeline import PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
-from services.valuation.interface.declaration import interface_of
+from services.valuation.interface.parser import interface_of
 from services.valuation.interface.records import Records, package_rules
 from services.valuation.interface.tables import load_assets
 from services.valuation.packages.manifest import CONFIG

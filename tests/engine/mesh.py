@@ -21,7 +21,7 @@ from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
 from services.gateway.cli import upload_requests
-from services.valuation.interface.declaration import interface_of
+from services.valuation.interface.parser import interface_of
 from services.valuation.interface.records import Records
 from services.valuation.interface.tables import load_assets
 from services.valuation.packages.package import build_directory, verify_archive

@@ -54,7 +54,7 @@ from services.engine.workers import WasmPool
 from services.valuation.assumption_files import assumption_files
 from services.valuation.assumptions import Assumptions
 from services.valuation.blocks import BLOCK_SIZE, block_count
-from services.valuation.interface.declaration import interface_of
+from services.valuation.interface.parser import interface_of
 from services.valuation.interface.records import Records
 from services.valuation.interface.tables import load_assets
 from services.valuation.packages.manifest import CONFIG

@@ -19,7 +19,8 @@ from services.engine.assumption_assets import (
 from services.valuation.assumption_files import assumption_files, assumptions_from_files
 from services.valuation.assumptions import Assumptions
 from services.valuation.errors import ModelInputError
-from services.valuation.interface.declaration import ModelInterface, interface_of
+from services.valuation.interface.declaration import ModelInterface
+from services.valuation.interface.parser import interface_of
 from services.valuation.interface.records import Records
 from services.valuation.interface.tables import Assets, load_assets
 from services.valuation.packages.reference import reference_config

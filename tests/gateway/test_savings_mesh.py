@@ -29,7 +29,7 @@ from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
 from services.gateway.inputs import scenario_params
 from services.valuation.blocks import BLOCK_SIZE
-from services.valuation.interface.declaration import interface_of
+from services.valuation.interface.parser import interface_of
 from services.valuation.interface.records import Records
 from services.valuation.interface.tables import load_assets
 from services.valuation.packages.package import build_directory, verify_archive

@@ -30,7 +30,7 @@ from services.engine.runtime import Runtime
 from services.engine.wasm_nodes import run_generator
 from services.engine.workers import RunControl, WasmPool
 from services.valuation.blocks import BLOCK_SIZE
-from services.valuation.interface.declaration import interface_of
+from services.valuation.interface.parser import interface_of
 from services.valuation.interface.records import Records
 from services.valuation.interface.tables import load_assets
 from services.valuation.packages.package import verify_archive

@@ -15,7 +15,7 @@ import wasmtime
 
 from services.cli import main
 from services.common.wasm_binary import StaticData, read_module, static_data
-from services.valuation.interface.declaration import interface_of
+from services.valuation.interface.parser import interface_of
 from services.valuation.packages.package import build_directory, check_directory
 from services.valuation.packages.report import Issue
 from services.valuation.packages.wasm_checks import check_binary

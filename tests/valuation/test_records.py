@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 from services.valuation.errors import ModelInputError
-from services.valuation.interface.declaration import ModelInterface, parse_interface
+from services.valuation.interface.declaration import ModelInterface
+from services.valuation.interface.parser import parse_interface
 from services.valuation.interface.records import (
     Records,
     check_rows,

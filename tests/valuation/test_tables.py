@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.valuation.interface.declaration import ModelInterface, parse_interface
+from services.valuation.interface.declaration import ModelInterface
+from services.valuation.interface.parser import parse_interface
 from services.valuation.interface.tables import (
     Read,
     asset_issues,

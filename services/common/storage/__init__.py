@@ -1,7 +1,8 @@
 """Object storage shared by every service: a local directory or an Azure Blob container.
 
 `Storage` (base.py) is the interface; `LocalStorage` and `AzureBlobStorage` implement it.
-Dataset, package and job stores build on it; nothing here is specific to any of them.
+The data service's datasets and the gateway's package store build on it (the job store is
+SQLite on the gateway's disk, apart); nothing here is specific to either.
 """
 
 from services.common.storage.base import (

@@ -1,6 +1,7 @@
 """The small async object-storage interface every backend implements.
 
-Datasets, model packages and the job store see storage only through `Storage`: flat object
+Datasets (the data service) and model packages (the gateway's package store) see storage
+only through `Storage` (the job store is SQLite on the gateway's disk, apart): flat object
 names in one namespace (a directory or a blob container), stat, ranged reads, small whole
 writes, and uploads that stay invisible until `commit()`. Keeping reads ranged everywhere
 is what lets a 50 GB object be served by a process with little memory. Nothing here knows

@@ -27,8 +27,9 @@ import pyarrow.compute as pc
 
 from services.valuation.arrays import F64, I64, Mask, rows_where
 from services.valuation.errors import ModelInputError, Violation, raise_if
-from services.valuation.interface.declaration import INT32_RANGE, Column, ModelInterface, interface_of
+from services.valuation.interface.declaration import INT32_RANGE, Column, ModelInterface
 from services.valuation.interface.expressions import Expression, Value
+from services.valuation.interface.parser import interface_of
 from services.valuation.interface.tables import BoundKey, Read, load_assets
 from services.valuation.policy_schema import Coerced, RuleBreak, coerce, duplicate_rows
 

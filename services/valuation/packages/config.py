@@ -13,7 +13,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from services.valuation.interface.declaration import ModelInterface, parse_interface
+from services.valuation.interface.declaration import ModelInterface
+from services.valuation.interface.parser import parse_interface
 from services.valuation.packages.report import Issue, error, warning
 from services.valuation.scenarios import U64_MAX
 

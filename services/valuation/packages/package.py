@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from services.valuation.interface.declaration import AM, parse_interface
+from services.valuation.interface.declaration import AM
+from services.valuation.interface.parser import parse_interface
 from services.valuation.interface.tables import asset_issues
 from services.valuation.packages.archive import PackageLimits, read_archive, write_archive
 from services.valuation.packages.config import validate_config

@@ -30,7 +30,8 @@ from services.common.wasm_binary import (
     read_module,
     static_data,
 )
-from services.valuation.interface.declaration import ModelInterface, parse_interface
+from services.valuation.interface.declaration import ModelInterface
+from services.valuation.interface.parser import parse_interface
 from services.valuation.model_abi import ABI_VERSION, ENTRY_POINTS, SIGNATURES, model_kind
 from services.valuation.packages.config import pipeline_of
 from services.valuation.packages.report import Issue, error, warning

@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.wasm_binary import StaticData, WasmFormatError, read_module, static_data
-from services.valuation.interface.declaration import parse_interface
+from services.valuation.interface.parser import parse_interface
 from services.valuation.packages.config import pipeline_issues, pipeline_of
 from services.valuation.packages.manifest import CONFIG
 from services.valuation.packages.report import Issue, PackageInvalid, error

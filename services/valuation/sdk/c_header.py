@@ -283,7 +283,7 @@ def render_header(interface: InterfaceDecl) -> str:
 
 def load_interface(path: Path) -> ModelInterface:
     """The declaration in a JSON file: a package config (key ``interface``) or the interface itself."""
-    from services.valuation.interface.declaration import interface_of  # noqa: PLC0415 (numpy only when asked)
+    from services.valuation.interface.parser import interface_of  # noqa: PLC0415 (numpy only when asked)
 
     raw: Any = json.loads(path.read_text(encoding="utf-8"))
     config = raw if isinstance(raw, dict) and "interface" in raw else {"interface": raw}
