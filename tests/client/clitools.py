@@ -1,12 +1,18 @@
-"""Helpers of the CLI tests: the `livecalc` console script as a subprocess, free port offsets, PNG headers."""
+"""Helpers of the CLI tests: the `livecalc` console script as a subprocess or in this process,
+free port offsets, PNG headers."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import struct
 import subprocess
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from services.cli import main
 from services.common.config import DEFAULT_PORTS
 from tests.support import ROOT, VENV_BIN, free_offset
 
@@ -23,6 +29,39 @@ def livecalc(*argv: str, timeout: float = 120, env: dict[str, str] | None = None
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+#: One in-process command at a time: each replaces this process's environment and streams.
+_IN_PROCESS = threading.Lock()
+
+
+def livecalc_in_process(*argv: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`livecalc ARGV…` run by the console script's own `main` in this process, its stdout, stderr and
+    exit status captured as `livecalc` returns them, `env` set on top of the environment meanwhile.
+
+    What a process adds (the interpreter's start, about a second each) is left out; a test of what
+    only a process shows (signals, `$(…)` in a shell, an uncaught traceback) runs `livecalc`."""
+    out, err = io.StringIO(), io.StringIO()
+    with _IN_PROCESS, _environment(env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse: usage errors (2) and --help (0)
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess([LIVECALC, *argv], code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(env: Mapping[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def free_port_offset(engines: int = 1) -> int:

@@ -1,4 +1,7 @@
-"""Issue 22 (2, 3): the CLI's conventions against a real mesh (data, engine, gateway processes).
+"""Issue 22 (2, 3): the CLI's conventions against a mesh of the real servicers in this process
+(tests.inprocess: data, engine, gateway), each command run by `livecalc`'s own `main` in this
+process too, its stdout, stderr and exit status captured; the shell's `$(livecalc …)` runs the
+console script.
 
 - One address: the gateway's, named once — here by the environment variable LIVECALC_ADDRESS —
   serves every command, datasets included (the gateway forwards DataService); a saved context
@@ -30,8 +33,8 @@ import pytest
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from livecalc.gateway.v1 import job_pb2
 from services.client.report import JOB_HEADER
-from tests.client.clitools import LIVECALC, hash_line, livecalc
-from tests.client.conftest import SmallMesh
+from tests.client.clitools import LIVECALC, hash_line, livecalc_in_process
+from tests.client.conftest import InProcessSmallMesh
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -44,17 +47,23 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="module")
-def env(small_mesh: SmallMesh) -> dict[str, str]:
+def mesh(inprocess_small_mesh: InProcessSmallMesh) -> InProcessSmallMesh:
+    """The module's mesh, in this process."""
+    return inprocess_small_mesh
+
+
+@pytest.fixture(scope="module")
+def env(mesh: InProcessSmallMesh) -> dict[str, str]:
     """The gateway's address named once, by environment variable; a config file of the test's own."""
-    return {"LIVECALC_ADDRESS": small_mesh.gateway.address, "LIVECALC_CONFIG": str(small_mesh.tmp / "config.json")}
+    return {"LIVECALC_ADDRESS": mesh.gateway, "LIVECALC_CONFIG": str(mesh.tmp / "config.json")}
 
 
 @pytest.fixture(scope="module")
 def lc(env: dict[str, str]) -> Run:
-    """`livecalc ARGV…` with no --address: the environment names the gateway."""
+    """`livecalc ARGV…` (in this process) with no --address: the environment names the gateway."""
 
-    def run(*argv: str, extra: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return livecalc(*argv, env={**env, **(extra or {})}, timeout=timeout)
+    def run(*argv: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return livecalc_in_process(*argv, env={**env, **(extra or {})})
 
     return run
 
@@ -75,16 +84,16 @@ def one_line_error(done: subprocess.CompletedProcess[str], code: int = 1) -> str
 
 
 @pytest.fixture(scope="module")
-def package_hash(lc: Run, small_mesh: SmallMesh) -> str:
+def package_hash(lc: Run, mesh: InProcessSmallMesh) -> str:
     """The mesh's package, uploaded as a directory (`package upload DIR` builds it first)."""
-    doc = as_json(lc("package", "upload", str(small_mesh.model_dir), "--json"))
+    doc = as_json(lc("package", "upload", str(mesh.model_dir), "--json"))
     return str(doc["package"]["package_hash"])
 
 
 def test_one_address_by_environment_variable_serves_every_command(
-    lc: Run, small_mesh: SmallMesh, package_hash: str, tmp_path: Path
+    lc: Run, mesh: InProcessSmallMesh, package_hash: str, tmp_path: Path
 ) -> None:
-    data = ["--address", small_mesh.data.address]
+    data = ["--address", mesh.data]
     # datasets through the gateway are the data service's, answer for answer
     assert as_json(lc("datasets", "list", "--json")) == as_json(lc("datasets", "list", "--json", *data))
     sample = ["datasets", "sample", "pol", "--n", "4", "--seed", "9", "--json"]
@@ -93,9 +102,9 @@ def test_one_address_by_environment_variable_serves_every_command(
     assert as_json(lc("datasets", "validate", "pol", "--json"))["valid"] is True
     # an upload streams through the gateway; the data service holds it
     copy = tmp_path / "copy.csv"
-    copy.write_bytes((small_mesh.root / "pol.csv").read_bytes())
+    copy.write_bytes((mesh.root / "pol.csv").read_bytes())
     up = as_json(lc("datasets", "upload", str(copy), "--json"))
-    assert up["dataset_id"] == "copy" and up["row_count"] == small_mesh.table.num_rows
+    assert up["dataset_id"] == "copy" and up["row_count"] == mesh.table.num_rows
     assert as_json(lc("datasets", "show", "copy", "--json", *data))["version"] == up["version"]
     assert "deleted copy" in ok(lc("datasets", "delete", "copy"))
     missing = one_line_error(lc("datasets", "show", "copy"))
@@ -103,7 +112,7 @@ def test_one_address_by_environment_variable_serves_every_command(
     # ReadRows (a server stream) through the gateway, message for message
     request = data_service_pb2.ReadRowsRequest(dataset_id="pol", start_row=0, end_row=100)
     streams = []
-    for address in (small_mesh.gateway.address, small_mesh.data.address):
+    for address in (mesh.gateway, mesh.data):
         with grpc.insecure_channel(address) as channel:
             stub = data_service_pb2_grpc.DataServiceStub(channel)
             streams.append([m.SerializeToString() for m in stub.ReadRows(request, timeout=30)])
@@ -114,9 +123,9 @@ def test_one_address_by_environment_variable_serves_every_command(
     assert ok(lc("jobs", "wait", job_id)).startswith(f"{job_id}: succeeded")
 
 
-def test_a_saved_context_names_the_address_and_the_flag_wins(lc: Run, small_mesh: SmallMesh) -> None:
+def test_a_saved_context_names_the_address_and_the_flag_wins(lc: Run, mesh: InProcessSmallMesh) -> None:
     unset = {"LIVECALC_ADDRESS": ""}
-    gateway = small_mesh.gateway.address
+    gateway = mesh.gateway
     ok(lc("config", "set-context", "mesh", "--address", gateway, extra=unset))
     ok(lc("config", "set-context", "nowhere", "--address", "127.0.0.1:1", extra=unset))
     assert "switched to context" in ok(lc("config", "use-context", "mesh", extra=unset))
@@ -174,7 +183,7 @@ def test_unique_prefixes_of_job_ids_and_package_hashes(lc: Run, package_hash: st
     assert "no such file or directory, nor a package hash" in no_such
 
 
-def test_every_table_has_a_header_row(lc: Run, package_hash: str, small_mesh: SmallMesh) -> None:
+def test_every_table_has_a_header_row(lc: Run, package_hash: str, mesh: InProcessSmallMesh) -> None:
     ok(lc("submit", "--package", package_hash, "--dataset", "pol", "--scenarios", "5"))
     headers = {
         ("jobs", "list"): list(JOB_HEADER),
@@ -187,7 +196,7 @@ def test_every_table_has_a_header_row(lc: Run, package_hash: str, small_mesh: Sm
         lines = ok(lc(*argv)).splitlines()
         assert lines[0].split() == header, (argv, lines[:2])
     sample = ok(lc("datasets", "sample", "pol", "--n", "2")).splitlines()
-    assert sample[0].split() == ["row", *small_mesh.table.column_names]
+    assert sample[0].split() == ["row", *mesh.table.column_names]
     shown = ok(lc("package", "show", package_hash)).splitlines()
     assert ["NODE", "ENGINE", "INPUTS", "OUTPUTS"] in [line.split() for line in shown]
     assert ["ASSET", "BYTES", "SHA256"] in [line.split() for line in shown]
@@ -237,20 +246,20 @@ def test_wait_exit_status_cancel_reason_and_label_filter(lc: Run, package_hash: 
 
 
 def test_run_local_with_a_package_and_a_dataset_equals_the_mesh(
-    lc: Run, small_mesh: SmallMesh, package_hash: str, tmp_path: Path
+    lc: Run, mesh: InProcessSmallMesh, package_hash: str, tmp_path: Path
 ) -> None:
     job = as_json(lc("submit", "--package", package_hash, "--dataset", "pol", "--scenarios", "30", "--json"))
-    local = lc("run", "--local", "--package", str(small_mesh.model_dir), "--dataset", str(small_mesh.root / "pol.csv"),
+    local = lc("run", "--local", "--package", str(mesh.model_dir), "--dataset", str(mesh.root / "pol.csv"),
                "--scenarios", "30", "--threads", "1", "--data-dir", str(tmp_path))  # fmt: skip
     assert hash_line(ok(local)) == job["result"]["result_hash"]
-    alone = one_line_error(lc("run", "--local", "--package", str(small_mesh.model_dir)))
+    alone = one_line_error(lc("run", "--local", "--package", str(mesh.model_dir)))
     assert "--package and --dataset go together" in alone
 
 
 def test_validate_a_local_file_by_path_and_an_invalid_upload_is_refused_at_once(
-    lc: Run, small_mesh: SmallMesh, tmp_path: Path
+    lc: Run, mesh: InProcessSmallMesh, tmp_path: Path
 ) -> None:
-    good = small_mesh.root / "pol.csv"
+    good = mesh.root / "pol.csv"
     assert "valid" in ok(lc("datasets", "validate", str(good)))  # a positional FILE, no service needed
     semicolons = tmp_path / "semi.csv"
     semicolons.write_text(good.read_text().replace(",", ";"))
@@ -266,7 +275,7 @@ def test_validate_a_local_file_by_path_and_an_invalid_upload_is_refused_at_once(
     upload = lc("datasets", "upload", str(bad))
     assert upload.returncode == 1 and upload.stdout == ""
     assert "row 4: [range] age_at_entry" in upload.stderr and "not uploaded" in upload.stderr.splitlines()[-1]
-    by_package = lc("datasets", "upload", str(bad), "--package", str(small_mesh.model_dir))
+    by_package = lc("datasets", "upload", str(bad), "--package", str(mesh.model_dir))
     assert by_package.returncode == 1 and "of the declaration of --package" in by_package.stderr
     listed = [d["dataset_id"] for d in as_json(lc("datasets", "list", "--json"))["datasets"]]
     assert "semi" not in listed and "bad" not in listed  # nothing was sent
