@@ -69,7 +69,8 @@ from services.gateway.scenario_sets import (
     mark_result,
     result_scenarios_key,
 )
-from services.gateway.store import JobStore, ResultKey, StoreClosed, Written
+from services.gateway.store import JobStore, ResultKey
+from services.gateway.store_writer import StoreClosed, Written
 from services.gateway.submission import limit_violations, spec_differences
 from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.preview_error import preview_uncertainty

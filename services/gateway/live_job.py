@@ -19,7 +19,8 @@ from services.gateway.dispatcher import DispatchConfig, Dispatcher
 from services.gateway.events import EventLog
 from services.gateway.fold import JobFold
 from services.gateway.planner import Plan
-from services.gateway.store import Checkpoint, ResultKey, Written
+from services.gateway.store import Checkpoint, ResultKey
+from services.gateway.store_writer import Written
 from services.valuation.interface.declaration import Outputs
 from services.valuation.scenarios import ScenarioParams
 

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from livecalc.gateway.v1 import job_pb2
 from services.gateway.live_job import JobConfig, LiveJob
 from services.gateway.results import running_statistics
-from services.gateway.store import Checkpoint, JobStore, Written
+from services.gateway.store import Checkpoint, JobStore
+from services.gateway.store_writer import Written
 
 
 class JobReporter:

@@ -1,28 +1,20 @@
 """The job store: jobs, their events and results in SQLite under the data dir.
 
-Writes never run on the event loop. Each write method serializes its record on the
-caller's thread (a snapshot: the caller may change its message afterwards) and queues it
-for one writer thread that owns the write connection; it returns a `Written` future that
-completes once the write is committed (await it with `asyncio.wrap_future` where a later
-step depends on it, or ignore it). Writes are committed in the order they were issued; the
-writer commits whatever is queued together in one transaction (a commit, and now and then a
-WAL checkpoint with its fsync, is what stalled the loop when they ran on it: up to 290 ms
-beside another suite on a shared machine).
-`transaction()` groups the writes issued inside it into one unit that commits whole or not
-at all. Reads use their own connection on the caller's thread: WAL lets them run beside the
-writer, and they see committed writes only (`written()` / `flush()` wait for those issued
-so far). Records are the JobService messages themselves (serialized protobuf); a result's
-per-scenario values (every output's, f64 [K][N] in declared order) are kept apart as
-little-endian float64 so records stay small and ListJobs never reads them. Records and events
-written before results carried declared outputs are read in the current shape (legacy.py).
+Every write method serializes its record on the caller's thread and queues it for the store's
+writer (store_writer.py: one thread owns the write connection, commits in issue order, batches
+what is queued into one transaction, `transaction()` units commit whole or not at all); it
+returns a `Written` future that completes once the write is committed. While commits fail (a
+full disk) the store reports itself failing (`failure`, `on_health`). Reads use their own
+connection on the caller's thread: WAL lets them run beside the writer, and they see committed
+writes only (`written()` / `flush()` wait for those issued so far). Records are the JobService
+messages themselves (serialized protobuf); a result's per-scenario values (every output's,
+f64 [K][N] in declared order) are kept apart as little-endian float64 so records stay small
+and ListJobs never reads them. Records and events written before results carried declared
+outputs are read in the current shape (legacy.py).
 
-A batch that cannot be committed (a full disk, an I/O error) fails the futures of all its
-writes, none of its units is visible, and the store reports itself failing (`failure`,
-`on_health`) until a later commit succeeds; while it fails, the writer tries a small probe
-write now and then so that it notices when the disk has room again. One gateway owns a store,
-which is checked and brought to the current schema when it opens (store_file.py). A record
-that does not decode is skipped where jobs are listed and reported with its job id
-(`StoreDataLoss` where that one job is asked for).
+One gateway owns a store, which is checked and brought to the current schema when it opens
+(store_file.py). A record that does not decode is skipped where jobs are listed and reported
+with its job id (`StoreDataLoss` where that one job is asked for).
 
 A running job's fold is checkpointed (`Checkpoint`: the next block to fold, the exact
 running total of every output as float64 bytes, the steps of the folded blocks) in the same
@@ -36,15 +28,11 @@ import contextlib
 import itertools
 import logging
 import os
-import queue
 import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from time import time_ns
-from typing import Any, Final, NamedTuple, TypeAlias
+from typing import Any, Final
 
 import grpc
 import numpy as np
@@ -54,6 +42,7 @@ from livecalc.gateway.v1 import job_pb2
 from services.common.errors import InvalidArgument, LivecalcError
 from services.gateway.legacy import upgrade_event, upgrade_job
 from services.gateway.store_file import StoreUnusable, lock, open_schema
+from services.gateway.store_writer import HealthListener, StoreWriter, Written
 from services.valuation.arrays import F64
 
 log = logging.getLogger(__name__)
@@ -63,32 +52,9 @@ MAX_PAGE: Final = 500
 #: Bytes of job records one ListJobs page carries at most (gRPC's message limit is 4 MiB): a
 #: page ends early, with a token, rather than fail on the wire.
 MAX_PAGE_BYTES: Final = 3 * 1024 * 1024
-#: Units of writes the writer commits together at most.
-MAX_BATCH: Final = 512
-#: How often a failing store tries a probe write while nothing else is queued.
-PROBE_SECONDS: Final = 1.0
 #: Largest create_ns a page token may name (SQLite integers are signed 64-bit).
 _MAX_NS: Final = 2**63 - 1
 
-#: Completes (with the write's result) once the write is committed; see the module docstring.
-Written: TypeAlias = "Future[Any]"
-#: One write: runs on the writer's connection inside the batch's transaction.
-_Op: TypeAlias = Callable[[sqlite3.Connection], Any]
-
-
-class _Write(NamedTuple):
-    op: _Op
-    future: Future[Any]
-    #: Writes with the same key replace one another (a job's checkpoint): of those in one
-    #: batch only the last one runs.
-    supersedes: str | None = None
-
-
-#: Writes committed whole or not at all.
-_Unit: TypeAlias = list[_Write]
-#: Called by the writer thread when the store starts failing (with the error) and when it
-#: writes again (None).
-HealthListener: TypeAlias = Callable[[BaseException | None], None]
 _memory_names = itertools.count()
 
 
@@ -113,10 +79,6 @@ class Checkpoint:
     next_block: int
     steps: int
     total: F64 | None
-
-
-class StoreClosed(RuntimeError):
-    """A write after `JobStore.close()`."""
 
 
 class StoreDataLoss(LivecalcError):
@@ -184,24 +146,13 @@ class JobStore:
         except BaseException:
             self._unlock()
             raise
-        self._on_health = on_health
-        self._failure: BaseException | None = None
-        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
-        self._collecting: _Unit | None = None
-        self._collecting_done: Future[Any] | None = None
         self._closed = False
-        self._writer = threading.Thread(target=self._write_loop, name="job store writer", daemon=True)
-        self._writer.start()
+        self._writer = StoreWriter(self._connect, self._target, on_health)
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
-
-    @property
-    def failure(self) -> BaseException | None:
-        """The error of the last batch that could not be committed, None while writes succeed."""
-        return self._failure
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._target, isolation_level=None, uri=self._uri)
@@ -216,180 +167,26 @@ class JobStore:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
-        self._writer.join()
+        self._writer.close()
         self._db.close()
         self._unlock()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Written]:
-        """The writes issued inside are committed together (or not at all: none is when the body
-        raises). The body must not await: it collects this thread's writes until it ends.
+    @property
+    def failure(self) -> BaseException | None:
+        """The error of the last batch that could not be committed, None while writes succeed."""
+        return self._writer.failure
 
-        Yields a future of the whole unit: it completes after every write of the unit (their
-        futures' callbacks have run first) or fails with the unit's error."""
-        if self._collecting is not None:
-            assert self._collecting_done is not None
-            yield self._collecting_done  # inside another one: its writes join the outer unit
-            return
-        unit: _Unit = []
-        done: Future[Any] = Future()
-        self._collecting, self._collecting_done = unit, done
-        try:
-            yield done
-        except BaseException:
-            for write in unit:
-                write.future.cancel()
-            done.cancel()
-            raise
-        finally:
-            self._collecting = self._collecting_done = None
-        unit.append(_Write(lambda db: None, done))
-        self._submit(unit)
+    def transaction(self) -> contextlib.AbstractContextManager[Written]:
+        """The writes issued inside are committed together, or not at all (`StoreWriter.transaction`)."""
+        return self._writer.transaction()
 
     def written(self) -> Written:
         """Completes once every write issued before it is committed."""
-        future: Future[Any] = Future()
-        self._submit([_Write(lambda db: None, future)])
-        return future
+        return self._writer.written()
 
     def flush(self) -> None:
         """Block until every write issued so far is committed (start-up and tests; not on a busy loop)."""
-        self.written().result()
-
-    def _execute(self, sql: str, row: tuple[Any, ...], supersedes: str | None = None) -> Written:
-        """Queue one statement (its parameters already serialized)."""
-
-        def op(db: sqlite3.Connection) -> None:
-            db.execute(sql, row)
-
-        future: Future[Any] = Future()
-        write = _Write(op, future, supersedes)
-        if self._collecting is not None:
-            self._collecting.append(write)
-        else:
-            self._submit([write])
-        return future
-
-    def _submit(self, unit: _Unit) -> None:
-        if self._closed:
-            raise StoreClosed("the job store is closed")
-        self._queue.put(unit)
-
-    def _write_loop(self) -> None:
-        db = self._connect()
-        try:
-            while True:
-                try:
-                    unit = self._queue.get(timeout=PROBE_SECONDS if self._failure is not None else None)
-                except queue.Empty:
-                    self._health(self._probe(db))
-                    continue
-                if unit is None:
-                    return
-                batch = [unit]
-                stop = False
-                while len(batch) < MAX_BATCH:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    batch.append(more)
-                self._health(self._commit(db, batch))
-                if stop:
-                    return
-        finally:
-            db.close()
-
-    def _health(self, error: BaseException | None) -> None:
-        """Note the outcome of a commit: a change between failing and writing is logged and told."""
-        if (error is None) == (self._failure is None):
-            if error is not None:
-                self._failure = error
-            return
-        self._failure = error
-        if error is not None:
-            log.error(
-                "the job store cannot write: %s; the gateway is not ready until writes succeed again",
-                error,
-                extra={"fields": {"store": self._target, "error": str(error)}},
-            )
-        else:
-            log.warning("the job store writes again", extra={"fields": {"store": self._target}})
-        if self._on_health is not None:
-            try:
-                self._on_health(error)
-            except Exception:
-                log.exception("job store: a health listener failed")
-
-    @staticmethod
-    def _probe(db: sqlite3.Connection) -> BaseException | None:
-        """A small write, to learn whether the store can commit again."""
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT OR REPLACE INTO probe VALUES (1, ?)", (time_ns(),))
-            db.execute("COMMIT")
-            return None
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            return exc
-
-    @staticmethod
-    def _commit(db: sqlite3.Connection, batch: list[_Unit]) -> BaseException | None:
-        """One transaction for the batch; a unit that fails on its own (a constraint) is rolled
-        back alone (its futures get the error), the others are committed. A failure of the
-        store itself (full disk, I/O, the transaction gone) fails the whole batch: every future
-        gets the error, and it is returned. A write superseded later in the batch is skipped: a
-        backlog (a slow disk) writes each job's checkpoint once, not once a second."""
-        last = {w.supersedes: w for unit in batch for w in unit if w.supersedes is not None}
-
-        def run(w: _Write) -> Any:
-            return None if w.supersedes is not None and last[w.supersedes] is not w else w.op(db)
-
-        outcomes: list[tuple[_Unit, list[Any] | BaseException]] = []
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for unit in batch:
-                whole = len(unit) > 1
-                if whole:
-                    db.execute("SAVEPOINT unit")
-                try:
-                    outcomes.append((unit, [run(w) for w in unit]))
-                except Exception as exc:  # the unit's futures get it (or, below, the batch's)
-                    # SQLite may have rolled the whole transaction back (a full disk does):
-                    # what follows would then commit on its own, outside the batch
-                    if isinstance(exc, sqlite3.OperationalError) or not db.in_transaction:
-                        raise
-                    if whole:
-                        db.execute("ROLLBACK TO unit")
-                    outcomes.append((unit, exc))
-                if whole:
-                    db.execute("RELEASE unit")
-            db.execute("COMMIT")
-        except Exception as exc:  # the batch is not written: every write of it fails
-            if not isinstance(exc, sqlite3.Error):
-                log.exception("job store: a batch of writes failed", extra={"fields": {"units": len(batch)}})
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            outcomes = [(unit, exc) for unit in batch]
-            failure: BaseException | None = exc
-        else:
-            failure = None
-        for unit, outcome in outcomes:
-            for i, (_, future, _) in enumerate(unit):
-                if future.done():  # cancelled: its caller stopped waiting (the write stands)
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome[i])
-        return failure
+        self._writer.flush()
 
     # jobs
 
@@ -417,7 +214,7 @@ class JobStore:
             record.SerializeToString(),
             None if request is None else request.SerializeToString(),
         )
-        return self._execute(
+        return self._writer.execute(
             "INSERT INTO jobs (job_id, create_ns, state, tenant, idempotency_key, record, request) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (job_id) DO UPDATE SET state = excluded.state, record = excluded.record",
@@ -509,7 +306,7 @@ class JobStore:
 
     def append_event(self, event: job_pb2.JobEvent) -> Written:
         row = (event.job_id, event.sequence, event.SerializeToString())
-        return self._execute("INSERT INTO events (job_id, sequence, event) VALUES (?, ?, ?)", row)
+        return self._writer.execute("INSERT INTO events (job_id, sequence, event) VALUES (?, ?, ?)", row)
 
     def events(self, job_id: str, after: int = 0) -> list[job_pb2.JobEvent]:
         """The job's events after `after`, in order (one that does not decode is skipped and logged)."""
@@ -533,7 +330,7 @@ class JobStore:
             "INSERT OR REPLACE INTO checkpoints (job_id, dataset_version, dataset_rows, chunk_blocks, next_block, "
             "steps, total, output_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        return self._execute(sql, row, supersedes=f"checkpoint {cp.job_id}")
+        return self._writer.execute(sql, row, supersedes=f"checkpoint {cp.job_id}")
 
     def checkpoint(self, job_id: str) -> Checkpoint | None:
         row = self._db.execute(
@@ -549,7 +346,9 @@ class JobStore:
         return Checkpoint(str(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]), int(row[5]), total)
 
     def drop_checkpoint(self, job_id: str) -> Written:
-        return self._execute("DELETE FROM checkpoints WHERE job_id = ?", (job_id,), supersedes=f"checkpoint {job_id}")
+        return self._writer.execute(
+            "DELETE FROM checkpoints WHERE job_id = ?", (job_id,), supersedes=f"checkpoint {job_id}"
+        )
 
     # results
 
@@ -571,7 +370,7 @@ class JobStore:
             blob,
             int(rows.shape[0]),
         )
-        return self._execute(
+        return self._writer.execute(
             "INSERT OR REPLACE INTO results (job_id, package_hash, dataset_version, scenarios_key, preview, mean, "
             "end_ns, vectors, output_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             row,

@@ -34,7 +34,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from services.gateway.jobs import JobManager
 from services.gateway.server import StoreReadiness
-from services.gateway.store import Checkpoint, JobStore, _Write
+from services.gateway.store import Checkpoint, JobStore
+from services.gateway.store_writer import _Write
 from services.valuation.blocks import fold
 from services.valuation.statistics import result_hash
 from tests.adversarial.inprocess_gateway import TABLE, FullDisk, channel, job_spec, manager, serving, stopped, until
@@ -92,7 +93,7 @@ def test_a_batch_that_cannot_commit_fails_every_future_shows_no_unit_and_the_sto
     told: list[BaseException | None] = []
     store = JobStore(tmp_path / "jobs.sqlite3", on_health=told.append)
     started, release = threading.Event(), threading.Event()
-    store._submit([_Write(lambda db: (started.set(), release.wait(10)), Future())])  # hold the writer
+    store._writer.submit([_Write(lambda db: (started.set(), release.wait(10)), Future())])  # hold the writer
     assert started.wait(10)
     job = job_pb2.Job(job_id="j", state=S.JOB_STATE_SUCCEEDED)
     with store.transaction() as unit:

@@ -21,7 +21,8 @@ from services.gateway.events import EventLog
 from services.gateway.jobs import JobManager
 from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.store import Checkpoint, JobStore, StoreClosed, _Write
+from services.gateway.store import Checkpoint, JobStore
+from services.gateway.store_writer import StoreClosed, StoreWriter, _Write
 from services.valuation.blocks import BLOCK_SIZE
 from tests.gateway.fakes import FakeDatasets, FakeEngineStub, FakePackages, FakePool, fake_engine, partial_table
 
@@ -36,7 +37,7 @@ def held(store: JobStore) -> threading.Event:
         started.set()
         release.wait(10)
 
-    store._submit([_Write(hold, Future())])
+    store._writer.submit([_Write(hold, Future())])
     assert started.wait(10)
     return release
 
@@ -47,13 +48,13 @@ def event(job_id: str, sequence: int) -> job_pb2.JobEvent:
 
 def count_batches(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
-    commit = JobStore._commit
+    commit = StoreWriter._commit
 
     def counted(db: sqlite3.Connection, batch: list[Any]) -> None:
         sizes.append(len(batch))
         commit(db, batch)
 
-    monkeypatch.setattr(store, "_commit", counted)
+    monkeypatch.setattr(store._writer, "_commit", counted)
     return sizes
 
 
