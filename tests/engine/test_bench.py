@@ -15,7 +15,9 @@ import pyarrow as pa
 import pytest
 
 from services.data.generate import savings_blocks
-from services.engine.bench import QUICK, bench_engine, savings_bench_inputs, savings_rows
+from services.engine.bench import bench_engine
+from services.engine.bench_savings import savings_bench_inputs, savings_rows
+from services.engine.bench_timing import QUICK
 from services.engine.native import compiler
 from services.engine.pipeline import PipelineRunner
 from services.engine.runtime import Runtime
