@@ -1,7 +1,8 @@
 """Typed, frozen server configuration, resolved from flags, then environment, then defaults.
 
-The environment is read only by `resolve_server_config`, called from a `main()`; everything
-below receives the frozen `ServerConfig`.
+The environment is read only by `resolve_server_config`, called from a `main()`, through the
+`Setting`s declared here (services.common.settings); everything below receives the frozen
+`ServerConfig`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
+from services.common.settings import Setting
 
 #: Default gRPC and metrics ports by service name.
 DEFAULT_PORTS: Mapping[str, tuple[int, int]] = {
@@ -59,24 +61,22 @@ class ServerConfig:
         return f"{self.host}:{self.port}"
 
 
-def _env_int(env: Mapping[str, str], key: str) -> int | None:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidArgument(f"environment variable {key} must be an integer, got {raw!r}") from None
+#: How long in-flight RPCs get after SIGTERM, and how long NOT_SERVING is reported before it.
+GRACE: Setting[float | None] = Setting("LIVECALC_GRACE_SECONDS", float, None)
+DRAIN: Setting[float | None] = Setting("LIVECALC_DRAIN_SECONDS", float, None)
+MAX_CONNECTION_AGE = Setting("LIVECALC_MAX_CONNECTION_AGE_SECONDS", float, 300.0)
+HOST: Setting[str | None] = Setting("LIVECALC_HOST", str, None)
+METRICS_HOST: Setting[str | None] = Setting("LIVECALC_METRICS_HOST", str, None)
 
 
-def _env_float(env: Mapping[str, str], key: str) -> float | None:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise InvalidArgument(f"environment variable {key} must be a number, got {raw!r}") from None
+def port_setting(service: str) -> Setting[int]:
+    """`LIVECALC_<SERVICE>_PORT`, default the service's documented port."""
+    return Setting(f"LIVECALC_{service.upper()}_PORT", int, DEFAULT_PORTS[service][0])
+
+
+def metrics_port_setting(service: str) -> Setting[int]:
+    """`LIVECALC_<SERVICE>_METRICS_PORT`, default the service's documented metrics port; -1 disables it."""
+    return Setting(f"LIVECALC_{service.upper()}_METRICS_PORT", int, DEFAULT_PORTS[service][1])
 
 
 def resolve_server_config(
@@ -90,24 +90,23 @@ def resolve_server_config(
 ) -> ServerConfig:
     """Flags win over `LIVECALC_<SERVICE>_*` / `LIVECALC_*` variables, which win over defaults.
 
-    A metrics port of -1 (flag or environment) disables the metrics endpoint.
+    A metrics port of -1 (flag or environment) disables the metrics endpoint. Drain defaults to
+    the grace period or one second, whichever is shorter.
     """
-    prefix = f"LIVECALC_{service.upper()}_"
-    default_port, default_metrics = DEFAULT_PORTS[service]
-    port = port if port is not None else _env_int(env, prefix + "PORT")
-    metrics = metrics_port if metrics_port is not None else _env_int(env, prefix + "METRICS_PORT")
-    grace = grace_seconds if grace_seconds is not None else _env_float(env, "LIVECALC_GRACE_SECONDS")
-    drain = _env_float(env, "LIVECALC_DRAIN_SECONDS")
-    age = _env_float(env, "LIVECALC_MAX_CONNECTION_AGE_SECONDS")
+    if service not in DEFAULT_PORTS:
+        raise InvalidArgument(f"unknown service {service!r}; expected one of {sorted(DEFAULT_PORTS)}")
+    metrics = metrics_port_setting(service).resolve(env, metrics_port)
+    grace = GRACE.resolve(env, grace_seconds)
     grace = 10.0 if grace is None else grace
-    metrics = default_metrics if metrics is None else metrics
+    drain = DRAIN.resolve(env)
+    bind = HOST.resolve(env, host) or "127.0.0.1"
     return ServerConfig(
         service=service,
-        host=host or env.get("LIVECALC_HOST") or "127.0.0.1",
-        port=default_port if port is None else port,
+        host=bind,
+        port=port_setting(service).resolve(env, port),
         metrics_port=None if metrics < 0 else metrics,
-        metrics_host=env.get("LIVECALC_METRICS_HOST") or host or env.get("LIVECALC_HOST") or "127.0.0.1",
+        metrics_host=METRICS_HOST.resolve(env) or bind,
         grace_seconds=grace,
         drain_seconds=min(grace, 1.0) if drain is None else drain,
-        max_connection_age_seconds=300.0 if age is None else age,
+        max_connection_age_seconds=MAX_CONNECTION_AGE.resolve(env),
     )

@@ -3,16 +3,18 @@
 The environment is read here only (`build`); everything below receives frozen config.
 The backend is the local root directory unless an Azure connection string and container
 are given (flags or LIVECALC_DATA_AZURE_CONNECTION_STRING / LIVECALC_DATA_AZURE_CONTAINER).
-Memory limits (limits.py) come from flags, then LIVECALC_DATA_* variables, then defaults.
+Memory limits (limits.py) come from flags, then LIVECALC_DATA_* variables, then defaults; each
+setting is declared once below (services.common.settings).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 from prometheus_client import CollectorRegistry
@@ -21,6 +23,7 @@ from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.common.server import ServiceBinding
 from services.common.service import ServiceParts
+from services.common.settings import Setting, data_dir
 from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
 from services.common.storage.base import Storage
 from services.common.storage.local import LocalStorage
@@ -45,72 +48,77 @@ class DataConfig:
     limits: DataLimits = field(default_factory=DataLimits)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--root",
-        help="dataset directory (env LIVECALC_DATA_ROOT; default $LIVECALC_DATA_DIR/datasets or ./.livecalc/datasets)",
-    )
-    parser.add_argument(
-        "--azure-connection-string",
-        help="serve datasets from Azure Blob (env LIVECALC_DATA_AZURE_CONNECTION_STRING)",
-    )
-    parser.add_argument("--azure-container", help="blob container of the datasets (env LIVECALC_DATA_AZURE_CONTAINER)")
-    defaults = DataLimits()
-    for flag, _, unit, default, help_text in _LIMIT_FLAGS:
-        shown = default(defaults)
-        parser.add_argument(
-            f"--{flag}", type=float if unit == 0 else int, help=f"{help_text} (env {_env_name(flag)}; default {shown})"
-        )
-
-
-#: (flag, DataLimits field, bytes per unit (0: seconds), default as shown, help)
-_LIMIT_FLAGS: tuple[tuple[str, str, int, Callable[[DataLimits], object], str], ...] = (
-    (
-        "memory-budget-mb",
-        "memory_budget_bytes",
-        MIB,
-        lambda d: d.memory_budget_bytes // MIB,
-        "memory all reads may hold",
-    ),
-    ("max-row-bytes", "max_row_bytes", 1, lambda d: d.max_row_bytes, "longest CSV line accepted"),
-    ("max-sample-mb", "max_sample_bytes", MIB, lambda d: d.max_sample_bytes // MIB, "row data one sample may hold"),
-    ("max-message-rows", "max_message_rows", 1, lambda d: d.max_message_rows, "rows per ReadRows message"),
-    ("admission-wait-seconds", "admission_wait_seconds", 0, lambda d: d.admission_wait_seconds, "wait for memory"),
+ROOT: Setting[str | None] = Setting(
+    "LIVECALC_DATA_ROOT",
+    str,
+    None,
+    flag="--root",
+    help="dataset directory",
+    shown="$LIVECALC_DATA_DIR/datasets or ./.livecalc/datasets",
+)
+AZURE_CONNECTION_STRING: Setting[str | None] = Setting(
+    "LIVECALC_DATA_AZURE_CONNECTION_STRING",
+    str,
+    None,
+    flag="--azure-connection-string",
+    help="serve datasets from Azure Blob",
+)
+AZURE_CONTAINER: Setting[str | None] = Setting(
+    "LIVECALC_DATA_AZURE_CONTAINER", str, None, flag="--azure-container", help="blob container of the datasets"
 )
 
 
-def _env_name(flag: str) -> str:
-    return "LIVECALC_DATA_" + flag.upper().replace("-", "_")
+def _limit(flag: str, parse: type[int] | type[float], shown: object, help_text: str) -> Setting[Any]:
+    """A memory limit: unset unless given, so DataLimits' own default applies (and is shown)."""
+    env = "LIVECALC_DATA_" + flag.upper().replace("-", "_")
+    return Setting(env, parse, None, flag=f"--{flag}", help=help_text, shown=str(shown))
+
+
+_DEFAULTS = DataLimits()
+#: (setting, DataLimits field, bytes per unit: 0 for seconds)
+_LIMITS: tuple[tuple[Setting[Any], str, int], ...] = (
+    (
+        _limit("memory-budget-mb", int, _DEFAULTS.memory_budget_bytes // MIB, "memory all reads may hold"),
+        "memory_budget_bytes",
+        MIB,
+    ),
+    (_limit("max-row-bytes", int, _DEFAULTS.max_row_bytes, "longest CSV line accepted"), "max_row_bytes", 1),
+    (
+        _limit("max-sample-mb", int, _DEFAULTS.max_sample_bytes // MIB, "row data one sample may hold"),
+        "max_sample_bytes",
+        MIB,
+    ),
+    (_limit("max-message-rows", int, _DEFAULTS.max_message_rows, "rows per ReadRows message"), "max_message_rows", 1),
+    (
+        _limit("admission-wait-seconds", float, _DEFAULTS.admission_wait_seconds, "wait for memory"),
+        "admission_wait_seconds",
+        0,
+    ),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for setting in (ROOT, AZURE_CONNECTION_STRING, AZURE_CONTAINER):
+        setting.add_argument(parser)
+    for limit, _, _ in _LIMITS:
+        limit.add_argument(parser)
 
 
 def resolve_limits(args: argparse.Namespace, env: Mapping[str, str]) -> DataLimits:
     """Flags win over LIVECALC_DATA_* variables, which win over DataLimits' defaults."""
     values: dict[str, float | int] = {}
-    for flag, name, unit, _, _ in _LIMIT_FLAGS:
-        raw: object = getattr(args, flag.replace("-", "_"), None)
-        if raw is None:
-            text = env.get(_env_name(flag), "")
-            if not text:
-                continue
-            try:
-                raw = float(text) if unit == 0 else int(text)
-            except ValueError:
-                raise InvalidArgument(
-                    f"environment variable {_env_name(flag)} must be a number, got {text!r}"
-                ) from None
-        assert isinstance(raw, int | float)
-        values[name] = float(raw) if unit == 0 else int(raw) * unit
+    for setting, name, unit in _LIMITS:
+        value = setting.read(args, env)
+        if value is not None:
+            values[name] = float(value) if unit == 0 else int(value) * unit
     return DataLimits(**values)  # type: ignore[arg-type]
 
 
 def resolve_data_config(args: argparse.Namespace, env: Mapping[str, str]) -> DataConfig:
-    """Flags win over the environment, which wins over defaults."""
-    root = getattr(args, "root", None) or env.get("LIVECALC_DATA_ROOT")
-    if not root:
-        base = env.get("LIVECALC_DATA_DIR") or ".livecalc"
-        root = str(Path(base) / "datasets")
-    conn = getattr(args, "azure_connection_string", None) or env.get("LIVECALC_DATA_AZURE_CONNECTION_STRING")
-    container = getattr(args, "azure_container", None) or env.get("LIVECALC_DATA_AZURE_CONTAINER")
+    """Flags win over the environment, which wins over defaults (the root: under the data dir)."""
+    root = ROOT.read(args, env)
+    conn = AZURE_CONNECTION_STRING.read(args, env)
+    container = AZURE_CONTAINER.read(args, env)
     azure = None
     if conn or container:
         if not (conn and container):
@@ -118,7 +126,9 @@ def resolve_data_config(args: argparse.Namespace, env: Mapping[str, str]) -> Dat
         if not 3 <= len(container) <= 63:
             raise InvalidArgument(f"Azure container names have 3 to 63 characters, got {container!r}")
         azure = AzureConfig(connection_string=conn, container=container)
-    return DataConfig(root=Path(root), azure=azure, limits=resolve_limits(args, env))
+    return DataConfig(
+        root=Path(root) if root else data_dir(env) / "datasets", azure=azure, limits=resolve_limits(args, env)
+    )
 
 
 async def open_storage(config: DataConfig) -> Storage:

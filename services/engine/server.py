@@ -5,26 +5,26 @@ chunks at once, reads policy rows from the data service (``--data``, default the
 port) and packages from the gateway's PackageService (``--gateway``, when a request names no
 address), and keeps downloaded packages and compiled modules under ``--cache-dir`` (the key
 that signs the compiled modules under ``--state-dir``, apart from them). Each model call may run
-``--piece-time-limit`` seconds. Flags win
-over the environment, which wins over defaults; the environment is read here only.
+``--piece-time-limit`` seconds. Each setting is declared once below (flag, variable, default,
+help); flags win over the environment, which wins over defaults; the environment is read here only.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
 from services.common.auth.service import internal_channel_security, service_credentials
 from services.common.config import DEFAULT_PORTS
-from services.common.errors import InvalidArgument
 from services.common.server import ServiceBinding
 from services.common.service import ServiceParts
+from services.common.settings import Setting
 from services.engine.memory import DEFAULT_KEEP
 from services.engine.metrics import EngineMetrics
 from services.engine.package_cache import PackageCache
@@ -35,110 +35,116 @@ from services.engine.servicer import EngineConfig, EngineServicer
 from services.engine.workers import DEFAULT_CALL_TIME_LIMIT, WasmPool
 
 ENGINE_SERVICE = engine_service_pb2.DESCRIPTOR.services_by_name["EngineService"].full_name
-T = TypeVar("T")
 DEFAULT_SLOTS = 2
 DEFAULT_PACKAGE_CACHE_MB = 512
 DEFAULT_TIME_LIMIT_SECONDS = 3600.0
 
 
+_DATA = f"127.0.0.1:{DEFAULT_PORTS['data'][0]}"
+_GATEWAY = f"127.0.0.1:{DEFAULT_PORTS['gateway'][0]}"
+THREADS: Setting[int | None] = Setting(
+    "LIVECALC_ENGINE_THREADS", int, None, flag="--threads", help="worker threads per chunk", shown="cores"
+)
+SLOTS = Setting("LIVECALC_ENGINE_SLOTS", int, DEFAULT_SLOTS, flag="--slots", help="chunks taken at once")
+DATA_ADDRESS = Setting("LIVECALC_DATA_ADDRESS", str, _DATA, flag="--data", help="data service address HOST:PORT")
+GATEWAY_ADDRESS = Setting(
+    "LIVECALC_GATEWAY_ADDRESS",
+    str,
+    _GATEWAY,
+    flag="--gateway",
+    help="PackageService address used when a chunk names none",
+)
+CACHE_DIR: Setting[str | None] = Setting(
+    "LIVECALC_ENGINE_CACHE_DIR",
+    str,
+    None,
+    flag="--cache-dir",
+    help="compiled modules and packages",
+    shown="~/.cache/livecalc",
+)
+PACKAGE_CACHE_MB = Setting(
+    "LIVECALC_ENGINE_PACKAGE_CACHE_MB",
+    int,
+    DEFAULT_PACKAGE_CACHE_MB,
+    flag="--package-cache-mb",
+    help="bound of the on-disk package cache in MiB",
+)
+PIECE_BLOCKS: Setting[int | None] = Setting(
+    "LIVECALC_ENGINE_PIECE_BLOCKS",
+    int,
+    None,
+    flag="--piece-blocks",
+    help="blocks computed per pipeline run inside a chunk",
+    shown="4·threads",
+)
+TIME_LIMIT = Setting(
+    "LIVECALC_ENGINE_TIME_LIMIT",
+    float,
+    DEFAULT_TIME_LIMIT_SECONDS,
+    flag="--time-limit",
+    help="default chunk time limit in seconds",
+)
+PIECE_TIME_LIMIT = Setting(
+    "LIVECALC_ENGINE_PIECE_TIME_LIMIT",
+    float,
+    DEFAULT_CALL_TIME_LIMIT,
+    flag="--piece-time-limit",
+    help="seconds one model call on a piece may run before the model is blamed (DEADLINE_EXCEEDED, "
+    "livecalc-fault: model); keep it under the gateway's stall limit",
+)
+MEMORY_KEEP_MB = Setting(
+    "LIVECALC_ENGINE_MEMORY_KEEP_MB",
+    int,
+    DEFAULT_KEEP >> 20,
+    flag="--memory-keep-mb",
+    help="a run that grew the engine's memory past this many MiB is followed by a fresh, small memory",
+)
+STATE_DIR: Setting[str | None] = Setting(
+    "LIVECALC_ENGINE_STATE_DIR",
+    str,
+    None,
+    flag="--state-dir",
+    help="the engine's secrets (the key that signs cached modules), outside --cache-dir",
+    shown="~/.local/state/livecalc",
+)
+SETTINGS: tuple[Setting[Any], ...] = (
+    THREADS,
+    SLOTS,
+    DATA_ADDRESS,
+    GATEWAY_ADDRESS,
+    CACHE_DIR,
+    PACKAGE_CACHE_MB,
+    PIECE_BLOCKS,
+    TIME_LIMIT,
+    PIECE_TIME_LIMIT,
+    MEMORY_KEEP_MB,
+    STATE_DIR,
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--threads", type=int, help="worker threads per chunk (env LIVECALC_ENGINE_THREADS; default: cores)"
-    )
-    parser.add_argument(
-        "--slots", type=int, help=f"chunks taken at once (env LIVECALC_ENGINE_SLOTS; default {DEFAULT_SLOTS})"
-    )
-    parser.add_argument(
-        "--data",
-        help="data service address HOST:PORT "
-        f"(env LIVECALC_DATA_ADDRESS; default 127.0.0.1:{DEFAULT_PORTS['data'][0]})",
-    )
-    parser.add_argument(
-        "--gateway",
-        help="PackageService address used when a chunk names none "
-        f"(env LIVECALC_GATEWAY_ADDRESS; default 127.0.0.1:{DEFAULT_PORTS['gateway'][0]})",
-    )
-    parser.add_argument(
-        "--cache-dir", help="compiled modules and packages (env LIVECALC_ENGINE_CACHE_DIR; default ~/.cache/livecalc)"
-    )
-    parser.add_argument(
-        "--package-cache-mb",
-        type=int,
-        help="bound of the on-disk package cache in MiB "
-        f"(env LIVECALC_ENGINE_PACKAGE_CACHE_MB; default {DEFAULT_PACKAGE_CACHE_MB})",
-    )
-    parser.add_argument(
-        "--piece-blocks",
-        type=int,
-        help="blocks computed per pipeline run inside a chunk (env LIVECALC_ENGINE_PIECE_BLOCKS; default 4·threads)",
-    )
-    parser.add_argument(
-        "--time-limit",
-        type=float,
-        help="default chunk time limit in seconds "
-        f"(env LIVECALC_ENGINE_TIME_LIMIT; default {DEFAULT_TIME_LIMIT_SECONDS:g})",
-    )
-
-    parser.add_argument(
-        "--piece-time-limit",
-        type=float,
-        help="seconds one model call on a piece may run before the model is blamed (DEADLINE_EXCEEDED, "
-        "livecalc-fault: model); keep it under the gateway's stall limit "
-        f"(env LIVECALC_ENGINE_PIECE_TIME_LIMIT; default {DEFAULT_CALL_TIME_LIMIT:g})",
-    )
-    parser.add_argument(
-        "--memory-keep-mb",
-        type=int,
-        help="a run that grew the engine's memory past this many MiB is followed by a fresh, small memory "
-        f"(env LIVECALC_ENGINE_MEMORY_KEEP_MB; default {DEFAULT_KEEP >> 20})",
-    )
-    parser.add_argument(
-        "--state-dir",
-        help="the engine's secrets (the key that signs cached modules), outside --cache-dir "
-        "(env LIVECALC_ENGINE_STATE_DIR; default ~/.local/state/livecalc)",
-    )
-
-
-def _value(flag: T | None, env: Mapping[str, str], key: str, parse: Callable[[str], T], default: T) -> T:
-    if flag is not None:
-        return flag
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return parse(raw)
-    except ValueError:
-        raise InvalidArgument(f"environment variable {key} must be a {parse.__name__}, got {raw!r}") from None
+    for setting in SETTINGS:
+        setting.add_argument(parser)
 
 
 def resolve_engine_config(args: argparse.Namespace, env: Mapping[str, str]) -> EngineConfig:
     """Flags win over LIVECALC_* variables, which win over defaults."""
-
-    def flag(name: str) -> Any:
-        return getattr(args, name, None)
-
-    threads = _value(flag("threads"), env, "LIVECALC_ENGINE_THREADS", int, os.cpu_count() or 1)
-    cache = _value(flag("cache_dir"), env, "LIVECALC_ENGINE_CACHE_DIR", str, "")
-    cache_mb = _value(flag("package_cache_mb"), env, "LIVECALC_ENGINE_PACKAGE_CACHE_MB", int, DEFAULT_PACKAGE_CACHE_MB)
-    keep_mb = _value(flag("memory_keep_mb"), env, "LIVECALC_ENGINE_MEMORY_KEEP_MB", int, DEFAULT_KEEP >> 20)
-    state = _value(flag("state_dir"), env, "LIVECALC_ENGINE_STATE_DIR", str, "")
+    threads = THREADS.read(args, env)
+    threads = (os.cpu_count() or 1) if threads is None else threads
+    cache = CACHE_DIR.read(args, env)
+    state = STATE_DIR.read(args, env)
+    piece_blocks = PIECE_BLOCKS.read(args, env)
     return EngineConfig(
         threads=threads,
-        slots=_value(flag("slots"), env, "LIVECALC_ENGINE_SLOTS", int, DEFAULT_SLOTS),
-        data_address=_value(flag("data"), env, "LIVECALC_DATA_ADDRESS", str, f"127.0.0.1:{DEFAULT_PORTS['data'][0]}"),
-        gateway_address=_value(
-            flag("gateway"), env, "LIVECALC_GATEWAY_ADDRESS", str, f"127.0.0.1:{DEFAULT_PORTS['gateway'][0]}"
-        ),
+        slots=SLOTS.read(args, env),
+        data_address=DATA_ADDRESS.read(args, env),
+        gateway_address=GATEWAY_ADDRESS.read(args, env),
         cache_dir=usable_cache_dir(Path(cache) if cache else None),
-        package_cache_bytes=cache_mb << 20,
-        piece_blocks=_value(flag("piece_blocks"), env, "LIVECALC_ENGINE_PIECE_BLOCKS", int, 4 * threads),
-        time_limit_seconds=_value(
-            flag("time_limit"), env, "LIVECALC_ENGINE_TIME_LIMIT", float, DEFAULT_TIME_LIMIT_SECONDS
-        ),
-        piece_time_limit_seconds=_value(
-            flag("piece_time_limit"), env, "LIVECALC_ENGINE_PIECE_TIME_LIMIT", float, DEFAULT_CALL_TIME_LIMIT
-        ),
-        memory_keep_bytes=keep_mb << 20,
+        package_cache_bytes=PACKAGE_CACHE_MB.read(args, env) << 20,
+        piece_blocks=4 * threads if piece_blocks is None else piece_blocks,
+        time_limit_seconds=TIME_LIMIT.read(args, env),
+        piece_time_limit_seconds=PIECE_TIME_LIMIT.read(args, env),
+        memory_keep_bytes=MEMORY_KEEP_MB.read(args, env) << 20,
         state_dir=Path(state) if state else default_state_dir(),
     )
 

@@ -15,6 +15,9 @@ from pathlib import Path
 from services.common.auth.config import (
     DEFAULT_AUDIENCE,
     DEV_ISSUER,
+    TLS,
+    TLS_CA,
+    TOKEN,
     SecurityConfig,
     dev_secret,
     resolve_security_config,
@@ -87,12 +90,9 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def channel_security_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ChannelSecurity:
-    ca = getattr(args, "tls_ca", None) or env.get("LIVECALC_TLS_CA") or None
-    tls = bool(getattr(args, "tls", None)) or (env.get("LIVECALC_TLS", "").lower() in ("1", "true", "yes"))
+    ca = TLS_CA.read(args, env)
     return ChannelSecurity(
-        token=getattr(args, "token", None) or env.get("LIVECALC_TOKEN") or None,
-        tls=tls or ca is not None,
-        tls_ca=Path(ca) if ca else None,
+        token=TOKEN.read(args, env), tls=TLS.read(args, env) or ca is not None, tls_ca=Path(ca) if ca else None
     )
 
 

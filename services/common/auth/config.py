@@ -1,7 +1,7 @@
 """Typed, frozen security configuration: who may call, what is audited, how bytes travel.
 
-Resolved from flags, then `LIVECALC_*` environment variables, then defaults, by
-`resolve_security_config`, which only a `main()` calls. Auth is off unless one of a JWKS,
+Resolved from flags, then `LIVECALC_*` environment variables, then defaults (the `Setting`s
+below), by `resolve_security_config`, which only a `main()` calls. Auth is off unless one of a JWKS,
 an HS256 secret or the embedded dev secret is configured; then every RPC but health and
 reflection needs a bearer JWT. Protected mode (`check_bind`): a service without auth binds
 loopback only, unless `insecure` says otherwise.
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.settings import Setting, data_dir, parse_bool
 
 #: Issuer and audience of tokens signed with an HS256 secret unless configured otherwise.
 DEV_ISSUER: Final = "livecalc-dev"
@@ -112,11 +113,6 @@ def check_bind(host: str, security: SecurityConfig) -> None:
         )
 
 
-def data_dir(env: Mapping[str, str]) -> Path:
-    """The data dir: LIVECALC_DATA_DIR, else ./.livecalc."""
-    return Path(env.get("LIVECALC_DATA_DIR") or ".livecalc")
-
-
 def dev_secret(env: Mapping[str, str], *, create: bool) -> bytes:
     """The embedded HS256 secret: LIVECALC_AUTH_HS256_SECRET, else `<data dir>/auth/dev-secret`.
 
@@ -140,19 +136,25 @@ def dev_secret(env: Mapping[str, str], *, create: bool) -> bytes:
     return path.read_text().strip().encode()
 
 
-def _flag(value: bool | None, env: Mapping[str, str], key: str) -> bool:
-    if value:
-        return True
-    raw = (env.get(key) or "").strip().lower()
-    if raw in ("", "0", "false", "no"):
-        return False
-    if raw in ("1", "true", "yes"):
-        return True
-    raise InvalidArgument(f"environment variable {key} must be 1 or 0, got {raw!r}")
-
-
-def _pick(flag: str | None, env: Mapping[str, str], key: str) -> str | None:
-    return flag if flag else (env.get(key) or None)
+#: The security settings `livecalc serve` reads (flags in services.common.auth.cli).
+JWKS: Setting[str | None] = Setting("LIVECALC_AUTH_JWKS", str, None, flag="--auth-jwks")
+HS256_SECRET_FILE: Setting[str | None] = Setting(
+    "LIVECALC_AUTH_HS256_SECRET_FILE", str, None, flag="--auth-hs256-secret-file"
+)
+DEV: Setting[bool] = Setting("LIVECALC_AUTH_DEV", parse_bool, False, flag="--auth-dev")
+ISSUER: Setting[str | None] = Setting("LIVECALC_AUTH_ISSUER", str, None, flag="--auth-issuer")
+AUDIENCE = Setting("LIVECALC_AUTH_AUDIENCE", str, DEFAULT_AUDIENCE, flag="--auth-audience")
+LEEWAY = Setting("LIVECALC_AUTH_LEEWAY_SECONDS", float, 30.0, flag="--auth-leeway")
+JWKS_REFRESH = Setting("LIVECALC_AUTH_JWKS_REFRESH", float, 60.0, flag="--auth-jwks-refresh")
+AUDIT_LOG: Setting[str | None] = Setting("LIVECALC_AUDIT_LOG", str, None, flag="--audit-log")
+AUDIT_STDOUT: Setting[bool] = Setting("LIVECALC_AUDIT_STDOUT", parse_bool, False, flag="--audit-stdout")
+TLS_CERT: Setting[str | None] = Setting("LIVECALC_TLS_CERT", str, None, flag="--tls-cert")
+TLS_KEY: Setting[str | None] = Setting("LIVECALC_TLS_KEY", str, None, flag="--tls-key")
+INSECURE: Setting[bool] = Setting("LIVECALC_INSECURE", parse_bool, False, flag="--insecure")
+#: How a command or a service dials: PEM roots to trust (implies TLS), TLS on, a bearer token.
+TLS_CA: Setting[str | None] = Setting("LIVECALC_TLS_CA", str, None, flag="--tls-ca")
+TLS: Setting[bool] = Setting("LIVECALC_TLS", parse_bool, False, flag="--tls")
+TOKEN: Setting[str | None] = Setting("LIVECALC_TOKEN", str, None, flag="--token")
 
 
 def resolve_security_config(
@@ -175,37 +177,32 @@ def resolve_security_config(
 
     With auth on and no `--audit-log`, the audit log is `<data dir>/audit.log`.
     """
-    jwks = _pick(jwks, env, "LIVECALC_AUTH_JWKS")
-    secret_file = _pick(hs256_secret_file, env, "LIVECALC_AUTH_HS256_SECRET_FILE")
+    jwks = JWKS.resolve(env, jwks)
+    secret_file = HS256_SECRET_FILE.resolve(env, hs256_secret_file)
     secret: bytes | None = None
     if secret_file:
         secret = Path(secret_file).read_bytes().strip()
-    elif _flag(dev, env, "LIVECALC_AUTH_DEV") or env.get("LIVECALC_AUTH_HS256_SECRET"):
+    elif DEV.resolve(env, dev) or env.get("LIVECALC_AUTH_HS256_SECRET"):
         secret = dev_secret(env, create=True)
     auth: AuthConfig | None = None
     if jwks or secret:
-        leeway = leeway_seconds if leeway_seconds is not None else env.get("LIVECALC_AUTH_LEEWAY_SECONDS")
-        refresh = jwks_refresh_seconds if jwks_refresh_seconds is not None else env.get("LIVECALC_AUTH_JWKS_REFRESH")
-        try:
-            auth = AuthConfig(
-                jwks=jwks,
-                hs256_secret=secret,
-                issuer=_pick(issuer, env, "LIVECALC_AUTH_ISSUER"),
-                audience=_pick(audience, env, "LIVECALC_AUTH_AUDIENCE") or DEFAULT_AUDIENCE,
-                leeway_seconds=30.0 if leeway is None else float(leeway),
-                jwks_refresh_seconds=60.0 if refresh is None else float(refresh),
-            )
-        except ValueError as exc:
-            raise InvalidArgument(f"auth settings: {exc}") from None
-    audit = _pick(audit_log, env, "LIVECALC_AUDIT_LOG")
+        auth = AuthConfig(
+            jwks=jwks,
+            hs256_secret=secret,
+            issuer=ISSUER.resolve(env, issuer),
+            audience=AUDIENCE.resolve(env, audience),
+            leeway_seconds=LEEWAY.resolve(env, leeway_seconds),
+            jwks_refresh_seconds=JWKS_REFRESH.resolve(env, jwks_refresh_seconds),
+        )
+    audit = AUDIT_LOG.resolve(env, audit_log)
     audit_path = Path(audit) if audit else (data_dir(env) / "audit.log" if auth is not None else None)
-    cert, key = _pick(tls_cert, env, "LIVECALC_TLS_CERT"), _pick(tls_key, env, "LIVECALC_TLS_KEY")
+    cert, key = TLS_CERT.resolve(env, tls_cert), TLS_KEY.resolve(env, tls_key)
     if bool(cert) != bool(key):
         raise InvalidArgument("TLS needs both --tls-cert and --tls-key")
     return SecurityConfig(
         auth=auth,
         audit_path=audit_path,
-        audit_stdout=_flag(audit_stdout, env, "LIVECALC_AUDIT_STDOUT"),
+        audit_stdout=AUDIT_STDOUT.resolve(env, audit_stdout),
         tls=TlsConfig(Path(cert), Path(key)) if cert and key else None,
-        insecure=_flag(insecure, env, "LIVECALC_INSECURE"),
+        insecure=INSECURE.resolve(env, insecure),
     )

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from services.common.auth.config import SecurityConfig, resolve_security_config
+from services.common.auth.config import TLS, TLS_CA, SecurityConfig, resolve_security_config
 from services.common.auth.roles import ACT_FOR_TENANT, Role
 from services.common.auth.tokens import mint_hs256
 from services.common.client import ChannelSecurity
@@ -147,6 +147,5 @@ def _security(args: argparse.Namespace, env: Mapping[str, str]) -> SecurityConfi
 
 def internal_channel_security(args: argparse.Namespace, env: Mapping[str, str]) -> ChannelSecurity:
     """TLS of the mesh's own channels (`--tls-ca`/LIVECALC_TLS_CA, `--tls`/LIVECALC_TLS); no token."""
-    ca = getattr(args, "tls_ca", None) or env.get("LIVECALC_TLS_CA") or None
-    tls = bool(getattr(args, "tls", None)) or env.get("LIVECALC_TLS", "").lower() in ("1", "true", "yes")
-    return ChannelSecurity(token=None, tls=tls or ca is not None, tls_ca=Path(ca) if ca else None)
+    ca = TLS_CA.read(args, env)
+    return ChannelSecurity(token=None, tls=TLS.read(args, env) or ca is not None, tls_ca=Path(ca) if ca else None)
