@@ -27,7 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,13 +52,23 @@ _THREAD_SECONDS = 120.0
 
 @dataclass
 class InProcessMesh:
-    """The addresses of a running in-process mesh (HOST:PORT each) and its servers."""
+    """The addresses of a running in-process mesh (HOST:PORT each), and each server's metrics."""
 
     tmp: Path
     data: str
     engines: list[str]
-    gateway: str
-    servers: dict[str, RunningServer] = field(default_factory=dict, repr=False)
+    gateways: list[str]
+    #: Each server's Prometheus registry, by address: what its /metrics would expose.
+    registries: dict[str, CollectorRegistry] = field(default_factory=dict, repr=False)
+
+    @property
+    def gateway(self) -> str:
+        """The first gateway's address (the only one, unless `gateways` asked for more)."""
+        return self.gateways[0]
+
+    def metric(self, address: str, name: str) -> float:
+        """One unlabelled sample of the server at `address` (0 before it was ever set)."""
+        return self.registries[address].get_sample_value(name) or 0.0
 
     @contextlib.asynccontextmanager
     async def channel(self, address: str | None = None) -> AsyncIterator[aio.Channel]:
@@ -68,12 +78,8 @@ class InProcessMesh:
 
 
 async def _serve(
-    service: str,
-    module: Any,
-    flags: Mapping[str, object],
-    *,
-    port: int = 0,
-) -> tuple[RunningServer, ServiceParts]:
+    service: str, module: Any, flags: Mapping[str, object], *, port: int = 0
+) -> tuple[RunningServer, CollectorRegistry]:
     """`livecalc serve SERVICE` with `flags` (argparse names) and an empty environment, in process."""
     registry = CollectorRegistry(auto_describe=True)
     parts: ServiceParts = await module.build(argparse.Namespace(**flags), {}, registry)
@@ -84,7 +90,7 @@ async def _serve(
         for hook in parts.on_stop:
             await hook()
         raise
-    return running, parts
+    return running, registry
 
 
 @contextlib.asynccontextmanager
@@ -95,56 +101,64 @@ async def inprocess_mesh(
     engines: int = 1,
     threads: int = 1,
     slots: int = 1,
+    gateways: Sequence[Sequence[int]] | None = None,
     engine_flags: Mapping[str, object] | None = None,
     gateway_flags: Mapping[str, object] | None = None,
 ) -> AsyncIterator[InProcessMesh]:
-    """Data service over `datasets` (default TMP/datasets), `engines` engines and a gateway, each on
-    a free loopback port of this process; stopped gateway first, data service last.
+    """A data service over `datasets` (default TMP/datasets), `engines` engines and the gateways, each
+    on a free loopback port of this process; stopped gateways first, the data service last.
 
-    Engines keep their module caches and keys in TMP/cache-eN and TMP/state-eN, the gateway its
-    job store and packages in TMP/gw, as tests.meshes.Services does for processes. `engine_flags`
-    and `gateway_flags` are `livecalc serve` flags by their argparse names (``chunk_stall_seconds``).
+    `gateways` lists each gateway's engines by index (default: one gateway over all of them).
+    Engines keep their module caches and keys in TMP/cache-eN and TMP/state-eN, gateway K its job
+    store and packages in TMP/gw (K = 0) or TMP/gwK, as tests.meshes.Services does for processes.
+    `engine_flags` and `gateway_flags` are `livecalc serve` flags by their argparse names
+    (``chunk_stall_seconds``).
     """
     root = datasets if datasets is not None else tmp / "datasets"
     root.mkdir(parents=True, exist_ok=True)
+    over = [list(g) for g in gateways] if gateways is not None else [list(range(engines))]
     started: list[RunningServer] = []
+    registries: dict[str, CollectorRegistry] = {}
+
+    async def serve(service: str, module: Any, flags: Mapping[str, object], port: int = 0) -> str:
+        running, registry = await _serve(service, module, flags, port=port)
+        started.append(running)
+        address = f"127.0.0.1:{running.port}"
+        registries[address] = registry
+        return address
+
     try:
-        data, _ = await _serve("data", data_server, {"root": str(root)})
-        started.append(data)
-        data_address = f"127.0.0.1:{data.port}"
-        # engines download packages from the gateway's advertised address, known before it starts
-        gateway_port = free_port()
-        gateway_address = f"127.0.0.1:{gateway_port}"
+        data = await serve("data", data_server, {"root": str(root)})
+        # engines download packages from a gateway's advertised address, known before it starts
+        ports = [free_port() for _ in over]
         engine_addresses = []
         for i in range(engines):
             flags = {
                 "threads": threads,
                 "slots": slots,
-                "data": data_address,
-                "gateway": gateway_address,
+                "data": data,
+                "gateway": f"127.0.0.1:{ports[0]}",
                 "cache_dir": str(tmp / f"cache-e{i}"),
                 "state_dir": str(tmp / f"state-e{i}"),
                 **(engine_flags or {}),
             }
-            engine, _ = await _serve("engine", engine_server, flags)
-            started.append(engine)
-            engine_addresses.append(f"127.0.0.1:{engine.port}")
-        store = tmp / "gw"
-        flags = {
-            "engines": ",".join(engine_addresses),
-            "data_address": data_address,
-            "jobs_db": str(store / "jobs.sqlite3"),
-            "packages_root": str(store / "packages"),
-            "advertise_address": gateway_address,
-            **(gateway_flags or {}),
-        }
-        store.mkdir(parents=True, exist_ok=True)
-        gateway, _ = await _serve("gateway", gateway_server, flags, port=gateway_port)
-        started.append(gateway)
-        servers = {"data": data, "gateway": gateway} | {f"e{i}": s for i, s in enumerate(started[1:-1])}
-        yield InProcessMesh(tmp, data_address, engine_addresses, gateway_address, servers)
+            engine_addresses.append(await serve("engine", engine_server, flags))
+        gateway_addresses = []
+        for k, (port, indices) in enumerate(zip(ports, over, strict=True)):
+            store = tmp / ("gw" if k == 0 else f"gw{k}")
+            store.mkdir(parents=True, exist_ok=True)
+            flags = {
+                "engines": ",".join(engine_addresses[i] for i in indices),
+                "data_address": data,
+                "jobs_db": str(store / "jobs.sqlite3"),
+                "packages_root": str(store / "packages"),
+                "advertise_address": f"127.0.0.1:{port}",
+                **(gateway_flags or {}),
+            }
+            gateway_addresses.append(await serve("gateway", gateway_server, flags, port=port))
+        yield InProcessMesh(tmp, data, engine_addresses, gateway_addresses, registries)
     finally:
-        # the gateway first (its jobs end), then the engines, then the data service they read
+        # gateways first (their jobs end), then the engines, then the data service they read
         for running in reversed(started):
             await running.stop()
 

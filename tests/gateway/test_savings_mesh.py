@@ -1,9 +1,11 @@
-"""The savings product (lifelib savings CashValue_ME, normals → savings) through a real mesh: issue 18's
+"""The savings product (lifelib savings CashValue_ME, normals → savings) through a mesh: issue 18's
 "the same result hash for 1 and 3 engines and two chunk sizes through the mesh".
 
 One data service over generated savings policies (six blocks, the last partial), three engines, and
-two gateways: one over the first engine, one over all three. The savings reference package is built
-from `package init --model savings`'s directory and uploaded to both. The same job (30 scenarios, not
+two gateways: one over the first engine, one over all three — the real servicers on loopback gRPC
+in this process (tests.inprocess); what separate processes add is the fault suites' subject. The
+savings reference package is built from `package init --model savings`'s directory and uploaded
+to both. The same job (30 scenarios, not
 a multiple of the model's 8 scenarios per vector group) runs with 1 and with 4 blocks a chunk
 (6 and 2 chunks) on each gateway: all four results equal the package's pipeline run in this process
 (its own declaration, assets and WASM binaries), every one of the nine declared outputs bit for bit,
@@ -38,8 +40,7 @@ from services.valuation.reference_model import savings_declaration
 from services.valuation.statistics import result_hash
 from tests.engine.mesh import upload_package
 from tests.gateway.jobmesh import primary, submit
-from tests.meshes import Services
-from tests.support import ServiceProcess, metric
+from tests.inprocess import InProcessMesh, threaded_mesh
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -54,8 +55,8 @@ STEPS = "livecalc_engine_steps_total"
 
 @dataclass
 class Mesh:
-    engines: list[ServiceProcess]
-    gateways: dict[int, ServiceProcess]  # by engine count
+    served: InProcessMesh
+    gateways: dict[int, str]  # addresses, by engine count
     package_hash: str
     expected: PipelineResult
 
@@ -86,14 +87,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     archive, package = build_directory(tmp / "package", source_date_epoch=0)
     assert package.config["model"] == "savings" and not package.warnings
     expected = in_process_run(archive, root / "savings.parquet")
-    with Services(tmp) as services:
-        data = services.data(root)
-        engines = [services.engine(data, f"e{i}") for i in range(3)]
-        gateways = {n: services.gateway(data, engines[:n], store=f"gw{n}") for n in (1, 3)}
+    with threaded_mesh(tmp, datasets=root, engines=3, gateways=[[0], [0, 1, 2]]) as served:
+        gateways = dict(zip((1, 3), served.gateways, strict=True))
         package_hash = ""
         for gateway in gateways.values():
-            package_hash = upload_package(gateway.address, archive)
-        yield Mesh(engines, gateways, package_hash, expected)
+            package_hash = upload_package(gateway, archive)
+        yield Mesh(served, gateways, package_hash, expected)
 
 
 def job(package_hash: str, chunk_blocks: int) -> job_pb2.JobSpec:
@@ -111,9 +110,10 @@ def test_same_hash_for_1_and_3_engines_and_two_chunk_sizes(mesh: Mesh) -> None:
     hashes: dict[tuple[int, int], str] = {}
     totals: dict[int, float] = {}
     for n in (3, 1):  # three engines first: the steps each engine computed for them alone
-        before = [metric(e, STEPS) for e in mesh.engines]
+        engines = mesh.served.engines
+        before = [mesh.served.metric(e, STEPS) for e in engines]
         for chunk_blocks in CHUNK_BLOCKS:
-            events = submit(mesh.gateways[n].address, job(mesh.package_hash, chunk_blocks))
+            events = submit(mesh.gateways[n], job(mesh.package_hash, chunk_blocks))
             accepted, last = events[0].accepted, events[-1]
             assert last.WhichOneof("event") == "result", (n, chunk_blocks, last)
             assert accepted.blocks_total == BLOCKS
@@ -128,7 +128,7 @@ def test_same_hash_for_1_and_3_engines_and_two_chunk_sizes(mesh: Mesh) -> None:
                 assert v.size == SCENARIOS and np.all(np.isfinite(v)), (n, chunk_blocks, o.name)
                 assert np.array_equal(v, expected.portfolio(o.name)), (n, chunk_blocks, o.name)
             assert result_hash(np.array(primary(result).values)) == result.result_hash
-        steps = [metric(e, STEPS) - b for e, b in zip(mesh.engines, before, strict=True)]
+        steps = [mesh.served.metric(e, STEPS) - b for e, b in zip(engines, before, strict=True)]
         totals[n] = sum(steps)
         if n == 3:
             assert sum(s > 0 for s in steps) > 1, steps  # more than one engine computed chunks
