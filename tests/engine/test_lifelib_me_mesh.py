@@ -1,10 +1,11 @@
-"""lifelib basiclife BasicTerm_ME's 10,000 model points through a real mesh, against lifelib's totals.
+"""lifelib basiclife BasicTerm_ME's 10,000 model points through a mesh, against lifelib's totals.
 
 The reference package with BasicTerm_ME's own tables (mortality, lapse, discount curve,
 expenses, commission, loading) and one base scenario; BasicTerm_ME's model points — future
 new business (duration_mth < 0) and policies maturing at t = 0 (duration_mth = 12·term) among
 them, lifelib's premium per policy given — as a CSV dataset; uploaded through the Python client
-to a data service, two engines and a gateway on loopback, valued in 5 chunks of 2 blocks. The
+to a data service, two engines and a gateway on loopback (their real servicers in this process,
+tests.inprocess), valued in 5 chunks of 2 blocks. The
 job's outputs equal lifelib's totals to 1e-12 relative, and its hash the in-process pipeline's.
 
 Which lifelib total. lifelib computes mort_rate_mth = 1 − (1 − q)^(1/12) with numpy's power.
@@ -64,8 +65,7 @@ from services.valuation.reference_model import term_life_declaration
 from services.valuation.scenarios import ScenarioParams
 from services.valuation.statistics import result_hash
 from tests.engine import test_lifelib_me as me
-from tests.meshes import Services
-from tests.support import metric
+from tests.inprocess import threaded_mesh
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("modelx")
@@ -231,24 +231,21 @@ class MeshRun:
 
 @pytest.fixture(scope="module")
 def mesh_run(tmp_path_factory: pytest.TempPathFactory, lifelib_me: Results) -> Iterator[MeshRun]:
-    """One job of BasicTerm_ME's points on a data service, two engines and a gateway."""
+    """One job of BasicTerm_ME's points on a data service, two engines and a gateway (in this process)."""
     tmp = tmp_path_factory.mktemp("lifelib_me_mesh")
     archive = me_package(tmp / "model", me_assumptions(lifelib_me))
     table = me_dataset(tmp / f"{DATASET}.csv", lifelib_me)
     root = tmp / "datasets"
     root.mkdir()
-    with Services(tmp) as services:
-        data = services.data(root)
-        engines = [services.engine(data, f"e{i}") for i in range(2)]
-        gateway = services.gateway(data, engines)
-        with Client(gateway.address, data=data.address, timeout=60) as lc:
+    with threaded_mesh(tmp, datasets=root, engines=2) as mesh:
+        with Client(mesh.gateway, data=mesh.data, timeout=60) as lc:
             assert lc.upload_dataset(tmp / f"{DATASET}.csv").row_count == table.num_rows
             package_hash = lc.upload_package_bytes(archive).package.package_hash
             started = time.monotonic()
             events = list(lc.submit(job_spec(package_hash, DATASET, chunk_blocks=CHUNK_BLOCKS)))
             seconds = time.monotonic() - started
         result = collect(iter(events))
-        steps = [metric(e, "livecalc_engine_steps_total") for e in engines]
+        steps = [mesh.metric(e, "livecalc_engine_steps_total") for e in mesh.engines]
     yield MeshRun(archive, table, events, result, steps, seconds)
 
 
