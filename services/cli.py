@@ -133,7 +133,7 @@ def _command_groups() -> Sequence[str]:
         "services.client.cli",
         "services.client.contexts",
         "services.client.demo",
-        "services.bench_mesh",
+        "services.bench.mesh.command",
         "services.gateway.bench_store",
         "services.common.auth.cli",
     )

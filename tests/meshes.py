@@ -14,18 +14,21 @@ tests.engine.mesh; submitting jobs and reading their events from tests.gateway.j
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from services.common.processes import stop_in_stages
 from tests.support import ServiceProcess, restart_service, start_service
+
+#: How long each kind of service may take to stop before it is killed (and the test fails).
+STOP_SECONDS = 15.0
 
 
 class Services:
     """Services started over one temporary directory (their logs, caches and stores live there).
 
-    Leaving the `with` block stops every one still running, newest first; a SIGSTOPped one is
-    continued first, since it ignores SIGTERM until then. `extra` and `env` are given to every
+    Leaving the `with` block stops every one still running, newest first (a SIGSTOPped one is
+    continued first: it holds SIGTERM until then). `extra` and `env` are given to every
     service, before and under each one's own.
     """
 
@@ -86,17 +89,15 @@ class Services:
 
     def stop(self) -> None:
         """Gateways, then engines, then data services: each kind signalled together and waited
-        for before the next (one by one, a mesh of seven took 8–11 s to stop)."""
+        for before the next (one by one, a mesh of seven took 8–11 s to stop). One that had to be
+        killed fails the test, once all are stopped."""
         running = [s for s in reversed(self.started) if s.proc.poll() is None]
-        for kind in ("gateway", "engine", "data"):
-            stage = [s for s in running if s.name == kind] if kind != "data" else running
-            for service in stage:
-                service.resume()
-                if service.proc.poll() is None:
-                    service.proc.send_signal(signal.SIGTERM)
-            for service in stage:
-                service.terminate()
-            running = [s for s in running if s not in stage]
+        stages = [[s for s in running if s.name == kind] for kind in ("gateway", "engine")]
+        stages.append([s for s in running if s.name not in ("gateway", "engine")])
+        killed = stop_in_stages([[s.proc for s in stage] for stage in stages], STOP_SECONDS)
+        if killed:
+            names = [s.name for s in running if s.proc in killed]
+            raise TimeoutError(f"{', '.join(names)} did not stop within {STOP_SECONDS:g} s of SIGTERM and was killed")
 
     def __enter__(self) -> Services:
         return self

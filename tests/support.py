@@ -1,8 +1,12 @@
-"""Shared test helpers: free loopback ports and services started as real OS processes."""
+"""Shared test helpers: free loopback ports and services started as real OS processes.
+
+The processes are started, waited for and stopped by services.common.processes (as `livecalc
+up` and `livecalc bench mesh` start theirs); this adds what the tests need on top: log files that
+survive a restart on the same ports, and SIGSTOP/SIGCONT for the fault tests.
+"""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
@@ -12,47 +16,36 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from services.common import processes
 from services.common.errors import Unavailable
-from services.common.readiness import wait_serving
+
+__all__ = [
+    "ROOT",
+    "VENV_BIN",
+    "ServiceProcess",
+    "UpRun",
+    "free_offset",
+    "free_port",
+    "livecalc_up",
+    "metric",
+    "metrics_text",
+    "ports_free",
+    "read_until_up",
+    "restart_service",
+    "start_service",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+free_port = processes.free_port
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class ServiceProcess:
-    """`livecalc serve NAME` running as its own process on free loopback ports."""
-
-    name: str
-    port: int
-    metrics_port: int
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    extra: Sequence[str] = field(default=())
-    env: Mapping[str, str] = field(default_factory=dict)  # set on top of this process's environment
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> int:
-        """SIGKILL (no graceful stop), then reap; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        return self.proc.wait(timeout=10)
+class ServiceProcess(processes.ServiceProcess):
+    """`livecalc serve NAME` running as its own process on free loopback ports; the fault tests
+    can also hang it (`pause`) and let it go on (`resume`)."""
 
     def pause(self) -> None:
         """SIGSTOP: the process hangs with its sockets open."""
@@ -61,17 +54,6 @@ class ServiceProcess:
     def resume(self) -> None:
         """SIGCONT after `pause`."""
         self.proc.send_signal(signal.SIGCONT)
-
-    def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then wait; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            raise
 
 
 def start_service(
@@ -84,50 +66,33 @@ def start_service(
     wait: bool = True,
     ports: tuple[int, int] | None = None,
 ) -> ServiceProcess:
-    """Start `livecalc serve NAME` on free ports (or ``ports``: gRPC, metrics) and wait until it is SERVING."""
-    port, metrics_port = ports or (free_port(), free_port())
-    log_path = tmp / f"{name}-{port}.log"
+    """Start `livecalc serve NAME` on free ports (or ``ports``: gRPC, metrics), its log in TMP, and
+    wait until it is SERVING (TimeoutError with its log when it is not, after killing it)."""
+    return _start(name, tmp, ["--grace", str(grace), *extra], env or {}, ports or (free_port(), free_port()), wait=wait)
+
+
+def restart_service(service: ServiceProcess, tmp: Path) -> ServiceProcess:
+    """Start `service` again (after it stopped or was killed) on the same ports with the same flags
+    (its shutdown grace among them) and environment."""
+    if service.proc.poll() is None:
+        raise RuntimeError(f"{service.name} on {service.address} is still running")
+    return _start(service.name, tmp, service.extra, service.env, (service.port, service.metrics_port), wait=True)
+
+
+def _start(
+    name: str, tmp: Path, flags: Sequence[str], env: Mapping[str, str], ports: tuple[int, int], *, wait: bool
+) -> ServiceProcess:
+    log_path = tmp / f"{name}-{ports[0]}.log"
     restarts = 0
     while log_path.exists():  # a restart on the same port keeps the earlier log
         restarts += 1
-        log_path = tmp / f"{name}-{port}-{restarts}.log"
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(VENV_BIN / "livecalc"),
-                "serve",
-                name,
-                "--port",
-                str(port),
-                "--metrics-port",
-                str(metrics_port),
-                "--grace",
-                str(grace),
-                *extra,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            cwd=ROOT,
+        log_path = tmp / f"{name}-{ports[0]}-{restarts}.log"
+    try:
+        return ServiceProcess.start(
+            name, log_path, extra=flags, env=env, ports=ports, ready_timeout=30.0 if wait else None, cwd=ROOT
         )
-    service = ServiceProcess(name, port, metrics_port, proc, log_path, extra, dict(env or {}))
-    if wait:
-        try:
-            wait_serving(service.address, proc=proc, label=name)
-        except Unavailable as exc:
-            proc.kill()
-            raise TimeoutError(f"{exc}:\n{service.log()}") from None
-    return service
-
-
-def restart_service(service: ServiceProcess, tmp: Path, *, grace: float = 5.0) -> ServiceProcess:
-    """Start `service` again (after it stopped or was killed) on the same ports with the same flags
-    and environment."""
-    if service.proc.poll() is None:
-        raise RuntimeError(f"{service.name} on {service.address} is still running")
-    ports = (service.port, service.metrics_port)
-    return start_service(service.name, tmp, extra=service.extra, env=service.env, grace=grace, ports=ports)
+    except Unavailable as exc:
+        raise TimeoutError(f"{exc}:\n{log_path.read_text(errors='replace')}") from None
 
 
 def metrics_text(service: ServiceProcess) -> str:

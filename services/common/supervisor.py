@@ -1,12 +1,13 @@
-"""Process supervision: child processes started, restarted when they die unasked, stopped in stages.
+"""Process supervision for `livecalc up`: children restarted when they die unasked, stopped in stages.
 
-`spawn` starts one process with its output prefixed by its label (in its own process group, so
-a terminal's Ctrl-C reaches only the supervising process, which then stops the children in
-order). `Supervisor.check()` is one supervision step, called periodically from one thread: a
-child that exited is started again after an exponential backoff with jitter, and a child that
-exits more often than `RestartPolicy` allows within its window ends supervision with
-`RestartBudgetExceeded`. `stop_in_stages` stops processes highest stage first, waiting for each
-stage before signalling the next, so a stage can still use the ones below it while it stops.
+`spawn` starts one process (services.common.processes.launch) with its output prefixed by its
+label, in its own process group, so a terminal's Ctrl-C reaches only the supervising process,
+which then stops the children in order. `Supervisor.check()` is one supervision step, called
+periodically from one thread: a child that exited is started again after an exponential backoff
+with jitter, and a child that exits more often than `RestartPolicy` allows within its window ends
+supervision with `RestartBudgetExceeded`. `stop_children` stops them highest stage first, waiting
+for each stage before signalling the next, so a stage can still use the ones below it while it
+stops.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from services.common.errors import InvalidArgument, LivecalcError
-
-#: How long each stage may take to stop after SIGTERM before it is killed.
-STOP_TIMEOUT_SECONDS = 30.0
+from services.common.processes import STOP_TIMEOUT_SECONDS, launch, stop_in_stages
 
 
 @dataclass(frozen=True)
@@ -57,23 +55,10 @@ class Child:
         return self.spec.address
 
 
-def _pump(label: str, stream: IO[bytes], sink: IO[str] | None) -> None:
-    for line in iter(stream.readline, b""):
-        out = sink or sys.stderr
-        out.write(f"[{label}] {line.decode(errors='replace')}")
-        out.flush()
-    stream.close()
-
-
 def spawn(spec: ProcessSpec, env: Mapping[str, str], sink: IO[str] | None = None) -> Child:
     """Start `spec`'s process; its output goes to `sink` (default stderr), each line prefixed with
     its label. It gets its own process group: signals for it come from whoever spawned it."""
-    proc = subprocess.Popen(
-        list(spec.argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), process_group=0
-    )
-    assert proc.stdout is not None
-    threading.Thread(target=_pump, args=(spec.label, proc.stdout, sink), daemon=True).start()
-    return Child(spec, proc)
+    return Child(spec, launch(spec.argv, env, label=spec.label, sink=sink, own_group=True))
 
 
 def exit_description(returncode: int) -> str:
@@ -86,21 +71,11 @@ def exit_description(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-def stop_in_stages(children: Sequence[Child], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+def stop_children(children: Sequence[Child], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
     """SIGTERM the children highest stage first; each stage is waited for (killed after `timeout`)
     before the next is signalled."""
-    for stage in sorted({c.spec.stage for c in children}, reverse=True):
-        group = [c for c in children if c.spec.stage == stage]
-        for child in group:
-            if child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in group:
-            try:
-                child.proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
+    stages = sorted({c.spec.stage for c in children}, reverse=True)
+    stop_in_stages([[c.proc for c in children if c.spec.stage == stage] for stage in stages], timeout)
 
 
 @dataclass(frozen=True)
@@ -214,6 +189,6 @@ class Supervisor:
         )
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-        """Stop every child, highest stage first (`stop_in_stages`); none is restarted after this."""
+        """Stop every child, highest stage first (`stop_children`); none is restarted after this."""
         self.stopping = True
-        stop_in_stages(self.children, timeout)
+        stop_children(self.children, timeout)

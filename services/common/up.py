@@ -34,7 +34,7 @@ from services.common.auth.service import internal_channel_security
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import FailedPrecondition, InvalidArgument, LivecalcError
 from services.common.readiness import wait_serving
-from services.common.supervisor import Child, ProcessSpec, RestartBudgetExceeded, Supervisor, spawn, stop_in_stages
+from services.common.supervisor import Child, ProcessSpec, RestartBudgetExceeded, Supervisor, spawn, stop_children
 
 __all__ = [
     "Child",
@@ -141,12 +141,6 @@ def start_children(
         child = spawn(spec, env, sink)
         children.append(child)
         wait_serving(child.address, timeout=60, proc=child.proc, label=child.label, security=security)
-
-
-def stop_children(children: list[Child]) -> None:
-    """SIGTERM the gateway and wait for it (its running jobs checkpoint while engines still
-    serve), then the engines, then the data service; each stage is killed after 30 s."""
-    stop_in_stages(children)
 
 
 #: The signals that stop a mesh's owner: Ctrl-C, a service manager's stop, a closed terminal.

@@ -41,7 +41,7 @@ from services.common.supervisor import (
     RestartPolicy,
     Supervisor,
     spawn,
-    stop_in_stages,
+    stop_children,
 )
 from services.common.up import engine_ports, mesh_plan
 from services.gateway.store import JobStore
@@ -212,7 +212,7 @@ while True:
 """
 
 
-def test_stop_in_stages_waits_for_the_gateway_before_signalling_the_rest(tmp_path: Path) -> None:
+def test_stop_children_waits_for_the_gateway_before_signalling_the_rest(tmp_path: Path) -> None:
     log = tmp_path / "log"
     stages = [("data", 0.0, 0), ("engine-0", 0.0, 1), ("engine-1", 0.0, 1), ("gateway", 1.0, 2)]
     children = [
@@ -223,7 +223,7 @@ def test_stop_in_stages_waits_for_the_gateway_before_signalling_the_rest(tmp_pat
     while (log.read_text().count("ready") if log.exists() else 0) < len(stages):
         assert time.monotonic() < deadline, "the children did not start"
         time.sleep(0.05)
-    stop_in_stages(children, timeout=20)
+    stop_children(children, timeout=20)
     assert all(c.proc.returncode == 0 for c in children)
     at = {" ".join(line.split()[:2]): float(line.split()[2]) for line in log.read_text().splitlines()}
     assert at["engine-0 term"] >= at["gateway exit"] and at["engine-1 term"] >= at["gateway exit"]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from services.bench_mesh import SCALE_TARGETS, BenchConfig, Size, SizeReport, _scale_targets_met, config_from
+from services.bench.mesh.config import SCALE_TARGETS, BenchConfig, Size, config_from
+from services.bench.mesh.report import SizeReport, scale_targets_met
 from services.cli import build_parser
 from tests.support import ROOT, VENV_BIN
 
@@ -67,9 +68,9 @@ def test_scale_is_one_run_of_1m_by_1k_judged_by_the_seeds_memory() -> None:
     report = SizeReport(cfg.sizes[0])
     mb = 1 << 20
     report.peak_rss = {"gateway-1": 200 * mb, "engine-0": 450 * mb, "data": 900 * mb}
-    assert _scale_targets_met([report])  # the data service is not judged
+    assert scale_targets_met([report])  # the data service is not judged
     report.peak_rss["engine-0"] = (SCALE_TARGETS["engine_peak_rss_mb"] + 1) * mb
-    assert not _scale_targets_met([report])
+    assert not scale_targets_met([report])
 
 
 def test_engine_counts_and_sizes_from_the_command_line() -> None:

@@ -1,0 +1,198 @@
+"""What a ``livecalc bench mesh`` run found: per-size reports, the JSON document and its text."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.bench.mesh.config import DYN_LAPSE_BETA, PIPELINES, SCALE_TARGETS, TARGETS, BenchConfig, Size
+from services.bench.mesh.runs import DirectRun, JobRun
+
+
+@dataclass
+class SizeReport:
+    size: Size
+    model: str = "term_life"
+    steps: int = 0
+    in_process_s: list[float] = field(default_factory=list)
+    direct: list[DirectRun] = field(default_factory=list)
+    mesh: dict[int, list[JobRun]] = field(default_factory=dict)
+    mesh_equal: dict[int, list[JobRun]] = field(default_factory=dict)
+    hashes: list[str] = field(default_factory=list)
+    engine_chunk_seconds: dict[int, float] = field(default_factory=dict)
+    engine_chunks: dict[int, float] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = -1.0
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_1m_at_end": round(load, 2),
+    }
+
+
+def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
+    sizes = []
+    for r in reports:
+        ip = median(r.in_process_s)
+        mesh: dict[str, dict[str, Any]] = {}
+        for n, runs in r.mesh.items():
+            e2e = median([x.seconds for x in runs])
+            firsts = [x.first_statistics_s for x in runs if x.first_statistics_s is not None]
+            mesh[str(n)] = {
+                "seconds": e2e,
+                "seconds_all": [x.seconds for x in runs],
+                "steps_per_s": r.steps / e2e,
+                "ratio_to_in_process": e2e / ip,
+                "gateway_elapsed_s": median([x.gateway_elapsed_s for x in runs]),
+                "first_progress_s": median([x.first_progress_s or 0.0 for x in runs]),
+                "first_block_progress_s": median([x.first_block_progress_s or 0.0 for x in runs]),
+                "first_statistics_s": median(firsts) if firsts else None,
+                "chunks": runs[0].chunks,
+                "engine_chunk_seconds_sum": r.engine_chunk_seconds.get(n, 0.0),
+                "steps_reported": runs[0].steps,
+            }
+        if "1" in mesh:
+            for m in mesh.values():
+                m["speedup_vs_1_engine"] = mesh["1"]["seconds"] / m["seconds"]
+        equal_chunks = {}
+        for n, runs in r.mesh_equal.items():
+            e2e = median([x.seconds for x in runs])
+            equal_chunks[str(n)] = {
+                "seconds": e2e,
+                "seconds_all": [x.seconds for x in runs],
+                "chunks": runs[0].chunks,
+                "guided_speedup": e2e / mesh[str(n)]["seconds"],
+            }
+        engine_alone = None
+        if r.direct:
+            direct = median([d.seconds for d in r.direct])
+            engine_alone = {
+                "seconds": direct,
+                "engine_elapsed_s": median([d.engine_elapsed_s for d in r.direct]),
+                "read_wait_s": median([d.read_wait_s for d in r.direct]),
+                "ratio_to_in_process": direct / ip,
+            }
+        sizes.append(
+            {
+                "model": r.model,
+                "policies": r.size.policies,
+                "scenarios": r.size.scenarios,
+                "steps": r.steps,
+                "in_process": {"seconds": ip, "seconds_all": r.in_process_s, "steps_per_s": r.steps / ip},
+                "engine_alone": engine_alone,
+                "mesh": mesh,
+                "mesh_equal_chunks": equal_chunks,
+                "peak_rss_bytes": r.peak_rss,
+                "hashes_identical": len(set(r.hashes)) == 1,
+                "result_hash": r.hashes[0],
+                "runs_hashed": len(r.hashes),
+            }
+        )
+    doc: dict[str, Any] = {
+        "benchmark": "mesh --scale" if cfg.scale else "mesh",
+        "threads_per_engine": cfg.threads,
+        "repeats": cfg.repeats,
+        "statistic": "median",
+        "warm_up": "one untimed run per configuration" if cfg.warm_up else "none",
+        "models": list(cfg.models),
+        "dynamic_lapse_beta": DYN_LAPSE_BETA if "term_life" in cfg.models else None,
+        "sizes": sizes,
+        # per dataset: the sizes are different datasets, so different results
+        "all_hashes_identical": all(len(set(r.hashes)) == 1 for r in reports),
+        "targets": TARGETS,
+        "machine": machine(),
+    }
+    if cfg.scale:
+        doc["scale_targets"] = {**SCALE_TARGETS, "met": scale_targets_met(reports)}
+    return doc
+
+
+def scale_targets_met(reports: list[SizeReport]) -> bool:
+    mb = 1 << 20
+    for r in reports:
+        for label, peak in r.peak_rss.items():
+            if label.startswith("gateway") and peak > SCALE_TARGETS["gateway_peak_rss_mb"] * mb:
+                return False
+            if label.startswith("engine") and peak > SCALE_TARGETS["engine_peak_rss_mb"] * mb:
+                return False
+    return True
+
+
+def text(doc: dict[str, Any]) -> str:
+    mb = 1 << 20
+    models = doc.get("models", ["term_life"])
+    packages = "; ".join(PIPELINES[m].format(beta=doc["dynamic_lapse_beta"]) for m in models)
+    lines = [
+        f"mesh benchmark: reference package{'s' if len(models) > 1 else ''} ({packages}), "
+        f"{doc['threads_per_engine']} thread(s) per engine and in process; median of {doc['repeats']} "
+        f"timed run(s), warm-up: {doc['warm_up']}",
+        "machine: {cpu}, {cores} cores, {platform}, Python {python}, load {load_average_1m_at_end}".format(
+            **doc["machine"]
+        ),
+    ]
+    for s in doc["sizes"]:
+        lines.append("")
+        model = "" if models == ["term_life"] else f"{s['model']}: "
+        lines.append(f"{model}{s['policies']:,} policies × {s['scenarios']:,} scenarios: {s['steps']:.3e} steps")
+        ip = s["in_process"]
+        head: list[tuple[str, int]] = [("seconds", 9), ("steps/s", 11), ("× in-proc", 11), ("1st prog", 10)]
+        head += [("1st block", 10), ("1st stats", 10), ("chunks", 8), ("× 1 eng", 9)]
+        lines.append(f"  {'':<14}" + "".join(f"{name:>{width}}" for name, width in head))
+        lines.append(f"  {'in-process':<14}{ip['seconds']:>9.3f}{ip['steps_per_s']:>11.3e}{1.0:>11.2f}")
+        ea = s["engine_alone"]
+        if ea is not None:
+            steps_alone = s["steps"] / ea["seconds"]
+            lines.append(
+                f"  {'engine alone':<14}{ea['seconds']:>9.3f}{steps_alone:>11.3e}{ea['ratio_to_in_process']:>11.2f}"
+                f"{'':>30}{1:>8}   (read wait {ea['read_wait_s']:.3f} s)"
+            )
+        for n, m in s["mesh"].items():
+            stats = "-" if m["first_statistics_s"] is None else f"{m['first_statistics_s']:.3f}"
+            lines.append(
+                f"  {'mesh, ' + n + ' eng':<14}{m['seconds']:>9.3f}{m['steps_per_s']:>11.3e}"
+                f"{m['ratio_to_in_process']:>11.2f}{m['first_progress_s']:>10.3f}{m['first_block_progress_s']:>10.3f}"
+                f"{stats:>10}{m['chunks']:>8}"
+                + (f"{m['speedup_vs_1_engine']:>9.2f}" if "speedup_vs_1_engine" in m else "")
+            )
+            eq = s.get("mesh_equal_chunks", {}).get(n)
+            if eq is not None:
+                lines.append(
+                    f"  {'  equal chunks':<14}{eq['seconds']:>9.3f}{s['steps'] / eq['seconds']:>11.3e}"
+                    f"{eq['seconds'] / ip['seconds']:>11.2f}{'':>30}{eq['chunks']:>8}"
+                    f"   (equal / guided time: {eq['guided_speedup']:.2f})"
+                )
+        rss = ", ".join(f"{k} {v / mb:.0f}" for k, v in s["peak_rss_bytes"].items())
+        lines.append(f"  peak RSS (VmHWM, MB): {rss}")
+        lines.append(f"  result hashes identical: {'yes' if s['hashes_identical'] else 'NO'} ({s['runs_hashed']} runs)")
+    lines.append("")
+    lines.append(
+        "every result hash identical (per dataset: in process, engine counts, warm-ups): "
+        + ("yes" if doc["all_hashes_identical"] else "NO")
+    )
+    if "scale_targets" in doc:
+        t = doc["scale_targets"]
+        lines.append(
+            f"peak RSS within the seed's memory (gateway < {t['gateway_peak_rss_mb']} MB, "
+            f"engine < {t['engine_peak_rss_mb']} MB): {'yes' if t['met'] else 'NO'}"
+        )
+    return "\n".join(lines)
