@@ -1,6 +1,7 @@
-"""The Python client (services.client) against real data, engine and gateway processes:
-packages from a directory and a file, datasets, jobs through the sync and the async client,
-result parts assembled, cancellation, errors as the project's types, retries only for reads."""
+"""The Python client (services.client) against the real data, engine and gateway servicers on
+loopback in this process (tests.inprocess): packages from a directory and a file, datasets, jobs
+through the sync and the async client, result parts assembled, cancellation, errors as the
+project's types, retries only for reads."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from livecalc.gateway.v1 import job_pb2
 from services.client import AsyncClient, Client, JobCancelled, ResultAssembler, job_spec
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.valuation.statistics import result_hash, statistics
-from tests.client.conftest import LONG_ROWS, ROWS, SmallMesh
+from tests.client.conftest import LONG_ROWS, ROWS, InProcessSmallMesh
 from tests.engine.mesh import SEED, SIGMA, in_process_hash
 from tests.support import free_port
 
@@ -25,11 +26,11 @@ def _spec(package_hash: str, dataset: str = "pol", **kw: object) -> job_pb2.JobS
     return job_spec(package_hash, dataset, scenarios=SCENARIOS, seed=SEED, volatility=SIGMA, **kw)  # type: ignore[arg-type]
 
 
-def test_sync_client_packages_datasets_and_a_job(small_mesh: SmallMesh) -> None:
-    with Client(small_mesh.gateway.address, data=small_mesh.data.address) as lc:
-        from_dir = lc.upload_package(small_mesh.model_dir)  # a directory is built, then uploaded
-        archive = small_mesh.tmp / "model.zip"
-        archive.write_bytes(small_mesh.archive)
+def test_sync_client_packages_datasets_and_a_job(inprocess_small_mesh: InProcessSmallMesh) -> None:
+    with Client(inprocess_small_mesh.gateway, data=inprocess_small_mesh.data) as lc:
+        from_dir = lc.upload_package(inprocess_small_mesh.model_dir)  # a directory is built, then uploaded
+        archive = inprocess_small_mesh.tmp / "model.zip"
+        archive.write_bytes(inprocess_small_mesh.archive)
         from_file = lc.upload_package(archive)
         package_hash = from_dir.package.package_hash
         assert from_file.package.package_hash == package_hash and from_file.already_existed
@@ -40,8 +41,8 @@ def test_sync_client_packages_datasets_and_a_job(small_mesh: SmallMesh) -> None:
         assert lc.get_dataset("pol").row_count == ROWS
         sample = lc.sample("pol", 5, seed=7)
         assert len(sample.rows) == 5 and sample == lc.sample("pol", 5, seed=7)
-        upload = small_mesh.tmp / "copy.csv"
-        upload.write_bytes((small_mesh.root / "pol.csv").read_bytes())
+        upload = inprocess_small_mesh.tmp / "copy.csv"
+        upload.write_bytes((inprocess_small_mesh.root / "pol.csv").read_bytes())
         assert lc.upload_dataset(upload).row_count == ROWS
 
         events = list(lc.submit(_spec(package_hash, labels={"team": "client-test"})))
@@ -50,7 +51,7 @@ def test_sync_client_packages_datasets_and_a_job(small_mesh: SmallMesh) -> None:
         assert [e.sequence for e in events] == sorted(e.sequence for e in events)
         job_id = events[0].job_id
         result = events[-1].result
-        expected = in_process_hash(small_mesh.archive, small_mesh.table, SCENARIOS)
+        expected = in_process_hash(inprocess_small_mesh.archive, inprocess_small_mesh.table, SCENARIOS)
         (primary,) = [o for o in result.outputs if o.primary]
         assert result.result_hash == expected == result_hash(primary.values)
 
@@ -74,9 +75,9 @@ def test_sync_client_packages_datasets_and_a_job(small_mesh: SmallMesh) -> None:
 
 
 @pytest.mark.anyio
-async def test_async_client_submit_cancel_and_wait(small_mesh: SmallMesh) -> None:
-    async with AsyncClient(small_mesh.gateway.address, data=small_mesh.data.address) as lc:
-        package_hash = (await lc.upload_package_bytes(small_mesh.archive)).package.package_hash
+async def test_async_client_submit_cancel_and_wait(inprocess_small_mesh: InProcessSmallMesh) -> None:
+    async with AsyncClient(inprocess_small_mesh.gateway, data=inprocess_small_mesh.data) as lc:
+        package_hash = (await lc.upload_package_bytes(inprocess_small_mesh.archive)).package.package_hash
         spec = job_spec(package_hash, "long", scenarios=1000, seed=SEED, volatility=SIGMA, chunk_blocks=1)
         events = lc.submit(spec)
         accepted = await anext(events)
