@@ -9,74 +9,20 @@ module with it at load, and the package validator checks a package's binaries wi
 upload, so both judge a binary alike. It checks structure only as far as it relies on it
 (wasmtime validates the rest); any construct outside what the model ABI needs (imported
 globals, unknown opcodes) is refused with `WasmFormatError` rather than guessed at.
+The byte-level cursor is wasm_reader.py, the code section's instruction walk wasm_code.py.
 `tests/engine/test_wasm_binary.py` fuzzes it against wasmtime's own view of generated modules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from services.common.errors import InvalidArgument
-
-
-class WasmFormatError(InvalidArgument):
-    """The bytes are not a WebAssembly module this reader decodes, or use what a model may not."""
-
+from services.common.wasm_code import blocking_instructions
+from services.common.wasm_reader import F32, F64, I32, I64, V128, VALTYPE_NAMES, WasmFormatError, WasmReader, valtype
 
 _MASK32: Final = 0xFFFFFFFF
 _MASK64: Final = 0xFFFFFFFFFFFFFFFF
-
-WAIT_OPCODES: Final = {0x01: "memory.atomic.wait32", 0x02: "memory.atomic.wait64"}
-"""0xFE-prefixed atomics that block the thread until notified; epoch interruption cannot stop them."""
-
-
-class _Reader:
-    """A cursor over bytes; every read past the end is a `WasmFormatError`, never an IndexError."""
-
-    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
-        self.data, self.pos = data, pos
-        self.end = len(data) if end is None else end
-
-    def byte(self) -> int:
-        if self.pos >= self.end:
-            raise WasmFormatError("truncated WebAssembly binary")
-        b = self.data[self.pos]
-        self.pos += 1
-        return b
-
-    def bytes(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > self.end:
-            raise WasmFormatError("truncated WebAssembly binary")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def uleb(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return result
-            if shift > 70:
-                raise WasmFormatError("malformed LEB128 integer in WebAssembly binary")
-
-    def sleb(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return result - (1 << shift) if b & 0x40 else result
-            if shift > 70:
-                raise WasmFormatError("malformed LEB128 integer in WebAssembly binary")
-
-    def name(self) -> str:
-        return self.bytes(self.uleb()).decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)
@@ -101,17 +47,6 @@ class DataSegment:
     def end(self) -> int:
         return self.offset + self.size
 
-
-VALTYPE_NAMES: Final = {
-    0x7F: "i32",
-    0x7E: "i64",
-    0x7D: "f32",
-    0x7C: "f64",
-    0x7B: "v128",
-    0x70: "funcref",
-    0x6F: "externref",
-}
-"""Value types as wasmtime spells them in signatures."""
 
 Signature = tuple[tuple[str, ...], tuple[str, ...]]
 """(param types, result types) of a function."""
@@ -156,11 +91,7 @@ class ModuleInfo:
         return self.globals[index] if index is not None and index < len(self.globals) else None
 
 
-# Value types as bytes: i32, i64, f32, f64, v128, funcref, externref.
-I32, I64, F32, F64, V128 = 0x7F, 0x7E, 0x7D, 0x7C, 0x7B
-
-
-def const_expr(r: _Reader, globals_: list[Global]) -> int | None:
+def const_expr(r: WasmReader, globals_: list[Global]) -> int | None:
     """Evaluate a constant expression up to its ``end``: an int (i32 results as unsigned 32-bit,
     i64 as unsigned 64-bit), or None for float/v128/reference results.
 
@@ -214,7 +145,7 @@ def const_expr(r: _Reader, globals_: list[Global]) -> int | None:
             raise WasmFormatError(f"constant expression uses opcode {op:#04x}, which the engine does not evaluate")
 
 
-def _limits(r: _Reader) -> tuple[bool, int | None]:
+def _limits(r: WasmReader) -> tuple[bool, int | None]:
     """(shared, maximum) of a table's or memory's limits."""
     flags = r.byte()
     r.uleb()
@@ -222,14 +153,7 @@ def _limits(r: _Reader) -> tuple[bool, int | None]:
     return bool(flags & 2), maximum
 
 
-def _valtype(r: _Reader) -> int:
-    t = r.byte()
-    if t in (0x63, 0x64):  # (ref null? heaptype) of the GC proposal
-        r.sleb()
-    return t
-
-
-def _imports(r: _Reader, info: ModuleInfo, func_types: list[int]) -> None:
+def _imports(r: WasmReader, info: ModuleInfo, func_types: list[int]) -> None:
     """Record the imports; an imported global would make global indices ambiguous here."""
     for _ in range(r.uleb()):
         module, name = r.name(), r.name()
@@ -238,7 +162,7 @@ def _imports(r: _Reader, info: ModuleInfo, func_types: list[int]) -> None:
         if kind == 0x00:
             func_types.append(r.uleb())
         elif kind == 0x01:
-            _valtype(r)
+            valtype(r)
             _limits(r)
         elif kind == 0x02:
             shared, maximum = _limits(r)
@@ -249,18 +173,18 @@ def _imports(r: _Reader, info: ModuleInfo, func_types: list[int]) -> None:
         info.imports.append(Import(module, name, _IMPORT_KINDS[kind], shared, maximum))
 
 
-def _types(r: _Reader) -> list[Signature]:
+def _types(r: WasmReader) -> list[Signature]:
     types: list[Signature] = []
     for _ in range(r.uleb()):
         if r.byte() != 0x60:
             raise WasmFormatError("type section holds a form other than a function type")
-        params = tuple(VALTYPE_NAMES.get(_valtype(r), "?") for _ in range(r.uleb()))
-        results = tuple(VALTYPE_NAMES.get(_valtype(r), "?") for _ in range(r.uleb()))
+        params = tuple(VALTYPE_NAMES.get(valtype(r), "?") for _ in range(r.uleb()))
+        results = tuple(VALTYPE_NAMES.get(valtype(r), "?") for _ in range(r.uleb()))
         types.append((params, results))
     return types
 
 
-def _constant_body(r: _Reader) -> int | None:
+def _constant_body(r: WasmReader) -> int | None:
     """N when a function body is exactly ``i32.const N; end`` with no locals, else None."""
     if r.uleb() != 0 or r.byte() != 0x41:
         return None
@@ -277,11 +201,11 @@ def read_module(wasm: bytes) -> ModuleInfo:
     func_types: list[int] = []  # type index of every function, imported ones first
     exported_funcs: dict[str, int] = {}
     code_start = -1
-    top = _Reader(wasm, 8)
+    top = WasmReader(wasm, 8)
     while top.pos < top.end:
         section = top.byte()
         size = top.uleb()
-        r = _Reader(wasm, top.pos, top.pos + size)
+        r = WasmReader(wasm, top.pos, top.pos + size)
         if r.end > len(wasm):
             raise WasmFormatError("truncated WebAssembly binary")
         if section == 1:
@@ -292,9 +216,9 @@ def read_module(wasm: bytes) -> ModuleInfo:
             func_types.extend(r.uleb() for _ in range(r.uleb()))
         elif section == 6:
             for _ in range(r.uleb()):
-                valtype = _valtype(r)
+                value_type = valtype(r)
                 mutable = r.byte() == 1
-                info.globals.append(Global(valtype, mutable, const_expr(r, info.globals)))
+                info.globals.append(Global(value_type, mutable, const_expr(r, info.globals)))
         elif section == 7:
             for _ in range(r.uleb()):
                 name = r.name()
@@ -308,7 +232,7 @@ def read_module(wasm: bytes) -> ModuleInfo:
             info.has_start = True
         elif section == 10:
             code_start = r.pos
-            info.blocking |= _blocking_instructions(r)
+            info.blocking |= blocking_instructions(r)
         elif section == 11:
             _data(r, info)
         top.pos = r.end
@@ -329,17 +253,17 @@ def read_module(wasm: bytes) -> ModuleInfo:
 
 def _abi_constant(wasm: bytes, code_start: int, body_index: int) -> int | None:
     """The constant the code section's body number ``body_index`` returns (see `_constant_body`)."""
-    r = _Reader(wasm, code_start)
+    r = WasmReader(wasm, code_start)
     if not 0 <= body_index < r.uleb():
         return None
     for _ in range(body_index):
         skip = r.uleb()  # read before moving: `r.pos += r.uleb()` would add to the old position
         r.pos += skip
     size = r.uleb()
-    return _constant_body(_Reader(wasm, r.pos, r.pos + size))
+    return _constant_body(WasmReader(wasm, r.pos, r.pos + size))
 
 
-def _data(r: _Reader, info: ModuleInfo) -> None:
+def _data(r: WasmReader, info: ModuleInfo) -> None:
     for _ in range(r.uleb()):
         flags = r.uleb()
         if flags == 1:
@@ -355,124 +279,6 @@ def _data(r: _Reader, info: ModuleInfo) -> None:
         n = r.uleb()
         r.bytes(n)
         info.data.append(DataSegment(memory, offset, n))
-
-
-# ---------------------------------------------------------------------------
-# The code section: walk every instruction (immediates decoded) to find blocking ones
-
-
-def _memarg(r: _Reader) -> None:
-    align = r.uleb()
-    if align & 0x40:  # multi-memory: an explicit memory index follows
-        r.uleb()
-    r.uleb()
-
-
-def _blocktype(r: _Reader) -> None:
-    if r.pos < r.end and r.data[r.pos] in (0x40, I32, I64, F32, F64, V128, 0x70, 0x6F):
-        r.pos += 1  # empty or a single value type
-    else:
-        r.sleb()  # a type index (s33)
-
-
-# Opcodes (single byte) and the immediates they carry.
-_NO_IMM: Final = frozenset({0x00, 0x01, 0x05, 0x0B, 0x0F, 0x1A, 0x1B, 0xD1}) | frozenset(range(0x45, 0xC5))
-_ONE_IDX: Final = frozenset({0x0C, 0x0D, 0x10, 0x12, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0xD2})
-_SIMD_MEMARG: Final = frozenset({*range(0, 12), 92, 93})
-_SIMD_LANE: Final = frozenset(range(21, 35))
-_SIMD_MEMARG_LANE: Final = frozenset(range(84, 92))
-_FC_IMMEDIATES: Final = {8: 2, 9: 1, 10: 2, 11: 1, 12: 2, 13: 1, 14: 2, 15: 1, 16: 1, 17: 1}
-
-
-def _instructions(r: _Reader) -> Iterator[tuple[int, int]]:
-    """Yield (prefix, opcode) for each instruction up to ``r.end`` (prefix 0 for single bytes)."""
-    while r.pos < r.end:
-        op = r.byte()
-        if op in _NO_IMM:
-            yield 0, op
-        elif op in (0x02, 0x03, 0x04):
-            _blocktype(r)
-            yield 0, op
-        elif op in _ONE_IDX:
-            r.uleb()
-            yield 0, op
-        elif op == 0x0E:
-            for _ in range(r.uleb() + 1):
-                r.uleb()
-            yield 0, op
-        elif op in (0x11, 0x13):
-            r.uleb()
-            r.uleb()
-            yield 0, op
-        elif op == 0x1C:
-            for _ in range(r.uleb()):
-                _valtype(r)
-            yield 0, op
-        elif 0x28 <= op <= 0x3E:
-            _memarg(r)
-            yield 0, op
-        elif op in (0x3F, 0x40):
-            r.uleb()
-            yield 0, op
-        elif op in (0x41, 0x42):
-            r.sleb()
-            yield 0, op
-        elif op == 0x43:
-            r.bytes(4)
-            yield 0, op
-        elif op == 0x44:
-            r.bytes(8)
-            yield 0, op
-        elif op == 0xD0:
-            r.sleb()
-            yield 0, op
-        elif op == 0xFC:
-            sub = r.uleb()
-            if sub > 17:
-                raise WasmFormatError(f"code uses instruction 0xfc {sub}, which the engine does not allow")
-            for _ in range(_FC_IMMEDIATES.get(sub, 0)):
-                r.uleb()
-            yield op, sub
-        elif op == 0xFD:
-            sub = r.uleb()
-            if sub in _SIMD_MEMARG:
-                _memarg(r)
-            elif sub in (12, 13):
-                r.bytes(16)
-            elif sub in _SIMD_LANE:
-                r.byte()
-            elif sub in _SIMD_MEMARG_LANE:
-                _memarg(r)
-                r.byte()
-            elif sub > 0x113:
-                raise WasmFormatError(f"code uses instruction 0xfd {sub}, which the engine does not allow")
-            yield op, sub
-        elif op == 0xFE:
-            sub = r.uleb()
-            if sub == 0x03:
-                r.byte()  # atomic.fence's reserved byte
-            elif sub <= 0x4E:
-                _memarg(r)
-            else:
-                raise WasmFormatError(f"code uses instruction 0xfe {sub}, which the engine does not allow")
-            yield op, sub
-        else:
-            raise WasmFormatError(f"code uses opcode {op:#04x}, which the engine does not allow")
-
-
-def _blocking_instructions(r: _Reader) -> set[str]:
-    found: set[str] = set()
-    for _ in range(r.uleb()):
-        size = r.uleb()
-        body = _Reader(r.data, r.pos, r.pos + size)
-        for _ in range(body.uleb()):  # local declarations: count, type
-            body.uleb()
-            _valtype(body)
-        for prefix, op in _instructions(body):
-            if prefix == 0xFE and op in WAIT_OPCODES:
-                found.add(WAIT_OPCODES[op])
-        r.pos += size
-    return found
 
 
 @dataclass(frozen=True)

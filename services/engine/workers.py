@@ -34,7 +34,8 @@ from typing import Any, Protocol
 
 import wasmtime
 
-from services.common.wasm_binary import StaticData, WasmFormatError, read_module, static_data
+from services.common.wasm_binary import StaticData, read_module, static_data
+from services.common.wasm_reader import WasmFormatError
 from services.engine.errors import (
     EngineClosed,
     ModelCancelled,

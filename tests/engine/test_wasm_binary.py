@@ -12,7 +12,8 @@ import struct
 import pytest
 import wasmtime
 
-from services.common.wasm_binary import WasmFormatError, read_module
+from services.common.wasm_binary import read_module
+from services.common.wasm_reader import WasmFormatError
 from services.engine.runtime import PAGE, Runtime
 from services.engine.shared_memory import FixedSharedMemory
 

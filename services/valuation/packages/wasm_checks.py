@@ -26,10 +26,10 @@ from services.common.wasm_binary import (
     ModuleInfo,
     Signature,
     StaticData,
-    WasmFormatError,
     read_module,
     static_data,
 )
+from services.common.wasm_reader import WasmFormatError
 from services.valuation.interface.declaration import ModelInterface
 from services.valuation.interface.parser import parse_interface
 from services.valuation.model_abi import ABI_VERSION, ENTRY_POINTS, SIGNATURES, model_kind

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.wasm_binary import StaticData, WasmFormatError, read_module, static_data
+from services.common.wasm_binary import StaticData, read_module, static_data
+from services.common.wasm_reader import WasmFormatError
 from services.valuation.interface.parser import parse_interface
 from services.valuation.packages.config import pipeline_issues, pipeline_of
 from services.valuation.packages.manifest import CONFIG
