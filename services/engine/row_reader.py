@@ -8,7 +8,7 @@ UNAVAILABLE (the gateway may retry the chunk elsewhere).
 
 A data service that restarts delays a chunk, never fails it (issue 12, item 3): GetDataset,
 ReadRows and SampleRows are retried on UNAVAILABLE (or a reset connection) with exponential
-backoff for at most `RetryPolicy.total_seconds`; ReadRows resumes at the first row it has
+backoff (`DATA_RETRY`: at most 30 s from the first failure); ReadRows resumes at the first row it has
 not received, so rows already read are not read again.
 """
 
@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -39,6 +38,7 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.common.retry import Backoff, Retry
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,9 @@ MAX_RECEIVE_BYTES = 16 << 20
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long a read keeps trying a data service that does not answer."""
-
-    #: Give up (UNAVAILABLE) once this long has passed since the first failure.
-    total_seconds: float = 30.0
-    first_backoff: float = 0.1
-    max_backoff: float = 1.0
-
-    def backoff(self, failures: int) -> float:
-        return float(min(self.max_backoff, self.first_backoff * 2.0 ** (failures - 1)))
+#: How long a read keeps trying a data service that does not answer: pauses from 0.1 s doubling
+#: to 1 s, and UNAVAILABLE once the next pause would end more than 30 s after the first failure.
+DATA_RETRY = Backoff(first=0.1, cap=1.0, seconds=30.0)
 
 
 def _transient(exc: grpc.RpcError) -> bool:
@@ -73,28 +65,17 @@ def _transient(exc: grpc.RpcError) -> bool:
     )
 
 
-@dataclass
-class _Retry:
-    """One read's retry state: `failed()` sleeps the backoff, or raises once the bound is spent."""
-
-    policy: RetryPolicy
-    what: str
-    failures: int = 0
-    first_failure: float = field(default=0.0)
-
-    async def failed(self, exc: grpc.RpcError) -> None:
-        now = time.monotonic()
-        if self.failures == 0:
-            self.first_failure = now
-        self.failures += 1
-        pause = self.policy.backoff(self.failures)
-        if now + pause - self.first_failure > self.policy.total_seconds:
-            raise exc
-        log.warning(
-            "data service unavailable; retrying",
-            extra={"fields": {"read": self.what, "attempt": self.failures, "retry_in_s": round(pause, 3)}},
-        )
-        await asyncio.sleep(pause)
+async def _pause(retry: Retry, what: str) -> bool:
+    """After a transient failure: log and sleep the backoff, True; False once the bound is spent."""
+    pause = retry.failed()
+    if pause is None:
+        return False
+    log.warning(
+        "data service unavailable; retrying",
+        extra={"fields": {"read": what, "attempt": retry.failures, "retry_in_s": round(pause, 3)}},
+    )
+    await asyncio.sleep(pause)
+    return True
 
 
 _ARROW_TYPES = {
@@ -120,13 +101,13 @@ class RowReader:
     def __init__(
         self,
         address: str,
-        retry: RetryPolicy | None = None,
+        retry: Backoff = DATA_RETRY,
         *,
         credentials: ServiceCredentials | None = None,
         security: ChannelSecurity | None = None,
     ) -> None:
         self.address = address
-        self.retry = retry or RetryPolicy()
+        self.retry = retry
         #: The engine's service token, sent on every call (none when auth is off).
         self.credentials = credentials or ServiceCredentials()
         # reconnect soon after a restart: gRPC's default backoff grows to minutes
@@ -187,7 +168,8 @@ class RowReader:
         batches: list[pa.RecordBatch] = []
         schema: pa.Schema | None = None
         next_row = start_row
-        retry = _Retry(self.retry, f"ReadRows {dataset_id}")
+        # one bound for the whole read: rows delivered between failures do not renew it
+        retry = Retry(self.retry)
         while True:
             request = data_service_pb2.ReadRowsRequest(
                 dataset_id=dataset_id,
@@ -216,10 +198,9 @@ class RowReader:
             except grpc.RpcError as exc:
                 if not _transient(exc):
                     raise _read_error(exc, dataset_id, self.address) from None
-                try:
-                    await retry.failed(exc)  # then go on from next_row
-                except grpc.RpcError:
+                if not await _pause(retry, f"ReadRows {dataset_id}"):
                     raise _read_error(exc, dataset_id, self.address) from None
+                # then go on from next_row
             finally:
                 call.cancel()
         if next_row != end_row:
@@ -253,16 +234,14 @@ class RowReader:
 
     async def _unary(self, call: Callable[[], Awaitable[T]], dataset_id: str) -> T:
         """One unary call, retried while the data service is unavailable (within the bound)."""
-        retry = _Retry(self.retry, f"{dataset_id}")
+        retry = Retry(self.retry)
         while True:
             try:
                 return await call()
             except grpc.RpcError as exc:
                 if not _transient(exc):
                     raise _read_error(exc, dataset_id, self.address) from None
-                try:
-                    await retry.failed(exc)
-                except grpc.RpcError:
+                if not await _pause(retry, dataset_id):
                     raise _read_error(exc, dataset_id, self.address) from None
 
     async def close(self) -> None:

@@ -23,6 +23,7 @@ from livecalc.engine.v1 import engine_service_pb2, engine_service_pb2_grpc
 from services.common.auth.service import ServiceCredentials
 from services.common.client import ChannelSecurity, open_aio_channel
 from services.common.errors import InvalidArgument
+from services.common.retry import Backoff
 
 if TYPE_CHECKING:
     from livecalc.engine.v1.engine_service_pb2_grpc import EngineServiceAsyncStub
@@ -124,19 +125,17 @@ class Engine:
         self.slot_steps_per_second = speed if old <= 0 else old + SPEED_SMOOTHING * (speed - old)
 
     def failed(self, base: float) -> float:
-        """Record a failure; returns how long the engine is left alone."""
+        """Record a failure; returns how long the engine is left alone: `base` doubling with each
+        failure in a row, at most MAX_BACKOFF. An engine is never given up on (no budget): it leaves
+        only when its address does."""
         self.failures += 1
-        pause = min(MAX_BACKOFF, base * 2.0 ** (self.failures - 1))
+        pause = Backoff(first=base, cap=MAX_BACKOFF).delay(self.failures)
         self.down_until = time.monotonic() + pause
         return pause
 
     def succeeded(self) -> None:
         self.failures = 0
         self.down_until = 0.0
-
-    @property
-    def available(self) -> bool:
-        return not self.gone and self.slots > 0 and time.monotonic() >= self.down_until
 
 
 def median_slot_speed(engines: list[Engine]) -> float:

@@ -47,6 +47,7 @@ from livecalc_client.errors import (
     from_rpc_error,
 )
 from livecalc_client.results import Job, JobResult, JobState, job_from_proto, result_from_proto
+from livecalc_client.retry import Backoff, Retry
 
 T = TypeVar("T")
 
@@ -228,7 +229,8 @@ class AsyncClient:
 
     ``timeout`` is the deadline of each unary call in seconds (streams have none unless
     ``stream_timeout`` is set: a valuation may run for hours); ``retries`` is how often an
-    idempotent call is retried on UNAVAILABLE (backoff 0.2 s doubling, at most 5 s).
+    idempotent call is retried on UNAVAILABLE, and how often a broken event stream is resumed
+    without an event in between (backoff 0.2 s doubling, at most 5 s, ± 10 %: `livecalc_client.retry`).
     ``token`` is sent as ``authorization: Bearer <token>`` on every call; ``tls_ca`` (PEM
     roots, a path) or ``tls=True`` (system roots) connects with TLS. Without them the
     client uses the `livecalc` command's settings (plaintext, no token, by default).
@@ -294,18 +296,15 @@ class AsyncClient:
         address = self.data if service == "data" else self.gateway
         if address == self.gateway:
             service = "gateway"  # the dataset calls go through it
-        delay = 0.2
-        attempt = 0
+        retry = Retry(Backoff(self.retries))
         while True:
             try:
                 return await fn()
             except grpc.aio.AioRpcError as exc:
-                if idempotent and exc.code() in RETRYABLE and attempt < self.retries:
-                    attempt += 1
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                raise from_rpc_error(exc, service, address) from None
+                pause = retry.failed() if idempotent and exc.code() in RETRYABLE else None
+                if pause is None:
+                    raise from_rpc_error(exc, service, address) from None
+                await asyncio.sleep(pause)
 
     # ---- jobs -------------------------------------------------------------------------
 
@@ -317,11 +316,13 @@ class AsyncClient:
 
         The submission carries an idempotency key (a fresh UUID unless given): when the
         stream breaks (UNAVAILABLE) before acceptance it is resubmitted with the same key,
-        after acceptance the events are resumed with WatchJob from the last one seen.
+        after acceptance the events are resumed with WatchJob from the last one seen. Each event
+        renews the retry budget: only `retries` breaks in a row without an event give up.
         """
         key = idempotency_key or uuid.uuid4().hex
         request = job_service_pb2.SubmitJobRequest(spec=spec, idempotency_key=key)
-        job_id, last, attempt = "", 0, 0
+        job_id, last = "", 0
+        retry = Retry(Backoff(self.retries))
         while True:
             call = (
                 self._jobs().SubmitJob(request, timeout=self.stream_timeout)
@@ -334,23 +335,25 @@ class AsyncClient:
                 async for response in call:
                     event = response.event
                     job_id, last = event.job_id, event.sequence
+                    retry.progressed()
                     yield event
                     if event.WhichOneof("event") in FINAL_EVENTS:
                         return
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() in RETRYABLE and attempt < self.retries:
-                    attempt += 1
-                    await asyncio.sleep(0.2 * 2**attempt)
-                    continue
-                raise from_rpc_error(exc, "gateway", self.gateway) from None
+                pause = retry.failed() if exc.code() in RETRYABLE else None
+                if pause is None:
+                    raise from_rpc_error(exc, "gateway", self.gateway) from None
+                await asyncio.sleep(pause)
             finally:
                 call.cancel()
 
     async def watch(self, job_id: str, *, after_sequence: int = 0) -> AsyncGenerator[job_pb2.JobEvent, None]:
         """Yield a job's events after ``after_sequence`` (0: all kept events) until it ends;
-        a broken stream (UNAVAILABLE) is resumed from the last event seen."""
-        last, attempt = after_sequence, 0
+        a broken stream (UNAVAILABLE) is resumed from the last event seen, up to `retries` times
+        in a row without an event in between."""
+        last = after_sequence
+        retry = Retry(Backoff(self.retries))
         while True:
             call = self._jobs().WatchJob(
                 job_service_pb2.WatchJobRequest(job_id=job_id, after_sequence=last), timeout=self.stream_timeout
@@ -358,16 +361,16 @@ class AsyncClient:
             try:
                 async for response in call:
                     last = response.event.sequence
+                    retry.progressed()
                     yield response.event
                     if response.event.WhichOneof("event") in FINAL_EVENTS:
                         return
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() in RETRYABLE and attempt < self.retries:
-                    attempt += 1
-                    await asyncio.sleep(0.2 * 2**attempt)
-                    continue
-                raise from_rpc_error(exc, "gateway", self.gateway) from None
+                pause = retry.failed() if exc.code() in RETRYABLE else None
+                if pause is None:
+                    raise from_rpc_error(exc, "gateway", self.gateway) from None
+                await asyncio.sleep(pause)
             finally:
                 call.cancel()
 
