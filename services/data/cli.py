@@ -7,7 +7,7 @@ stdout and nothing else). Failures are LivecalcError subclasses, which the top-l
 as one line on stderr with exit code 1. `validate FILE` (or `--file FILE`) judges a local file
 before upload with the data service's own code, in this process: no service is needed (unless
 `--package` names a stored package by hash or a unique prefix of one, which is downloaded from
-the gateway). `upload` judges the file the same way before sending it and refuses an invalid
+the gateway; cli_judge.py). `upload` judges the file the same way before sending it and refuses an invalid
 one at once: by `--package`'s declaration, else — when the file has term life's policy
 columns — by the shipped term-life declaration; `--no-validate` sends it as it is.
 """
@@ -15,10 +15,7 @@ columns — by the shipped term-life declaration; `--no-validate` sends it as it
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import json
-import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,32 +24,28 @@ from typing import Any, Final, TypeVar
 import anyio
 
 from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
-from livecalc.gateway.v1 import package_service_pb2, package_service_pb2_grpc
 from services.client.contexts import ADDRESS_HELP
-from services.client.ids import HASH_LIKE, resolve_package_hash
-from services.client.sync import Client
 from services.common.client import as_dict, emit_json, table, write_out
 from services.common.client import call as call_service
-from services.common.errors import InvalidArgument, LivecalcError
+from services.common.errors import InvalidArgument
+from services.data.cli_judge import (
+    DatasetInvalid,
+    delimiter_hint,
+    judge_upload,
+    local_header,
+    package_judge,
+    print_report,
+)
 from services.data.generate import GENERATORS, generate
 from services.data.validation import TERM_LIFE, Judge, validate_file
-from services.valuation.interface.records import package_rules, term_life_rules
+from services.valuation.interface.records import term_life_rules
 from services.valuation.interface.tables import bounds_json
-from services.valuation.packages.archive import read_archive
 from services.valuation.packages.canonical import canonical_json
-from services.valuation.packages.manifest import CONFIG
-from services.valuation.packages.package import read_directory
-from services.valuation.packages.report import raise_on_errors
 
-_HASH: Final = re.compile(r"[0-9a-f]{64}")
 #: Upload chunk payload: well below the service's per-chunk cap and, with framing, the
 #: 4 MiB message limit (a 4 MiB payload plus its 5 framing bytes is over it).
 UPLOAD_CHUNK_BYTES: Final = 1 << 20
 T = TypeVar("T")
-
-
-class DatasetInvalid(LivecalcError):
-    """Validation found violations (the report was printed)."""
 
 
 def call(address: str, fn: Callable[[data_service_pb2_grpc.DataServiceStub], T]) -> T:
@@ -186,67 +179,6 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _download_package(address: str, package_hash: str, timeout: float) -> bytes:
-    """A stored package's archive from the gateway (PackageService.DownloadPackage)."""
-
-    def fetch(stub: package_service_pb2_grpc.PackageServiceStub) -> bytes:
-        request = package_service_pb2.DownloadPackageRequest(package_hash=package_hash)
-        return b"".join(m.chunk for m in stub.DownloadPackage(request, timeout=timeout))
-
-    return call_service(address, "gateway", package_service_pb2_grpc.PackageServiceStub, fetch)
-
-
-def package_judge(spec: str, gateway: str, timeout: float) -> tuple[Judge, dict[str, Any]]:
-    """The rules a package's datasets are judged by, and its config: ``spec`` is a package
-    directory, an archive, or the hash (or a unique prefix of it) of a package stored on the gateway."""
-    path = Path(spec)
-    if path.is_dir():
-        config, files, issues, _ = read_directory(path)
-        raise_on_errors(issues)
-    elif path.is_file() or HASH_LIKE.fullmatch(spec.lower()):
-        if path.is_file():
-            archive = path.read_bytes()
-        else:
-            package_hash = spec.lower()
-            if not _HASH.fullmatch(package_hash):
-                with Client(gateway, timeout=timeout) as lc:
-                    package_hash = resolve_package_hash(lc, package_hash)
-            archive = _download_package(gateway, package_hash, timeout)
-        files = read_archive(archive)
-        if CONFIG not in files:
-            raise InvalidArgument(f"--package {spec}: the archive has no {CONFIG}")
-        config = json.loads(files[CONFIG])
-    else:
-        raise InvalidArgument(f"--package {spec}: neither a package directory, an archive nor a package hash")
-    if not isinstance(config, dict):
-        raise InvalidArgument(f"--package {spec}: {CONFIG} must hold a JSON object")
-    try:
-        interface, bounds = package_rules(config, files.get)
-    except ValueError as exc:
-        raise InvalidArgument(f"--package {spec}: {exc}") from None
-    return Judge(interface, bounds, str(config.get("model") or "")), config
-
-
-def delimiter_hint(header: str) -> str | None:
-    """A hint when a CSV header looks separated by ';' or tabs (LiveCalc reads commas)."""
-    if "," in header:
-        return None
-    for sep, name in ((";", "semicolons"), ("\t", "tabs")):
-        if sep in header:
-            return (
-                f"the header looks separated by {name}, not commas: LiveCalc reads comma-separated files "
-                "(export the file as CSV with ',' as the delimiter)"
-            )
-    return None
-
-
-def _local_header(path: Path) -> str:
-    if path.suffix.lower() != ".csv":
-        return ","
-    with path.open("rb") as f:
-        return f.readline(1 << 16).decode("utf-8", errors="replace")
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     if args.file is None and args.dataset_id is not None and Path(args.dataset_id).is_file():
         args.file, args.dataset_id = args.dataset_id, None  # `validate FILE`: a local file by its path
@@ -262,7 +194,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             raise InvalidArgument(f"--model {args.model}: only {TERM_LIFE} is known by name; give its --package")
         reply = anyio.run(validate_file, path, judge, args.max_violations)
         if reply.missing_columns:
-            hint = delimiter_hint(_local_header(path))
+            hint = delimiter_hint(local_header(path))
     else:
         request = data_service_pb2.ValidateDatasetRequest(
             dataset_id=args.dataset_id, model=args.model, max_violations=args.max_violations
@@ -281,65 +213,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({**as_dict(reply), **({"hint": hint} if hint else {})})
     else:
-        _print_report(reply, hint, sys.stdout)
+        print_report(reply, hint, sys.stdout)
     if not reply.valid:
         raise DatasetInvalid(f"dataset {reply.dataset_id!r} has {reply.violation_count} violation(s)")
     return 0
-
-
-def _print_report(reply: data_service_pb2.ValidateDatasetResponse, hint: str | None, out: Any) -> None:
-    state = "valid" if reply.valid else "INVALID"
-    version = f" ({reply.version})" if reply.version else ""
-    print(f"{reply.dataset_id}{version}: {state}, {reply.rows_checked:,} rows checked", file=out)
-    if reply.missing_columns:
-        print(f"missing columns: {', '.join(reply.missing_columns)}", file=out)
-    for rc in reply.rule_counts:
-        print(f"  {rc.rule:<22} {rc.count:>10,}", file=out)
-    for v in reply.violations:
-        print(f"  row {v.row}: [{v.rule}] {v.message}", file=out)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
-
-
-def _local_columns(path: Path) -> list[str]:
-    """The column names of a local .csv (its header line) or .parquet file (its schema)."""
-    if path.suffix.lower() == ".csv":
-        return next(csv.reader([_local_header(path)]), [])
-    import pyarrow.parquet as pq  # noqa: PLC0415 - parquet only
-
-    return list(pq.read_schema(path).names)
-
-
-def _judge_upload(args: argparse.Namespace, path: Path) -> None:
-    """Judge a file before it is uploaded; an invalid one is refused at once (DatasetInvalid,
-    nothing sent), with its report on stderr. By ``--package``'s declaration; else by the
-    shipped term-life declaration when the file has its policy columns (another model's
-    policies and scenario sets are not judged without their package); a CSV whose header is
-    separated by ';' or tabs is refused whatever the model (LiveCalc reads commas)."""
-    hint = delimiter_hint(_local_header(path))
-    if hint is not None:
-        raise DatasetInvalid(f"{path.name}: not uploaded: {hint} (--no-validate uploads it as it is)")
-    if args.package is not None:
-        judge, _ = package_judge(args.package, args.address, args.timeout)
-        whose = f"the declaration of --package {args.package}"
-    else:
-        judge = Judge(*term_life_rules(), model=TERM_LIFE)
-        if not set(judge.interface.required_columns) <= set(_local_columns(path)):
-            print(
-                f"{path.name}: not judged before upload: its columns are not term life's; --package PACKAGE "
-                "judges it by your model's declaration",
-                file=sys.stderr,
-            )
-            return
-        whose = f"the shipped {TERM_LIFE} declaration (--package PACKAGE judges by your model's)"
-    reply = anyio.run(validate_file, path, judge, 20)
-    if not reply.valid:
-        _print_report(reply, None, sys.stderr)
-        raise DatasetInvalid(
-            f"{path.name}: not uploaded: {reply.violation_count:,} violation(s)"
-            f"{' and missing columns' if reply.missing_columns else ''} of {whose}; "
-            "--no-validate uploads it as it is"
-        )
 
 
 def _file_sha256(path: Path) -> tuple[int, str]:
@@ -370,7 +247,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise InvalidArgument(f"{path}: no such file")
     if not args.no_validate:
-        _judge_upload(args, path)
+        judge_upload(args, path)
     size, digest = _file_sha256(path)
     header = data_service_pb2.UploadHeader(
         dataset_id=args.id or path.name[: -len(suffix)],
