@@ -28,6 +28,7 @@ import anyio
 import grpc
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
+from services.common import rss
 from services.common.readiness import wait_serving
 from services.common.storage.base import CountingStorage
 from services.common.storage.local import LocalStorage
@@ -67,16 +68,6 @@ def measure_metadata(root: Path, dataset_id: str) -> dict[str, Any]:
         return figures
 
     return anyio.run(run, backend="asyncio")
-
-
-def _peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def _count_rows(stub: data_service_pb2_grpc.DataServiceStub, request: data_service_pb2.ReadRowsRequest) -> int:
@@ -142,7 +133,8 @@ def run_bench(rows: int, seed: int, workdir: Path) -> dict[str, Any]:
             stub = data_service_pb2_grpc.DataServiceStub(channel)
             for fmt, dataset_id in ids.items():
                 result["formats"][fmt]["service"] = measure_service(stub, dataset_id, rows)
-        result["service_peak_rss_mb"] = _peak_rss_mb(proc.pid)
+        peak = rss.peak_rss_bytes(proc.pid)
+        result["service_peak_rss_mb"] = None if peak is None else peak / (1 << 20)
     finally:
         proc.terminate()
         try:

@@ -8,12 +8,13 @@ same bits as before.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import wasmtime
 
+from services.common import rss
 from services.engine.pipeline import PipelineRunner, RunInputs
 from services.engine.runtime import PAGE, Runtime
 from services.engine.workers import WasmPool
@@ -40,10 +41,9 @@ GROW = bytes(
 
 
 def resident_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+    resident = rss.rss_bytes(os.getpid())
+    assert resident is not None, "no VmRSS in /proc/self/status"
+    return resident
 
 
 @pytest.fixture

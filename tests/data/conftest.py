@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import socket
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common import rss
 from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
 from services.common.storage.base import CountingStorage, Storage
 from services.common.storage.local import LocalStorage
@@ -111,10 +111,9 @@ def big_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             ],
             stdout=subprocess.DEVNULL,
         )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak = rss.wait_peak_rss_bytes(proc)
         assert proc.returncode == 0
-        return usage.ru_maxrss / 1024
+        return peak / (1 << 20)
 
     for path in out.values():
         # the CLI's own imports (pyarrow, numpy, wasmtime, grpc) are most of a run's peak; a run of

@@ -20,6 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
+from services.common import rss
 from services.data.generate import generate
 
 pytestmark = pytest.mark.slow
@@ -28,10 +29,9 @@ BUDGET_MB = 512
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+    peak = rss.peak_rss_bytes(pid)
+    assert peak is not None, "no VmHWM"
+    return peak / (1 << 20)
 
 
 def test_memory_stays_bounded_and_health_answers(service_factory: Any, tmp_path: Path) -> None:

@@ -1,15 +1,16 @@
 """`livecalc bench mesh --quick --json`: the benchmark runs end to end and every hash agrees.
 
 A correctness test of the benchmark command (real processes on free ports, tiny sizes), not a
-timing test: no figure is asserted, only the document's shape and that the in-process run and
-every mesh job (1 and 2 engines) gave the same result hash; `--model savings` the same through
-the savings package (normals → savings).
+timing test: no figure is asserted beyond fitting in the time the command took, only the
+document's shape and that the in-process run and every mesh job (1 and 2 engines) gave the same
+result hash; `--model savings` the same through the savings package (normals → savings).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ BENCH = (str(VENV_BIN / "livecalc"), "bench", "mesh")
 
 
 def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> None:
+    started = time.monotonic()
     done = subprocess.run(
         [str(VENV_BIN / "livecalc"), "bench", "mesh", "--quick", "--compare-equal", "--json", "--dir", str(tmp_path)],
         capture_output=True,
@@ -32,6 +34,7 @@ def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> Non
         cwd=ROOT,
         check=False,
     )
+    wall = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-4000:]
     doc = json.loads(done.stdout)  # one JSON document and nothing else
     assert doc["benchmark"] == "mesh" and doc["statistic"] == "median" and doc["models"] == ["term_life"]
@@ -44,9 +47,14 @@ def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> Non
     # warm-up + timed runs: in process, and each engine count; timed runs with equal chunks
     assert size["runs_hashed"] == (1 + len(size["mesh"])) * (1 + doc["repeats"]) + len(size["mesh"]) * doc["repeats"]
     assert set(size["mesh_equal_chunks"]) == {"1", "2"}
-    for n, figures in size["mesh_equal_chunks"].items():
-        assert figures["seconds"] > 0 and figures["chunks"] >= 1
-        assert figures["guided_speedup"] == figures["seconds"] / size["mesh"][n]["seconds"]
+    for figures in size["mesh_equal_chunks"].values():
+        assert figures["seconds"] > 0 and figures["chunks"] >= 1 and figures["guided_speedup"] > 0
+    # every timed run happened one after another inside the command: together they cannot have
+    # taken longer than the test saw the command take (a figure in the wrong unit, or made up)
+    timed = [*size["in_process"]["seconds_all"], size["engine_alone"]["seconds"]]
+    for runs in (size["mesh"], size["mesh_equal_chunks"]):
+        timed += [seconds for figures in runs.values() for seconds in figures["seconds_all"]]
+    assert 0 < sum(timed) < wall
     assert size["in_process"]["seconds"] > 0 and size["in_process"]["steps_per_s"] > 0
     assert size["engine_alone"]["seconds"] > 0
     assert set(size["mesh"]) == {"1", "2"}

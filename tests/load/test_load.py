@@ -14,13 +14,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import pytest
 from grpc import aio
 
 from livecalc.gateway.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from services.common import rss
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import in_process_hash, policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import spec
@@ -40,7 +40,7 @@ LAG_NAME = "livecalc_gateway_event_loop_lag_seconds"
 
 @dataclass
 class RssSampler:
-    """VmRSS of some processes every `period` seconds, from /proc/PID/status (kB)."""
+    """VmRSS of some processes every `period` seconds (bytes)."""
 
     pids: dict[str, int]
     period: float = 0.1
@@ -49,9 +49,9 @@ class RssSampler:
 
     def sample(self) -> None:
         for name, pid in self.pids.items():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    self.samples.setdefault(name, []).append(int(line.split()[1]))
+            resident = rss.rss_bytes(pid)
+            assert resident is not None, f"{name} (pid {pid}) has no VmRSS"
+            self.samples.setdefault(name, []).append(resident)
 
     def run(self) -> None:
         while not self._stop.wait(self.period):
@@ -70,8 +70,8 @@ class RssSampler:
 
     def mib(self, name: str) -> tuple[float, float, float]:
         """Start, peak and end RSS in MiB."""
-        kb = self.samples[name]
-        return kb[0] / 1024, max(kb) / 1024, kb[-1] / 1024
+        mib = [b / (1 << 20) for b in self.samples[name]]
+        return mib[0], max(mib), mib[-1]
 
 
 @dataclass
