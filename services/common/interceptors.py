@@ -27,7 +27,7 @@ import grpc
 from grpc import aio
 
 from services.common.errors import InvalidArgument, LivecalcError, Unavailable
-from services.common.metrics import RpcType, ServerMetrics
+from services.common.metrics import RpcType, ServerMetrics, code_label
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +37,6 @@ def _split_method(full: str) -> tuple[str, str]:
     _, _, rest = full.partition("/")
     service, _, method = rest.partition("/")
     return service, method
-
-
-def _code_name(code: grpc.StatusCode | None) -> str:
-    # go-grpc-prometheus labels codes as Go's codes.Code.String() does: "OK", "Canceled",
-    # "InvalidArgument", … (Go spells CANCELLED with one L).
-    if code is None or code == grpc.StatusCode.OK:
-        return "OK"
-    if code == grpc.StatusCode.CANCELLED:
-        return "Canceled"
-    return "".join(part.capitalize() for part in code.name.split("_"))
 
 
 class _Call:
@@ -65,7 +55,7 @@ class _Call:
         self.metrics.msg_sent.labels(*self.labels).inc()
 
     def done(self, code: grpc.StatusCode | None) -> None:
-        self.metrics.handled.labels(*self.labels, _code_name(code)).inc()
+        self.metrics.handled.labels(*self.labels, code_label(code)).inc()
         self.metrics.handling_seconds.labels(*self.labels).observe(time.perf_counter() - self.start)
 
 

@@ -9,12 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
 # go-grpc-prometheus' default buckets, in seconds.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def code_label(code: grpc.StatusCode | None) -> str:
+    """A status code as the `grpc_code` label, the one spelling every metric uses.
+
+    go-grpc-prometheus labels codes as Go's codes.Code.String() does: "OK", "Canceled",
+    "InvalidArgument", … (Go spells CANCELLED with one L; None, a handler that returned, is OK).
+    """
+    if code is None or code == grpc.StatusCode.OK:
+        return "OK"
+    if code == grpc.StatusCode.CANCELLED:
+        return "Canceled"
+    return "".join(part.capitalize() for part in code.name.split("_"))
 
 
 class RpcType(Enum):

@@ -21,7 +21,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from threading import Thread
-from typing import Any, Final
+from typing import Final
 from wsgiref.simple_server import WSGIServer
 
 import anyio
@@ -259,22 +259,3 @@ async def _watch_supervisor(pid: int, stop: anyio.Event) -> None:
         await anyio.sleep(SUPERVISOR_POLL_SECONDS)
     log.warning("the supervising process is gone; stopping", extra={"fields": {"supervisor_pid": pid}})
     stop.set()
-
-
-def unimplemented_servicer(base: type[Any], service_name: str) -> Any:
-    """An instance of `base` whose every RPC answers UNIMPLEMENTED, naming the method.
-
-    Used for services whose contract is published before their implementation lands.
-    """
-
-    def make(method: str) -> Callable[..., Awaitable[None]]:
-        async def handler(self: Any, request: Any, context: aio.ServicerContext[Any, Any]) -> None:
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED,
-                f"{service_name}/{method} is not implemented yet in this LiveCalc release",
-            )
-
-        return handler
-
-    methods = {name: make(name) for name in dir(base) if not name.startswith("_") and name[0].isupper()}
-    return type(f"Unimplemented{base.__name__}", (base,), methods)()

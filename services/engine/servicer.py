@@ -23,11 +23,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2, engine_service_pb2_grpc
 from services.common.auth.interceptor import current_principal
 from services.common.errors import InvalidArgument, LivecalcError, ResourceExhausted
+from services.common.metrics import code_label
 from services.engine.chunk_runner import ChunkRunner, ChunkStats, ChunkWork
 from services.engine.errors import ModelMemoryExceeded
 from services.engine.footprint import least_engine_bytes, max_scenarios
@@ -227,15 +229,15 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
             )
         except (asyncio.CancelledError, GeneratorExit):
             control.cancel.set()  # stops WASM still in flight (epoch interruption)
-            code = "Canceled"
+            code = code_label(grpc.StatusCode.CANCELLED)
             log.info("chunk cancelled", extra={"fields": fields})
             raise
         except LivecalcError as exc:
-            code = "".join(part.capitalize() for part in exc.code.name.split("_"))
+            code = code_label(exc.code)
             control.cancel.set()
             raise
         except BaseException:
-            code = "Internal"
+            code = code_label(grpc.StatusCode.INTERNAL)
             control.cancel.set()
             raise
         finally:
