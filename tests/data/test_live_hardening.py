@@ -22,6 +22,7 @@ from services.data.upload import CHUNK_LIMIT
 from tests.data.conftest import copy_into
 from tests.data.test_functional import as_json, livecalc
 from tests.support import VENV_BIN
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -94,10 +95,7 @@ def test_cancelled_and_rejected_uploads_leave_no_temp_files(service_factory: Any
         stub = data_service_pb2_grpc.DataServiceStub(channel)
         future = stub.UploadDataset.future(slow())
         assert started.wait(10)
-        deadline = time.monotonic() + 5
-        while not _leftovers(root) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert _leftovers(root), "the upload should be staged in a temporary file"
+        wait_for(lambda: _leftovers(root), "the upload to be staged in a temporary file", seconds=5)
         future.cancel()
         assert _wait_until_clean(root) == []
 
@@ -105,7 +103,7 @@ def test_cancelled_and_rejected_uploads_leave_no_temp_files(service_factory: Any
         def oversized() -> Iterator[data_service_pb2.UploadDatasetRequest]:
             yield data_service_pb2.UploadDatasetRequest(header=header)
             yield data_service_pb2.UploadDatasetRequest(chunk=b"a,b\n" + b"1,2\n" * 1000)
-            time.sleep(0.3)
+            wait_for(lambda: _leftovers(root), "the upload to be staged")  # then refused mid-upload
             yield data_service_pb2.UploadDatasetRequest(chunk=b"x" * (4 << 20))
 
         with pytest.raises(grpc.RpcError) as err:
@@ -156,7 +154,7 @@ def test_small_ones(service_factory: Any, tmp_path: Path, small_files: dict[str,
                 yield data_service_pb2.UploadDatasetRequest(chunk=b"1,2\n")
 
         future = stub.UploadDataset.future(endless(), timeout=30)
-        time.sleep(0.5)
+        wait_for(lambda: _leftovers(root), "the upload to be running")
         data.proc.terminate()
         with pytest.raises(grpc.RpcError) as err:
             future.result(timeout=20)

@@ -9,17 +9,27 @@ finished jobs and results are there.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from services.valuation.blocks import BLOCK_SIZE
-from tests.faults.faultmesh import ROWS, FaultMesh, Job, S, fault_mesh
+from tests.faults.faultmesh import ROWS, FaultMesh, Job, S, fault_mesh, wait_until
 from tests.gateway.jobmesh import get_job, kinds, submit, watch
 from tests.support import metric
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def checkpointed(db: Path, job_id: str, blocks: int) -> bool:
+    """Whether the gateway's store holds a checkpoint of `job_id` past its first `blocks` blocks."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as store:
+        row = store.execute("SELECT next_block FROM checkpoints WHERE job_id = ?", (job_id,)).fetchone()
+    return row is not None and int(row[0]) >= blocks
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +44,8 @@ def test_gateway_killed_mid_job_resumes_from_its_checkpoint_with_the_same_hash(m
     baseline = before[-1].result.result_hash
     job = Job(mesh.gateway.address, long_spec)
     job.folded(4)
-    time.sleep(1.1)  # past a checkpoint (one a second at most)
+    db = mesh.services.tmp / "gw" / "jobs.sqlite3"  # the store of Services.gateway's default
+    wait_until(lambda: checkpointed(db, job.job_id, 4), 10, "a checkpoint past the folded blocks")
     mesh.gateway.kill()
     seen = job.rest()
     killed = time.monotonic()

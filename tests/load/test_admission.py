@@ -13,11 +13,11 @@ from prometheus_client import CollectorRegistry
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.errors import InvalidArgument, ResourceExhausted
+from services.gateway.config import DEFAULT_MAX_PENDING_JOBS, JobConfig
 from services.gateway.jobs import JobManager
-from services.gateway.live_job import JobConfig
 from services.gateway.loop_lag import LoopLagMonitor
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.server import DEFAULT_MAX_PENDING_JOBS, resolve_jobs_config
+from services.gateway.server import resolve_jobs_config
 from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
 from tests.gateway.fakes import FakeDatasets, FakeEngineStub, FakePackages, FakePool, fake_engine, partial_table
@@ -75,16 +75,18 @@ async def test_concurrent_submissions_are_admitted_up_to_the_limit_exactly(tmp_p
 
 
 async def test_no_limit_admits_everything(tmp_path: Path) -> None:
+    """0 is no limit, not the default: more unfinished jobs than the default limit are all held."""
     manager = _manager(tmp_path, limit=0, delay=5)
-    for _ in range(12):
-        await manager.submit(_spec())
+    jobs = [await manager.submit(_spec()) for _ in range(DEFAULT_MAX_PENDING_JOBS + 2)]
+    assert len(set(jobs)) == len(jobs)
+    assert all(manager.get(j).state in (S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING) for j in jobs)
     await manager.close()
     manager.store.close()
 
 
 def test_limit_from_flag_then_environment_then_default() -> None:
     def resolve(flag: int | None, env: dict[str, str]) -> int:
-        return resolve_jobs_config(argparse.Namespace(max_pending_jobs=flag), env).max_pending_jobs
+        return resolve_jobs_config(argparse.Namespace(max_pending_jobs=flag), env).jobs.max_pending_jobs
 
     assert resolve(None, {}) == DEFAULT_MAX_PENDING_JOBS
     assert resolve(None, {"LIVECALC_MAX_PENDING_JOBS": "7"}) == 7
