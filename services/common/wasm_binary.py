@@ -82,7 +82,6 @@ class ModuleInfo:
     """Export name → global index (module-defined globals only: imported ones are refused)."""
     data: list[DataSegment] = field(default_factory=list)
     passive_segments: int = 0
-    has_start: bool = False
     blocking: set[str] = field(default_factory=set)
     """Names of blocking instructions the code uses (`WAIT_OPCODES`)."""
 
@@ -228,8 +227,6 @@ def read_module(wasm: bytes) -> ModuleInfo:
                     exported_funcs[name] = index
                 elif kind == 0x03:
                     info.exported_globals[name] = index
-        elif section == 8:
-            info.has_start = True
         elif section == 10:
             code_start = r.pos
             info.blocking |= blocking_instructions(r)
