@@ -69,31 +69,18 @@ def launch(
     in a process group of its own, so a terminal's Ctrl-C reaches only whoever started it, which
     then stops it in its own time.
     """
+    group = 0 if own_group else None
     if log is not None:
-        with log.open("wb") as out:
+        with log.open("wb") as out:  # the child has its own copy of the descriptor
             return subprocess.Popen(
-                list(argv),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=dict(env),
-                cwd=cwd,
-                process_group=_group(own_group),
+                list(argv), stdout=out, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd, process_group=group
             )
     proc = subprocess.Popen(
-        list(argv),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=dict(env),
-        cwd=cwd,
-        process_group=_group(own_group),
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd, process_group=group
     )
     assert proc.stdout is not None
     threading.Thread(target=_pump, args=(label, proc.stdout, sink), daemon=True).start()
     return proc
-
-
-def _group(own: bool) -> int | None:
-    return 0 if own else None
 
 
 def stop_in_stages(

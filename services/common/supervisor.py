@@ -4,10 +4,10 @@
 label, in its own process group, so a terminal's Ctrl-C reaches only the supervising process,
 which then stops the children in order. `Supervisor.check()` is one supervision step, called
 periodically from one thread: a child that exited is started again after an exponential backoff
-with jitter, and a child that exits more often than `RestartPolicy` allows within its window ends
-supervision with `RestartBudgetExceeded`. `stop_children` stops them highest stage first, waiting
-for each stage before signalling the next, so a stage can still use the ones below it while it
-stops.
+with jitter (services.common.retry), and a child that exits more often than `RestartPolicy`
+allows within its window ends supervision with `RestartBudgetExceeded`. `stop_children` stops
+them highest stage first, waiting for each stage before signalling the next, so a stage can
+still use the ones below it while it stops.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import IO
 
 from services.common.errors import InvalidArgument, LivecalcError
 from services.common.processes import STOP_TIMEOUT_SECONDS, launch, stop_in_stages
+from services.common.retry import Backoff
 
 
 @dataclass(frozen=True)
@@ -78,31 +79,31 @@ def stop_children(children: Sequence[Child], timeout: float = STOP_TIMEOUT_SECON
     stop_in_stages([[c.proc for c in children if c.spec.stage == stage] for stage in stages], timeout)
 
 
+#: A crashed child's pauses: 0.5 s, doubling up to 10 s, ± 10 % so that children do not restart in step.
+RESTART_BACKOFF = Backoff(first=0.5, cap=10.0, jitter=0.1)
+
+
 @dataclass(frozen=True)
 class RestartPolicy:
     """When a child that exited unasked is started again.
 
-    The n-th restart within `window_seconds` waits min(max_delay, first_delay·2^(n−1)), ± up to
-    `jitter` of it; an exit that would need more than `max_restarts` restarts within the window
-    gives up instead.
+    The n-th restart within `window_seconds` waits `backoff`'s n-th pause (default
+    `RESTART_BACKOFF`); an exit that would need more than `max_restarts`
+    restarts within the window gives up instead. The window slides: restarts older than it no
+    longer count, so a child that crashes now and then is restarted each time.
     """
 
     max_restarts: int = 5
     window_seconds: float = 60.0
-    first_delay: float = 0.5
-    max_delay: float = 10.0
-    jitter: float = 0.1
+    backoff: Backoff = RESTART_BACKOFF
 
     def __post_init__(self) -> None:
         if self.max_restarts < 0 or self.window_seconds <= 0:
             raise InvalidArgument("max_restarts must be ≥ 0 and window_seconds > 0")
-        if not 0 <= self.first_delay <= self.max_delay or not 0 <= self.jitter < 1:
-            raise InvalidArgument("need 0 ≤ first_delay ≤ max_delay and 0 ≤ jitter < 1")
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds before restart number `attempt` (1-based) within the window."""
-        base = min(self.max_delay, self.first_delay * 2.0 ** (attempt - 1))
-        return base * (1.0 + self.jitter * (2.0 * rng.random() - 1.0))
+        return self.backoff.delay(attempt, rng)
 
 
 class RestartBudgetExceeded(LivecalcError):

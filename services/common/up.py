@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from services.common import settings
 from services.common.auth.config import check_bind, is_loopback, resolve_security_config
 from services.common.auth.service import internal_channel_security
 from services.common.config import DEFAULT_PORTS
@@ -73,8 +74,9 @@ def engine_ports(count: int, offset: int = 0) -> list[tuple[int, int]]:
 
 
 def data_dir_of(value: str | None) -> Path:
-    """The embedded mesh's data dir: the flag, else LIVECALC_DATA_DIR, else ./.livecalc."""
-    return Path(value or os.environ.get("LIVECALC_DATA_DIR", ".livecalc")).resolve()
+    """The embedded mesh's data dir, absolute (its services run elsewhere): the flag, else
+    LIVECALC_DATA_DIR, else ./.livecalc (services.common.settings)."""
+    return settings.data_dir(os.environ, value).resolve()
 
 
 def mesh_plan(

@@ -34,6 +34,7 @@ from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from services.client.aio import package_archive
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument
+from services.common.retry import Backoff
 from services.common.supervisor import (
     Child,
     ProcessSpec,
@@ -49,6 +50,9 @@ from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import CALL_TIMEOUT, get_job, spec, stub, submit, watch
 from tests.support import ROOT, VENV_BIN, free_offset
+
+#: The default restart pauses without their jitter, so the lines say them exactly.
+EXACT = Backoff(first=0.5, cap=10.0)
 
 
 @dataclass
@@ -91,17 +95,17 @@ def fake_supervisor(policy: RestartPolicy, clock: Clock) -> tuple[Supervisor, Ch
 
 
 def test_backoff_doubles_up_to_its_cap_within_the_jitter() -> None:
-    policy = RestartPolicy(first_delay=0.5, max_delay=4.0, jitter=0.1)
+    policy = RestartPolicy(backoff=Backoff(first=0.5, cap=4.0, jitter=0.1))
     rng = random.Random(3)
     for attempt, base in enumerate([0.5, 1.0, 2.0, 4.0, 4.0, 4.0], start=1):
         for _ in range(20):
             assert base * 0.9 <= policy.delay(attempt, rng) <= base * 1.1
-    assert RestartPolicy(jitter=0.0).delay(1, rng) == 0.5
+    assert RestartPolicy().delay(1, rng) == pytest.approx(0.5, rel=0.1)  # the default: from 0.5 s, ± 10 %
 
 
 def test_a_killed_child_is_restarted_after_its_backoff_with_one_line_each() -> None:
     clock = Clock()
-    sup, child, said, started = fake_supervisor(RestartPolicy(max_restarts=3, jitter=0.0), clock)
+    sup, child, said, started = fake_supervisor(RestartPolicy(max_restarts=3, backoff=EXACT), clock)
     sup.check()
     assert said == ["engine-0 exited (killed by SIGKILL); restarting it in 0.5 s (attempt 1 of 3 within 60 s)"]
     clock.now = 0.4
@@ -127,7 +131,7 @@ def test_a_killed_child_is_restarted_after_its_backoff_with_one_line_each() -> N
 
 def test_a_child_that_keeps_dying_exhausts_the_budget() -> None:
     clock = Clock()
-    sup, _, said, started = fake_supervisor(RestartPolicy(max_restarts=2, window_seconds=10, jitter=0.0), clock)
+    sup, _, said, started = fake_supervisor(RestartPolicy(max_restarts=2, window_seconds=10, backoff=EXACT), clock)
     for _ in range(2):
         sup.check()  # exited: restart scheduled
         clock.now += 5.0
@@ -144,7 +148,7 @@ def test_a_child_that_keeps_dying_exhausts_the_budget() -> None:
 
 def test_restarts_older_than_the_window_do_not_count() -> None:
     clock = Clock()
-    sup, _, said, started = fake_supervisor(RestartPolicy(max_restarts=1, window_seconds=10, jitter=0.0), clock)
+    sup, _, said, started = fake_supervisor(RestartPolicy(max_restarts=1, window_seconds=10, backoff=EXACT), clock)
     for _ in range(4):
         sup.check()
         clock.now += 0.5
@@ -156,8 +160,8 @@ def test_restarts_older_than_the_window_do_not_count() -> None:
 
 
 def test_policy_rejects_nonsense() -> None:
-    with pytest.raises(InvalidArgument, match="first_delay"):
-        RestartPolicy(first_delay=5.0, max_delay=1.0)
+    with pytest.raises(InvalidArgument, match="max_restarts"):
+        RestartPolicy(max_restarts=-1)
     with pytest.raises(InvalidArgument, match="window_seconds"):
         RestartPolicy(window_seconds=0)
 
@@ -171,7 +175,7 @@ def test_a_real_child_exiting_3_is_restarted_until_the_budget_runs_out() -> None
     out = io.StringIO()
     said: list[str] = []
     first = spawn(spec, {**os.environ}, out)
-    policy = RestartPolicy(max_restarts=2, first_delay=0.05, max_delay=0.1)
+    policy = RestartPolicy(max_restarts=2, backoff=Backoff(first=0.05, cap=0.1, jitter=0.1))
     sup = Supervisor([first], {**os.environ}, policy=policy, sink=out, say=said.append)
     deadline = time.monotonic() + 30
     with pytest.raises(RestartBudgetExceeded, match=r"flaky exited 3 times within 60 s \(last: exit code 3\)"):
