@@ -1,4 +1,5 @@
-"""Scenario sets as data, end to end (data service, engine and gateway as real processes).
+"""Scenario sets as data, end to end (the data service, engine and gateway servicers on loopback in
+this process, tests.inprocess; the tenants' mesh with auth on as real processes).
 
 The round trip: the rates the mesh's generator makes for a job (the wasm esg run in this
 process with the parameters the gateway recorded), written to a CSV with exact float text and
@@ -36,10 +37,10 @@ from services.valuation.interface.tables import load_assets
 from services.valuation.packages.package import verify_archive
 from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
-from tests.client.clitools import livecalc
+from tests.client.clitools import livecalc_in_process
 from tests.engine.mesh import policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import get_job, spec, submit
-from tests.meshes import Services
+from tests.inprocess import threaded_mesh
 from tests.security.authmesh import SCENARIOS as AUTH_SCENARIOS
 from tests.security.authmesh import start_auth_mesh
 
@@ -97,10 +98,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     archive = stochastic_package(tmp / "model")
     horizon = horizon_of(archive, table)
     months = horizon + EXTRA_MONTHS
-    with Services(tmp) as services:
-        data = services.data(root)
-        engine = services.engine(data, "e0", slots=2)
-        gateway = services.gateway(data, [engine]).address
+    with threaded_mesh(tmp, datasets=root, slots=2) as served:
+        gateway = served.gateway
         package_hash = upload_package(gateway, archive)
         generated = {}
         recorded = None
@@ -136,7 +135,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             write_rows(sets / "gap.csv", gap),
             write_rows(sets / "short.csv", set_rows(rates[:, :12])),
         ]
-        with Client(gateway, data=data.address) as lc:
+        with Client(gateway, data=served.data) as lc:
             versions = {f.stem: lc.upload_dataset(f).version for f in files}
         yield Mesh(gateway, package_hash, horizon, months, versions, generated)
 
@@ -213,19 +212,19 @@ def test_a_broken_set_fails_the_job_at_once_naming_the_row(mesh: Mesh) -> None:
 
 def test_cli_submits_with_a_scenario_dataset_and_shows_it(mesh: Mesh) -> None:
     common = ["--address", mesh.gateway]
-    done = livecalc("submit", "--package", mesh.package_hash, "--dataset", "pol", "--scenario-dataset",
-                    f"good@{mesh.versions['good']}", "--scenarios", str(N), "--json", *common)  # fmt: skip
+    done = livecalc_in_process("submit", "--package", mesh.package_hash, "--dataset", "pol", "--scenario-dataset",
+                               f"good@{mesh.versions['good']}", "--scenarios", str(N), "--json", *common)  # fmt: skip
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)["result"]  # the job document's results document
     assert doc["result_hash"] == mesh.generated[N]
     assert doc["scenario_dataset"] == {"id": "good", "version": mesh.versions["good"]}
-    got = livecalc("jobs", "get", doc["job_id"], *common)
+    got = livecalc_in_process("jobs", "get", doc["job_id"], *common)
     assert got.returncode == 0, got.stderr
     version = mesh.versions["good"]
     assert f"scenarios first {N} of scenario set good (version {version})" in got.stdout
     assert re.search(rf"^scenario set +good \(version {version}\)$", got.stdout, re.MULTILINE), got.stdout
-    refused = livecalc("submit", "--package", mesh.package_hash, "--dataset", "pol", "--scenario-dataset", "good",
-                       "--seed", "3", *common)  # fmt: skip
+    seeded = ["--scenario-dataset", "good", "--seed", "3"]
+    refused = livecalc_in_process("submit", "--package", mesh.package_hash, "--dataset", "pol", *seeded, *common)
     assert refused.returncode != 0 and "--seed has no effect with --scenario-dataset" in refused.stderr
 
 
