@@ -1,6 +1,7 @@
-"""The engine's package loader against a real gateway: one download for concurrent requests,
-a bounded LRU disk cache, re-verification of cached archives, and a pipeline run from the
-downloaded package equal, bit for bit, to the run from the shipped models."""
+"""The engine's package loader against a gateway (its real PackageService on loopback in this
+process, tests.inprocess): one download for concurrent requests, a bounded LRU disk cache,
+re-verification of cached archives, and a pipeline run from the downloaded package equal, bit
+for bit, to the run from the shipped models."""
 
 from __future__ import annotations
 
@@ -22,17 +23,17 @@ from services.engine.workers import WasmPool
 from services.valuation.packages.config import REFERENCE_PIPELINE
 from tests.engine.mesh import stochastic_package, upload_package
 from tests.engine.wasm_helpers import DYN_LAPSE_BETA, inputs, twin_arguments
-from tests.meshes import Services
-from tests.support import ServiceProcess, free_port
+from tests.inprocess import threaded_mesh
+from tests.support import free_port
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, str, bytes]]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, bytes]]:
+    """The gateway's address, the uploaded package's hash and its archive."""
     tmp = tmp_path_factory.mktemp("loader")
     archive = stochastic_package(tmp / "model")
-    with Services(tmp) as services:
-        service = services.gateway()
-        yield service, upload_package(service.address, archive), archive
+    with threaded_mesh(tmp) as mesh:
+        yield mesh.gateway, upload_package(mesh.gateway, archive), archive
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +64,10 @@ def test_cache_is_bounded_in_bytes_and_evicts_least_recently_used(tmp_path: Path
 
 @pytest.mark.anyio
 async def test_concurrent_requests_download_once_and_run_bit_for_bit(
-    gateway: tuple[ServiceProcess, str, bytes], pool: WasmPool, tmp_path: Path
+    gateway: tuple[str, str, bytes], pool: WasmPool, tmp_path: Path
 ) -> None:
-    service, package_hash, archive = gateway
-    loader = loader_at(pool, tmp_path, service.address)
+    address, package_hash, archive = gateway
+    loader = loader_at(pool, tmp_path, address)
     try:
         got = await asyncio.gather(*(loader.get(package_hash) for _ in range(6)))
         assert loader.downloads == 1
@@ -96,10 +97,10 @@ async def test_concurrent_requests_download_once_and_run_bit_for_bit(
 
 @pytest.mark.anyio
 async def test_disk_cache_serves_without_the_gateway_and_tampering_costs_a_download(
-    gateway: tuple[ServiceProcess, str, bytes], pool: WasmPool, tmp_path: Path
+    gateway: tuple[str, str, bytes], pool: WasmPool, tmp_path: Path
 ) -> None:
-    service, package_hash, archive = gateway
-    first = loader_at(pool, tmp_path, service.address)
+    address, package_hash, archive = gateway
+    first = loader_at(pool, tmp_path, address)
     await first.get(package_hash)
     await first.close()
     nowhere = f"127.0.0.1:{free_port()}"
@@ -112,7 +113,7 @@ async def test_disk_cache_serves_without_the_gateway_and_tampering_costs_a_downl
     finally:
         await offline.close()
     (tmp_path / f"{package_hash}.zip").write_bytes(archive[:-10] + b"x" * 10)
-    fresh = loader_at(pool, tmp_path, service.address)
+    fresh = loader_at(pool, tmp_path, address)
     try:
         _, cached = await fresh.get(package_hash)
         assert not cached and fresh.downloads == 1
