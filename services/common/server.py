@@ -9,12 +9,15 @@ refuses a non-loopback address unless `insecure`. Shutdown is graceful: health t
 answering for `drain_seconds` so probes and balancers see it, then in-flight RPCs get the
 rest of the grace period; those still running shortly before it ends are ended with
 UNAVAILABLE by the interceptor (see interceptors.py), so grpc.aio never has to
-force-cancel them. `stop()` runs once however often it is called; stop hooks run once.
+force-cancel them. `stop()` runs once however often it is called; stop hooks run once. What the
+server creates itself (audit log, metrics endpoint) it closes, after the stop hooks, in an exit
+stack (services.common.lifecycle); the registry it is given is borrowed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -77,10 +80,11 @@ class RunningServer:
     port: int
     metrics_port: int | None
     service_names: tuple[str, ...]
-    _metrics_http: tuple[WSGIServer, Thread] | None = field(default=None, repr=False)
     _on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
     _interceptor: ServerInterceptor | None = field(default=None, repr=False)
-    _audit: AuditLog | None = field(default=None, repr=False)
+    #: What `start_server` created besides the gRPC server (the audit log, the metrics endpoint),
+    #: closed after the stop hooks, newest first.
+    _owned: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
     _stopping: asyncio.Future[None] | None = field(default=None, repr=False)
 
     async def stop(self) -> None:
@@ -108,16 +112,14 @@ class RunningServer:
         await stopping
         for hook in self._on_stop:
             await hook()
-        if self._audit is not None:
-            self._audit.close()
-            self._audit = None
-        if self._metrics_http is not None:
-            httpd, thread = self._metrics_http
-            httpd.shutdown()
-            httpd.server_close()
-            thread.join(timeout=2)
-            self._metrics_http = None
+        await self._owned.aclose()
         log.info("stopped")
+
+
+def _stop_metrics_http(httpd: WSGIServer, thread: Thread) -> None:
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=2)
 
 
 async def start_server(
@@ -137,73 +139,75 @@ async def start_server(
     interceptor = ServerInterceptor(metrics)
     interceptors: list[aio.ServerInterceptor] = [interceptor]
     audit: AuditLog | None = None
-    if security.auth is not None or security.audit_enabled:
-        if security.audit_enabled:
-            audit = AuditLog(registry, security.audit_path, stdout=security.audit_stdout)
-        verifier = TokenVerifier(security.auth) if security.auth is not None else None
-        # Inside the metrics interceptor: its denials are counted like any other status.
-        interceptors.append(AuthInterceptor(verifier, audit))
-    server = aio.server(
-        interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-            ("grpc.max_connection_age_ms", age_ms),
-            # not the shutdown grace: a job's event stream outlives any connection age
-            ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
-            ("grpc.so_reuseport", 0),
-            # Clients may keep calls alive with PINGs (the gateway does, every 10 s by default, to
-            # find a hung engine): accept them as often as every second, and never answer a
-            # burst with GOAWAY "too_many_pings", which would fail the calls it meant to protect.
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
-            ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-            ("grpc.http2.max_ping_strikes", 0),
-        ],
-    )
-    for binding in bindings:
-        binding.add(server)
-    health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    own = tuple(b.name for b in bindings)
-    names = (*own, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        DocumentedReflectionServicer(names, load_documented_files()), server
-    )
-    try:
-        if security.tls is not None:
-            key, chain = security.tls.load()
-            port = server.add_secure_port(config.address, grpc.ssl_server_credentials([(key, chain)]))
-        else:
-            port = server.add_insecure_port(config.address)
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {config.address}: {exc}") from exc
-    if port == 0:
-        raise OSError(f"cannot listen on {config.address}: port in use or address unavailable")
-    metrics_http: tuple[WSGIServer, Thread] | None = None
-    metrics_port: int | None = None
-    if config.metrics_port is not None:
-        httpd, thread = start_http_server(config.metrics_port, addr=config.metrics_host, registry=registry)
-        metrics_http = (httpd, thread)
-        metrics_port = int(httpd.server_port)
-    await server.start()
-    for name in ("", *HEALTH_NAMES, *own):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    for binding in bindings:
-        if binding.on_serving is not None:
-            await binding.on_serving(health)
-    running = RunningServer(
-        config=config,
-        server=server,
-        health=health,
-        port=port,
-        metrics_port=metrics_port,
-        service_names=names,
-        _metrics_http=metrics_http,
-        _on_stop=on_stop,
-        _interceptor=interceptor,
-        _audit=audit,
-    )
+    # what this function creates is closed here if starting fails, else by RunningServer.stop()
+    # (services.common.lifecycle)
+    async with contextlib.AsyncExitStack() as stack:
+        if security.auth is not None or security.audit_enabled:
+            if security.audit_enabled:
+                audit = AuditLog(registry, security.audit_path, stdout=security.audit_stdout)
+                stack.callback(audit.close)
+            verifier = TokenVerifier(security.auth) if security.auth is not None else None
+            # Inside the metrics interceptor: its denials are counted like any other status.
+            interceptors.append(AuthInterceptor(verifier, audit))
+        server = aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+                ("grpc.max_connection_age_ms", age_ms),
+                # not the shutdown grace: a job's event stream outlives any connection age
+                ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+                ("grpc.so_reuseport", 0),
+                # Clients may keep calls alive with PINGs (the gateway does, every 10 s by default, to
+                # find a hung engine): accept them as often as every second, and never answer a
+                # burst with GOAWAY "too_many_pings", which would fail the calls it meant to protect.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+                ("grpc.http2.max_ping_strikes", 0),
+            ],
+        )
+        for binding in bindings:
+            binding.add(server)
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        own = tuple(b.name for b in bindings)
+        names = (*own, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            DocumentedReflectionServicer(names, load_documented_files()), server
+        )
+        try:
+            if security.tls is not None:
+                key, chain = security.tls.load()
+                port = server.add_secure_port(config.address, grpc.ssl_server_credentials([(key, chain)]))
+            else:
+                port = server.add_insecure_port(config.address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {config.address}: {exc}") from exc
+        if port == 0:
+            raise OSError(f"cannot listen on {config.address}: port in use or address unavailable")
+        metrics_port: int | None = None
+        if config.metrics_port is not None:
+            httpd, thread = start_http_server(config.metrics_port, addr=config.metrics_host, registry=registry)
+            stack.callback(_stop_metrics_http, httpd, thread)
+            metrics_port = int(httpd.server_port)
+        await server.start()
+        for name in ("", *HEALTH_NAMES, *own):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        for binding in bindings:
+            if binding.on_serving is not None:
+                await binding.on_serving(health)
+        running = RunningServer(
+            config=config,
+            server=server,
+            health=health,
+            port=port,
+            metrics_port=metrics_port,
+            service_names=names,
+            _on_stop=on_stop,
+            _interceptor=interceptor,
+            _owned=stack.pop_all(),
+        )
     log.info(
         "serving",
         extra={

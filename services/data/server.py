@@ -10,6 +10,7 @@ setting is declared once below (services.common.settings).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -142,19 +143,24 @@ async def open_storage(config: DataConfig) -> Storage:
 
 
 async def build(args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry) -> ServiceParts:
+    """The data servicer over the storage it opens and owns (services.common.lifecycle): closed when
+    the server stops, or at once when assembly fails after it opened."""
     config = resolve_data_config(args, env)
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
-    storage = MeteredStorage(await open_storage(config), StorageMetrics.create(registry))
-    servicer = DataServicer(
-        Catalog(storage, max_row_bytes=config.limits.max_row_bytes),
-        limits=config.limits,
-        metrics=DataMetrics.create(registry),
-    )
+    async with contextlib.AsyncExitStack() as stack:
+        storage = MeteredStorage(await open_storage(config), StorageMetrics.create(registry))
+        stack.push_async_callback(storage.close)
+        servicer = DataServicer(
+            Catalog(storage, max_row_bytes=config.limits.max_row_bytes),
+            limits=config.limits,
+            metrics=DataMetrics.create(registry),
+        )
+        owned = stack.pop_all()
     where = config.azure.container if config.azure is not None else str(config.root)
     log.info("datasets", extra={"fields": {"source": "azure_blob" if config.azure else "local", "at": where}})
     return ServiceParts(
         bindings=[
             ServiceBinding(DATA_SERVICE, lambda s: data_service_pb2_grpc.add_DataServiceServicer_to_server(servicer, s))
         ],
-        on_stop=[storage.close],
+        on_stop=[owned.aclose],
     )

@@ -12,6 +12,7 @@ help); flags win over the environment, which wins over defaults; the environment
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -150,6 +151,9 @@ def resolve_engine_config(args: argparse.Namespace, env: Mapping[str, str]) -> E
 
 
 async def build(args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry) -> ServiceParts:
+    """The engine's servicer over what it owns (services.common.lifecycle): the WASM pool, the package
+    loader's channels and the row reader's, closed newest first when the server stops, or at once
+    when assembly fails half-way."""
     config = resolve_engine_config(args, env)
     metrics = EngineMetrics.create(registry)
     key_file = cache_key_file(config.state_dir) if config.state_dir is not None else None
@@ -157,32 +161,31 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
         RuntimeConfig(cache_dir=config.cache_dir, key_file=key_file),
         on_cache_rejected=lambda reason: metrics.module_cache_rejected.labels(reason).inc(),
     )
-    pool = WasmPool(
-        runtime,
-        threads=config.threads,
-        memory_keep=config.memory_keep_bytes,
-        call_time_limit=config.piece_time_limit_seconds,
-    )
-    cache = PackageCache(config.cache_dir / "packages", config.package_cache_bytes)
-    # the mesh's own calls: a service token (when auth is on) and TLS (when configured)
-    credentials = service_credentials("engine", args, env)
-    channels = internal_channel_security(args, env)
-    loader = PackageLoader(
-        pool, cache, metrics, default_address=config.gateway_address, credentials=credentials, security=channels
-    )
-    reader = RowReader(config.data_address, credentials=credentials, security=channels)
-    engine = EngineServicer(config, pool, loader, reader, metrics)
-
-    async def stop() -> None:
-        await loader.close()
-        await reader.close()
-        pool.close()
-
+    async with contextlib.AsyncExitStack() as stack:
+        pool = WasmPool(
+            runtime,
+            threads=config.threads,
+            memory_keep=config.memory_keep_bytes,
+            call_time_limit=config.piece_time_limit_seconds,
+        )
+        stack.callback(pool.close)
+        cache = PackageCache(config.cache_dir / "packages", config.package_cache_bytes)
+        # the mesh's own calls: a service token (when auth is on) and TLS (when configured)
+        credentials = service_credentials("engine", args, env)
+        channels = internal_channel_security(args, env)
+        loader = PackageLoader(
+            pool, cache, metrics, default_address=config.gateway_address, credentials=credentials, security=channels
+        )
+        stack.push_async_callback(loader.close)
+        reader = RowReader(config.data_address, credentials=credentials, security=channels)
+        stack.push_async_callback(reader.close)
+        engine = EngineServicer(config, pool, loader, reader, metrics)
+        owned = stack.pop_all()
     return ServiceParts(
         bindings=[
             ServiceBinding(
                 ENGINE_SERVICE, lambda s: engine_service_pb2_grpc.add_EngineServiceServicer_to_server(engine, s)
             )
         ],
-        on_stop=[stop],
+        on_stop=[owned.aclose],
     )
