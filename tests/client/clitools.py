@@ -35,14 +35,23 @@ def livecalc(*argv: str, timeout: float = 120, env: dict[str, str] | None = None
 _IN_PROCESS = threading.Lock()
 
 
-def livecalc_in_process(*argv: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def livecalc_in_process(
+    *argv: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """`livecalc ARGV…` run by the console script's own `main` in this process, its stdout, stderr and
-    exit status captured as `livecalc` returns them, `env` set on top of the environment meanwhile.
+    exit status captured as `livecalc` returns them, `env` set on top of the environment and the
+    working directory `cwd` (default: this one) meanwhile.
 
     What a process adds (the interpreter's start, about a second each) is left out; a test of what
     only a process shows (signals, `$(…)` in a shell, an uncaught traceback) runs `livecalc`."""
     out, err = io.StringIO(), io.StringIO()
-    with _IN_PROCESS, _environment(env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with (
+        _IN_PROCESS,
+        _environment(env or {}),
+        contextlib.chdir(cwd or Path.cwd()),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
         try:
             code = main(list(argv))
         except SystemExit as exc:  # argparse: usage errors (2) and --help (0)

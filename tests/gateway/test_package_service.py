@@ -1,4 +1,6 @@
-"""PackageService on a real gateway process: round trip, refusals, pagination, Azurite, grpcurl."""
+"""PackageService on a gateway: round trip, refusals, pagination and grpcurl against its real servicer
+on loopback in this process (tests.inprocess), Azurite against a gateway process given the
+container by its flags."""
 
 from __future__ import annotations
 
@@ -14,21 +16,21 @@ import pytest
 from livecalc.gateway.v1 import package_service_pb2 as pb
 from livecalc.gateway.v1 import package_service_pb2_grpc
 from services.gateway.cli import upload_requests
+from tests.client.clitools import livecalc_in_process
 from tests.data.conftest import azurite  # noqa: F401  (the session fixture, shared)
 from tests.gateway import archives
-from tests.support import VENV_BIN, ServiceProcess, start_service
+from tests.inprocess import threaded_mesh
+from tests.support import VENV_BIN, start_service
 
 Stub = package_service_pb2_grpc.PackageServiceStub
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, Path]]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The gateway's address and the directory its packages are stored in."""
     tmp = tmp_path_factory.mktemp("gateway")
-    service = start_service("gateway", tmp, env={"LIVECALC_DATA_DIR": str(tmp / "data")})
-    try:
-        yield service, tmp / "data" / "packages"
-    finally:
-        service.terminate()
+    with threaded_mesh(tmp) as mesh:
+        yield mesh.gateway, tmp / "gw" / "packages"
 
 
 def download(stub: Stub, package_hash: str) -> bytes:
@@ -46,13 +48,12 @@ def download(stub: Stub, package_hash: str) -> bytes:
 
 
 def livecalc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "livecalc"), *args], check=False, cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+    """`livecalc ARGS…` in `cwd`, run in this process (tests.client.clitools)."""
+    return livecalc_in_process(*args, cwd=cwd)
 
 
-def test_init_build_validate_upload_download_round_trip(gateway: tuple[ServiceProcess, Path], tmp_path: Path) -> None:
-    service, _ = gateway
+def test_init_build_validate_upload_download_round_trip(gateway: tuple[str, Path], tmp_path: Path) -> None:
+    address, _ = gateway
     assert livecalc("package", "init", "model", cwd=tmp_path).returncode == 0
     for out in ("a.zip", "b.zip"):
         assert livecalc("package", "build", "model", "--out", out, cwd=tmp_path).returncode == 0
@@ -60,14 +61,14 @@ def test_init_build_validate_upload_download_round_trip(gateway: tuple[ServicePr
     assert archive == (tmp_path / "b.zip").read_bytes()
     checked = livecalc("package", "validate", "a.zip", "--json", cwd=tmp_path)
     assert checked.returncode == 0 and json.loads(checked.stdout)["valid"] is True
-    up = livecalc("package", "upload", "a.zip", "--address", service.address, "--json", cwd=tmp_path)
+    up = livecalc("package", "upload", "a.zip", "--address", address, "--json", cwd=tmp_path)
     assert up.returncode == 0, up.stderr
     record = json.loads(up.stdout)
     assert record["already_existed"] is False
     package_hash = record["package"]["package_hash"]
-    again = livecalc("package", "upload", "a.zip", "--address", service.address, "--json", cwd=tmp_path)
+    again = livecalc("package", "upload", "a.zip", "--address", address, "--json", cwd=tmp_path)
     assert json.loads(again.stdout)["already_existed"] is True
-    with grpc.insecure_channel(service.address) as channel:
+    with grpc.insecure_channel(address) as channel:
         stub = Stub(channel)
         assert download(stub, package_hash) == archive
         got = stub.GetPackage(pb.GetPackageRequest(package_hash=package_hash), timeout=10).package
@@ -76,9 +77,9 @@ def test_init_build_validate_upload_download_round_trip(gateway: tuple[ServicePr
         with pytest.raises(grpc.RpcError) as info:
             stub.GetPackage(pb.GetPackageRequest(package_hash="0" * 64), timeout=10)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    shown = livecalc("package", "show", package_hash, "--address", service.address, cwd=tmp_path)
+    shown = livecalc("package", "show", package_hash, "--address", address, cwd=tmp_path)
     assert shown.returncode == 0 and "wasm://term_life" in shown.stdout
-    listed = livecalc("package", "list", "--address", service.address, "--json", "--page-size", "1", cwd=tmp_path)
+    listed = livecalc("package", "list", "--address", address, "--json", "--page-size", "1", cwd=tmp_path)
     assert package_hash in [p["package_hash"] for p in json.loads(listed.stdout)["packages"]]
     grpcurl = subprocess.run(
         [
@@ -86,7 +87,7 @@ def test_init_build_validate_upload_download_round_trip(gateway: tuple[ServicePr
             "-plaintext",
             "-d",
             json.dumps({"package_hash": package_hash}),
-            service.address,
+            address,
             "livecalc.gateway.v1.PackageService/GetPackage",
         ],
         capture_output=True,
@@ -106,11 +107,11 @@ def _stored(root: Path, package_hash: str | None = None) -> list[str]:
 
 @pytest.mark.parametrize(("case", "archive", "names"), archives.cases(), ids=[c[0] for c in archives.cases()])
 def test_hostile_upload_is_refused_and_nothing_stored(
-    gateway: tuple[ServiceProcess, Path], case: str, archive: bytes, names: str
+    gateway: tuple[str, Path], case: str, archive: bytes, names: str
 ) -> None:
-    service, root = gateway
+    address, root = gateway
     before = _stored(root)
-    with grpc.insecure_channel(service.address) as channel, pytest.raises(grpc.RpcError) as info:
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as info:
         Stub(channel).UploadPackage(upload_requests(archive), timeout=60)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert names in (info.value.details() or ""), info.value.details()
@@ -131,14 +132,12 @@ def _requests(header: pb.PackageUploadHeader, chunks: list[bytes]) -> Iterator[p
         ("header-hash-mismatch", 0, "f" * 64, "header declared"),
     ],
 )
-def test_upload_stream_checks(
-    gateway: tuple[ServiceProcess, Path], case: str, cut: int, sha: str | None, names: str
-) -> None:
-    service, root = gateway
+def test_upload_stream_checks(gateway: tuple[str, Path], case: str, cut: int, sha: str | None, names: str) -> None:
+    address, root = gateway
     archive = archives.reference_archive()
     header = pb.PackageUploadHeader(size_bytes=len(archive), sha256=sha or hashlib.sha256(archive).hexdigest())
     before = _stored(root)
-    with grpc.insecure_channel(service.address) as channel, pytest.raises(grpc.RpcError) as info:
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as info:
         Stub(channel).UploadPackage(_requests(header, [archive[: len(archive) - cut]]), timeout=60)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert names in (info.value.details() or "")
