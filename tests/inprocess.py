@@ -36,6 +36,7 @@ from typing import Any
 from grpc import aio
 from prometheus_client import CollectorRegistry
 
+from livecalc_client import AsyncClient, Client
 from services.common.config import ServerConfig
 from services.common.server import RunningServer, start_server
 from services.common.service import ServiceParts
@@ -69,6 +70,14 @@ class InProcessMesh:
     def metric(self, address: str, name: str) -> float:
         """One unlabelled sample of the server at `address` (0 before it was ever set)."""
         return self.registries[address].get_sample_value(name) or 0.0
+
+    def client(self, **options: Any) -> Client:
+        """The light client on the gateway (datasets through the data service); the caller closes it."""
+        return Client(self.gateway, data=self.data, **options)
+
+    def async_client(self, **options: Any) -> AsyncClient:
+        """`client()`'s asyncio twin, for tests on the mesh's own loop (`inprocess_mesh`)."""
+        return AsyncClient(self.gateway, data=self.data, **options)
 
     @contextlib.asynccontextmanager
     async def channel(self, address: str | None = None) -> AsyncIterator[aio.Channel]:
