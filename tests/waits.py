@@ -7,6 +7,7 @@ and slow on an idle one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -20,4 +21,13 @@ def wait_for(check: Callable[[], T], what: str, *, seconds: float = 10.0, interv
     while not (value := check()):
         assert time.monotonic() < deadline, f"timed out after {seconds:g} s waiting for {what}"
         time.sleep(interval)
+    return value
+
+
+async def async_wait_for(check: Callable[[], T], what: str, *, seconds: float = 10.0, interval: float = 0.01) -> T:
+    """`wait_for` on an event loop: the loop runs (and what the test waits for with it) between polls."""
+    deadline = time.monotonic() + seconds
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out after {seconds:g} s waiting for {what}"
+        await asyncio.sleep(interval)
     return value

@@ -21,6 +21,7 @@ from services.gateway.server import resolve_jobs_config
 from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
 from tests.gateway.fakes import FakeDatasets, FakeEngineStub, FakePackages, FakePool, fake_engine, partial_table
+from tests.waits import async_wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 HASH = "ab" * 32
@@ -101,9 +102,14 @@ async def test_loop_lag_monitor_sees_a_blocked_loop() -> None:
     registry = CollectorRegistry()
     monitor = LoopLagMonitor(registry, interval=0.01)
     monitor.start()
-    await asyncio.sleep(0.05)
+
+    def ticks() -> float:
+        return registry.get_sample_value("livecalc_gateway_event_loop_lag_seconds_count") or 0.0
+
+    await async_wait_for(ticks, "the monitor's first tick")
+    before = ticks()
     time.sleep(0.2)  # blocks the loop on purpose
-    await asyncio.sleep(0.05)
+    await async_wait_for(lambda: ticks() > before, "the monitor's tick across the block")
     await monitor.close()
     assert 0.15 < monitor.max_lag < 5
     assert registry.get_sample_value("livecalc_gateway_event_loop_lag_max_seconds") == monitor.max_lag
