@@ -1,6 +1,7 @@
-"""Inputs of the functional tests' meshes (tests.meshes): the stochastic reference package,
-generated policy datasets, uploads and the in-process pipeline run the meshes' results must
-match; and RunChunk requests against real data, gateway and engine processes."""
+"""Inputs of the functional tests' meshes (processes, tests.meshes; or in this process,
+tests.inprocess): the stochastic reference package, generated policy datasets, uploads and the
+in-process pipeline run the meshes' results must match; and RunChunk requests to an engine at
+an address, whichever mesh it is in."""
 
 from __future__ import annotations
 
