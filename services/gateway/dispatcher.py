@@ -51,9 +51,10 @@ import anyio
 import grpc
 from grpc import aio
 
-from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.common.auth.service import ServiceCredentials
 from services.common.errors import FAULT_KEY, FAULT_MODEL, FAULT_TOO_LARGE, LivecalcError
+from services.gateway.chunk_requests import ChunkRequests
+from services.gateway.config import DispatchConfig
 from services.gateway.engines import Engine, EnginePool
 from services.gateway.fold import JobFold
 from services.gateway.metrics import GatewayMetrics
@@ -61,10 +62,6 @@ from services.gateway.planner import Plan, ranges
 from services.gateway.scenario_sets import SET_MESSAGE_PREFIX
 
 log = logging.getLogger(__name__)
-
-#: How long a job waits in a row for an engine to take its work: outlasts an engine's restart by
-#: a supervisor or a Kubernetes rollout, not a mesh with no engine at all.
-DEFAULT_ENGINE_WAIT_SECONDS: Final = 120.0
 
 
 class JobCannotFinish(LivecalcError):
@@ -89,24 +86,6 @@ class Work:
     failed_on: frozenset[str] = field(default=frozenset(), compare=False)
     #: Engines that refused it as too large for their memory (they never take it again).
     too_large_on: frozenset[str] = field(default=frozenset(), compare=False)
-
-
-@dataclass(frozen=True)
-class DispatchConfig:
-    max_attempts: int = 4
-    backoff_seconds: float = 0.2
-    #: Deadline of one RunChunk call beyond the chunk's own time limit.
-    chunk_timeout_seconds: float = 600.0
-    #: Pause between looks for new engines while a job runs (DNS targets).
-    engine_scan_seconds: float = 5.0
-    #: A job that no engine takes work of for this long in a row — none answers, every one
-    #: refuses connections (restarting) or is busy with other work — fails with UNAVAILABLE.
-    engine_wait_seconds: float = DEFAULT_ENGINE_WAIT_SECONDS
-    #: Once every block is folded, how long the calls still open may take to send their summaries.
-    drain_seconds: float = 5.0
-    #: An engine that sends nothing on a chunk's stream for this long is taken as hung (0: never).
-    #: Engines send a message when a chunk starts and after every piece (≈ a block) they compute.
-    stall_seconds: float = 60.0
 
 
 def fault_of(exc: aio.AioRpcError) -> str:
@@ -137,29 +116,29 @@ def retryable(exc: aio.AioRpcError) -> bool:
 
 
 class Dispatcher:
-    """Runs one job's plan (or its preview sample) over the pool; partials go into `fold`."""
+    """Runs one job's plan (or its preview sample) over the pool, each piece of work asked as
+    ``requests`` builds it; partials go into `fold`."""
 
     def __init__(
         self,
         pool: EnginePool,
-        request: engine_service_pb2.RunChunkRequest,
+        requests: ChunkRequests,
         plan: Plan,
         fold: JobFold,
         *,
         config: DispatchConfig,
         metrics: GatewayMetrics,
         window_blocks: int,
-        preview: bool = False,
         credentials: ServiceCredentials | None = None,
         tenant: str = "",
     ) -> None:
-        self.pool, self.template, self.plan, self.fold = pool, request, plan, fold
+        self.pool, self.requests, self.plan, self.fold = pool, requests, plan, fold
         #: The gateway's service token on each RunChunk call, acting for the job's tenant.
         self.credentials = credentials or ServiceCredentials()
         self.tenant = tenant
         self.config, self.metrics = config, metrics
-        self.window_blocks = max(1, window_blocks)
-        self.preview = preview
+        #: None: no window (a preview's one chunk of sample groups, `JobKind.windowed`).
+        self.window_blocks = max(1, window_blocks) if requests.kind.windowed else None
         self._queue: list[Work] = [Work(c.first_block, c.block_count, c.chunk_id) for c in plan.chunks]
         heapq.heapify(self._queue)
         self._in_flight = 0
@@ -278,9 +257,9 @@ class Dispatcher:
         while True:
             if self.done:
                 return None
-            limit = self.fold.folded_blocks + self.window_blocks
+            limit = None if self.window_blocks is None else self.fold.folded_blocks + self.window_blocks
             for work in sorted(self._queue) if len(self._queue) > 1 else self._queue:
-                if not self.preview and work.first_block >= limit:
+                if limit is not None and work.first_block >= limit:
                     break
                 if self._avoids(engine, work):
                     continue
@@ -309,22 +288,16 @@ class Dispatcher:
                     self._in_flight -= 1
                     self._notify()
 
-    def _request(self, work: Work) -> engine_service_pb2.RunChunkRequest:
-        req = engine_service_pb2.RunChunkRequest()
-        req.CopyFrom(self.template)
-        req.chunk_id = work.chunk_id
-        if not self.preview:
-            req.blocks.CopyFrom(engine_pb2.BlockRange(first_block=work.first_block, block_count=work.block_count))
-        return req
-
     async def _run(self, engine: Engine, work: Work) -> None:
         wanted = set(range(work.first_block, work.first_block + work.block_count))
         received: set[int] = set()
-        timeout = self.config.chunk_timeout_seconds + (self.template.time_limit_seconds or 0)
+        timeout = self.config.chunk_timeout_seconds + self.requests.time_limit_seconds
         self.metrics.chunks_dispatched.inc()
         self.engines_active.add(engine.address)
         call = engine.stub.RunChunk(
-            self._request(work), timeout=timeout, metadata=self.credentials.metadata(self.tenant)
+            self.requests.for_work(work.chunk_id, work.first_block, work.block_count),
+            timeout=timeout,
+            metadata=self.credentials.metadata(self.tenant),
         )
         stall = self.config.stall_seconds or None
         stream = call.__aiter__()

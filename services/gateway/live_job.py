@@ -1,10 +1,22 @@
-"""One job as this gateway runs it (`LiveJob`), and how jobs run (`JobConfig`).
+"""One job as this gateway runs it (`LiveJob`): its phase and the invariants of its state.
 
 A `LiveJob` is the gateway's working state of a job between its submission (or its resumption
 after a restart) and the moment its end is committed to the store: the record readers see, the
-event log, the plan, the fold and the dispatcher, and what was last reported (progress never
-steps back). `JobManager` (jobs.py) owns the live jobs; `JobReporter` (reporting.py) reports
-their progress and checkpoints their fold; recovery.py rebuilds one from the store.
+event log, the plan, the fold and the dispatcher, and what was last reported. Its phase
+(job_state.py) changes only through `advance`, which refuses a transition the table does not
+allow; the invariants below are checked where they can break, and a broken one raises
+`JobStateError` (a bug: the job fails INTERNAL):
+
+- progress never steps back: `reported_blocks` only grows (`note_reported`), so a resumed job
+  reports each block once (it stays silent until it passes what it reported before the stop);
+- checkpoints only go forward (`note_checkpoint`), and one written with a progress report never
+  runs ahead of the progress reported (a restarted gateway resumes where clients last saw it);
+- only an active job (RESUMED, RUNNING) takes a write failure (`fail_write`); only an ending
+  job has a final record, and it has one until its end is committed (`end`, `ended`).
+
+`JobManager` (jobs.py) owns the live jobs; `JobRunner` (job_runner.py) runs and ends them;
+`JobReporter` (reporting.py) reports their progress and checkpoints their fold; recovery.py
+rebuilds one from the store.
 """
 
 from __future__ import annotations
@@ -15,9 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livecalc.gateway.v1 import job_pb2
-from services.gateway.dispatcher import DispatchConfig, Dispatcher
+from services.gateway.dispatcher import Dispatcher
 from services.gateway.events import EventLog
 from services.gateway.fold import JobFold
+from services.gateway.job_kind import FULL_RUN, JobKind
+from services.gateway.job_state import ACTIVE, TRANSITIONS, JobStateError, Phase, check_transition
 from services.gateway.planner import Plan
 from services.gateway.store import Checkpoint, ResultKey
 from services.gateway.store_writer import Written
@@ -25,24 +39,6 @@ from services.valuation.interface.declaration import Outputs
 from services.valuation.scenarios import ScenarioParams
 
 S = job_pb2.JobState
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    """How jobs run; `package_address` is where engines download packages (this gateway)."""
-
-    package_address: str
-    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
-    progress_seconds: float = 0.25
-    statistics_seconds: float = 1.0
-    #: Blocks a job may have in flight ahead of its fold, per engine slot, in chunks.
-    window_chunks_per_slot: int = 2
-    chunk_time_limit_seconds: float = 0.0
-    #: Longest time between two checkpoints of a running job's fold.
-    checkpoint_seconds: float = 1.0
-    #: Admission control: jobs this gateway holds unfinished (queued or running) before
-    #: SubmitJob answers RESOURCE_EXHAUSTED; 0 admits every job.
-    max_pending_jobs: int = 0
 
 
 @dataclass
@@ -55,6 +51,9 @@ class LiveJob:
     params: ScenarioParams
     key: ResultKey
     rows: int
+    #: A full run or a preview (job_kind.py).
+    kind: JobKind = FULL_RUN
+    phase: Phase = Phase.SUBMITTED
     #: The tenant that submitted it ('' with auth off), its idempotency key ('' for none) and
     #: the spec as the client sent it (kept with a key, to compare a later submission).
     tenant: str = ""
@@ -63,8 +62,8 @@ class LiveJob:
     #: The outputs the package declares (the fold's rows, the result's outputs); a resumed job
     #: reads them from the package when it starts running.
     outputs: Outputs | None = None
-    #: Commits with the job's first record and its accepted event (None: recorded before,
-    #: a resumed job); nothing else of the job is written before it has.
+    #: Commits with the job's first record and its accepted event (None: a resumed job,
+    #: recorded before); nothing else of the job is written before it has.
     recorded: asyncio.Future[Any] | None = None
     #: A write of the job that the store could not commit: the job fails.
     store_error: BaseException | None = None
@@ -90,3 +89,58 @@ class LiveJob:
     checkpointed_at: float = 0.0
     checkpointed_block: int = -1
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+    def advance(self, to: Phase) -> None:
+        """Move to phase ``to``; `JobStateError` for a transition job_state.TRANSITIONS lacks."""
+        check_transition(self.job_id, self.phase, to)
+        self.phase = to
+
+    def stop(self) -> None:
+        """The gateway is stopping: STOPPED, unless the job ended or was dropped meanwhile."""
+        if TRANSITIONS[self.phase]:
+            self.advance(Phase.STOPPED)
+
+    def _broken(self, what: str) -> JobStateError:
+        return JobStateError(f"job {self.job_id} ({self.phase.value}): {what}")
+
+    def note_reported(self, blocks_done: int) -> None:
+        """A progress event reports ``blocks_done``: never fewer than the last one."""
+        if blocks_done < self.reported_blocks:
+            raise self._broken(f"progress stepping back from {self.reported_blocks} to {blocks_done} blocks")
+        self.reported_blocks = blocks_done
+
+    def note_checkpoint(self, next_block: int, *, with_progress: bool) -> None:
+        """A checkpoint at ``next_block`` is written: never behind the last one, and (written with
+        a progress report) never ahead of the progress reported."""
+        if next_block < self.checkpointed_block:
+            raise self._broken(f"checkpoint stepping back from block {self.checkpointed_block} to {next_block}")
+        if with_progress and next_block > self.reported_blocks:
+            raise self._broken(f"checkpoint at block {next_block} ahead of the {self.reported_blocks} reported")
+        self.checkpointed_at = time.monotonic()
+        self.checkpointed_block = next_block
+
+    def fail_write(self, error: BaseException) -> bool:
+        """A write of the job was not committed: True when that fails the job (an active job's
+        first failure); earlier (not recorded yet: the job is dropped) and later (ending: its
+        end is written again) it does not."""
+        if self.phase not in ACTIVE or self.store_error is not None:
+            return False
+        self.store_error = error
+        return True
+
+    def end(self, final: job_pb2.Job) -> None:
+        """The job's end is decided: ENDING, with its final record (shown once committed)."""
+        self.advance(Phase.ENDING)
+        self.final = final
+
+    def end_committed(self) -> job_pb2.Job:
+        """The terminal unit is committed: ENDED; returns the record it ended with."""
+        if self.final is None:
+            raise self._broken("ended without a final record")
+        self.advance(Phase.ENDED)
+        final, self.final = self.final, None
+        return final

@@ -14,7 +14,7 @@ on 16 cores, BENCHMARKS.md "Scaling").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from services.common.errors import InvalidArgument
@@ -113,6 +113,17 @@ def plan(rows: int, *, slots: int, scenarios: int, chunk_blocks: int = 0, slot_s
         chunks.append(Chunk(i, first, size))
         first += size
     return Plan(rows=rows, blocks_total=blocks, chunk_blocks=max(sizes), chunks=tuple(chunks))
+
+
+def resumed_plan(job_plan: Plan, next_block: int) -> Plan:
+    """What is left of ``job_plan`` for a job resumed from a checkpoint at ``next_block``: the
+    chunks before it dropped, the one across it trimmed to start there (chunk ids kept)."""
+    chunks = tuple(
+        Chunk(c.chunk_id, max(c.first_block, next_block), c.end_block - max(c.first_block, next_block))
+        for c in job_plan.chunks
+        if c.end_block > next_block
+    )
+    return replace(job_plan, chunks=chunks)
 
 
 def sample_group_rows(n: int) -> int:

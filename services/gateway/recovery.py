@@ -21,6 +21,8 @@ import numpy as np
 from livecalc.gateway.v1 import job_pb2
 from services.gateway.events import EventLog, now_timestamp
 from services.gateway.inputs import scenario_params
+from services.gateway.job_kind import kind_of
+from services.gateway.job_state import Phase
 from services.gateway.live_job import LiveJob, S
 from services.gateway.planner import plan
 from services.gateway.results import with_parts
@@ -117,6 +119,8 @@ def resumed_job(
         key=ResultKey(job.spec.package_hash, cp.dataset_version, result_scenarios_key(job.spec.scenarios, params)),
         rows=cp.dataset_rows,
         tenant=tenant,
+        kind=kind_of(job.spec),
+        phase=Phase.RESUMED,
         resume=cp,
     )
     progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 
 from livecalc.gateway.v1 import job_pb2
-from services.gateway.live_job import JobConfig, LiveJob
+from services.gateway.config import JobConfig
+from services.gateway.live_job import LiveJob
 from services.gateway.results import running_statistics
 from services.gateway.store import Checkpoint, JobStore
 from services.gateway.store_writer import Written
@@ -61,7 +62,7 @@ class JobReporter:
             fold is not None
             and not fold.complete
             and done > live.checkpointed_block
-            and not live.job.spec.HasField("preview")
+            and live.kind.checkpointed
             and time.monotonic() - live.checkpointed_at >= self.config.checkpoint_seconds
         )
         if not (report or due):
@@ -73,16 +74,16 @@ class JobReporter:
             and fold is not None
             and fold.complete
             and live.outputs is not None
-            and not live.job.spec.HasField("preview")
+            and live.kind.running_statistics
             and live.reported_statistics_rows < fold.rows
         )
         if report:
-            live.reported_blocks = max(live.reported_blocks, done)
+            live.note_reported(max(live.reported_blocks, done))
             live.reported_waiting = waiting
             live.job.progress.CopyFrom(self.progress(live))
         with self.store.transaction():
             if due:
-                self.checkpoint(live)
+                self.checkpoint(live, with_progress=True)
             if final:
                 assert fold is not None and live.outputs is not None
                 live.reported_statistics_rows = fold.rows
@@ -90,10 +91,12 @@ class JobReporter:
             if report:
                 live.log.append(progress=live.job.progress)
 
-    def checkpoint(self, live: LiveJob) -> None:
-        """Write the fold's checkpoint (a preview has none), when the fold has one to give."""
+    def checkpoint(self, live: LiveJob, *, with_progress: bool = False) -> None:
+        """Write the fold's checkpoint (a preview has none), when the fold has one to give;
+        ``with_progress``: in the transaction of a progress report, which it never runs ahead of
+        (the others: the job's first, at its start, and its latest fold when the gateway stops)."""
         fold = live.fold
-        if fold is None or live.job.spec.HasField("preview"):
+        if fold is None or not live.kind.checkpointed:
             return
         state = fold.checkpoint()
         if state is None:
@@ -110,8 +113,7 @@ class JobReporter:
             )
         )
         self.watch(live.job.job_id, written)
-        live.checkpointed_at = time.monotonic()
-        live.checkpointed_block = state.next_block
+        live.note_checkpoint(state.next_block, with_progress=with_progress)
 
     async def tick(self, live: LiveJob) -> None:
         """Coalesced progress and about-once-a-second running statistics."""
@@ -123,7 +125,7 @@ class JobReporter:
             if fold is None or live.outputs is None:
                 continue
             self.report(live)
-            if live.job.spec.HasField("preview"):
+            if not live.kind.running_statistics:
                 continue  # a preview's only ± is its result's (its groups are not the dataset's blocks)
             if time.monotonic() >= next_stats and fold.rows_done > live.reported_statistics_rows and not fold.complete:
                 estimate = fold.estimate()

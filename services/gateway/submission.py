@@ -1,5 +1,8 @@
 """What one SubmitJob may carry, and when a repeated submission is the same job.
 
+`check_spec` is the job spec's own rules (job.proto says what each field means): required
+fields, counts that must be positive, a preview's sample no larger than the dataset.
+
 Labels and idempotency keys are stored with every job and every job record goes out in
 ListJobs pages, so their sizes are bounded here (a page of `store.MAX_PAGE` jobs stays well
 under gRPC's 4 MiB message limit). An idempotency key names one spec: the same key with the
@@ -14,7 +17,7 @@ from typing import Any, Final
 from google.protobuf.message import Message
 
 from livecalc.gateway.v1 import job_pb2
-from services.common.errors import FieldViolation
+from services.common.errors import FieldViolation, InvalidArgument
 
 #: Labels one job may carry.
 MAX_LABELS: Final = 32
@@ -29,6 +32,29 @@ MAX_IDEMPOTENCY_KEY_BYTES: Final = 256
 
 def _size(text: str) -> int:
     return len(text.encode())
+
+
+def check_spec(spec: job_pb2.JobSpec, *, dataset_rows: int | None = None) -> None:
+    """INVALID_ARGUMENT naming every field of ``spec`` that breaks its rules; with
+    ``dataset_rows`` (once the dataset is known), also a preview sample larger than the dataset."""
+    bad = []
+    if spec.chunk_blocks < 0:
+        bad.append(FieldViolation("spec.chunk_blocks", "must be ≥ 0"))
+    if spec.threads < 0:
+        bad.append(FieldViolation("spec.threads", "must be ≥ 0"))
+    if not spec.dataset_id:
+        bad.append(FieldViolation("spec.dataset_id", "is required"))
+    if not spec.package_hash:
+        bad.append(FieldViolation("spec.package_hash", "is required"))
+    if spec.HasField("scenarios") and spec.scenarios.count == 0 and not spec.scenarios.dataset_id:
+        bad.append(FieldViolation("spec.scenarios.count", "must be ≥ 1 (leave scenarios out for the package's own)"))
+    if spec.HasField("preview"):
+        if spec.preview.sample_rows < 1:
+            bad.append(FieldViolation("spec.preview.sample_rows", "must be ≥ 1"))
+        elif dataset_rows is not None and spec.preview.sample_rows > dataset_rows:
+            bad.append(FieldViolation("spec.preview.sample_rows", f"must be ≤ the dataset's {dataset_rows} rows"))
+    if bad:
+        raise InvalidArgument("invalid job spec", tuple(bad))
 
 
 def limit_violations(spec: job_pb2.JobSpec, idempotency_key: str) -> list[FieldViolation]:

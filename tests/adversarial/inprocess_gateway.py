@@ -24,9 +24,9 @@ from services.common.auth.interceptor import _PRINCIPAL
 from services.common.auth.tokens import Principal
 from services.common.config import ServerConfig
 from services.common.server import RunningServer, ServiceBinding, start_server
+from services.gateway.config import JobConfig
 from services.gateway.job_servicer import JobServicer
 from services.gateway.jobs import JobManager
-from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.server import JOB_SERVICE, StoreReadiness
 from services.gateway.store import JobStore

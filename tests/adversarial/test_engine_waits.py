@@ -24,11 +24,13 @@ from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobCannotFinish
+from services.gateway.chunk_requests import ChunkRequests
+from services.gateway.config import DispatchConfig, JobConfig
+from services.gateway.dispatcher import Dispatcher, JobCannotFinish
 from services.gateway.engines import Engine
 from services.gateway.fold import JobFold
+from services.gateway.job_kind import FULL_RUN
 from services.gateway.jobs import JobManager
-from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan
 from services.gateway.store import JobStore
@@ -77,7 +79,7 @@ def dispatcher(engines: list[Engine], rows: int, n: int, **config: float) -> tup
     f = JobFold(rows, p.blocks_total, n, outputs=5)
     d = Dispatcher(
         FakePool(engines),  # type: ignore[arg-type]
-        engine_service_pb2.RunChunkRequest(job_id="j"),
+        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, p),
         p,
         f,
         config=DispatchConfig(max_attempts=2, backoff_seconds=0.01, engine_scan_seconds=0.05, **config),  # type: ignore[arg-type]

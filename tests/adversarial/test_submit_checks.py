@@ -24,9 +24,9 @@ from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.errors import InvalidArgument
 from services.gateway.admission import DatasetRules, check_capacity
+from services.gateway.config import JobConfig
 from services.gateway.inputs import RowViolation, Validation
 from services.gateway.jobs import JobManager
-from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE

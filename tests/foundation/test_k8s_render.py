@@ -380,7 +380,7 @@ def test_gateway_reaches_headless_engines_data_and_advertises_itself(mesh: Rende
     engines = _service_selects(mesh, f"{config.engines.dns_name}:{config.engines.dns_port}", "engine")
     assert engines["spec"]["clusterIP"] == "None", "one channel per engine pod needs a headless Service"
     _service_selects(mesh, config.data_address, "data")
-    _service_selects(mesh, config.advertise_address, "gateway")
+    _service_selects(mesh, config.jobs.package_address, "gateway")
 
 
 def test_engines_reach_data_and_gateway(mesh: Rendered, monkeypatch: pytest.MonkeyPatch) -> None:

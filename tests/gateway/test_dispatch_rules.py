@@ -11,9 +11,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_service_pb2
-from services.gateway.dispatcher import DispatchConfig, Dispatcher
+from services.gateway.chunk_requests import ChunkRequests
+from services.gateway.config import DispatchConfig
+from services.gateway.dispatcher import Dispatcher
 from services.gateway.engines import Engine
 from services.gateway.fold import JobFold
+from services.gateway.job_kind import FULL_RUN
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan
 from services.valuation.blocks import BLOCK_SIZE, fold
@@ -30,7 +33,7 @@ def dispatcher(engines: list[Engine], blocks: int, *, window: int) -> tuple[Disp
     f = JobFold(rows, p.blocks_total, SCENARIOS, outputs=5)
     d = Dispatcher(
         FakePool(engines),  # type: ignore[arg-type]
-        engine_service_pb2.RunChunkRequest(job_id="j"),
+        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, p),
         p,
         f,
         config=DispatchConfig(max_attempts=3, backoff_seconds=0.01),

@@ -28,10 +28,12 @@ from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.gateway.dispatcher import DispatchConfig, Dispatcher
+from services.gateway.chunk_requests import ChunkRequests
+from services.gateway.config import DispatchConfig, JobConfig
+from services.gateway.dispatcher import Dispatcher
 from services.gateway.fold import FoldState, JobFold
+from services.gateway.job_kind import FULL_RUN
 from services.gateway.jobs import JobManager
-from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan
 from services.gateway.store import JobStore
@@ -209,7 +211,8 @@ async def test_killed_after_a_checkpoint_and_more_reports_resumes_reporting_each
     await asyncio.wait_for(engine.arrived[6].wait(), 10)
     # a checkpoint in the middle of chunk [4, 8): its summary has not come yet
     await until(lambda: (cp := m.store.checkpoint(job_id)) is not None and cp.next_block == 6, "a checkpoint at 6")
-    m.reporter.config = dataclasses.replace(m.reporter.config, checkpoint_seconds=3600.0)  # no more checkpoints
+    reporter = m.runner.reporter
+    reporter.config = dataclasses.replace(reporter.config, checkpoint_seconds=3600.0)  # no more checkpoints
     gates[6].set()
     await asyncio.wait_for(engine.arrived[10].wait(), 10)
     await until(
@@ -317,7 +320,7 @@ async def test_dispatch_counts_the_steps_of_a_chunk_that_failed_half_way_once() 
     f = JobFold(rows, job_plan.blocks_total, n, outputs=5)
     d = Dispatcher(
         FakePool([fake_engine("a", engine)]),  # type: ignore[arg-type]
-        engine_service_pb2.RunChunkRequest(job_id="j"),
+        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, job_plan),
         job_plan,
         f,
         config=DispatchConfig(backoff_seconds=0.01),

@@ -15,12 +15,14 @@ from prometheus_client import CollectorRegistry
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.gateway.dispatcher import DispatchConfig, Dispatcher, JobCannotFinish
+from services.gateway.chunk_requests import ChunkRequests
+from services.gateway.config import DispatchConfig, JobConfig
+from services.gateway.dispatcher import Dispatcher, JobCannotFinish
 from services.gateway.engines import Engine, EngineTargets
 from services.gateway.events import EventLog
 from services.gateway.fold import JobFold
+from services.gateway.job_kind import FULL_RUN
 from services.gateway.jobs import JobManager
-from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan, ranges
 from services.gateway.results import final_result, join_parts, split_result, statistics_message, with_parts
@@ -207,7 +209,7 @@ def _dispatcher(
 
     d = Dispatcher(
         FakePool(engines),  # type: ignore[arg-type]
-        engine_service_pb2.RunChunkRequest(job_id="j"),
+        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, p),
         p,
         f,
         config=DispatchConfig(max_attempts=3, backoff_seconds=0.01),
@@ -294,10 +296,10 @@ def _spec(count: int, **kw: object) -> job_pb2.JobSpec:
 async def test_manager_runs_a_job_with_running_statistics_and_a_large_result_in_parts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import services.gateway.jobs as jobs_module
+    import services.gateway.job_runner as job_runner_module
     import services.gateway.results as results_module
 
-    monkeypatch.setattr(jobs_module, "split_result", lambda r: split_result(r, part_values=4))
+    monkeypatch.setattr(job_runner_module, "split_result", lambda r: split_result(r, part_values=4))
     monkeypatch.setattr(results_module, "PART_VALUES", 4)
     rows, n = 6 * BLOCK_SIZE - 5, 10
     table = partial_table(6, n)
@@ -456,11 +458,11 @@ async def test_a_package_declaring_three_outputs_gets_three_output_results_with_
 async def test_a_large_result_of_three_outputs_comes_in_parts_and_reassembles(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import services.gateway.jobs as jobs_module
+    import services.gateway.job_runner as job_runner_module
     import services.gateway.results as results_module
     from services.client.aio import ResultAssembler
 
-    monkeypatch.setattr(jobs_module, "split_result", lambda r: split_result(r, part_values=5))
+    monkeypatch.setattr(job_runner_module, "split_result", lambda r: split_result(r, part_values=5))
     monkeypatch.setattr(results_module, "PART_VALUES", 5)
     outputs = Outputs(("a", "b", "c"), 2)
     rows, n = 2 * BLOCK_SIZE, 12
@@ -527,7 +529,7 @@ async def test_dispatch_without_engines_fails_unavailable_in_bounded_time() -> N
     p = plan(BLOCK_SIZE, slots=1, scenarios=1)
     d = Dispatcher(
         FakePool([]),  # type: ignore[arg-type]
-        engine_service_pb2.RunChunkRequest(job_id="j"),
+        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, p),
         p,
         JobFold(BLOCK_SIZE, 1, 1, outputs=5),
         config=DispatchConfig(engine_scan_seconds=0.05, engine_wait_seconds=0.2),

@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
+from services.gateway.config import JobConfig
 from services.gateway.jobs import JobManager
-from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.store import JobStore
 from services.gateway.store_file import SCHEMA_VERSION

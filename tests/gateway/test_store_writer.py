@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
+from services.gateway.config import JobConfig
 from services.gateway.events import EventLog
 from services.gateway.jobs import JobManager
-from services.gateway.live_job import JobConfig
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.store import Checkpoint, JobStore
 from services.gateway.store_writer import StoreClosed, StoreWriter, _Write
