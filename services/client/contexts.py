@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from services.common.auth.config import TOKEN
 from services.common.client import ChannelSecurity, emit_json, table, write_out
 from services.common.config import DEFAULT_PORTS
 from services.common.errors import InvalidArgument, NotFound
@@ -239,7 +240,7 @@ def cmd_current_context(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """The address client commands use now, and where it comes from."""
     target = resolve_target(None, os.environ)
-    token = security_for(target, ChannelSecurity(token=os.environ.get("LIVECALC_TOKEN") or None)).token
+    token = security_for(target, ChannelSecurity(token=TOKEN.resolve(os.environ))).token
     if args.json:
         emit_json(
             {

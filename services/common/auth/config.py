@@ -155,6 +155,9 @@ INSECURE: Setting[bool] = Setting("LIVECALC_INSECURE", parse_bool, False, flag="
 TLS_CA: Setting[str | None] = Setting("LIVECALC_TLS_CA", str, None, flag="--tls-ca")
 TLS: Setting[bool] = Setting("LIVECALC_TLS", parse_bool, False, flag="--tls")
 TOKEN: Setting[str | None] = Setting("LIVECALC_TOKEN", str, None, flag="--token")
+#: The bearer token a service sends its peers: a file (re-read when it changes), or the token itself.
+SERVICE_TOKEN_FILE: Setting[str | None] = Setting("LIVECALC_SERVICE_TOKEN_FILE", str, None, flag="--service-token-file")
+SERVICE_TOKEN: Setting[str | None] = Setting("LIVECALC_SERVICE_TOKEN", str, None)
 
 
 def resolve_security_config(

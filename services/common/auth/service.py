@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from services.common.auth.config import TLS, TLS_CA, SecurityConfig, resolve_security_config
+from services.common.auth.config import (
+    SERVICE_TOKEN,
+    SERVICE_TOKEN_FILE,
+    TLS,
+    TLS_CA,
+    SecurityConfig,
+    resolve_security_config,
+)
 from services.common.auth.roles import ACT_FOR_TENANT, Role
 from services.common.auth.tokens import mint_hs256
 from services.common.client import ChannelSecurity
@@ -113,12 +120,12 @@ class ServiceCredentials:
 def service_credentials(service: str, args: argparse.Namespace, env: Mapping[str, str]) -> ServiceCredentials:
     """Flags, then LIVECALC_SERVICE_TOKEN(_FILE), then minting with the HS256 secret, else none."""
     subject = f"livecalc-{service}"
-    path = getattr(args, "service_token_file", None) or env.get("LIVECALC_SERVICE_TOKEN_FILE") or None
+    path = SERVICE_TOKEN_FILE.read(args, env)
     if path:
         if not os.path.isfile(path):
             raise InvalidArgument(f"--service-token-file: no file at {path}")
         return ServiceCredentials(subject=subject, token_file=Path(path))
-    token = env.get("LIVECALC_SERVICE_TOKEN") or None
+    token = SERVICE_TOKEN.resolve(env)
     if token:
         return ServiceCredentials(subject=subject, token=token)
     auth = _security(args, env).auth
