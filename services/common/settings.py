@@ -95,11 +95,11 @@ class Setting(Generic[T]):
         return f"{self.help} (env {self.env}{tail})"
 
     def add_argument(self, parser: argparse.ArgumentParser, **kwargs: Any) -> None:
-        """Declare the flag on `parser`: typed like `parse`, a bool as ``store_true``, unset by default."""
+        """Declare the flag on `parser`: parsed by `parse` (a bool: ``store_true``), unset by default."""
         assert self.flag is not None, f"{self.env} has no flag"
         if self.parse is parse_bool:
             kwargs.setdefault("action", "store_true")
-        elif self.parse in (int, float):
+        else:  # the flag's text is parsed as the variable's is, so `resolve` sees typed values only
             kwargs.setdefault("type", self.parse)
         parser.add_argument(self.flag, help=self.help_text, **kwargs)
 

@@ -85,3 +85,15 @@ def test_data_dir_is_flag_then_environment_then_dot_livecalc() -> None:
     assert data_dir({"LIVECALC_DATA_DIR": ""}) == Path(".livecalc")
     assert data_dir({"LIVECALC_DATA_DIR": "/srv/lc"}) == Path("/srv/lc")
     assert data_dir({"LIVECALC_DATA_DIR": "/srv/lc"}, "/tmp/x") == Path("/tmp/x")
+
+
+def test_a_flag_is_parsed_like_its_variable() -> None:
+    def seconds(text: str) -> float:
+        return float(text.removesuffix("s"))
+
+    timeout = Setting(
+        "LIVECALC_TEST_TIMEOUT", seconds, 1.0, flag="--timeout", help="t", check=lambda s: s > 0, rule="> 0"
+    )
+    parser = _parser(timeout)  # type: ignore[arg-type]
+    assert timeout.read(parser.parse_args(["--timeout", "2.5s"]), {}) == 2.5
+    assert timeout.read(parser.parse_args([]), {"LIVECALC_TEST_TIMEOUT": "3s"}) == 3.0
