@@ -61,22 +61,35 @@ class ServerConfig:
         return f"{self.host}:{self.port}"
 
 
-#: How long in-flight RPCs get after SIGTERM, and how long NOT_SERVING is reported before it.
-GRACE: Setting[float | None] = Setting("LIVECALC_GRACE_SECONDS", float, None)
+#: How long in-flight RPCs get after SIGTERM (default 10 s), and how long NOT_SERVING is reported
+#: before it (default the grace or 1 s, whichever is shorter).
+GRACE: Setting[float | None] = Setting(
+    "LIVECALC_GRACE_SECONDS", float, None, flag="--grace", help="shutdown grace in seconds"
+)
 DRAIN: Setting[float | None] = Setting("LIVECALC_DRAIN_SECONDS", float, None)
 MAX_CONNECTION_AGE = Setting("LIVECALC_MAX_CONNECTION_AGE_SECONDS", float, 300.0)
-HOST: Setting[str | None] = Setting("LIVECALC_HOST", str, None)
+HOST: Setting[str | None] = Setting(
+    "LIVECALC_HOST", str, None, flag="--host", help="address to bind", shown="127.0.0.1"
+)
+#: The metrics endpoint's address: its own variable, else the gRPC address.
 METRICS_HOST: Setting[str | None] = Setting("LIVECALC_METRICS_HOST", str, None)
 
 
 def port_setting(service: str) -> Setting[int]:
-    """`LIVECALC_<SERVICE>_PORT`, default the service's documented port."""
-    return Setting(f"LIVECALC_{service.upper()}_PORT", int, DEFAULT_PORTS[service][0])
+    """`--port` / `LIVECALC_<SERVICE>_PORT`, default the service's documented port."""
+    return Setting(f"LIVECALC_{service.upper()}_PORT", int, DEFAULT_PORTS[service][0], flag="--port", help="gRPC port")
 
 
 def metrics_port_setting(service: str) -> Setting[int]:
-    """`LIVECALC_<SERVICE>_METRICS_PORT`, default the service's documented metrics port; -1 disables it."""
-    return Setting(f"LIVECALC_{service.upper()}_METRICS_PORT", int, DEFAULT_PORTS[service][1])
+    """`--metrics-port` / `LIVECALC_<SERVICE>_METRICS_PORT`, default the service's documented metrics
+    port; -1 disables the endpoint."""
+    return Setting(
+        f"LIVECALC_{service.upper()}_METRICS_PORT",
+        int,
+        DEFAULT_PORTS[service][1],
+        flag="--metrics-port",
+        help="Prometheus port, -1 to disable",
+    )
 
 
 def resolve_server_config(

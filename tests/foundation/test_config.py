@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import cast
+
 import pytest
 
-from services.common.config import ServerConfig, resolve_server_config
+from services.cli import build_parser
+from services.common.config import (
+    DEFAULT_PORTS,
+    GRACE,
+    HOST,
+    ServerConfig,
+    metrics_port_setting,
+    port_setting,
+    resolve_server_config,
+)
 from services.common.errors import InvalidArgument
 
 
@@ -46,3 +58,18 @@ def test_bad_environment_is_a_clear_error(env: dict[str, str], message: str) -> 
 def test_unknown_service_is_rejected() -> None:
     with pytest.raises(InvalidArgument, match="unknown service"):
         ServerConfig(service="ledger")
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return cast(argparse.ArgumentParser, subparsers.choices[name])
+
+
+@pytest.mark.parametrize("service", sorted(DEFAULT_PORTS))
+def test_serve_flags_say_what_the_settings_declare(service: str) -> None:
+    """`livecalc serve SERVICE --help` shows each server setting's declared help, variable and default."""
+    parser = _subcommand(_subcommand(build_parser(), "serve"), service)
+    helps = {a.option_strings[0]: a.help for a in parser._actions if a.option_strings}
+    for setting in (HOST, GRACE, port_setting(service), metrics_port_setting(service)):
+        assert setting.flag is not None
+        assert helps[setting.flag] == setting.help_text
