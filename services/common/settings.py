@@ -92,10 +92,12 @@ class Setting(Generic[T]):
         if shown is None and self.default is not None and self.default is not False:
             shown = format(self.default, "g") if isinstance(self.default, float) else str(self.default)
         tail = f"; default {shown}" if shown else ""
-        return f"{self.help} (env {self.env}{tail})"
+        variable = f"{self.env}=1" if self.parse is parse_bool else self.env  # a switch: how to turn it on
+        return f"{self.help} (env {variable}{tail})"
 
-    def add_argument(self, parser: argparse.ArgumentParser, **kwargs: Any) -> None:
-        """Declare the flag on `parser`: parsed by `parse` (a bool: ``store_true``), unset by default."""
+    def add_argument(self, parser: argparse._ActionsContainer, **kwargs: Any) -> None:
+        """Declare the flag on `parser` (or an argument group): parsed by `parse` (a bool: ``store_true``),
+        unset by default."""
         assert self.flag is not None, f"{self.env} has no flag"
         if self.parse is parse_bool:
             kwargs.setdefault("action", "store_true")

@@ -76,7 +76,7 @@ def test_checks_apply_to_flags_too() -> None:
 def test_help_names_variable_and_default() -> None:
     assert THREADS.help_text == "worker threads (env LIVECALC_TEST_THREADS; default cores)"
     assert LIMIT.help_text == "seconds (env LIVECALC_TEST_LIMIT; default 3600)"
-    assert DEV.help_text == "dev mode (env LIVECALC_TEST_DEV)"
+    assert DEV.help_text == "dev mode (env LIVECALC_TEST_DEV=1)"
     assert "(env LIVECALC_TEST_ATTEMPTS; default 4)" in _parser(ATTEMPTS).format_help()  # type: ignore[arg-type]
 
 

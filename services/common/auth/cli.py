@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from services.common.auth.config import (
+    CLIENT_SETTINGS,
     DEFAULT_AUDIENCE,
     DEV_ISSUER,
+    SERVE_SETTINGS,
     TLS,
     TLS_CA,
     TOKEN,
@@ -31,37 +33,8 @@ from services.common.errors import InvalidArgument
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """Auth, audit, TLS and protected-mode flags of `livecalc serve SERVICE`."""
     g = p.add_argument_group("security (auth is off unless a JWKS, a secret or --auth-dev is given)")
-    g.add_argument("--auth-jwks", help="JWKS file or URL of RS256/ES256 keys (env LIVECALC_AUTH_JWKS)")
-    g.add_argument("--auth-hs256-secret-file", help="file with an HS256 secret (env LIVECALC_AUTH_HS256_SECRET_FILE)")
-    g.add_argument(
-        "--auth-dev",
-        action="store_true",
-        default=None,
-        help="HS256 with the embedded dev secret under the data dir (env LIVECALC_AUTH_DEV=1)",
-    )
-    g.add_argument("--auth-issuer", help=f"expected iss (env LIVECALC_AUTH_ISSUER; HS256 default {DEV_ISSUER})")
-    g.add_argument("--auth-audience", help=f"expected aud (env LIVECALC_AUTH_AUDIENCE; default {DEFAULT_AUDIENCE})")
-    g.add_argument("--auth-leeway", type=float, help="clock skew allowed, s (env LIVECALC_AUTH_LEEWAY_SECONDS; 30)")
-    g.add_argument(
-        "--auth-jwks-refresh",
-        type=float,
-        help="reload the JWKS for an unknown kid at most this often, seconds (env LIVECALC_AUTH_JWKS_REFRESH; 60)",
-    )
-    g.add_argument("--audit-log", help="audit JSON lines file (env LIVECALC_AUDIT_LOG; with auth: DATA_DIR/audit.log)")
-    g.add_argument("--audit-stdout", action="store_true", default=None, help="also print audit lines on stdout")
-    g.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (env LIVECALC_TLS_CERT)")
-    g.add_argument("--tls-key", help="PEM private key of --tls-cert (env LIVECALC_TLS_KEY)")
-    g.add_argument(
-        "--service-token-file",
-        help="bearer token this service sends to its peers (env LIVECALC_SERVICE_TOKEN_FILE; "
-        "with an HS256 secret: minted)",
-    )
-    g.add_argument(
-        "--insecure",
-        action="store_true",
-        default=None,
-        help="allow a non-loopback --host without auth (env LIVECALC_INSECURE=1)",
-    )
+    for setting in SERVE_SETTINGS:
+        setting.add_argument(g)
 
 
 def security_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> SecurityConfig:
@@ -84,9 +57,8 @@ def security_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Secu
 
 def add_client_arguments(p: argparse.ArgumentParser) -> None:
     """`--token`, `--tls`, `--tls-ca` for a command that talks to a service."""
-    p.add_argument("--token", help="bearer token for the service (env LIVECALC_TOKEN)")
-    p.add_argument("--tls", action="store_true", default=None, help="connect with TLS (env LIVECALC_TLS=1)")
-    p.add_argument("--tls-ca", help="PEM roots to trust; implies --tls (env LIVECALC_TLS_CA)")
+    for setting in CLIENT_SETTINGS:
+        setting.add_argument(p)
 
 
 def channel_security_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ChannelSecurity:

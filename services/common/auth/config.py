@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.settings import Setting, data_dir, parse_bool
@@ -136,28 +136,86 @@ def dev_secret(env: Mapping[str, str], *, create: bool) -> bytes:
     return path.read_text().strip().encode()
 
 
-#: The security settings `livecalc serve` reads (flags in services.common.auth.cli).
-JWKS: Setting[str | None] = Setting("LIVECALC_AUTH_JWKS", str, None, flag="--auth-jwks")
-HS256_SECRET_FILE: Setting[str | None] = Setting(
-    "LIVECALC_AUTH_HS256_SECRET_FILE", str, None, flag="--auth-hs256-secret-file"
+#: The security settings `livecalc serve` reads; services.common.auth.cli declares their flags.
+JWKS: Setting[str | None] = Setting(
+    "LIVECALC_AUTH_JWKS", str, None, flag="--auth-jwks", help="JWKS file or URL of RS256/ES256 keys"
 )
-DEV: Setting[bool] = Setting("LIVECALC_AUTH_DEV", parse_bool, False, flag="--auth-dev")
-ISSUER: Setting[str | None] = Setting("LIVECALC_AUTH_ISSUER", str, None, flag="--auth-issuer")
-AUDIENCE = Setting("LIVECALC_AUTH_AUDIENCE", str, DEFAULT_AUDIENCE, flag="--auth-audience")
-LEEWAY = Setting("LIVECALC_AUTH_LEEWAY_SECONDS", float, 30.0, flag="--auth-leeway")
-JWKS_REFRESH = Setting("LIVECALC_AUTH_JWKS_REFRESH", float, 60.0, flag="--auth-jwks-refresh")
-AUDIT_LOG: Setting[str | None] = Setting("LIVECALC_AUDIT_LOG", str, None, flag="--audit-log")
-AUDIT_STDOUT: Setting[bool] = Setting("LIVECALC_AUDIT_STDOUT", parse_bool, False, flag="--audit-stdout")
-TLS_CERT: Setting[str | None] = Setting("LIVECALC_TLS_CERT", str, None, flag="--tls-cert")
-TLS_KEY: Setting[str | None] = Setting("LIVECALC_TLS_KEY", str, None, flag="--tls-key")
-INSECURE: Setting[bool] = Setting("LIVECALC_INSECURE", parse_bool, False, flag="--insecure")
+HS256_SECRET_FILE: Setting[str | None] = Setting(
+    "LIVECALC_AUTH_HS256_SECRET_FILE", str, None, flag="--auth-hs256-secret-file", help="file with an HS256 secret"
+)
+DEV: Setting[bool] = Setting(
+    "LIVECALC_AUTH_DEV",
+    parse_bool,
+    False,
+    flag="--auth-dev",
+    help="HS256 with the embedded dev secret under the data dir",
+)
+ISSUER: Setting[str | None] = Setting(
+    "LIVECALC_AUTH_ISSUER", str, None, flag="--auth-issuer", help="expected iss", shown=f"{DEV_ISSUER} with HS256"
+)
+AUDIENCE = Setting("LIVECALC_AUTH_AUDIENCE", str, DEFAULT_AUDIENCE, flag="--auth-audience", help="expected aud")
+LEEWAY = Setting("LIVECALC_AUTH_LEEWAY_SECONDS", float, 30.0, flag="--auth-leeway", help="clock skew allowed, s")
+JWKS_REFRESH = Setting(
+    "LIVECALC_AUTH_JWKS_REFRESH",
+    float,
+    60.0,
+    flag="--auth-jwks-refresh",
+    help="reload the JWKS for an unknown kid at most this often, seconds",
+)
+AUDIT_LOG: Setting[str | None] = Setting(
+    "LIVECALC_AUDIT_LOG",
+    str,
+    None,
+    flag="--audit-log",
+    help="audit JSON lines file",
+    shown="DATA_DIR/audit.log with auth",
+)
+AUDIT_STDOUT: Setting[bool] = Setting(
+    "LIVECALC_AUDIT_STDOUT", parse_bool, False, flag="--audit-stdout", help="also print audit lines on stdout"
+)
+TLS_CERT: Setting[str | None] = Setting(
+    "LIVECALC_TLS_CERT", str, None, flag="--tls-cert", help="PEM certificate chain: serve TLS"
+)
+TLS_KEY: Setting[str | None] = Setting(
+    "LIVECALC_TLS_KEY", str, None, flag="--tls-key", help="PEM private key of --tls-cert"
+)
+INSECURE: Setting[bool] = Setting(
+    "LIVECALC_INSECURE", parse_bool, False, flag="--insecure", help="allow a non-loopback --host without auth"
+)
 #: How a command or a service dials: PEM roots to trust (implies TLS), TLS on, a bearer token.
-TLS_CA: Setting[str | None] = Setting("LIVECALC_TLS_CA", str, None, flag="--tls-ca")
-TLS: Setting[bool] = Setting("LIVECALC_TLS", parse_bool, False, flag="--tls")
-TOKEN: Setting[str | None] = Setting("LIVECALC_TOKEN", str, None, flag="--token")
+TLS_CA: Setting[str | None] = Setting(
+    "LIVECALC_TLS_CA", str, None, flag="--tls-ca", help="PEM roots to trust; implies --tls"
+)
+TLS: Setting[bool] = Setting("LIVECALC_TLS", parse_bool, False, flag="--tls", help="connect with TLS")
+TOKEN: Setting[str | None] = Setting("LIVECALC_TOKEN", str, None, flag="--token", help="bearer token for the service")
 #: The bearer token a service sends its peers: a file (re-read when it changes), or the token itself.
-SERVICE_TOKEN_FILE: Setting[str | None] = Setting("LIVECALC_SERVICE_TOKEN_FILE", str, None, flag="--service-token-file")
+SERVICE_TOKEN_FILE: Setting[str | None] = Setting(
+    "LIVECALC_SERVICE_TOKEN_FILE",
+    str,
+    None,
+    flag="--service-token-file",
+    help="bearer token this service sends to its peers",
+    shown="minted with an HS256 secret",
+)
 SERVICE_TOKEN: Setting[str | None] = Setting("LIVECALC_SERVICE_TOKEN", str, None)
+#: The flags of `livecalc serve`, in the order its help lists them.
+SERVE_SETTINGS: tuple[Setting[Any], ...] = (
+    JWKS,
+    HS256_SECRET_FILE,
+    DEV,
+    ISSUER,
+    AUDIENCE,
+    LEEWAY,
+    JWKS_REFRESH,
+    AUDIT_LOG,
+    AUDIT_STDOUT,
+    TLS_CERT,
+    TLS_KEY,
+    SERVICE_TOKEN_FILE,
+    INSECURE,
+)
+#: The flags of a command that talks to a service.
+CLIENT_SETTINGS: tuple[Setting[Any], ...] = (TOKEN, TLS, TLS_CA)
 
 
 def resolve_security_config(
