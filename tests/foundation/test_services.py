@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from livecalc.gateway.v1 import job_service_pb2, job_service_pb2_grpc
+from services.common.metrics import code_label
 from tests.support import VENV_BIN, ServiceProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -173,3 +174,31 @@ def test_real_prometheus_scrapes_grpc_metrics(service_factory: Callable[..., Ser
         prom.terminate()
         prom.wait(timeout=10)
         log.close()
+
+
+#: Go's codes.Code.String(), which go-grpc-prometheus puts in grpc_code.
+GO_CODE_NAMES = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+]
+
+
+def test_every_status_code_is_labelled_as_go_spells_it() -> None:
+    codes = sorted(grpc.StatusCode, key=lambda c: c.value[0])
+    assert [code_label(c) for c in codes] == GO_CODE_NAMES
+    assert code_label(None) == "OK"  # a handler that returned
