@@ -34,7 +34,14 @@ from services.common.client import (
     silence_stdout,
     use_channel_security,
 )
-from services.common.config import DEFAULT_PORTS, resolve_server_config
+from services.common.config import (
+    DEFAULT_PORTS,
+    GRACE,
+    HOST,
+    metrics_port_setting,
+    port_setting,
+    resolve_server_config,
+)
 from services.common.errors import LivecalcError
 from services.common.logs import configure_logging
 from services.common.server import serve
@@ -90,16 +97,10 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve_p = sub.add_parser("serve", help="run one service in the foreground")
     services = serve_p.add_subparsers(dest="service", required=True, metavar="SERVICE")
     for name in SERVICES:
-        port, metrics = DEFAULT_PORTS[name]
+        port = DEFAULT_PORTS[name][0]
         p = services.add_parser(name, help=f"run the {name} service (default port {port})")
-        p.add_argument("--host", help="address to bind (env LIVECALC_HOST; default 127.0.0.1)")
-        p.add_argument("--port", type=int, help=f"gRPC port (env LIVECALC_{name.upper()}_PORT; default {port})")
-        p.add_argument(
-            "--metrics-port",
-            type=int,
-            help=f"Prometheus port, -1 to disable (env LIVECALC_{name.upper()}_METRICS_PORT; default {metrics})",
-        )
-        p.add_argument("--grace", type=float, help="shutdown grace in seconds (env LIVECALC_GRACE_SECONDS)")
+        for setting in (HOST, port_setting(name), metrics_port_setting(name), GRACE):
+            setting.add_argument(p)
         p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
         p.add_argument("--log-format", choices=["text", "json"])
         add_serve_arguments(p)

@@ -22,5 +22,6 @@ def test_bench_store_prints_every_figure() -> None:
     doc = json.loads(done.stdout)  # one JSON object and nothing else
     assert (doc["jobs"], doc["contention"]) == (3, "disk")
     assert doc["store_calls"] > 0 and doc["events"] > 0
-    for key in ("loop_lag_50ms_max_ms", "loop_lag_50ms_p99_ms", "event_delivery_p50_ms", "event_delivery_p99_ms"):
-        assert doc[key] >= 0, key
+    # every event is delivered some time after it is written, and the quantiles are ordered
+    assert 0 < doc["event_delivery_p50_ms"] <= doc["event_delivery_p99_ms"]
+    assert 0 <= doc["loop_lag_50ms_p99_ms"] <= doc["loop_lag_50ms_max_ms"]
