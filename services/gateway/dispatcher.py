@@ -3,7 +3,9 @@
 Per engine, as many workers as the engine has slots take chunks from one queue kept in
 block order (a retried remainder goes back in its block order, so ahead of later chunks).
 A worker does not take a chunk that starts more than `window_blocks` past the fold's next
-block, which bounds the partials waiting in the gateway. Faults (docs/architecture.md "9. Faults and retries"):
+block, which bounds the partials waiting in the gateway (a full run's; a preview's one chunk
+of sample groups has no window, `JobKind.windowed`). Each piece of work is asked as the job's
+`ChunkRequests` builds it. Faults (docs/architecture.md "9. Faults and retries"):
 
 - an engine that cannot be reached (UNAVAILABLE before it sent anything on the call: refused
   connection, a restarting process) or is busy (RESOURCE_EXHAUSTED without a fault mark: all
