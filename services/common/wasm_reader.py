@@ -34,27 +34,25 @@ class WasmReader:
         self.pos += n
         return out
 
-    def uleb(self) -> int:
+    def _leb(self) -> tuple[int, int, int]:
+        """One LEB128 integer's payload bits, how many bits they are, and its last byte (whose
+        0x40 bit is a signed integer's sign)."""
         result = shift = 0
         while True:
             b = self.byte()
             result |= (b & 0x7F) << shift
             shift += 7
             if not b & 0x80:
-                return result
+                return result, shift, b
             if shift > 70:
                 raise WasmFormatError("malformed LEB128 integer in WebAssembly binary")
 
+    def uleb(self) -> int:
+        return self._leb()[0]
+
     def sleb(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return result - (1 << shift) if b & 0x40 else result
-            if shift > 70:
-                raise WasmFormatError("malformed LEB128 integer in WebAssembly binary")
+        result, shift, last = self._leb()
+        return result - (1 << shift) if last & 0x40 else result
 
     def name(self) -> str:
         return self.bytes(self.uleb()).decode("utf-8", "replace")
