@@ -135,6 +135,7 @@ def _command_groups() -> Sequence[str]:
         "services.client.contexts",
         "services.client.demo",
         "services.bench.mesh.command",
+        "services.bench.me.command",
         "services.gateway.bench_store",
         "services.common.auth.cli",
     )
