@@ -14,20 +14,16 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 from prometheus_client import CollectorRegistry
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
-from services.common.errors import InvalidArgument
 from services.common.server import ServiceBinding
 from services.common.service import ServiceParts
 from services.common.settings import Setting, data_dir
-from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
-from services.common.storage.base import Storage
-from services.common.storage.local import LocalStorage
+from services.common.storage.location import StorageLocation, StorageSettings
 from services.data.catalog import Catalog
 from services.data.limits import MIB, DataLimits
 from services.data.metrics import DataMetrics, MeteredStorage, StorageMetrics
@@ -42,10 +38,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the data service keeps datasets: a local root, or an Azure container."""
+    """Where the data service keeps datasets (a local root, or an Azure container) and its memory limits."""
 
-    root: Path
-    azure: AzureConfig | None = None
+    location: StorageLocation
     limits: DataLimits = field(default_factory=DataLimits)
 
 
@@ -67,6 +62,7 @@ AZURE_CONNECTION_STRING: Setting[str | None] = Setting(
 AZURE_CONTAINER: Setting[str | None] = Setting(
     "LIVECALC_DATA_AZURE_CONTAINER", str, None, flag="--azure-container", help="blob container of the datasets"
 )
+STORAGE = StorageSettings(ROOT, AZURE_CONNECTION_STRING, AZURE_CONTAINER)
 
 
 def _limit(flag: str, parse: type[int] | type[float], shown: object, help_text: str) -> Setting[Any]:
@@ -99,8 +95,7 @@ _LIMITS: tuple[tuple[Setting[Any], str, int], ...] = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for setting in (ROOT, AZURE_CONNECTION_STRING, AZURE_CONTAINER):
-        setting.add_argument(parser)
+    STORAGE.add_arguments(parser)
     for limit, _, _ in _LIMITS:
         limit.add_argument(parser)
 
@@ -117,29 +112,7 @@ def resolve_limits(args: argparse.Namespace, env: Mapping[str, str]) -> DataLimi
 
 def resolve_data_config(args: argparse.Namespace, env: Mapping[str, str]) -> DataConfig:
     """Flags win over the environment, which wins over defaults (the root: under the data dir)."""
-    root = ROOT.read(args, env)
-    conn = AZURE_CONNECTION_STRING.read(args, env)
-    container = AZURE_CONTAINER.read(args, env)
-    azure = None
-    if conn or container:
-        if not (conn and container):
-            raise InvalidArgument("Azure Blob needs both a connection string and a container name")
-        if not 3 <= len(container) <= 63:
-            raise InvalidArgument(f"Azure container names have 3 to 63 characters, got {container!r}")
-        azure = AzureConfig(connection_string=conn, container=container)
-    return DataConfig(
-        root=Path(root) if root else data_dir(env) / "datasets", azure=azure, limits=resolve_limits(args, env)
-    )
-
-
-async def open_storage(config: DataConfig) -> Storage:
-    if config.azure is not None:
-        return await AzureBlobStorage.open(config.azure)
-    local = LocalStorage(config.root)
-    removed = local.remove_stale_uploads()
-    if removed:
-        log.info("removed stale uploads", extra={"fields": {"count": removed}})
-    return local
+    return DataConfig(location=STORAGE.resolve(args, env, data_dir(env) / "datasets"), limits=resolve_limits(args, env))
 
 
 async def build(args: argparse.Namespace, env: Mapping[str, str], registry: CollectorRegistry) -> ServiceParts:
@@ -148,7 +121,7 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
     config = resolve_data_config(args, env)
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     async with contextlib.AsyncExitStack() as stack:
-        storage = MeteredStorage(await open_storage(config), StorageMetrics.create(registry))
+        storage = MeteredStorage(await config.location.open(), StorageMetrics.create(registry))
         stack.push_async_callback(storage.close)
         servicer = DataServicer(
             Catalog(storage, max_row_bytes=config.limits.max_row_bytes),
@@ -156,8 +129,7 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
             metrics=DataMetrics.create(registry),
         )
         owned = stack.pop_all()
-    where = config.azure.container if config.azure is not None else str(config.root)
-    log.info("datasets", extra={"fields": {"source": "azure_blob" if config.azure else "local", "at": where}})
+    log.info("datasets", extra={"fields": {"source": storage.kind, "at": config.location.where}})
     return ServiceParts(
         bindings=[
             ServiceBinding(DATA_SERVICE, lambda s: data_service_pb2_grpc.add_DataServiceServicer_to_server(servicer, s))

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,9 +38,7 @@ from services.common.errors import InvalidArgument
 from services.common.server import ServiceBinding
 from services.common.service import ServiceParts
 from services.common.settings import Setting, data_dir
-from services.common.storage.azure_blob import AzureBlobStorage, AzureConfig
-from services.common.storage.base import Storage
-from services.common.storage.local import LocalStorage
+from services.common.storage.location import StorageLocation, StorageSettings
 from services.gateway.config import (
     DEFAULT_ENGINE_WAIT_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
@@ -65,14 +62,6 @@ from services.gateway.store import JobStore
 JOB_SERVICE = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 PACKAGE_SERVICE = package_service_pb2.DESCRIPTOR.services_by_name["PackageService"].full_name
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PackageConfig:
-    """Where packages live: a local directory, or an Azure container."""
-
-    root: Path
-    azure: AzureConfig | None = None
 
 
 N = TypeVar("N", int, float)
@@ -189,6 +178,7 @@ PACKAGES_AZURE_CONTAINER: Setting[str | None] = Setting(
     flag="--packages-azure-container",
     help="blob container of the packages",
 )
+PACKAGES = StorageSettings(PACKAGES_ROOT, PACKAGES_AZURE_CONNECTION_STRING, PACKAGES_AZURE_CONTAINER)
 SETTINGS: tuple[Setting[Any], ...] = (
     ENGINES,
     DATA_ADDRESS,
@@ -210,19 +200,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         setting.add_argument(parser)
 
 
-def resolve_package_config(args: argparse.Namespace, env: Mapping[str, str]) -> PackageConfig:
-    """Flags win over the environment, which wins over defaults."""
-    root = PACKAGES_ROOT.read(args, env) or str(data_dir(env) / "packages")
-    conn = PACKAGES_AZURE_CONNECTION_STRING.read(args, env)
-    container = PACKAGES_AZURE_CONTAINER.read(args, env)
-    azure = None
-    if conn or container:
-        if not (conn and container):
-            raise InvalidArgument("Azure Blob needs both a connection string and a container name")
-        if not 3 <= len(container) <= 63:
-            raise InvalidArgument(f"Azure container names have 3 to 63 characters, got {container!r}")
-        azure = AzureConfig(connection_string=conn, container=container)
-    return PackageConfig(root=Path(root), azure=azure)
+def resolve_package_location(args: argparse.Namespace, env: Mapping[str, str]) -> StorageLocation:
+    """Flags win over the environment, which wins over defaults (the root: under the data dir)."""
+    return PACKAGES.resolve(args, env, data_dir(env) / "packages")
 
 
 def resolve_jobs_config(args: argparse.Namespace, env: Mapping[str, str]) -> GatewayConfig:
@@ -250,14 +230,6 @@ def resolve_jobs_config(args: argparse.Namespace, env: Mapping[str, str]) -> Gat
             ),
         ),
     )
-
-
-async def open_storage(config: PackageConfig) -> Storage:
-    if config.azure is not None:
-        return await AzureBlobStorage.open(config.azure)
-    local = LocalStorage(config.root)
-    local.remove_stale_uploads()
-    return local
 
 
 class StoreReadiness:
@@ -309,11 +281,10 @@ async def build(args: argparse.Namespace, env: Mapping[str, str], registry: Coll
         readiness = StoreReadiness()
         store = JobStore(jobs_config.jobs_db, on_health=readiness.store_health)
         stack.callback(store.close)
-        config = resolve_package_config(args, env)
-        storage = await open_storage(config)
+        location = resolve_package_location(args, env)
+        storage = await location.open()
         stack.push_async_callback(storage.close)
-        where = config.azure.container if config.azure is not None else str(config.root)
-        log.info("packages", extra={"fields": {"source": storage.kind, "at": where}})
+        log.info("packages", extra={"fields": {"source": storage.kind, "at": location.where}})
         package_store = PackageStore(storage)
         packages = PackageServicer(package_store)
         metrics = GatewayMetrics.create(registry)

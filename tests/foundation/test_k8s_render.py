@@ -566,12 +566,12 @@ def test_datasets_are_on_a_claimed_volume_or_in_azure_blob(mesh: Rendered) -> No
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"]["type"] == "Recreate", "one writer of the datasets at a time"
     from_secrets = {name: f"<{secret}/{key}>" for name, (secret, key) in mesh.secret_env("data").items()}
-    config = resolve_data_config(mesh.args("data"), {**mesh.env("data"), **from_secrets})
+    location = resolve_data_config(mesh.args("data"), {**mesh.env("data"), **from_secrets}).location
     volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}  # type: ignore[index]
     mounts = {m["mountPath"]: volumes[m["name"]] for m in mesh.container("data")["volumeMounts"]}
     claims = {c["metadata"]["name"]: c for c in mesh.of_kind("PersistentVolumeClaim")}
-    if config.azure is None:
-        mount = next(path for path in mounts if config.root.is_relative_to(path))
+    if location.azure is None:
+        mount = next(path for path in mounts if location.root.is_relative_to(path))
         claim = claims[mounts[mount]["persistentVolumeClaim"]["claimName"]]
         assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
         assert _quantity(claim["spec"]["resources"]["requests"]["storage"]) >= 10 * 2**30
