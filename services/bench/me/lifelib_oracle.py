@@ -10,7 +10,8 @@ code numpy's power is libm's (`LifelibME.pow_is_libm` records the check), and th
 lifelib to ~4e-16 (tests/engine/test_lifelib_me_mesh.py tells the whole story).
 
 The child prints one JSON document (floats as Python's repr, so they read back exactly); it is
-kept in the cache directory under the lifelib and numpy versions and read from there next time.
+kept in the cache directory under lifelib's version and read from there next time — also where
+lifelib is not installed (a many-core machine lent for a run, say: copy the file there).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class LifelibME:
         return math.fsum(self.pv[component][:points].tolist())
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], version: str) -> LifelibME:
+    def from_json(cls, doc: dict[str, Any]) -> LifelibME:
         points: dict[str, npt.NDArray[Any]] = {
             c: np.asarray(doc["points"][c], dtype=str if c == "sex" else None) for c in POINT_COLUMNS
         }
@@ -116,7 +117,7 @@ class LifelibME:
             curve=np.asarray(doc["curve"], dtype=np.float64),
             scalars=(acq, maint, inflation, loading),
             pow_is_libm=bool(doc["pow_is_libm"]),
-            lifelib_version=version,
+            lifelib_version=str(doc["lifelib"]),
         )
 
 
@@ -148,22 +149,28 @@ def run_lifelib() -> dict[str, Any]:
 
 
 def load(cache_dir: Path) -> LifelibME:
-    """lifelib's BasicTerm_ME from ``cache_dir``, run (about 10 s) and kept there the first time.
+    """lifelib's BasicTerm_ME from ``cache_dir``, run (about 15 s) and kept there the first time.
 
-    Raises `FailedPrecondition` with an install hint when lifelib (or what it needs) is missing.
+    Without lifelib, a result already in ``cache_dir`` is used (the newest lifelib's), so a
+    machine without it can run the benchmark from a copied cache; with neither, `FailedPrecondition`
+    with an install hint.
     """
     missing = missing_packages()
     if missing:
+        cached = sorted(cache_dir.glob(f"lifelib-*-{MODEL}.json"), key=lambda p: p.stat().st_mtime)
+        if cached:
+            return LifelibME.from_json(json.loads(cached[-1].read_text(encoding="utf-8")))
         raise FailedPrecondition(
             f"livecalc bench me runs lifelib's {MODEL} and needs {', '.join(missing)}: {INSTALL_HINT}"
+            f" (or --cache-dir holding a copy of its results)"
         )
     version = metadata.version("lifelib")
-    path = cache_dir / f"lifelib-{version}-numpy-{np.__version__}-{MODEL}.json"
+    path = cache_dir / f"lifelib-{version}-{MODEL}.json"
     if path.is_file():
-        return LifelibME.from_json(json.loads(path.read_text(encoding="utf-8")), version)
-    doc = run_lifelib()
+        return LifelibME.from_json(json.loads(path.read_text(encoding="utf-8")))
+    doc = {**run_lifelib(), "lifelib": version, "numpy": np.__version__}
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(doc), encoding="utf-8")
     partial.replace(path)  # whole or absent: a run stopped half-way leaves no cache behind
-    return LifelibME.from_json(doc, version)
+    return LifelibME.from_json(doc)
