@@ -18,10 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from services import cli
-from services.bench.me import inputs, lifelib_oracle
+from services.bench.me import inputs, lifelib_oracle, measure
 from services.bench.me.report import active_months
+from services.bench.mesh.runs import InProcess
 from services.common.errors import FailedPrecondition
-from services.data.generate import SCHEMA
+from services.data.generate import SCHEMA, generate
+from services.engine.assumption_assets import shipped_assumptions
+from services.valuation.blocks import BLOCK_SIZE
 
 MULTIPLIER = 2
 POINTS = 500
@@ -70,6 +73,22 @@ def test_without_lifelib_the_command_says_how_to_install_it(
     assert "needs lifelib, modelx" in err and "pip install lifelib" in err
     assert "--cache-dir" in err
     assert not (tmp_path / "scratch" / "datasets").exists()  # nothing started nor written
+
+
+def test_the_in_process_run_in_pieces_is_the_run_in_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces of whole blocks, the last one short: the same totals, steps and hash, bit for bit."""
+    path = tmp_path / "points.parquet"
+    generate(path, 5 * BLOCK_SIZE + 100, seed=3)
+    in_process = InProcess(inputs.build_package(tmp_path / "package", shipped_assumptions()), threads=2)
+    try:
+        whole = measure.run_in_process(in_process, path)
+        monkeypatch.setattr(measure, "PIECE_ROWS", 2 * BLOCK_SIZE)
+        pieces = measure.run_in_process(in_process, path)
+    finally:
+        in_process.close()
+    assert measure.PIECE_ROWS % BLOCK_SIZE == 0
+    assert (pieces.result_hash, pieces.steps, pieces.totals) == (whole.result_hash, whole.steps, whole.totals)
+    assert whole.steps > 0 and all(v != 0 for v in whole.totals.values())
 
 
 @pytest.mark.slow
