@@ -8,6 +8,8 @@ suites share and stopped together when the fixture that started them ends.
         gateway = services.gateway(data, engines)
         yield ...
 
+or, for that usual shape (one gateway over every engine), `mesh = services.mesh(root, engines=3)`.
+
 The inputs (the reference package with dynamic lapse on, generated policy datasets) come from
 tests.engine.mesh; submitting jobs and reading their events from tests.gateway.jobmesh.
 """
@@ -15,6 +17,7 @@ tests.engine.mesh; submitting jobs and reading their events from tests.gateway.j
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.processes import stop_in_stages
@@ -22,6 +25,20 @@ from tests.support import ServiceProcess, restart_service, start_service
 
 #: How long each kind of service may take to stop before it is killed (and the test fails).
 STOP_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class MeshProcesses:
+    """The usual mesh's processes (`Services.mesh`): a data service, its engines, one gateway over them all."""
+
+    data: ServiceProcess
+    engines: list[ServiceProcess]
+    gateway: ServiceProcess
+
+    @property
+    def engine(self) -> ServiceProcess:
+        """The first engine (the only one, unless `engines` asked for more)."""
+        return self.engines[0]
 
 
 class Services:
@@ -80,6 +97,15 @@ class Services:
         data_flag = [] if data is None else ["--data-address", data.address]
         env = {"LIVECALC_DATA_DIR": str(self.tmp / store)}
         return self.start("gateway", extra=[*engines_flag, *data_flag, *extra], env=env)
+
+    def mesh(
+        self, root: Path, engines: int = 1, *, slots: int | None = 1, gateway_extra: Sequence[str] = ()
+    ) -> MeshProcesses:
+        """A data service over `root`, `engines` engines on it (e0, e1, …, each with `slots`) and a
+        gateway over them all (with `gateway_extra`)."""
+        data = self.data(root)
+        started = [self.engine(data, f"e{i}", slots=slots) for i in range(engines)]
+        return MeshProcesses(data, started, self.gateway(data, started, extra=gateway_extra))
 
     def restart(self, service: ServiceProcess) -> ServiceProcess:
         """`service` again (after it stopped or was killed) on the same ports, flags and environment."""

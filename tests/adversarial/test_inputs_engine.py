@@ -27,6 +27,7 @@ from services.valuation.packages.package import build_directory
 from tests.engine.mesh import (
     chunk_request,
     dataset_version,
+    datasets_dir,
     policies_csv,
     run_chunk,
     stochastic_package,
@@ -70,8 +71,7 @@ def _overflowing_package(root: Path) -> bytes:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("inputs")
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     table = policies_csv(root / "pol.csv", ROWS)
     amounts = table.column("sum_assured").to_numpy().astype(np.float64)
     counts = table.column("policy_count").to_numpy().astype(np.float64)
@@ -91,12 +91,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     ones[BAD] = 1e9
     pacsv.write_csv(with_column(table, "policy_count", ones), root / "billion.csv")
     with Services(tmp) as services:
-        data = services.data(root)
-        engine = services.engine(data, "e0")
-        gateway = services.gateway(data, [engine])
-        package = upload_package(gateway.address, stochastic_package(tmp / "model"))
-        overflowing = upload_package(gateway.address, _overflowing_package(tmp / "overflow"))
-        yield Mesh(data, gateway, engine, package, overflowing)
+        started = services.mesh(root)
+        package = upload_package(started.gateway.address, stochastic_package(tmp / "model"))
+        overflowing = upload_package(started.gateway.address, _overflowing_package(tmp / "overflow"))
+        yield Mesh(started.data, started.gateway, started.engine, package, overflowing)
 
 
 def _chunk_error(mesh: Mesh, dataset_id: str, package: str | None = None) -> tuple[grpc.StatusCode, str]:

@@ -27,6 +27,7 @@ from services.data.generate import generate
 from services.data.limits import DataLimits
 from services.data.servicer import DataServicer, read_overhead
 from tests.adversarial.test_inputs_engine import with_column
+from tests.engine.mesh import datasets_dir
 from tests.meshes import Services
 from tests.support import ServiceProcess
 
@@ -51,8 +52,7 @@ def _dataset(path: Path, rows: int) -> pa.Table:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     tmp = tmp_path_factory.mktemp("validate")
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     table = _dataset(tmp / "base.csv", CSV_ROWS)
     ids = table.column("policy_id").to_numpy().copy()
     ids[REPEAT] = ids[FIRST]

@@ -30,7 +30,7 @@ from services.gateway.jobs import JobManager
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
-from tests.engine.mesh import policies_csv, stochastic_package, upload_package
+from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package, upload_package
 from tests.gateway.fakes import FakeDatasets, FakeEngineStub, FakePackages, FakePool, fake_engine, partial_table
 from tests.gateway.jobmesh import kinds, spec, submit
 from tests.meshes import Services
@@ -132,8 +132,7 @@ def rewrite(path: Path, change: object) -> None:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("submit-checks")
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     policies_csv(root / "pol.csv", ROWS, seed=3)
     policies_csv(root / "dups.csv", ROWS, seed=3)
 
@@ -150,9 +149,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     rewrite(root / "noprem.csv", drop_premium)
     archive = stochastic_package(tmp / "model")
     with Services(tmp) as services:
-        data = services.data(root)
-        engine = services.engine(data, "e0")
-        gateway = services.gateway(data, [engine])
+        gateway = services.mesh(root).gateway
         yield Mesh(gateway, upload_package(gateway.address, archive))
 
 

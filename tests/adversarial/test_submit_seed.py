@@ -18,7 +18,7 @@ import pytest
 
 from services.valuation.blocks import BLOCK_SIZE
 from tests.client.clitools import livecalc
-from tests.engine.mesh import policies_csv, stochastic_package
+from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package
 from tests.gateway.jobmesh import get_job
 from tests.meshes import Services
 
@@ -38,8 +38,7 @@ class Mesh:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     """Data, engine and gateway processes; a package whose config sets its own seed and volatility."""
     tmp = tmp_path_factory.mktemp("seed")
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     policies_csv(root / "pol.csv", 2 * BLOCK_SIZE)
     model_dir = tmp / "model"
     stochastic_package(model_dir)
@@ -48,9 +47,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config["scenarios"].update(seed=SEED, sigma=SIGMA)
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     with Services(tmp) as services:
-        data = services.data(root)
-        gateway = services.gateway(data, [services.engine(data, "e0")])
-        yield Mesh(gateway.address, model_dir)
+        yield Mesh(services.mesh(root).gateway.address, model_dir)
 
 
 def submit(mesh: Mesh, *args: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from services.valuation.blocks import BLOCK_SIZE
-from tests.engine.mesh import policies_csv, stochastic_package
+from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package
 from tests.inprocess import threaded_mesh
 from tests.meshes import Services
 from tests.support import ServiceProcess
@@ -22,54 +22,51 @@ LONG_ROWS = 40 * BLOCK_SIZE
 
 
 @dataclass
-class SmallMesh:
+class SmallInputs:
+    """What both small meshes serve: datasets `pol` (`table`) and `long` in `root`, the
+    stochastic package as a directory and as an archive, all under `tmp`."""
+
     tmp: Path
     root: Path
-    data: ServiceProcess
-    engine: ServiceProcess
-    gateway: ServiceProcess
     model_dir: Path
     archive: bytes
     table: pa.Table
+
+
+def small_inputs(tmp: Path) -> SmallInputs:
+    root = datasets_dir(tmp)
+    table = policies_csv(root / "pol.csv", ROWS)
+    policies_csv(root / "long.csv", LONG_ROWS, seed=3)
+    model_dir = tmp / "model"
+    archive = stochastic_package(model_dir)
+    return SmallInputs(tmp, root, model_dir, archive, table)
+
+
+@dataclass
+class SmallMesh(SmallInputs):
+    data: ServiceProcess
+    engine: ServiceProcess
+    gateway: ServiceProcess
 
 
 @pytest.fixture(scope="module")
 def small_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmallMesh]:
-    tmp = tmp_path_factory.mktemp("client")
-    root = tmp / "datasets"
-    root.mkdir()
-    table = policies_csv(root / "pol.csv", ROWS)
-    policies_csv(root / "long.csv", LONG_ROWS, seed=3)
-    model_dir = tmp / "model"
-    archive = stochastic_package(model_dir)
-    with Services(tmp) as services:
-        data = services.data(root)
-        engine = services.engine(data, "e0")
-        gateway = services.gateway(data, [engine])
-        yield SmallMesh(tmp, root, data, engine, gateway, model_dir, archive, table)
+    inputs = small_inputs(tmp_path_factory.mktemp("client"))
+    with Services(inputs.tmp) as services:
+        mesh = services.mesh(inputs.root)
+        yield SmallMesh(**vars(inputs), data=mesh.data, engine=mesh.engine, gateway=mesh.gateway)
 
 
 @dataclass
-class InProcessSmallMesh:
+class InProcessSmallMesh(SmallInputs):
     """`SmallMesh`'s datasets and package, served in this process: `data` and `gateway` are addresses."""
 
-    tmp: Path
-    root: Path
     data: str
     gateway: str
-    model_dir: Path
-    archive: bytes
-    table: pa.Table
 
 
 @pytest.fixture(scope="module")
 def inprocess_small_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessSmallMesh]:
-    tmp = tmp_path_factory.mktemp("client-inprocess")
-    root = tmp / "datasets"
-    root.mkdir()
-    table = policies_csv(root / "pol.csv", ROWS)
-    policies_csv(root / "long.csv", LONG_ROWS, seed=3)
-    model_dir = tmp / "model"
-    archive = stochastic_package(model_dir)
-    with threaded_mesh(tmp, datasets=root) as mesh:
-        yield InProcessSmallMesh(tmp, root, mesh.data, mesh.gateway, model_dir, archive, table)
+    inputs = small_inputs(tmp_path_factory.mktemp("client-inprocess"))
+    with threaded_mesh(inputs.tmp, datasets=inputs.root) as mesh:
+        yield InProcessSmallMesh(**vars(inputs), data=mesh.data, gateway=mesh.gateway)

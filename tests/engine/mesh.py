@@ -46,6 +46,13 @@ def stochastic_package(root: Path) -> bytes:
     return archive
 
 
+def datasets_dir(tmp: Path) -> Path:
+    """TMP/datasets, made empty: the folder a mesh's data service serves (`--root`, `datasets=`)."""
+    root = tmp / "datasets"
+    root.mkdir()
+    return root
+
+
 def upload_package(address: str, archive: bytes, *, metadata: Sequence[tuple[str, str]] = ()) -> str:
     """Upload `archive` to the gateway at `address` (with call `metadata`, e.g. a bearer token); its hash."""
     with grpc.insecure_channel(address) as channel:

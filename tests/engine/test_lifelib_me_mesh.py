@@ -65,6 +65,7 @@ from services.valuation.reference_model import term_life_declaration
 from services.valuation.scenarios import ScenarioParams
 from services.valuation.statistics import result_hash
 from tests.engine import test_lifelib_me as me
+from tests.engine.mesh import datasets_dir
 from tests.inprocess import threaded_mesh
 
 pd = pytest.importorskip("pandas")
@@ -178,17 +179,7 @@ def me_package(root: Path, assumptions: Assumptions) -> bytes:
 def me_dataset(path: Path, lifelib_me: Results) -> pa.Table:
     """BasicTerm_ME's model points as a CSV of the term-life declaration's columns (floats as
     repr, so they read back exactly), premium_pp lifelib's; the table as the mesh reads it."""
-    mp = lifelib_me["model_points"]
-    columns = {
-        "policy_id": mp.index.to_numpy(dtype=np.int64),
-        "age_at_entry": mp["age_at_entry"].to_numpy(dtype=np.int64),
-        "sex": mp["sex"].to_numpy(dtype=str),
-        "policy_term": mp["policy_term"].to_numpy(dtype=np.int64),
-        "policy_count": mp["policy_count"].to_numpy(dtype=np.float64),
-        "sum_assured": mp["sum_assured"].to_numpy(dtype=np.float64),
-        "duration_mth": mp["duration_mth"].to_numpy(dtype=np.int64),
-        "premium_pp": lifelib_me["premium_pp"],
-    }
+    columns = me.model_point_columns(lifelib_me)
     assert tuple(columns) == COLUMNS
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -235,8 +226,7 @@ def mesh_run(tmp_path_factory: pytest.TempPathFactory, lifelib_me: Results) -> I
     tmp = tmp_path_factory.mktemp("lifelib_me_mesh")
     archive = me_package(tmp / "model", me_assumptions(lifelib_me))
     table = me_dataset(tmp / f"{DATASET}.csv", lifelib_me)
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     with threaded_mesh(tmp, datasets=root, engines=2) as mesh:
         with Client(mesh.gateway, data=mesh.data, timeout=60) as lc:
             assert lc.upload_dataset(tmp / f"{DATASET}.csv").row_count == table.num_rows

@@ -17,7 +17,7 @@ import pytest
 
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from services.valuation.blocks import BLOCK_SIZE
-from tests.engine.mesh import policies_csv, stochastic_package, upload_package
+from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import CALL_TIMEOUT, get_job, kinds, spec, stub, submit, values, watch
 from tests.meshes import Services
 from tests.support import ServiceProcess, metric, metrics_text
@@ -43,17 +43,14 @@ class Mesh:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("long")
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     table = policies_csv(root / "long.csv", LONG_ROWS, seed=5)
     policies_csv(root / "moving.csv", LONG_ROWS, seed=6)
     archive = stochastic_package(tmp / "model")
     with Services(tmp) as services:
-        data = services.data(root)
-        engine = services.engine(data, "e0")
-        gateway = services.gateway(data, [engine])
-        package_hash = upload_package(gateway.address, archive)
-        yield Mesh(services, root, data, engine, gateway, package_hash, table)
+        started = services.mesh(root)
+        package_hash = upload_package(started.gateway.address, archive)
+        yield Mesh(services, root, started.data, started.engine, started.gateway, package_hash, table)
 
 
 def long_spec(mesh: Mesh, dataset: str = "long") -> job_pb2.JobSpec:

@@ -21,7 +21,7 @@ import pytest
 from livecalc.gateway.v1 import job_pb2
 from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.statistics import CTE_LEVELS, PERCENTILES, cte_count, result_hash
-from tests.engine.mesh import in_process_hash, policies_csv, stochastic_package, upload_package
+from tests.engine.mesh import datasets_dir, in_process_hash, policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import get_job, grpcurl, kinds, primary, spec, submit, values, watch
 from tests.meshes import Services
 from tests.support import ServiceProcess
@@ -49,8 +49,7 @@ class Mesh:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("jobs")
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     table = policies_csv(root / "pol.csv", ROWS)
     policies_csv(root / "bad.csv", ROWS, bad_row=BAD_ROW)
     archive = stochastic_package(tmp / "model")

@@ -38,7 +38,7 @@ from services.valuation.packages.package import build_directory, verify_archive
 from services.valuation.packages.reference import init_directory
 from services.valuation.reference_model import savings_declaration
 from services.valuation.statistics import result_hash
-from tests.engine.mesh import upload_package
+from tests.engine.mesh import datasets_dir, upload_package
 from tests.gateway.jobmesh import primary, submit
 from tests.inprocess import InProcessMesh, threaded_mesh
 
@@ -80,8 +80,7 @@ def in_process_run(archive: bytes, path: Path) -> PipelineResult:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("savings")
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     generate(root / "savings.parquet", ROWS, SEED, model="savings")
     init_directory(tmp / "package", model="savings")
     archive, package = build_directory(tmp / "package", source_date_epoch=0)

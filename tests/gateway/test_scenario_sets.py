@@ -38,7 +38,7 @@ from services.valuation.packages.package import verify_archive
 from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
 from tests.client.clitools import livecalc_in_process
-from tests.engine.mesh import policies_csv, stochastic_package, upload_package
+from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import get_job, spec, submit
 from tests.inprocess import threaded_mesh
 from tests.security.authmesh import SCENARIOS as AUTH_SCENARIOS
@@ -92,8 +92,7 @@ def horizon_of(archive: bytes, table: pa.Table) -> int:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("scenario-sets")
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     table = policies_csv(root / "pol.csv", ROWS)
     archive = stochastic_package(tmp / "model")
     horizon = horizon_of(archive, table)
