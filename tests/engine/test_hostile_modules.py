@@ -19,32 +19,10 @@ import wasmtime
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, LivecalcError
 from services.engine.errors import ModelDeadlineExceeded, ModelLoadError
-from services.engine.pipeline import PipelineRunner, RunInputs
-from services.engine.runtime import Runtime
-from services.engine.workers import RunControl, WasmPool
-from services.valuation.packages.config import REFERENCE_PIPELINE
-from services.valuation.reference_model import shipped_models
-from tests.engine.wasm_helpers import inputs
+from services.engine.workers import RunControl
+from tests.engine.rogue import MEMORY, PREPARE, Sandbox, capped_sandbox, generator
 
-CAP = 64 << 20
-MEMORY = '(import "env" "memory" (memory 1 65535 shared))'
-PREPARE = '(func (export "lc_prepare_scenarios") (param i32 i32 i32) (result i32) {body})'
 DEADLINE = 0.5
-
-
-def module(
-    *, memory: str = MEMORY, globals_: str = "", extra: str = "", body: str = "(i32.const 0)", prepare: str = PREPARE
-) -> bytes:
-    """A generator-shaped module; ``globals_`` come before the exported ``__heap_base``."""
-    return bytes(
-        wasmtime.wat2wasm(
-            f"""(module {memory} {globals_}
-              (global (export "__heap_base") i32 (i32.const 0))
-              {extra}
-              (func (export "lc_abi_version") (result i32) (i32.const 2))
-              {prepare.format(body=body)})"""
-        )
-    )
 
 
 @dataclass(frozen=True)
@@ -57,10 +35,10 @@ class Hostile:
 
 HOSTILE = {
     "start-loops-forever": Hostile(
-        module(extra="(start $s) (func $s (loop $l (br $l)))"), ModelDeadlineExceeded, DeadlineExceeded, "deadline"
+        generator(extra="(start $s) (func $s (loop $l (br $l)))"), ModelDeadlineExceeded, DeadlineExceeded, "deadline"
     ),
     "atomic-wait": Hostile(
-        module(body="(drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))) (i32.const 0)"),
+        generator(body="(drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))) (i32.const 0)"),
         ModelLoadError,
         InvalidArgument,
         "memory.atomic.wait32",
@@ -81,31 +59,31 @@ HOSTILE = {
         "static data",
     ),
     "extended-const-data-offset": Hostile(
-        module(extra='(data (i32.add (i32.const 16) (i32.const 1048576)) "\\ff\\ff\\ff\\ff")'),
+        generator(extra='(data (i32.add (i32.const 16) (i32.const 1048576)) "\\ff\\ff\\ff\\ff")'),
         ModelLoadError,
         InvalidArgument,
         "static data",
     ),
     "memory-max-one-page": Hostile(
-        module(memory='(import "env" "memory" (memory 1 1 shared))'), ModelLoadError, InvalidArgument, "maximum"
+        generator(memory='(import "env" "memory" (memory 1 1 shared))'), ModelLoadError, InvalidArgument, "maximum"
     ),
     "immutable-stack-pointer": Hostile(
-        module(extra='(global (export "__stack_pointer") i32 (i32.const 4096))'),
+        generator(extra='(global (export "__stack_pointer") i32 (i32.const 4096))'),
         ModelLoadError,
         InvalidArgument,
         "__stack_pointer",
     ),
     "trapping-start": Hostile(
-        module(extra="(start $s) (func $s unreachable)"), ModelLoadError, InvalidArgument, "start function trapped"
+        generator(extra="(start $s) (func $s unreachable)"), ModelLoadError, InvalidArgument, "start function trapped"
     ),
     "out-of-range-data-offset": Hostile(
-        module(globals_="(global $far i32 (i32.const 0x7fff0000))", extra='(data (global.get $far) "x")'),
+        generator(head="(global $far i32 (i32.const 0x7fff0000))", extra='(data (global.get $far) "x")'),
         ModelLoadError,
         InvalidArgument,
         "static data",
     ),
     "wrong-export-signature": Hostile(
-        module(prepare='(func (export "lc_prepare_scenarios") (param i32) (result i32) {body})'),
+        generator(prepare='(func (export "lc_prepare_scenarios") (param i32) (result i32) {body})'),
         ModelLoadError,
         InvalidArgument,
         "lc_prepare_scenarios",
@@ -114,31 +92,20 @@ HOSTILE = {
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[WasmPool]:
-    with WasmPool(Runtime(), threads=2, memory_cap=CAP) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def run_inputs() -> RunInputs:
-    return inputs(300, 8)
-
-
-@pytest.fixture(scope="module")
-def good_hash(pool: WasmPool, run_inputs: RunInputs) -> str:
-    return PipelineRunner(pool).run(REFERENCE_PIPELINE, run_inputs).result_hash
+def sandbox() -> Iterator[Sandbox]:
+    with capped_sandbox() as s:
+        yield s
 
 
 @pytest.mark.parametrize("case", list(HOSTILE), ids=list(HOSTILE))
-def test_hostile_module(pool: WasmPool, run_inputs: RunInputs, good_hash: str, case: str) -> None:
+def test_hostile_module(sandbox: Sandbox, case: str) -> None:
     hostile = HOSTILE[case]
-    runner = PipelineRunner(pool, shipped_models() | {"esg": hostile.wasm})
     start = time.monotonic()
     with pytest.raises(hostile.error, match=hostile.words) as info:
-        runner.run(REFERENCE_PIPELINE, run_inputs, control=RunControl(deadline=time.monotonic() + DEADLINE))
+        sandbox.run(hostile.wasm, RunControl(deadline=time.monotonic() + DEADLINE))
     assert time.monotonic() - start < DEADLINE + 2.0
     assert isinstance(info.value, hostile.status)
-    assert PipelineRunner(pool).run(REFERENCE_PIPELINE, run_inputs).result_hash == good_hash
+    sandbox.assert_next_run_succeeds()
 
 
 def test_a_stuck_worker_does_not_keep_the_process_alive() -> None:

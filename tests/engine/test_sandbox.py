@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import wasmtime
 
 from services.common.errors import Cancelled, DeadlineExceeded, Internal, InvalidArgument, ResourceExhausted
 from services.engine import workers
@@ -24,62 +23,30 @@ from services.engine.errors import (
     ModelMemoryExceeded,
     ModelTrap,
 )
-from services.engine.pipeline import PipelineRunner, RunInputs
+from services.engine.pipeline import PipelineRunner
 from services.engine.runtime import Runtime
 from services.engine.workers import RunControl, WasmPool
 from services.valuation.packages.config import REFERENCE_PIPELINE
-from services.valuation.reference_model import shipped_models
+from tests.engine.rogue import CAP, Sandbox, capped_sandbox, generator, run_with
 from tests.engine.wasm_helpers import inputs
 
-CAP = 64 << 20
-MEMORY = '(import "env" "memory" (memory 1 65535 shared))'
-
-
-def esg_like(body: str, *, memory: str = MEMORY, extra: str = "") -> bytes:
-    return bytes(
-        wasmtime.wat2wasm(
-            f"""(module {memory} {extra}
-              (global (export "__heap_base") i32 (i32.const 0))
-              (func (export "lc_abi_version") (result i32) (i32.const 2))
-              (func (export "lc_prepare_scenarios") (param i32 i32 i32) (result i32) {body}))"""
-        )
-    )
-
-
-LOOP_FOREVER = esg_like("(loop $l (br $l)) (i32.const 0)")
-TRAP = esg_like("(unreachable)")
-OUT_OF_BOUNDS = esg_like("(i32.load (i32.const -8))")
-GROW_PAST_CAP = esg_like("(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (unreachable)")
-FORBIDDEN_IMPORT = esg_like(
-    "(i32.const 0)", extra='(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))'
+LOOP_FOREVER = generator(body="(loop $l (br $l)) (i32.const 0)")
+TRAP = generator(body="(unreachable)")
+OUT_OF_BOUNDS = generator(body="(i32.load (i32.const -8))")
+GROW_PAST_CAP = generator(
+    body="(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (unreachable)"
 )
-HUGE_MEMORY = esg_like("(i32.const 0)", memory='(import "env" "memory" (memory 2048 65535 shared))')
-OWN_MEMORY = esg_like("(i32.const 0)", memory="(memory 1)")
+FORBIDDEN_IMPORT = generator(
+    head='(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))'
+)
+HUGE_MEMORY = generator(memory='(import "env" "memory" (memory 2048 65535 shared))')
+OWN_MEMORY = generator(memory="(memory 1)")
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[WasmPool]:
-    with WasmPool(Runtime(), threads=2, memory_cap=CAP) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def run_inputs() -> RunInputs:
-    return inputs(300, 8)
-
-
-@pytest.fixture(scope="module")
-def good_hash(pool: WasmPool, run_inputs: RunInputs) -> str:
-    return PipelineRunner(pool).run(REFERENCE_PIPELINE, run_inputs).result_hash
-
-
-def run_with(pool: WasmPool, esg_wasm: bytes, run_inputs: RunInputs, control: RunControl | None = None) -> str:
-    binaries = shipped_models() | {"esg": esg_wasm}
-    return PipelineRunner(pool, binaries).run(REFERENCE_PIPELINE, run_inputs, control=control).result_hash
-
-
-def assert_next_run_succeeds(pool: WasmPool, run_inputs: RunInputs, good_hash: str) -> None:
-    assert PipelineRunner(pool).run(REFERENCE_PIPELINE, run_inputs).result_hash == good_hash
+def sandbox() -> Iterator[Sandbox]:
+    with capped_sandbox() as s:
+        yield s
 
 
 @pytest.mark.parametrize(
@@ -92,65 +59,63 @@ def assert_next_run_succeeds(pool: WasmPool, run_inputs: RunInputs, good_hash: s
     ],
     ids=["forbidden-import", "memory-over-cap", "own-memory", "not-wasm"],
 )
-def test_refused_at_load(  # noqa: PLR0917 - pytest fixtures and parameters
-    pool: WasmPool, run_inputs: RunInputs, good_hash: str, wasm: bytes, error: type, status: type, words: str
-) -> None:
+def test_refused_at_load(sandbox: Sandbox, wasm: bytes, error: type, status: type, words: str) -> None:
     with pytest.raises(error, match=words) as info:
-        run_with(pool, wasm, run_inputs)
+        sandbox.run(wasm)
     assert isinstance(info.value, status)
-    assert_next_run_succeeds(pool, run_inputs, good_hash)
+    sandbox.assert_next_run_succeeds()
 
 
-def test_loop_forever_hits_deadline(pool: WasmPool, run_inputs: RunInputs, good_hash: str) -> None:
+def test_loop_forever_hits_deadline(sandbox: Sandbox) -> None:
     start = time.monotonic()
     with pytest.raises(ModelDeadlineExceeded, match="deadline") as info:
-        run_with(pool, LOOP_FOREVER, run_inputs, RunControl(deadline=time.monotonic() + 0.3))
+        sandbox.run(LOOP_FOREVER, RunControl(deadline=time.monotonic() + 0.3))
     assert isinstance(info.value, DeadlineExceeded)
     assert time.monotonic() - start < 5
-    assert_next_run_succeeds(pool, run_inputs, good_hash)
+    sandbox.assert_next_run_succeeds()
 
 
-def test_cancel_interrupts_a_running_call(pool: WasmPool, run_inputs: RunInputs, good_hash: str) -> None:
+def test_cancel_interrupts_a_running_call(sandbox: Sandbox) -> None:
     control = RunControl()  # no deadline: only the cancellation can stop it
     timer = threading.Timer(0.3, control.cancel.set)
     timer.start()
     start = time.monotonic()
     try:
         with pytest.raises(ModelCancelled) as info:
-            run_with(pool, LOOP_FOREVER, run_inputs, control)
+            sandbox.run(LOOP_FOREVER, control)
     finally:
         timer.cancel()
     assert isinstance(info.value, Cancelled)
     assert time.monotonic() - start < 1.3  # stopped within a second of the cancel
-    assert_next_run_succeeds(pool, run_inputs, good_hash)
+    sandbox.assert_next_run_succeeds()
 
 
-def test_cancelled_before_a_call(pool: WasmPool, run_inputs: RunInputs, good_hash: str) -> None:
+def test_cancelled_before_a_call(sandbox: Sandbox) -> None:
     control = RunControl()
     control.cancel.set()
     with pytest.raises(ModelCancelled):
-        run_with(pool, LOOP_FOREVER, run_inputs, control)
-    assert_next_run_succeeds(pool, run_inputs, good_hash)
+        sandbox.run(LOOP_FOREVER, control)
+    sandbox.assert_next_run_succeeds()
 
 
 @pytest.mark.parametrize(("wasm", "words"), [(TRAP, "unreachable"), (OUT_OF_BOUNDS, "out of bounds")])
-def test_trap_is_typed(pool: WasmPool, run_inputs: RunInputs, good_hash: str, wasm: bytes, words: str) -> None:
+def test_trap_is_typed(sandbox: Sandbox, wasm: bytes, words: str) -> None:
     with pytest.raises(ModelTrap, match=words) as info:
-        run_with(pool, wasm, run_inputs)
+        sandbox.run(wasm)
     assert isinstance(info.value, Internal)
     assert info.value.function == "lc_prepare_scenarios"
-    assert_next_run_succeeds(pool, run_inputs, good_hash)
+    sandbox.assert_next_run_succeeds()
 
 
-def test_growing_memory_past_cap(pool: WasmPool, run_inputs: RunInputs, good_hash: str) -> None:
+def test_growing_memory_past_cap(sandbox: Sandbox) -> None:
     with pytest.raises(ModelMemoryExceeded, match="cap") as info:
-        run_with(pool, GROW_PAST_CAP, run_inputs)
+        sandbox.run(GROW_PAST_CAP)
     assert isinstance(info.value, ResourceExhausted)
-    assert pool.memory.size <= CAP
-    assert_next_run_succeeds(pool, run_inputs, good_hash)
+    assert sandbox.pool.memory.size <= CAP
+    sandbox.assert_next_run_succeeds()
     # a plain trap afterwards is still a trap, not "memory exhausted"
     with pytest.raises(ModelTrap):
-        run_with(pool, TRAP, run_inputs)
+        sandbox.run(TRAP)
 
 
 def test_cancel_of_one_run_leaves_another_intact(monkeypatch: pytest.MonkeyPatch) -> None:
