@@ -78,23 +78,27 @@ def assumptions() -> Assumptions:
     return lifelib_sample_assumptions()
 
 
+def model_point_columns(lifelib_me: Results) -> dict[str, np.ndarray]:
+    """BasicTerm_ME's model points as the term-life declaration's columns, in its order, with
+    lifelib's premium_pp."""
+    mp = lifelib_me["model_points"]
+    return {
+        "policy_id": mp.index.to_numpy(dtype=np.int64),
+        "age_at_entry": mp["age_at_entry"].to_numpy(dtype=np.int64),
+        "sex": mp["sex"].to_numpy(dtype=str),
+        "policy_term": mp["policy_term"].to_numpy(dtype=np.int64),
+        "policy_count": mp["policy_count"].to_numpy(dtype=np.float64),
+        "sum_assured": mp["sum_assured"].to_numpy(dtype=np.float64),
+        "duration_mth": mp["duration_mth"].to_numpy(dtype=np.int64),
+        "premium_pp": lifelib_me["premium_pp"],
+    }
+
+
 @pytest.fixture(scope="module")
 def policies(lifelib_me: Results) -> Policies:
     """BasicTerm_ME's model points with its premiums given (BasicTerm_ME ignores sex; so does a
     female multiplier of 1)."""
-    mp = lifelib_me["model_points"]
-    return Policies.from_columns(
-        {
-            "policy_id": mp.index.to_numpy(dtype=np.int64),
-            "age_at_entry": mp["age_at_entry"].to_numpy(dtype=np.int64),
-            "sex": mp["sex"].to_numpy(dtype=str),
-            "policy_term": mp["policy_term"].to_numpy(dtype=np.int64),
-            "policy_count": mp["policy_count"].to_numpy(dtype=np.float64),
-            "sum_assured": mp["sum_assured"].to_numpy(dtype=np.float64),
-            "duration_mth": mp["duration_mth"].to_numpy(dtype=np.int64),
-            "premium_pp": lifelib_me["premium_pp"],
-        }
-    )
+    return Policies.from_columns(model_point_columns(lifelib_me))
 
 
 @pytest.fixture(scope="module")
