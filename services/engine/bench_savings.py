@@ -3,9 +3,9 @@ account value per scenario carried month to month) on the same engines as term_l
 
 Generated savings policies (`savings_rows`), the savings package's normals drawn once by a
 normals → savings pipeline run whose block partials the timed WASM node must equal bit for bit,
-then WASM 1…K threads, the native builds (`NATIVE_BUILDS`) and the numpy twin on those draws;
-steps are Σ row horizons × scenarios, and each engine's best run is split by entry point
-(`seconds_by_entry_point`).
+then WASM 1…K threads, the frozen 8-lane build on one thread (`LANES8_BUILD`), the native builds
+(`NATIVE_BUILDS`) and the numpy twin on those draws; steps are Σ row horizons × scenarios, and each
+engine's best run is split by entry point (`seconds_by_entry_point`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,6 +39,10 @@ from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
 
 SAVINGS_DATASET_SEED: Final = 1
+LANES8_BUILD: Final = "savings_lanes8.wasm"
+"""The savings build this one replaced (commit 2382130: 8 scenarios per group, its month's vector loop
+not unrolled), frozen in ``bench_data`` so that a run times the old kernel beside the new on the
+same inputs; its partials must equal the shipped build's bit for bit. Never rebuild it."""
 _SAVINGS_PRODUCTS: Final = (  # spec_id A … D: premium_type, has_surr_charge, surr_charge_id, load_prem_rate, is_wl
     ("SINGLE", "false", "none", 0.10, "false"),
     ("SINGLE", "true", "type_1", 0.00, "false"),
@@ -183,7 +188,9 @@ def measure_savings(
 ) -> dict[str, Any]:
     """savings on every engine, same inputs (``inputs``: `savings_bench_inputs` of ``size``): the
     normals → savings pipeline runs once (untimed): its draws are every engine's scenario data and
-    its block partials the bits the timed WASM node must give. Figures, ratios, bits, profile."""
+    its block partials the bits the timed WASM node must give (the frozen 8-lane build's too, timed
+    on the first thread count beside the shipped one: ``wasm_vs_lanes8``). Figures, ratios, bits,
+    profile."""
     inputs = inputs or savings_bench_inputs(size.policies, size.scenarios)
     n = inputs.scenarios.count
     runtime = Runtime(RuntimeConfig(cache_dir=cache_dir))
@@ -196,16 +203,22 @@ def measure_savings(
     timings: dict[str, _Timing] = {}
     wasm: dict[str, float] = {}
     binary = shipped_models()["savings"]
+    lanes8 = (resources.files("services.engine") / "bench_data" / LANES8_BUILD).read_bytes()
     for k in threads:
-        best: _Timing | None = None
+        # on the first thread count, the frozen build too, in alternate leases (same load for both)
+        builds = {f"wasm{k}": binary} | ({"wasm_lanes8": lanes8} if k == threads[0] else {})
+        best: dict[str, _Timing | None] = dict.fromkeys(builds)
         with WasmPool(runtime, threads=k) as pool:
             for _ in range(size.repeats):
-                with pool.lease() as lease:
-                    lease.load("savings", binary)
-                    best = _best_profiled(size.runs_per_lease, *_savings_once(lease, inputs, std_norm), best)
-        assert best is not None
-        timings[f"wasm{k}"] = best
-        wasm[str(k)] = steps / best.seconds
+                for name, build in builds.items():
+                    with pool.lease() as lease:
+                        lease.load("savings", build)
+                        best[name] = _best_profiled(size.runs_per_lease, *_savings_once(lease, inputs, std_norm),
+                                                    best[name])  # fmt: skip
+        for name, timing in best.items():
+            assert timing is not None
+            timings[name] = timing
+        wasm[str(k)] = steps / timings[f"wasm{k}"].seconds
     native: dict[str, float | None] = dict.fromkeys(NATIVE_BUILDS)
     try:
         for name, extra in NATIVE_BUILDS.items():
@@ -231,6 +244,7 @@ def measure_savings(
     return {
         "model": "savings",
         "wasm_steps_per_s": wasm,
+        "wasm_lanes8_steps_per_s": steps / timings["wasm_lanes8"].seconds,
         "native_steps_per_s": native["native"],
         "native_same_bits_steps_per_s": native["native_same_bits"],
         "native_vw2_nofma_steps_per_s": native["native_vw2_nofma"],
@@ -240,6 +254,7 @@ def measure_savings(
             "wasm_vs_native_same_bits": ratio(one, native["native_same_bits"]),
             "wasm_vs_native_vw2_nofma": ratio(one, native["native_vw2_nofma"]),
             "wasm_vs_numpy": one / numpy_rate,
+            "wasm_vs_lanes8": timings["wasm_lanes8"].seconds / timings[f"wasm{threads[0]}"].seconds,
             "threads_speedup": {k: v / one for k, v in wasm.items()},
         },
         "bit_identical_to_wasm": {k: bits_equal(v, wasm_bits) for k, v in partials.items() if k != f"wasm{threads[0]}"},

@@ -37,7 +37,8 @@
  * Work by where it varies: lc_prepare, the assumption tables (monthly q and COI rate, monthly
  * lapse, DF(t), the maintenance expense by month); lc_prepare_scenarios, r_s(t) for LANES
  * scenarios interleaved by month; lc_run_blocks, per policy one pass over its months with the
- * lives (scenario-free) in scalars and the LANES account values in vectors. Each (policy,
+ * lives (scenario-free) in scalars and the LANES account values in vectors (a partly filled last
+ * group NARROW lanes at a time). Each (policy,
  * scenario) value is computed by the same operations whatever the thread, chunk or scenario
  * grouping, and a block partial is summed in row order: bit-identical for any split.
  *
@@ -57,7 +58,7 @@
 #include "savings/model_interface.h"
 
 #ifndef LC_LANES
-#define LC_LANES 8 /* scenarios per group: the interleave of ret */
+#define LC_LANES 32 /* scenarios per group: the interleave of ret */
 #endif
 #define LANES LC_LANES
 
@@ -266,11 +267,16 @@ typedef struct sv_basis {
     double fee_rate, expense_acq, commission_rate;
 } sv_basis;
 
-/* One policy under the LANES scenarios of one group (ret: r_s(t) of the group, [t][LANES]), adding
- * its nine PVs to acc[9][NV]: the months of the header comment, t = 0 … M. */
-static void project(vd acc[LC_N_OUTPUTS][NV], const double *restrict ret, const sv_basis *b, const sv_policy *p) {
+/* One policy under nv·VW scenarios of one group, lanes v0·VW … (ret: r_s(t) of those lanes, month t
+ * at ret[t·LANES]), adding its nine PVs to acc[9][v0 … v0 + nv): the months of the header comment,
+ * t = 0 … M. Inlined with a constant nv, so that the per-month vector loop unrolls fully: its account
+ * values and PV sums become nv independent dependency chains in locals (WASM: wasm locals, not arrays
+ * on the shadow stack), and the month's scalar work is shared by all of them. */
+static inline __attribute__((always_inline)) void project(vd acc[LC_N_OUTPUTS][NV], uint32_t v0, uint32_t nv,
+                                                          const double *restrict ret, const sv_basis *b,
+                                                          const sv_policy *p) {
     vd av[NV], death[NV], surr[NV], inv[NV], avch[NV];
-    for (uint32_t v = 0; v < NV; v++) {
+    for (uint32_t v = 0; v < nv; v++) {
         av[v] = (vd){0} + p->av_init;
         death[v] = surr[v] = inv[v] = avch[v] = (vd){0};
     }
@@ -296,7 +302,7 @@ static void project(vd acc[LC_N_OUTPUTS][NV], const double *restrict ret, const 
         expenses += (b->expense_acq * nb + pols * b->maint_infl[t]) * df;
         commissions += b->commission_rate * prem_cf * df;
         const double *restrict r = ret + (uint64_t)t * LANES;
-        for (uint32_t v = 0; v < NV; v++) {
+        _Pragma("clang loop unroll(full)") for (uint32_t v = 0; v < nv; v++) {
             vd a = av[v];
             vd fb = a + prem_to_av;
             vd bi = fb - b->fee_rate * fb - coi_rate * vmax(p->sa - fb, (vd){0});
@@ -312,20 +318,37 @@ static void project(vd acc[LC_N_OUTPUTS][NV], const double *restrict ret, const 
         pols_if = pols_next;
     }
     double df_m = b->df[p->M];
-    for (uint32_t v = 0; v < NV; v++) {
+    for (uint32_t v = 0; v < nv; v++) {
         vd maturity = av[v] * pols_if * df_m;
         avch[v] += -(av[v] * pols_if) * df_m;
         vd net = premiums + inv[v] - (death[v] + surr[v] + maturity) - expenses - commissions - avch[v];
-        acc[OUT_PREMIUMS][v] += premiums;
-        acc[OUT_DEATH][v] += death[v];
-        acc[OUT_SURRENDER][v] += surr[v];
-        acc[OUT_MATURITY][v] += maturity;
-        acc[OUT_EXPENSES][v] += expenses;
-        acc[OUT_COMMISSIONS][v] += commissions;
-        acc[OUT_INV_INCOME][v] += inv[v];
-        acc[OUT_AV_CHANGE][v] += avch[v];
-        acc[OUT_NET_CF][v] += net;
+        uint32_t a = v0 + v;
+        acc[OUT_PREMIUMS][a] += premiums;
+        acc[OUT_DEATH][a] += death[v];
+        acc[OUT_SURRENDER][a] += surr[v];
+        acc[OUT_MATURITY][a] += maturity;
+        acc[OUT_EXPENSES][a] += expenses;
+        acc[OUT_COMMISSIONS][a] += commissions;
+        acc[OUT_INV_INCOME][a] += inv[v];
+        acc[OUT_AV_CHANGE][a] += avch[v];
+        acc[OUT_NET_CF][a] += net;
     }
+}
+
+/* A group's last lanes: a run whose scenarios leave the last group partly empty (1 scenario, 16, or
+ * 1,000 = 31·32 + 8) computes them NARROW at a time, not LANES. A lane's operations are the same
+ * whichever pass computes it, so the bits are too. */
+#define NARROW 8
+_Static_assert(LANES % NARROW == 0 && NARROW % VW == 0, "NARROW divides LANES into whole vectors");
+
+static __attribute__((noinline)) void project_group(vd acc[LC_N_OUTPUTS][NV], const double *restrict ret,
+                                                    const sv_basis *b, const sv_policy *p) {
+    project(acc, 0, NV, ret, b, p);
+}
+
+static __attribute__((noinline)) void project_narrow(vd acc[LC_N_OUTPUTS][NV], uint32_t lane0, const double *restrict ret,
+                                                     const sv_basis *b, const sv_policy *p) {
+    project(acc, lane0 / VW, NARROW / VW, ret + lane0, b, p);
 }
 
 /* Block partials for blocks [b_begin, b_end): partials[b][k][s] = Σ over the block's rows, in row
@@ -366,12 +389,15 @@ int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b
             for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
                 for (uint32_t v = 0; v < NV; v++) acc[k][v] = (vd){0};
             const double *rg = ret + (uint64_t)g * T * LANES;
+            /* lanes past N hold no scenario: computed only up to the next NARROW, never written out */
+            uint32_t lanes = min_u32(LANES, N - g * LANES);
             for (uint32_t i = r0; i < r1; i++) {
                 row_check(LC_BASE c, &w, i, &p); /* LC_OK: checked above */
-                project(acc, rg, &basis, &p);
+                if (lanes == LANES)
+                    project_group(acc, rg, &basis, &p);
+                else
+                    for (uint32_t lane0 = 0; lane0 < lanes; lane0 += NARROW) project_narrow(acc, lane0, rg, &basis, &p);
             }
-            /* lanes past N hold no scenario: never written out */
-            uint32_t lanes = min_u32(LANES, N - g * LANES);
             for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
                 for (uint32_t j = 0; j < lanes; j++) out[(uint64_t)k * N + g * LANES + j] = acc[k][j / VW][j % VW];
         }
