@@ -81,6 +81,32 @@ def assumptions() -> Assumptions:
     )
 
 
+def drawn_policies(
+    rng: np.random.Generator,
+    first_id: int,
+    *,
+    age: np.ndarray,
+    term: np.ndarray,
+    duration: np.ndarray,
+    premium: np.ndarray,
+) -> Policies:
+    """Policies numbered from `first_id` with the given columns; sex, count and sum assured drawn
+    from `rng`, in that order (the fixtures' values depend on it)."""
+    n = len(term)
+    return Policies.from_columns(
+        {
+            "policy_id": np.arange(first_id, first_id + n),
+            "age_at_entry": age,
+            "sex": rng.choice(["M", "F"], n),
+            "policy_term": term,
+            "policy_count": rng.choice([0.0, 1.0, 3.5, 120.0], n),
+            "sum_assured": rng.uniform(1e4, 1e6, n).round(),
+            "duration_mth": duration,
+            "premium_pp": premium,
+        }
+    )
+
+
 @pytest.fixture(scope="module")
 def policies() -> Policies:
     rng = np.random.default_rng(20240601)
@@ -91,18 +117,7 @@ def policies() -> Policies:
     premium = np.where(duration > 0, rng.uniform(5, 300, n), np.nan)
     premium[1] = 42.5  # a new-business policy with its premium given
     duration[1] = 0
-    return Policies.from_columns(
-        {
-            "policy_id": np.arange(100, 100 + n),
-            "age_at_entry": age,
-            "sex": rng.choice(["M", "F"], n),
-            "policy_term": term,
-            "policy_count": rng.choice([0.0, 1.0, 3.5, 120.0], n),
-            "sum_assured": rng.uniform(1e4, 1e6, n).round(),
-            "duration_mth": duration,
-            "premium_pp": premium,
-        }
-    )
+    return drawn_policies(rng, 100, age=age, term=term, duration=duration, premium=premium)
 
 
 @pytest.fixture(scope="module")
@@ -210,18 +225,7 @@ def future_and_matured() -> Policies:
     duration[7] = -1
     premium = np.where(rng.random(n) < 0.5, rng.uniform(5, 300, n), np.nan)
     premium[[3, 11]] = 20.0
-    return Policies.from_columns(
-        {
-            "policy_id": np.arange(200, 200 + n),
-            "age_at_entry": age,
-            "sex": rng.choice(["M", "F"], n),
-            "policy_term": term,
-            "policy_count": rng.choice([0.0, 1.0, 3.5, 120.0], n),
-            "sum_assured": rng.uniform(1e4, 1e6, n).round(),
-            "duration_mth": duration,
-            "premium_pp": premium,
-        }
-    )
+    return drawn_policies(rng, 200, age=age, term=term, duration=duration, premium=premium)
 
 
 def test_future_new_business_and_matured_rows_equal_the_scalar_transcription(
