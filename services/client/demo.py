@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
 
+import numpy as np
+
 from livecalc.data.v1 import data_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.client.aio import ResultAssembler, job_spec, package_archive
@@ -56,10 +58,10 @@ from services.common.up import (
     stopping_on_signals,
 )
 from services.data.generate import generate
+from services.gateway.results import final_result
 from services.valuation.blocks import fold
 from services.valuation.packages.package import build_directory, verify_archive
 from services.valuation.packages.reference import init_directory
-from services.valuation.statistics import result_hash, statistics
 
 DATASET_SEED: Final = 1
 SAMPLE_SEED: Final = 7
@@ -248,42 +250,22 @@ def run_local(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
         run = PipelineRunner(pool).run(package.config["pipeline"], RunInputs(interface, records, assets, params))
     elapsed = time.monotonic() - started
     outputs = run.outputs
-    values = [fold(run.partials[:, k, :]) for k in range(len(outputs.names))]  # the declared outputs' order
-    result = job_pb2.JobResult(
-        result_hash=result_hash(values[outputs.primary]),
+    values = np.stack([fold(run.partials[:, k, :]) for k in range(len(outputs.names))])  # the declared order
+    # the result a gateway would send for this run (no steps counted, no dataset version)
+    result = final_result(
+        values,
+        outputs,
         policy_count=len(records),
+        dataset_version="",
         package_hash=package.package_hash,
+        steps=0,
         elapsed_seconds=elapsed,
-        outputs=[
-            job_pb2.OutputResult(
-                name=name, primary=k == outputs.primary, statistics=_statistics(values[k]), values=values[k].tolist()
-            )
-            for k, name in enumerate(outputs.names)
-        ],
-    )
-    result.statistics.CopyFrom(result.outputs[outputs.primary].statistics)
-    result.statistics.output_means.extend(
-        job_pb2.OutputMean(name=o.name, mean=o.statistics.mean) for o in result.outputs
     )
     demo.say()
     for line in result_lines(result, title=f"local: {package.config.get('name')} on {dataset_id}"):
         if not line.startswith(("steps", "-")):
             demo.say(line)
     return 0
-
-
-def _statistics(values: Any) -> job_pb2.Statistics:
-    st = statistics(values)
-    return job_pb2.Statistics(
-        scenario_count=st.count,
-        mean=st.mean,
-        std=st.std,
-        standard_error=st.stderr,
-        min=st.min,
-        max=st.max,
-        percentiles=[job_pb2.Percentile(level=p, value=v) for p, v in st.percentiles],
-        ctes=[job_pb2.Cte(level=a, value=v) for a, v in st.cte],
-    )
 
 
 def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
