@@ -18,7 +18,7 @@ import anyio.to_thread
 import grpc
 from grpc import aio
 
-from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
+from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
 from livecalc.engine.v1 import engine_pb2
 from services.common.auth.service import ServiceCredentials
 from services.common.client import ChannelSecurity, open_aio_channel
@@ -160,17 +160,21 @@ class DataServiceDatasets:
             details = f"cannot reach the data service at {self.address}: {details}"
         return Upstream(exc.code(), details)
 
+    async def dataset(self, dataset_id: str, tenant: str = "") -> data_pb2.Dataset:
+        """GetDataset as ``tenant``; an `aio.AioRpcError` passes through, for the caller to word."""
+        reply = await self.stub().GetDataset(
+            data_service_pb2.GetDatasetRequest(dataset_id=dataset_id),
+            timeout=self.timeout,
+            metadata=self.credentials.metadata(tenant),
+        )
+        return reply.dataset
+
     async def get(self, dataset_id: str, tenant: str = "") -> DatasetInfo:
         """The dataset as ``tenant`` sees it (NOT_FOUND when the tenant has no such dataset)."""
         try:
-            reply = await self.stub().GetDataset(
-                data_service_pb2.GetDatasetRequest(dataset_id=dataset_id),
-                timeout=self.timeout,
-                metadata=self.credentials.metadata(tenant),
-            )
+            d = await self.dataset(dataset_id, tenant)
         except aio.AioRpcError as exc:
             raise self._upstream(exc) from None
-        d = reply.dataset
         return DatasetInfo(d.dataset_id, d.version, int(d.row_count))
 
     async def validate(self, dataset_id: str, declaration: Declaration, tenant: str = "") -> Validation:

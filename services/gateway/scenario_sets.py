@@ -86,14 +86,9 @@ class DataServiceScenarioSets:
 
     async def describe(self, dataset_id: str, tenant: str = "") -> SetMetadata:
         try:
-            reply = await self._stub().GetDataset(
-                data_service_pb2.GetDatasetRequest(dataset_id=dataset_id),
-                timeout=self.timeout,
-                metadata=self.credentials.metadata(tenant),
-            )
+            d = await self._datasets.dataset(dataset_id, tenant)
         except aio.AioRpcError as exc:
             raise self._upstream(exc) from None
-        d = reply.dataset
         return SetMetadata(d.dataset_id, d.version, int(d.row_count), tuple((c.name, int(c.type)) for c in d.columns))
 
     async def scenario_at(self, dataset_id: str, version: str, row: int, tenant: str = "") -> int | None:
