@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from grpc import aio
-from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2, job_service_pb2_grpc
@@ -24,16 +23,19 @@ from services.common.auth.interceptor import _PRINCIPAL
 from services.common.auth.tokens import Principal
 from services.common.config import ServerConfig
 from services.common.server import RunningServer, ServiceBinding, start_server
-from services.gateway.config import JobConfig
 from services.gateway.job_servicer import JobServicer
 from services.gateway.jobs import JobManager
-from services.gateway.metrics import GatewayMetrics
 from services.gateway.server import JOB_SERVICE, StoreReadiness
 from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
-from tests.gateway.fakes import FakeDatasets, FakeEngineStub, FakePackages, FakePool, fake_engine, partial_table
+from tests.gateway.fakes import (
+    HASH,
+    FakeEngineStub,
+    fake_engine,
+    fake_manager,
+    partial_table,
+)
 
-HASH = "ab" * 32
 BLOCKS = 6
 ROWS = BLOCKS * BLOCK_SIZE - 7
 SCENARIOS = 4
@@ -57,14 +59,8 @@ def manager(
     """A manager over one fake engine valuing `TABLE` (`delay` seconds per block)."""
     if store is None:
         store = JobStore(directory / "jobs.sqlite3", on_health=readiness.store_health if readiness else None)
-    return JobManager(
-        store,
-        FakePool([fake_engine("e", FakeEngineStub(TABLE, ROWS, delay=delay))]),  # type: ignore[arg-type]
-        FakePackages(HASH),  # type: ignore[arg-type]
-        datasets=FakeDatasets(ROWS),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        config=JobConfig(package_address="gw", **{"progress_seconds": 0.01, **config}),
-    )
+    engines = [fake_engine("e", FakeEngineStub(TABLE, ROWS, delay=delay))]
+    return fake_manager(directory, engines, ROWS, store=store, **{"progress_seconds": 0.01, **config})
 
 
 @contextlib.asynccontextmanager

@@ -25,29 +25,26 @@ from prometheus_client import CollectorRegistry
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.gateway.chunk_requests import ChunkRequests
-from services.gateway.config import DispatchConfig, JobConfig
+from services.gateway.config import DispatchConfig
 from services.gateway.dispatcher import Dispatcher, JobCannotFinish
 from services.gateway.engines import Engine
 from services.gateway.fold import JobFold
 from services.gateway.job_kind import FULL_RUN
-from services.gateway.jobs import JobManager
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan
-from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
 from tests.faults.faultmesh import FaultMesh, Job, fault_mesh, wait_until
 from tests.gateway.fakes import (
-    FakeDatasets,
+    HASH,
     FakeEngineStub,
     FakeError,
-    FakePackages,
     FakePool,
     fake_engine,
+    fake_manager,
     partial_table,
 )
 from tests.gateway.jobmesh import kinds, submit
 
-HASH = "ab" * 32
 pytestmark = pytest.mark.anyio
 
 UNREACHABLE = FakeError(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; Connection refused")
@@ -170,17 +167,12 @@ async def test_too_large_moves_the_chunk_to_an_engine_that_can_and_fails_when_no
 async def test_the_wait_shows_in_the_jobs_progress_events(tmp_path: Path) -> None:
     rows, n = 3 * BLOCK_SIZE, 2
     table = partial_table(3, n)
-    manager = JobManager(
-        JobStore(tmp_path / "jobs.sqlite3"),
-        FakePool([fake_engine("a", FakeEngineStub(table, rows, refuse=Outage(2.5)))]),  # type: ignore[arg-type]
-        FakePackages(HASH),  # type: ignore[arg-type]
-        datasets=FakeDatasets(rows),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        config=JobConfig(
-            package_address="gw",
-            progress_seconds=0.05,
-            dispatch=DispatchConfig(backoff_seconds=0.01, engine_scan_seconds=0.05, engine_wait_seconds=30),
-        ),
+    manager = fake_manager(
+        tmp_path,
+        [fake_engine("a", FakeEngineStub(table, rows, refuse=Outage(2.5)))],
+        rows,
+        progress_seconds=0.05,
+        dispatch=DispatchConfig(backoff_seconds=0.01, engine_scan_seconds=0.05, engine_wait_seconds=30),
     )
     try:
         spec = job_pb2.JobSpec(package_hash=HASH, dataset_id="pol", scenarios=engine_pb2.ScenarioSpec(count=n, seed=1))

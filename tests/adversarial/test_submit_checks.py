@@ -18,25 +18,26 @@ from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.errors import InvalidArgument
 from services.gateway.admission import DatasetRules, check_capacity
-from services.gateway.config import JobConfig
 from services.gateway.inputs import RowViolation, Validation
-from services.gateway.jobs import JobManager
-from services.gateway.metrics import GatewayMetrics
-from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package, upload_package
-from tests.gateway.fakes import FakeDatasets, FakeEngineStub, FakePackages, FakePool, fake_engine, partial_table
+from tests.gateway.fakes import (
+    HASH,
+    FakeDatasets,
+    FakeEngineStub,
+    fake_engine,
+    fake_manager,
+    partial_table,
+)
 from tests.gateway.jobmesh import kinds, spec, submit
 from tests.meshes import Services
 from tests.support import ServiceProcess
 
-HASH = "ab" * 32
 BROKEN = Validation(
     "pol",
     "v1",
@@ -87,14 +88,8 @@ def test_capacity_names_the_need_and_the_largest_engines_limit() -> None:
 @pytest.mark.anyio
 async def test_a_refused_job_is_not_recorded_and_holds_no_slot(tmp_path: Path) -> None:
     rows = 2 * BLOCK_SIZE
-    manager = JobManager(
-        JobStore(tmp_path / "jobs.sqlite3"),
-        FakePool([fake_engine("a", FakeEngineStub(partial_table(2, 2), rows))]),  # type: ignore[arg-type]
-        FakePackages(HASH),  # type: ignore[arg-type]
-        datasets=FakeDatasets(rows, validation=BROKEN),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        config=JobConfig(package_address="gw", max_pending_jobs=1),
-    )
+    engines = [fake_engine("a", FakeEngineStub(partial_table(2, 2), rows))]
+    manager = fake_manager(tmp_path, engines, rows, validation=BROKEN, max_pending_jobs=1)
     try:
         job_spec = job_pb2.JobSpec(package_hash=HASH, dataset_id="pol", scenarios=engine_pb2.ScenarioSpec(count=2))
         for _ in range(3):  # a slot held by a refused job would answer RESOURCE_EXHAUSTED here

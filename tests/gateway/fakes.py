@@ -5,22 +5,28 @@ per block, summary) from a fixed table of block partials, and can be told to fai
 not the real engine, only a stand-in for dispatcher and job-manager logic tests. A table is
 f64 [blocks][K][N], the K outputs in the package's declared order: `FakePackages` serves the
 reference package (term life's five, net_cf primary: `OUTPUTS`) or one whose declaration
-declares other outputs (`declaring`).
+declares other outputs (`declaring`). `fake_manager` wires a real JobManager to these doubles.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 from grpc import aio
+from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
+from services.gateway.config import JobConfig
 from services.gateway.engines import Engine, median_slot_speed
 from services.gateway.inputs import DatasetInfo, Declaration, Validation
+from services.gateway.jobs import JobManager
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE, block_rows
 from services.valuation.interface.declaration import Outputs
 from services.valuation.packages.archive import PackageLimits
@@ -29,6 +35,8 @@ from tests.gateway.archives import consistent, reference_archive, reference_part
 #: The reference package's outputs (term life's five in its declared order, net_cf primary).
 OUTPUTS = Outputs(("premiums", "claims", "expenses", "commissions", "net_cf"), 4)
 PRIMARY = OUTPUTS.primary
+#: The one package hash `fake_manager`'s packages know.
+HASH = "ab" * 32
 
 
 def partial_table(blocks: int, scenarios: int, seed: int = 1, outputs: int = len(OUTPUTS.names)) -> np.ndarray:
@@ -215,3 +223,27 @@ class FakePackages:
 
 
 ROWS_3_BLOCKS = 3 * BLOCK_SIZE - 10
+
+
+def fake_manager(
+    directory: Path,
+    engines: list[Engine],
+    rows: int,
+    *,
+    validation: Validation | None = None,
+    archive: bytes | None = None,
+    store: JobStore | None = None,
+    **config: Any,
+) -> JobManager:
+    """A real JobManager over fake `engines` (`fake_engine`'s), dataset 'pol' of `rows` rows
+    (`FakeDatasets`, its verdict `validation`) and package `HASH` (`FakePackages`, downloading
+    `archive`); its store `store`, or a new one at DIR/jobs.sqlite3; `config` are JobConfig's
+    fields but package_address ("gw"). The caller closes the manager and its store."""
+    return JobManager(
+        store if store is not None else JobStore(directory / "jobs.sqlite3"),
+        FakePool(engines),  # type: ignore[arg-type]
+        FakePackages(HASH, archive),  # type: ignore[arg-type]
+        datasets=FakeDatasets(rows, validation=validation),
+        metrics=GatewayMetrics.create(CollectorRegistry()),
+        config=JobConfig(package_address="gw", **config),
+    )

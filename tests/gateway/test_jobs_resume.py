@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.gateway.chunk_requests import ChunkRequests
-from services.gateway.config import DispatchConfig, JobConfig
+from services.gateway.config import DispatchConfig
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.fold import FoldState, JobFold
 from services.gateway.job_kind import FULL_RUN
@@ -40,19 +40,18 @@ from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE, fold
 from services.valuation.statistics import result_hash
 from tests.gateway.fakes import (
+    HASH,
     PRIMARY,
     FakeCall,
-    FakeDatasets,
     FakeError,
-    FakePackages,
     FakePool,
     block_partial,
     fake_engine,
+    fake_manager,
     partial_table,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
-HASH = "ab" * 32
 
 
 def block_steps(block: int) -> int:
@@ -115,18 +114,9 @@ class PieceEngine:
 
 
 def manager(path: Path, engines: list[PieceEngine], rows: int, checkpoint_seconds: float = 0.0) -> JobManager:
-    return JobManager(
-        JobStore(path / "jobs.sqlite3"),
-        FakePool([fake_engine(f"e{i}", e) for i, e in enumerate(engines)]),  # type: ignore[arg-type]
-        FakePackages(HASH),  # type: ignore[arg-type]
-        datasets=FakeDatasets(rows),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        config=JobConfig(
-            package_address="gw",
-            progress_seconds=0.01,
-            statistics_seconds=0.0,
-            checkpoint_seconds=checkpoint_seconds,
-        ),
+    fakes = [fake_engine(f"e{i}", e) for i, e in enumerate(engines)]  # type: ignore[arg-type]
+    return fake_manager(
+        path, fakes, rows, progress_seconds=0.01, statistics_seconds=0.0, checkpoint_seconds=checkpoint_seconds
     )
 
 

@@ -16,7 +16,7 @@ from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.gateway.chunk_requests import ChunkRequests
-from services.gateway.config import DispatchConfig, JobConfig
+from services.gateway.config import DispatchConfig
 from services.gateway.dispatcher import Dispatcher, JobCannotFinish
 from services.gateway.engines import Engine, EngineTargets
 from services.gateway.events import EventLog
@@ -31,23 +31,22 @@ from services.valuation.blocks import BLOCK_SIZE, fold
 from services.valuation.interface.declaration import Outputs
 from services.valuation.statistics import result_hash
 from tests.gateway.fakes import (
+    HASH,
     OUTPUTS,
     PRIMARY,
     ROWS_3_BLOCKS,
-    FakeDatasets,
     FakeEngineStub,
     FakeError,
-    FakePackages,
     FakePool,
     block_partial,
     declaring,
     fake_engine,
+    fake_manager,
     partial_table,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 S = job_pb2.JobState
-HASH = "ab" * 32
 
 
 # planner
@@ -278,14 +277,8 @@ async def test_dispatch_keeps_to_slots_and_the_window() -> None:
 
 
 async def _manager(tmp_path: Path, stub: FakeEngineStub, rows: int, archive: bytes | None = None) -> JobManager:
-    return JobManager(
-        JobStore(tmp_path / "jobs.sqlite3"),
-        FakePool([fake_engine("a", stub)]),  # type: ignore[arg-type]
-        FakePackages(HASH, archive),  # type: ignore[arg-type]
-        datasets=FakeDatasets(rows),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        config=JobConfig(package_address="gw", progress_seconds=0.01, statistics_seconds=0.02),
-    )
+    engines = [fake_engine("a", stub)]
+    return fake_manager(tmp_path, engines, rows, archive=archive, progress_seconds=0.01, statistics_seconds=0.02)
 
 
 def _spec(count: int, **kw: object) -> job_pb2.JobSpec:

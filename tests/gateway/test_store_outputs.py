@@ -17,31 +17,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.gateway.config import JobConfig
 from services.gateway.jobs import JobManager
-from services.gateway.metrics import GatewayMetrics
 from services.gateway.store import JobStore
 from services.gateway.store_file import SCHEMA_VERSION
 from services.valuation.blocks import BLOCK_SIZE, fold
 from services.valuation.statistics import result_hash
 from tests.gateway.fakes import (
+    HASH,
     OUTPUTS,
     PRIMARY,
-    FakeDatasets,
     FakeEngineStub,
-    FakePackages,
-    FakePool,
     fake_engine,
+    fake_manager,
     partial_table,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 S = job_pb2.JobState
-HASH = "ab" * 32
 
 SCHEMA_1 = """
 CREATE TABLE jobs (job_id TEXT PRIMARY KEY, create_ns INTEGER NOT NULL, state INTEGER NOT NULL,
@@ -121,14 +116,7 @@ def schema_1_store(path: Path, rows: list[tuple[str, tuple[object, ...]]]) -> No
 
 
 def _manager(tmp_path: Path, stub: FakeEngineStub, rows: int) -> JobManager:
-    return JobManager(
-        JobStore(tmp_path / "jobs.sqlite3"),
-        FakePool([fake_engine("a", stub)]),  # type: ignore[arg-type]
-        FakePackages(HASH),  # type: ignore[arg-type]
-        datasets=FakeDatasets(rows),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        config=JobConfig(package_address="gw", progress_seconds=0.01, statistics_seconds=0.02),
-    )
+    return fake_manager(tmp_path, [fake_engine("a", stub)], rows, progress_seconds=0.01, statistics_seconds=0.02)
 
 
 def test_a_schema_1_store_reads_results_as_term_lifes_five_outputs(tmp_path: Path) -> None:

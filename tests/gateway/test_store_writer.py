@@ -13,18 +13,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.gateway.config import JobConfig
 from services.gateway.events import EventLog
-from services.gateway.jobs import JobManager
-from services.gateway.metrics import GatewayMetrics
 from services.gateway.store import Checkpoint, JobStore
 from services.gateway.store_writer import StoreClosed, StoreWriter, _Write
 from services.valuation.blocks import BLOCK_SIZE
-from tests.gateway.fakes import FakeDatasets, FakeEngineStub, FakePackages, FakePool, fake_engine, partial_table
+from tests.gateway.fakes import (
+    HASH,
+    FakeEngineStub,
+    fake_engine,
+    fake_manager,
+    partial_table,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -168,17 +170,11 @@ def test_an_in_memory_store_reads_what_it_wrote() -> None:
 
 
 async def test_submit_answers_once_the_job_is_recorded_and_a_key_in_flight_answers_its_job(tmp_path: Path) -> None:
-    rows, n, package = 2 * BLOCK_SIZE, 2, "ab" * 32
+    rows, n = 2 * BLOCK_SIZE, 2
     store = JobStore(tmp_path / "jobs.sqlite3")
-    manager = JobManager(
-        store,
-        FakePool([fake_engine("a", FakeEngineStub(partial_table(2, n), rows, delay=0.01))]),  # type: ignore[arg-type]
-        FakePackages(package),  # type: ignore[arg-type]
-        datasets=FakeDatasets(rows),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        config=JobConfig(package_address="gw", progress_seconds=0.01),
-    )
-    spec = job_pb2.JobSpec(package_hash=package, dataset_id="pol", scenarios=engine_pb2.ScenarioSpec(count=n, seed=1))
+    engines = [fake_engine("a", FakeEngineStub(partial_table(2, n), rows, delay=0.01))]
+    manager = fake_manager(tmp_path, engines, rows, store=store, progress_seconds=0.01)
+    spec = job_pb2.JobSpec(package_hash=HASH, dataset_id="pol", scenarios=engine_pb2.ScenarioSpec(count=n, seed=1))
     release = held(store)
     first = asyncio.create_task(manager.submit(spec, idempotency_key="k"))
     await asyncio.sleep(0.05)

@@ -13,31 +13,28 @@ from prometheus_client import CollectorRegistry
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.errors import InvalidArgument, ResourceExhausted
-from services.gateway.config import DEFAULT_MAX_PENDING_JOBS, JobConfig
+from services.gateway.config import DEFAULT_MAX_PENDING_JOBS
 from services.gateway.jobs import JobManager
 from services.gateway.loop_lag import LoopLagMonitor
-from services.gateway.metrics import GatewayMetrics
 from services.gateway.server import resolve_jobs_config
-from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
-from tests.gateway.fakes import FakeDatasets, FakeEngineStub, FakePackages, FakePool, fake_engine, partial_table
+from tests.gateway.fakes import (
+    HASH,
+    FakeEngineStub,
+    fake_engine,
+    fake_manager,
+    partial_table,
+)
 from tests.waits import async_wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
-HASH = "ab" * 32
 S = job_pb2.JobState
 
 
 def _manager(tmp_path: Path, limit: int, delay: float) -> JobManager:
     rows, n = 3 * BLOCK_SIZE, 2
-    return JobManager(
-        JobStore(tmp_path / "jobs.sqlite3"),
-        FakePool([fake_engine("a", FakeEngineStub(partial_table(3, n), rows, delay=delay))]),  # type: ignore[arg-type]
-        FakePackages(HASH),  # type: ignore[arg-type]
-        datasets=FakeDatasets(rows),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        config=JobConfig(package_address="gw", max_pending_jobs=limit),
-    )
+    engines = [fake_engine("a", FakeEngineStub(partial_table(3, n), rows, delay=delay))]
+    return fake_manager(tmp_path, engines, rows, max_pending_jobs=limit)
 
 
 def _spec() -> job_pb2.JobSpec:
