@@ -186,7 +186,7 @@ class Catalog:
     async def _load(self, info: ObjectInfo, known_sha256: str | None) -> DatasetEntry:
         parts = split_object_name(info.name)
         assert parts is not None
-        dataset_id, fmt = parts
+        _, fmt = parts
         side = await sidecar.read_header(self.storage, info.name)
         header = side.header if side is not None and side.header.get("change_token") == info.change_token else None
         csv_index: CsvIndex | None = None
@@ -210,10 +210,8 @@ class Catalog:
                 self._remember_offsets(info, csv_index.offsets)
                 csv_index = CsvIndex(**{**csv_index.__dict__, "offsets": None})
             sha = csv_index.sha256
-            rows, columns = csv_index.rows, csv_index.columns
         else:
             parquet = await read_parquet_meta(self.storage, info)
-            rows, columns = parquet.rows, parquet.columns
             if self._local:
                 sha = header.get("sha256") if header is not None and header.get("format") == "parquet" else None
                 if sha is None and known_sha256 is not None:
@@ -229,19 +227,7 @@ class Catalog:
             version = f"etag:{digest[:40]}"
         else:
             version = info.change_token.strip('"')
-        return DatasetEntry(
-            dataset_id=dataset_id,
-            object_name=info.name,
-            format=fmt,
-            source=self.source,
-            info=info,
-            version=version,
-            rows=rows,
-            columns=columns,
-            location=self.storage.location(info.name),
-            csv=csv_index,
-            parquet=parquet,
-        )
+        return self._entry(info, version, csv_index, parquet)
 
     def commit_lock(self, dataset_id: str) -> anyio.Lock:
         """The lock that serializes commits (and their index installs) of `dataset_id`."""
@@ -255,8 +241,6 @@ class Catalog:
         `info` is what the commit returned, so the sidecar names exactly these bytes; call it
         under `commit_lock` so no other commit of the id can slip in between.
         """
-        parts = split_object_name(info.name)
-        assert parts is not None
         if csv is not None:
             assert csv.offsets is not None
             offsets = csv.offsets
@@ -264,32 +248,39 @@ class Catalog:
             await save_csv_index(self.storage, info.name, csv)
             self._remember_offsets(info, offsets)
             csv = dataclasses.replace(csv, offsets=None)
-            rows, columns = csv.rows, csv.columns
         else:
             assert parquet is not None
             parquet = parquet.with_change_token(info.change_token)
-            rows, columns = parquet.rows, parquet.columns
             if self._local:
                 marker = {"format": "parquet", "change_token": info.change_token, "sha256": sha256}
                 await self.storage.put(sidecar.sidecar_name(info.name), sidecar.encode(marker))
             else:
                 await self.storage.delete(sidecar.sidecar_name(info.name))  # a stale one from before
         version = f"sha256:{sha256}" if self._local else info.change_token.strip('"')
-        entry = DatasetEntry(
+        entry = self._entry(info, version, csv, parquet)
+        self._entries[info.name] = entry
+        return entry
+
+    def _entry(self, info: ObjectInfo, version: str, csv: CsvIndex | None, parquet: ParquetMeta | None) -> DatasetEntry:
+        """This catalog's entry for object `info`, whose rows and columns its CSV index or its
+        Parquet footer (whichever it has) describes."""
+        parts = split_object_name(info.name)
+        assert parts is not None
+        described = csv if csv is not None else parquet
+        assert described is not None
+        return DatasetEntry(
             dataset_id=parts[0],
             object_name=info.name,
             format=parts[1],
             source=self.source,
             info=info,
             version=version,
-            rows=rows,
-            columns=columns,
+            rows=described.rows,
+            columns=described.columns,
             location=self.storage.location(info.name),
             csv=csv,
             parquet=parquet,
         )
-        self._entries[info.name] = entry
-        return entry
 
     def _remember_offsets(self, info: ObjectInfo, offsets: npt.NDArray[np.int64]) -> None:
         key = (info.name, info.change_token)
