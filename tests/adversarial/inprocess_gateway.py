@@ -28,13 +28,7 @@ from services.gateway.jobs import JobManager
 from services.gateway.server import JOB_SERVICE, StoreReadiness
 from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
-from tests.gateway.fakes import (
-    HASH,
-    FakeEngineStub,
-    fake_engine,
-    fake_manager,
-    partial_table,
-)
+from tests.gateway.fakes import HASH, FakeEngineStub, fake_engine, fake_manager, partial_table
 
 BLOCKS = 6
 ROWS = BLOCKS * BLOCK_SIZE - 7

@@ -34,15 +34,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan
 from services.valuation.blocks import BLOCK_SIZE
 from tests.faults.faultmesh import FaultMesh, Job, fault_mesh, wait_until
-from tests.gateway.fakes import (
-    HASH,
-    FakeEngineStub,
-    FakeError,
-    FakePool,
-    fake_engine,
-    fake_manager,
-    partial_table,
-)
+from tests.gateway.fakes import HASH, FakeEngineStub, FakeError, FakePool, fake_engine, fake_manager, partial_table
 from tests.gateway.jobmesh import kinds, submit
 
 pytestmark = pytest.mark.anyio

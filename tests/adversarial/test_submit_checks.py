@@ -26,14 +26,7 @@ from services.gateway.admission import DatasetRules, check_capacity
 from services.gateway.inputs import RowViolation, Validation
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package, upload_package
-from tests.gateway.fakes import (
-    HASH,
-    FakeDatasets,
-    FakeEngineStub,
-    fake_engine,
-    fake_manager,
-    partial_table,
-)
+from tests.gateway.fakes import HASH, FakeDatasets, FakeEngineStub, fake_engine, fake_manager, partial_table
 from tests.gateway.jobmesh import kinds, spec, submit
 from tests.meshes import Services
 from tests.support import ServiceProcess

@@ -25,15 +25,7 @@ from services.gateway.store import JobStore
 from services.gateway.store_file import SCHEMA_VERSION
 from services.valuation.blocks import BLOCK_SIZE, fold
 from services.valuation.statistics import result_hash
-from tests.gateway.fakes import (
-    HASH,
-    OUTPUTS,
-    PRIMARY,
-    FakeEngineStub,
-    fake_engine,
-    fake_manager,
-    partial_table,
-)
+from tests.gateway.fakes import HASH, OUTPUTS, PRIMARY, FakeEngineStub, fake_engine, fake_manager, partial_table
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 S = job_pb2.JobState

@@ -20,13 +20,7 @@ from services.gateway.events import EventLog
 from services.gateway.store import Checkpoint, JobStore
 from services.gateway.store_writer import StoreClosed, StoreWriter, _Write
 from services.valuation.blocks import BLOCK_SIZE
-from tests.gateway.fakes import (
-    HASH,
-    FakeEngineStub,
-    fake_engine,
-    fake_manager,
-    partial_table,
-)
+from tests.gateway.fakes import HASH, FakeEngineStub, fake_engine, fake_manager, partial_table
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

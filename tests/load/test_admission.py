@@ -18,13 +18,7 @@ from services.gateway.jobs import JobManager
 from services.gateway.loop_lag import LoopLagMonitor
 from services.gateway.server import resolve_jobs_config
 from services.valuation.blocks import BLOCK_SIZE
-from tests.gateway.fakes import (
-    HASH,
-    FakeEngineStub,
-    fake_engine,
-    fake_manager,
-    partial_table,
-)
+from tests.gateway.fakes import HASH, FakeEngineStub, fake_engine, fake_manager, partial_table
 from tests.waits import async_wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
