@@ -20,21 +20,24 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
-from livecalc.engine.v1 import engine_pb2, engine_service_pb2
+from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.gateway.chunk_requests import ChunkRequests
 from services.gateway.config import DispatchConfig
 from services.gateway.dispatcher import Dispatcher, JobCannotFinish
 from services.gateway.engines import Engine
 from services.gateway.fold import JobFold
-from services.gateway.job_kind import FULL_RUN
-from services.gateway.metrics import GatewayMetrics
-from services.gateway.planner import plan
 from services.valuation.blocks import BLOCK_SIZE
 from tests.faults.faultmesh import FaultMesh, Job, fault_mesh, wait_until
-from tests.gateway.fakes import HASH, FakeEngineStub, FakeError, FakePool, fake_engine, fake_manager, partial_table
+from tests.gateway.fakes import (
+    HASH,
+    FakeEngineStub,
+    FakeError,
+    fake_dispatcher,
+    fake_engine,
+    fake_manager,
+    partial_table,
+)
 from tests.gateway.jobmesh import kinds, submit
 
 pytestmark = pytest.mark.anyio
@@ -64,18 +67,18 @@ class Outage:
 
 
 def dispatcher(engines: list[Engine], rows: int, n: int, **config: float) -> tuple[Dispatcher, JobFold]:
-    p = plan(rows, slots=len(engines), scenarios=n, chunk_blocks=1)
-    f = JobFold(rows, p.blocks_total, n, outputs=5)
-    d = Dispatcher(
-        FakePool(engines),  # type: ignore[arg-type]
-        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, p),
-        p,
-        f,
-        config=DispatchConfig(max_attempts=2, backoff_seconds=0.01, engine_scan_seconds=0.05, **config),  # type: ignore[arg-type]
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        window_blocks=8,
+    return fake_dispatcher(
+        engines,
+        rows,
+        n,
+        slots=len(engines),
+        chunk_blocks=1,
+        window=8,
+        max_attempts=2,
+        backoff_seconds=0.01,
+        engine_scan_seconds=0.05,
+        **config,
     )
-    return d, f
 
 
 async def test_every_engine_unreachable_for_a_while_waits_instead_of_spending_attempts() -> None:

@@ -5,7 +5,8 @@ per block, summary) from a fixed table of block partials, and can be told to fai
 not the real engine, only a stand-in for dispatcher and job-manager logic tests. A table is
 f64 [blocks][K][N], the K outputs in the package's declared order: `FakePackages` serves the
 reference package (term life's five, net_cf primary: `OUTPUTS`) or one whose declaration
-declares other outputs (`declaring`). `fake_manager` wires a real JobManager to these doubles.
+declares other outputs (`declaring`). `fake_manager` and `fake_dispatcher` wire a real JobManager
+and a real Dispatcher to these doubles.
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ from grpc import aio
 from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
-from services.gateway.config import JobConfig
+from services.gateway.chunk_requests import ChunkRequests
+from services.gateway.config import DispatchConfig, JobConfig
+from services.gateway.dispatcher import Dispatcher
 from services.gateway.engines import Engine, median_slot_speed
+from services.gateway.fold import JobFold
 from services.gateway.inputs import DatasetInfo, Declaration, Validation
+from services.gateway.job_kind import FULL_RUN
 from services.gateway.jobs import JobManager
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.planner import plan
 from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE, block_rows
 from services.valuation.interface.declaration import Outputs
@@ -247,3 +253,30 @@ def fake_manager(
         metrics=GatewayMetrics.create(CollectorRegistry()),
         config=JobConfig(package_address="gw", **config),
     )
+
+
+def fake_dispatcher(
+    engines: list[Engine],
+    rows: int,
+    scenarios: int,
+    *,
+    slots: int,
+    window: int,
+    chunk_blocks: int = 0,
+    **config: Any,
+) -> tuple[Dispatcher, JobFold]:
+    """A real Dispatcher of a full run of `rows` rows and `scenarios` scenarios over fake
+    `engines`, planned for `slots` slots (`chunk_blocks` as `plan` takes it) with `window`
+    blocks ahead, and the JobFold it folds into; `config` are DispatchConfig's fields."""
+    job_plan = plan(rows, slots=slots, scenarios=scenarios, chunk_blocks=chunk_blocks)
+    fold = JobFold(rows, job_plan.blocks_total, scenarios, outputs=5)
+    dispatcher = Dispatcher(
+        FakePool(engines),  # type: ignore[arg-type]
+        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, job_plan),
+        job_plan,
+        fold,
+        config=DispatchConfig(**config),
+        metrics=GatewayMetrics.create(CollectorRegistry()),
+        window_blocks=window,
+    )
+    return dispatcher, fold

@@ -8,19 +8,12 @@ import asyncio
 
 import grpc
 import pytest
-from prometheus_client import CollectorRegistry
 
-from livecalc.engine.v1 import engine_service_pb2
-from services.gateway.chunk_requests import ChunkRequests
-from services.gateway.config import DispatchConfig
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.engines import Engine
 from services.gateway.fold import JobFold
-from services.gateway.job_kind import FULL_RUN
-from services.gateway.metrics import GatewayMetrics
-from services.gateway.planner import plan
 from services.valuation.blocks import BLOCK_SIZE, fold
-from tests.gateway.fakes import FakeEngineStub, FakeError, FakePool, fake_engine, partial_table
+from tests.gateway.fakes import FakeEngineStub, FakeError, fake_dispatcher, fake_engine, partial_table
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 SCENARIOS = 3
@@ -28,19 +21,16 @@ SCENARIOS = 3
 
 def dispatcher(engines: list[Engine], blocks: int, *, window: int) -> tuple[Dispatcher, JobFold]:
     """One-block chunks of a ``blocks``-block job over ``engines``, at most 3 attempts a chunk."""
-    rows = blocks * BLOCK_SIZE
-    p = plan(rows, slots=4, scenarios=SCENARIOS, chunk_blocks=1)
-    f = JobFold(rows, p.blocks_total, SCENARIOS, outputs=5)
-    d = Dispatcher(
-        FakePool(engines),  # type: ignore[arg-type]
-        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, p),
-        p,
-        f,
-        config=DispatchConfig(max_attempts=3, backoff_seconds=0.01),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        window_blocks=window,
+    return fake_dispatcher(
+        engines,
+        blocks * BLOCK_SIZE,
+        SCENARIOS,
+        slots=4,
+        chunk_blocks=1,
+        window=window,
+        max_attempts=3,
+        backoff_seconds=0.01,
     )
-    return d, f
 
 
 async def test_workers_take_no_chunk_past_the_window_even_with_slots_free() -> None:

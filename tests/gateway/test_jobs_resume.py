@@ -24,18 +24,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.gateway.chunk_requests import ChunkRequests
-from services.gateway.config import DispatchConfig
-from services.gateway.dispatcher import Dispatcher
 from services.gateway.fold import FoldState, JobFold
-from services.gateway.job_kind import FULL_RUN
 from services.gateway.jobs import JobManager
-from services.gateway.metrics import GatewayMetrics
-from services.gateway.planner import plan
 from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE, fold
 from services.valuation.statistics import result_hash
@@ -44,8 +37,8 @@ from tests.gateway.fakes import (
     PRIMARY,
     FakeCall,
     FakeError,
-    FakePool,
     block_partial,
+    fake_dispatcher,
     fake_engine,
     fake_manager,
     partial_table,
@@ -306,17 +299,8 @@ async def test_dispatch_counts_the_steps_of_a_chunk_that_failed_half_way_once() 
         return None
 
     engine = PieceEngine(table, rows, fail=once_at_4)
-    job_plan = plan(rows, slots=1, scenarios=n, chunk_blocks=3)
-    f = JobFold(rows, job_plan.blocks_total, n, outputs=5)
-    d = Dispatcher(
-        FakePool([fake_engine("a", engine)]),  # type: ignore[arg-type]
-        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, job_plan),
-        job_plan,
-        f,
-        config=DispatchConfig(backoff_seconds=0.01),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        window_blocks=6,
-    )
+    fakes = [fake_engine("a", engine)]  # type: ignore[arg-type]
+    d, f = fake_dispatcher(fakes, rows, n, slots=1, chunk_blocks=3, window=6, backoff_seconds=0.01)
     await asyncio.wait_for(d.run(), 10)
     sent = [(r.blocks.first_block, r.blocks.block_count) for r in engine.requests]
     assert sent == [(0, 3), (3, 3), (4, 2)]  # chunk [3, 6) sent block 3 and its steps, then failed

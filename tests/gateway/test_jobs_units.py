@@ -10,20 +10,15 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.gateway.chunk_requests import ChunkRequests
-from services.gateway.config import DispatchConfig
 from services.gateway.dispatcher import Dispatcher, JobCannotFinish
 from services.gateway.engines import Engine, EngineTargets
 from services.gateway.events import EventLog
 from services.gateway.fold import JobFold
-from services.gateway.job_kind import FULL_RUN
 from services.gateway.jobs import JobManager
-from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan, ranges
 from services.gateway.results import final_result, join_parts, split_result, statistics_message, with_parts
 from services.gateway.store import JobStore, ResultKey
@@ -37,9 +32,9 @@ from tests.gateway.fakes import (
     ROWS_3_BLOCKS,
     FakeEngineStub,
     FakeError,
-    FakePool,
     block_partial,
     declaring,
+    fake_dispatcher,
     fake_engine,
     fake_manager,
     partial_table,
@@ -200,22 +195,11 @@ def test_statistics_message_and_result_parts() -> None:
 
 
 def _dispatcher(
-    engines: list[Engine], rows: int, n: int, chunk_blocks: int, **kw: object
+    engines: list[Engine], rows: int, n: int, chunk_blocks: int, window: int = 4
 ) -> tuple[Dispatcher, JobFold]:
-    p = plan(rows, slots=2, scenarios=n, chunk_blocks=chunk_blocks)
-    f = JobFold(rows, p.blocks_total, n, outputs=5)
-    from livecalc.engine.v1 import engine_service_pb2
-
-    d = Dispatcher(
-        FakePool(engines),  # type: ignore[arg-type]
-        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, p),
-        p,
-        f,
-        config=DispatchConfig(max_attempts=3, backoff_seconds=0.01),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        window_blocks=int(kw.get("window", 4)),  # type: ignore[call-overload]
+    return fake_dispatcher(
+        engines, rows, n, slots=2, chunk_blocks=chunk_blocks, window=window, max_attempts=3, backoff_seconds=0.01
     )
-    return d, f
 
 
 async def test_dispatch_retries_only_the_missing_blocks_elsewhere() -> None:
@@ -517,18 +501,7 @@ def test_engine_targets_parse() -> None:
 
 
 async def test_dispatch_without_engines_fails_unavailable_in_bounded_time() -> None:
-    from livecalc.engine.v1 import engine_service_pb2
-
-    p = plan(BLOCK_SIZE, slots=1, scenarios=1)
-    d = Dispatcher(
-        FakePool([]),  # type: ignore[arg-type]
-        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, p),
-        p,
-        JobFold(BLOCK_SIZE, 1, 1, outputs=5),
-        config=DispatchConfig(engine_scan_seconds=0.05, engine_wait_seconds=0.2),
-        metrics=GatewayMetrics.create(CollectorRegistry()),
-        window_blocks=1,
-    )
+    d, _ = fake_dispatcher([], BLOCK_SIZE, 1, slots=1, window=1, engine_scan_seconds=0.05, engine_wait_seconds=0.2)
     with pytest.raises(JobCannotFinish) as info:
         await asyncio.wait_for(d.run(), 5)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE and "no engine" in info.value.message
