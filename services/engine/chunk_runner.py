@@ -3,8 +3,9 @@
 A chunk is a run of policy blocks (B = 1024 dataset rows each; docs/model.md's reference order) or a
 seeded sample (previews) in groups of consecutive sample positions (engine.proto
 SampleSelection: the sample's blocks, or smaller groups of a run each), one partial per group.
-Its blocks are computed in *pieces* of a few blocks, each one
-pipeline run (esg → term_life, or whatever the package declares) on the engine's `WasmPool`:
+Its blocks are computed in *pieces* of a few blocks (more when the job has fewer scenarios than a
+kernel's 16 lanes: `piece_blocks_for`), each one pipeline run (esg → term_life, or whatever the
+package declares) on the engine's `WasmPool`:
 
 - a reader task fetches the rows of the next piece from the data service while the current
   piece computes (a queue of one piece: memory stays bounded by two pieces);
@@ -58,6 +59,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MESSAGE_BUDGET_BYTES = 3 << 20
 """A partial message carries at most this many bytes of output values (the limit is 4 MiB)."""
+LANES = 16
+"""Scenarios a kernel computes side by side: a piece's work is counted in blocks of this many."""
+MAX_PIECE_BLOCKS = 256
+"""Most blocks a few-scenario piece grows to (262,144 rows; two pieces are in memory at a time)."""
+
+
+def piece_blocks_for(configured: int, scenarios: int) -> int:
+    """Blocks a piece holds: ``configured`` at 16 scenarios or more; with fewer, as many more (up to
+    `MAX_PIECE_BLOCKS`) as keep its work, blocks × scenarios, at ``configured`` blocks of 16. A
+    1-scenario job's pieces of a few blocks would each pay a ReadRows call, a Parquet row group
+    decoded for a slice of it, and a pipeline run, for a few milliseconds of model work."""
+    grown = configured * -(-LANES // max(1, scenarios))
+    return max(configured, min(grown, MAX_PIECE_BLOCKS))
 
 
 @dataclass(frozen=True)
@@ -206,7 +220,8 @@ class ChunkRunner:
                     f"blocks [{first}, {first + count}) run past the last block ({last - 1}) of dataset "
                     f"{work.dataset_id!r}"
                 )
-            pieces = [(b, min(b + self.piece_blocks, last)) for b in range(first, last, self.piece_blocks)]
+            step = piece_blocks_for(self.piece_blocks, work.scenarios.count)
+            pieces = [(b, min(b + step, last)) for b in range(first, last, step)]
             total_blocks = count
         yield _progress(0, total_blocks, 0)
         queue: asyncio.Queue[_Piece | BaseException] = asyncio.Queue(maxsize=1)

@@ -120,22 +120,53 @@ def coerce_category(array: pa.Array | pa.ChunkedArray, values: tuple[str, ...]) 
         with np.errstate(invalid="ignore"):
             ok = np.isfinite(f) & (f == np.floor(f)) & (f >= 0) & (f < len(values))
         return Coerced(np.where(ok, f, 0).astype(np.int32), number.missing, ~number.missing & ~ok)
+    keys: dict[str, int] = {}
+    for code, value in enumerate(values):
+        keys.setdefault(value.upper(), code)
+    for code in range(len(values)):
+        keys.setdefault(str(code), code)
+    exact = _exact_codes(arr, keys)
+    if exact is not None:
+        return exact
     try:
         text = pc.utf8_trim_whitespace(pc.cast(arr, pa.string()))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         present = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
         return Coerced(np.zeros(n, np.int32), ~present, present)
     missing = np.asarray(pc.fill_null(pc.equal(text, ""), True).to_numpy(zero_copy_only=False), dtype=bool)
-    keys: dict[str, int] = {}
-    for code, value in enumerate(values):
-        keys.setdefault(value.upper(), code)
-    for code in range(len(values)):
-        keys.setdefault(str(code), code)
     index = pc.index_in(pc.utf8_upper(text), value_set=pa.array(list(keys), pa.string()))
     found = np.asarray(index.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
     codes = np.array(list(keys.values()), dtype=np.int32)
     bad = ~missing & (found < 0)
     return Coerced(np.where(found >= 0, codes[np.maximum(found, 0)], 0).astype(np.int32), missing, bad)
+
+
+def _exact_codes(arr: pa.Array, keys: Mapping[str, int]) -> Coerced | None:
+    """The codes of a text column whose every cell is exactly a key (the usual case: one pass, no
+    trimming or case folding); None when a cell is anything else. Only keys that trimming and
+    upper-casing leave as they are take part, so a match means what the full path would find."""
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)) or arr.null_count:
+        return None
+    same = {k: code for k, code in keys.items() if k.isascii() and k == k.strip() and k == k.upper()}
+    if not same:
+        return None
+    index = pc.index_in(arr, value_set=pa.array(list(same), arr.type))
+    if index.null_count:
+        return None
+    codes = np.array(list(same.values()), dtype=np.int32)
+    n = len(arr)
+    return Coerced(codes[index.to_numpy(zero_copy_only=False)], np.zeros(n, bool), np.zeros(n, bool))
+
+
+def _plain(array: pa.Array | pa.ChunkedArray, kind: str) -> Coerced | None:
+    """An int64 or float64 column already of that type with no empty cell, as it is (the usual
+    case, and what `coerce` would make of it); None otherwise."""
+    wanted = pa.int64() if kind == "int64" else pa.float64()
+    if array.type != wanted or array.null_count:
+        return None
+    arr = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    n = len(arr)
+    return Coerced(arr.to_numpy(zero_copy_only=False), np.zeros(n, bool), np.zeros(n, bool))
 
 
 def coerce_column(array: pa.Array | pa.ChunkedArray, column: Column) -> tuple[Coerced, list[tuple[Mask, str, str]]]:
@@ -144,9 +175,9 @@ def coerce_column(array: pa.Array | pa.ChunkedArray, column: Column) -> tuple[Co
         cells = coerce_category(array, column.values)
         return cells, [(cells.bad, "enum", category_message(column))]
     if column.type == "float64":
-        cells = coerce(array, "float64")
+        cells = _plain(array, "float64") or coerce(array, "float64")
         return cells, [(cells.bad, "type", "must be float")]
-    cells = coerce(array, "int64")
+    cells = _plain(array, "int64") or coerce(array, "int64")
     found = [(cells.bad, "type", "must be int")]
     if column.type == "int32":
         v = cells.values
@@ -222,6 +253,7 @@ def check_rows(
     values: dict[str, npt.NDArray[Any]] = {}
     usable: dict[str, Mask] = {}
     breaks: list[RuleBreak] = []
+    as_float: dict[str, F64] = {}  # a column's values as float64, where already made
 
     def hit(rule: str, column: str, rows: Mask, message: str) -> None:
         if rows.any():
@@ -240,19 +272,28 @@ def check_rows(
         if column.required:
             hit("required", column.name, coerced.missing, "is required")
         valid = coerced.valid
+        every = bool(valid.all())
         # in the column's dtype throughout: an int64 beyond 2^53 must not pass through float64
-        typed = np.where(valid, coerced.values, np.nan if column.type == "float64" else 0).astype(column.dtype)
-        typed[coerced.missing] = np.asarray(fill).astype(column.dtype)
+        if every:
+            typed = np.array(coerced.values, dtype=column.dtype)
+        else:
+            typed = np.where(valid, coerced.values, np.nan if column.type == "float64" else 0).astype(column.dtype)
+            typed[coerced.missing] = np.asarray(fill).astype(column.dtype)
         values[column.name] = typed
         if column.type in ("int32", "int64", "float64"):
-            f = coerced.values.astype(np.float64)
+            f = coerced.values.astype(np.float64, copy=False)
+            if every:
+                as_float[column.name] = f  # the column's values are its cells as they are
             out = column.bounds.breaks(f) | (~np.isfinite(f) if column.type == "float64" else False)
             hit("range", column.name, valid & out, range_message(column))
             if column.type == "float64":
                 valid = valid & np.isfinite(f)  # a NaN or inf cell is reported once, by its range
         usable[column.name] = valid | (coerced.missing & (not column.required))
 
-    floats = {name: v.astype(np.float64) for name, v in values.items()}
+    read = set(interface.horizon_months.columns).union(*(r.columns for r in interface.rules))
+    floats = {
+        name: as_float[name] if name in as_float else values[name].astype(np.float64, copy=False) for name in read
+    }
     for declared in interface.rules:
         rows = np.ones(n, dtype=bool)
         for name in declared.columns:
@@ -286,8 +327,23 @@ def check_rows(
 
 
 def frozen(values: npt.ArrayLike, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
-    """A read-only, C-contiguous copy of ``values`` with ``dtype``."""
+    """A read-only, C-contiguous copy of ``values`` with ``dtype``; ``values`` itself when it is
+    already that: an array that owns its memory and was made read-only (`_freeze`) gave up writing."""
+    if (
+        isinstance(values, np.ndarray)
+        and values.base is None
+        and not values.flags.writeable
+        and values.flags.c_contiguous
+        and values.dtype == np.dtype(dtype)
+    ):
+        return values
     arr = np.array(values, dtype=dtype, copy=True, order="C")
+    arr.setflags(write=False)
+    return arr
+
+
+def _freeze(arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``arr`` made read-only in place (it must be a fresh array nobody else writes)."""
     arr.setflags(write=False)
     return arr
 
@@ -365,10 +421,17 @@ class Records:
             )
         ]
         key = check.key(interface)
-        if key is not None and interface.key is not None:
+        if key is not None and interface.key is not None and not _ascending(*key):
             bad += violations(duplicate_rule(interface), interface.key, duplicate_rows(*key), DUPLICATE_MESSAGE)
         raise_if("policies", _renumbered(sorted(bad, key=lambda v: (v.row or 0, v.column)), row_of))
-        return cls({c.name: check.values[c.name] for c in interface.columns}, check.horizons)
+        # check_rows made these arrays for this call alone: frozen in place, not copied again
+        return cls({c.name: _freeze(check.values[c.name]) for c in interface.columns}, _freeze(check.horizons))
+
+
+def _ascending(ids: I64, valid: Mask) -> bool:
+    """Every key present and each greater than the one before: no key repeats (the usual case,
+    told without sorting)."""
+    return bool(valid.all()) and (ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])))
 
 
 def _renumbered(found: Iterable[Violation], row_of: Callable[[int], int] | None) -> list[Violation]:
