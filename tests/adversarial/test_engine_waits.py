@@ -28,7 +28,7 @@ from services.gateway.dispatcher import Dispatcher, JobCannotFinish
 from services.gateway.engines import Engine
 from services.gateway.fold import JobFold
 from services.valuation.blocks import BLOCK_SIZE
-from tests.faults.faultmesh import FaultMesh, Job, fault_mesh, wait_until
+from tests.faults.faultmesh import FaultMesh, Job, fault_mesh
 from tests.gateway.fakes import (
     HASH,
     FakeEngineStub,
@@ -39,6 +39,7 @@ from tests.gateway.fakes import (
     partial_table,
 )
 from tests.gateway.jobmesh import kinds, submit
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -210,7 +211,7 @@ def test_all_engines_killed_and_restarted_mid_job_the_job_waits_and_ends_with_th
     assert events[-1].result.result_hash == undisturbed[-1].result.result_hash
     waits = [e.progress for e in events if e.WhichOneof("event") == "progress" and e.progress.waiting_seconds > 0]
     assert waits and waits[0].waiting_reason.startswith("UNAVAILABLE from 127.0.0.1:")
-    wait_until(lambda: "engine did not take the chunk; requeued" in mesh.gateway.log(), 5, "the wait's log line")
+    wait_for(lambda: "engine did not take the chunk; requeued" in mesh.gateway.log(), "the wait's log line", seconds=5)
 
 
 def test_the_cli_progress_says_the_job_waits_for_an_engine() -> None:

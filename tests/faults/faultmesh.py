@@ -17,10 +17,11 @@ import pyarrow as pa
 
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from services.valuation.blocks import BLOCK_SIZE
-from tests.engine.mesh import policies_csv, stochastic_package, upload_package
+from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import CALL_TIMEOUT, spec, stub
 from tests.meshes import Services
 from tests.support import ServiceProcess, metric
+from tests.waits import wait_for
 
 #: A job of a few seconds on three single-thread engines, in one-block chunks.
 ROWS = 24 * BLOCK_SIZE
@@ -45,15 +46,13 @@ class FaultMesh:
 
 
 def fault_mesh(tmp: Path) -> Iterator[FaultMesh]:
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     table = policies_csv(root / "faults.csv", ROWS, seed=12)
     archive = stochastic_package(tmp / "model")
     with Services(tmp) as services:
-        data = services.data(root)
-        engines = [services.engine(data, f"e{i}") for i in range(3)]
-        gateway = services.gateway(data, engines, extra=["--chunk-stall-seconds", str(STALL_SECONDS)])
-        yield FaultMesh(services, root, data, engines, gateway, upload_package(gateway.address, archive), table)
+        started = services.mesh(root, engines=3, gateway_extra=["--chunk-stall-seconds", str(STALL_SECONDS)])
+        package_hash = upload_package(started.gateway.address, archive)
+        yield FaultMesh(services, root, started.data, started.engines, started.gateway, package_hash, table)
 
 
 class Job:
@@ -88,13 +87,6 @@ class Job:
         return self.events
 
 
-def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {seconds:g} s waiting for {what}"
-        time.sleep(0.05)
-
-
 def computing(engines: list[ServiceProcess]) -> bool:
     return any(metric(e, "livecalc_engine_compute_in_flight") >= 1 for e in engines)
 
@@ -102,7 +94,7 @@ def computing(engines: list[ServiceProcess]) -> bool:
 def hang_engine(job: Job, engine: ServiceProcess) -> tuple[list[job_pb2.JobEvent], float]:
     """SIGSTOP `engine` once it computes, read `job` to its end, then SIGCONT the engine: the job's
     events and the seconds from the stop to the job's end."""
-    wait_until(lambda: computing([engine]), 20, "the victim to compute")
+    wait_for(lambda: computing([engine]), "the victim to compute", seconds=20)
     stopped = time.monotonic()
     engine.pause()
     try:

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 import pytest
 
 from livecalc.gateway.v1 import job_service_pb2
-from tests.faults.faultmesh import FaultMesh, Job, S, computing, fault_mesh, wait_until
+from tests.faults.faultmesh import FaultMesh, Job, S, computing, fault_mesh
 from tests.gateway.jobmesh import stub
 from tests.support import metric
+from tests.waits import wait_for
 
 CANCELS = 20
 
@@ -38,14 +39,14 @@ def test_cancel_latency_p99_within_a_second(mesh: FaultMesh) -> None:
     with channel:
         for i in range(CANCELS):
             job = Job(mesh.gateway.address, mesh.job_spec())
-            wait_until(lambda: computing(mesh.engines), 30, "an engine to compute")
+            wait_for(lambda: computing(mesh.engines), "an engine to compute", seconds=30)
             time.sleep(rng.uniform(0.05, 0.6))  # anywhere in a block's computation
             cancelled_at = time.time()
             answer = jobs.CancelJob(job_service_pb2.CancelJobRequest(job_id=job.job_id, reason=f"c{i}"), timeout=30)
             events = job.rest()
             assert answer.job.state == S.JOB_STATE_CANCELLED
             assert events[-1].WhichOneof("event") == "cancelled"
-            wait_until(lambda: not computing(mesh.engines), 10, "the engines to stop computing")
+            wait_for(lambda: not computing(mesh.engines), "the engines to stop computing", seconds=10)
             ended = max(metric(e, "livecalc_engine_last_compute_end_timestamp_seconds") for e in mesh.engines)
             latencies.append(max(0.0, ended - cancelled_at))
     ordered = sorted(latencies)

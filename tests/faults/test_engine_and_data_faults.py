@@ -12,9 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.faultmesh import FaultMesh, Job, engine_steps, fault_mesh, hang_engine, wait_until
+from tests.faults.faultmesh import FaultMesh, Job, engine_steps, fault_mesh, hang_engine
 from tests.gateway.jobmesh import kinds, submit
 from tests.logrecords import matching
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,7 +44,7 @@ def test_engine_killed_mid_job_finishes_on_the_others_and_is_used_again_after_re
     victim = mesh.engines[0]
     job = Job(mesh.gateway.address, mesh.job_spec())
     job.folded(3)
-    wait_until(lambda: victim.proc.poll() is not None or engine_steps(victim) > 0, 10, "the victim to compute")
+    wait_for(lambda: victim.proc.poll() is not None or engine_steps(victim) > 0, "the victim to compute", seconds=10)
     before = len(mesh.gateway.log())
     started = time.monotonic()
     victim.kill()

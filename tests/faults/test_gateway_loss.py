@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from services.valuation.blocks import BLOCK_SIZE
-from tests.faults.faultmesh import ROWS, FaultMesh, Job, S, fault_mesh, wait_until
+from tests.faults.faultmesh import ROWS, FaultMesh, Job, S, fault_mesh
 from tests.gateway.jobmesh import get_job, kinds, submit, watch
 from tests.support import metric
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -45,7 +46,7 @@ def test_gateway_killed_mid_job_resumes_from_its_checkpoint_with_the_same_hash(m
     job = Job(mesh.gateway.address, long_spec)
     job.folded(4)
     db = mesh.services.tmp / "gw" / "jobs.sqlite3"  # the store of Services.gateway's default
-    wait_until(lambda: checkpointed(db, job.job_id, 4), 10, "a checkpoint past the folded blocks")
+    wait_for(lambda: checkpointed(db, job.job_id, 4), "a checkpoint past the folded blocks", seconds=10)
     mesh.gateway.kill()
     seen = job.rest()
     killed = time.monotonic()

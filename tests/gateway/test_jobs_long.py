@@ -21,6 +21,7 @@ from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package, up
 from tests.gateway.jobmesh import CALL_TIMEOUT, get_job, kinds, spec, stub, submit, values, watch
 from tests.meshes import Services
 from tests.support import ServiceProcess, metric, metrics_text
+from tests.waits import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -99,10 +100,9 @@ def test_cancel_stops_engine_work_within_a_second(mesh: Mesh) -> None:
         call = jobs.SubmitJob(job_service_pb2.SubmitJobRequest(spec=long_spec(mesh)), timeout=CALL_TIMEOUT)
         try:
             job_id = next(call).event.job_id
-            deadline = time.monotonic() + 30
-            while metric(mesh.engine, "livecalc_engine_compute_in_flight") < 1:
-                assert time.monotonic() < deadline, "the job never started computing"
-                time.sleep(0.05)
+            wait_for(
+                lambda: metric(mesh.engine, "livecalc_engine_compute_in_flight") >= 1, "the job to compute", seconds=30
+            )
             time.sleep(0.3)
             cancelled_at = time.time()
             answer = jobs.CancelJob(job_service_pb2.CancelJobRequest(job_id=job_id, reason="test"), timeout=30)
@@ -111,10 +111,9 @@ def test_cancel_stops_engine_work_within_a_second(mesh: Mesh) -> None:
             call.cancel()
     assert answer.job.state == S.JOB_STATE_CANCELLED
     assert rest[-1].WhichOneof("event") == "cancelled" and rest[-1].cancelled.reason == "test"
-    deadline = time.monotonic() + 5
-    while metric(mesh.engine, "livecalc_engine_compute_in_flight") > 0:
-        assert time.monotonic() < deadline, "the engine kept computing after the cancel"
-        time.sleep(0.02)
+    wait_for(
+        lambda: metric(mesh.engine, "livecalc_engine_compute_in_flight") == 0, "the engine to stop computing", seconds=5
+    )
     ended = metric(mesh.engine, "livecalc_engine_last_compute_end_timestamp_seconds")
     assert ended - cancelled_at < 1.0, f"engine compute ended {ended - cancelled_at:.3f} s after CancelJob"
     assert get_job(mesh.gateway.address, job_id).state == S.JOB_STATE_CANCELLED
@@ -149,10 +148,7 @@ def test_restarted_gateway_serves_finished_jobs_and_their_events(mesh: Mesh) -> 
         call = jobs.SubmitJob(job_service_pb2.SubmitJobRequest(spec=long_spec(mesh)), timeout=CALL_TIMEOUT)
         running_id = next(call).event.job_id
         call.cancel()
-    deadline = time.monotonic() + 30
-    while get_job(address, running_id).progress.blocks_done < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: get_job(address, running_id).progress.blocks_done >= 1, "a block done", seconds=30)
     text = metrics_text(mesh.gateway)
     assert "livecalc_gateway_chunks_dispatched_total" in text and 'livecalc_gateway_jobs{state="running"} 1.0' in text
     assert mesh.gateway.terminate() == 0
