@@ -22,7 +22,7 @@ from grpc import aio
 from livecalc.gateway.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from services.common import rss
 from services.valuation.blocks import BLOCK_SIZE
-from tests.engine.mesh import in_process_hash, policies_csv, stochastic_package, upload_package
+from tests.engine.mesh import datasets_dir, in_process_hash, policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import spec
 from tests.meshes import Services
 from tests.support import ServiceProcess, metric
@@ -86,18 +86,15 @@ class Mesh:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("load")
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     tables = {name: policies_csv(root / f"{name}.csv", rows, seed=7) for name, rows in ROWS.items()}
     archive = stochastic_package(tmp / "model")
     # Each distinct spec once, alone, in this process: the hash every loaded job must match.
     expected = {(name, n): in_process_hash(archive, tables[name], n) for name, n in SPECS}
     with Services(tmp) as services:
-        data = services.data(root)
-        engines = [services.engine(data, f"e{i}", slots=2) for i in range(2)]
-        gateway = services.gateway(data, engines, extra=["--max-pending-jobs", str(JOBS)])
-        package_hash = upload_package(gateway.address, archive)
-        yield Mesh(data, engines, gateway, package_hash, expected)
+        started = services.mesh(root, engines=2, slots=2, gateway_extra=["--max-pending-jobs", str(JOBS)])
+        package_hash = upload_package(started.gateway.address, archive)
+        yield Mesh(started.data, started.engines, started.gateway, package_hash, expected)
 
 
 @dataclass
