@@ -9,7 +9,6 @@ result hash; `--model savings` the same through the savings package (normals →
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,22 +17,15 @@ import pytest
 from services.bench.mesh.config import SCALE_TARGETS, BenchConfig, Size, config_from
 from services.bench.mesh.report import SizeReport, scale_targets_met
 from services.cli import build_parser
-from tests.support import ROOT, VENV_BIN
+from tests.client.clitools import livecalc
 
 pytestmark = pytest.mark.timeout(120)
-BENCH = (str(VENV_BIN / "livecalc"), "bench", "mesh")
+BENCH = ("bench", "mesh")
 
 
 def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> None:
     started = time.monotonic()
-    done = subprocess.run(
-        [str(VENV_BIN / "livecalc"), "bench", "mesh", "--quick", "--compare-equal", "--json", "--dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-        check=False,
-    )
+    done = livecalc(*BENCH, "--quick", "--compare-equal", "--json", "--dir", str(tmp_path), timeout=90)
     wall = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-4000:]
     doc = json.loads(done.stdout)  # one JSON document and nothing else
@@ -97,13 +89,8 @@ def test_engine_counts_and_sizes_from_the_command_line() -> None:
 
 def test_savings_through_a_real_mesh(tmp_path: Path) -> None:
     """`--model savings`: the savings package's dataset and jobs through one engine, every hash equal."""
-    done = subprocess.run(
-        [*BENCH, "--quick", "--model", "savings", "--engines", "1", "--json", "--dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=ROOT,
-        check=False,
+    done = livecalc(
+        *BENCH, "--quick", "--model", "savings", "--engines", "1", "--json", "--dir", str(tmp_path), timeout=90
     )
     assert done.returncode == 0, done.stderr[-4000:]
     doc = json.loads(done.stdout)

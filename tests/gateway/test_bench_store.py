@@ -4,20 +4,12 @@ figure (a correctness test of the command; no figure is judged here: BENCHMARKS.
 from __future__ import annotations
 
 import json
-import subprocess
 
-from tests.support import ROOT, VENV_BIN
+from tests.client.clitools import livecalc
 
 
 def test_bench_store_prints_every_figure() -> None:
-    done = subprocess.run(
-        [str(VENV_BIN / "livecalc"), "bench", "store", "--jobs", "3", "--seconds", "1", "--contention", "disk"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
-    )
+    done = livecalc("bench", "store", "--jobs", "3", "--seconds", "1", "--contention", "disk", timeout=120)
     assert done.returncode == 0, done.stderr[-4000:]
     doc = json.loads(done.stdout)  # one JSON object and nothing else
     assert (doc["jobs"], doc["contention"]) == (3, "disk")
