@@ -14,7 +14,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -23,11 +22,10 @@ from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from services.common.storage.local import LocalStorage
 from services.data import validation
 from services.data.catalog import Catalog
-from services.data.generate import generate
 from services.data.limits import DataLimits
 from services.data.servicer import DataServicer, read_overhead
 from tests.adversarial.test_inputs_engine import with_column
-from tests.engine.mesh import datasets_dir
+from tests.engine.mesh import datasets_dir, policies_csv
 from tests.meshes import Services
 from tests.support import ServiceProcess
 
@@ -44,16 +42,11 @@ RULE_ROWS: dict[str, list[object]] = {
 }
 
 
-def _dataset(path: Path, rows: int) -> pa.Table:
-    generate(path, rows, 3)
-    return pacsv.read_csv(path)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     tmp = tmp_path_factory.mktemp("validate")
     root = datasets_dir(tmp)
-    table = _dataset(tmp / "base.csv", CSV_ROWS)
+    table = policies_csv(tmp / "base.csv", CSV_ROWS, seed=3)
     ids = table.column("policy_id").to_numpy().copy()
     ids[REPEAT] = ids[FIRST]
     pacsv.write_csv(with_column(table, "policy_id", ids), root / "dups.csv")
@@ -114,7 +107,7 @@ async def test_hash_partitions_find_duplicates_of_structured_ids(
     """Ids in steps of the partition count would all fall into one partition under `id % n`."""
     monkeypatch.setattr(validation, "IDS_PER_PASS", 500)
     rows = 2000  # four partitions of about 500 ids
-    table = _dataset(tmp_path / "base.csv", rows)
+    table = policies_csv(tmp_path / "base.csv", rows, seed=3)
     ids = np.arange(rows, dtype=np.int64) * 4
     ids[1700] = ids[20]
     ids[1900] = ids[1899]
