@@ -14,16 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
+from tests.client.clitools import livecalc
 from tests.data.conftest import copy_into
 from tests.support import VENV_BIN
 
 pytestmark = pytest.mark.slow
 GRPCURL = VENV_BIN / "grpcurl"
-
-
-def livecalc(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    cmd = [str(VENV_BIN / "livecalc"), *args]
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
 
 
 def as_json(*args: str) -> Any:
