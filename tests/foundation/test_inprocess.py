@@ -15,7 +15,7 @@ import pytest
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from livecalc_client import Client, job_spec
-from tests.engine.mesh import SEED, SIGMA, in_process_hash, policies_csv, stochastic_package
+from tests.engine.mesh import SEED, SIGMA, datasets_dir, in_process_hash, policies_csv, stochastic_package
 from tests.inprocess import inprocess_mesh, threaded_mesh
 from tests.waits import wait_for
 
@@ -26,8 +26,7 @@ SCENARIOS = 12
 
 def _inputs(tmp: Path) -> tuple[pa.Table, bytes]:
     """Policies at TMP/datasets/pol.csv (where the mesh's data service looks) and a package."""
-    (tmp / "datasets").mkdir()
-    return policies_csv(tmp / "datasets" / "pol.csv", ROWS), stochastic_package(tmp / "model")
+    return policies_csv(datasets_dir(tmp) / "pol.csv", ROWS), stochastic_package(tmp / "model")
 
 
 def _closed(address: str) -> bool:
