@@ -49,6 +49,9 @@ def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> Non
     assert 0 < sum(timed) < wall
     assert size["in_process"]["seconds"] > 0 and size["in_process"]["steps_per_s"] > 0
     assert size["engine_alone"]["seconds"] > 0
+    # policies per second end to end, each way: the policies over the way's own median time
+    for way in (size["in_process"], size["engine_alone"], *size["mesh"].values()):
+        assert way["policies_per_s"] == pytest.approx(2048 / way["seconds"])
     assert set(size["mesh"]) == {"1", "2"}
     for figures in size["mesh"].values():
         assert figures["seconds"] > 0 and figures["steps_per_s"] > 0 and figures["ratio_to_in_process"] > 0

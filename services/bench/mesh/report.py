@@ -62,6 +62,7 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                 "seconds": e2e,
                 "seconds_all": [x.seconds for x in runs],
                 "steps_per_s": r.steps / e2e,
+                "policies_per_s": r.size.policies / e2e,
                 "ratio_to_in_process": e2e / ip,
                 "gateway_elapsed_s": median([x.gateway_elapsed_s for x in runs]),
                 "first_progress_s": median([x.first_progress_s or 0.0 for x in runs]),
@@ -90,6 +91,7 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                 "seconds": direct,
                 "engine_elapsed_s": median([d.engine_elapsed_s for d in r.direct]),
                 "read_wait_s": median([d.read_wait_s for d in r.direct]),
+                "policies_per_s": r.size.policies / direct,
                 "ratio_to_in_process": direct / ip,
             }
         sizes.append(
@@ -98,7 +100,12 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                 "policies": r.size.policies,
                 "scenarios": r.size.scenarios,
                 "steps": r.steps,
-                "in_process": {"seconds": ip, "seconds_all": r.in_process_s, "steps_per_s": r.steps / ip},
+                "in_process": {
+                    "seconds": ip,
+                    "seconds_all": r.in_process_s,
+                    "steps_per_s": r.steps / ip,
+                    "policies_per_s": r.size.policies / ip,
+                },
                 "engine_alone": engine_alone,
                 "mesh": mesh,
                 "mesh_equal_chunks": equal_chunks,
@@ -138,6 +145,15 @@ def scale_targets_met(reports: list[SizeReport]) -> bool:
     return True
 
 
+def _policies_per_s(size: dict[str, Any]) -> str:
+    """Policies valued per second end to end (rows read, checked, projected, folded), each way."""
+    ways = [("in process", size["in_process"])]
+    if size["engine_alone"] is not None:
+        ways.append(("one engine alone", size["engine_alone"]))
+    ways += [(f"mesh of {n}", m) for n, m in size["mesh"].items()]
+    return "  policies/s: " + ", ".join(f"{label} {way['policies_per_s']:.3e}" for label, way in ways)
+
+
 def text(doc: dict[str, Any]) -> str:
     mb = 1 << 20
     models = doc.get("models", ["term_life"])
@@ -154,6 +170,7 @@ def text(doc: dict[str, Any]) -> str:
         lines.append("")
         model = "" if models == ["term_life"] else f"{s['model']}: "
         lines.append(f"{model}{s['policies']:,} policies × {s['scenarios']:,} scenarios: {s['steps']:.3e} steps")
+        lines.append(_policies_per_s(s))
         ip = s["in_process"]
         head: list[tuple[str, int]] = [("seconds", 9), ("steps/s", 11), ("× in-proc", 11), ("1st prog", 10)]
         head += [("1st block", 10), ("1st stats", 10), ("chunks", 8), ("× 1 eng", 9)]
