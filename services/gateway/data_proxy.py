@@ -18,44 +18,26 @@ back unchanged (NOT_FOUND stays NOT_FOUND); an unreachable data service is UNAVA
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
 from services.common.auth.interceptor import current_principal
-from services.common.auth.service import ServiceCredentials
-from services.common.client import ChannelSecurity, open_aio_channel
+from services.gateway.data_channel import DataServiceChannel
 from services.gateway.inputs import Upstream
-
-if TYPE_CHECKING:
-    from livecalc.data.v1.data_service_pb2_grpc import DataServiceAsyncStub
 
 DATA_SERVICE = data_service_pb2.DESCRIPTOR.services_by_name["DataService"].full_name
 #: Metadata passed on to the data service as it came (the request id ties the two services' logs).
 _PASSED_ON = ("x-request-id",)
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 
 
-class DataProxyServicer(data_service_pb2_grpc.DataServiceServicer):
-    """DataService on the gateway: each RPC forwarded to the data service for the caller's tenant."""
-
-    def __init__(
-        self,
-        address: str,
-        *,
-        credentials: ServiceCredentials | None = None,
-        security: ChannelSecurity | None = None,
-    ) -> None:
-        self.address = address
-        self.credentials = credentials or ServiceCredentials()
-        self.security = security or ChannelSecurity()
-        self._channel: aio.Channel | None = None
-
-    def _stub(self) -> DataServiceAsyncStub:
-        if self._channel is None:
-            self._channel = open_aio_channel(self.address, self.security)
-        return data_service_pb2_grpc.DataServiceStub(self._channel)
+class DataProxyServicer(DataServiceChannel, data_service_pb2_grpc.DataServiceServicer):
+    """DataService on the gateway: each RPC forwarded to the data service for the caller's tenant,
+    on this servicer's own channel (`close` closes it)."""
 
     def _options(self, context: aio.ServicerContext[Any, Any]) -> dict[str, Any]:
         """The forwarded call's deadline (the caller's remaining time) and metadata (acting for
@@ -74,66 +56,56 @@ class DataProxyServicer(data_service_pb2_grpc.DataServiceServicer):
             details = f"the gateway cannot reach its data service at {self.address}: {details}"
         return Upstream(exc.code(), details)
 
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(grace=None)
+    async def _unary(
+        self,
+        rpc: aio.UnaryUnaryMultiCallable[Request, Response],
+        request: Request,
+        context: aio.ServicerContext[Any, Any],
+    ) -> Response:
+        """A unary RPC forwarded: the caller's deadline and tenant, the data service's status."""
+        try:
+            return await rpc(request, **self._options(context))
+        except aio.AioRpcError as exc:
+            raise self._upstream(exc) from None
 
     # unary RPCs
 
     async def ListDatasets(
         self, request: data_service_pb2.ListDatasetsRequest, context: aio.ServicerContext[Any, Any]
     ) -> data_service_pb2.ListDatasetsResponse:
-        try:
-            return await self._stub().ListDatasets(request, **self._options(context))
-        except aio.AioRpcError as exc:
-            raise self._upstream(exc) from None
+        return await self._unary(self.stub().ListDatasets, request, context)
 
     async def GetDataset(
         self, request: data_service_pb2.GetDatasetRequest, context: aio.ServicerContext[Any, Any]
     ) -> data_service_pb2.GetDatasetResponse:
-        try:
-            return await self._stub().GetDataset(request, **self._options(context))
-        except aio.AioRpcError as exc:
-            raise self._upstream(exc) from None
+        return await self._unary(self.stub().GetDataset, request, context)
 
     async def GetSchema(
         self, request: data_service_pb2.GetSchemaRequest, context: aio.ServicerContext[Any, Any]
     ) -> data_service_pb2.GetSchemaResponse:
-        try:
-            return await self._stub().GetSchema(request, **self._options(context))
-        except aio.AioRpcError as exc:
-            raise self._upstream(exc) from None
+        return await self._unary(self.stub().GetSchema, request, context)
 
     async def SampleRows(
         self, request: data_service_pb2.SampleRowsRequest, context: aio.ServicerContext[Any, Any]
     ) -> data_service_pb2.SampleRowsResponse:
-        try:
-            return await self._stub().SampleRows(request, **self._options(context))
-        except aio.AioRpcError as exc:
-            raise self._upstream(exc) from None
+        return await self._unary(self.stub().SampleRows, request, context)
 
     async def ValidateDataset(
         self, request: data_service_pb2.ValidateDatasetRequest, context: aio.ServicerContext[Any, Any]
     ) -> data_service_pb2.ValidateDatasetResponse:
-        try:
-            return await self._stub().ValidateDataset(request, **self._options(context))
-        except aio.AioRpcError as exc:
-            raise self._upstream(exc) from None
+        return await self._unary(self.stub().ValidateDataset, request, context)
 
     async def DeleteDataset(
         self, request: data_service_pb2.DeleteDatasetRequest, context: aio.ServicerContext[Any, Any]
     ) -> data_service_pb2.DeleteDatasetResponse:
-        try:
-            return await self._stub().DeleteDataset(request, **self._options(context))
-        except aio.AioRpcError as exc:
-            raise self._upstream(exc) from None
+        return await self._unary(self.stub().DeleteDataset, request, context)
 
     # streams
 
     async def ReadRows(
         self, request: data_service_pb2.ReadRowsRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[data_service_pb2.ReadRowsResponse]:
-        call = self._stub().ReadRows(request, **self._options(context))
+        call = self.stub().ReadRows(request, **self._options(context))
         try:
             async for message in call:
                 yield message
@@ -149,6 +121,6 @@ class DataProxyServicer(data_service_pb2_grpc.DataServiceServicer):
     ) -> data_service_pb2.UploadDatasetResponse:
         try:
             # the caller's chunks stream on as they arrive: nothing is held here
-            return await self._stub().UploadDataset(request_iterator, **self._options(context))
+            return await self.stub().UploadDataset(request_iterator, **self._options(context))
         except aio.AioRpcError as exc:
             raise self._upstream(exc) from None

@@ -12,17 +12,18 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 import anyio.to_thread
 import grpc
 from grpc import aio
 
-from livecalc.data.v1 import data_pb2, data_service_pb2, data_service_pb2_grpc
+from livecalc.data.v1 import data_pb2, data_service_pb2
 from livecalc.engine.v1 import engine_pb2
 from services.common.auth.service import ServiceCredentials
-from services.common.client import ChannelSecurity, open_aio_channel
+from services.common.client import ChannelSecurity
 from services.common.errors import FieldViolation, InvalidArgument, LivecalcError
+from services.gateway.data_channel import DataServiceChannel
 from services.gateway.package_store import PackageStore
 from services.valuation.errors import ModelInputError
 from services.valuation.interface.declaration import Outputs
@@ -33,9 +34,6 @@ from services.valuation.packages.archive import read_archive
 from services.valuation.packages.canonical import canonical_json
 from services.valuation.packages.manifest import CONFIG
 from services.valuation.scenarios import ScenarioParams
-
-if TYPE_CHECKING:
-    from livecalc.data.v1.data_service_pb2_grpc import DataServiceAsyncStub
 
 DATA_TIMEOUT: Final = 10.0
 #: ValidateDataset reads the whole dataset (about a second per million rows here).
@@ -131,8 +129,8 @@ class Datasets(Protocol):
     async def validate(self, dataset_id: str, declaration: Declaration, tenant: str = "") -> Validation: ...
 
 
-class DataServiceDatasets:
-    """GetDataset over one channel to the data service."""
+class DataServiceDatasets(DataServiceChannel):
+    """GetDataset and ValidateDataset over one channel to the data service."""
 
     def __init__(
         self,
@@ -142,17 +140,8 @@ class DataServiceDatasets:
         credentials: ServiceCredentials | None = None,
         security: ChannelSecurity | None = None,
     ) -> None:
-        self.address = address
+        super().__init__(address, credentials=credentials, security=security)
         self.timeout = timeout
-        self.credentials = credentials or ServiceCredentials()
-        self.security = security or ChannelSecurity()
-        self._channel: aio.Channel | None = None
-
-    def stub(self) -> DataServiceAsyncStub:
-        """A stub on this client's one channel to the data service (opened on first use)."""
-        if self._channel is None:
-            self._channel = open_aio_channel(self.address, self.security)
-        return data_service_pb2_grpc.DataServiceStub(self._channel)
 
     def _upstream(self, exc: aio.AioRpcError) -> Upstream:
         details = exc.details() or exc.code().name
@@ -201,10 +190,6 @@ class DataServiceDatasets:
             rule_counts=tuple((c.rule, int(c.count)) for c in reply.rule_counts),
             missing_columns=tuple(reply.missing_columns),
         )
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(grace=None)
 
 
 class PackageConfigs:
