@@ -62,7 +62,23 @@ def _render_term_life(report: dict[str, Any]) -> list[str]:
         "bit-identical to wasm (block partials): "
         + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in report["bit_identical_to_wasm"].items()),
     ]
+    if "one_scenario" in report:
+        lines += _render_one_scenario(report["one_scenario"])
     return lines
+
+
+def _render_one_scenario(one: dict[str, Any]) -> list[str]:
+    rates, r = one["wasm_steps_per_s"], one["ratios"]
+    return [
+        f"one scenario (a deterministic run): {one['policies']} policies → {one['steps']:.3g} steps, "
+        f"wasm, {_threads(str(one['threads']))}",
+        f"  policy layout (now):           {_fmt(rates['policy_layout']):>9} steps/s  "
+        f"(one_scenario_vs_many {r['one_scenario_vs_many']:.3f})",
+        f"  scenario layout (before):      {_fmt(rates['scenario_layout']):>9} steps/s  "
+        f"(one_scenario_vs_many {r['one_scenario_vs_many_before']:.3f})",
+        f"  policy/scenario layout ×{r['policy_vs_scenario_layout']:.2f}; same bits: "
+        f"{'yes' if one['bit_identical'] else 'NO'}",
+    ]
 
 
 def _render_savings(sv: dict[str, Any]) -> list[str]:

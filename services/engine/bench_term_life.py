@@ -13,6 +13,13 @@ on the same pool and inputs: v1 and v2 alternate, one warm lease each per round 
 one binary: the two builds' static data overlap), so machine noise hits both alike; the report
 gives ``wasm_v1_steps_per_s``, the ratio ``v2_vs_v1`` per thread count and whether v1's block
 partials (and esg rates) have v2's bits.
+
+The ``one_scenario`` section runs term_life on one scenario (a deterministic run: more policies,
+the first of the same scenarios), on one thread, in the policy layout the shipped build picks
+for fewer than 8 scenarios, beside the build from before that layout existed
+(``bench_data/term_life_scenario_layout.wasm``, built at commit 565c739: one policy × 16
+scenario lanes, 15 of them idle), alternating leases; its ratio ``one_scenario_vs_many``
+divides its steps/s by the many-scenario figure of the same thread count.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import dataclasses
 import subprocess
 import sys
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +53,16 @@ from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
 
 DYN_LAPSE_BETA = 25.0
+SCENARIO_LAYOUT_WASM = "term_life_scenario_layout.wasm"
+"""term_life as built before the policy layout (commit 565c739, unchanged since), in ``services/engine/bench_data``."""
 
 
-def _v2_once(ex: Executor, inputs: RunInputs, rates: F64) -> Callable[[], F64]:
+def scenario_layout_wasm() -> bytes:
+    """The frozen build of term_life from before the policy layout (every run in scenario lanes)."""
+    return (resources.files("services.engine") / "bench_data" / SCENARIO_LAYOUT_WASM).read_bytes()
+
+
+def term_life_once(ex: Executor, inputs: RunInputs, rates: F64) -> Callable[[], F64]:
     """One v2 term_life node: the scenario buffer written, then `run_projection`."""
     n, months = rates.shape
     control = RunControl()
@@ -84,7 +99,7 @@ def _v1_once(ex: Executor, policies: Policies, assumptions: Assumptions, rates: 
 
 
 def _executor_run(ex: Executor, inputs: RunInputs, rates: F64, repeats: int) -> tuple[float, F64]:
-    once = _v2_once(ex, inputs, rates)
+    once = term_life_once(ex, inputs, rates)
     once()  # warm-up: instances, page faults
     return best_of(repeats, once)
 
@@ -144,12 +159,14 @@ def measure_term_life(threads: list[int], size: BenchSize, cache_dir: Path | Non
     for k in threads:
         with WasmPool(runtime, threads=k) as pool:
             best = _interleaved(pool, {
-                "v2": (v2_wasm, lambda lease: _v2_once(lease, inputs, rates)),
+                "v2": (v2_wasm, lambda lease: term_life_once(lease, inputs, rates)),
                 "v1": (v1_wasm, lambda lease: _v1_once(lease, policies, assumptions, rates)),
             }, size)  # fmt: skip
         (t, partials[f"wasm{k}"]), (t1, partials[f"wasm{k}_v1"]) = best["v2"], best["v1"]
         seconds["wasm"][str(k)], seconds["wasm_v1"][str(k)] = t, t1
         wasm[str(k)], wasm_v1[str(k)] = steps / t, steps / t1
+    one = _one_scenario(runtime, threads[0], size, assumptions=assumptions, scenarios=scenarios, rates=rates[:1],
+                        many=wasm[str(threads[0])])  # fmt: skip
     native: dict[str, float | None] = dict.fromkeys(NATIVE_BUILDS)
     try:
         for name, extra in NATIVE_BUILDS.items():
@@ -162,14 +179,14 @@ def measure_term_life(threads: list[int], size: BenchSize, cache_dir: Path | Non
     seconds["numpy"] = t
     numpy_rate = steps / t
     totals = {k: v[:, 4, :].sum(axis=0) for k, v in partials.items()}
-    one = wasm[str(threads[0])]
+    first = wasm[str(threads[0])]
     wasm_bits = partials[f"wasm{threads[0]}"]
     ratios: dict[str, Any] = {
-        "wasm_vs_native": ratio(one, native["native"]),
-        "wasm_vs_native_same_bits": ratio(one, native["native_same_bits"]),
-        "wasm_vs_native_vw2_nofma": ratio(one, native["native_vw2_nofma"]),
-        "wasm_vs_numpy": one / numpy_rate,
-        "wasm_threads_speedup": {k: v / one for k, v in wasm.items()},
+        "wasm_vs_native": ratio(first, native["native"]),
+        "wasm_vs_native_same_bits": ratio(first, native["native_same_bits"]),
+        "wasm_vs_native_vw2_nofma": ratio(first, native["native_vw2_nofma"]),
+        "wasm_vs_numpy": first / numpy_rate,
+        "wasm_threads_speedup": {k: v / first for k, v in wasm.items()},
         "v2_vs_v1": {k: wasm[k] / wasm_v1[k] for k in wasm},
     }
     ref = totals["numpy"]
@@ -199,4 +216,36 @@ def measure_term_life(threads: list[int], size: BenchSize, cache_dir: Path | Non
             "wasm_runs": size.repeats * size.runs_per_lease,
         },
         "max_rel_diff_vs_numpy": agreement,
+        "one_scenario": one,
+    }
+
+
+def _one_scenario(
+    runtime: Runtime, threads: int, size: BenchSize, *, assumptions: Assumptions, scenarios: ScenarioParams,
+    rates: F64, many: float,
+) -> dict[str, Any]:  # fmt: skip
+    """term_life on one scenario, ``size.one_scenario_policies`` policies: the shipped build (policy
+    layout) and the frozen one from before it (scenario layout), alternating on ``threads`` threads."""
+    policies = synthetic_policies(size.one_scenario_policies, seed=1, in_force=0.2)
+    inputs = term_life_inputs(policies, assumptions, dataclasses.replace(scenarios, count=1))
+    steps = int((12 * policies.policy_term.astype(np.int64) - policies.duration_mth).sum())
+    if inputs.records.horizon_months > rates.shape[1]:
+        raise FailedPrecondition("the one-scenario policies project past the scenarios' months")
+    with WasmPool(runtime, threads=threads) as pool:
+        best = _interleaved(pool, {
+            "policy_layout": (shipped_models()["term_life"], lambda lease: term_life_once(lease, inputs, rates)),
+            "scenario_layout": (scenario_layout_wasm(), lambda lease: term_life_once(lease, inputs, rates)),
+        }, size)  # fmt: skip
+    after, before = steps / best["policy_layout"][0], steps / best["scenario_layout"][0]
+    return {
+        "threads": threads,
+        "policies": size.one_scenario_policies,
+        "steps": steps,
+        "wasm_steps_per_s": {"policy_layout": after, "scenario_layout": before},
+        "bit_identical": bits_equal(best["policy_layout"][1], best["scenario_layout"][1]),
+        "ratios": {
+            "one_scenario_vs_many": after / many,
+            "one_scenario_vs_many_before": before / many,
+            "policy_vs_scenario_layout": after / before,
+        },
     }

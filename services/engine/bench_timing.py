@@ -39,9 +39,13 @@ class BenchSize:
     """Timed runs per WASM lease (after a warm-up): the WASM figures are best of repeats × this."""
     savings_scenarios: int = 16
     """Scenarios of the savings section (whole-life rows project ~3× term_life's months)."""
+    one_scenario_policies: int = 8192
+    """Policies of term_life's one-scenario line (a deterministic run: many policies, one scenario)."""
 
 
-FULL = BenchSize(policies=4096, scenarios=256, repeats=5, runs_per_lease=3, savings_scenarios=64)
+FULL = BenchSize(
+    policies=4096, scenarios=256, repeats=5, runs_per_lease=3, savings_scenarios=64, one_scenario_policies=65536
+)
 """savings: the same policy count under 64 scenarios, about as many steps as term_life's 256."""
 QUICK = BenchSize(policies=4096, scenarios=16, repeats=2, savings_scenarios=16)
 

@@ -48,6 +48,13 @@ def test_bench_engine_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["machine"]["cores"] >= 1
     for engine, rel in report["max_rel_diff_vs_numpy"].items():
         assert rel < 1e-9, engine
+    # one scenario: the policy layout beside the frozen scenario-layout build, same bits
+    one = report["one_scenario"]
+    assert one["threads"] == 1 and one["policies"] == QUICK.one_scenario_policies and one["steps"] > 0
+    assert all(v > 0 for v in one["wasm_steps_per_s"].values())
+    assert set(one["wasm_steps_per_s"]) == {"policy_layout", "scenario_layout"}
+    assert one["bit_identical"]
+    assert one["ratios"]["one_scenario_vs_many"] > 0 and one["ratios"]["policy_vs_scenario_layout"] > 0
     # savings beside term_life, on the same machine in the same run
     assert report["models"] == ["term_life", "savings"]
     sv = report["savings"]
@@ -90,6 +97,7 @@ def test_bench_engine_text(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "wasm, 1 thread" in out and "numpy reference" in out and "ratios:" in out
     assert "wasm ABI v1, 1 thread" in out and "v1 bits = v2 bits: partials yes, esg rates yes" in out
+    assert "one scenario (a deterministic run): 8192 policies" in out and "same bits: yes" in out
     assert "savings (lifelib CashValue_ME): 4096 policies × 16 scenarios" in out
     assert "numpy twin:" in out and "savings/term_life steps/s: wasm 1 thread" in out and "pipeline yes" in out
 

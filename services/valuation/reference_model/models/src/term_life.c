@@ -13,9 +13,12 @@
  *  - lc_run_blocks: per block, the computed premiums of its rows, then per policy a loop over
  *    policy years (q, l_base are constant in a year) and inside it over months with the LANES
  *    scenario states in registers: a few multiply-adds per policy·scenario·month.
+ *    With fewer than LC_POLICY_LANES_BELOW scenarios most of those lanes would be empty, so
+ *    the block runs in the policy layout instead (`run_block_policy_lanes`): per scenario, PL
+ *    policies in the lanes, each lane doing the scalar arithmetic of `project` for its own policy.
  * Each (policy, scenario) value is computed by the same operations whatever the thread,
- * chunk or scenario grouping, and a block partial is summed in row order: the results are
- * bit-identical for any split of blocks over threads.
+ * chunk, scenario grouping or layout, and a block partial is summed in row order: the results
+ * are bit-identical for any split of blocks over threads and for either layout.
  *
  * Workspace (lc_workspace_size bytes; each region starts 16-byte aligned, in this order):
  *   q_mth        f64 [2][n_ages][n_sel]      monthly q, male then female
@@ -25,6 +28,7 @@
  *   disc         f64 [groups][n_months][LANES]  DF_s(t), scenario s = LANES·group + lane
  *   dlap         f64 [groups][n_months][LANES]  dl(t, s)
  *   premium_eff  f64 [n_rows]                the premium each row is valued with
+ *   row_pv       f64 [n_rows][5]             policy layout only: each row's PVs under one scenario
  * with groups = ⌈n_scen / LANES⌉; lanes past n_scen hold DF 0, dl 1 and reach no output.
  *
  * A row with duration_mth < 0 is future new business (lifelib's BasicTerm_ME): written at
@@ -41,6 +45,16 @@
 #define LC_LANES 16 /* scenarios per group: the interleave of disc/dlap */
 #endif
 #define LANES LC_LANES
+#ifndef LC_POLICY_LANES_BELOW
+#define LC_POLICY_LANES_BELOW 8 /* runs with fewer scenarios put policies in the lanes (0: never) */
+#endif
+#define PL_SEGMENTS 62 /* a policy-layout group tabulates ≤ 62 segments (≈ years) of its schedule */
+
+/* Does a run of n_scen scenarios over months [0, T) use the policy layout? Its tables hold
+ * horizons up to 60 years; longer ones stay in the scenario layout (the same bits, only slower). */
+static inline int policy_layout(uint32_t n_scen, uint32_t T) {
+    return n_scen < LC_POLICY_LANES_BELOW && T <= 12 * (PL_SEGMENTS - 2);
+}
 
 _Static_assert(LC_N_OUTPUTS == 5 && OUT_PREMIUMS == 0 && OUT_NET_CF == 4, "term_life writes five PVs in this order");
 
@@ -54,7 +68,7 @@ typedef struct tl_layout {
     uint32_t n_ages, n_sel, n_lapse, n_curve; /* mortality [n_ages][n_sel], lapse, curve */
     int32_t min_age;                          /* attained age of mortality row 0 */
     uint64_t groups;                          /* ⌈n_scen / LANES⌉ */
-    uint64_t q_mth, l_base, df0, maint_infl, disc, dlap, premium_eff, bytes;
+    uint64_t q_mth, l_base, df0, maint_infl, disc, dlap, premium_eff, row_pv, bytes;
 } tl_layout;
 
 /* The layout of context c; LC_OK, or the status of a context this model cannot run. */
@@ -81,6 +95,8 @@ static int32_t layout(LC_BASE_ARG const lc_ctx *c, tl_layout *w) {
     w->disc = at, at += w->groups * T * LANES * 8;
     w->dlap = at, at += w->groups * T * LANES * 8;
     w->premium_eff = at, at += align16((uint64_t)c->n_rows * 8);
+    w->row_pv = at;
+    if (policy_layout(c->n_scen, c->n_months)) at += (uint64_t)c->n_rows * LC_N_OUTPUTS * 8;
     w->bytes = at;
     return LC_OK;
 }
@@ -196,49 +212,6 @@ static inline int32_t row_check(const tl_layout *w, uint32_t n_months, int32_t a
     return first >= 0 && last < (int64_t)w->n_ages ? LC_OK : LC_E_TABLE;
 }
 
-/* premium_eff[i] for rows [r_begin, r_end) (checked by row_check): premium_pp if > 0, else
- * round(100·((1 + loading)·net))/100 (half to even) with net = Σ_t SA·deaths(t)·DF0(t) /
- * Σ_t pols(t)·DF0(t) for one policy on the base curve, dl ≡ 1, months counted from issue (new
- * business, now or future; LC_E_INPUT for an in-force row without a premium). */
-static int32_t premiums(LC_BASE_ARG const lc_ctx *c, const tl_layout *w, uint32_t r_begin, uint32_t r_end) {
-    const int32_t *age = col_age_at_entry(LC_BASE c);
-    const int32_t *sex = col_sex(LC_BASE c);
-    const int32_t *term = col_policy_term(LC_BASE c);
-    const int32_t *dur = col_duration_mth(LC_BASE c);
-    const double *sa = col_sum_assured(LC_BASE c);
-    const double *prem_in = col_premium_pp(LC_BASE c);
-    double *prem_out = region(LC_BASE c, w->premium_eff);
-    const double *q_mth = region(LC_BASE c, w->q_mth);
-    const double *l_base = region(LC_BASE c, w->l_base);
-    const double *df0 = region(LC_BASE c, w->df0);
-    double premium_loading = param_premium_loading(LC_BASE c);
-    uint32_t S = w->n_sel - 1;
-    for (uint32_t i = r_begin; i < r_end; i++) {
-        if (prem_in[i] > 0.0) {
-            prem_out[i] = prem_in[i];
-            continue;
-        }
-        if (dur[i] > 0) return LC_E_INPUT;
-        const double *qf = q_mth + (sex[i] == SEX_F ? w->n_ages * w->n_sel : 0);
-        uint32_t M = 12 * (uint32_t)term[i];
-        double pols = 1.0, pv_claims = 0.0, pv_pols = 0.0;
-        for (uint32_t t = 0; t < M; t++) {
-            uint32_t y = t / 12;
-            double q = qf[(uint32_t)(age[i] + (int32_t)y - w->min_age) * w->n_sel + min_u32(y, S)];
-            double l = l_base[min_u32(y, w->n_lapse - 1)];
-            l = l < 1.0 ? l : 1.0;
-            double deaths = pols * q;
-            double lapses = (pols - deaths) * l;
-            pv_claims += sa[i] * deaths * df0[t];
-            pv_pols += pols * df0[t];
-            pols = pols - deaths - lapses;
-        }
-        double net = pv_claims / pv_pols;
-        prem_out[i] = nearbyint(100.0 * ((1.0 + premium_loading) * net)) / 100.0;
-    }
-    return LC_OK;
-}
-
 /* LANES scenarios as NV vectors of VW doubles (GCC/Clang vector extensions: wasm f64x2,
  * native the widest AVX vector). Lane-wise vector arithmetic is IEEE scalar arithmetic, so
  * the lane a scenario sits in does not change its bits. */
@@ -344,9 +317,295 @@ static void project(vd acc[LC_N_OUTPUTS][NV], const double *restrict disc, const
     }
 }
 
+/*
+ * The policy layout, for runs with fewer scenarios than LC_POLICY_LANES_BELOW: per scenario, PL
+ * policies of a block in the lanes. Each lane repeats `project` for its own policy, operation
+ * for operation: the same per-year q, l_base and clamp test (the clamped or unclamped factor
+ * chosen per lane), the same month sums, the same five PVs from them. Only the schedule
+ * differs: lanes step through calendar months τ of the scenario tables (τ = issue + t), so
+ * disc, dlap and maint_infl are one broadcast per month, even for future new business.
+ *
+ * A policy's years turn where (dur + τ − issue) ≡ 0 (mod 12): at the calendar phase
+ * (issue − dur) mod 12, and it matures (end = issue + M) on one. The block's rows are sorted
+ * by (phase, issue, end) and packed PL at a time within a phase, so a group's lanes share their
+ * year ends and mostly their start and end: a lane starts at the group's first month or on a
+ * year end, and is captured (its five PVs written to row_pv) at its own end; outside
+ * [issue, end) it is idle (q = l_base = 0) and reaches no output. The block partial is then
+ * Σ row_pv over the block's rows in row order from +0.0, as `project` adds to acc.
+ */
+#ifndef LC_POLICY_VECTORS
+#define LC_POLICY_VECTORS 4 /* vectors of VW policies per group */
+#endif
+#define PV LC_POLICY_VECTORS
+#define PL (PV * VW)
+_Static_assert(PL <= 32, "a group's lanes are bits of a uint32_t");
+_Static_assert(LC_BLOCK <= 1024, "a sort key holds a block's row in 10 bits");
+
+/* A run's inputs, as the policy layout reads them. */
+typedef struct pl_inputs {
+    const int32_t *age, *sex, *term, *dur;
+    const double *count, *sa, *prem, *q_mth, *l_base, *maint_infl, *disc, *dlap;
+    double *row_pv;
+    uint32_t n_ages, n_sel, n_lapse, T, N;
+    int32_t min_age;
+    double acq, comm_rate, hi;
+} pl_inputs;
+
+/* One group of PL lanes: the rows it holds and their schedules (calendar months). */
+typedef struct pl_lanes {
+    uint32_t row[PL], start[PL], end[PL], dur[PL];
+} pl_lanes;
+
+#define LANE(v, j) ((v)[(j) / VW][(j) % VW])
+
+/* The month sums of one group (a lane's as `project`'s, in the order `project` adds to them). */
+typedef struct pl_sums {
+    vd pols[PV], wy[PV], ex[PV], a0[PV], a1[PV], cl[PV];
+} pl_sums;
+
+/* Months [t0, t1) of a group, with the factor of `project` per lane: unclamped in every lane,
+ * or (`mixed`) both factors computed and each lane's own selected by `clamp`. */
+static inline void pl_months(pl_sums *m, const vd *p, const vd *plb, const vd *lb, const vi *clamp,
+                             const double *restrict disc_s, const double *restrict dlap_s,
+                             const double *restrict maint_infl, uint32_t t0, uint32_t t1, int mixed) {
+    vd pols[PV], wy[PV], ex[PV];
+    for (uint32_t v = 0; v < PV; v++) pols[v] = m->pols[v], wy[v] = (vd){0}, ex[v] = m->ex[v];
+    for (uint32_t t = t0; t < t1; t++) {
+        double d = disc_s[(uint64_t)t * LANES], dl = dlap_s[(uint64_t)t * LANES], e = maint_infl[t];
+        for (uint32_t v = 0; v < PV; v++) {
+            vd w = pols[v] * d;
+            wy[v] += w;
+            ex[v] += e * w;
+            if (!mixed) {
+                pols[v] *= p[v] - plb[v] * dl;
+            } else {
+                vi plain = (vi)(p[v] - plb[v] * dl), clamped = (vi)(p[v] * (1.0 - vmin1(lb[v] * dl)));
+                pols[v] *= (vd)((clamped & clamp[v]) | (plain & ~clamp[v]));
+            }
+        }
+    }
+    for (uint32_t v = 0; v < PV; v++) m->pols[v] = pols[v], m->wy[v] = wy[v], m->ex[v] = ex[v];
+}
+
+/* Lane j's five PVs, as `project` ends: from its month sums and, for new business, the
+ * acquisition expense discounted at its issue month. */
+static void pl_capture(const pl_inputs *in, const pl_lanes *L, const pl_sums *m, uint32_t j, const double *disc_s) {
+    uint32_t i = L->row[j];
+    double prem = in->prem[i], a0 = LANE(m->a0, j), a1 = LANE(m->a1, j);
+    double acq_cf = L->dur[j] == 0 ? in->acq * in->count[i] : 0.0;
+    double premiums = prem * (a0 + a1);
+    double claims = in->sa[i] * LANE(m->cl, j);
+    double expenses = LANE(m->ex, j) + acq_cf * disc_s[(uint64_t)L->start[j] * LANES];
+    double commissions = in->comm_rate * prem * a0;
+    double *pv = in->row_pv + (uint64_t)i * LC_N_OUTPUTS;
+    pv[OUT_PREMIUMS] = premiums;
+    pv[OUT_CLAIMS] = claims;
+    pv[OUT_EXPENSES] = expenses;
+    pv[OUT_COMMISSIONS] = commissions;
+    pv[OUT_NET_CF] = premiums - claims - expenses - commissions;
+}
+
+/* The month of a group's segment k: segment 0 starts at the group's first month, segment 1 at
+ * the first year end after it (`turn`), each later one 12 months on. */
+static inline uint32_t pl_month(uint32_t k, uint32_t first, uint32_t turn) { return k == 0 ? first : turn + 12 * (k - 1); }
+static inline uint32_t pl_segment(uint32_t tau, uint32_t first, uint32_t turn) { return tau == first ? 0 : (tau - turn) / 12 + 1; }
+
+/* The group's first `n` lanes (sorted by start) under one scenario, segment by segment (a
+ * segment: months in which no lane's policy year turns). Each lane's q and l_base per segment
+ * are tabulated first (0 outside its [start, end): it runs on, reaching no output, so the vector
+ * arithmetic needs no mask); a lane is reset at its start and captured at its end. Its year-end
+ * sums: a0 (first policy year) or a1 gets w_year; the other gets nothing or +0.0, which leaves
+ * it as it was (a sum from +0.0 is never −0.0). */
+static void pl_group(const pl_inputs *in, const pl_lanes *L, uint32_t n, uint32_t phase, const double *disc_s,
+                     const double *dlap_s) {
+    vd qt[PL_SEGMENTS][PV], lt[PL_SEGMENTS][PV];
+    uint32_t starts[PL_SEGMENTS], ends[PL_SEGMENTS], firsts[PL_SEGMENTS], clamps[PL_SEGMENTS];
+    uint32_t first = L->start[0], last = 0, S = in->n_sel - 1;
+    for (uint32_t j = 0; j < n; j++) last = L->end[j] > last ? L->end[j] : last;
+    uint32_t to_phase = (phase + 12 - first % 12) % 12, turn = first + (to_phase ? to_phase : 12);
+    uint32_t segments = pl_segment(last, first, turn);
+    for (uint32_t k = 0; k < segments; k++) {
+        starts[k] = ends[k] = firsts[k] = clamps[k] = 0;
+        for (uint32_t v = 0; v < PV; v++) qt[k][v] = lt[k][v] = (vd){0};
+    }
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t i = L->row[j], k0 = pl_segment(L->start[j], first, turn), k1 = pl_segment(L->end[j], first, turn);
+        const double *q_row = in->q_mth + (in->sex[i] == SEX_F ? in->n_ages * in->n_sel : 0) +
+                              (uint32_t)(in->age[i] - in->min_age) * in->n_sel;
+        uint32_t y = L->dur[j] / 12;
+        starts[k0] |= 1u << j, ends[k1 - 1] |= 1u << j, firsts[k0] |= y == 0 ? 1u << j : 0;
+        for (uint32_t k = k0; k < k1; k++, y++) {
+            double lb = in->l_base[min_u32(y, in->n_lapse - 1)];
+            LANE(qt[k], j) = q_row[y * in->n_sel + min_u32(y, S)];
+            LANE(lt[k], j) = lb;
+            clamps[k] |= lb * in->hi <= 1.0 ? 0 : 1;
+        }
+    }
+    pl_sums m;
+    for (uint32_t v = 0; v < PV; v++) m.pols[v] = m.ex[v] = m.a0[v] = m.a1[v] = m.cl[v] = (vd){0};
+    for (uint32_t k = 0; k < segments; k++) {
+        for (uint32_t bits = starts[k]; bits; bits &= bits - 1) { /* as project: (vd){0} + count, sums +0.0 */
+            uint32_t j = (uint32_t)__builtin_ctz(bits);
+            LANE(m.pols, j) = 0.0 + in->count[L->row[j]];
+            LANE(m.ex, j) = LANE(m.a0, j) = LANE(m.a1, j) = LANE(m.cl, j) = 0.0;
+        }
+        vd p[PV], plb[PV];
+        vi clamp[PV];
+        for (uint32_t v = 0; v < PV; v++) {
+            p[v] = 1.0 - qt[k][v], plb[v] = p[v] * lt[k][v];
+            clamp[v] = ~(vi)(lt[k][v] * in->hi <= 1.0);
+        }
+        uint32_t t0 = pl_month(k, first, turn), t1 = min_u32(last, pl_month(k + 1, first, turn));
+        if (!clamps[k]) pl_months(&m, p, plb, lt[k], clamp, disc_s, dlap_s, in->maint_infl, t0, t1, 0);
+        else pl_months(&m, p, plb, lt[k], clamp, disc_s, dlap_s, in->maint_infl, t0, t1, 1);
+        vi firstv[PV];
+        for (uint32_t j = 0; j < PL; j++) LANE(firstv, j) = firsts[k] >> j & 1 ? -1 : 0;
+        for (uint32_t v = 0; v < PV; v++) {
+            m.cl[v] += qt[k][v] * m.wy[v];
+            if (firsts[k]) {
+                m.a0[v] += (vd)((vi)m.wy[v] & firstv[v]);
+                m.a1[v] += (vd)((vi)m.wy[v] & ~firstv[v]);
+            } else {
+                m.a1[v] += m.wy[v];
+            }
+        }
+        for (uint32_t bits = ends[k]; bits; bits &= bits - 1) pl_capture(in, L, &m, (uint32_t)__builtin_ctz(bits), disc_s);
+    }
+}
+
+/* Sort keys (bits 10..55) in place, stably, by LSD radix on bytes; tmp is scratch. */
+static void sort_keys(uint64_t *keys, uint64_t *tmp, uint32_t n) {
+    for (uint32_t shift = 10; shift < 56; shift += 8) {
+        uint32_t hist[256] = {0};
+        for (uint32_t i = 0; i < n; i++) hist[(keys[i] >> shift) & 255]++;
+        if (hist[(keys[0] >> shift) & 255] == n) continue; /* one digit: nothing to move */
+        uint32_t at = 0;
+        for (uint32_t b = 0; b < 256; b++) {
+            uint32_t h = hist[b];
+            hist[b] = at, at += h;
+        }
+        for (uint32_t i = 0; i < n; i++) tmp[hist[(keys[i] >> shift) & 255]++] = keys[i];
+        for (uint32_t i = 0; i < n; i++) keys[i] = tmp[i];
+    }
+}
+
+/* Block partials of rows [r0, r1) (checked, premiums computed) in the policy layout. */
+static void run_block_policy_lanes(const pl_inputs *in, uint32_t r0, uint32_t r1, double *out) {
+    uint64_t keys[LC_BLOCK], tmp[LC_BLOCK];
+    uint32_t n = r1 - r0;
+    for (uint32_t k = 0; k < n; k++) {
+        int32_t dur = in->dur[r0 + k];
+        uint32_t issue = dur < 0 ? (uint32_t)-dur : 0, d = dur < 0 ? 0 : (uint32_t)dur;
+        uint32_t end = issue + 12 * (uint32_t)in->term[r0 + k] - d, phase = (issue % 12 + 12 - d % 12) % 12;
+        keys[k] = (uint64_t)phase << 52 | (uint64_t)issue << 31 | (uint64_t)end << 10 | k;
+    }
+    sort_keys(keys, tmp, n);
+    pl_lanes L;
+    pl_sums zero;
+    for (uint32_t k = 0; k < 6 * PV; k++) ((vd *)&zero)[k] = (vd){0};
+    for (uint32_t s = 0; s < in->N; s++) {
+        uint64_t lane0 = (uint64_t)(s / LANES) * in->T * LANES + s % LANES;
+        const double *disc_s = in->disc + lane0, *dlap_s = in->dlap + lane0;
+        for (uint32_t k = 0; k < n;) {
+            uint32_t phase = (uint32_t)(keys[k] >> 52), filled = 0;
+            for (; k < n && filled < PL && (uint32_t)(keys[k] >> 52) == phase; k++) {
+                uint32_t i = r0 + (uint32_t)(keys[k] & 1023), dur = in->dur[i] < 0 ? 0 : (uint32_t)in->dur[i];
+                uint32_t start = (uint32_t)(keys[k] >> 31) & 0x1FFFFF, end = (uint32_t)(keys[k] >> 10) & 0x1FFFFF;
+                L.row[filled] = i, L.dur[filled] = dur, L.start[filled] = start, L.end[filled] = end;
+                if (start == end) { /* matured at t = 0: project's PVs of no month */
+                    pl_capture(in, &L, &zero, filled, disc_s);
+                } else {
+                    filled++;
+                }
+            }
+            for (uint32_t j = filled; j < PL; j++) L.start[j] = L.end[j] = UINT32_MAX;
+            if (filled) pl_group(in, &L, filled, phase, disc_s, dlap_s);
+        }
+        for (uint32_t k = 0; k < LC_N_OUTPUTS; k++) {
+            double acc = 0.0;
+            for (uint32_t i = r0; i < r1; i++) acc += in->row_pv[(uint64_t)i * LC_N_OUTPUTS + k];
+            out[(uint64_t)k * in->N + s] = acc;
+        }
+    }
+}
+
+/* premium_eff[i] for rows [r_begin, r_end) of one block (checked by row_check): premium_pp if
+ * > 0, else round(100·((1 + loading)·net))/100 (half to even) with net = Σ_t SA·deaths(t)·DF0(t) /
+ * Σ_t pols(t)·DF0(t) for one policy on the base curve, dl ≡ 1, months counted from issue (new
+ * business, now or future; LC_E_INPUT for an in-force row without a premium). Months count from
+ * issue, so every such row reads DF0(t) and turns its years at the same t: they run PL to a
+ * group, sorted by horizon, each lane with the scalar arithmetic of one policy (q its own,
+ * l_base shared), its sums taken at its own horizon. */
+static int32_t premiums(LC_BASE_ARG const lc_ctx *c, const tl_layout *w, uint32_t r_begin, uint32_t r_end) {
+    const int32_t *age = col_age_at_entry(LC_BASE c);
+    const int32_t *sex = col_sex(LC_BASE c);
+    const int32_t *term = col_policy_term(LC_BASE c);
+    const int32_t *dur = col_duration_mth(LC_BASE c);
+    const double *sa = col_sum_assured(LC_BASE c);
+    const double *prem_in = col_premium_pp(LC_BASE c);
+    double *prem_out = region(LC_BASE c, w->premium_eff);
+    const double *q_mth = region(LC_BASE c, w->q_mth);
+    const double *l_base = region(LC_BASE c, w->l_base);
+    const double *df0 = region(LC_BASE c, w->df0);
+    double premium_loading = param_premium_loading(LC_BASE c);
+    uint32_t S = w->n_sel - 1;
+    uint64_t keys[LC_BLOCK], tmp[LC_BLOCK];
+    uint32_t n = 0;
+    for (uint32_t i = r_begin; i < r_end; i++) {
+        if (prem_in[i] > 0.0) {
+            prem_out[i] = prem_in[i];
+            continue;
+        }
+        if (dur[i] > 0) return LC_E_INPUT;
+        keys[n++] = (uint64_t)(12 * (uint32_t)term[i]) << 10 | (i - r_begin);
+    }
+    sort_keys(keys, tmp, n);
+    for (uint32_t k = 0; k < n; k += PL) {
+        uint32_t rows[PL], M[PL], last = 0;
+        const double *qf[PL];
+        vd pols[PV], pv_claims[PV], pv_pols[PV], sa_v[PV];
+        for (uint32_t j = 0; j < PL; j++) {
+            uint32_t i = k + j < n ? r_begin + (uint32_t)(keys[k + j] & 1023) : r_begin;
+            rows[j] = i;
+            M[j] = k + j < n ? 12 * (uint32_t)term[i] : 0; /* a lane past n never runs */
+            last = M[j] > last ? M[j] : last;
+            qf[j] = q_mth + (sex[i] == SEX_F ? w->n_ages * w->n_sel : 0);
+            LANE(pols, j) = 1.0;
+            LANE(pv_claims, j) = LANE(pv_pols, j) = 0.0;
+            LANE(sa_v, j) = k + j < n ? sa[i] : 0.0;
+        }
+        for (uint32_t y = 0; 12 * y < last; y++) {
+            vd q[PV];
+            for (uint32_t j = 0; j < PL; j++)
+                LANE(q, j) = 12 * y < M[j]
+                                 ? qf[j][(uint32_t)(age[rows[j]] + (int32_t)y - w->min_age) * w->n_sel + min_u32(y, S)]
+                                 : 0.0;
+            double l = l_base[min_u32(y, w->n_lapse - 1)];
+            l = l < 1.0 ? l : 1.0;
+            for (uint32_t t = 12 * y; t < 12 * y + 12; t++) {
+                double df = df0[t];
+                for (uint32_t v = 0; v < PV; v++) {
+                    vd deaths = pols[v] * q[v];
+                    vd lapses = (pols[v] - deaths) * l;
+                    pv_claims[v] += sa_v[v] * deaths * df;
+                    pv_pols[v] += pols[v] * df;
+                    pols[v] = pols[v] - deaths - lapses;
+                }
+            }
+            for (uint32_t j = 0; j < PL; j++)
+                if (12 * y + 12 == M[j]) {
+                    double net = LANE(pv_claims, j) / LANE(pv_pols, j);
+                    prem_out[rows[j]] = nearbyint(100.0 * ((1.0 + premium_loading) * net)) / 100.0;
+                }
+        }
+    }
+    return LC_OK;
+}
+
 /* Block partials for blocks [b_begin, b_end): partials[b][k][s] = Σ over the block's rows, in
- * row order from +0.0, of PV_k of that policy under scenario s. Computes the block's premiums
- * first; needs lc_prepare and lc_prepare_scenarios (all scenarios). */
+ * row order from +0.0, of PV_k of that policy under scenario s (scenario or policy layout: the
+ * same bits). Computes the block's premiums first; needs lc_prepare and lc_prepare_scenarios
+ * (all scenarios). */
 LC_EXPORT(lc_run_blocks)
 int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b_end) {
     const lc_ctx *c = lc_context(LC_BASE ctx_off);
@@ -370,12 +629,19 @@ int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b
     double expense_acq = param_expense_acq(LC_BASE c), commission_rate = param_commission_rate(LC_BASE c);
     double dyn_lapse_hi = param_dyn_lapse_hi(LC_BASE c);
     uint32_t N = c->n_scen, T = c->n_months, groups = (uint32_t)w.groups;
+    pl_inputs pl = {age, sex, term, dur, count, sa, prem, q_mth, l_base, maint_infl, disc, dlap,
+                    region(LC_BASE c, w.row_pv), w.n_ages, w.n_sel, w.n_lapse, T, N, w.min_age,
+                    expense_acq, commission_rate, dyn_lapse_hi};
     for (uint32_t b = b_begin; b < b_end; b++) {
         uint32_t r0 = b * LC_BLOCK, r1 = min_u32(c->n_rows, r0 + LC_BLOCK);
         for (uint32_t i = r0; i < r1; i++)
             if ((rc = row_check(&w, T, age[i], sex[i], term[i], dur[i])) != LC_OK) return rc;
         if ((rc = premiums(LC_BASE c, &w, r0, r1)) != LC_OK) return rc;
         double *out = partials + (uint64_t)b * LC_N_OUTPUTS * N;
+        if (policy_layout(N, T)) {
+            run_block_policy_lanes(&pl, r0, r1, out);
+            continue;
+        }
         for (uint32_t g = 0; g < groups; g++) {
             vd acc[LC_N_OUTPUTS][NV];
             for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
