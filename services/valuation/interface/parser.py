@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, cast
 
 from services.valuation.interface.declaration import (
@@ -79,6 +79,15 @@ class _Reader:
             if key not in allowed:
                 self.fail(f"{where}.{key}", f"unknown field (allowed: {', '.join(allowed)})")
         return cast(Mapping[str, Any], raw)
+
+    def objects(self, items: list[Any], where: str, allowed: Sequence[str]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """The objects of the list at `where` (from `items`), each with its path ``where[i]``; an
+        item that is not an object is reported (`obj`) and skipped."""
+        for i, item in enumerate(items):
+            at = f"{where}[{i}]"
+            spec = self.obj(item, at, allowed)
+            if spec is not None:
+                yield at, spec
 
     def items(self, raw: Any, where: str, *, required: bool) -> list[Any]:
         if raw is None:
@@ -218,11 +227,7 @@ def _columns(r: _Reader, raw: Any, where: str) -> list[Column]:
     items = r.items(raw, where, required=True)
     if raw is not None and not items and isinstance(raw, list):
         r.fail(where, "must declare at least one column")
-    for i, item in enumerate(items):
-        at = f"{where}[{i}]"
-        spec = r.obj(item, at, _COLUMN)
-        if spec is None:
-            continue
+    for at, spec in r.objects(items, where, _COLUMN):
         name = r.name(spec, at, seen)
         kind = spec.get("type")
         if kind not in COLUMN_TYPES:
@@ -284,11 +289,7 @@ def _references(r: _Reader, expr: Expression, where: str, columns: set[str], bou
 
 def _rules(r: _Reader, raw: Any, where: str, columns: set[str], bounds: set[tuple[str, str]]) -> list[Rule]:
     out: list[Rule] = []
-    for i, item in enumerate(r.items(raw, where, required=False)):
-        at = f"{where}[{i}]"
-        spec = r.obj(item, at, _RULE)
-        if spec is None:
-            continue
+    for at, spec in r.objects(r.items(raw, where, required=False), where, _RULE):
         column = spec.get("column")
         if not isinstance(column, str) or column not in columns:
             r.fail(f"{at}.column", "must name a declared column (where violations are reported)")
@@ -309,11 +310,7 @@ def _rules(r: _Reader, raw: Any, where: str, columns: set[str], bounds: set[tupl
 def _tables(r: _Reader, raw: Any, where: str, columns: set[str]) -> list[Table]:
     out: list[Table] = []
     seen = set(columns)
-    for i, item in enumerate(r.items(raw, where, required=False)):
-        at = f"{where}[{i}]"
-        spec = r.obj(item, at, _TABLE)
-        if spec is None:
-            continue
+    for at, spec in r.objects(r.items(raw, where, required=False), where, _TABLE):
         name = r.name(spec, at, seen)
         file = spec.get("file")
         if isinstance(file, str) and file.startswith(AM):
@@ -325,11 +322,7 @@ def _tables(r: _Reader, raw: Any, where: str, columns: set[str]) -> list[Table]:
         raw_axes = r.items(spec.get("axes"), f"{at}.axes", required=True)
         if isinstance(spec.get("axes"), list) and not 1 <= len(raw_axes) <= 2:
             r.fail(f"{at}.axes", "a CSV table has one or two axes")
-        for j, raw_axis in enumerate(raw_axes):
-            ax_at = f"{at}.axes[{j}]"
-            axis = r.obj(raw_axis, ax_at, _AXIS)
-            if axis is None:
-                continue
+        for ax_at, axis in r.objects(raw_axes, f"{at}.axes", _AXIS):
             axis_name = r.name(axis, ax_at, axis_names)
             first = r.integer(axis, "first", ax_at)
             size = r.integer(axis, "size", ax_at, minimum=1)
@@ -342,11 +335,7 @@ def _tables(r: _Reader, raw: Any, where: str, columns: set[str]) -> list[Table]:
 
 def _parameters(r: _Reader, raw: Any, where: str, seen: set[str]) -> list[Parameter]:
     out: list[Parameter] = []
-    for i, item in enumerate(r.items(raw, where, required=False)):
-        at = f"{where}[{i}]"
-        spec = r.obj(item, at, _PARAMETER)
-        if spec is None:
-            continue
+    for at, spec in r.objects(r.items(raw, where, required=False), where, _PARAMETER):
         name = r.name(spec, at, seen)
         kind = spec.get("type", "float64")
         if kind not in PARAMETER_TYPES:
@@ -375,11 +364,7 @@ def _parameters(r: _Reader, raw: Any, where: str, seen: set[str]) -> list[Parame
 
 def _named(r: _Reader, raw: Any, where: str, seen: set[str]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    for i, item in enumerate(r.items(raw, where, required=False)):
-        at = f"{where}[{i}]"
-        spec = r.obj(item, at, _NAMED)
-        if spec is None:
-            continue
+    for at, spec in r.objects(r.items(raw, where, required=False), where, _NAMED):
         name = r.name(spec, at, seen)
         if name is not None:
             out.append((name, r.text(spec, "description", at)))
@@ -389,12 +374,7 @@ def _named(r: _Reader, raw: Any, where: str, seen: set[str]) -> list[tuple[str, 
 def _outputs(r: _Reader, raw: Any, where: str) -> list[Output]:
     out: list[Output] = []
     seen: set[str] = set()
-    items = r.items(raw, where, required=True)
-    for i, item in enumerate(items):
-        at = f"{where}[{i}]"
-        spec = r.obj(item, at, _OUTPUT)
-        if spec is None:
-            continue
+    for at, spec in r.objects(r.items(raw, where, required=True), where, _OUTPUT):
         name = r.name(spec, at, seen)
         primary = spec.get("primary", False)
         if not isinstance(primary, bool):
