@@ -65,7 +65,9 @@ def _csv_floats(name: str, table: _Table, first_key: int | None) -> tuple[list[i
     return keys, np.array(values, dtype=np.float64)
 
 
-def _write_csv(header: list[str], rows: Iterable[list[Any]]) -> bytes:
+def asset_csv(header: list[str], rows: Iterable[list[Any]]) -> bytes:
+    """An assumption asset as CSV text: a header line, then one line per row, floats written
+    with repr so they read back exactly."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
@@ -78,12 +80,12 @@ def assumption_files(assumptions: Assumptions) -> dict[str, bytes]:
     """The assumptions as asset files (name under ``assumptions/`` → bytes); see the module docstring."""
     a = assumptions
     ages = range(a.mortality_min_age, a.mortality_max_age + 1)
-    mortality = _write_csv(
+    mortality = asset_csv(
         ["age", *(str(d) for d in range(a.select_period + 1))],
         ([age, *(float(q) for q in row)] for age, row in zip(ages, a.mortality, strict=True)),
     )
-    lapse = _write_csv(["year", "rate"], ([y, float(r)] for y, r in enumerate(a.lapse)))
-    curve = _write_csv(["year", "rate"], ([k, float(z)] for k, z in enumerate(a.curve)))
+    lapse = asset_csv(["year", "rate"], ([y, float(r)] for y, r in enumerate(a.lapse)))
+    curve = asset_csv(["year", "rate"], ([k, float(z)] for k, z in enumerate(a.curve)))
     expenses = {
         "acquisition": a.expense_acq,
         "maintenance": a.expense_maint,
