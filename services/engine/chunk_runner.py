@@ -8,7 +8,8 @@ kernel's 16 lanes: `piece_blocks_for`), each one pipeline run (esg → term_life
 package declares) on the engine's `WasmPool`:
 
 - a reader task fetches the rows of the next piece from the data service while the current
-  piece computes (a queue of one piece: memory stays bounded by two pieces);
+  piece computes, and the piece after while it checks them (a queue of one piece: memory stays
+  bounded by four pieces);
 - rows become `Records` of the package's declaration (every declared rule checked; violations
   name *dataset* row numbers);
 - a piece whose partials are not all finite is an error naming the row that made them so
@@ -294,15 +295,44 @@ class ChunkRunner:
                     at = slice(g0 * q, min(len(records), g1 * q))
                     await queue.put(_Piece(g0, g0 * q, records.take(at), numbers[at]))
                 return
-            for b0, b1 in pieces:
-                start, end = b0 * BLOCK_SIZE, min(b1 * BLOCK_SIZE, dataset_rows)
-                table = await rows.read(work.dataset_id, work.dataset_version, start, end)
-                records = await asyncio.to_thread(records_at, table, package, functools.partial(operator.add, start))
-                await queue.put(_Piece(b0, start, records))
+            await self._read_blocks(package, work, pieces=pieces, rows=rows, dataset_rows=dataset_rows, queue=queue)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             await queue.put(exc)
+
+    @staticmethod
+    async def _read_blocks(
+        package: LoadedPackage,
+        work: ChunkWork,
+        *,
+        pieces: Sequence[tuple[int, int]],
+        rows: RowSource,
+        dataset_rows: int,
+        queue: asyncio.Queue[_Piece | BaseException],
+    ) -> None:
+        """Each piece's rows read and checked, in order; the next piece's read is in flight while
+        this one's rows are checked (the data service serves while the engine validates)."""
+        spans = [(b0, b0 * BLOCK_SIZE, min(b1 * BLOCK_SIZE, dataset_rows)) for b0, b1 in pieces]
+        if not spans:
+            return
+
+        def read(i: int) -> asyncio.Future[pa.Table]:
+            _, start, end = spans[i]
+            return asyncio.ensure_future(rows.read(work.dataset_id, work.dataset_version, start, end))
+
+        ahead = read(0)
+        try:
+            for i, (b0, start, _) in enumerate(spans):
+                table = await ahead
+                if i + 1 < len(spans):
+                    ahead = read(i + 1)
+                records = await asyncio.to_thread(records_at, table, package, functools.partial(operator.add, start))
+                await queue.put(_Piece(b0, start, records))
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+            ahead.add_done_callback(_consume)
 
     async def _compute(
         self, runner: PipelineRunner, package: LoadedPackage, piece: _Piece, scenarios: ScenarioParams, *,
