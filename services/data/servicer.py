@@ -57,15 +57,29 @@ def ipc_bytes(table: pa.Table) -> bytes:
 
 
 def _split_to_fit(table: pa.Table) -> list[tuple[int, int, bytes]]:
-    """(offset, rows, IPC bytes) pieces of `table`, each below BATCH_BYTES_LIMIT."""
+    """(offset, rows, IPC bytes) pieces of `table`, each below BATCH_BYTES_LIMIT: as many equal
+    slices as its Arrow size calls for (a batch's IPC bytes are about its Arrow bytes, which a
+    Parquet-based row estimate may undercount fourfold), each halved again if still over, so a
+    batch is serialized about once, not once whole and again in halves."""
+    rows = table.num_rows
+    parts = min(max(1, -(-table.nbytes * 9 // (8 * BATCH_BYTES_LIMIT))), max(rows, 1))
+    step = max(1, -(-rows // parts))
+    out = []
+    for offset in range(0, rows, step) or [0]:
+        out += [(offset + o, n, p) for o, n, p in _halved_to_fit(table.slice(offset, step))]
+    return out
+
+
+def _halved_to_fit(table: pa.Table) -> list[tuple[int, int, bytes]]:
+    """(offset, rows, IPC bytes) pieces of `table`, halving until each is below BATCH_BYTES_LIMIT."""
     payload = ipc_bytes(table)
     if len(payload) <= BATCH_BYTES_LIMIT or table.num_rows <= 1:
         if len(payload) > BATCH_BYTES_LIMIT:
             raise ResourceExhausted(f"one row needs {len(payload)} bytes, more than a message may carry")
         return [(0, table.num_rows, payload)]
     half = table.num_rows // 2
-    left = _split_to_fit(table.slice(0, half))
-    right = _split_to_fit(table.slice(half))
+    left = _halved_to_fit(table.slice(0, half))
+    right = _halved_to_fit(table.slice(half))
     return [*left, *((half + o, n, p) for o, n, p in right)]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument
@@ -12,6 +14,7 @@ from services.common.storage.local import LocalStorage
 from services.data.csv_index import build_csv_index
 from services.data.ids import validate_dataset_id
 from services.data.sampling import SampleCache, SplitMix64, sample_indices
+from services.data.servicer import BATCH_BYTES_LIMIT, _split_to_fit
 
 
 @pytest.mark.parametrize("good", ["policies", "a", "x.y_z-1", "A9"])
@@ -144,3 +147,17 @@ async def test_csv_index_across_chunks(tmp_path: Path, monkeypatch: pytest.Monke
 async def test_csv_index_refuses(tmp_path: Path, content: bytes, error: str) -> None:
     with pytest.raises(FailedPrecondition, match=error):
         await _index(tmp_path, content)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 1000, 100_000])
+def test_readrows_batches_cover_the_rows_in_order_each_under_the_limit(rows: int) -> None:
+    table = pa.table({"id": np.arange(rows, dtype=np.int64), "x": np.ones(rows), "text": ["abcdefgh" * 8] * rows})
+    pieces = _split_to_fit(table)
+    assert [o for o, _, _ in pieces] == list(np.cumsum([0] + [n for _, n, _ in pieces])[:-1])
+    assert sum(n for _, n, _ in pieces) == rows
+    read = [pa.ipc.open_stream(p).read_all() for _, _, p in pieces]
+    assert all(len(p) <= BATCH_BYTES_LIMIT for _, _, p in pieces)
+    assert pa.concat_tables(read).equals(table)
+    if table.nbytes > BATCH_BYTES_LIMIT:
+        # sized from the Arrow bytes: no piece is far below the limit (none serialized and halved)
+        assert len(pieces) == -(-table.nbytes * 9 // (8 * BATCH_BYTES_LIMIT))
