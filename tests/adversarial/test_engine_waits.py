@@ -211,7 +211,12 @@ def test_all_engines_killed_and_restarted_mid_job_the_job_waits_and_ends_with_th
     assert events[-1].result.result_hash == undisturbed[-1].result.result_hash
     waits = [e.progress for e in events if e.WhichOneof("event") == "progress" and e.progress.waiting_seconds > 0]
     assert waits and waits[0].waiting_reason.startswith("UNAVAILABLE from 127.0.0.1:")
-    wait_for(lambda: "engine did not take the chunk; requeued" in mesh.gateway.log(), "the wait's log line", seconds=5)
+    wait_for(
+        lambda: "engine did not take the chunk; requeued" in mesh.gateway.log(),
+        "the wait's log line",
+        seconds=5,
+        interval=0.05,
+    )
 
 
 def test_the_cli_progress_says_the_job_waits_for_an_engine() -> None:

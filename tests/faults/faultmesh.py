@@ -94,7 +94,7 @@ def computing(engines: list[ServiceProcess]) -> bool:
 def hang_engine(job: Job, engine: ServiceProcess) -> tuple[list[job_pb2.JobEvent], float]:
     """SIGSTOP `engine` once it computes, read `job` to its end, then SIGCONT the engine: the job's
     events and the seconds from the stop to the job's end."""
-    wait_for(lambda: computing([engine]), "the victim to compute", seconds=20)
+    wait_for(lambda: computing([engine]), "the victim to compute", seconds=20, interval=0.05)
     stopped = time.monotonic()
     engine.pause()
     try:

@@ -39,14 +39,14 @@ def test_cancel_latency_p99_within_a_second(mesh: FaultMesh) -> None:
     with channel:
         for i in range(CANCELS):
             job = Job(mesh.gateway.address, mesh.job_spec())
-            wait_for(lambda: computing(mesh.engines), "an engine to compute", seconds=30)
+            wait_for(lambda: computing(mesh.engines), "an engine to compute", seconds=30, interval=0.05)
             time.sleep(rng.uniform(0.05, 0.6))  # anywhere in a block's computation
             cancelled_at = time.time()
             answer = jobs.CancelJob(job_service_pb2.CancelJobRequest(job_id=job.job_id, reason=f"c{i}"), timeout=30)
             events = job.rest()
             assert answer.job.state == S.JOB_STATE_CANCELLED
             assert events[-1].WhichOneof("event") == "cancelled"
-            wait_for(lambda: not computing(mesh.engines), "the engines to stop computing", seconds=10)
+            wait_for(lambda: not computing(mesh.engines), "the engines to stop computing", seconds=10, interval=0.05)
             ended = max(metric(e, "livecalc_engine_last_compute_end_timestamp_seconds") for e in mesh.engines)
             latencies.append(max(0.0, ended - cancelled_at))
     ordered = sorted(latencies)

@@ -44,7 +44,12 @@ def test_engine_killed_mid_job_finishes_on_the_others_and_is_used_again_after_re
     victim = mesh.engines[0]
     job = Job(mesh.gateway.address, mesh.job_spec())
     job.folded(3)
-    wait_for(lambda: victim.proc.poll() is not None or engine_steps(victim) > 0, "the victim to compute", seconds=10)
+    wait_for(
+        lambda: victim.proc.poll() is not None or engine_steps(victim) > 0,
+        "the victim to compute",
+        seconds=10,
+        interval=0.05,
+    )
     before = len(mesh.gateway.log())
     started = time.monotonic()
     victim.kill()

@@ -46,7 +46,7 @@ def test_gateway_killed_mid_job_resumes_from_its_checkpoint_with_the_same_hash(m
     job = Job(mesh.gateway.address, long_spec)
     job.folded(4)
     db = mesh.services.tmp / "gw" / "jobs.sqlite3"  # the store of Services.gateway's default
-    wait_for(lambda: checkpointed(db, job.job_id, 4), "a checkpoint past the folded blocks", seconds=10)
+    wait_for(lambda: checkpointed(db, job.job_id, 4), "a checkpoint past the folded blocks", seconds=10, interval=0.05)
     mesh.gateway.kill()
     seen = job.rest()
     killed = time.monotonic()

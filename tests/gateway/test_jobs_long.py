@@ -101,7 +101,10 @@ def test_cancel_stops_engine_work_within_a_second(mesh: Mesh) -> None:
         try:
             job_id = next(call).event.job_id
             wait_for(
-                lambda: metric(mesh.engine, "livecalc_engine_compute_in_flight") >= 1, "the job to compute", seconds=30
+                lambda: metric(mesh.engine, "livecalc_engine_compute_in_flight") >= 1,
+                "the job to compute",
+                seconds=30,
+                interval=0.05,
             )
             time.sleep(0.3)
             cancelled_at = time.time()
@@ -148,7 +151,7 @@ def test_restarted_gateway_serves_finished_jobs_and_their_events(mesh: Mesh) -> 
         call = jobs.SubmitJob(job_service_pb2.SubmitJobRequest(spec=long_spec(mesh)), timeout=CALL_TIMEOUT)
         running_id = next(call).event.job_id
         call.cancel()
-    wait_for(lambda: get_job(address, running_id).progress.blocks_done >= 1, "a block done", seconds=30)
+    wait_for(lambda: get_job(address, running_id).progress.blocks_done >= 1, "a block done", seconds=30, interval=0.05)
     text = metrics_text(mesh.gateway)
     assert "livecalc_gateway_chunks_dispatched_total" in text and 'livecalc_gateway_jobs{state="running"} 1.0' in text
     assert mesh.gateway.terminate() == 0
