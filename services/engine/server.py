@@ -75,7 +75,7 @@ PIECE_BLOCKS: Setting[int | None] = Setting(
     int,
     None,
     flag="--piece-blocks",
-    help="blocks computed per pipeline run inside a chunk",
+    help="blocks computed per pipeline run inside a chunk (at 16 scenarios or more; fewer scenarios get larger pieces)",
     shown="4·threads",
 )
 TIME_LIMIT = Setting(
