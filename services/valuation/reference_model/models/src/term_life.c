@@ -497,12 +497,13 @@ static void run_block_policy_lanes(const pl_inputs *in, uint32_t r0, uint32_t r1
         int32_t dur = in->dur[r0 + k];
         uint32_t issue = dur < 0 ? (uint32_t)-dur : 0, d = dur < 0 ? 0 : (uint32_t)dur;
         uint32_t end = issue + 12 * (uint32_t)in->term[r0 + k] - d, phase = (issue % 12 + 12 - d % 12) % 12;
-        keys[k] = (uint64_t)phase << 52 | (uint64_t)issue << 31 | (uint64_t)end << 10 | k;
+        keys[k] = (uint64_t)phase << 52 | (uint64_t)issue << 31 | (uint64_t)end << 10 | k; /* 4, 21, 21, 10 bits */
     }
     sort_keys(keys, tmp, n);
     pl_lanes L;
-    pl_sums zero;
-    for (uint32_t k = 0; k < 6 * PV; k++) ((vd *)&zero)[k] = (vd){0};
+    pl_sums zero; /* the sums of a row that matures at t = 0 */
+    for (uint32_t v = 0; v < PV; v++)
+        zero.pols[v] = zero.wy[v] = zero.ex[v] = zero.a0[v] = zero.a1[v] = zero.cl[v] = (vd){0};
     for (uint32_t s = 0; s < in->N; s++) {
         uint64_t lane0 = (uint64_t)(s / LANES) * in->T * LANES + s % LANES;
         const double *disc_s = in->disc + lane0, *dlap_s = in->dlap + lane0;
