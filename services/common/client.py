@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -98,6 +99,17 @@ class _SyncBearer(
 
     def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
         return continuation(self._details(details), request_iterator)
+
+
+def positive_count(text: str) -> int:
+    """An argparse ``type`` for a count flag: a whole number ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    return value
 
 
 def open_channel(address: str, security: ChannelSecurity | None = None) -> grpc.Channel:

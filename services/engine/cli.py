@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from services.common.client import positive_count
 from services.common.errors import InvalidArgument
 from services.engine.bench import MODELS, bench_engine
 
@@ -17,16 +18,6 @@ def _thread_counts(text: str) -> list[int]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError("thread counts must be ≥ 1")
     return counts
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a count ≥ 1, got {text!r}")
-    return value
 
 
 def _models(text: str) -> tuple[str, ...]:
@@ -66,7 +57,7 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument(
         "--policies",
-        type=_positive,
+        type=positive_count,
         help="model points instead of 4,096 (more keep many threads busy: each gets policies / threads)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")

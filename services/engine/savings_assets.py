@@ -34,16 +34,14 @@ ignored).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
 
+from services.valuation.assumption_files import asset_csv
 from services.valuation.reference_model import savings_assumptions_dir
 
 BASIS: Final = {
@@ -69,15 +67,6 @@ def _read_excel(name: str) -> Any:
     import pandas as pd  # type: ignore[import-untyped]  # noqa: PLC0415  # lazily: a development dependency
 
     return pd.read_excel(lifelib_savings_dir() / f"{name}.xlsx", index_col=0)
-
-
-def _csv(header: list[str], rows: Iterable[list[Any]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([repr(float(v)) if isinstance(v, float | np.floating) else v for v in row])
-    return out.getvalue().encode("utf-8")
 
 
 def last_age(mort: Any) -> int:
@@ -106,13 +95,13 @@ def savings_asset_files() -> dict[str, bytes]:
     lapse = [max(0.1 - 0.02 * y, 0.02) for y in range(LAPSE_YEARS)]
     return {
         "basis.json": (json.dumps(BASIS, indent=2) + "\n").encode("utf-8"),
-        "curve.csv": _csv(["year", "rate"], ([y, float(r)] for y, r in enumerate(disc.iloc[:, 0]))),
-        "lapse.csv": _csv(["year", "rate"], ([y, r] for y, r in enumerate(lapse))),
-        "mortality.csv": _csv(
+        "curve.csv": asset_csv(["year", "rate"], ([y, float(r)] for y, r in enumerate(disc.iloc[:, 0]))),
+        "lapse.csv": asset_csv(["year", "rate"], ([y, r] for y, r in enumerate(lapse))),
+        "mortality.csv": asset_csv(
             ["age", *(str(c) for c in mort.columns)],
             ([int(age), *(float(v) for v in row)] for age, row in zip(mort.index, mort.to_numpy(), strict=True)),
         ),
-        "surr_charge.csv": _csv(
+        "surr_charge.csv": asset_csv(
             ["policy_year", *(str(k + 1) for k in range(len(SURR_CHARGE_TYPES)))],
             ([int(y), *(float(v) for v in row)] for y, row in zip(surr.index, surr.to_numpy(), strict=True)),
         ),
@@ -154,7 +143,7 @@ def lifelib_std_norm() -> Any:
     """CashValue_ME's ``std_norm_rand`` as f64 [scenario][month] (scen_id 1 … 10 → rows 0 … 9, t 0 … 1800)."""
     import pandas as pd  # noqa: PLC0415  # lazily: a development dependency
 
-    draws = pd.read_csv(lifelib_savings_dir() / "std_norm_rand.csv", index_col=[0, 1]).iloc[:, 0]
+    draws = pd.readasset_csv(lifelib_savings_dir() / "std_norm_rand.csv", index_col=[0, 1]).iloc[:, 0]
     return draws.unstack("t").sort_index().to_numpy(dtype=np.float64)
 
 

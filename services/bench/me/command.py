@@ -12,16 +12,7 @@ from pathlib import Path
 from services.bench.me.measure import MeConfig, measure
 from services.bench.me.report import document, text
 from services.bench.mesh.config import parse_counts
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"wants a whole number ≥ 1, got {text!r}")
-    return value
+from services.common.client import positive_count
 
 
 def config_from(args: argparse.Namespace) -> MeConfig:
@@ -60,11 +51,11 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
         "against lifelib's total and the published JAX figures (needs lifelib)",
     )
     p.add_argument(
-        "--multiplier", type=_positive, default=1, help="copies of the model points (default 1; 10000: 100M)"
+        "--multiplier", type=positive_count, default=1, help="copies of the model points (default 1; 10000: 100M)"
     )
     p.add_argument(
         "--points",
-        type=_positive,
+        type=positive_count,
         default=10_000,
         help="the first N of lifelib's 10,000 model points in each copy (default all)",
     )
@@ -72,7 +63,7 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
         "--engines", type=parse_counts, default=(1,), help="engine counts to measure, e.g. 1,2,4,8 (default 1)"
     )
     p.add_argument("--threads", type=int, help="threads per engine and in process (default: cores)")
-    p.add_argument("--repeats", type=_positive, default=3, help="timed runs of each (default 3; median reported)")
+    p.add_argument("--repeats", type=positive_count, default=3, help="timed runs of each (default 3; median reported)")
     p.add_argument("--dir", help="scratch directory to use and keep (default: a temporary one, removed)")
     p.add_argument(
         "--cache-dir", help="where lifelib's results are kept between runs (default ~/.cache/livecalc/bench-me)"

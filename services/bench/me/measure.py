@@ -23,6 +23,7 @@ from services.bench.me.lifelib_oracle import COMPONENTS, LifelibME, load
 from services.bench.mesh.inputs import scenarios_of, upload
 from services.bench.mesh.runs import InProcess, JobRun, run_job
 from services.common.processes import ServiceProcess, stop_in_stages
+from services.gateway.inputs import scenario_spec
 from services.valuation.blocks import BLOCK_SIZE
 
 PIECE_ROWS: Final = BLOCK_SIZE * 1024
@@ -160,9 +161,10 @@ def measure(cfg: MeConfig, scratch: Path, progress: IO[str] | None) -> Measured:
             package_hash = upload(gateway.address, archive)
             # warm-up on one copy: the package downloaded and compiled by every engine
             run_job(
-                gateway.address, job_pb2.JobSpec(package_hash=package_hash, dataset_id=warm_id, scenarios=sc.spec())
+                gateway.address,
+                job_pb2.JobSpec(package_hash=package_hash, dataset_id=warm_id, scenarios=scenario_spec(sc)),
             )
-            spec = job_pb2.JobSpec(package_hash=package_hash, dataset_id=dataset_id, scenarios=sc.spec())
+            spec = job_pb2.JobSpec(package_hash=package_hash, dataset_id=dataset_id, scenarios=scenario_spec(sc))
             found.mesh[n] = [run_job(gateway.address, spec) for _ in range(cfg.repeats)]
             found.hashes += [r.result_hash for r in found.mesh[n]]
             _say(progress, f"mesh, {n} engine(s): {', '.join(f'{r.seconds:.3f}' for r in found.mesh[n])} s")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import grpc
 
-from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import package_service_pb2, package_service_pb2_grpc
 from services.bench.mesh.config import DYN_LAPSE_BETA
+from services.valuation.scenarios import ScenarioParams
 
 UPLOAD_CHUNK: Final = 1 << 20
 
@@ -48,34 +47,16 @@ def upload(address: str, archive: bytes) -> str:
     return str(reply.package.package_hash)
 
 
-@dataclass(frozen=True)
-class Scenarios:
+def scenarios_of(config: dict[str, Any], count: int) -> ScenarioParams:
     """The package's configured scenario set with the bench's count (the same for every run)."""
-
-    count: int
-    seed: int
-    a: float
-    sigma: float
-    include_base: bool
-
-    def spec(self) -> engine_pb2.ScenarioSpec:
-        return engine_pb2.ScenarioSpec(
-            count=self.count,
-            seed=self.seed,
-            mean_reversion=self.a,
-            volatility=self.sigma,
-            include_base=self.include_base,
-        )
-
-
-def scenarios_of(config: dict[str, Any], count: int) -> Scenarios:
     sc = dict(config.get("scenarios") or {})
-    return Scenarios(
+    defaults = ScenarioParams(count=count)
+    return ScenarioParams(
         count=count,
-        seed=int(sc.get("seed", 0)),
-        a=float(sc.get("a", 0.1)),
-        sigma=float(sc.get("sigma", 0.01)),
-        include_base=bool(sc.get("include_base", True)),
+        seed=int(sc.get("seed", defaults.seed)),
+        a=float(sc.get("a", defaults.a)),
+        sigma=float(sc.get("sigma", defaults.sigma)),
+        include_base=bool(sc.get("include_base", defaults.include_base)),
     )
 
 

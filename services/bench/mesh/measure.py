@@ -19,6 +19,7 @@ from services.bench.mesh.report import SizeReport, document, median
 from services.bench.mesh.runs import InProcess, chunk_totals, engine_slots, run_direct, run_job
 from services.common import rss
 from services.common.processes import ServiceProcess, stop_in_stages
+from services.gateway.inputs import scenario_spec
 from services.gateway.planner import choose_chunk_blocks
 from services.valuation.blocks import block_count
 
@@ -143,7 +144,7 @@ def measure_size(
             report.direct.append(run)
     if report.direct:
         _say(progress, f"{label} engine alone: {median([d.seconds for d in report.direct]):.3f} s")
-    spec = job_pb2.JobSpec(package_hash=package_hash, dataset_id=dataset_id, scenarios=sc.spec())
+    spec = job_pb2.JobSpec(package_hash=package_hash, dataset_id=dataset_id, scenarios=scenario_spec(sc))
     for n, gateway in gateways.items():
         if cfg.warm_up:
             report.hashes.append(run_job(gateway.address, spec).result_hash)

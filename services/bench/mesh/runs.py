@@ -17,9 +17,10 @@ import grpc
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2, engine_service_pb2_grpc
 from livecalc.gateway.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from services.bench.mesh.config import Size
-from services.bench.mesh.inputs import Scenarios
 from services.common.processes import ServiceProcess
+from services.gateway.inputs import scenario_spec
 from services.valuation.blocks import BLOCK_SIZE, block_count
+from services.valuation.scenarios import ScenarioParams
 
 CALL_TIMEOUT: Final = 900.0
 
@@ -82,7 +83,7 @@ class DirectRun:
 
 
 def run_direct(
-    engine: str, gateway: str, package_hash: str, *, size: Size, version: str, sc: Scenarios, dataset_id: str = ""
+    engine: str, gateway: str, package_hash: str, *, size: Size, version: str, sc: ScenarioParams, dataset_id: str = ""
 ) -> DirectRun:
     """Every block as one RunChunk straight to an engine (no gateway); its ChunkSummary."""
     request = engine_service_pb2.RunChunkRequest(
@@ -93,7 +94,7 @@ def run_direct(
         dataset_id=dataset_id or size.dataset_id,
         dataset_version=version,
         block_size=BLOCK_SIZE,
-        scenarios=sc.spec(),
+        scenarios=scenario_spec(sc),
         blocks=engine_pb2.BlockRange(first_block=0, block_count=block_count(size.policies)),
     )
     with grpc.insecure_channel(engine, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
@@ -140,7 +141,7 @@ class InProcess:
         self.pool = WasmPool(Runtime(), threads=threads)
         self.runner = PipelineRunner(self.pool, binaries)
 
-    def run(self, path: Path, sc: Scenarios) -> tuple[float, str, int]:
+    def run(self, path: Path, sc: ScenarioParams) -> tuple[float, str, int]:
         """(seconds, result hash, steps) of one run from the file."""
         import pyarrow.parquet as pq  # noqa: PLC0415
 
