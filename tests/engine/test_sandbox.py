@@ -7,6 +7,7 @@ reference pipeline.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -128,10 +129,26 @@ def test_cancel_of_one_run_leaves_another_intact(monkeypatch: pytest.MonkeyPatch
         return retries[-1]
 
     monkeypatch.setattr(workers, "_spurious_interrupt", spy)
+    # The cancel must land while the rogue is inside its endless call (before it, a cancel only
+    # stops the rogue) and the healthy run inside a projection call. A fixed 0.1 s timer missed
+    # both on a loaded machine (the healthy run was then never interrupted): wait on the calls.
+    projecting, looping = threading.Event(), threading.Event()
+    rogue_sha = hashlib.sha256(LOOP_FOREVER).hexdigest()
+    call = workers._Worker.call
+
+    def watched(self: workers._Worker, model: workers.LoadedModel, function: str, *args: object, **kw: object) -> int:
+        if function == "lc_run_blocks":
+            projecting.set()
+        if model.sha256 == rogue_sha and function == "lc_prepare_scenarios":
+            looping.set()
+        return call(self, model, function, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(workers._Worker, "call", watched)
     runtime = Runtime()
     big = inputs(8 * 1024, 256)
     with WasmPool(runtime, threads=1) as a, WasmPool(runtime, threads=1, memory_cap=CAP) as b:
         expected = PipelineRunner(a).run(REFERENCE_PIPELINE, big).result_hash
+        projecting.clear()
         control = RunControl()
         errors: list[BaseException] = []
 
@@ -143,11 +160,18 @@ def test_cancel_of_one_run_leaves_another_intact(monkeypatch: pytest.MonkeyPatch
 
         thread = threading.Thread(target=rogue)
         thread.start()
-        timer = threading.Timer(0.1, control.cancel.set)
-        timer.start()
+
+        def cancel_mid_projection() -> None:
+            if projecting.wait(60):
+                time.sleep(0.01)
+            control.cancel.set()
+
+        assert looping.wait(60), "the rogue never started its endless call"
+        canceller = threading.Thread(target=cancel_mid_projection)
+        canceller.start()
         got = PipelineRunner(a).run(REFERENCE_PIPELINE, big).result_hash
+        canceller.join(60)
         thread.join(5)
-        timer.cancel()
         assert got == expected
         assert len(errors) == 1 and isinstance(errors[0], ModelCancelled)
         assert True in retries  # the healthy run was interrupted and re-ran its call
