@@ -38,6 +38,7 @@ TARGETS = {
     "wasm_steps_per_s": 4e8,
     "wasm_vs_native": 0.4,
     "wasm_vs_native_same_bits": 0.5,
+    "one_scenario_vs_many": 0.5,
     "wasm_vs_numpy": 5.0,
     "two_threads_speedup": 1.8,
     "v2_vs_v1": 0.95,
