@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from services.gateway.store import Checkpoint, JobStore
 from services.gateway.store_writer import StoreClosed, StoreWriter, _Write
 from services.valuation.blocks import BLOCK_SIZE
 from tests.gateway.fakes import HASH, FakeEngineStub, fake_engine, fake_manager, partial_table
+from tests.waits import async_wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -132,18 +132,15 @@ async def test_a_stalled_write_does_not_stall_the_loop_and_events_stream_once_pe
 
     follower = asyncio.create_task(follow())
     log.append(accepted=job_pb2.JobAccepted())
-    await asyncio.sleep(0.05)
-    assert seen == [(1, True)]
+    await async_wait_for(lambda: seen == [(1, True)], "the accepted event streamed once persisted")
     release = held(store)
-    started = time.monotonic()
-    for i in range(500):
+    for i in range(500):  # reached with the writer held: appending does not wait for the store
         log.append(progress=job_pb2.JobProgress(blocks_done=i))
-    appended = time.monotonic() - started
-    before = time.monotonic()
-    await asyncio.sleep(0.05)
-    late = time.monotonic() - before - 0.05
-    assert appended < 0.5 and late < 0.2, (appended, late)  # the loop runs on while the writer is held
-    assert seen == [(1, True)]  # nothing streamed that is not persisted
+    ticked = asyncio.Event()
+    asyncio.get_running_loop().call_soon(ticked.set)
+    await asyncio.wait_for(ticked.wait(), 10)  # the loop runs on while the writer is held
+    await asyncio.sleep(0.05)  # a chance for an event that is not persisted to stream (none may)
+    assert not release.is_set() and seen == [(1, True)]
     release.set()
     log.append(result=job_pb2.JobResult(result_hash="h"))
     await asyncio.wait_for(follower, 10)
