@@ -26,6 +26,7 @@ from tests.engine.mesh import (
     SCENARIOS,
     chunk_request,
     dataset_version,
+    datasets_dir,
     events,
     in_process_run,
     partial_values,
@@ -36,6 +37,7 @@ from tests.engine.mesh import (
 )
 from tests.meshes import Services
 from tests.support import VENV_BIN, ServiceProcess, metric
+from tests.waits import wait_for
 
 ROWS = 5 * BLOCK_SIZE - 300  # 5 blocks, the last one partial
 BAD_ROW = 2 * BLOCK_SIZE + 77  # in block 2
@@ -56,8 +58,7 @@ class Mesh:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     tmp = tmp_path_factory.mktemp("mesh")
-    root = tmp / "datasets"
-    root.mkdir()
+    root = datasets_dir(tmp)
     table = policies_csv(root / "pol.csv", ROWS)
     policies_csv(root / "bad.csv", ROWS, bad_row=BAD_ROW)
     policies_csv(root / "long.csv", LONG_ROWS, seed=5)
@@ -200,10 +201,12 @@ def test_busy_engine_is_resource_exhausted_and_cancel_stops_cpu_within_a_second(
         try:
             first = next(call)
             assert first.WhichOneof("event") == "progress"
-            deadline = time.monotonic() + 30
-            while metric(mesh.engine, "livecalc_engine_compute_in_flight") < 1:
-                assert time.monotonic() < deadline, "the chunk never started computing"
-                time.sleep(0.05)
+            wait_for(
+                lambda: metric(mesh.engine, "livecalc_engine_compute_in_flight") >= 1,
+                "the chunk to start computing",
+                seconds=30,
+                interval=0.05,
+            )
             time.sleep(0.5)  # well inside the WASM work
             with pytest.raises(grpc.RpcError) as info:
                 list(stub.RunChunk(request, timeout=30))
@@ -215,10 +218,11 @@ def test_busy_engine_is_resource_exhausted_and_cancel_stops_cpu_within_a_second(
         finally:
             call.cancel()
         # engine side: the run ends (its thread leaves WASM) within a second of the cancel
-        deadline = time.monotonic() + 5
-        while metric(mesh.engine, "livecalc_engine_compute_in_flight") > 0:
-            assert time.monotonic() < deadline, "WASM kept running after the cancel"
-            time.sleep(0.02)
+        wait_for(
+            lambda: metric(mesh.engine, "livecalc_engine_compute_in_flight") == 0,
+            "WASM to stop after the cancel",
+            seconds=5,
+        )
         ended = metric(mesh.engine, "livecalc_engine_last_compute_end_timestamp_seconds")
         assert ended - cancelled_at < 1.0, f"compute ended {ended - cancelled_at:.3f} s after the cancel"
         # and the process burns no CPU afterwards
