@@ -24,14 +24,12 @@ import numpy as np
 import pyarrow as pa
 
 from services.common.errors import FailedPrecondition
-from services.engine.bench_timing import NATIVE_BUILDS, BenchSize, best_of, bits_equal, ratio, timed
-from services.engine.layout import LayoutBuilder, scenario_buffer
+from services.engine.bench_timing import NATIVE_BUILDS, BenchSize, best_of, bits_equal, projection_once, ratio, timed
 from services.engine.memory import Arena
 from services.engine.native import NativePool
 from services.engine.pipeline import PipelineRunner, RunInputs
 from services.engine.reference_savings import savings_inputs, savings_partials
 from services.engine.runtime import Runtime, RuntimeConfig
-from services.engine.wasm_nodes import ScenarioBuffer, run_projection
 from services.engine.workers import Executor, RunControl, WasmPool
 from services.valuation.arrays import F64
 from services.valuation.packages.reference import SAVINGS_PIPELINE, savings_config
@@ -151,23 +149,9 @@ def savings_bench_inputs(policies: int, scenarios: int) -> RunInputs:
 
 
 def _savings_once(ex: Executor, inputs: RunInputs, std_norm: F64) -> tuple[Callable[[], F64], _EntryPointClock]:
-    """One savings node: the draws written as its scenario buffer, then `run_projection`."""
-    n, months = std_norm.shape
-    control = RunControl()
+    """One savings node (the draws written as its scenario buffer), timed by entry point."""
     clock = _EntryPointClock(ex)
-
-    def once() -> F64:
-        alloc = LayoutBuilder(ex.memory.run_base)
-        region = scenario_buffer(alloc, "std_norm", n, months)
-        ex.memory.ensure(alloc.end)
-        ex.memory.view(region, np.float64, std_norm.shape)[:] = std_norm
-        result = run_projection(
-            clock, "savings", alloc, inputs.interface, records=inputs.records, assets=inputs.assets,
-            scenarios={"std_norm": ScenarioBuffer(region, n, months)}, n_scen=n, control=control,
-        )  # fmt: skip
-        return result.partials
-
-    return once, clock
+    return projection_once(clock, "savings", "std_norm", inputs, std_norm), clock
 
 
 def _best_profiled(runs: int, once: Callable[[], F64], clock: _EntryPointClock, best: _Timing | None) -> _Timing:

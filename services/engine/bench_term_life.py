@@ -37,14 +37,14 @@ import numpy as np
 from services.common.errors import FailedPrecondition
 from services.engine.assumption_assets import shipped_assumptions
 from services.engine.bench_abi_v1 import run_esg_v1, run_term_life_v1, v1_models
-from services.engine.bench_timing import NATIVE_BUILDS, BenchSize, best_of, bits_equal, ratio
-from services.engine.layout import LayoutBuilder, scenario_buffer
+from services.engine.bench_timing import NATIVE_BUILDS, BenchSize, best_of, bits_equal, projection_once, ratio
+from services.engine.layout import LayoutBuilder
 from services.engine.model_points import synthetic_policies
 from services.engine.native import NativePool
 from services.engine.pipeline import RunInputs, reference_partials
 from services.engine.reference_inputs import term_life_inputs
 from services.engine.runtime import Runtime, RuntimeConfig
-from services.engine.wasm_nodes import ScenarioBuffer, run_generator, run_projection
+from services.engine.wasm_nodes import run_generator
 from services.engine.workers import Executor, RunControl, RunLease, WasmPool
 from services.valuation.arrays import F64
 from services.valuation.assumptions import Assumptions
@@ -64,21 +64,7 @@ def scenario_layout_wasm() -> bytes:
 
 def term_life_once(ex: Executor, inputs: RunInputs, rates: F64) -> Callable[[], F64]:
     """One v2 term_life node: the scenario buffer written, then `run_projection`."""
-    n, months = rates.shape
-    control = RunControl()
-
-    def once() -> F64:
-        alloc = LayoutBuilder(ex.memory.run_base)
-        region = scenario_buffer(alloc, "rates", n, months)
-        ex.memory.ensure(alloc.end)
-        ex.memory.view(region, np.float64, rates.shape)[:] = rates
-        result = run_projection(
-            ex, "term_life", alloc, inputs.interface, records=inputs.records, assets=inputs.assets,
-            scenarios={"rates": ScenarioBuffer(region, n, months)}, n_scen=n, control=control,
-        )  # fmt: skip
-        return result.partials
-
-    return once
+    return projection_once(ex, "term_life", "rates", inputs, rates)
 
 
 def _v1_once(ex: Executor, policies: Policies, assumptions: Assumptions, rates: F64) -> Callable[[], F64]:

@@ -14,7 +14,11 @@ from typing import Final
 
 import numpy as np
 
+from services.engine.layout import LayoutBuilder, scenario_buffer
 from services.engine.native import NARROW_FLAGS, SAME_BITS_FLAGS
+from services.engine.pipeline import RunInputs
+from services.engine.wasm_nodes import ScenarioBuffer, run_projection
+from services.engine.workers import Executor, RunControl
 from services.valuation.arrays import F64
 
 NATIVE_BUILDS: Final[dict[str, tuple[str, ...]]] = {
@@ -74,3 +78,23 @@ def ratio(wasm: float, other: float | None) -> float | None:
 
 def ratio_of(rate: float | None, other: float | None) -> float | None:
     return rate / other if rate and other else None
+
+
+def projection_once(ex: Executor, model: str, scenario_input: str, inputs: RunInputs, data: F64) -> Callable[[], F64]:
+    """One projection node of ``model``: ``data`` (scenarios × months) written as its scenario
+    input ``scenario_input``, then `run_projection`; returns the partials."""
+    n, months = data.shape
+    control = RunControl()
+
+    def once() -> F64:
+        alloc = LayoutBuilder(ex.memory.run_base)
+        region = scenario_buffer(alloc, scenario_input, n, months)
+        ex.memory.ensure(alloc.end)
+        ex.memory.view(region, np.float64, data.shape)[:] = data
+        result = run_projection(
+            ex, model, alloc, inputs.interface, records=inputs.records, assets=inputs.assets,
+            scenarios={scenario_input: ScenarioBuffer(region, n, months)}, n_scen=n, control=control,
+        )  # fmt: skip
+        return result.partials
+
+    return once

@@ -21,7 +21,7 @@ import importlib.metadata
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 from grpc import aio
@@ -321,11 +321,18 @@ class AsyncClient:
         """
         key = idempotency_key or uuid.uuid4().hex
         request = job_service_pb2.SubmitJobRequest(spec=spec, idempotency_key=key)
+        async for event in self._events(lambda: self._jobs().SubmitJob(request, timeout=self.stream_timeout)):
+            yield event
+
+    async def _events(self, first: Callable[[], Any]) -> AsyncGenerator[job_pb2.JobEvent, None]:
+        """The events of the stream ``first()`` opens until the job ends; a broken stream
+        (UNAVAILABLE) is opened again — ``first()`` while no event has named the job, else
+        WatchJob from the last event seen — up to `retries` times in a row without an event."""
         job_id, last = "", 0
         retry = Retry(Backoff(self.retries))
         while True:
             call = (
-                self._jobs().SubmitJob(request, timeout=self.stream_timeout)
+                first()
                 if not job_id
                 else self._jobs().WatchJob(
                     job_service_pb2.WatchJobRequest(job_id=job_id, after_sequence=last), timeout=self.stream_timeout
@@ -352,27 +359,9 @@ class AsyncClient:
         """Yield a job's events after ``after_sequence`` (0: all kept events) until it ends;
         a broken stream (UNAVAILABLE) is resumed from the last event seen, up to `retries` times
         in a row without an event in between."""
-        last = after_sequence
-        retry = Retry(Backoff(self.retries))
-        while True:
-            call = self._jobs().WatchJob(
-                job_service_pb2.WatchJobRequest(job_id=job_id, after_sequence=last), timeout=self.stream_timeout
-            )
-            try:
-                async for response in call:
-                    last = response.event.sequence
-                    retry.progressed()
-                    yield response.event
-                    if response.event.WhichOneof("event") in FINAL_EVENTS:
-                        return
-                return
-            except grpc.aio.AioRpcError as exc:
-                pause = retry.failed() if exc.code() in RETRYABLE else None
-                if pause is None:
-                    raise from_rpc_error(exc, "gateway", self.gateway) from None
-                await asyncio.sleep(pause)
-            finally:
-                call.cancel()
+        request = job_service_pb2.WatchJobRequest(job_id=job_id, after_sequence=after_sequence)
+        async for event in self._events(lambda: self._jobs().WatchJob(request, timeout=self.stream_timeout)):
+            yield event
 
     async def get_job(self, job_id: str) -> job_pb2.Job:
         """The current record of a job (its result, when it has one, includes every output's values
