@@ -46,21 +46,20 @@ import pyarrow.csv as pacsv
 import pytest
 
 from livecalc.gateway.v1 import job_pb2
+from services.bench.me.inputs import build_package
 from services.client import Client, job_spec
 from services.client.sync import collect
 from services.engine.assumption_assets import lifelib_model_dir
 from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
-from services.valuation.assumption_files import assumption_files
 from services.valuation.assumptions import Assumptions
 from services.valuation.blocks import BLOCK_SIZE, block_count
 from services.valuation.interface.parser import interface_of
 from services.valuation.interface.records import Records
 from services.valuation.interface.tables import load_assets
-from services.valuation.packages.manifest import CONFIG
-from services.valuation.packages.package import build_directory, verify_archive
-from services.valuation.packages.reference import MODELS, config_bytes, init_directory
+from services.valuation.packages.package import verify_archive
+from services.valuation.packages.reference import MODELS
 from services.valuation.reference_model import term_life_declaration
 from services.valuation.scenarios import ScenarioParams
 from services.valuation.statistics import result_hash
@@ -163,19 +162,6 @@ def me_assumptions(lifelib_me: Results) -> Assumptions:
     )
 
 
-def me_package(root: Path, assumptions: Assumptions) -> bytes:
-    """The reference package with BasicTerm_ME's tables and one base scenario, as archive bytes."""
-    init_directory(root)
-    for name, data in assumption_files(assumptions).items():
-        (root / "assumptions" / name).write_bytes(data)
-    config = json.loads((root / CONFIG).read_text(encoding="utf-8"))
-    config["name"] = "basic-term-me"
-    config["scenarios"] = {**config["scenarios"], "count": 1, "include_base": True}
-    (root / CONFIG).write_bytes(config_bytes(config))
-    archive, _ = build_directory(root, source_date_epoch=0)
-    return archive
-
-
 def me_dataset(path: Path, lifelib_me: Results) -> pa.Table:
     """BasicTerm_ME's model points as a CSV of the term-life declaration's columns (floats as
     repr, so they read back exactly), premium_pp lifelib's; the table as the mesh reads it."""
@@ -224,7 +210,7 @@ class MeshRun:
 def mesh_run(tmp_path_factory: pytest.TempPathFactory, lifelib_me: Results) -> Iterator[MeshRun]:
     """One job of BasicTerm_ME's points on a data service, two engines and a gateway (in this process)."""
     tmp = tmp_path_factory.mktemp("lifelib_me_mesh")
-    archive = me_package(tmp / "model", me_assumptions(lifelib_me))
+    archive = build_package(tmp / "model", me_assumptions(lifelib_me))
     table = me_dataset(tmp / f"{DATASET}.csv", lifelib_me)
     root = datasets_dir(tmp)
     with threaded_mesh(tmp, datasets=root, engines=2) as mesh:
