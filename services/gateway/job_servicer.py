@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from livecalc.gateway.v1 import job_service_pb2, job_service_pb2_grpc
@@ -52,3 +53,17 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         self, request: job_service_pb2.CancelJobRequest, context: aio.ServicerContext[Any, Any]
     ) -> job_service_pb2.CancelJobResponse:
         return job_service_pb2.CancelJobResponse(job=await self.manager.cancel(request.job_id, request.reason))
+
+    # The detail RPCs are being built (results detail); until then they answer UNIMPLEMENTED
+    # rather than the generated base's unnamed error.
+    async def GetJobDetail(
+        self, request: job_service_pb2.GetJobDetailRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[job_service_pb2.GetJobDetailResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetJobDetail is not available yet")
+        yield job_service_pb2.GetJobDetailResponse()
+
+    async def GetJobCashFlows(
+        self, request: job_service_pb2.GetJobCashFlowsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[job_service_pb2.GetJobCashFlowsResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetJobCashFlows is not available yet")
+        yield job_service_pb2.GetJobCashFlowsResponse()

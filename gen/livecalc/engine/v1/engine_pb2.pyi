@@ -304,3 +304,169 @@ class ChunkSummary(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChunkSummary: _TypeAlias = ChunkSummary  # noqa: Y015
+
+@_typing.final
+class DetailRequest(_message.Message):
+    """DetailRequest asks a chunk for the detail behind its block partials. The engine runs the
+    chunk's blocks under scenarios [0, max(scenarios) + 1) (all N when cash_flow_sums), so the
+    values it returns are those of the job's own computation: a policy's value under scenario s
+    does not depend on which other scenarios run with it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCENARIOS_FIELD_NUMBER: _builtins.int
+    ROW_VALUES_FIELD_NUMBER: _builtins.int
+    CASH_FLOWS_FIELD_NUMBER: _builtins.int
+    CASH_FLOW_SUMS_FIELD_NUMBER: _builtins.int
+    row_values: _builtins.bool
+    """Answer every policy's value of every declared output under the selected scenarios
+    (RowValues, one message per block or less).
+    """
+    cash_flows: _builtins.bool
+    """Answer the block's cash flows by month of every output the model declares monthly, under
+    the selected scenarios (BlockCashFlows.values).
+    """
+    cash_flow_sums: _builtins.bool
+    """Answer the block's cash flows by month summed over all the job's scenarios in scenario
+    order from +0.0 (BlockCashFlows.scenario_sums); the engine then runs every scenario.
+    """
+    @_builtins.property
+    def scenarios(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Scenario indexes to return, ascending and distinct, each below the job's scenario count;
+        at least one when row_values or cash_flows is set.
+        """
+
+    def __init__(
+        self,
+        *,
+        scenarios: _abc.Iterable[_builtins.int] | None = ...,
+        row_values: _builtins.bool = ...,
+        cash_flows: _builtins.bool = ...,
+        cash_flow_sums: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_flow_sums", b"cash_flow_sums", "cash_flows", b"cash_flows", "row_values", b"row_values", "scenarios", b"scenarios"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetailRequest: _TypeAlias = DetailRequest  # noqa: Y015
+
+@_typing.final
+class RowValues(_message.Message):
+    """RowValues carries per-policy values of consecutive rows of one block: for each row, each
+    declared output and each selected scenario, the policy's value as the model computed it
+    (the block partial is their sum in row order from +0.0, bit for bit).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCK_INDEX_FIELD_NUMBER: _builtins.int
+    FIRST_ROW_FIELD_NUMBER: _builtins.int
+    ROW_COUNT_FIELD_NUMBER: _builtins.int
+    OUTPUT_COUNT_FIELD_NUMBER: _builtins.int
+    SCENARIOS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    POLICY_IDS_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    block_index: _builtins.int
+    """Index of the block the rows belong to."""
+    first_row: _builtins.int
+    """Dataset row of the first row in this message."""
+    row_count: _builtins.int
+    """Rows in this message."""
+    output_count: _builtins.int
+    """Outputs per row K, in the package's declared order."""
+    last: _builtins.bool
+    """True when this message holds the block's last rows."""
+    @_builtins.property
+    def scenarios(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The selected scenarios S, as in DetailRequest.scenarios."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """f64 [row_count][K][len(scenarios)], row-major."""
+
+    @_builtins.property
+    def policy_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The rows' values of the declaration's key column, as text; empty when it declares none."""
+
+    def __init__(
+        self,
+        *,
+        block_index: _builtins.int = ...,
+        first_row: _builtins.int = ...,
+        row_count: _builtins.int = ...,
+        output_count: _builtins.int = ...,
+        scenarios: _abc.Iterable[_builtins.int] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+        policy_ids: _abc.Iterable[_builtins.str] | None = ...,
+        last: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_index", b"block_index", "first_row", b"first_row", "last", b"last", "output_count", b"output_count", "policy_ids", b"policy_ids", "row_count", b"row_count", "scenarios", b"scenarios", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RowValues: _TypeAlias = RowValues  # noqa: Y015
+
+@_typing.final
+class BlockCashFlows(_message.Message):
+    """BlockCashFlows carries one block's projected cash flows by month: for each output the model
+    declares monthly, the sum over the block's policies in row order from +0.0 of the policy's
+    cash flow in month t (undiscounted, in the currency unit of the dataset's amounts).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCK_INDEX_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    MONTHS_FIELD_NUMBER: _builtins.int
+    SCENARIOS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    SCENARIO_SUMS_FIELD_NUMBER: _builtins.int
+    SCENARIO_COUNT_FIELD_NUMBER: _builtins.int
+    block_index: _builtins.int
+    """Index of the block."""
+    months: _builtins.int
+    """Months T of the profile (the longest horizon of the job's rows)."""
+    scenario_count: _builtins.int
+    """Number of scenarios summed in scenario_sums."""
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the monthly outputs M, in declared order."""
+
+    @_builtins.property
+    def scenarios(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The selected scenarios S, as in DetailRequest.scenarios."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """f64 [M][len(scenarios)][T] when DetailRequest.cash_flows; else empty."""
+
+    @_builtins.property
+    def scenario_sums(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """f64 [M][T]: each month's block cash flow summed over all the job's scenarios in scenario
+        order from +0.0, when DetailRequest.cash_flow_sums; else empty.
+        """
+
+    def __init__(
+        self,
+        *,
+        block_index: _builtins.int = ...,
+        outputs: _abc.Iterable[_builtins.str] | None = ...,
+        months: _builtins.int = ...,
+        scenarios: _abc.Iterable[_builtins.int] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+        scenario_sums: _abc.Iterable[_builtins.float] | None = ...,
+        scenario_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_index", b"block_index", "months", b"months", "outputs", b"outputs", "scenario_count", b"scenario_count", "scenario_sums", b"scenario_sums", "scenarios", b"scenarios", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockCashFlows: _TypeAlias = BlockCashFlows  # noqa: Y015

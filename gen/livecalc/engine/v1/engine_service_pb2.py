@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from livecalc.engine.v1 import engine_pb2 as livecalc_dot_engine_dot_v1_dot_engine__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'livecalc/engine/v1/engine_service.proto\x12\x12livecalc.engine.v1\x1a\x1flivecalc/engine/v1/engine.proto\"\xfb\x02\n\x0fRunChunkRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\x03\x12\x14\n\x0cpackage_hash\x18\x03 \x01(\t\x12\x17\n\x0fpackage_address\x18\x04 \x01(\t\x12\x12\n\ndataset_id\x18\x05 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x06 \x01(\t\x12\x30\n\x06\x62locks\x18\x07 \x01(\x0b\x32\x1e.livecalc.engine.v1.BlockRangeH\x00\x12\x35\n\x06sample\x18\x08 \x01(\x0b\x32#.livecalc.engine.v1.SampleSelectionH\x00\x12\x12\n\nblock_size\x18\t \x01(\x05\x12\x33\n\tscenarios\x18\n \x01(\x0b\x32 .livecalc.engine.v1.ScenarioSpec\x12\x0f\n\x07threads\x18\x0b \x01(\x05\x12\x1a\n\x12time_limit_seconds\x18\x0c \x01(\x01\x42\x0b\n\tselection\"\xbc\x01\n\x10RunChunkResponse\x12\x35\n\x08progress\x18\x01 \x01(\x0b\x32!.livecalc.engine.v1.ChunkProgressH\x00\x12\x33\n\x07partial\x18\x02 \x01(\x0b\x32 .livecalc.engine.v1.BlockPartialH\x00\x12\x33\n\x07summary\x18\x03 \x01(\x0b\x32 .livecalc.engine.v1.ChunkSummaryH\x00\x42\x07\n\x05\x65vent\"\x18\n\x16GetCapabilitiesRequest\"\xa7\x03\n\x17GetCapabilitiesResponse\x12\x16\n\x0e\x65ngine_version\x18\x01 \x01(\t\x12\x18\n\x10wasmtime_version\x18\x02 \x01(\t\x12\x13\n\x0b\x61\x62i_version\x18\x03 \x01(\x05\x12\x0c\n\x04simd\x18\x04 \x01(\x08\x12\x15\n\rshared_memory\x18\x05 \x01(\x08\x12\x0f\n\x07threads\x18\x06 \x01(\x05\x12\x11\n\tcpu_count\x18\x07 \x01(\x05\x12\x1a\n\x12memory_limit_bytes\x18\x08 \x01(\x03\x12\x17\n\x0f\x63\x61\x63hed_packages\x18\t \x03(\t\x12\x14\n\x0cnode_engines\x18\n \x03(\t\x12\x14\n\x0cpython_nodes\x18\x0b \x03(\t\x12\r\n\x05slots\x18\x0c \x01(\x05\x12\x12\n\nbusy_slots\x18\r \x01(\x05\x12!\n\x19measured_steps_per_second\x18\x0e \x01(\x01\x12\x1b\n\x13package_cache_bytes\x18\x0f \x01(\x03\x12!\n\x19package_cache_limit_bytes\x18\x10 \x01(\x03\x12\x15\n\rmax_scenarios\x18\x11 \x01(\x03\x32\xd4\x01\n\rEngineService\x12W\n\x08RunChunk\x12#.livecalc.engine.v1.RunChunkRequest\x1a$.livecalc.engine.v1.RunChunkResponse0\x01\x12j\n\x0fGetCapabilities\x12*.livecalc.engine.v1.GetCapabilitiesRequest\x1a+.livecalc.engine.v1.GetCapabilitiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'livecalc/engine/v1/engine_service.proto\x12\x12livecalc.engine.v1\x1a\x1flivecalc/engine/v1/engine.proto\"\xae\x03\n\x0fRunChunkRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\x03\x12\x14\n\x0cpackage_hash\x18\x03 \x01(\t\x12\x17\n\x0fpackage_address\x18\x04 \x01(\t\x12\x12\n\ndataset_id\x18\x05 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x06 \x01(\t\x12\x30\n\x06\x62locks\x18\x07 \x01(\x0b\x32\x1e.livecalc.engine.v1.BlockRangeH\x00\x12\x35\n\x06sample\x18\x08 \x01(\x0b\x32#.livecalc.engine.v1.SampleSelectionH\x00\x12\x12\n\nblock_size\x18\t \x01(\x05\x12\x33\n\tscenarios\x18\n \x01(\x0b\x32 .livecalc.engine.v1.ScenarioSpec\x12\x0f\n\x07threads\x18\x0b \x01(\x05\x12\x1a\n\x12time_limit_seconds\x18\x0c \x01(\x01\x12\x31\n\x06\x64\x65tail\x18\r \x01(\x0b\x32!.livecalc.engine.v1.DetailRequestB\x0b\n\tselection\"\xab\x02\n\x10RunChunkResponse\x12\x35\n\x08progress\x18\x01 \x01(\x0b\x32!.livecalc.engine.v1.ChunkProgressH\x00\x12\x33\n\x07partial\x18\x02 \x01(\x0b\x32 .livecalc.engine.v1.BlockPartialH\x00\x12\x33\n\x07summary\x18\x03 \x01(\x0b\x32 .livecalc.engine.v1.ChunkSummaryH\x00\x12\x33\n\nrow_values\x18\x04 \x01(\x0b\x32\x1d.livecalc.engine.v1.RowValuesH\x00\x12\x38\n\ncash_flows\x18\x05 \x01(\x0b\x32\".livecalc.engine.v1.BlockCashFlowsH\x00\x42\x07\n\x05\x65vent\"\x18\n\x16GetCapabilitiesRequest\"\xa7\x03\n\x17GetCapabilitiesResponse\x12\x16\n\x0e\x65ngine_version\x18\x01 \x01(\t\x12\x18\n\x10wasmtime_version\x18\x02 \x01(\t\x12\x13\n\x0b\x61\x62i_version\x18\x03 \x01(\x05\x12\x0c\n\x04simd\x18\x04 \x01(\x08\x12\x15\n\rshared_memory\x18\x05 \x01(\x08\x12\x0f\n\x07threads\x18\x06 \x01(\x05\x12\x11\n\tcpu_count\x18\x07 \x01(\x05\x12\x1a\n\x12memory_limit_bytes\x18\x08 \x01(\x03\x12\x17\n\x0f\x63\x61\x63hed_packages\x18\t \x03(\t\x12\x14\n\x0cnode_engines\x18\n \x03(\t\x12\x14\n\x0cpython_nodes\x18\x0b \x03(\t\x12\r\n\x05slots\x18\x0c \x01(\x05\x12\x12\n\nbusy_slots\x18\r \x01(\x05\x12!\n\x19measured_steps_per_second\x18\x0e \x01(\x01\x12\x1b\n\x13package_cache_bytes\x18\x0f \x01(\x03\x12!\n\x19package_cache_limit_bytes\x18\x10 \x01(\x03\x12\x15\n\rmax_scenarios\x18\x11 \x01(\x03\x32\xd4\x01\n\rEngineService\x12W\n\x08RunChunk\x12#.livecalc.engine.v1.RunChunkRequest\x1a$.livecalc.engine.v1.RunChunkResponse0\x01\x12j\n\x0fGetCapabilities\x12*.livecalc.engine.v1.GetCapabilitiesRequest\x1a+.livecalc.engine.v1.GetCapabilitiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'livecalc.engine.v1.engine_s
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNCHUNKREQUEST']._serialized_start=97
-  _globals['_RUNCHUNKREQUEST']._serialized_end=476
-  _globals['_RUNCHUNKRESPONSE']._serialized_start=479
-  _globals['_RUNCHUNKRESPONSE']._serialized_end=667
-  _globals['_GETCAPABILITIESREQUEST']._serialized_start=669
-  _globals['_GETCAPABILITIESREQUEST']._serialized_end=693
-  _globals['_GETCAPABILITIESRESPONSE']._serialized_start=696
-  _globals['_GETCAPABILITIESRESPONSE']._serialized_end=1119
-  _globals['_ENGINESERVICE']._serialized_start=1122
-  _globals['_ENGINESERVICE']._serialized_end=1334
+  _globals['_RUNCHUNKREQUEST']._serialized_end=527
+  _globals['_RUNCHUNKRESPONSE']._serialized_start=530
+  _globals['_RUNCHUNKRESPONSE']._serialized_end=829
+  _globals['_GETCAPABILITIESREQUEST']._serialized_start=831
+  _globals['_GETCAPABILITIESREQUEST']._serialized_end=855
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_start=858
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_end=1281
+  _globals['_ENGINESERVICE']._serialized_start=1284
+  _globals['_ENGINESERVICE']._serialized_end=1496
 # @@protoc_insertion_point(module_scope)

@@ -37,6 +37,7 @@ class RunChunkRequest(_message.Message):
     SCENARIOS_FIELD_NUMBER: _builtins.int
     THREADS_FIELD_NUMBER: _builtins.int
     TIME_LIMIT_SECONDS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Job the chunk belongs to (for logs and metrics)."""
     chunk_id: _builtins.int
@@ -69,6 +70,12 @@ class RunChunkRequest(_message.Message):
     def scenarios(self) -> _engine_pb2.ScenarioSpec:
         """Scenario set."""
 
+    @_builtins.property
+    def detail(self) -> _engine_pb2.DetailRequest:
+        """When set (blocks selections only), the chunk also answers detail of its blocks: per-policy
+        values and/or per-month cash flows (docs/results.md). Block partials come as always.
+        """
+
     def __init__(
         self,
         *,
@@ -84,10 +91,11 @@ class RunChunkRequest(_message.Message):
         scenarios: _engine_pb2.ScenarioSpec | None = ...,
         threads: _builtins.int = ...,
         time_limit_seconds: _builtins.float = ...,
+        detail: _engine_pb2.DetailRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "sample", b"sample", "scenarios", b"scenarios", "selection", b"selection"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "detail", b"detail", "sample", b"sample", "scenarios", b"scenarios", "selection", b"selection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_size", b"block_size", "blocks", b"blocks", "chunk_id", b"chunk_id", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "job_id", b"job_id", "package_address", b"package_address", "package_hash", b"package_hash", "sample", b"sample", "scenarios", b"scenarios", "selection", b"selection", "threads", b"threads", "time_limit_seconds", b"time_limit_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_size", b"block_size", "blocks", b"blocks", "chunk_id", b"chunk_id", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "detail", b"detail", "job_id", b"job_id", "package_address", b"package_address", "package_hash", b"package_hash", "sample", b"sample", "scenarios", b"scenarios", "selection", b"selection", "threads", b"threads", "time_limit_seconds", b"time_limit_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_selection: _TypeAlias = _typing.Literal["blocks", "sample"]  # noqa: Y015
     _WhichOneofArgType_selection: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
@@ -104,6 +112,8 @@ class RunChunkResponse(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     PARTIAL_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    ROW_VALUES_FIELD_NUMBER: _builtins.int
+    CASH_FLOWS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def progress(self) -> _engine_pb2.ChunkProgress:
         """Progress of the chunk."""
@@ -116,18 +126,28 @@ class RunChunkResponse(_message.Message):
     def summary(self) -> _engine_pb2.ChunkSummary:
         """The chunk finished; no further messages follow."""
 
+    @_builtins.property
+    def row_values(self) -> _engine_pb2.RowValues:
+        """Per-policy values of one block (only when RunChunkRequest.detail asks for them)."""
+
+    @_builtins.property
+    def cash_flows(self) -> _engine_pb2.BlockCashFlows:
+        """Per-month cash flows of one block (only when RunChunkRequest.detail asks for them)."""
+
     def __init__(
         self,
         *,
         progress: _engine_pb2.ChunkProgress | None = ...,
         partial: _engine_pb2.BlockPartial | None = ...,
         summary: _engine_pb2.ChunkSummary | None = ...,
+        row_values: _engine_pb2.RowValues | None = ...,
+        cash_flows: _engine_pb2.BlockCashFlows | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "partial", b"partial", "progress", b"progress", "summary", b"summary"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cash_flows", b"cash_flows", "event", b"event", "partial", b"partial", "progress", b"progress", "row_values", b"row_values", "summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "partial", b"partial", "progress", b"progress", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_flows", b"cash_flows", "event", b"event", "partial", b"partial", "progress", b"progress", "row_values", b"row_values", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["progress", "partial", "summary"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["progress", "partial", "summary", "row_values", "cash_flows"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

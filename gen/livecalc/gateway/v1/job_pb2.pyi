@@ -130,6 +130,7 @@ class JobSpec(_message.Message):
     THREADS_FIELD_NUMBER: _builtins.int
     PREVIEW_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    VARIANTS_FIELD_NUMBER: _builtins.int
     package_hash: _builtins.str
     """Package hash of an uploaded model package."""
     dataset_id: _builtins.str
@@ -153,6 +154,13 @@ class JobSpec(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels for listing and bookkeeping."""
 
+    @_builtins.property
+    def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variant]:
+        """Sensitivities: named variants of the package, each valued with the same dataset version
+        and scenarios as the base; the result's `variants` compares each with the base. At most
+        32, names distinct. Not with preview.
+        """
+
     def __init__(
         self,
         *,
@@ -163,14 +171,95 @@ class JobSpec(_message.Message):
         threads: _builtins.int = ...,
         preview: Global___PreviewSpec | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        variants: _abc.Iterable[Global___Variant] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["preview", b"preview", "scenarios", b"scenarios"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_blocks", b"chunk_blocks", "dataset_id", b"dataset_id", "labels", b"labels", "package_hash", b"package_hash", "preview", b"preview", "scenarios", b"scenarios", "threads", b"threads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_blocks", b"chunk_blocks", "dataset_id", b"dataset_id", "labels", b"labels", "package_hash", b"package_hash", "preview", b"preview", "scenarios", b"scenarios", "threads", b"threads", "variants", b"variants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobSpec: _TypeAlias = JobSpec  # noqa: Y015
+
+@_typing.final
+class Variant(_message.Message):
+    """Variant is a named sensitivity: the package with some declared tables or parameters changed.
+    A variant valued alone (a job on the package the gateway derives for it, whose hash
+    VariantResult.package_hash names) gives the same result hash.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name, unique within the job: letters, digits, '_', '-', '.'; at most 64 characters."""
+    @_builtins.property
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___Override]:
+        """Changes, applied in order."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        overrides: _abc.Iterable[Global___Override] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "overrides", b"overrides"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Variant: _TypeAlias = Variant  # noqa: Y015
+
+@_typing.final
+class Override(_message.Message):
+    """Override changes one declared table or parameter of the package."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TABLE_FIELD_NUMBER: _builtins.int
+    PARAMETER_FIELD_NUMBER: _builtins.int
+    SCALE_FIELD_NUMBER: _builtins.int
+    SHIFT_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    TABLE_CSV_FIELD_NUMBER: _builtins.int
+    table: _builtins.str
+    """A declared assumption table, by name: every value changes."""
+    parameter: _builtins.str
+    """A declared scalar parameter (float64), by name."""
+    scale: _builtins.float
+    """Multiply every value by this factor (e.g. 1.15 for mortality +15 %)."""
+    shift: _builtins.float
+    """Add this amount to every value (e.g. -0.01 for a rate curve shifted down 100 bp)."""
+    value: _builtins.float
+    """Replace a parameter's value."""
+    table_csv: _builtins.str
+    """Replace a table: the CSV text of the new table, in the declared table's format."""
+    def __init__(
+        self,
+        *,
+        table: _builtins.str = ...,
+        parameter: _builtins.str = ...,
+        scale: _builtins.float = ...,
+        shift: _builtins.float = ...,
+        value: _builtins.float = ...,
+        table_csv: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "parameter", b"parameter", "scale", b"scale", "shift", b"shift", "table", b"table", "table_csv", b"table_csv", "target", b"target", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "parameter", b"parameter", "scale", b"scale", "shift", b"shift", "table", b"table", "table_csv", b"table_csv", "target", b"target", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["scale", "shift", "value", "table_csv"]  # noqa: Y015
+    _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["table", "parameter"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___Override: _TypeAlias = Override  # noqa: Y015
 
 @_typing.final
 class Percentile(_message.Message):
@@ -470,6 +559,8 @@ class JobResult(_message.Message):
     SCENARIO_DATASET_ID_FIELD_NUMBER: _builtins.int
     SCENARIO_DATASET_VERSION_FIELD_NUMBER: _builtins.int
     PREVIEW_UNCERTAINTY_FIELD_NUMBER: _builtins.int
+    VARIANTS_FIELD_NUMBER: _builtins.int
+    PROVENANCE_FIELD_NUMBER: _builtins.int
     result_hash: _builtins.str
     """Lower-case hex SHA-256 of the primary output's values as little-endian float64 in
     scenario order.
@@ -518,6 +609,14 @@ class JobResult(_message.Message):
         portfolio's expected value; absent for full runs and for a sample of one policy.
         """
 
+    @_builtins.property
+    def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariantResult]:
+        """Each variant of JobSpec.variants against this (the base) result, in spec order."""
+
+    @_builtins.property
+    def provenance(self) -> Global___Provenance:
+        """Where the result comes from, enough to replay it exactly."""
+
     def __init__(
         self,
         *,
@@ -535,16 +634,146 @@ class JobResult(_message.Message):
         scenario_dataset_id: _builtins.str = ...,
         scenario_dataset_version: _builtins.str = ...,
         preview_uncertainty: Global___PreviewUncertainty | None = ...,
+        variants: _abc.Iterable[Global___VariantResult] | None = ...,
+        provenance: Global___Provenance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "preview_relative_difference", b"preview_relative_difference", "preview_uncertainty", b"preview_uncertainty", "statistics", b"statistics"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "preview_relative_difference", b"preview_relative_difference", "preview_uncertainty", b"preview_uncertainty", "provenance", b"provenance", "statistics", b"statistics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "dataset_version", b"dataset_version", "elapsed_seconds", b"elapsed_seconds", "outputs", b"outputs", "outputs_in_parts", b"outputs_in_parts", "package_hash", b"package_hash", "policy_count", b"policy_count", "preview", b"preview", "preview_relative_difference", b"preview_relative_difference", "preview_uncertainty", b"preview_uncertainty", "result_hash", b"result_hash", "scenario_dataset_id", b"scenario_dataset_id", "scenario_dataset_version", b"scenario_dataset_version", "statistics", b"statistics", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference", "dataset_version", b"dataset_version", "elapsed_seconds", b"elapsed_seconds", "outputs", b"outputs", "outputs_in_parts", b"outputs_in_parts", "package_hash", b"package_hash", "policy_count", b"policy_count", "preview", b"preview", "preview_relative_difference", b"preview_relative_difference", "preview_uncertainty", b"preview_uncertainty", "provenance", b"provenance", "result_hash", b"result_hash", "scenario_dataset_id", b"scenario_dataset_id", "scenario_dataset_version", b"scenario_dataset_version", "statistics", b"statistics", "steps", b"steps", "variants", b"variants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__preview_relative_difference: _TypeAlias = _typing.Literal["preview_relative_difference"]  # noqa: Y015
     _WhichOneofArgType__preview_relative_difference: _TypeAlias = _typing.Literal["_preview_relative_difference", b"_preview_relative_difference"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__preview_relative_difference) -> _WhichOneofReturnType__preview_relative_difference | None: ...
 
 Global___JobResult: _TypeAlias = JobResult  # noqa: Y015
+
+@_typing.final
+class VariantResult(_message.Message):
+    """VariantResult is one sensitivity of a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PACKAGE_HASH_FIELD_NUMBER: _builtins.int
+    RESULT_HASH_FIELD_NUMBER: _builtins.int
+    STATISTICS_FIELD_NUMBER: _builtins.int
+    MEAN_CHANGE_FIELD_NUMBER: _builtins.int
+    RELATIVE_CHANGE_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The variant's name."""
+    package_hash: _builtins.str
+    """Hash of the package the gateway derived for the variant (stored, so a job can run it)."""
+    result_hash: _builtins.str
+    """The variant's result hash (as JobResult.result_hash)."""
+    mean_change: _builtins.float
+    """Variant mean − base mean of the primary output."""
+    relative_change: _builtins.float
+    """(variant mean − base mean)/|base mean| of the primary output; ±inf or 0 at a zero base."""
+    @_builtins.property
+    def statistics(self) -> Global___Statistics:
+        """Statistics of the variant's primary output, with every output's mean."""
+
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutputResult]:
+        """Every declared output's statistics (values empty), in declared order."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        package_hash: _builtins.str = ...,
+        result_hash: _builtins.str = ...,
+        statistics: Global___Statistics | None = ...,
+        mean_change: _builtins.float = ...,
+        relative_change: _builtins.float = ...,
+        outputs: _abc.Iterable[Global___OutputResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["statistics", b"statistics"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mean_change", b"mean_change", "name", b"name", "outputs", b"outputs", "package_hash", b"package_hash", "relative_change", b"relative_change", "result_hash", b"result_hash", "statistics", b"statistics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VariantResult: _TypeAlias = VariantResult  # noqa: Y015
+
+@_typing.final
+class Provenance(_message.Message):
+    """Provenance is everything a result depends on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PACKAGE_NAME_FIELD_NUMBER: _builtins.int
+    PACKAGE_VERSION_FIELD_NUMBER: _builtins.int
+    PACKAGE_HASH_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    SCENARIOS_FIELD_NUMBER: _builtins.int
+    ENGINE_VERSIONS_FIELD_NUMBER: _builtins.int
+    MODEL_ABI_VERSION_FIELD_NUMBER: _builtins.int
+    SUBMIT_TIME_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_FIELD_NUMBER: _builtins.int
+    GATEWAY_VERSION_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    package_name: _builtins.str
+    """Package name and version (manifest), and hash."""
+    package_version: _builtins.str
+    """Package version."""
+    package_hash: _builtins.str
+    """Package hash."""
+    dataset_id: _builtins.str
+    """Dataset id and the version read."""
+    dataset_version: _builtins.str
+    """Dataset version."""
+    model_abi_version: _builtins.int
+    """Model ABI version the engines ran."""
+    gateway_version: _builtins.str
+    """Gateway version."""
+    @_builtins.property
+    def scenarios(self) -> _engine_pb2.ScenarioSpec:
+        """The scenarios as resolved (seed, mean reversion, volatility, include_base, count; or the
+        scenario set with its version).
+        """
+
+    @_builtins.property
+    def engine_versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Versions of the engines that computed the result, sorted, distinct."""
+
+    @_builtins.property
+    def submit_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job was submitted and when it finished."""
+
+    @_builtins.property
+    def finish_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job finished."""
+
+    @_builtins.property
+    def preview(self) -> Global___PreviewSpec:
+        """The job's preview spec, when a preview."""
+
+    def __init__(
+        self,
+        *,
+        package_name: _builtins.str = ...,
+        package_version: _builtins.str = ...,
+        package_hash: _builtins.str = ...,
+        dataset_id: _builtins.str = ...,
+        dataset_version: _builtins.str = ...,
+        scenarios: _engine_pb2.ScenarioSpec | None = ...,
+        engine_versions: _abc.Iterable[_builtins.str] | None = ...,
+        model_abi_version: _builtins.int = ...,
+        submit_time: _timestamp_pb2.Timestamp | None = ...,
+        finish_time: _timestamp_pb2.Timestamp | None = ...,
+        gateway_version: _builtins.str = ...,
+        preview: Global___PreviewSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finish_time", b"finish_time", "preview", b"preview", "scenarios", b"scenarios", "submit_time", b"submit_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "engine_versions", b"engine_versions", "finish_time", b"finish_time", "gateway_version", b"gateway_version", "model_abi_version", b"model_abi_version", "package_hash", b"package_hash", "package_name", b"package_name", "package_version", b"package_version", "preview", b"preview", "scenarios", b"scenarios", "submit_time", b"submit_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Provenance: _TypeAlias = Provenance  # noqa: Y015
 
 @_typing.final
 class PreviewUncertainty(_message.Message):

@@ -25,33 +25,49 @@ _sym_db = _symbol_database.Default()
 from livecalc.gateway.v1 import job_pb2 as livecalc_dot_gateway_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%livecalc/gateway/v1/job_service.proto\x12\x13livecalc.gateway.v1\x1a\x1dlivecalc/gateway/v1/job.proto\"W\n\x10SubmitJobRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.livecalc.gateway.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"A\n\x11SubmitJobResponse\x12,\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.livecalc.gateway.v1.JobEvent\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"@\n\x10WatchJobResponse\x12,\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.livecalc.gateway.v1.JobEvent\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x0eGetJobResponse\x12%\n\x03job\x18\x01 \x01(\x0b\x32\x18.livecalc.gateway.v1.Job\"f\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.livecalc.gateway.v1.JobState\"S\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.livecalc.gateway.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x11\x43\x61ncelJobResponse\x12%\n\x03job\x18\x01 \x01(\x0b\x32\x18.livecalc.gateway.v1.Job2\xcd\x03\n\nJobService\x12\\\n\tSubmitJob\x12%.livecalc.gateway.v1.SubmitJobRequest\x1a&.livecalc.gateway.v1.SubmitJobResponse0\x01\x12Y\n\x08WatchJob\x12$.livecalc.gateway.v1.WatchJobRequest\x1a%.livecalc.gateway.v1.WatchJobResponse0\x01\x12Q\n\x06GetJob\x12\".livecalc.gateway.v1.GetJobRequest\x1a#.livecalc.gateway.v1.GetJobResponse\x12W\n\x08ListJobs\x12$.livecalc.gateway.v1.ListJobsRequest\x1a%.livecalc.gateway.v1.ListJobsResponse\x12Z\n\tCancelJob\x12%.livecalc.gateway.v1.CancelJobRequest\x1a&.livecalc.gateway.v1.CancelJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%livecalc/gateway/v1/job_service.proto\x12\x13livecalc.gateway.v1\x1a\x1dlivecalc/gateway/v1/job.proto\"b\n\x13GetJobDetailRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tscenarios\x18\x02 \x03(\x03\x12\x13\n\x0b\x66irst_block\x18\x03 \x01(\x03\x12\x13\n\x0b\x62lock_count\x18\x04 \x01(\x03\"\xbc\x01\n\x0c\x44\x65tailHeader\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07outputs\x18\x02 \x03(\t\x12\x11\n\tscenarios\x18\x03 \x03(\x03\x12\x12\n\nkey_column\x18\x04 \x01(\t\x12\x11\n\trow_count\x18\x05 \x01(\x03\x12\x13\n\x0b\x66irst_block\x18\x06 \x01(\x03\x12\x13\n\x0b\x62lock_count\x18\x07 \x01(\x03\x12\x12\n\nblock_size\x18\x08 \x01(\x03\x12\x13\n\x0bresult_hash\x18\t \x01(\t\"V\n\nPolicyRows\x12\x11\n\tfirst_row\x18\x01 \x01(\x03\x12\x11\n\trow_count\x18\x02 \x01(\x03\x12\x12\n\npolicy_ids\x18\x03 \x03(\t\x12\x0e\n\x06values\x18\x04 \x03(\x01\"\xbb\x01\n\x14GetJobDetailResponse\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.livecalc.gateway.v1.DetailHeaderH\x00\x12/\n\x04rows\x18\x02 \x01(\x0b\x32\x1f.livecalc.gateway.v1.PolicyRowsH\x00\x12\x34\n\x08progress\x18\x03 \x01(\x0b\x32 .livecalc.gateway.v1.JobProgressH\x00\x42\x07\n\x05\x65vent\"I\n\x16GetJobCashFlowsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tscenarios\x18\x02 \x03(\x03\x12\x0c\n\x04mean\x18\x03 \x01(\x08\"A\n\x0f\x43\x61shFlowProfile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08scenario\x18\x02 \x01(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x01\"\x8c\x01\n\tCashFlows\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06months\x18\x02 \x01(\x05\x12\x0f\n\x07outputs\x18\x03 \x03(\t\x12\x36\n\x08profiles\x18\x04 \x03(\x0b\x32$.livecalc.gateway.v1.CashFlowProfile\x12\x16\n\x0escenario_count\x18\x05 \x01(\x03\"\x8e\x01\n\x17GetJobCashFlowsResponse\x12\x34\n\x08progress\x18\x01 \x01(\x0b\x32 .livecalc.gateway.v1.JobProgressH\x00\x12\x34\n\ncash_flows\x18\x02 \x01(\x0b\x32\x1e.livecalc.gateway.v1.CashFlowsH\x00\x42\x07\n\x05\x65vent\"W\n\x10SubmitJobRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.livecalc.gateway.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"A\n\x11SubmitJobResponse\x12,\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.livecalc.gateway.v1.JobEvent\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"@\n\x10WatchJobResponse\x12,\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.livecalc.gateway.v1.JobEvent\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x0eGetJobResponse\x12%\n\x03job\x18\x01 \x01(\x0b\x32\x18.livecalc.gateway.v1.Job\"f\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.livecalc.gateway.v1.JobState\"S\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.livecalc.gateway.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x11\x43\x61ncelJobResponse\x12%\n\x03job\x18\x01 \x01(\x0b\x32\x18.livecalc.gateway.v1.Job2\xa4\x05\n\nJobService\x12\\\n\tSubmitJob\x12%.livecalc.gateway.v1.SubmitJobRequest\x1a&.livecalc.gateway.v1.SubmitJobResponse0\x01\x12Y\n\x08WatchJob\x12$.livecalc.gateway.v1.WatchJobRequest\x1a%.livecalc.gateway.v1.WatchJobResponse0\x01\x12Q\n\x06GetJob\x12\".livecalc.gateway.v1.GetJobRequest\x1a#.livecalc.gateway.v1.GetJobResponse\x12W\n\x08ListJobs\x12$.livecalc.gateway.v1.ListJobsRequest\x1a%.livecalc.gateway.v1.ListJobsResponse\x12Z\n\tCancelJob\x12%.livecalc.gateway.v1.CancelJobRequest\x1a&.livecalc.gateway.v1.CancelJobResponse\x12\x65\n\x0cGetJobDetail\x12(.livecalc.gateway.v1.GetJobDetailRequest\x1a).livecalc.gateway.v1.GetJobDetailResponse0\x01\x12n\n\x0fGetJobCashFlows\x12+.livecalc.gateway.v1.GetJobCashFlowsRequest\x1a,.livecalc.gateway.v1.GetJobCashFlowsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'livecalc.gateway.v1.job_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITJOBREQUEST']._serialized_start=93
-  _globals['_SUBMITJOBREQUEST']._serialized_end=180
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=182
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=247
-  _globals['_WATCHJOBREQUEST']._serialized_start=249
-  _globals['_WATCHJOBREQUEST']._serialized_end=306
-  _globals['_WATCHJOBRESPONSE']._serialized_start=308
-  _globals['_WATCHJOBRESPONSE']._serialized_end=372
-  _globals['_GETJOBREQUEST']._serialized_start=374
-  _globals['_GETJOBREQUEST']._serialized_end=405
-  _globals['_GETJOBRESPONSE']._serialized_start=407
-  _globals['_GETJOBRESPONSE']._serialized_end=462
-  _globals['_LISTJOBSREQUEST']._serialized_start=464
-  _globals['_LISTJOBSREQUEST']._serialized_end=566
-  _globals['_LISTJOBSRESPONSE']._serialized_start=568
-  _globals['_LISTJOBSRESPONSE']._serialized_end=651
-  _globals['_CANCELJOBREQUEST']._serialized_start=653
-  _globals['_CANCELJOBREQUEST']._serialized_end=703
-  _globals['_CANCELJOBRESPONSE']._serialized_start=705
-  _globals['_CANCELJOBRESPONSE']._serialized_end=763
-  _globals['_JOBSERVICE']._serialized_start=766
-  _globals['_JOBSERVICE']._serialized_end=1227
+  _globals['_GETJOBDETAILREQUEST']._serialized_start=93
+  _globals['_GETJOBDETAILREQUEST']._serialized_end=191
+  _globals['_DETAILHEADER']._serialized_start=194
+  _globals['_DETAILHEADER']._serialized_end=382
+  _globals['_POLICYROWS']._serialized_start=384
+  _globals['_POLICYROWS']._serialized_end=470
+  _globals['_GETJOBDETAILRESPONSE']._serialized_start=473
+  _globals['_GETJOBDETAILRESPONSE']._serialized_end=660
+  _globals['_GETJOBCASHFLOWSREQUEST']._serialized_start=662
+  _globals['_GETJOBCASHFLOWSREQUEST']._serialized_end=735
+  _globals['_CASHFLOWPROFILE']._serialized_start=737
+  _globals['_CASHFLOWPROFILE']._serialized_end=802
+  _globals['_CASHFLOWS']._serialized_start=805
+  _globals['_CASHFLOWS']._serialized_end=945
+  _globals['_GETJOBCASHFLOWSRESPONSE']._serialized_start=948
+  _globals['_GETJOBCASHFLOWSRESPONSE']._serialized_end=1090
+  _globals['_SUBMITJOBREQUEST']._serialized_start=1092
+  _globals['_SUBMITJOBREQUEST']._serialized_end=1179
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=1181
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=1246
+  _globals['_WATCHJOBREQUEST']._serialized_start=1248
+  _globals['_WATCHJOBREQUEST']._serialized_end=1305
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1307
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1371
+  _globals['_GETJOBREQUEST']._serialized_start=1373
+  _globals['_GETJOBREQUEST']._serialized_end=1404
+  _globals['_GETJOBRESPONSE']._serialized_start=1406
+  _globals['_GETJOBRESPONSE']._serialized_end=1461
+  _globals['_LISTJOBSREQUEST']._serialized_start=1463
+  _globals['_LISTJOBSREQUEST']._serialized_end=1565
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1567
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1650
+  _globals['_CANCELJOBREQUEST']._serialized_start=1652
+  _globals['_CANCELJOBREQUEST']._serialized_end=1702
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1704
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1762
+  _globals['_JOBSERVICE']._serialized_start=1765
+  _globals['_JOBSERVICE']._serialized_end=2441
 # @@protoc_insertion_point(module_scope)

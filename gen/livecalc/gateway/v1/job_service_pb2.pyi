@@ -20,6 +20,325 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetJobDetailRequest(_message.Message):
+    """GetJobDetailRequest names a finished job and what detail to recompute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    SCENARIOS_FIELD_NUMBER: _builtins.int
+    FIRST_BLOCK_FIELD_NUMBER: _builtins.int
+    BLOCK_COUNT_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Job id of a SUCCEEDED full (not preview) job."""
+    first_block: _builtins.int
+    """First block of the rows to recompute; with block_count 0, every block from it."""
+    block_count: _builtins.int
+    """Blocks to recompute; 0 means through the last block."""
+    @_builtins.property
+    def scenarios(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Scenario indexes (each below the job's scenario count), distinct; empty means scenario 0,
+        the base scenario when the job's scenarios include it.
+        """
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        scenarios: _abc.Iterable[_builtins.int] | None = ...,
+        first_block: _builtins.int = ...,
+        block_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_count", b"block_count", "first_block", b"first_block", "job_id", b"job_id", "scenarios", b"scenarios"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobDetailRequest: _TypeAlias = GetJobDetailRequest  # noqa: Y015
+
+@_typing.final
+class DetailHeader(_message.Message):
+    """DetailHeader opens a detail stream: what each row's values mean."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    SCENARIOS_FIELD_NUMBER: _builtins.int
+    KEY_COLUMN_FIELD_NUMBER: _builtins.int
+    ROW_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_BLOCK_FIELD_NUMBER: _builtins.int
+    BLOCK_COUNT_FIELD_NUMBER: _builtins.int
+    BLOCK_SIZE_FIELD_NUMBER: _builtins.int
+    RESULT_HASH_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Job id."""
+    key_column: _builtins.str
+    """Name of the declaration's key column the policy ids come from; empty when none is declared
+    (then only dataset rows identify policies).
+    """
+    row_count: _builtins.int
+    """Rows the stream will carry."""
+    first_block: _builtins.int
+    """First block and number of blocks recomputed."""
+    block_count: _builtins.int
+    """Number of blocks recomputed."""
+    block_size: _builtins.int
+    """Policies per block (1024)."""
+    result_hash: _builtins.str
+    """The job's result hash (of the primary output over all scenarios) the detail belongs to."""
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Declared outputs, in declared order (K)."""
+
+    @_builtins.property
+    def scenarios(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Scenarios of the values (S), in request order sorted ascending."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        outputs: _abc.Iterable[_builtins.str] | None = ...,
+        scenarios: _abc.Iterable[_builtins.int] | None = ...,
+        key_column: _builtins.str = ...,
+        row_count: _builtins.int = ...,
+        first_block: _builtins.int = ...,
+        block_count: _builtins.int = ...,
+        block_size: _builtins.int = ...,
+        result_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_count", b"block_count", "block_size", b"block_size", "first_block", b"first_block", "job_id", b"job_id", "key_column", b"key_column", "outputs", b"outputs", "result_hash", b"result_hash", "row_count", b"row_count", "scenarios", b"scenarios"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetailHeader: _TypeAlias = DetailHeader  # noqa: Y015
+
+@_typing.final
+class PolicyRows(_message.Message):
+    """PolicyRows are consecutive rows of the detail, in row order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_ROW_FIELD_NUMBER: _builtins.int
+    ROW_COUNT_FIELD_NUMBER: _builtins.int
+    POLICY_IDS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    first_row: _builtins.int
+    """Dataset row of the first row."""
+    row_count: _builtins.int
+    """Rows in this message."""
+    @_builtins.property
+    def policy_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Key column values as text, one per row; empty when DetailHeader.key_column is empty."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """f64 [row_count][K][S], row-major (K outputs and S scenarios of the header)."""
+
+    def __init__(
+        self,
+        *,
+        first_row: _builtins.int = ...,
+        row_count: _builtins.int = ...,
+        policy_ids: _abc.Iterable[_builtins.str] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_row", b"first_row", "policy_ids", b"policy_ids", "row_count", b"row_count", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyRows: _TypeAlias = PolicyRows  # noqa: Y015
+
+@_typing.final
+class GetJobDetailResponse(_message.Message):
+    """GetJobDetailResponse is one message of a detail stream: the header first, then rows in row
+    order, with progress now and then.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___DetailHeader:
+        """First message."""
+
+    @_builtins.property
+    def rows(self) -> Global___PolicyRows:
+        """Rows of the detail."""
+
+    @_builtins.property
+    def progress(self) -> _job_pb2.JobProgress:
+        """How far the recomputation has come."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___DetailHeader | None = ...,
+        rows: Global___PolicyRows | None = ...,
+        progress: _job_pb2.JobProgress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "header", b"header", "progress", b"progress", "rows", b"rows"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "header", b"header", "progress", b"progress", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["header", "rows", "progress"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___GetJobDetailResponse: _TypeAlias = GetJobDetailResponse  # noqa: Y015
+
+@_typing.final
+class GetJobCashFlowsRequest(_message.Message):
+    """GetJobCashFlowsRequest names a finished job and the cash-flow profiles to recompute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    SCENARIOS_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Job id of a SUCCEEDED full (not preview) job."""
+    mean: _builtins.bool
+    """Also return the mean over all the job's scenarios (runs every scenario)."""
+    @_builtins.property
+    def scenarios(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Scenario indexes whose portfolio cash flows to return (distinct, each below the job's
+        scenario count); may be empty when mean is set.
+        """
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        scenarios: _abc.Iterable[_builtins.int] | None = ...,
+        mean: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "mean", b"mean", "scenarios", b"scenarios"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobCashFlowsRequest: _TypeAlias = GetJobCashFlowsRequest  # noqa: Y015
+
+@_typing.final
+class CashFlowProfile(_message.Message):
+    """CashFlowProfile is the portfolio's projected cash flows by month of one output."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SCENARIO_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Output name, as declared (a monthly output)."""
+    scenario: _builtins.int
+    """Scenario of the profile; -1 for the mean over all scenarios."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Cash flow of months 0 … T−1: per scenario, the block sums folded in block order; the mean
+        is each month's block sums over all scenarios (scenario order) folded in block order,
+        divided by the scenario count.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        scenario: _builtins.int = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "scenario", b"scenario", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashFlowProfile: _TypeAlias = CashFlowProfile  # noqa: Y015
+
+@_typing.final
+class CashFlows(_message.Message):
+    """CashFlows is a job's cash-flow result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    MONTHS_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    PROFILES_FIELD_NUMBER: _builtins.int
+    SCENARIO_COUNT_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Job id."""
+    months: _builtins.int
+    """Months T."""
+    scenario_count: _builtins.int
+    """Scenarios in the job (the mean's divisor)."""
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Monthly outputs, in declared order."""
+
+    @_builtins.property
+    def profiles(self) -> _containers.RepeatedCompositeFieldContainer[Global___CashFlowProfile]:
+        """One profile per output and scenario (scenarios ascending, the mean last), output-major."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        months: _builtins.int = ...,
+        outputs: _abc.Iterable[_builtins.str] | None = ...,
+        profiles: _abc.Iterable[Global___CashFlowProfile] | None = ...,
+        scenario_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "months", b"months", "outputs", b"outputs", "profiles", b"profiles", "scenario_count", b"scenario_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CashFlows: _TypeAlias = CashFlows  # noqa: Y015
+
+@_typing.final
+class GetJobCashFlowsResponse(_message.Message):
+    """GetJobCashFlowsResponse is one message of a cash-flow stream: progress, then the result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    CASH_FLOWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> _job_pb2.JobProgress:
+        """How far the recomputation has come."""
+
+    @_builtins.property
+    def cash_flows(self) -> Global___CashFlows:
+        """The profiles; the stream ends after it."""
+
+    def __init__(
+        self,
+        *,
+        progress: _job_pb2.JobProgress | None = ...,
+        cash_flows: Global___CashFlows | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cash_flows", b"cash_flows", "event", b"event", "progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_flows", b"cash_flows", "event", b"event", "progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["progress", "cash_flows"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___GetJobCashFlowsResponse: _TypeAlias = GetJobCashFlowsResponse  # noqa: Y015
+
+@_typing.final
 class SubmitJobRequest(_message.Message):
     """SubmitJobRequest carries the job to run."""
 

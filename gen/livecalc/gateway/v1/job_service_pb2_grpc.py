@@ -60,6 +60,16 @@ class JobServiceStub:
                 request_serializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.GetJobDetail = channel.unary_stream(
+                '/livecalc.gateway.v1.JobService/GetJobDetail',
+                request_serializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobDetailRequest.SerializeToString,
+                response_deserializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobDetailResponse.FromString,
+                _registered_method=True)
+        self.GetJobCashFlows = channel.unary_stream(
+                '/livecalc.gateway.v1.JobService/GetJobCashFlows',
+                request_serializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobCashFlowsRequest.SerializeToString,
+                response_deserializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobCashFlowsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -102,6 +112,26 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobDetail(self, request, context):
+        """GetJobDetail recomputes a finished job's per-policy values for chosen scenarios, block by
+        block with the job's package, dataset version and scenarios, and streams them in row
+        order: a header, then rows. Nothing per policy is stored; summed in row order within each
+        block of 1024 rows and folded in block order, the values give the job's own results bit
+        for bit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobCashFlows(self, request, context):
+        """GetJobCashFlows recomputes a finished job's portfolio cash flows by month for every output
+        the model declares monthly, under chosen scenarios and/or as the mean over all scenarios,
+        streaming progress and then the profile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +159,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.CancelJobRequest.FromString,
                     response_serializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'GetJobDetail': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetJobDetail,
+                    request_deserializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobDetailRequest.FromString,
+                    response_serializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobDetailResponse.SerializeToString,
+            ),
+            'GetJobCashFlows': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetJobCashFlows,
+                    request_deserializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobCashFlowsRequest.FromString,
+                    response_serializer=livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobCashFlowsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +307,60 @@ class JobService:
             '/livecalc.gateway.v1.JobService/CancelJob',
             livecalc_dot_gateway_dot_v1_dot_job__service__pb2.CancelJobRequest.SerializeToString,
             livecalc_dot_gateway_dot_v1_dot_job__service__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobDetail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/livecalc.gateway.v1.JobService/GetJobDetail',
+            livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobDetailRequest.SerializeToString,
+            livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobDetailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobCashFlows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/livecalc.gateway.v1.JobService/GetJobCashFlows',
+            livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobCashFlowsRequest.SerializeToString,
+            livecalc_dot_gateway_dot_v1_dot_job__service__pb2.GetJobCashFlowsResponse.FromString,
             options,
             channel_credentials,
             insecure,

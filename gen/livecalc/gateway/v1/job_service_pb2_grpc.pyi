@@ -45,6 +45,18 @@ class JobServiceStub:
     """ListJobs lists jobs, newest first, paginated."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]
     """CancelJob stops a job; engines stop their work within a second."""
+    GetJobDetail: _grpc.UnaryStreamMultiCallable[_job_service_pb2.GetJobDetailRequest, _job_service_pb2.GetJobDetailResponse]
+    """GetJobDetail recomputes a finished job's per-policy values for chosen scenarios, block by
+    block with the job's package, dataset version and scenarios, and streams them in row
+    order: a header, then rows. Nothing per policy is stored; summed in row order within each
+    block of 1024 rows and folded in block order, the values give the job's own results bit
+    for bit.
+    """
+    GetJobCashFlows: _grpc.UnaryStreamMultiCallable[_job_service_pb2.GetJobCashFlowsRequest, _job_service_pb2.GetJobCashFlowsResponse]
+    """GetJobCashFlows recomputes a finished job's portfolio cash flows by month for every output
+    the model declares monthly, under chosen scenarios and/or as the mean over all scenarios,
+    streaming progress and then the profile.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -63,6 +75,18 @@ class JobServiceAsyncStub(JobServiceStub):
     """ListJobs lists jobs, newest first, paginated."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]  # type: ignore[assignment]
     """CancelJob stops a job; engines stop their work within a second."""
+    GetJobDetail: _aio.UnaryStreamMultiCallable[_job_service_pb2.GetJobDetailRequest, _job_service_pb2.GetJobDetailResponse]  # type: ignore[assignment]
+    """GetJobDetail recomputes a finished job's per-policy values for chosen scenarios, block by
+    block with the job's package, dataset version and scenarios, and streams them in row
+    order: a header, then rows. Nothing per policy is stored; summed in row order within each
+    block of 1024 rows and folded in block order, the values give the job's own results bit
+    for bit.
+    """
+    GetJobCashFlows: _aio.UnaryStreamMultiCallable[_job_service_pb2.GetJobCashFlowsRequest, _job_service_pb2.GetJobCashFlowsResponse]  # type: ignore[assignment]
+    """GetJobCashFlows recomputes a finished job's portfolio cash flows by month for every output
+    the model declares monthly, under chosen scenarios and/or as the mean over all scenarios,
+    streaming progress and then the profile.
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobService takes valuation jobs, runs them over the engines and streams their events."""
@@ -108,5 +132,29 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.CancelJobResponse, _abc.Awaitable[_job_service_pb2.CancelJobResponse]]:
         """CancelJob stops a job; engines stop their work within a second."""
+
+    @_abc_1.abstractmethod
+    def GetJobDetail(
+        self,
+        request: _job_service_pb2.GetJobDetailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_job_service_pb2.GetJobDetailResponse], _abc.AsyncIterator[_job_service_pb2.GetJobDetailResponse]]:
+        """GetJobDetail recomputes a finished job's per-policy values for chosen scenarios, block by
+        block with the job's package, dataset version and scenarios, and streams them in row
+        order: a header, then rows. Nothing per policy is stored; summed in row order within each
+        block of 1024 rows and folded in block order, the values give the job's own results bit
+        for bit.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJobCashFlows(
+        self,
+        request: _job_service_pb2.GetJobCashFlowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_job_service_pb2.GetJobCashFlowsResponse], _abc.AsyncIterator[_job_service_pb2.GetJobCashFlowsResponse]]:
+        """GetJobCashFlows recomputes a finished job's portfolio cash flows by month for every output
+        the model declares monthly, under chosen scenarios and/or as the mean over all scenarios,
+        streaming progress and then the profile.
+        """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
