@@ -66,9 +66,10 @@ fmt: env
 	$(BIN)/ruff check --fix services clients/python tests scripts models
 	$(BIN)/ruff format services clients/python tests scripts models
 
-# pytest exits 5 when it collected nothing; make treats that as the failure it is.
+# pytest exits 5 when it collected nothing; make treats that as the failure it is. The 25
+# slowest tests are listed at the end, so the suite's time budget (15 minutes) can be watched.
 test: env node prometheus lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-fast: env
 	$(BIN)/pytest -q -m "not slow"
