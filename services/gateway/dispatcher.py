@@ -61,6 +61,7 @@ from services.gateway.engines import Engine, EnginePool
 from services.gateway.fold import JobFold
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import Plan, ranges
+from services.gateway.provenance import EngineBuild
 from services.gateway.scenario_sets import SET_MESSAGE_PREFIX
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._failure: JobCannotFinish | None = None
         self.engines_active: set[str] = set()
+        #: The builds of the engines whose partials were folded (the result's provenance).
+        self.builds: set[EngineBuild] = set()
         #: Since when no engine has taken the job's work (None: engines are running it), and why.
         self._waiting_since: float | None = None
         self.waiting_reason = ""
@@ -347,6 +350,7 @@ class Dispatcher:
                         )
                     if self.fold.add(partial):
                         received.add(block)
+                        self.builds.add(engine.build)
                         piece.append(block)
                         self._notify()
                 elif kind == "progress":

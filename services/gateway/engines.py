@@ -24,6 +24,7 @@ from services.common.auth.service import ServiceCredentials
 from services.common.client import ChannelSecurity, open_aio_channel
 from services.common.errors import InvalidArgument
 from services.common.retry import Backoff
+from services.gateway.provenance import EngineBuild
 
 if TYPE_CHECKING:
     from livecalc.engine.v1.engine_service_pb2_grpc import EngineServiceAsyncStub
@@ -115,6 +116,8 @@ class Engine:
     #: most scenarios a chunk can have there (GetCapabilities.max_scenarios; 0: not said).
     memory_limit_bytes: int = 0
     max_scenarios: int = 0
+    #: Its version and model ABI version (GetCapabilities), for results' provenance.
+    build: EngineBuild = field(default_factory=lambda: EngineBuild("", 0))
 
     def observe(self, steps: int, seconds: float) -> None:
         """A chunk of `steps` took `seconds` on one slot of this engine."""
@@ -226,6 +229,7 @@ class EnginePool:
         engine.slots = slots
         engine.memory_limit_bytes = int(caps.memory_limit_bytes)
         engine.max_scenarios = int(caps.max_scenarios)
+        engine.build = EngineBuild(caps.engine_version, int(caps.abi_version))
         engine.semaphore = asyncio.Semaphore(slots)
         engine.succeeded()
         log.info("engine", extra={"fields": {"engine": engine.address, "slots": slots, "threads": caps.threads}})

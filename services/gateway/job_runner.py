@@ -19,8 +19,8 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from typing import Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -38,6 +38,7 @@ from services.gateway.job_state import Phase
 from services.gateway.live_job import LiveJob, S
 from services.gateway.metrics import GatewayMetrics, state_label
 from services.gateway.planner import resumed_plan
+from services.gateway.provenance import provenance
 from services.gateway.reporting import JobReporter
 from services.gateway.results import final_result, split_result
 from services.gateway.scenario_sets import mark_result
@@ -93,7 +94,8 @@ class JobRunner:
             ticker = asyncio.get_running_loop().create_task(self.reporter.tick(live))
             await live.dispatcher.run()
             ticker.cancel()
-            self._succeed(live)
+            # cached since submit (or since _start, for a resumed job): its name and version
+            self._succeed(live, await self.configs.get(job.spec.package_hash, live.tenant))
         except asyncio.CancelledError:
             if live.store_error is not None:
                 self.failed(
@@ -258,9 +260,9 @@ class JobRunner:
                 events()
         return unit
 
-    def _succeed(self, live: LiveJob) -> None:
+    def _succeed(self, live: LiveJob, package_config: Mapping[str, Any]) -> None:
         job, fold, outputs, kind = live.job, live.fold, live.outputs, live.kind
-        assert fold is not None and outputs is not None
+        assert fold is not None and outputs is not None and live.dispatcher is not None
         self.reporter.report(live)  # the last progress (100 %) always precedes the result
         values = kind.values(fold.total(), live.rows, live.plan)  # f64 [K][N], the declared outputs' order
         full = self.store.latest_full_mean(live.key) if kind.preview else None
@@ -281,6 +283,15 @@ class JobRunner:
         )
         mark_result(result, job.spec.scenarios)
         end = now_timestamp()
+        result.provenance.CopyFrom(
+            provenance(
+                job,
+                package_config,
+                dataset_version=live.key.dataset_version,
+                engines=live.dispatcher.builds,
+                finish_time=end,
+            )
+        )
         live.result_row = {
             "key": live.key,
             "preview": kind.preview,
