@@ -242,6 +242,7 @@ class JobRunner:
                 return
         final = live.end_committed()
         self.metrics.transition(live.job.state, final.state)
+        self.metrics.job_ended(final)
         live.job.CopyFrom(final)
         self.live.pop(job_id, None)
 
