@@ -46,25 +46,51 @@ import asyncio
 import heapq
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Final, Protocol
 
 import anyio
 import grpc
 from grpc import aio
 
+from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.common.auth.service import ServiceCredentials
 from services.common.errors import FAULT_KEY, FAULT_MODEL, FAULT_TOO_LARGE, LivecalcError
 from services.gateway.chunk_requests import ChunkRequests
 from services.gateway.config import DispatchConfig
 from services.gateway.engines import Engine, EnginePool
-from services.gateway.fold import JobFold
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import Plan, ranges
 from services.gateway.provenance import EngineBuild
 from services.gateway.scenario_sets import SET_MESSAGE_PREFIX
 
 log = logging.getLogger(__name__)
+
+
+class ChunkFold(Protocol):
+    """Where the dispatcher puts what engines answer: a job's `fold.JobFold`, or a detail
+    recomputation's fold (detail_fold.py). ``folded_blocks`` is the first block not yet done
+    with: the window is counted from it."""
+
+    @property
+    def steps(self) -> int: ...
+
+    @property
+    def complete(self) -> bool: ...
+
+    @property
+    def folded_blocks(self) -> int: ...
+
+    def add(self, partial: engine_pb2.BlockPartial) -> bool: ...
+
+    def settle(self, blocks: Iterable[int], steps: int) -> None: ...
+
+    def discard_pieces(self, blocks: set[int]) -> None: ...
+
+
+#: Takes the detail messages of a chunk (RowValues, BlockCashFlows), each before its block's partial.
+DetailSink = Callable[[engine_service_pb2.RunChunkResponse], None]
 
 
 class JobCannotFinish(LivecalcError):
@@ -127,15 +153,17 @@ class Dispatcher:
         pool: EnginePool,
         requests: ChunkRequests,
         plan: Plan,
-        fold: JobFold,
+        fold: ChunkFold,
         *,
         config: DispatchConfig,
         metrics: GatewayMetrics,
         window_blocks: int,
         credentials: ServiceCredentials | None = None,
         tenant: str = "",
+        on_detail: DetailSink | None = None,
     ) -> None:
         self.pool, self.requests, self.plan, self.fold = pool, requests, plan, fold
+        self.on_detail = on_detail
         #: The gateway's service token on each RunChunk call, acting for the job's tenant.
         self.credentials = credentials or ServiceCredentials()
         self.tenant = tenant
@@ -199,6 +227,11 @@ class Dispatcher:
     def _notify(self) -> None:
         wake, self._wake = self._wake, asyncio.Event()
         wake.set()
+
+    def wake(self) -> None:
+        """Workers look again: a fold that moves on outside the dispatcher (a detail stream's
+        reader) opens the window."""
+        self._notify()
 
     async def run(self) -> None:
         """Return once every block is folded; raises JobCannotFinish when the job cannot finish."""
@@ -353,6 +386,8 @@ class Dispatcher:
                         self.builds.add(engine.build)
                         piece.append(block)
                         self._notify()
+                elif kind in ("row_values", "cash_flows") and self.on_detail is not None:
+                    self.on_detail(message)
                 elif kind == "progress":
                     settle(int(message.progress.steps_done))
                 elif kind == "summary":
