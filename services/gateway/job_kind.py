@@ -105,12 +105,22 @@ class Preview(FullRun):
         return difference, uncertainty
 
 
-JobKind = FullRun | Preview
+@dataclass(frozen=True)
+class WithVariants(FullRun):
+    """A full run of the base package, then one of each variant's (JobSpec.variants), over the
+    same plan. Not checkpointed: the passes done live in the gateway's memory only, so a
+    restarted gateway fails the job (ABORTED, submit it again) rather than resume half of it."""
+
+    checkpointed = False
+
+
+JobKind = FullRun | Preview | WithVariants
 FULL_RUN = FullRun()
+WITH_VARIANTS = WithVariants()
 
 
 def kind_of(spec: job_pb2.JobSpec) -> JobKind:
     """The kind of valuation ``spec`` asks for."""
     if spec.HasField("preview"):
         return Preview(sample_rows=int(spec.preview.sample_rows), seed=int(spec.preview.seed))
-    return FULL_RUN
+    return WITH_VARIANTS if spec.variants else FULL_RUN

@@ -37,13 +37,14 @@ from services.gateway.inputs import Datasets, PackageConfigs
 from services.gateway.job_state import Phase
 from services.gateway.live_job import LiveJob, S
 from services.gateway.metrics import GatewayMetrics, state_label
-from services.gateway.planner import resumed_plan
+from services.gateway.planner import Plan, resumed_plan
 from services.gateway.provenance import provenance
 from services.gateway.reporting import JobReporter
 from services.gateway.results import final_result, split_result
 from services.gateway.scenario_sets import mark_result
 from services.gateway.store import JobStore
 from services.gateway.store_writer import StoreClosed, Written
+from services.gateway.variants import variant_results
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class JobRunner:
             assert live.dispatcher is not None
             ticker = asyncio.get_running_loop().create_task(self.reporter.tick(live))
             await live.dispatcher.run()
+            await self._variant_passes(live)
             ticker.cancel()
             # cached since submit (or since _start, for a resumed job): its name and version
             self._succeed(live, await self.configs.get(job.spec.package_hash, live.tenant))
@@ -131,40 +133,12 @@ class JobRunner:
             )
         if live.outputs is None:  # a resumed job: its package says
             live.outputs = await self.configs.outputs(job.spec.package_hash, live.tenant)
-        live.fold = JobFold(
-            live.plan.rows,
-            live.plan.blocks_total,
-            live.params.count,
-            outputs=len(live.outputs.names),
-            block_rows=live.plan.block_rows,
-            keep_means=live.kind.keeps_block_means,
-        )
+        live.fold = self._fold(live)
         todo = live.plan
         if live.resume is not None:
             live.fold.resume(FoldState(live.resume.next_block, live.resume.total, live.resume.steps))
             todo = resumed_plan(live.plan, live.resume.next_block)
-        slots = max(1, self.pool.total_slots)
-        requests = ChunkRequests(
-            job_part(
-                job,
-                dataset_version=live.key.dataset_version,
-                package_address=self.config.package_address,
-                time_limit_seconds=self.config.chunk_time_limit_seconds,
-            ),
-            live.kind,
-            live.plan,
-        )
-        live.dispatcher = Dispatcher(
-            self.pool,
-            requests,
-            todo,
-            live.fold,
-            config=self.config.dispatch,
-            metrics=self.metrics,
-            window_blocks=self.config.window_chunks_per_slot * slots * live.plan.chunk_blocks,
-            credentials=self.credentials,
-            tenant=live.tenant,
-        )
+        live.dispatcher = self._dispatcher(live, job.spec.package_hash, todo)
         if live.resume is None:
             self.metrics.transition(job.state, S.JOB_STATE_RUNNING)
             job.state = S.JOB_STATE_RUNNING
@@ -179,6 +153,54 @@ class JobRunner:
         self.watch(job.job_id, self.store.put_job(job))
         self.reporter.checkpoint(live)  # from here on a restarted gateway resumes the job (not a preview)
         self.reporter.report(live)
+
+    def _fold(self, live: LiveJob) -> JobFold:
+        assert live.outputs is not None
+        return JobFold(
+            live.plan.rows,
+            live.plan.blocks_total,
+            live.params.count,
+            outputs=len(live.outputs.names),
+            block_rows=live.plan.block_rows,
+            keep_means=live.kind.keeps_block_means,
+        )
+
+    def _dispatcher(self, live: LiveJob, package_hash: str, todo: Plan) -> Dispatcher:
+        """The dispatcher of one pass: ``todo`` of the job's plan with ``package_hash`` (the
+        base's, or a variant's), into the job's running fold."""
+        assert live.fold is not None
+        part = job_part(
+            live.job,
+            dataset_version=live.key.dataset_version,
+            package_address=self.config.package_address,
+            time_limit_seconds=self.config.chunk_time_limit_seconds,
+        )
+        part.package_hash = package_hash
+        slots = max(1, self.pool.total_slots)
+        return Dispatcher(
+            self.pool,
+            ChunkRequests(part, live.kind, live.plan),
+            todo,
+            live.fold,
+            config=self.config.dispatch,
+            metrics=self.metrics,
+            window_blocks=self.config.window_chunks_per_slot * slots * live.plan.chunk_blocks,
+            credentials=self.credentials,
+            tenant=live.tenant,
+        )
+
+    async def _variant_passes(self, live: LiveJob) -> None:
+        """Value each variant's package over the whole plan, one pass after the other, with the
+        job's dataset version and scenarios; progress runs on over the passes (cancelling the
+        job's task cancels the running one)."""
+        for variant in live.variants:
+            assert live.fold is not None and live.dispatcher is not None
+            self.reporter.report(live)  # the pass's last progress (and the base's exact statistics)
+            live.finished.append((live.fold, live.dispatcher))
+            live.fold = self._fold(live)
+            live.dispatcher = self._dispatcher(live, variant.package_hash, live.plan)
+            log.info("variant pass started", extra={"fields": {"job": live.job_id, "variant": variant.name}})
+            await live.dispatcher.run()
 
     # writes that fail
 
@@ -262,9 +284,12 @@ class JobRunner:
         return unit
 
     def _succeed(self, live: LiveJob, package_config: Mapping[str, Any]) -> None:
-        job, fold, outputs, kind = live.job, live.fold, live.outputs, live.kind
-        assert fold is not None and outputs is not None and live.dispatcher is not None
+        assert live.fold is not None and live.outputs is not None and live.dispatcher is not None
         self.reporter.report(live)  # the last progress (100 %) always precedes the result
+        passes = [*live.finished, (live.fold, live.dispatcher)]
+        (fold, _), variants = passes[0], [f for f, _ in passes[1:]]
+        job, outputs, kind = live.job, live.outputs, live.kind
+        builds = set().union(*(d.builds for _, d in passes))
         values = kind.values(fold.total(), live.rows, live.plan)  # f64 [K][N], the declared outputs' order
         full = self.store.latest_full_mean(live.key) if kind.preview else None
         difference, uncertainty = kind.figures(
@@ -276,7 +301,7 @@ class JobRunner:
             policy_count=live.plan.rows,
             dataset_version=live.key.dataset_version,
             package_hash=job.spec.package_hash,
-            steps=fold.steps,
+            steps=sum(f.steps for f, _ in passes),
             elapsed_seconds=time.monotonic() - live.started,
             preview=kind.preview,
             preview_relative_difference=difference,
@@ -289,8 +314,13 @@ class JobRunner:
                 job,
                 package_config,
                 dataset_version=live.key.dataset_version,
-                engines=live.dispatcher.builds,
+                engines=builds,
                 finish_time=end,
+            )
+        )
+        result.variants.extend(
+            variant_results(
+                live.variants, [kind.values(f.total(), live.rows, live.plan) for f in variants], result, outputs
             )
         )
         live.result_row = {

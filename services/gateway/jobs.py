@@ -57,6 +57,7 @@ from services.gateway.scenario_sets import (
 )
 from services.gateway.store import JobStore, ResultKey
 from services.gateway.submission import check_spec, limit_violations, spec_differences
+from services.gateway.variants import check_variants, derive_variants
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,10 @@ class JobManager:
             return existing
         self._admit()
         check_spec(spec)
+        check_variants(spec)
         check_hash(spec.package_hash)
         await self.packages.get(spec.package_hash, tenant)  # NOT_FOUND when the tenant has not stored it
+        variants = await derive_variants(self.packages, spec, tenant)
         dataset = await self.datasets.get(spec.dataset_id, tenant)  # NOT_FOUND from the data service
         configured = await self.configs.scenarios(spec.package_hash, tenant)
         outputs = await self.configs.outputs(spec.package_hash, tenant)
@@ -183,6 +186,9 @@ class JobManager:
         # a job that cannot finish is refused here, not failed later (see admission.py)
         declaration = await self.configs.declaration(spec.package_hash, tenant)
         await self.rules.check(spec.dataset_id, dataset.version, declaration, tenant)
+        for variant in variants:  # a changed table may move the bounds the rules read
+            variant_rules = await self.configs.declaration(variant.package_hash, tenant)
+            await self.rules.check(spec.dataset_id, dataset.version, variant_rules, tenant)
         engines = await self.pool.refresh()
         check_capacity(params.count, engines)
         job_plan = kind.plan(
@@ -203,7 +209,10 @@ class JobManager:
             spec=recorded,
             state=S.JOB_STATE_QUEUED,
             create_time=now_timestamp(),
-            progress=job_pb2.JobProgress(blocks_total=job_plan.blocks_total, policies_total=job_plan.rows),
+            progress=job_pb2.JobProgress(
+                blocks_total=job_plan.blocks_total * (1 + len(variants)),
+                policies_total=job_plan.rows * (1 + len(variants)),
+            ),
         )
         if idempotency_key and (existing := self._same_job(tenant, idempotency_key, spec)):
             return existing  # a concurrent submission with the same key got there first
@@ -221,13 +230,16 @@ class JobManager:
             idempotency_key=idempotency_key,
             request=job_pb2.JobSpec.FromString(spec.SerializeToString()) if idempotency_key else None,
             outputs=outputs,
+            variants=tuple(variants),
         )
         self._live[job.job_id] = live
         with self.store.transaction() as record_unit:  # the record and its accepted event: whole or none
             self.store.put_job(job, idempotency_key, tenant, live.request)
             logbook.append(
                 accepted=job_pb2.JobAccepted(
-                    job=job, blocks_total=job_plan.blocks_total, chunks_total=len(job_plan.chunks)
+                    job=job,
+                    blocks_total=job.progress.blocks_total,
+                    chunks_total=len(job_plan.chunks) * (1 + len(variants)),
                 )
             )
         live.recorded = asyncio.wrap_future(record_unit)

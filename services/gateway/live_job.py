@@ -35,6 +35,7 @@ from services.gateway.job_state import ACTIVE, TRANSITIONS, JobStateError, Phase
 from services.gateway.planner import Plan
 from services.gateway.store import Checkpoint, ResultKey
 from services.gateway.store_writer import Written
+from services.gateway.variants import VariantPackage
 from services.valuation.interface.declaration import Outputs
 from services.valuation.scenarios import ScenarioParams
 
@@ -89,10 +90,31 @@ class LiveJob:
     checkpointed_at: float = 0.0
     checkpointed_block: int = -1
     started: float = field(default_factory=time.monotonic)
+    #: The job's variants (JobSpec.variants, their derived packages), each valued after the
+    #: base in a pass of its own over the same plan; a resumed job has none (variant jobs are
+    #: not checkpointed). `finished` holds the passes done, the base's first: `fold` and
+    #: `dispatcher` are the running pass's.
+    variants: tuple[VariantPackage, ...] = ()
+    finished: list[tuple[JobFold, Dispatcher]] = field(default_factory=list)
 
     @property
     def job_id(self) -> str:
         return self.job.job_id
+
+    @property
+    def passes(self) -> int:
+        """Valuations of the plan the job makes: the base and one per variant."""
+        return 1 + len(self.variants)
+
+    @property
+    def blocks_done(self) -> int:
+        """Blocks folded over every pass so far (progress counts each pass's blocks)."""
+        return len(self.finished) * self.plan.blocks_total + (self.fold.folded_blocks if self.fold else 0)
+
+    @property
+    def policies_done(self) -> int:
+        """Policies valued over every pass so far."""
+        return len(self.finished) * self.plan.rows + (self.fold.rows_done if self.fold else 0)
 
     def advance(self, to: Phase) -> None:
         """Move to phase ``to``; `JobStateError` for a transition job_state.TRANSITIONS lacks."""

@@ -32,13 +32,12 @@ class JobReporter:
 
     def progress(self, live: LiveJob) -> job_pb2.JobProgress:
         """The job's progress now (the fold, the engines on it, its wait for one)."""
-        fold, disp = live.fold, live.dispatcher
-        done = fold.folded_blocks if fold else 0
-        return job_pb2.JobProgress(
-            blocks_done=done,
-            blocks_total=live.plan.blocks_total,
-            policies_done=fold.rows_done if fold else 0,
-            policies_total=live.plan.rows,
+        disp = live.dispatcher
+        return job_pb2.JobProgress(  # a job with variants counts every pass's blocks and policies
+            blocks_done=live.blocks_done,
+            blocks_total=live.plan.blocks_total * live.passes,
+            policies_done=live.policies_done,
+            policies_total=live.plan.rows * live.passes,
             engines_active=len(disp.engines_active) if disp else 0,
             elapsed_seconds=time.monotonic() - live.started,
             waiting_seconds=disp.waiting_seconds if disp else 0.0,
@@ -52,7 +51,7 @@ class JobReporter:
         Only forward: a resumed job redoing blocks it reported before the stop stays silent
         until it passes them (its checkpoints go on meanwhile)."""
         fold = live.fold
-        done = fold.folded_blocks if fold else 0
+        done = live.blocks_done
         waiting = live.dispatcher.waiting_seconds if live.dispatcher else 0.0
         # a wait is news when it starts, ends and about every second it lasts (but progress
         # never steps back: a resumed job behind what it reported before the stop stays silent)
@@ -61,7 +60,7 @@ class JobReporter:
         due = (
             fold is not None
             and not fold.complete
-            and done > live.checkpointed_block
+            and fold.folded_blocks > live.checkpointed_block
             and live.kind.checkpointed
             and time.monotonic() - live.checkpointed_at >= self.config.checkpoint_seconds
         )
@@ -75,6 +74,7 @@ class JobReporter:
             and fold.complete
             and live.outputs is not None
             and live.kind.running_statistics
+            and not live.finished  # a variant's pass: statistics describe the base
             and live.reported_statistics_rows < fold.rows
         )
         if report:
@@ -125,7 +125,7 @@ class JobReporter:
             if fold is None or live.outputs is None:
                 continue
             self.report(live)
-            if not live.kind.running_statistics:
+            if not live.kind.running_statistics or live.finished:
                 continue  # a preview's only ± is its result's (its groups are not the dataset's blocks)
             if time.monotonic() >= next_stats and fold.rows_done > live.reported_statistics_rows and not fold.complete:
                 estimate = fold.estimate()
