@@ -1,7 +1,8 @@
 """JobService over the `JobManager`: the gRPC boundary of jobs.
 
 Streams are cursors on the job's event log; a client that goes away only ends its own
-cursor (the job runs on; CancelJob stops it). Errors are raised as LivecalcErrors and
+cursor (the job runs on; CancelJob stops it). GetJobDetail and GetJobCashFlows recompute a
+finished job's detail on the engines (detail.py). Errors are raised as LivecalcErrors and
 mapped to statuses by the server interceptor.
 """
 
@@ -10,10 +11,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from grpc import aio
 
 from livecalc.gateway.v1 import job_service_pb2, job_service_pb2_grpc
+from services.gateway.detail import DetailService
 from services.gateway.jobs import JobManager
 from services.gateway.metrics import GatewayMetrics
 
@@ -22,6 +23,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     def __init__(self, manager: JobManager, metrics: GatewayMetrics) -> None:
         self.manager = manager
         self.metrics = metrics
+        #: Per-policy values and cash flows of finished jobs, recomputed on demand (detail.py).
+        self.details = DetailService(manager, metrics)
 
     async def SubmitJob(
         self, request: job_service_pb2.SubmitJobRequest, context: aio.ServicerContext[Any, Any]
@@ -54,16 +57,14 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     ) -> job_service_pb2.CancelJobResponse:
         return job_service_pb2.CancelJobResponse(job=await self.manager.cancel(request.job_id, request.reason))
 
-    # The detail RPCs are being built (results detail); until then they answer UNIMPLEMENTED
-    # rather than the generated base's unnamed error.
     async def GetJobDetail(
         self, request: job_service_pb2.GetJobDetailRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[job_service_pb2.GetJobDetailResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetJobDetail is not available yet")
-        yield job_service_pb2.GetJobDetailResponse()
+        async for message in self.details.detail(request):
+            yield message
 
     async def GetJobCashFlows(
         self, request: job_service_pb2.GetJobCashFlowsRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[job_service_pb2.GetJobCashFlowsResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetJobCashFlows is not available yet")
-        yield job_service_pb2.GetJobCashFlowsResponse()
+        async for message in self.details.cash_flows(request):
+            yield message
