@@ -24,23 +24,26 @@ from typing import Any, Final
 
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
+from services.client import replay
 from services.client.aio import ResultAssembler, job_spec, package_archive
+from services.client.cli_compare import register_jobs as register_compare
 from services.client.contexts import ADDRESS_HELP
 from services.client.errors import JobCancelled, JobFailed
+from services.client.exports import check_suffix, write_results
 from services.client.ids import HASH_LIKE, resolve_job_id, resolve_package_hash
 from services.client.report import (
     JOB_HEADER,
     ProgressView,
     job_document,
     job_row,
-    json_text,
     plot_title,
-    primary_output,
+    provenance_lines,
     result_document,
     result_lines,
     scenarios_line,
     write_plot,
 )
+from services.client.results_files import full_result
 from services.client.sync import Client
 from services.common.client import EXIT_ERROR, EXIT_INTERRUPTED, emit_json, table, write_out
 from services.common.errors import InvalidArgument, LivecalcError
@@ -105,7 +108,7 @@ class Detached(Exception):
 def _finish(lc: Client, job_id: str, result: job_pb2.JobResult, args: argparse.Namespace) -> None:
     job = lc.get_job(job_id)
     if getattr(args, "out", None):
-        Path(args.out).write_text(json_text(result_document(result, job_id=job_id, dataset_id=job.spec.dataset_id)))
+        write_results(args.out, result_document(result, job_id=job_id, dataset_id=job.spec.dataset_id, spec=job.spec))
     if args.json:
         emit_json(job_document(job, result))
     else:
@@ -133,19 +136,15 @@ def _scenarios(
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.out:
+        check_suffix(args.out)  # before the job runs, not after
+    if args.replay:
+        replay.check_options(args)
+    elif not args.package or not args.dataset:
+        raise InvalidArgument("submit needs --package and --dataset (or --replay RESULTS.json)")
     with _client(args) as lc:
-        package_hash = _package_hash(lc, args.package, quiet=args.json)
-        spec = job_spec(
-            package_hash,
-            args.dataset,
-            preview_rows=args.preview,
-            preview_seed=args.sample_seed,
-            chunk_blocks=args.chunk_blocks,
-            labels=_labels(args.label),
-        )
-        scenarios = _scenarios(lc, package_hash, args.scenarios, args.seed, args.scenario_dataset)
-        if scenarios is not None:
-            spec.scenarios.CopyFrom(scenarios)
+        replaying = replay.prepare(lc, args.replay) if args.replay else None
+        spec = replaying.spec if replaying is not None else _new_spec(lc, args)
         events = lc.submit(spec)
         if args.detach:
             first = next(events)
@@ -168,7 +167,28 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if result is None:
             raise LivecalcError("the job's event stream ended without a result")
         _finish(lc, job_id, result, args)
+    if replaying is not None:
+        same, line = replaying.verdict(result)
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+        return 0 if same else EXIT_ERROR
     return 0
+
+
+def _new_spec(lc: Client, args: argparse.Namespace) -> job_pb2.JobSpec:
+    """The spec `submit`'s options describe (the package uploaded first when it is a path)."""
+    package_hash = _package_hash(lc, args.package, quiet=args.json)
+    spec = job_spec(
+        package_hash,
+        args.dataset,
+        preview_rows=args.preview,
+        preview_seed=args.sample_seed,
+        chunk_blocks=args.chunk_blocks,
+        labels=_labels(args.label),
+    )
+    scenarios = _scenarios(lc, package_hash, args.scenarios, args.seed, args.scenario_dataset)
+    if scenarios is not None:
+        spec.scenarios.CopyFrom(scenarios)
+    return spec
 
 
 def _package_hash(lc: Client, package: str, *, quiet: bool) -> str:
@@ -187,6 +207,8 @@ def _package_hash(lc: Client, package: str, *, quiet: bool) -> str:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    if args.out:
+        check_suffix(args.out)
     with _client(args) as lc:
         args.job_id = resolve_job_id(lc, args.job_id)
         try:
@@ -228,24 +250,18 @@ def _end_line(job: job_pb2.Job) -> str:
     return line
 
 
-def _full_result(lc: Client, job: job_pb2.Job) -> job_pb2.JobResult:
-    """The job's result with every output's values (from the event log when they were sent in parts)."""
-    result = job.result
-    if result.outputs_in_parts or len(primary_output(result).values) != result.statistics.scenario_count:
-        return lc.wait(job.job_id)
-    return result
-
-
 def cmd_get(args: argparse.Namespace) -> int:
+    if args.out:
+        check_suffix(args.out)
     with _client(args) as lc:
         job = lc.get_job(resolve_job_id(lc, args.job_id))
         has_result = job.state == job_pb2.JOB_STATE_SUCCEEDED
-        result = _full_result(lc, job) if has_result and (args.out or args.json) else None
+        result = full_result(lc, job) if has_result and (args.out or args.json) else None
         if args.out:
             if result is None:
                 raise InvalidArgument(f"job {job.job_id} has no result to write (it is {_state(job)})")
-            Path(args.out).write_text(
-                json_text(result_document(result, job_id=job.job_id, dataset_id=job.spec.dataset_id))
+            write_results(
+                args.out, result_document(result, job_id=job.job_id, dataset_id=job.spec.dataset_id, spec=job.spec)
             )
         if args.json:
             emit_json(job_document(job, result))
@@ -267,6 +283,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             lines.append(f"reason    {job.cancel_reason or '(none given)'}")
         if has_result:
             lines += ["", *result_lines(job.result, title=f"job {job.job_id}")]
+            if job.result.HasField("provenance"):
+                lines += ["", *provenance_lines(job.result.provenance)]
         if args.out:
             lines.append(f"wrote {args.out}")
         write_out("\n".join(lines) + "\n")
@@ -303,7 +321,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         job = lc.get_job(resolve_job_id(lc, args.job_id))
         if job.state != job_pb2.JOB_STATE_SUCCEEDED:
             raise InvalidArgument(f"job {job.job_id} has no result to plot (it is {_state(job)})")
-        result = _full_result(lc, job)
+        result = full_result(lc, job)
         name = job.spec.package_hash[:12]
         with contextlib.suppress(LivecalcError):  # the plot's title only
             name = lc.get_package(job.spec.package_hash).name
@@ -327,11 +345,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _common(p)
     p.add_argument(
         "--package",
-        required=True,
         metavar="HASH|FILE|DIR",
         help="a package file or directory (uploaded first), or a stored package's hash or a unique prefix of it",
     )
-    p.add_argument("--dataset", required=True, metavar="ID", help="dataset id")
+    p.add_argument("--dataset", metavar="ID", help="dataset id")
+    p.add_argument(
+        "--replay",
+        metavar="RESULTS.json",
+        help="submit the job a results file records (its spec: package, dataset, scenarios, preview, labels, "
+        "variants) and check the new result hash equals the recorded one (exit 1 if not); refused when the "
+        "package is no longer stored or the dataset is no longer at the recorded version",
+    )
     p.add_argument(
         "--scenarios",
         type=int,
@@ -350,7 +374,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--sample-seed", type=int, default=1, help="seed of the preview's sample (default 1)")
     p.add_argument("--chunk-blocks", type=int, default=0, metavar="K", help="blocks per chunk (0: the planner's)")
     p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeatable)")
-    p.add_argument("--out", help="write the results JSON here when the job ends")
+    p.add_argument(
+        "--out",
+        help="write the results here when the job ends: .json (statistics, values, provenance, spec), "
+        ".csv or .parquet (one row per scenario)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--watch", action="store_true", help="follow the job until it ends (the default)")
     mode.add_argument(
@@ -372,13 +400,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = cmds.add_parser("get", help="a job's record and result (--out writes the results JSON)")
     _common(p)
     p.add_argument("job_id")
-    p.add_argument("--out", help="write the results JSON (statistics and every output's values by scenario) here")
+    p.add_argument(
+        "--out",
+        help="write the results here: .json (statistics, every output's values by scenario, provenance, spec), "
+        ".csv or .parquet (one row per scenario, provenance in the Parquet schema)",
+    )
     p.set_defaults(func=cmd_get)
     p = cmds.add_parser("watch", help="follow a job's events until it ends (Ctrl-C detaches)")
     _common(p)
     p.add_argument("job_id")
     p.add_argument("--after", type=int, default=0, help="replay events after this sequence number (default 0)")
-    p.add_argument("--out", help="write the results JSON here when the job ends")
+    p.add_argument(
+        "--out",
+        help="write the results here when the job ends: .json (statistics, values, provenance, spec), "
+        ".csv or .parquet (one row per scenario)",
+    )
     p.set_defaults(func=cmd_watch)
     p = cmds.add_parser(
         "wait",
@@ -397,3 +433,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("job_id")
     p.add_argument("--out", required=True, help="PNG path to write")
     p.set_defaults(func=cmd_plot)
+    register_compare(cmds, _common)

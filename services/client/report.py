@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from livecalc.gateway.v1 import job_pb2
 from services.common.client import as_dict
@@ -72,11 +73,14 @@ def result_document(
     job_id: str = "",
     dataset_id: str = "",
     preview: job_pb2.JobResult | None = None,
+    spec: job_pb2.JobSpec | None = None,
 ) -> dict[str, Any]:
     """The results JSON written by `--out` and by `livecalc run`: identity, the primary output's
     name and statistics (with every output's mean), the throughput, the preview comparison when
-    there was one, and every declared output (name, primary, statistics, values by scenario).
-    README.md "Results" shows the shape."""
+    there was one, and every declared output (name, primary, statistics, values by scenario);
+    then the result's provenance and the job's spec as recorded (``spec``: its scenarios
+    resolved), which `livecalc submit --replay` submits again. README.md "Results" shows the
+    shape."""
     doc: dict[str, Any] = {
         "job_id": job_id,
         "package_hash": result.package_hash,
@@ -114,6 +118,10 @@ def result_document(
         }
         for o in result.outputs
     ]
+    if result.HasField("provenance"):
+        doc["provenance"] = as_dict(result.provenance)
+    if spec is not None:
+        doc["spec"] = as_dict(spec)
     return doc
 
 
@@ -136,19 +144,46 @@ def scenarios_line(job: job_pb2.Job) -> str:
     return f"{s.count:,} generated (seed {s.seed})" if s.HasField("seed") else f"{s.count:,} generated"
 
 
-def _finite(value: Any) -> Any:
+def provenance_lines(p: job_pb2.Provenance) -> list[str]:
+    """Where a result comes from, as the lines `jobs get` prints under the results table."""
+    s = p.scenarios
+    if s.dataset_id:
+        scenarios = f"scenario set {s.dataset_id} version {s.dataset_version}, {s.count:,} scenarios"
+    else:
+        scenarios = (
+            f"{s.count:,} generated: seed {s.seed}, a {s.mean_reversion:g}, σ {s.volatility:g}, "
+            f"include_base {str(s.include_base).lower()}"
+        )
+    preview = f", sample of {p.preview.sample_rows:,} (seed {p.preview.seed})" if p.HasField("preview") else ""
+    engines = ", ".join(p.engine_versions) or "-"
+    return [
+        "provenance",
+        f"  package    {p.package_name} {p.package_version} ({p.package_hash})",
+        f"  dataset    {p.dataset_id} version {p.dataset_version}{preview}",
+        f"  scenarios  {scenarios}",
+        f"  engines    {engines} (model ABI {p.model_abi_version}); gateway {p.gateway_version}",
+        f"  submitted  {_utc(p.submit_time)}, finished {_utc(p.finish_time)}",
+    ]
+
+
+def _utc(stamp: Timestamp) -> str:
+    return stamp.ToDatetime().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every non-finite float (which JSON lacks) as None, in dicts and lists too."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_ready(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [json_ready(v) for v in value]
     return value
 
 
 def json_text(doc: Any) -> str:
     """A document as JSON text for a file (a non-finite number, which JSON lacks, as null)."""
-    return json.dumps(_finite(doc), indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_ready(doc), indent=2, allow_nan=False) + "\n"
 
 
 def preview_difference(preview: job_pb2.JobResult, full: job_pb2.JobResult) -> float:
