@@ -8,6 +8,9 @@ retried on UNAVAILABLE with exponential backoff, never submissions or uploads (a
 carries an idempotency key, so a stream that breaks after acceptance is resumed with
 WatchJob instead). Failures raise the project's error types (`livecalc_client.errors`).
 
+A finished job's per-policy detail and cash flows by month are recomputed on demand
+(`job_detail`, `job_detail_batches`, `job_cash_flows`: livecalc_client.detail).
+
 Streams (`submit`, `watch`) are async iterators of `JobEvent`s; leaving the loop early
 cancels the underlying call (a stream not cancelled keeps the server streaming: grpc/grpc#43462).
 """
@@ -19,9 +22,9 @@ import functools
 import hashlib
 import importlib.metadata
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import grpc
 from grpc import aio
@@ -37,6 +40,7 @@ from livecalc.gateway.v1 import (
     package_service_pb2_grpc,
 )
 from livecalc_client.channels import ChannelSecurity, channel_security, open_aio_channel
+from livecalc_client.detail import BATCH_ROWS, blocks_span, cash_flow_frame, detail_batches, need
 from livecalc_client.errors import (
     RETRYABLE,
     InvalidArgument,
@@ -48,6 +52,10 @@ from livecalc_client.errors import (
 )
 from livecalc_client.results import Job, JobResult, JobState, job_from_proto, result_from_proto
 from livecalc_client.retry import Backoff, Retry
+
+if TYPE_CHECKING:
+    import pandas as pd  # type: ignore[import-untyped]
+    import pyarrow as pa
 
 T = TypeVar("T")
 
@@ -433,6 +441,76 @@ class AsyncClient:
     async def value(self, spec: job_pb2.JobSpec) -> JobResult:
         """Submit a job and wait for its result, as a typed `JobResult` (see `run`)."""
         return result_from_proto(await self.run(spec))
+
+    # ---- detail on demand (livecalc_client.detail) ----------------------------------------
+
+    async def detail_stream(
+        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None
+    ) -> AsyncGenerator[job_service_pb2.GetJobDetailResponse, None]:
+        """GetJobDetail's messages: a header, then rows in row order and progress now and then.
+        The gateway recomputes the blocks on the engines (nothing per policy is stored); a broken
+        stream is not resumed (ask again)."""
+        first, count = blocks_span(blocks)
+        request = job_service_pb2.GetJobDetailRequest(
+            job_id=job_id, scenarios=list(scenarios), first_block=first, block_count=count
+        )
+        call = self._jobs().GetJobDetail(request, timeout=self.stream_timeout)
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, "gateway", self.gateway) from None
+        finally:
+            call.cancel()
+
+    async def job_detail_batches(
+        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None, batch_rows: int = BATCH_ROWS
+    ) -> AsyncGenerator[tuple[job_service_pb2.DetailHeader, pa.RecordBatch], None]:
+        """Per-policy detail as (header, pyarrow RecordBatch) pairs of ``batch_rows`` rows, in row
+        order, for bounded memory (columns: livecalc_client.detail). ``scenarios``: default the
+        base scenario 0; ``blocks``: a range of blocks of 1024 rows (default every block)."""
+        async for pair in detail_batches(self.detail_stream(job_id, scenarios=scenarios, blocks=blocks),
+                                         batch_rows=batch_rows):  # fmt: skip
+            yield pair
+
+    async def job_detail(
+        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None
+    ) -> pd.DataFrame:
+        """Per-policy detail as one pandas DataFrame (all rows in memory: for millions of policies
+        use `job_detail_batches`)."""
+        pa = need("pyarrow")
+        need("pandas")
+        batches = [batch async for _, batch in self.job_detail_batches(job_id, scenarios=scenarios, blocks=blocks)]
+        return pa.Table.from_batches(batches).to_pandas()
+
+    async def cash_flows(
+        self,
+        job_id: str,
+        *,
+        scenarios: Sequence[int] = (),
+        mean: bool = False,
+        on_progress: Callable[[job_pb2.JobProgress], None] | None = None,
+    ) -> job_service_pb2.CashFlows:
+        """GetJobCashFlows: the portfolio's cash flows by month of each monthly output, under
+        ``scenarios`` and, with ``mean``, averaged over every scenario of the job."""
+        request = job_service_pb2.GetJobCashFlowsRequest(job_id=job_id, scenarios=list(scenarios), mean=mean)
+        call = self._jobs().GetJobCashFlows(request, timeout=self.stream_timeout)
+        try:
+            async for message in call:
+                if message.WhichOneof("event") == "cash_flows":
+                    return message.cash_flows
+                if on_progress is not None:
+                    on_progress(message.progress)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, "gateway", self.gateway) from None
+        finally:
+            call.cancel()
+        raise Unavailable(f"job {job_id}: the cash-flow stream ended without the cash flows")
+
+    async def job_cash_flows(self, job_id: str, *, scenarios: Sequence[int] = (), mean: bool = False) -> pd.DataFrame:
+        """`cash_flows` as a pandas DataFrame: a row per month, a column per output and scenario
+        (``net_cf_s3``; ``net_cf_mean`` for the mean)."""
+        return cash_flow_frame(await self.cash_flows(job_id, scenarios=scenarios, mean=mean))
 
     # ---- packages ---------------------------------------------------------------------
 

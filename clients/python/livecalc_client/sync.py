@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
-from livecalc.gateway.v1 import job_pb2, package_pb2, package_service_pb2
+from livecalc.gateway.v1 import job_pb2, job_service_pb2, package_pb2, package_service_pb2
 from livecalc_client.aio import DEFAULT_GATEWAY, AsyncClient, ResultAssembler
+from livecalc_client.detail import BATCH_ROWS
 from livecalc_client.errors import Unavailable
 from livecalc_client.results import Job, JobResult, JobState, result_from_proto
+
+if TYPE_CHECKING:
+    import pandas as pd  # type: ignore[import-untyped]
+    import pyarrow as pa
 
 T = TypeVar("T")
 
@@ -144,6 +149,40 @@ class Client:
     def value(self, spec: job_pb2.JobSpec) -> JobResult:
         """Submit a job and wait for its result, as a typed `JobResult` (see `run`)."""
         return result_from_proto(self.run(spec))
+
+    # detail on demand (livecalc_client.detail)
+    def detail_stream(
+        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None
+    ) -> Iterator[job_service_pb2.GetJobDetailResponse]:
+        """GetJobDetail's messages (see `AsyncClient.detail_stream`)."""
+        return self._iterate(self.aio.detail_stream(job_id, scenarios=scenarios, blocks=blocks))
+
+    def job_detail_batches(
+        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None, batch_rows: int = BATCH_ROWS
+    ) -> Iterator[tuple[job_service_pb2.DetailHeader, pa.RecordBatch]]:
+        """Per-policy detail as (header, RecordBatch) pairs in row order, for bounded memory."""
+        return self._iterate(
+            self.aio.job_detail_batches(job_id, scenarios=scenarios, blocks=blocks, batch_rows=batch_rows)
+        )
+
+    def job_detail(self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None) -> pd.DataFrame:
+        """Per-policy detail as a pandas DataFrame (see `AsyncClient.job_detail`)."""
+        return self._run(self.aio.job_detail(job_id, scenarios=scenarios, blocks=blocks))
+
+    def cash_flows(
+        self,
+        job_id: str,
+        *,
+        scenarios: Sequence[int] = (),
+        mean: bool = False,
+        on_progress: Callable[[job_pb2.JobProgress], None] | None = None,
+    ) -> job_service_pb2.CashFlows:
+        """The job's cash flows by month (see `AsyncClient.cash_flows`)."""
+        return self._run(self.aio.cash_flows(job_id, scenarios=scenarios, mean=mean, on_progress=on_progress))
+
+    def job_cash_flows(self, job_id: str, *, scenarios: Sequence[int] = (), mean: bool = False) -> pd.DataFrame:
+        """The job's cash flows by month as a pandas DataFrame."""
+        return self._run(self.aio.job_cash_flows(job_id, scenarios=scenarios, mean=mean))
 
     # packages
     def upload_package(self, path: str | Path) -> package_service_pb2.UploadPackageResponse:
