@@ -316,7 +316,9 @@ def run_mesh_demo(args: argparse.Namespace, demo: Demo, data_dir: Path) -> int:
                     say(line)
                 say()
                 say(preview_comparison(preview, full))
-                doc = result_document(full, job_id=job_id, dataset_id=dataset_id, preview=preview)
+                doc = result_document(
+                    full, job_id=job_id, dataset_id=dataset_id, preview=preview, spec=lc.get_job(job_id).spec
+                )
                 results = out_dir / "results.json"
                 results.write_text(json_text(doc))
                 plot = out_dir / "distribution.png"

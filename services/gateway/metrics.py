@@ -6,7 +6,7 @@ state (`livecalc_gateway_job_duration_seconds{state}`), how many ended by state 
 (`livecalc_gateway_jobs_ended_total{state,reason}`: the status code in the `grpc_code` spelling
 of services.common.metrics.code_label — "OK" for a result, "Canceled" for a cancelled job, the
 error's code for a failed one — so its values are bounded), and the policies their results
-valued (`livecalc_gateway_policies_valued_total`).
+valued, the base's and each variant's (`livecalc_gateway_policies_valued_total`).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class GatewayMetrics:
             ),
             policies_valued=Counter(
                 "livecalc_gateway_policies_valued_total",
-                "Policies valued by succeeded jobs (a preview's sample).",
+                "Policies valued by succeeded jobs (a preview's sample; once more for each variant).",
                 registry=registry,
             ),
         )
@@ -100,8 +100,8 @@ class GatewayMetrics:
         self.jobs_ended.labels(state=state, reason=reason).inc()
         seconds = (job.end_time.ToNanoseconds() - job.create_time.ToNanoseconds()) / 1e9
         self.job_duration.labels(state=state).observe(max(0.0, seconds))
-        if job.state == job_pb2.JOB_STATE_SUCCEEDED:
-            self.policies_valued.inc(job.result.policy_count)
+        if job.state == job_pb2.JOB_STATE_SUCCEEDED:  # the base and each variant valued every policy
+            self.policies_valued.inc(job.result.policy_count * (1 + len(job.result.variants)))
 
     def track_fold_lag(self, lag: Callable[[], float]) -> None:
         self.fold_lag.set_function(lag)
