@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
-from services.client import replay
+from services.client import cli_variants, replay
 from services.client.aio import ResultAssembler, job_spec, package_archive
 from services.client.cli_compare import register_jobs as register_compare
 from services.client.contexts import ADDRESS_HELP
@@ -112,7 +112,7 @@ def _finish(lc: Client, job_id: str, result: job_pb2.JobResult, args: argparse.N
     if args.json:
         emit_json(job_document(job, result))
     else:
-        write_out("\n".join(result_lines(result, title=f"job {job_id}")) + "\n")
+        write_out("\n".join([*result_lines(result, title=f"job {job_id}"), *cli_variants.variant_lines(result)]) + "\n")
         if getattr(args, "out", None):
             write_out(f"wrote {args.out}\n")
 
@@ -176,6 +176,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def _new_spec(lc: Client, args: argparse.Namespace) -> job_pb2.JobSpec:
     """The spec `submit`'s options describe (the package uploaded first when it is a path)."""
+    variants = cli_variants.variants_of(args)  # a typo fails here, before any upload
     package_hash = _package_hash(lc, args.package, quiet=args.json)
     spec = job_spec(
         package_hash,
@@ -188,6 +189,7 @@ def _new_spec(lc: Client, args: argparse.Namespace) -> job_pb2.JobSpec:
     scenarios = _scenarios(lc, package_hash, args.scenarios, args.seed, args.scenario_dataset)
     if scenarios is not None:
         spec.scenarios.CopyFrom(scenarios)
+    spec.variants.extend(variants)
     return spec
 
 
@@ -282,7 +284,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         if job.state == job_pb2.JOB_STATE_CANCELLED:
             lines.append(f"reason    {job.cancel_reason or '(none given)'}")
         if has_result:
-            lines += ["", *result_lines(job.result, title=f"job {job.job_id}")]
+            lines += ["", *result_lines(job.result, title=f"job {job.job_id}"), *cli_variants.variant_lines(job.result)]
             if job.result.HasField("provenance"):
                 lines += ["", *provenance_lines(job.result.provenance)]
         if args.out:
@@ -374,6 +376,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--sample-seed", type=int, default=1, help="seed of the preview's sample (default 1)")
     p.add_argument("--chunk-blocks", type=int, default=0, metavar="K", help="blocks per chunk (0: the planner's)")
     p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeatable)")
+    cli_variants.add_arguments(p)
     p.add_argument(
         "--out",
         help="write the results here when the job ends: .json (statistics, values, provenance, spec), "

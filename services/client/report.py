@@ -118,11 +118,31 @@ def result_document(
         }
         for o in result.outputs
     ]
+    if result.variants:
+        doc["variants"] = [variant_document(v) for v in result.variants]
     if result.HasField("provenance"):
         doc["provenance"] = as_dict(result.provenance)
     if spec is not None:
         doc["spec"] = as_dict(spec)
     return doc
+
+
+def variant_document(v: job_pb2.VariantResult) -> dict[str, Any]:
+    """One sensitivity of a result (JobResult.variants) as JSON: its package and result hashes,
+    the change of the primary output's mean against the base (relative: a number, or "inf" /
+    "-inf" at a zero base), its statistics and every output's."""
+    relative = v.relative_change
+    return {
+        "name": v.name,
+        "package_hash": v.package_hash,
+        "result_hash": v.result_hash,
+        "mean_change": v.mean_change,
+        "relative_change": relative if math.isfinite(relative) else str(relative),
+        "statistics": statistics_document(v.statistics),
+        "outputs": [
+            {"name": o.name, "primary": o.primary, "statistics": statistics_document(o.statistics)} for o in v.outputs
+        ],
+    }
 
 
 def _scenario_dataset(result: job_pb2.JobResult) -> dict[str, Any]:
