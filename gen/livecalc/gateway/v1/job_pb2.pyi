@@ -224,6 +224,7 @@ class Override(_message.Message):
     SHIFT_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     TABLE_CSV_FIELD_NUMBER: _builtins.int
+    CLAMP_FIELD_NUMBER: _builtins.int
     table: _builtins.str
     """A declared assumption table, by name: every value changes."""
     parameter: _builtins.str
@@ -236,6 +237,10 @@ class Override(_message.Message):
     """Replace a parameter's value."""
     table_csv: _builtins.str
     """Replace a table: the CSV text of the new table, in the declared table's format."""
+    clamp: _builtins.bool
+    """With scale or shift: values the change takes past a declared min or max are set to it
+    (e.g. mortality × 1.15 with every rate capped at 1). Without it such a change is refused.
+    """
     def __init__(
         self,
         *,
@@ -245,10 +250,11 @@ class Override(_message.Message):
         shift: _builtins.float = ...,
         value: _builtins.float = ...,
         table_csv: _builtins.str = ...,
+        clamp: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "parameter", b"parameter", "scale", b"scale", "shift", b"shift", "table", b"table", "table_csv", b"table_csv", "target", b"target", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "parameter", b"parameter", "scale", b"scale", "shift", b"shift", "table", b"table", "table_csv", b"table_csv", "target", b"target", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "clamp", b"clamp", "parameter", b"parameter", "scale", b"scale", "shift", b"shift", "table", b"table", "table_csv", b"table_csv", "target", b"target", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["scale", "shift", "value", "table_csv"]  # noqa: Y015
     _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
