@@ -27,6 +27,7 @@ from livecalc.gateway.v1 import job_pb2
 from services.client import cli_variants, replay
 from services.client.aio import ResultAssembler, job_spec, package_archive
 from services.client.cli_compare import register_jobs as register_compare
+from services.client.cli_detail import register as register_detail
 from services.client.contexts import ADDRESS_HELP
 from services.client.errors import JobCancelled, JobFailed
 from services.client.exports import check_suffix, write_results
@@ -437,3 +438,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", required=True, help="PNG path to write")
     p.set_defaults(func=cmd_plot)
     register_compare(cmds, _common)
+    register_detail(cmds, _common)

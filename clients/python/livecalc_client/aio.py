@@ -445,7 +445,7 @@ class AsyncClient:
     # ---- detail on demand (livecalc_client.detail) ----------------------------------------
 
     async def detail_stream(
-        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None
+        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | slice | None = None
     ) -> AsyncGenerator[job_service_pb2.GetJobDetailResponse, None]:
         """GetJobDetail's messages: a header, then rows in row order and progress now and then.
         The gateway recomputes the blocks on the engines (nothing per policy is stored); a broken
@@ -464,17 +464,24 @@ class AsyncClient:
             call.cancel()
 
     async def job_detail_batches(
-        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None, batch_rows: int = BATCH_ROWS
+        self,
+        job_id: str,
+        *,
+        scenarios: Sequence[int] = (),
+        blocks: range | slice | None = None,
+        batch_rows: int = BATCH_ROWS,
+        on_progress: Callable[[job_pb2.JobProgress], None] | None = None,
     ) -> AsyncGenerator[tuple[job_service_pb2.DetailHeader, pa.RecordBatch], None]:
         """Per-policy detail as (header, pyarrow RecordBatch) pairs of ``batch_rows`` rows, in row
         order, for bounded memory (columns: livecalc_client.detail). ``scenarios``: default the
-        base scenario 0; ``blocks``: a range of blocks of 1024 rows (default every block)."""
-        async for pair in detail_batches(self.detail_stream(job_id, scenarios=scenarios, blocks=blocks),
-                                         batch_rows=batch_rows):  # fmt: skip
+        base scenario 0; ``blocks``: blocks of 1024 rows, ``range(a, b)`` or ``slice(a, None)``
+        (default every block); ``on_progress`` gets the stream's progress messages."""
+        messages = self.detail_stream(job_id, scenarios=scenarios, blocks=blocks)
+        async for pair in detail_batches(messages, batch_rows=batch_rows, on_progress=on_progress):
             yield pair
 
     async def job_detail(
-        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None
+        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | slice | None = None
     ) -> pd.DataFrame:
         """Per-policy detail as one pandas DataFrame (all rows in memory: for millions of policies
         use `job_detail_batches`)."""

@@ -16,11 +16,11 @@ installs with grpcio and protobuf alone (`pip install livecalc-client[frames]` a
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from livecalc.gateway.v1 import job_service_pb2
+from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from livecalc_client.errors import InvalidArgument, Unavailable
 
 if TYPE_CHECKING:
@@ -47,13 +47,25 @@ def value_column(output: str, scenario: int) -> str:
     return f"{output}_s{scenario}"
 
 
-def blocks_span(blocks: range | None) -> tuple[int, int]:
-    """(first_block, block_count) of GetJobDetailRequest for ``blocks`` (None: every block)."""
+def blocks_span(blocks: range | slice | None) -> tuple[int, int]:
+    """(first_block, block_count) of GetJobDetailRequest for ``blocks``: ``range(a, b)`` or
+    ``slice(a, b)`` for blocks a … b−1, ``slice(a, None)`` from a through the last, None for all."""
     if blocks is None:
         return 0, 0
+    if isinstance(blocks, slice):
+        start = 0 if blocks.start is None else int(blocks.start)
+        if blocks.step not in (None, 1) or start < 0 or (blocks.stop is not None and blocks.stop <= start):
+            raise InvalidArgument(f"blocks must be a slice a:b of blocks with 0 ≤ a < b, got {blocks}")
+        return start, 0 if blocks.stop is None else int(blocks.stop) - start
     if blocks.step != 1 or blocks.start < 0 or len(blocks) == 0:
         raise InvalidArgument(f"blocks must be a non-empty range of blocks ≥ 0 with step 1, got {blocks}")
     return blocks.start, len(blocks)
+
+
+def detail_columns(header: job_service_pb2.DetailHeader) -> list[str]:
+    """The detail's columns: ``row``, the key column when there is one, ``{output}_s{scenario}``."""
+    key = [header.key_column] if header.key_column else []
+    return ["row", *key, *(value_column(o, int(s)) for o in header.outputs for s in header.scenarios)]
 
 
 @dataclass
@@ -68,9 +80,7 @@ class DetailBatches:
 
     @property
     def columns(self) -> list[str]:
-        h = self.header
-        key = [h.key_column] if h.key_column else []
-        return ["row", *key, *(value_column(o, int(s)) for o in h.outputs for s in h.scenarios)]
+        return detail_columns(self.header)
 
     def add(self, rows: job_service_pb2.PolicyRows) -> pa.RecordBatch | None:
         """Take one PolicyRows; a batch once ``batch_rows`` rows are in."""
@@ -114,9 +124,13 @@ def policy_ids(ids: list[str]) -> pa.Array:
 
 
 async def detail_batches(
-    messages: AsyncIterator[job_service_pb2.GetJobDetailResponse], *, batch_rows: int = BATCH_ROWS
+    messages: AsyncIterator[job_service_pb2.GetJobDetailResponse],
+    *,
+    batch_rows: int = BATCH_ROWS,
+    on_progress: Callable[[job_pb2.JobProgress], None] | None = None,
 ) -> AsyncIterator[tuple[job_service_pb2.DetailHeader, pa.RecordBatch]]:
-    """(header, batch) pairs of a GetJobDetail stream, rows in row order; checks every row came."""
+    """(header, batch) pairs of a GetJobDetail stream, rows in row order; checks every row came.
+    ``on_progress`` is called with the stream's progress messages."""
     builder: DetailBatches | None = None
     async for message in messages:
         kind = message.WhichOneof("event")
@@ -128,6 +142,8 @@ async def detail_batches(
             batch = builder.add(message.rows)
             if batch is not None:
                 yield builder.header, batch
+        elif kind == "progress" and on_progress is not None:
+            on_progress(message.progress)
     if builder is None:
         raise Unavailable("the detail stream ended before its header")
     last = builder.flush()

@@ -152,20 +152,30 @@ class Client:
 
     # detail on demand (livecalc_client.detail)
     def detail_stream(
-        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None
+        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | slice | None = None
     ) -> Iterator[job_service_pb2.GetJobDetailResponse]:
         """GetJobDetail's messages (see `AsyncClient.detail_stream`)."""
         return self._iterate(self.aio.detail_stream(job_id, scenarios=scenarios, blocks=blocks))
 
     def job_detail_batches(
-        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None, batch_rows: int = BATCH_ROWS
+        self,
+        job_id: str,
+        *,
+        scenarios: Sequence[int] = (),
+        blocks: range | slice | None = None,
+        batch_rows: int = BATCH_ROWS,
+        on_progress: Callable[[job_pb2.JobProgress], None] | None = None,
     ) -> Iterator[tuple[job_service_pb2.DetailHeader, pa.RecordBatch]]:
         """Per-policy detail as (header, RecordBatch) pairs in row order, for bounded memory."""
         return self._iterate(
-            self.aio.job_detail_batches(job_id, scenarios=scenarios, blocks=blocks, batch_rows=batch_rows)
+            self.aio.job_detail_batches(
+                job_id, scenarios=scenarios, blocks=blocks, batch_rows=batch_rows, on_progress=on_progress
+            )
         )
 
-    def job_detail(self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | None = None) -> pd.DataFrame:
+    def job_detail(
+        self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | slice | None = None
+    ) -> pd.DataFrame:
         """Per-policy detail as a pandas DataFrame (see `AsyncClient.job_detail`)."""
         return self._run(self.aio.job_detail(job_id, scenarios=scenarios, blocks=blocks))
 
