@@ -19,7 +19,7 @@ from services.valuation.model_abi import ABI_VERSION
 CTX_SIZE: Final = 128
 ARRAY_SIZE: Final = 48
 MAX_DIMS: Final = 4
-_HEADER: Final = struct.Struct("<" + "I" * 18)
+_HEADER: Final = struct.Struct("<" + "I" * 21)
 _ARRAY: Final = struct.Struct("<IIII4I4i")
 assert _ARRAY.size == ARRAY_SIZE and _HEADER.size <= CTX_SIZE
 
@@ -27,6 +27,11 @@ TYPE_INT32: Final = 1
 TYPE_INT64: Final = 2
 TYPE_FLOAT64: Final = 3
 TYPE_CATEGORY: Final = 4
+
+FEATURE_ROW_VALUES: Final = 1
+"""`lc_features()` bit: ``lc_run_blocks`` writes row values when the context gives their offset."""
+FEATURE_CASH_FLOWS: Final = 2
+"""`lc_features()` bit: ``lc_run_blocks`` writes block cash flows by month when the context gives their offset."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,17 @@ class Context:
     workspace: int = 0
     workspace_bytes: int = 0
     first_row: int = 0
+    row_values: int = 0
+    """Offset of f64 [n_rows][n_outputs][n_scen] the projection fills with each row's values (0: not asked)."""
+    cash_flows: int = 0
+    """Offset of f64 [blocks][n_monthly][n_scen][n_months + 1]: each block's cash flows by month (0: not asked)."""
+    n_monthly: int = 0
 
     def pack(self) -> bytes:
         head = _HEADER.pack(
             ABI_VERSION, self.n_rows, self.n_scen, self.n_months, self.block_size,
             self.n_columns, self.columns, self.n_tables, self.tables, self.n_params, self.params,
             self.n_scenario_inputs, self.scenario_inputs, self.n_outputs, self.partials,
-            self.workspace, self.workspace_bytes, self.first_row,
+            self.workspace, self.workspace_bytes, self.first_row, self.row_values, self.cash_flows, self.n_monthly,
         )  # fmt: skip
         return head + bytes(CTX_SIZE - len(head))

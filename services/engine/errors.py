@@ -102,6 +102,12 @@ class InvalidModelInput(EngineError, InvalidArgument):
     """Policies, assumptions or scenario parameters break the model's declared rules (docs/datasets.md)."""
 
 
+class DetailUnavailable(EngineError, FailedPrecondition):
+    """A run asked a model for detail it cannot give: cash flows from a model that declares no
+    monthly outputs, or was built without writing them (docs/model-interface.md "Row values and
+    cash flows")."""
+
+
 class PipelineError(EngineError, InvalidArgument):
     """A package's pipeline is malformed: unknown input, cycle, unknown engine, bad node."""
 

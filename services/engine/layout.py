@@ -129,12 +129,19 @@ class ProjectionShape:
     """(name, shape) of each table, declaration order."""
     n_params: int
     n_scenario_inputs: int
+    row_values: bool = False
+    """Lay out row values f64 [rows][n_outputs][n_scen] (a run that asks for them)."""
+    n_monthly: int = 0
+    """Lay out block cash flows f64 [blocks][n_monthly][n_scen][cash_flow_months] when > 0."""
+    cash_flow_months: int = 0
+    """Months of a cash-flow profile: the run's n_months + 1 (t = 0 … n_months)."""
 
 
 def projection_regions(alloc: LayoutBuilder, name: str, shape: ProjectionShape) -> dict[str, Region]:
     """A projection's context, descriptor arrays, parameter slots, policy columns, tables and
-    block partials f64 [blocks][n_outputs][n_scen], in allocation order (the workspace, whose
-    size the model tells once its context is written, comes after them)."""
+    block partials f64 [blocks][n_outputs][n_scen], then, only when the run asks for them, row
+    values and block cash flows, in allocation order (the workspace, whose size the model tells
+    once its context is written, comes after them)."""
     blocks = -(-shape.rows // BLOCK_SIZE)
     r: dict[str, Region] = {
         "ctx": alloc.add(f"{name}.ctx", CTX_SIZE),
@@ -148,6 +155,12 @@ def projection_regions(alloc: LayoutBuilder, name: str, shape: ProjectionShape) 
     for table, dims in shape.tables:
         r[f"table.{table}"] = alloc.add_array(f"{name}.table.{table}", dims, np.float64)
     r["partials"] = alloc.add_array(f"{name}.partials", (blocks, shape.n_outputs, shape.n_scen), np.float64)
+    if shape.row_values:
+        r["row_values"] = alloc.add_array(f"{name}.row_values", (shape.rows, shape.n_outputs, shape.n_scen), np.float64)
+    if shape.n_monthly:
+        r["cash_flows"] = alloc.add_array(
+            f"{name}.cash_flows", (blocks, shape.n_monthly, shape.n_scen, shape.cash_flow_months), np.float64
+        )
     return r
 
 

@@ -15,6 +15,12 @@ declared scenario input, by name; one output, block partials f64 [blocks][output
 ``python://esg``, ``python://normals``, ``python://term_life`` and ``python://savings`` are the numpy
 twins of the shipped models.
 Scenario buffers a run is given (a scenario dataset) replace the generator that would make them.
+
+A run may also ask (`RunDetail`) for the projection's row values f64 [rows][outputs][N] (a
+policy's value of each output under each scenario: summed in row order from +0.0 they are the
+block partials, bit for bit) and its blocks' cash flows by month f64 [blocks][monthly][N][T + 1]
+(docs/model-interface.md "Row values and cash flows"). The numpy twins give row values, not
+cash flows.
 """
 
 from __future__ import annotations
@@ -26,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from services.engine import reference
-from services.engine.errors import InvalidModelInput, ModelLoadError, PipelineError
+from services.engine.errors import DetailUnavailable, InvalidModelInput, ModelLoadError, PipelineError
 from services.engine.layout import LayoutBuilder, scenario_buffer
 from services.engine.reference_inputs import term_life_arguments
-from services.engine.reference_savings import savings_partials
-from services.engine.wasm_nodes import ScenarioBuffer, run_generator, run_projection
+from services.engine.reference_savings import savings_row_values
+from services.engine.wasm_nodes import RunDetail, ScenarioBuffer, run_generator, run_projection
 from services.engine.workers import RunControl, RunLease, WasmPool
 from services.valuation.arrays import F64
 from services.valuation.blocks import BLOCK_SIZE, fold
@@ -44,6 +50,8 @@ from services.valuation.packages.config import Node as PipelineNode
 from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
 from services.valuation.statistics import result_hash
+
+__all__ = ["PipelineResult", "PipelineRunner", "RunDetail", "RunInputs", "plan", "reference_partials"]
 
 
 def plan(config: Sequence[Mapping[str, Any] | PipelineNode]) -> list[PipelineNode]:
@@ -74,12 +82,19 @@ class RunInputs:
 
 @dataclass(frozen=True)
 class PipelineResult:
-    """Copies of every bus buffer (name → array) and the projection's block partials."""
+    """Copies of every bus buffer (name → array) and the projection's block partials; its row
+    values and block cash flows when the run asked for them (`RunDetail`)."""
 
     buffers: dict[str, F64]
     partials: F64
     """f64 [blocks][outputs][N]: the projection node's block partials, in the declaration's output order."""
     outputs: Outputs
+    row_values: F64 | None = None
+    """f64 [rows][outputs][N]: row i's value of output k under scenario s (rows of the run, from its first)."""
+    cash_flows: F64 | None = None
+    """f64 [blocks][monthly][N][T + 1]: block b's undiscounted cash flow of monthly output m at month t."""
+    monthly_outputs: tuple[str, ...] = ()
+    """Names of the monthly outputs, in the order of ``cash_flows``' second axis."""
 
     def portfolio(self, output: str | None = None) -> F64:
         """Per-scenario portfolio value of ``output`` (the primary by default): the fold of the
@@ -130,14 +145,24 @@ class PipelineRunner:
         *,
         control: RunControl | None = None,
         blocks_per_call: int = 1,
+        detail: RunDetail | None = None,
     ) -> PipelineResult:
         control = control or RunControl()
         nodes = plan(config)
         with self.pool.lease(control) as lease:
-            return self._run(lease, nodes, inputs, control, blocks_per_call)
+            return self._run(
+                lease, nodes, inputs, control, blocks_per_call=blocks_per_call, detail=detail or RunDetail()
+            )
 
     def _run(
-        self, lease: RunLease, nodes: list[PipelineNode], inputs: RunInputs, control: RunControl, blocks_per_call: int
+        self,
+        lease: RunLease,
+        nodes: list[PipelineNode],
+        inputs: RunInputs,
+        control: RunControl,
+        *,
+        blocks_per_call: int,
+        detail: RunDetail,
     ) -> PipelineResult:
         months = max(1, inputs.records.horizon_months)
         n_scen = inputs.scenarios.count
@@ -152,6 +177,8 @@ class PipelineRunner:
             mem.view(region, np.float64, data.shape)[:] = data
             bus[name] = ScenarioBuffer(region, n_scen, int(data.shape[1]))
         partials: tuple[F64, str] | None = None
+        row_values: F64 | None = None
+        cash_flows: F64 | None = None
         for node in nodes:
             outputs = [o.removeprefix(BUS) for o in node.outputs]
             kind = self._load(lease, node.model, control) if node.scheme == "wasm" else node.model
@@ -185,15 +212,19 @@ class PipelineRunner:
                     result = run_projection(
                         lease, node.model, alloc, inputs.interface, records=inputs.records, assets=inputs.assets,
                         scenarios=bus, n_scen=n_scen, control=control, blocks_per_call=blocks_per_call,
-                        first_row=inputs.first_row, name=node.id,
+                        first_row=inputs.first_row, name=node.id, detail=detail,
                     )  # fmt: skip
-                    values = result.partials
+                    values, row_values, cash_flows = result.partials, result.row_values, result.cash_flows
                 else:
+                    if detail.cash_flows:
+                        raise DetailUnavailable(f"{node.engine}: the numpy twins give no cash flows by month")
                     control.check(f"node {node.id!r}")
                     given_buffer = bus[inputs.interface.scenario_inputs[0].name]
                     scenario = np.array(mem.view(given_buffer.region, np.float64, (n_scen, given_buffer.stride)))
-                    project = savings_partials if kind == "savings" else reference_partials
-                    values = project(inputs, scenario)
+                    project = savings_row_values if kind == "savings" else reference_row_values
+                    rows = project(inputs, scenario)
+                    values = reference.row_value_partials(rows)
+                    row_values = rows if detail.row_values else None
                 partials = (values, outputs[0] if outputs else node.id)
             else:
                 raise PipelineError(f"node {node.id!r}: unknown built-in engine {node.engine!r}")
@@ -201,7 +232,15 @@ class PipelineRunner:
             raise PipelineError("pipeline has no projection node")
         buffers = {name: np.array(mem.view(b.region, np.float64, (b.n_scen, b.stride))) for name, b in bus.items()}
         buffers[partials[1]] = partials[0]
-        return PipelineResult(buffers=buffers, partials=partials[0], outputs=inputs.interface.output_list)
+        outputs_declared = inputs.interface.output_list
+        return PipelineResult(
+            buffers=buffers,
+            partials=partials[0],
+            outputs=outputs_declared,
+            row_values=row_values,
+            cash_flows=cash_flows,
+            monthly_outputs=outputs_declared.monthly_names if cash_flows is not None else (),
+        )
 
     @staticmethod
     def _need(node: PipelineNode, specials: tuple[str, ...], n_bus: int) -> list[str]:
@@ -215,14 +254,17 @@ class PipelineRunner:
         return bus_inputs
 
 
-def reference_partials(inputs: RunInputs, shocks: F64) -> F64:
-    """python://term_life as block partials f64 [blocks][5][N] (reference summation order)."""
+def reference_row_values(inputs: RunInputs, shocks: F64) -> F64:
+    """python://term_life as row values f64 [rows][5][N]: each policy's PVs in the declaration's order."""
     policies, assumptions = term_life_arguments(inputs.records, inputs.assets, inputs.interface)
     try:
         assumptions.check_covers(policies)
     except ModelInputError as exc:
         raise InvalidModelInput(str(exc)) from exc
     pvs = reference.term_life(policies, assumptions, shocks)
-    names = inputs.interface.output_list.names
-    parts = [reference.block_partials(getattr(pvs, name), BLOCK_SIZE) for name in names]
-    return np.stack(parts, axis=1)
+    return np.stack([getattr(pvs, name) for name in inputs.interface.output_list.names], axis=1)
+
+
+def reference_partials(inputs: RunInputs, shocks: F64) -> F64:
+    """python://term_life as block partials f64 [blocks][5][N] (reference summation order)."""
+    return reference.row_value_partials(reference_row_values(inputs, shocks), BLOCK_SIZE)

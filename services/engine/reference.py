@@ -429,6 +429,13 @@ def pv_net_cf(pv_premiums: F64, pv_claims: F64, pv_expenses: F64, pv_commissions
 # The reference summation order
 
 
+def row_value_partials(row_values: F64, block_size: int = BLOCK_SIZE) -> F64:
+    """Block partials f64 [blocks][outputs][N] of row values f64 [rows][outputs][N] (`block_partials`
+    of each output)."""
+    outputs = range(row_values.shape[1])
+    return np.stack([block_partials(row_values[:, k, :], block_size) for k in outputs], axis=1)
+
+
 def block_partials(values: F64, block_size: int = BLOCK_SIZE) -> F64:
     """Per-block sums over policies, shape (blocks, scenarios), for per-policy ``values`` (policies, scenarios).
 

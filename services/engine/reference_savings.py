@@ -21,7 +21,6 @@ import pyarrow as pa
 
 from services.engine import reference
 from services.valuation.arrays import F64, I64, Mask
-from services.valuation.blocks import BLOCK_SIZE
 from services.valuation.errors import ModelInputError, Violation
 from services.valuation.interface.declaration import ModelInterface
 from services.valuation.interface.parser import interface_of
@@ -324,8 +323,8 @@ def savings_arguments(
     return policies, basis
 
 
-def savings_partials(inputs: RunInputs, std_norm: F64) -> F64:
-    """python://savings as block partials f64 [blocks][9][N] (reference summation order)."""
+def savings_row_values(inputs: RunInputs, std_norm: F64) -> F64:
+    """python://savings as row values f64 [rows][9][N]: each policy's PVs in the declaration's order."""
     from services.engine.errors import InvalidModelInput  # noqa: PLC0415 - the engine's error tree
 
     policies, basis = savings_arguments(inputs.records, inputs.assets, inputs.interface)
@@ -333,8 +332,12 @@ def savings_partials(inputs: RunInputs, std_norm: F64) -> F64:
         pvs = savings(policies, basis, std_norm)
     except ModelInputError as exc:
         raise InvalidModelInput(str(exc)) from exc
-    names = inputs.interface.output_list.names
-    return np.stack([reference.block_partials(getattr(pvs, name), BLOCK_SIZE) for name in names], axis=1)
+    return np.stack([getattr(pvs, name) for name in inputs.interface.output_list.names], axis=1)
+
+
+def savings_partials(inputs: RunInputs, std_norm: F64) -> F64:
+    """python://savings as block partials f64 [blocks][9][N] (reference summation order)."""
+    return reference.row_value_partials(savings_row_values(inputs, std_norm))
 
 
 # ---------------------------------------------------------------------------

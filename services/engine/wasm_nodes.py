@@ -5,13 +5,21 @@ the entry points over K threads (`Executor`: the WASM pool, or the native baseli
   scenario buffers f64 [N][months], split over scenario ranges;
 - a projection (exports `lc_run_blocks`): policy columns, tables, parameters and scenario
   buffers in; `lc_prepare` once, `lc_prepare_scenarios` over scenario ranges, then block
-  partials f64 [blocks][outputs][N], ``blocks_per_call`` blocks per call pulled by the threads.
+  partials f64 [blocks][outputs][N], ``blocks_per_call`` blocks per call pulled by the threads;
+  and, when a run asks (`RunDetail`), every row's values f64 [rows][outputs][N] and each block's
+  cash flows by month f64 [blocks][monthly][N][months + 1], written by the same calls when the
+  model's `lc_features` says it writes them. Row values of a model that does not are valued one
+  row at a time, each row a run's only block (its partial is the row's value); cash flows it
+  cannot give are refused (`DetailUnavailable`).
 
 Entry points other than `lc_run_blocks` are optional; a model that lacks one is not called.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -19,13 +27,17 @@ from typing import Final
 import numpy as np
 
 from services.engine.abi import (
+    ARRAY_SIZE,
+    CTX_SIZE,
+    FEATURE_CASH_FLOWS,
+    FEATURE_ROW_VALUES,
     TYPE_FLOAT64,
     ArrayDescriptor,
     Context,
     pack_arrays,
     pack_params,
 )
-from services.engine.errors import PipelineError
+from services.engine.errors import DetailUnavailable, PipelineError
 from services.engine.layout import (
     LayoutBuilder,
     ProjectionShape,
@@ -41,6 +53,8 @@ from services.valuation.interface.declaration import ModelInterface
 from services.valuation.interface.records import Records
 from services.valuation.interface.tables import Assets
 from services.valuation.scenarios import ScenarioParams
+
+log = logging.getLogger(__name__)
 
 GENERATOR_PARAMS: Final = (("seed", "uint64"), ("a", "float64"), ("sigma", "float64"), ("include_base", "int64"))
 """A generator's parameter slots: the job's scenario settings (docs/model-interface.md)."""
@@ -101,12 +115,65 @@ def run_generator(
 
 
 @dataclass(frozen=True)
+class RunDetail:
+    """What a run returns besides its block partials (docs/model-interface.md "Row values and
+    cash flows")."""
+
+    row_values: bool = False
+    """Every row's value of every output under every scenario, f64 [rows][outputs][N]."""
+    cash_flows: bool = False
+    """Each block's cash flows by month of the outputs declared monthly, f64 [blocks][monthly][N][T + 1]."""
+
+
+class _OnceLog:
+    """Logs a message once per key (a model that makes every detail run take the slow path)."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def warning(self, key: str, message: str, *args: object) -> None:
+        with self._lock:
+            if key in self._seen:
+                return
+            self._seen.add(key)
+        log.warning(message, *args)
+
+
+ROW_BY_ROW_LOG: Final = _OnceLog()
+"""Models already reported as valuing row values one row at a time (once per model name)."""
+
+
+@dataclass(frozen=True)
 class ProjectionResult:
     """Block partials f64 [blocks][outputs][N] (a copy: it stays right after the run's lease
-    ends and the memory is zeroed for the next run) and where they were in memory."""
+    ends and the memory is zeroed for the next run) and where they were in memory; row values
+    and block cash flows when the run asked for them."""
 
     partials: F64
     partials_region: Region
+    row_values: F64 | None = None
+    """f64 [rows][outputs][N]: row i's value of output k under scenario s."""
+    cash_flows: F64 | None = None
+    """f64 [blocks][monthly][N][months + 1]: block b's cash flow of monthly output m at month t."""
+
+
+def model_features(ex: Executor, model: str, control: RunControl) -> int:
+    """The model's `lc_features` bits (0 for a model without the export)."""
+    return ex.call_value(model, "lc_features", (), control) if ex.has_export(model, "lc_features") else 0
+
+
+def check_detail(model: str, interface: ModelInterface, features: int, detail: RunDetail) -> None:
+    """Refuse cash flows a model cannot give (row values it can always give, if slowly)."""
+    if not detail.cash_flows:
+        return
+    if not interface.output_list.monthly:
+        raise DetailUnavailable(f"model {model!r} declares no monthly outputs, so it has no cash flows by month")
+    if not features & FEATURE_CASH_FLOWS:
+        raise DetailUnavailable(
+            f"model {model!r} was built without monthly cash flows (its lc_features does not say it writes them); "
+            "rebuild it with `livecalc package build`"
+        )
 
 
 def run_projection(
@@ -123,8 +190,14 @@ def run_projection(
     blocks_per_call: int = 1,
     first_row: int = 0,
     name: str = "projection",
+    detail: RunDetail | None = None,
 ) -> ProjectionResult:
-    """Value ``records`` under the scenario buffers named by the declaration's scenario inputs."""
+    """Value ``records`` under the scenario buffers named by the declaration's scenario inputs
+    (and return the ``detail`` asked for: `RunDetail`)."""
+    detail = detail or RunDetail()
+    features = model_features(ex, model, control) if detail.row_values or detail.cash_flows else 0
+    check_detail(model, interface, features, detail)
+    written_rows = detail.row_values and bool(features & FEATURE_ROW_VALUES)
     months = records.horizon_months
     missing = [s.name for s in interface.scenario_inputs if s.name not in scenarios]
     if missing:
@@ -139,6 +212,7 @@ def run_projection(
     n_rows = records.n_rows
     blocks = -(-n_rows // BLOCK_SIZE)
     n_out = len(interface.outputs)
+    n_monthly = len(interface.output_list.monthly) if detail.cash_flows else 0
     shape = ProjectionShape(
         rows=n_rows,
         n_scen=n_scen,
@@ -147,6 +221,9 @@ def run_projection(
         tables=tuple((t.name, tuple(int(d) for d in t.values.shape)) for t in assets.tables),
         n_params=len(interface.parameters),
         n_scenario_inputs=len(inputs),
+        row_values=written_rows,
+        n_monthly=n_monthly,
+        cash_flow_months=months + 1,
     )
     r = projection_regions(alloc, name, shape)
     mem = ex.memory
@@ -173,6 +250,8 @@ def run_projection(
         n_params=len(interface.parameters), params=r["params"].offset,
         n_scenario_inputs=len(inputs), scenario_inputs=r["scenario_inputs"].offset,
         n_outputs=n_out, partials=r["partials"].offset, first_row=first_row,
+        row_values=r["row_values"].offset if written_rows else 0,
+        cash_flows=r["cash_flows"].offset if n_monthly else 0, n_monthly=n_monthly,
     )  # fmt: skip
     c = r["ctx"].offset
     mem.write(c, ctx.pack())
@@ -191,4 +270,80 @@ def run_projection(
         ex.map(model, "lc_prepare_scenarios", c, scenario_ranges(n_scen, ex.threads), control)
     ex.map(model, "lc_run_blocks", c, _ranges(blocks, blocks_per_call), control)
     partials = np.array(mem.view(r["partials"], np.float64, (blocks, n_out, n_scen)))
-    return ProjectionResult(partials=partials, partials_region=r["partials"])
+    row_values = None
+    if written_rows:
+        row_values = np.array(mem.view(r["row_values"], np.float64, (n_rows, n_out, n_scen)))
+    elif detail.row_values:
+        ROW_BY_ROW_LOG.warning(
+            model, "model %r does not write row values (no lc_features bit 0): valuing them one row at a time; "
+            "rebuild it with `livecalc package build` for speed", model,
+        )  # fmt: skip
+        row_values = _row_by_row(
+            ex, model, alloc, interface=interface, records=records, run=ctx, name=name, control=control
+        )
+    cash_flows = None
+    if n_monthly:
+        cash_flows = np.array(mem.view(r["cash_flows"], np.float64, (blocks, n_monthly, n_scen, months + 1)))
+    return ProjectionResult(partials, r["partials"], row_values, cash_flows)
+
+
+def _row_by_row(
+    ex: Executor,
+    model: str,
+    alloc: LayoutBuilder,
+    *,
+    interface: ModelInterface,
+    records: Records,
+    run: Context,
+    name: str,
+    control: RunControl,
+) -> F64:
+    """Row values f64 [rows][outputs][N] of a model that writes only partials: each row valued
+    as the only row of a run (its one block's partial is the row's value, as the row adds it to
+    its block's partial). The run's tables, parameters, scenario buffers and n_months stay;
+    a one-row context of its own is prepared once and its columns rewritten per row."""
+    n_rows, n_out, n_scen = records.n_rows, run.n_outputs, run.n_scen
+    if n_rows == 0:
+        return np.zeros((0, n_out, n_scen))
+    one = {
+        "ctx": alloc.add(f"{name}.row.ctx", CTX_SIZE),
+        "columns": alloc.add(f"{name}.row.columns", ARRAY_SIZE * len(interface.columns)),
+        "partials": alloc.add_array(f"{name}.row.partials", (1, n_out, n_scen), np.float64),
+        **{f"column.{col.name}": alloc.add_array(f"{name}.row.column.{col.name}", (1,), col.dtype)
+           for col in interface.columns},
+    }  # fmt: skip
+    mem = ex.memory
+    mem.ensure(alloc.end)
+    mem.write(one["columns"].offset, pack_arrays([
+        ArrayDescriptor(one[f"column.{col.name}"].offset, col.abi_type, (1,)) for col in interface.columns
+    ]))  # fmt: skip
+    ctx = dataclasses.replace(
+        run, n_rows=1, columns=one["columns"].offset, partials=one["partials"].offset, workspace=0, workspace_bytes=0,
+        row_values=0, cash_flows=0, n_monthly=0,
+    )  # fmt: skip
+    c = one["ctx"].offset
+    mem.write(c, ctx.pack())
+    for col in interface.columns:  # row 0 in place, so the workspace size and preparation see a valid row
+        mem.view(one[f"column.{col.name}"], col.dtype)[:] = records.columns[col.name][:1]
+    if ex.has_export(model, "lc_workspace_size"):
+        size = ex.call_value(model, "lc_workspace_size", (c,), control)
+        if size < 0:
+            raise PipelineError(f"{name}: lc_workspace_size returned status {-size}")
+        if size:
+            workspace = alloc.add(f"{name}.row.workspace", size)
+            mem.ensure(alloc.end)
+            ctx = dataclasses.replace(ctx, workspace=workspace.offset, workspace_bytes=size)
+            mem.write(c, ctx.pack())
+    if ex.has_export(model, "lc_prepare"):
+        ex.call(model, "lc_prepare", (c,), control)
+    if ex.has_export(model, "lc_prepare_scenarios"):
+        ex.map(model, "lc_prepare_scenarios", c, scenario_ranges(n_scen, ex.threads), control)
+    values = np.empty((n_rows, n_out, n_scen))
+    partial = mem.view(one["partials"], np.float64, (n_out, n_scen))
+    views = [(mem.view(one[f"column.{col.name}"], col.dtype), records.columns[col.name]) for col in interface.columns]
+    for i in range(n_rows):
+        for view, column in views:
+            view[0] = column[i]
+        ex.call(model, "lc_run_blocks", (c, 0, 1), control)
+        values[i] = partial
+    return values

@@ -32,6 +32,7 @@ SIGNATURES: Final[Mapping[str, Signature]] = {
     "lc_prepare_scenarios": _RANGE,
     "lc_run_blocks": _RANGE,
     "lc_interface_digest": _NO_ARGS,
+    "lc_features": _NO_ARGS,
 }
 """Every ABI entry point → (params, results), as wasmtime names the value types; an export of one
 of these names must have this signature whatever the kind."""
@@ -45,13 +46,14 @@ ENTRY_POINTS: Final[Mapping[ModelKind, Mapping[str, Signature]]] = {
 OPTIONAL_ENTRY_POINTS: Final[Mapping[ModelKind, Mapping[str, Signature]]] = {
     "projection": {
         name: SIGNATURES[name]
-        for name in ("lc_workspace_size", "lc_prepare", "lc_prepare_scenarios", "lc_interface_digest")
+        for name in ("lc_workspace_size", "lc_prepare", "lc_prepare_scenarios", "lc_interface_digest", "lc_features")
     },
     "generator": {name: SIGNATURES[name] for name in ("lc_workspace_size", "lc_prepare")},
 }
 """The entry points each kind may export; the host calls those it finds (``lc_interface_digest``
 only the package validator reads: the digest of the declaration the binary was built against,
-services/valuation/sdk/digest.py)."""
+services/valuation/sdk/digest.py; ``lc_features`` says what a projection writes besides its partials:
+bit 0 row values, bit 1 block cash flows by month)."""
 
 
 def model_kind(exports: Mapping[str, Signature] | frozenset[str]) -> ModelKind | None:

@@ -36,13 +36,13 @@ def documented_fields() -> dict[str, int]:
     table = text[text.index("### The context (`lc_ctx`, 128 bytes, little-endian)") :]
     table = table[: table.index("`lc_array`")]
     fields = {m[2]: int(m[1]) for line in table.splitlines() if (m := ROW.match(line))}
-    assert "| 72–127 | | reserved, zero |" in table
+    assert "| 84–127 | | reserved, zero |" in table
     return fields
 
 
 def test_the_documented_context_is_every_field_of_the_struct() -> None:
     fields = documented_fields()
-    assert list(fields.values()) == list(range(0, 72, 4))  # u32s back to back, then the reserved bytes
+    assert list(fields.values()) == list(range(0, 84, 4))  # u32s back to back, then the reserved bytes
     assert set(fields) == {"abi_version"} | {f.name for f in dataclasses.fields(Context)}
     assert CTX_SIZE == 128 and ABI_VERSION == 2
 
@@ -55,7 +55,7 @@ def test_each_field_is_packed_at_its_documented_offset() -> None:
     for name, offset in documented_fields().items():
         (got,) = struct.unpack_from("<I", packed, offset)
         assert got == (ABI_VERSION if name == "abi_version" else values[name]), name
-    assert packed[72:] == bytes(CTX_SIZE - 72)  # reserved, zero
+    assert packed[84:] == bytes(CTX_SIZE - 84)  # reserved, zero
 
 
 def test_a_generators_context_leaves_the_projection_fields_zero() -> None:
@@ -66,7 +66,8 @@ def test_a_generators_context_leaves_the_projection_fields_zero() -> None:
         19, 240, 1024, 4, 4096
     )  # fmt: skip
     assert all(word[n] == 0 for n in ("n_rows", "n_columns", "columns", "n_tables", "tables", "n_outputs",
-                                      "partials", "workspace", "workspace_bytes", "first_row"))  # fmt: skip
+                                      "partials", "workspace", "workspace_bytes", "first_row", "row_values",
+                                      "cash_flows", "n_monthly"))  # fmt: skip
 
 
 def test_lc_array_is_48_bytes_unused_dims_one_origins_signed() -> None:

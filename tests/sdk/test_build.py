@@ -15,6 +15,7 @@ import wasmtime
 
 from services.cli import main
 from services.common.wasm_binary import StaticData, read_module, static_data
+from services.engine.bench_term_life import scenario_layout_wasm
 from services.valuation.interface.parser import interface_of
 from services.valuation.packages.package import build_directory, check_directory
 from services.valuation.packages.report import Issue
@@ -24,6 +25,7 @@ from services.valuation.sdk.build import STATIC_LIMIT, BuildError, build_model, 
 from services.valuation.sdk.c_header import render_header
 from services.valuation.sdk.digest import digest_text, interface_digest
 from services.valuation.sdk.template import init_c_template
+from tests.support import ROOT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,6 +83,7 @@ def test_digest_covers_what_the_code_reads_by_position_and_nothing_else(template
         lambda d: d["parameters"].append({"name": "tax_rate", "value": 0.2}),
         lambda d: d["scenario_inputs"].append({"name": "equity"}),
         lambda d: d["outputs"].insert(0, {"name": "tax"}),
+        lambda d: d["outputs"][0].update(monthly=not d["outputs"][0].get("monthly", False)),
     ]
     same_layout = [
         lambda d: d["policy"]["columns"][1].update(min=18, description="changed"),
@@ -94,6 +97,18 @@ def test_digest_covers_what_the_code_reads_by_position_and_nothing_else(template
     assert len({base, *(digest(c) for c in layout_changes)}) == 1 + len(layout_changes)
     assert {digest(c) for c in same_layout} == {base}
     assert columns == _config(template)["interface"]["policy"]["columns"]  # deep copies only
+
+
+def test_a_declaration_without_monthly_outputs_keeps_its_digest() -> None:
+    """Monthly outputs came later: a declaration with none has the digest binaries built before
+    them carry (the frozen term_life build of services/engine/bench_data, from the shipped
+    declaration less its monthly flags), so packages users built then still pass validation."""
+    raw = json.loads((ROOT / "services/valuation/reference_model/term_life.interface.json").read_text("utf-8"))
+    assert any(o.get("monthly") for o in raw["outputs"])
+    for output in raw["outputs"]:
+        output.pop("monthly", None)
+    frozen = read_module(scenario_layout_wasm()).constants["lc_interface_digest"] & 0xFFFFFFFF
+    assert interface_digest(interface_of({"interface": raw})) == frozen
 
 
 def test_header_defines_the_digest_and_exports_it(template: Path) -> None:

@@ -56,6 +56,7 @@ class ScenarioInput:
 class Output:
     name: str
     primary: bool = False
+    monthly: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def made_up() -> Interface:
         tables=(Table("qx", (Axis("x", 20, 3), Axis("dur", 0, 2))), Table("yc", (Axis("year"),))),
         parameters=(Parameter("rate"), Parameter("n_paths", "int64"), Parameter("seed", "uint64")),
         scenario_inputs=(ScenarioInput("eq"), ScenarioInput("ir")),
-        outputs=(Output("pv_a"), Output("pv_b", primary=True)),
+        outputs=(Output("pv_a"), Output("pv_b", primary=True, monthly=True)),
     )
 
 
@@ -89,6 +90,15 @@ def test_header_is_deterministic_and_says_it_is_generated() -> None:
     assert "#define SMOKER_EX_SMOKER 2" in text
     assert "static inline const int64_t *col_id(LC_BASE_ARG const lc_ctx *c)" in text
     assert "#define LC_PRIMARY_OUTPUT OUT_PV_B" in text
+    assert "#define MONTHLY_PV_B 0" in text and "#define LC_N_MONTHLY 1" in text
+    assert "MONTHLY_PV_A" not in text
+
+
+def test_the_features_export_says_nothing_unless_the_model_defines_it() -> None:
+    """lc_features() returns LC_FEATURES, 0 unless the model's C defines it before the include."""
+    text = render_header(made_up())
+    assert "#ifndef LC_FEATURES\n#define LC_FEATURES 0\n#endif" in text
+    assert "int32_t lc_features(void) { return LC_FEATURES; }" in text
 
 
 def test_committed_term_life_header_is_current() -> None:
@@ -121,6 +131,7 @@ _Static_assert(SMOKER_NO == 0 && SMOKER_YES == 1 && SMOKER_EX_SMOKER == 2, "cate
 _Static_assert(TABLE_YC == 1 && AXIS_QX_X == 0 && AXIS_QX_DUR == 1 && AXIS_YC_YEAR == 0, "tables");
 _Static_assert(PARAM_SEED == 2 && LC_N_PARAMS == 3 && SCEN_IR == 1 && LC_N_SCENARIO_INPUTS == 2, "scalars");
 _Static_assert(OUT_PV_A == 0 && OUT_PV_B == 1 && LC_N_OUTPUTS == 2 && LC_PRIMARY_OUTPUT == 1, "outputs");
+_Static_assert(MONTHLY_PV_B == 0 && LC_N_MONTHLY == 1, "monthly outputs");
 
 #define CTX const lc_ctx *c = lc_context(LC_BASE ctx)
 LC_EXPORT(p_check) int32_t p_check(LC_BASE_ARG uint32_t ctx) { CTX; return interface_check(LC_BASE c); }

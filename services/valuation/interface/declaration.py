@@ -172,11 +172,13 @@ class ScenarioInput:
 
 @dataclass(frozen=True)
 class Output:
-    """A named present value the model writes; the ``primary`` one is what the distribution describes."""
+    """A named present value the model writes; the ``primary`` one is what the distribution describes.
+    A ``monthly`` one is also a cash flow the model writes by month (docs/model-interface.md)."""
 
     name: str
     primary: bool = False
     description: str = ""
+    monthly: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,10 +187,16 @@ class Outputs:
 
     names: tuple[str, ...]
     primary: int
+    monthly: tuple[int, ...] = ()
+    """Indexes of the outputs declared monthly, in declared order (m of the cash flows is monthly[m])."""
 
     @property
     def primary_name(self) -> str:
         return self.names[self.primary]
+
+    @property
+    def monthly_names(self) -> tuple[str, ...]:
+        return tuple(self.names[k] for k in self.monthly)
 
 
 @dataclass(frozen=True)
@@ -214,7 +222,8 @@ class ModelInterface:
     @property
     def output_list(self) -> Outputs:
         names = tuple(o.name for o in self.outputs)
-        return Outputs(names, next(i for i, o in enumerate(self.outputs) if o.primary))
+        primary = next(i for i, o in enumerate(self.outputs) if o.primary)
+        return Outputs(names, primary, tuple(i for i, o in enumerate(self.outputs) if o.monthly))
 
     @property
     def required_columns(self) -> tuple[str, ...]:

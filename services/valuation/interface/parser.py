@@ -41,13 +41,14 @@ RESERVED_NAMES: Final = frozenset({"and", "or", "not", "min", "max", "abs", "sce
 
 
 def outputs_of(config: Mapping[str, Any]) -> Outputs:
-    """The outputs a package's config declares (term life's five for a config without ``interface``)."""
+    """The outputs a package's config declares (term life's five, each monthly as the shipped
+    declaration says, for a config without ``interface``)."""
     raw = config.get("interface")
     if isinstance(raw, Mapping):
         interface, _ = parse_interface(raw)
         if interface is not None:
             return interface.output_list
-    return Outputs(TERM_LIFE_OUTPUTS, TERM_LIFE_OUTPUTS.index("net_cf"))
+    return Outputs(TERM_LIFE_OUTPUTS, TERM_LIFE_OUTPUTS.index("net_cf"), tuple(range(len(TERM_LIFE_OUTPUTS))))
 
 
 def interface_of(config: Mapping[str, Any]) -> ModelInterface:
@@ -172,7 +173,7 @@ _AXIS: Final = ("name", "first", "size")
 _PARAMETER: Final = ("name", "type", "value", "file", "key", "default", "description", "min", "max", "greater_than",
                      "less_than")  # fmt: skip
 _NAMED: Final = ("name", "description")
-_OUTPUT: Final = ("name", "primary", "description")
+_OUTPUT: Final = ("name", "primary", "monthly", "description")
 
 
 def parse_interface(raw: Any, where: str = "$.interface") -> tuple[ModelInterface | None, list[Issue]]:
@@ -380,8 +381,12 @@ def _outputs(r: _Reader, raw: Any, where: str) -> list[Output]:
         if not isinstance(primary, bool):
             r.fail(f"{at}.primary", "must be true or false")
             primary = False
+        monthly = spec.get("monthly", False)
+        if not isinstance(monthly, bool):
+            r.fail(f"{at}.monthly", "must be true or false")
+            monthly = False
         if name is not None:
-            out.append(Output(name, primary, r.text(spec, "description", at)))
+            out.append(Output(name, primary, r.text(spec, "description", at), monthly))
     if isinstance(raw, list) and raw and sum(o.primary for o in out) != 1:
         r.fail(where, "exactly one output must be primary (the one the distribution describes)")
     elif isinstance(raw, list) and not raw:

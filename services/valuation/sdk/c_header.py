@@ -15,7 +15,10 @@ writes ``partials[... OUT_NET_CF ...]`` without an offset or an index written by
 - a scenario input: ``SCEN_NAME``, ``scen_NAME(c)`` (``const double *``, [n_scen][stride]) and
   ``scen_NAME_stride(c)``;
 - an output: ``OUT_NAME`` (its index k in ``partials[b][k][s]``), ``LC_N_OUTPUTS`` and
-  ``LC_PRIMARY_OUTPUT``;
+  ``LC_PRIMARY_OUTPUT``; an output declared ``monthly``: ``MONTHLY_NAME`` (its index m in
+  ``cash_flows[b][m][s][t]``) and ``LC_N_MONTHLY``;
+- the export ``lc_features()``, weak, returning ``LC_FEATURES`` (0 unless the model defines it
+  before including the header): what ``lc_run_blocks`` writes besides the partials;
 - ``interface_check(c)``: LC_OK when a context is of ABI v2 and lays out this declaration
   (counts, types, dimensions, declared sizes), else LC_E_ABI;
 - ``LC_INTERFACE_DIGEST`` (`services.valuation.sdk.digest`) and the export
@@ -39,7 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from services.valuation.sdk.digest import DIGEST_EXPORT, digest_text, interface_digest
+from services.valuation.sdk.digest import DIGEST_EXPORT, FEATURES_EXPORT, digest_text, interface_digest
 
 if TYPE_CHECKING:
     from services.valuation.interface.declaration import ModelInterface
@@ -103,6 +106,8 @@ class OutputDecl(Protocol):
     def name(self) -> str: ...
     @property
     def primary(self) -> bool: ...
+    @property
+    def monthly(self) -> bool: ...
 
 
 class InterfaceDecl(Protocol):
@@ -258,6 +263,13 @@ def render_header(interface: InterfaceDecl) -> str:
     out.append(f"#define {sym.add('LC_PRIMARY_OUTPUT', 'the header', abi=True)} OUT_{primary_name}")
     out.append("")
 
+    out += ["/* Monthly outputs: m of cash_flows[b][m][s][t], the outputs declared monthly in their order. */"]
+    monthly = [o for o in interface.outputs if o.monthly]
+    for m, output in enumerate(monthly):
+        out.append(f"#define {sym.add(f'MONTHLY_{output.name.upper()}', f'output {output.name!r}')} {m}")
+    out.append(f"#define {sym.add('LC_N_MONTHLY', 'the header', abi=True)} {len(monthly)}")
+    out.append("")
+
     digest = sym.add("LC_INTERFACE_DIGEST", "the header", abi=True)
     out += [
         "/* The digest of the layout above (services/valuation/sdk/digest.py), exported so that the",
@@ -266,12 +278,22 @@ def render_header(interface: InterfaceDecl) -> str:
         f"#define {digest} {digest_text(interface_digest(interface))}u",
         f"LC_EXPORT({DIGEST_EXPORT}) __attribute__((weak)) uint32_t {DIGEST_EXPORT}(void) {{ return {digest}; }}",
         "",
+        "/* What lc_run_blocks writes besides the partials (LC_FEATURE_ROW_VALUES, LC_FEATURE_CASH_FLOWS of",
+        " * livecalc_model.h): define LC_FEATURES before including this header in a model that writes",
+        " * them; without it the export says 0 (partials only: the engine then values one row per run",
+        " * for row values, and refuses cash flows). Weak: a model of several C files defines it once. */",
+        "#ifndef LC_FEATURES",
+        "#define LC_FEATURES 0",
+        "#endif",
+        f"LC_EXPORT({FEATURES_EXPORT}) __attribute__((weak)) int32_t {FEATURES_EXPORT}(void) {{ return LC_FEATURES; }}",
+        "",
         "/* LC_OK when the context is of ABI v2 and lays out this declaration; LC_E_ABI otherwise. */",
         "static inline int32_t interface_check(LC_BASE_ARG const lc_ctx *c) {",
         "    if (lc_check_context(c) != LC_OK) return LC_E_ABI;",
         "    if (c->n_columns != LC_N_COLUMNS || c->n_tables != LC_N_TABLES || c->n_params != LC_N_PARAMS ||",
         "        c->n_scenario_inputs != LC_N_SCENARIO_INPUTS || c->n_outputs != LC_N_OUTPUTS)",
         "        return LC_E_ABI;",
+        "    if (c->cash_flows && c->n_monthly != LC_N_MONTHLY) return LC_E_ABI;",
         *(f"    {line}" for line in checks),
         "    return LC_OK;",
         "}",

@@ -9,7 +9,9 @@ and reports a binary built for another one.
 
 The digest covers what the compiled code depends on, in declaration order: each column's name,
 type and category values (the codes the code compares with), each table's name and number of
-axes, each parameter's name and type, the scenario inputs' names and the outputs' names. It
+axes, each parameter's name and type, the scenario inputs' names, the outputs' names and which
+outputs are monthly (the cash flows' indexes; in the description only when some are, so a
+declaration without monthly outputs keeps the digest it had before they existed). It
 leaves out what the host checks at run time or the code never sees: ranges, defaults, rules,
 the horizon, table files and declared sizes (``interface_check`` compares those), descriptions
 and which output is primary.
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 DIGEST_EXPORT: Final = "lc_interface_digest"
 """The export that returns the digest a binary was built with: () -> i32."""
 
+FEATURES_EXPORT: Final = "lc_features"
+"""The export that says what a projection writes besides its partials (row values, cash flows): () -> i32."""
+
 
 def layout_description(interface: InterfaceDecl) -> str:
     """The canonical text the digest hashes: compact JSON, keys sorted, ASCII only."""
@@ -38,6 +43,11 @@ def layout_description(interface: InterfaceDecl) -> str:
         "scenario_inputs": [s.name for s in interface.scenario_inputs],
         "outputs": [o.name for o in interface.outputs],
     }
+    monthly = [o.name for o in interface.outputs if o.monthly]
+    if monthly:
+        # only when some output is monthly: a declaration without any keeps the digest it had
+        # before outputs could be, so binaries users built then still match their packages
+        doc["monthly"] = monthly
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 

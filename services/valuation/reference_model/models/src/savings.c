@@ -55,6 +55,8 @@
 #include <stdint.h>
 
 #include "livecalc_model.h"
+/* row values and block cash flows by month (the export lc_features) */
+#define LC_FEATURES (LC_FEATURE_ROW_VALUES | LC_FEATURE_CASH_FLOWS)
 #include "savings/model_interface.h"
 
 #ifndef LC_LANES
@@ -63,6 +65,7 @@
 #define LANES LC_LANES
 
 _Static_assert(LC_N_OUTPUTS == 9 && OUT_PREMIUMS == 0 && OUT_NET_CF == 8, "savings writes nine PVs in this order");
+_Static_assert(LC_N_MONTHLY == 9, "savings writes the cash flows of its nine outputs by month");
 
 LC_EXPORT(lc_abi_version) int32_t lc_abi_version(void) { return LC_ABI_VERSION; }
 
@@ -267,14 +270,48 @@ typedef struct sv_basis {
     double fee_rate, expense_acq, commission_rate;
 } sv_basis;
 
+/* Where one policy's detail goes, when the run asks (docs/model-interface.md "Row values and cash
+ * flows"): its nine values per lane (rv: row_values at the row's first output and the group's first
+ * scenario, stride N per output; NULL when not asked) and its monthly cash flows (cf: the block's
+ * cash_flows at the group's first scenario, stride N·months per monthly output and months per
+ * scenario; NULL when not asked). Lanes at and past `lanes` hold no scenario. */
+typedef struct sv_detail {
+    double *rv, *cf;
+    uint32_t N, lanes, months;
+} sv_detail;
+
+/* Month t's cash flows of lanes lane0 … lane0 + VW − 1 of one policy, added to the block's: the
+ * header comment's per-month quantities, before discounting. */
+static inline void add_cash_flows(const sv_detail *d, uint32_t lane0, uint32_t t, double premiums, double expenses,
+                                  double commissions, vd death, vd surr, vd maturity, vd inv, vd avch) {
+    uint64_t out = (uint64_t)d->N * d->months;
+    for (uint32_t l = 0; l < VW; l++) {
+        uint32_t j = lane0 + l;
+        if (j >= d->lanes) return;
+        double *o = d->cf + (uint64_t)j * d->months + t;
+        double net = premiums + inv[l] - (death[l] + surr[l] + maturity[l]) - expenses - commissions - avch[l];
+        o[MONTHLY_PREMIUMS * out] += premiums;
+        o[MONTHLY_DEATH * out] += death[l];
+        o[MONTHLY_SURRENDER * out] += surr[l];
+        o[MONTHLY_MATURITY * out] += maturity[l];
+        o[MONTHLY_EXPENSES * out] += expenses;
+        o[MONTHLY_COMMISSIONS * out] += commissions;
+        o[MONTHLY_INV_INCOME * out] += inv[l];
+        o[MONTHLY_AV_CHANGE * out] += avch[l];
+        o[MONTHLY_NET_CF * out] += net;
+    }
+}
+
 /* One policy under nv·VW scenarios of one group, lanes v0·VW … (ret: r_s(t) of those lanes, month t
- * at ret[t·LANES]), adding its nine PVs to acc[9][v0 … v0 + nv): the months of the header comment,
- * t = 0 … M. Inlined with a constant nv, so that the per-month vector loop unrolls fully: its account
- * values and PV sums become nv independent dependency chains in locals (WASM: wasm locals, not arrays
- * on the shadow stack), and the month's scalar work is shared by all of them. */
+ * at ret[t·LANES]), adding its nine PVs to acc[9][v0 … v0 + nv) (and writing them to its row values,
+ * and its cash flows to the block's, when the run asks): the months of the header comment,
+ * t = 0 … M. Inlined with a constant nv and `cash`, so that the per-month vector loop unrolls fully:
+ * its account values and PV sums become nv independent dependency chains in locals (WASM: wasm
+ * locals, not arrays on the shadow stack), the month's scalar work is shared by all of them, and a
+ * run without cash flows carries none of their work. */
 static inline __attribute__((always_inline)) void project(vd acc[LC_N_OUTPUTS][NV], uint32_t v0, uint32_t nv,
                                                           const double *restrict ret, const sv_basis *b,
-                                                          const sv_policy *p) {
+                                                          const sv_policy *p, const sv_detail *detail, int cash) {
     vd av[NV], death[NV], surr[NV], inv[NV], avch[NV];
     for (uint32_t v = 0; v < nv; v++) {
         av[v] = (vd){0} + p->av_init;
@@ -298,8 +335,9 @@ static inline __attribute__((always_inline)) void project(vd acc[LC_N_OUTPUTS][N
         double prem_to_av = (1.0 - p->load) * prem_pp;
         double df = b->df[t];
         double prem_cf = prem_pp * pols;
+        double exp_cf = b->expense_acq * nb + pols * b->maint_infl[t];
         premiums += prem_cf * df;
-        expenses += (b->expense_acq * nb + pols * b->maint_infl[t]) * df;
+        expenses += exp_cf * df;
         commissions += b->commission_rate * prem_cf * df;
         const double *restrict r = ret + (uint64_t)t * LANES;
         _Pragma("clang loop unroll(full)") for (uint32_t v = 0; v < nv; v++) {
@@ -309,11 +347,18 @@ static inline __attribute__((always_inline)) void project(vd acc[LC_N_OUTPUTS][N
             vd ii = *(const vd_u *)(r + v * VW) * bi;
             vd mid = bi + 0.5 * ii;
             vd next = bi + ii;
-            death[v] += vmax(p->sa + (vd){0}, mid) * deaths * df;
-            surr[v] += (mid * lapses - sc * mid * lapses) * df;
-            inv[v] += (ii * pols_next + 0.5 * ii * exits) * df;
-            avch[v] += (next * pols_next - a * pols_if) * df;
+            vd death_cf = vmax(p->sa + (vd){0}, mid) * deaths;
+            vd surr_cf = mid * lapses - sc * mid * lapses;
+            vd inv_cf = ii * pols_next + 0.5 * ii * exits;
+            vd avch_cf = next * pols_next - a * pols_if;
+            death[v] += death_cf * df;
+            surr[v] += surr_cf * df;
+            inv[v] += inv_cf * df;
+            avch[v] += avch_cf * df;
             av[v] = next;
+            if (cash)
+                add_cash_flows(detail, (v0 + v) * VW, t, prem_cf, exp_cf, b->commission_rate * prem_cf, death_cf,
+                               surr_cf, (vd){0}, inv_cf, avch_cf);
         }
         pols_if = pols_next;
     }
@@ -332,6 +377,16 @@ static inline __attribute__((always_inline)) void project(vd acc[LC_N_OUTPUTS][N
         acc[OUT_INV_INCOME][a] += inv[v];
         acc[OUT_AV_CHANGE][a] += avch[v];
         acc[OUT_NET_CF][a] += net;
+        if (cash) {
+            vd at_maturity = av[v] * pols_if, zero = (vd){0};
+            add_cash_flows(detail, a * VW, p->M, 0.0, 0.0, 0.0, zero, zero, at_maturity, zero, -at_maturity);
+        }
+        if (detail->rv) {
+            vd pv[LC_N_OUTPUTS] = {(vd){0} + premiums, death[v], surr[v], maturity, (vd){0} + expenses,
+                                   (vd){0} + commissions, inv[v], avch[v], net};
+            for (uint32_t l = 0; l < VW && a * VW + l < detail->lanes; l++)
+                for (uint32_t k = 0; k < LC_N_OUTPUTS; k++) detail->rv[(uint64_t)k * detail->N + a * VW + l] = pv[k][l];
+        }
     }
 }
 
@@ -342,13 +397,25 @@ static inline __attribute__((always_inline)) void project(vd acc[LC_N_OUTPUTS][N
 _Static_assert(LANES % NARROW == 0 && NARROW % VW == 0, "NARROW divides LANES into whole vectors");
 
 static __attribute__((noinline)) void project_group(vd acc[LC_N_OUTPUTS][NV], const double *restrict ret,
-                                                    const sv_basis *b, const sv_policy *p) {
-    project(acc, 0, NV, ret, b, p);
+                                                    const sv_basis *b, const sv_policy *p, const sv_detail *d) {
+    project(acc, 0, NV, ret, b, p, d, 0);
 }
 
 static __attribute__((noinline)) void project_narrow(vd acc[LC_N_OUTPUTS][NV], uint32_t lane0, const double *restrict ret,
-                                                     const sv_basis *b, const sv_policy *p) {
-    project(acc, lane0 / VW, NARROW / VW, ret + lane0, b, p);
+                                                     const sv_basis *b, const sv_policy *p, const sv_detail *d) {
+    project(acc, lane0 / VW, NARROW / VW, ret + lane0, b, p, d, 0);
+}
+
+/* The same two with cash flows (runs that ask for them). */
+static __attribute__((noinline)) void project_group_cf(vd acc[LC_N_OUTPUTS][NV], const double *restrict ret,
+                                                       const sv_basis *b, const sv_policy *p, const sv_detail *d) {
+    project(acc, 0, NV, ret, b, p, d, 1);
+}
+
+static __attribute__((noinline)) void project_narrow_cf(vd acc[LC_N_OUTPUTS][NV], uint32_t lane0,
+                                                        const double *restrict ret, const sv_basis *b,
+                                                        const sv_policy *p, const sv_detail *d) {
+    project(acc, lane0 / VW, NARROW / VW, ret + lane0, b, p, d, 1);
 }
 
 /* Block partials for blocks [b_begin, b_end): partials[b][k][s] = Σ over the block's rows, in row
@@ -378,6 +445,8 @@ int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b
     const double *ret = region(LC_BASE c, w.ret);
     double *partials = lc_partials(LC_BASE c);
     uint32_t N = c->n_scen, T = c->n_months, groups = (uint32_t)w.groups;
+    double *row_values = lc_row_values(LC_BASE c), *cash_flows = lc_cash_flows(LC_BASE c);
+    uint32_t cf_months = lc_cash_flow_months(c);
     sv_policy p;
     for (uint32_t b = b_begin; b < b_end; b++) {
         uint32_t r0 = b * LC_BLOCK, r1 = min_u32(c->n_rows, r0 + LC_BLOCK);
@@ -393,10 +462,15 @@ int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b
             uint32_t lanes = min_u32(LANES, N - g * LANES);
             for (uint32_t i = r0; i < r1; i++) {
                 row_check(LC_BASE c, &w, i, &p); /* LC_OK: checked above */
+                sv_detail detail = {
+                    row_values ? row_values + (uint64_t)i * LC_N_OUTPUTS * N + g * LANES : 0,
+                    cash_flows ? cash_flows + ((uint64_t)b * LC_N_MONTHLY * N + g * LANES) * cf_months : 0,
+                    N, lanes, cf_months};
                 if (lanes == LANES)
-                    project_group(acc, rg, &basis, &p);
+                    (cash_flows ? project_group_cf : project_group)(acc, rg, &basis, &p, &detail);
                 else
-                    for (uint32_t lane0 = 0; lane0 < lanes; lane0 += NARROW) project_narrow(acc, lane0, rg, &basis, &p);
+                    for (uint32_t lane0 = 0; lane0 < lanes; lane0 += NARROW)
+                        (cash_flows ? project_narrow_cf : project_narrow)(acc, lane0, rg, &basis, &p, &detail);
             }
             for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
                 for (uint32_t j = 0; j < lanes; j++) out[(uint64_t)k * N + g * LANES + j] = acc[k][j / VW][j % VW];

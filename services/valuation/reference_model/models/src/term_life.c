@@ -39,6 +39,8 @@
 #include <stdint.h>
 
 #include "livecalc_model.h"
+/* row values in both layouts, block cash flows by month in the scenario layout (the export lc_features) */
+#define LC_FEATURES (LC_FEATURE_ROW_VALUES | LC_FEATURE_CASH_FLOWS)
 #include "model_interface.h"
 
 #ifndef LC_LANES
@@ -50,13 +52,16 @@
 #endif
 #define PL_SEGMENTS 62 /* a policy-layout group tabulates ≤ 62 segments (≈ years) of its schedule */
 
-/* Does a run of n_scen scenarios over months [0, T) use the policy layout? Its tables hold
- * horizons up to 60 years; longer ones stay in the scenario layout (the same bits, only slower). */
-static inline int policy_layout(uint32_t n_scen, uint32_t T) {
-    return n_scen < LC_POLICY_LANES_BELOW && T <= 12 * (PL_SEGMENTS - 2);
+/* Does run c use the policy layout? With fewer than LC_POLICY_LANES_BELOW scenarios, unless its
+ * horizons exceed 60 years (the layout's tables) or it asks for cash flows: a lane group's rows are
+ * not in row order, and a block's monthly sums are in row order; the scenario layout gives every
+ * row the same bits, only slower. */
+static inline int policy_layout(const lc_ctx *c) {
+    return c->n_scen < LC_POLICY_LANES_BELOW && c->n_months <= 12 * (PL_SEGMENTS - 2) && !c->cash_flows;
 }
 
 _Static_assert(LC_N_OUTPUTS == 5 && OUT_PREMIUMS == 0 && OUT_NET_CF == 4, "term_life writes five PVs in this order");
+_Static_assert(LC_N_MONTHLY == 5, "term_life writes the cash flows of its five outputs by month");
 
 LC_EXPORT(lc_abi_version) int32_t lc_abi_version(void) { return LC_ABI_VERSION; }
 
@@ -96,7 +101,7 @@ static int32_t layout(LC_BASE_ARG const lc_ctx *c, tl_layout *w) {
     w->dlap = at, at += w->groups * T * LANES * 8;
     w->premium_eff = at, at += align16((uint64_t)c->n_rows * 8);
     w->row_pv = at;
-    if (policy_layout(c->n_scen, c->n_months)) at += (uint64_t)c->n_rows * LC_N_OUTPUTS * 8;
+    if (policy_layout(c)) at += (uint64_t)c->n_rows * LC_N_OUTPUTS * 8;
     w->bytes = at;
     return LC_OK;
 }
@@ -240,8 +245,41 @@ static inline vd vmin1(vd x) {
 }
 #endif
 
+/* Where one policy's detail goes, when the run asks (docs/model-interface.md "Row values and cash
+ * flows"): its five values per lane (rv: row_values at the row's first output and the group's first
+ * scenario, stride N per output; NULL when not asked) and its monthly cash flows (cf: the block's
+ * cash_flows at the group's first scenario and the row's issue month, stride N·months per monthly
+ * output and months per scenario; NULL when not asked). Lanes at and past `lanes` hold no scenario. */
+typedef struct tl_detail {
+    double *rv, *cf;
+    uint32_t N, lanes, months;
+} tl_detail;
+
+/* Month t's cash flows of lanes v·VW … of one policy (pols: in force at the start of the month,
+ * before its decrements), added to the block's cash flows: premiums = prem·pols, claims =
+ * sa·(pols·q), expenses = maint_infl(t)·pols (+ acq·count at issue), commissions = comm_rate·premiums
+ * in policy year 0, net_cf = premiums − claims − expenses − commissions. */
+static inline void add_cash_flows(const tl_detail *d, uint32_t v, vd pols, uint32_t t, double q, double e,
+                                  double prem, double sa, double acq_t, double comm_t) {
+    uint64_t out = (uint64_t)d->N * d->months;
+    for (uint32_t l = 0; l < VW; l++) {
+        uint32_t j = v * VW + l;
+        if (j >= d->lanes) return;
+        double p = pols[l];
+        double premiums = prem * p, claims = sa * (p * q), expenses = e * p + acq_t, commissions = comm_t * premiums;
+        double *o = d->cf + (uint64_t)j * d->months + t;
+        o[MONTHLY_PREMIUMS * out] += premiums;
+        o[MONTHLY_CLAIMS * out] += claims;
+        o[MONTHLY_EXPENSES * out] += expenses;
+        o[MONTHLY_COMMISSIONS * out] += commissions;
+        o[MONTHLY_NET_CF * out] += premiums - claims - expenses - commissions;
+    }
+}
+
 /*
- * One policy under the LANES scenarios of one group, adding its five PVs to acc[5][NV].
+ * One policy under the LANES scenarios of one group, adding its five PVs to acc[5][NV] (and
+ * writing them to its row values, and its cash flows to the block's, when the run asks: `cash`
+ * is a constant in each caller, so the month loops of a run without cash flows carry none of it).
  * Per month t and lane: w = pols·DF_s(t); pols ← pols·(1 − q)·(1 − min(1, l_base·dl)) (when
  * l_base·hi ≤ 1 the clamp cannot bind and the factor is computed as p − (p·l_base)·dl).
  * In-year sums W = Σw give PV_premiums/premium_pp and (times q) PV_claims/SA; expenses add
@@ -249,15 +287,17 @@ static inline vd vmin1(vd x) {
  * passes them from the issue month for future new business. New business (dur = 0) pays the
  * acquisition expense at t = 0, discounted by disc at t = 0 (exactly 1 at the valuation date).
  */
-static void project(vd acc[LC_N_OUTPUTS][NV], const double *restrict disc, const double *restrict dlap,
-                    const double *restrict maint_infl, const double *restrict q_sex, int32_t age_row,
-                    uint32_t n_sel, const double *restrict l_base, uint32_t n_lapse, uint32_t dur, uint32_t M,
-                    double count, double sa, double prem, double acq, double comm_rate, double hi) {
+static inline __attribute__((always_inline)) void project(
+    vd acc[LC_N_OUTPUTS][NV], const double *restrict disc, const double *restrict dlap,
+    const double *restrict maint_infl, const double *restrict q_sex, int32_t age_row, uint32_t n_sel,
+    const double *restrict l_base, uint32_t n_lapse, uint32_t dur, uint32_t M, double count, double sa, double prem,
+    double acq, double comm_rate, double hi, const tl_detail *detail, int cash) {
     vd pols[NV], a0[NV], a1[NV], cl[NV], ex[NV];
     for (uint32_t v = 0; v < NV; v++) {
         pols[v] = (vd){0} + count;
         a0[v] = a1[v] = cl[v] = ex[v] = (vd){0};
     }
+    double acq_cf = dur == 0 ? acq * count : 0.0;
     uint32_t S = n_sel - 1;
     for (uint32_t t = 0; t < M;) {
         uint32_t y = (dur + t) / 12;
@@ -265,6 +305,7 @@ static void project(vd acc[LC_N_OUTPUTS][NV], const double *restrict disc, const
         double q = q_sex[(uint32_t)(age_row + (int32_t)y) * n_sel + min_u32(y, S)];
         double p = 1.0 - q;
         double lb = l_base[min_u32(y, n_lapse - 1)];
+        double comm_y = y == 0 ? comm_rate : 0.0;
         vd w_year[NV];
         for (uint32_t v = 0; v < NV; v++) w_year[v] = (vd){0};
         if (lb * hi <= 1.0) {
@@ -275,6 +316,7 @@ static void project(vd acc[LC_N_OUTPUTS][NV], const double *restrict disc, const
                 const double *restrict dl = dlap + (uint64_t)t * LANES;
                 double e = maint_infl[t];
                 for (uint32_t v = 0; v < NV; v++) {
+                    if (cash) add_cash_flows(detail, v, pols[v], t, q, e, prem, sa, t == 0 ? acq_cf : 0.0, comm_y);
                     vd w = pols[v] * *(const vd_u *)(d + v * VW);
                     w_year[v] += w;
                     ex[v] += e * w;
@@ -287,6 +329,7 @@ static void project(vd acc[LC_N_OUTPUTS][NV], const double *restrict disc, const
                 const double *restrict dl = dlap + (uint64_t)t * LANES;
                 double e = maint_infl[t];
                 for (uint32_t v = 0; v < NV; v++) {
+                    if (cash) add_cash_flows(detail, v, pols[v], t, q, e, prem, sa, t == 0 ? acq_cf : 0.0, comm_y);
                     vd w = pols[v] * *(const vd_u *)(d + v * VW);
                     w_year[v] += w;
                     ex[v] += e * w;
@@ -303,19 +346,34 @@ static void project(vd acc[LC_N_OUTPUTS][NV], const double *restrict disc, const
                 a1[v] += w_year[v];
         }
     }
-    double acq_cf = dur == 0 ? acq * count : 0.0;
+    vd pv[LC_N_OUTPUTS][NV];
     for (uint32_t v = 0; v < NV; v++) {
         vd premiums = prem * (a0[v] + a1[v]);
         vd claims = sa * cl[v];
         vd expenses = ex[v] + acq_cf * *(const vd_u *)(disc + v * VW);
         vd commissions = comm_rate * prem * a0[v];
-        acc[OUT_PREMIUMS][v] += premiums;
-        acc[OUT_CLAIMS][v] += claims;
-        acc[OUT_EXPENSES][v] += expenses;
-        acc[OUT_COMMISSIONS][v] += commissions;
-        acc[OUT_NET_CF][v] += premiums - claims - expenses - commissions;
+        pv[OUT_PREMIUMS][v] = premiums;
+        pv[OUT_CLAIMS][v] = claims;
+        pv[OUT_EXPENSES][v] = expenses;
+        pv[OUT_COMMISSIONS][v] = commissions;
+        pv[OUT_NET_CF][v] = premiums - claims - expenses - commissions;
     }
+    for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
+        for (uint32_t v = 0; v < NV; v++) acc[k][v] += pv[k][v];
+    if (detail->rv)
+        for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
+            for (uint32_t j = 0; j < detail->lanes; j++) detail->rv[(uint64_t)k * detail->N + j] = pv[k][j / VW][j % VW];
 }
+
+/* `project` without cash flows (every run that does not ask for them) and with them. */
+#define PROJECT_ARGS                                                                                                   \
+    vd acc[LC_N_OUTPUTS][NV], const double *restrict disc, const double *restrict dlap,                                \
+        const double *restrict maint_infl, const double *restrict q_sex, int32_t age_row, uint32_t n_sel,              \
+        const double *restrict l_base, uint32_t n_lapse, uint32_t dur, uint32_t M, double count, double sa,            \
+        double prem, double acq, double comm_rate, double hi, const tl_detail *detail
+#define PROJECT_CALL acc, disc, dlap, maint_infl, q_sex, age_row, n_sel, l_base, n_lapse, dur, M, count, sa, prem, acq, comm_rate, hi, detail
+static __attribute__((noinline)) void project_values(PROJECT_ARGS) { project(PROJECT_CALL, 0); }
+static __attribute__((noinline)) void project_cash_flows(PROJECT_ARGS) { project(PROJECT_CALL, 1); }
 
 /*
  * The policy layout, for runs with fewer scenarios than LC_POLICY_LANES_BELOW: per scenario, PL
@@ -346,6 +404,7 @@ typedef struct pl_inputs {
     const int32_t *age, *sex, *term, *dur;
     const double *count, *sa, *prem, *q_mth, *l_base, *maint_infl, *disc, *dlap;
     double *row_pv;
+    double *rv; /* row_values, NULL when the run does not ask */
     uint32_t n_ages, n_sel, n_lapse, T, N;
     int32_t min_age;
     double acq, comm_rate, hi;
@@ -527,6 +586,10 @@ static void run_block_policy_lanes(const pl_inputs *in, uint32_t r0, uint32_t r1
             for (uint32_t i = r0; i < r1; i++) acc += in->row_pv[(uint64_t)i * LC_N_OUTPUTS + k];
             out[(uint64_t)k * in->N + s] = acc;
         }
+        if (in->rv)
+            for (uint32_t i = r0; i < r1; i++)
+                for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
+                    in->rv[((uint64_t)i * LC_N_OUTPUTS + k) * in->N + s] = in->row_pv[(uint64_t)i * LC_N_OUTPUTS + k];
     }
 }
 
@@ -630,8 +693,10 @@ int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b
     double expense_acq = param_expense_acq(LC_BASE c), commission_rate = param_commission_rate(LC_BASE c);
     double dyn_lapse_hi = param_dyn_lapse_hi(LC_BASE c);
     uint32_t N = c->n_scen, T = c->n_months, groups = (uint32_t)w.groups;
+    double *row_values = lc_row_values(LC_BASE c), *cash_flows = lc_cash_flows(LC_BASE c);
+    uint32_t cf_months = lc_cash_flow_months(c);
     pl_inputs pl = {age, sex, term, dur, count, sa, prem, q_mth, l_base, maint_infl, disc, dlap,
-                    region(LC_BASE c, w.row_pv), w.n_ages, w.n_sel, w.n_lapse, T, N, w.min_age,
+                    region(LC_BASE c, w.row_pv), row_values, w.n_ages, w.n_sel, w.n_lapse, T, N, w.min_age,
                     expense_acq, commission_rate, dyn_lapse_hi};
     for (uint32_t b = b_begin; b < b_end; b++) {
         uint32_t r0 = b * LC_BLOCK, r1 = min_u32(c->n_rows, r0 + LC_BLOCK);
@@ -639,7 +704,7 @@ int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b
             if ((rc = row_check(&w, T, age[i], sex[i], term[i], dur[i])) != LC_OK) return rc;
         if ((rc = premiums(LC_BASE c, &w, r0, r1)) != LC_OK) return rc;
         double *out = partials + (uint64_t)b * LC_N_OUTPUTS * N;
-        if (policy_layout(N, T)) {
+        if (policy_layout(c)) {
             run_block_policy_lanes(&pl, r0, r1, out);
             continue;
         }
@@ -649,6 +714,7 @@ int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b
                 for (uint32_t v = 0; v < NV; v++) acc[k][v] = (vd){0};
             const double *dg = disc + (uint64_t)g * T * LANES;
             const double *lg = dlap + (uint64_t)g * T * LANES;
+            uint32_t lanes = min_u32(LANES, N - g * LANES); /* lanes past N hold no scenario: never written out */
             for (uint32_t i = r0; i < r1; i++) {
                 /* attained age x = age + y is mortality row (age − min_age) + y */
                 const double *q_sex = q_mth + (sex[i] == SEX_F ? w.n_ages * w.n_sel : 0);
@@ -656,12 +722,15 @@ int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b
                  * from there, in calendar months: nothing before its issue */
                 uint32_t issue = dur[i] < 0 ? (uint32_t)-dur[i] : 0, d = dur[i] < 0 ? 0 : (uint32_t)dur[i];
                 uint32_t M = 12 * (uint32_t)term[i] - d;
-                project(acc, dg + (uint64_t)issue * LANES, lg + (uint64_t)issue * LANES, maint_infl + issue, q_sex,
-                        age[i] - w.min_age, w.n_sel, l_base, w.n_lapse, d, M, count[i], sa[i], prem[i], expense_acq,
-                        commission_rate, dyn_lapse_hi);
+                tl_detail detail = {
+                    row_values ? row_values + (uint64_t)i * LC_N_OUTPUTS * N + g * LANES : 0,
+                    cash_flows ? cash_flows + ((uint64_t)b * LC_N_MONTHLY * N + g * LANES) * cf_months + issue : 0,
+                    N, lanes, cf_months};
+                (cash_flows ? project_cash_flows : project_values)(
+                    acc, dg + (uint64_t)issue * LANES, lg + (uint64_t)issue * LANES, maint_infl + issue, q_sex,
+                    age[i] - w.min_age, w.n_sel, l_base, w.n_lapse, d, M, count[i], sa[i], prem[i], expense_acq,
+                    commission_rate, dyn_lapse_hi, &detail);
             }
-            /* lanes past N hold no scenario: never written out */
-            uint32_t lanes = min_u32(LANES, N - g * LANES);
             for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
                 for (uint32_t j = 0; j < lanes; j++) out[(uint64_t)k * N + g * LANES + j] = acc[k][j / VW][j % VW];
         }

@@ -88,13 +88,33 @@ typedef struct lc_ctx {
     uint32_t workspace;         /* 16-byte aligned; 0 when workspace_bytes is 0 */
     uint32_t workspace_bytes;
     uint32_t first_row;         /* dataset row of row 0 (information only) */
-    uint32_t reserved[14];
+    uint32_t row_values;        /* f64 [n_rows][n_outputs][n_scen]; 0 when the run does not ask */
+    uint32_t cash_flows;        /* f64 [blocks][n_monthly][n_scen][n_months + 1]; 0 when not asked */
+    uint32_t n_monthly;         /* outputs declared monthly (declaration order among the outputs) */
+    uint32_t reserved[11];
 } lc_ctx;
 _Static_assert(sizeof(lc_ctx) == 128, "lc_ctx layout is part of the ABI");
 _Static_assert(offsetof(lc_ctx, block_size) == 16 && offsetof(lc_ctx, columns) == 24, "lc_ctx layout");
 _Static_assert(offsetof(lc_ctx, params) == 40 && offsetof(lc_ctx, scenario_inputs) == 48, "lc_ctx layout");
 _Static_assert(offsetof(lc_ctx, partials) == 56 && offsetof(lc_ctx, first_row) == 68, "lc_ctx layout");
-_Static_assert(offsetof(lc_ctx, reserved) == 72, "lc_ctx layout");
+_Static_assert(offsetof(lc_ctx, row_values) == 72 && offsetof(lc_ctx, cash_flows) == 76, "lc_ctx layout");
+_Static_assert(offsetof(lc_ctx, n_monthly) == 80 && offsetof(lc_ctx, reserved) == 84, "lc_ctx layout");
+
+/* What a projection writes besides its block partials, when the host asks (`lc_features()`, an
+ * optional export: a model without it writes partials only, and the host values one row per run
+ * to get row values):
+ *   LC_FEATURE_ROW_VALUES  with ctx->row_values ≠ 0, lc_run_blocks also writes each row of its
+ *                          blocks: row_values[i][k][s], the value whose sum over the block's rows
+ *                          in row order from +0.0 is partials[b][k][s], bit for bit;
+ *   LC_FEATURE_CASH_FLOWS  with ctx->cash_flows ≠ 0, lc_run_blocks also writes each of its blocks'
+ *                          cash flows by month: cash_flows[b][m][s][t], the sum over the block's
+ *                          rows in row order from +0.0 of the row's undiscounted cash flow of
+ *                          monthly output m (MONTHLY_NAME) at t months from the valuation date,
+ *                          t = 0 … n_months (a flow the model discounts with DF(t) is at t; entry
+ *                          n_months holds flows at the horizon itself, such as a maturity); a
+ *                          month no row has a flow in is 0. */
+#define LC_FEATURE_ROW_VALUES 1
+#define LC_FEATURE_CASH_FLOWS 2
 
 static inline const lc_ctx *lc_context(LC_BASE_ARG uint32_t ctx_off) { return LC_AT(const lc_ctx, ctx_off); }
 
@@ -123,6 +143,10 @@ static inline const double *lc_f64(LC_BASE_ARG const lc_array *a) { return LC_AT
 static inline double *lc_f64_out(LC_BASE_ARG const lc_array *a) { return LC_AT(double, a->offset); } /* a generator's */
 
 static inline double *lc_partials(LC_BASE_ARG const lc_ctx *c) { return LC_AT(double, c->partials); }
+/* Row values and cash flows (LC_FEATURE_*): NULL when the run does not ask for them. */
+static inline double *lc_row_values(LC_BASE_ARG const lc_ctx *c) { return c->row_values ? LC_AT(double, c->row_values) : 0; }
+static inline double *lc_cash_flows(LC_BASE_ARG const lc_ctx *c) { return c->cash_flows ? LC_AT(double, c->cash_flows) : 0; }
+static inline uint32_t lc_cash_flow_months(const lc_ctx *c) { return c->n_months + 1; } /* t = 0 … n_months */
 static inline uint8_t *lc_workspace(LC_BASE_ARG const lc_ctx *c) { return LC_AT(uint8_t, c->workspace); }
 static inline uint32_t lc_blocks(const lc_ctx *c) { return (c->n_rows + LC_BLOCK - 1) / LC_BLOCK; }
 

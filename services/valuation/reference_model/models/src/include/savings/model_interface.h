@@ -185,11 +185,32 @@ static inline uint32_t scen_std_norm_stride(LC_BASE_ARG const lc_ctx *c) {
 #define LC_N_OUTPUTS 9
 #define LC_PRIMARY_OUTPUT OUT_NET_CF
 
+/* Monthly outputs: m of cash_flows[b][m][s][t], the outputs declared monthly in their order. */
+#define MONTHLY_PREMIUMS 0
+#define MONTHLY_DEATH 1
+#define MONTHLY_SURRENDER 2
+#define MONTHLY_MATURITY 3
+#define MONTHLY_EXPENSES 4
+#define MONTHLY_COMMISSIONS 5
+#define MONTHLY_INV_INCOME 6
+#define MONTHLY_AV_CHANGE 7
+#define MONTHLY_NET_CF 8
+#define LC_N_MONTHLY 9
+
 /* The digest of the layout above (services/valuation/sdk/digest.py), exported so that the
  * package validator can tell a binary compiled for another declaration. Weak: a model of
  * several C files defines it once. */
-#define LC_INTERFACE_DIGEST 0x071ee855u
+#define LC_INTERFACE_DIGEST 0x13a72916u
 LC_EXPORT(lc_interface_digest) __attribute__((weak)) uint32_t lc_interface_digest(void) { return LC_INTERFACE_DIGEST; }
+
+/* What lc_run_blocks writes besides the partials (LC_FEATURE_ROW_VALUES, LC_FEATURE_CASH_FLOWS of
+ * livecalc_model.h): define LC_FEATURES before including this header in a model that writes
+ * them; without it the export says 0 (partials only: the engine then values one row per run
+ * for row values, and refuses cash flows). Weak: a model of several C files defines it once. */
+#ifndef LC_FEATURES
+#define LC_FEATURES 0
+#endif
+LC_EXPORT(lc_features) __attribute__((weak)) int32_t lc_features(void) { return LC_FEATURES; }
 
 /* LC_OK when the context is of ABI v2 and lays out this declaration; LC_E_ABI otherwise. */
 static inline int32_t interface_check(LC_BASE_ARG const lc_ctx *c) {
@@ -197,6 +218,7 @@ static inline int32_t interface_check(LC_BASE_ARG const lc_ctx *c) {
     if (c->n_columns != LC_N_COLUMNS || c->n_tables != LC_N_TABLES || c->n_params != LC_N_PARAMS ||
         c->n_scenario_inputs != LC_N_SCENARIO_INPUTS || c->n_outputs != LC_N_OUTPUTS)
         return LC_E_ABI;
+    if (c->cash_flows && c->n_monthly != LC_N_MONTHLY) return LC_E_ABI;
     if (!lc_column_is(LC_BASE c, COL_POLICY_ID, LC_INT64)) return LC_E_ABI;
     if (!lc_column_is(LC_BASE c, COL_AGE_AT_ENTRY, LC_INT32)) return LC_E_ABI;
     if (!lc_column_is(LC_BASE c, COL_POLICY_TERM, LC_INT32)) return LC_E_ABI;
