@@ -13,7 +13,9 @@ version and scenarios. On the command line, one `--variant` per variant (repeata
              param.P+S     S added to P (or P-S)                       param.inflation+0.5%
              param.P=V     P set to V                                  param.dyn_lapse_beta=0
 
-An amount added or set may end in ``bp`` (× 0.0001) or ``%`` (× 0.01), converted exactly.
+An amount added or set may end in ``bp`` (× 0.0001) or ``%`` (× 0.01), converted exactly. A
+scale or shift may end in ``clamped``: values it takes past the declaration's min or max are set
+to it (``table.mortality*1.15 clamped`` caps every rate at 1) instead of refused.
 `--variants FILE.json` reads a list of variants in the proto's JSON form
 (``[{"name": "mort_up", "overrides": [{"table": "mortality", "scale": 1.15}]}]``, or an object
 with that list under ``"variants"``). The result table (`variant_lines`) shows each variant's
@@ -40,10 +42,11 @@ from services.common.errors import InvalidArgument
 
 VARIANT_HELP: Final = (
     "a sensitivity valued in the same job: 'NAME: CHANGE[, CHANGE…]', CHANGE one of table.T*F, table.T+S, "
-    "table.T-S, table.T=@FILE.csv, param.P*F, param.P+S, param.P-S, param.P=V (S and V may end in bp or %%), "
-    "e.g. 'mort_down: table.mortality*0.85' or 'rates_down: table.curve-100bp' (repeatable)"
+    "table.T-S, table.T=@FILE.csv, param.P*F, param.P+S, param.P-S, param.P=V (S and V may end in bp or %%; "
+    "a scale or shift may end in 'clamped': values past a declared min or max are set to it), e.g. "
+    "'mort_up: table.mortality*1.15 clamped' or 'rates_down: table.curve-100bp' (repeatable)"
 )
-_CHANGE: Final = re.compile(r"\s*(table|param)\.([A-Za-z_][A-Za-z0-9_]*)\s*([*+=-])\s*(\S.*?)\s*")
+_CHANGE: Final = re.compile(r"\s*(table|param)\.([A-Za-z_][A-Za-z0-9_]*)\s*([*+=-])\s*(\S.*?)(\s+clamped)?\s*")
 _UNITS: Final = {"bp": Decimal("0.0001"), "%": Decimal("0.01")}
 
 
@@ -82,7 +85,7 @@ def parse_change(text: str, *, where: str) -> job_pb2.Override:
             f"{where}: {text.strip()!r} is not a change: table.NAME*F, table.NAME+S, table.NAME-S, "
             "table.NAME=@FILE.csv, param.NAME*F, param.NAME+S, param.NAME-S or param.NAME=V"
         )
-    target, name, op, amount = match.groups()
+    target, name, op, amount, clamped = match.groups()
     override = job_pb2.Override(table=name) if target == "table" else job_pb2.Override(parameter=name)
     if op == "*":
         override.scale = _amount(amount, units=False, where=where)
@@ -99,6 +102,10 @@ def parse_change(text: str, *, where: str) -> job_pb2.Override:
             raise InvalidArgument(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
     else:
         override.value = _amount(amount, units=True, where=where)
+    if clamped:
+        if op not in "*+-":
+            raise InvalidArgument(f"{where}: 'clamped' goes with a scale (*) or a shift (+, -)")
+        override.clamp = True
     return override
 
 

@@ -60,6 +60,7 @@ def overrides_of(variant: job_pb2.Variant) -> list[Override]:
                 change=change or "scale",
                 amount=float(getattr(o, change)) if change in ("scale", "shift", "value") else 0.0,
                 csv=o.table_csv,
+                clamp=o.clamp,
             )
         )
     return out
@@ -92,6 +93,12 @@ def check_variants(spec: job_pb2.JobSpec) -> None:
         for j, o in enumerate(variant.overrides):
             if o.WhichOneof("target") is None:
                 bad.append(FieldViolation(f"{at}.overrides[{j}]", f"variant {variant.name!r}: set table or parameter"))
+            if o.clamp and o.WhichOneof("change") not in ("scale", "shift"):
+                bad.append(
+                    FieldViolation(
+                        f"{at}.overrides[{j}].clamp", f"variant {variant.name!r}: clamp goes with scale or shift"
+                    )
+                )
             if o.WhichOneof("change") is None:
                 bad.append(
                     FieldViolation(

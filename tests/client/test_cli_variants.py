@@ -33,6 +33,10 @@ def test_the_change_syntax() -> None:
     assert parse_change("table.curve+-0.01", where="w") == job_pb2.Override(table="curve", shift=-0.01)
     assert parse_change("param.inflation + 0.5%", where="w") == job_pb2.Override(parameter="inflation", shift=0.005)
     assert parse_change("param.inflation=2%", where="w") == job_pb2.Override(parameter="inflation", value=0.02)
+    # a scale or shift clamped to the declared bounds
+    assert parse_change("table.mortality*1.15 clamped", where="w") == job_pb2.Override(
+        table="mortality", scale=1.15, clamp=True
+    )
 
 
 def test_a_table_replaced_from_a_csv_file(tmp_path: Path) -> None:
@@ -54,6 +58,7 @@ def test_a_table_replaced_from_a_csv_file(tmp_path: Path) -> None:
         ("v: table.lapse=0.1", "a table is replaced by a CSV file: table.lapse=@FILE.csv"),
         ("v: table.lapse=@/no/such.csv", "cannot read /no/such.csv"),
         ("v: param.x=nan", "'nan' is not a finite number"),
+        ("v: param.x=1 clamped", "'clamped' goes with a scale (*) or a shift (+, -)"),
     ],
 )
 def test_bad_variant_flags_are_refused(text: str, message: str) -> None:
@@ -108,7 +113,7 @@ def test_submit_with_variants_end_to_end(inprocess_small_mesh: InProcessSmallMes
     assert "Sensitivities (2) against the base" in done.stdout
     doc = json.loads(out.read_text())
     assert [v["name"] for v in doc["variants"]] == ["rates_down", "lapse_down"]
-    assert doc["spec"]["variants"][1]["overrides"][0] == {"table": "lapse", "scale": 0.5}
+    assert doc["spec"]["variants"][1]["overrides"][0] == {"table": "lapse", "scale": 0.5, "clamp": False}
     rates_down = doc["variants"][0]
     assert rates_down["mean_change"] == rates_down["statistics"]["mean"] - doc["statistics"]["mean"]
     # lower discount rates make every present value larger in size: net_cf's mean moves

@@ -1,10 +1,11 @@
 """Sensitivities in one job (issue 21 item 3) through an in-process mesh (tests.inprocess).
 
 One job on the stochastic term-life package (4 blocks, the last partial; 2-block chunks; 5
-scenarios) carries two variants: lapse × 0.5, and both expense parameters × 1.1. Each
+scenarios) carries three variants: mortality × 1.15 with every rate clamped at the table's
+declared max of 1, lapse × 0.5, and both expense parameters × 1.1. Each
 variant's result hash must equal (a) a separate job on the package the gateway derived for it
 (VariantResult.package_hash) and (b) a separate job on a package this test builds itself by
-editing the package directory's files (the lapse table and expenses.json) and uploading it.
+editing the package directory's files (the two tables and expenses.json) and uploading it.
 The base is the job as it would be without variants. Bad variants are refused at submit,
 INVALID_ARGUMENT naming the variant and the field, and nothing runs.
 """
@@ -60,6 +61,7 @@ def variant(name: str, *overrides: job_pb2.Override) -> job_pb2.Variant:
     return job_pb2.Variant(name=name, overrides=list(overrides))
 
 
+MORTALITY_UP = variant("mort_up", job_pb2.Override(table="mortality", scale=1.15, clamp=True))
 LAPSE_DOWN = variant("lapse_down", job_pb2.Override(table="lapse", scale=0.5))
 EXPENSES_UP = variant(
     "expenses_up",
@@ -78,12 +80,17 @@ def job_on(package_hash: str, **fields: object) -> job_pb2.JobSpec:
     return spec(package_hash, "pol", SCENARIOS, chunk_blocks=CHUNK_BLOCKS, **fields)  # type: ignore[arg-type]
 
 
-def edited_package(model_dir: Path, dest: Path) -> tuple[Path, Path]:
-    """Two copies of the package directory edited by hand: the lapse table's rates × 0.5, and the
-    acquisition and maintenance expenses × 1.1 (float64 arithmetic, written with repr)."""
-    lapse, expenses = dest / "lapse", dest / "expenses"
-    for copy in (lapse, expenses):
+def edited_package(model_dir: Path, dest: Path) -> dict[str, Path]:
+    """Copies of the package directory edited by hand: the mortality rates × 1.15 capped at 1, the
+    lapse table's rates × 0.5, and the acquisition and maintenance expenses × 1.1 (float64
+    arithmetic, written with repr), by variant name."""
+    mortality, lapse, expenses = dest / "mortality", dest / "lapse", dest / "expenses"
+    for copy in (mortality, lapse, expenses):
         shutil.copytree(model_dir, copy)
+    path = mortality / "assumptions" / "mortality.csv"
+    rows = list(csv.reader(io.StringIO(path.read_text())))
+    out = [rows[0]] + [[row[0], *(repr(min(float(q) * 1.15, 1.0)) for q in row[1:])] for row in rows[1:]]
+    path.write_text("\n".join(",".join(r) for r in out) + "\n")
     path = lapse / "assumptions" / "lapse.csv"
     rows = list(csv.reader(io.StringIO(path.read_text())))
     out = [rows[0]] + [[label, repr(float(rate) * 0.5)] for label, rate in rows[1:]]
@@ -93,29 +100,29 @@ def edited_package(model_dir: Path, dest: Path) -> tuple[Path, Path]:
     doc["acquisition"] = doc["acquisition"] * 1.1
     doc["maintenance"] = doc["maintenance"] * 1.1
     path.write_text(json.dumps(doc))
-    return lapse, expenses
+    return {"mort_up": mortality, "lapse_down": lapse, "expenses_up": expenses}
 
 
 def test_each_variant_equals_its_package_run_alone(mesh: Mesh) -> None:
     base_alone, _ = result_of(mesh.gateway, job_on(mesh.package_hash))
-    result, events = result_of(mesh.gateway, job_on(mesh.package_hash, variants=[LAPSE_DOWN, EXPENSES_UP]))
+    variants = [MORTALITY_UP, LAPSE_DOWN, EXPENSES_UP]
+    result, events = result_of(mesh.gateway, job_on(mesh.package_hash, variants=variants))
 
-    # one job: the base and both variants, progress over all three passes
+    # one job: the base and the variants, progress over all four passes
     accepted = events[0].accepted
-    assert accepted.blocks_total == 3 * 4 and accepted.chunks_total == 3 * 2
+    assert accepted.blocks_total == 4 * 4 and accepted.chunks_total == 4 * 2
     progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
     assert [p.blocks_done for p in progress] == sorted(p.blocks_done for p in progress)
-    assert progress[-1].blocks_done == progress[-1].blocks_total == 12
-    assert progress[-1].policies_done == 3 * ROWS and result.policy_count == ROWS
+    assert progress[-1].blocks_done == progress[-1].blocks_total == 16
+    assert progress[-1].policies_done == 4 * ROWS and result.policy_count == ROWS
     assert kinds(events)[-1] == "result"
 
     # the base is the job without variants
     assert result.result_hash == base_alone.result_hash and result.package_hash == mesh.package_hash
-    assert [v.name for v in result.variants] == ["lapse_down", "expenses_up"]
-    lapse_dir, expenses_dir = edited_package(mesh.model_dir, mesh.tmp / "edited")
+    assert [v.name for v in result.variants] == ["mort_up", "lapse_down", "expenses_up"]
     by_hand = {
-        "lapse_down": upload_package(mesh.gateway, build_directory(lapse_dir, source_date_epoch=0)[0]),
-        "expenses_up": upload_package(mesh.gateway, build_directory(expenses_dir, source_date_epoch=0)[0]),
+        name: upload_package(mesh.gateway, build_directory(directory, source_date_epoch=0)[0])
+        for name, directory in edited_package(mesh.model_dir, mesh.tmp / "edited").items()
     }
     for v in result.variants:
         assert v.result_hash != result.result_hash, v.name  # the change moved the result
@@ -129,12 +136,15 @@ def test_each_variant_equals_its_package_run_alone(mesh: Mesh) -> None:
         assert edited.result_hash == v.result_hash, v.name
         assert v.mean_change == v.statistics.mean - result.statistics.mean
         assert v.relative_change == relative_difference(v.statistics.mean, result.statistics.mean)
-    # cheaper lapses keep more policies paying (and dying): premiums and claims both grow
-    lapse_means = {m.name: m.mean for m in result.variants[0].statistics.output_means}
     base_means = {m.name: m.mean for m in result.statistics.output_means}
+    # heavier mortality: more claims
+    mortality_means = {m.name: m.mean for m in result.variants[0].statistics.output_means}
+    assert mortality_means["claims"] > base_means["claims"]
+    # fewer lapses keep more policies paying (and dying): premiums and claims both grow
+    lapse_means = {m.name: m.mean for m in result.variants[1].statistics.output_means}
     assert lapse_means["premiums"] > base_means["premiums"] and lapse_means["claims"] > base_means["claims"]
-    # higher expenses: the expenses output alone grows, by 10 % exactly in the model's terms
-    expense_means = {m.name: m.mean for m in result.variants[1].statistics.output_means}
+    # higher expenses: the expenses output grows, claims stay
+    expense_means = {m.name: m.mean for m in result.variants[2].statistics.output_means}
     assert expense_means["expenses"] > base_means["expenses"]
     assert expense_means["claims"] == base_means["claims"]
 
@@ -174,6 +184,16 @@ def refusal(address: str, job: job_pb2.JobSpec) -> str:
             [variant("up", job_pb2.Override(table="lapse", scale=20.0))],
             "spec.variants[0].overrides[0].table: variant 'up': table lapse × 20.0 leaves the table outside "
             "its declaration: value at policy_year 0 is 2.0; values must be finite and ≥ 0 and ≤ 1",
+        ),
+        (
+            [variant("mort_up", job_pb2.Override(table="mortality", scale=1.15))],
+            "spec.variants[0].overrides[0].table: variant 'mort_up': table mortality × 1.15 leaves the table "
+            "outside its declaration: value at age 112, select_year 4 is 1.0636095674097648; values must be finite "
+            "and ≥ 0 and ≤ 1, and more (clamp sets values past a declared min or max to it)",
+        ),
+        (
+            [variant("c", job_pb2.Override(table="lapse", table_csv="year,rate\n0,0.1\n", clamp=True))],
+            "spec.variants[0].overrides[0].clamp: variant 'c': clamp goes with scale or shift",
         ),
         (
             [variant("neg", job_pb2.Override(parameter="expense_acq", value=-5.0))],

@@ -5,7 +5,9 @@ assumptions changed: a table scaled (every value × factor), shifted (every valu
 replaced by new CSV text, a float64 parameter scaled, shifted or given a new value. `derive`
 applies the changes in order to the package's files and config and checks each changed asset
 as a package upload checks it (the declared shape, labels and bounds: interface/tables.py), so
-a variant that leaves a mortality rate above 1 is refused before anything runs.
+a variant that leaves a mortality rate above 1 is refused before anything runs — unless the
+override asks for its values to be clamped to the declared min and max (mortality × 1.15 with
+every rate capped at 1).
 
 Changed values are written back exactly: a table's CSV is rewritten with ``repr`` of each
 float64 (the shortest text that reads back as the same bits), a parameter where the declaration
@@ -24,8 +26,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+import numpy as np
+
 from services.valuation.arrays import F64
-from services.valuation.interface.declaration import AM, ModelInterface, Parameter, Table
+from services.valuation.interface.declaration import AM, Bounds, ModelInterface, Parameter, Table
 from services.valuation.interface.parser import interface_of
 from services.valuation.interface.tables import TableData, asset_issues, load_assets
 from services.valuation.packages.archive import write_archive
@@ -53,6 +57,8 @@ class Override:
     change: Change
     amount: float = 0.0
     csv: str = ""
+    #: With scale or shift: values past a declared min or max are set to it (not refused).
+    clamp: bool = False
 
     def describe(self) -> str:
         """``table mortality × 1.15`` style text."""
@@ -60,7 +66,15 @@ class Override:
         if self.change == "table_csv":
             return f"{what} replaced"
         sign = {"scale": "×", "shift": "+", "value": "="}[self.change]
-        return f"{what} {sign} {self.amount!r}"
+        return f"{what} {sign} {self.amount!r}" + (", clamped" if self.clamp else "")
+
+
+def _clamped(values: F64, bounds: Bounds) -> F64:
+    """``values`` with those below a declared min or above a declared max set to it (open
+    bounds, greater_than and less_than, have no nearest value: they are left to the checks)."""
+    low = -np.inf if bounds.min is None else bounds.min
+    high = np.inf if bounds.max is None else bounds.max
+    return np.clip(values, low, high)
 
 
 def _scaled(value: float, override: Override) -> float:
@@ -151,14 +165,18 @@ class _Deriver:
         else:
             data = load_assets(alone, self.files.get).tables[0]
             values = data.values * override.amount if override.change == "scale" else data.values + override.amount
+            if override.clamp:
+                values = _clamped(values, spec.bounds)
             self.files[spec.file] = table_csv_bytes(spec, data, values)
         found = [i for i in asset_issues(alone, self.files.get) if i.severity == "error"]
         if found and override.change != "table_csv":
             # one line for the change, not one per cell: the cause is the factor, not the file
             more = ", and more" if len(found) > 1 else ""
+            hint = "" if override.clamp else " (clamp sets values past a declared min or max to it)"
             self.issues.append(
                 error(
-                    where, f"{override.describe()} leaves the table outside its declaration: {found[0].message}{more}"
+                    where,
+                    f"{override.describe()} leaves the table outside its declaration: {found[0].message}{more}{hint}",
                 )
             )
         else:
@@ -174,6 +192,8 @@ class _Deriver:
         alone = dataclasses.replace(interface, tables=(), parameters=(spec,))
         current = float(load_assets(alone, self.files.get).parameters[0])
         value = _scaled(current, override)
+        if override.clamp and override.change != "value":
+            value = float(_clamped(np.array([value]), spec.bounds)[0])
         if spec.value is None and spec.file is not None and spec.key is not None:
             raw = self.files.get(spec.file)
             document = json.loads(raw.decode("utf-8")) if raw is not None else {}
