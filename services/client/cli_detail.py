@@ -97,9 +97,10 @@ def _job_values(lc: Client, job: job_pb2.Job) -> dict[str, F64]:
     return {o.name: np.asarray(o.values, dtype=np.float64) for o in result.outputs}
 
 
-def _writer(path: Path, schema: Any) -> Any:
+def _writer(path: Path, schema: Any, suffix: str) -> Any:
+    """A pyarrow writer of ``suffix``'s format (.parquet or .csv) at ``path``, batch by batch."""
     pa_csv, pq = need("pyarrow.csv"), need("pyarrow.parquet")
-    return pq.ParquetWriter(path, schema) if path.suffix == ".parquet" else pa_csv.CSVWriter(path, schema)
+    return pq.ParquetWriter(path, schema) if suffix == ".parquet" else pa_csv.CSVWriter(path, schema)
 
 
 def cmd_detail(args: argparse.Namespace) -> int:
@@ -128,7 +129,7 @@ def cmd_detail(args: argparse.Namespace) -> int:
         try:
             for header, batch in batches:
                 if writer is None:
-                    writer = _writer(partial, batch.schema)
+                    writer = _writer(partial, batch.schema, out.suffix)
                     fold = RowFold(len(header.outputs), len(header.scenarios))
                     columns = detail_columns(header)[-fold.total.size :]
                 writer.write_batch(batch)

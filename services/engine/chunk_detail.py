@@ -56,6 +56,11 @@ class DetailAsk:
             raise InvalidArgument(f"detail scenario {scenarios[-1]} is not below the job's {scenario_count} scenarios")
         return cls(scenarios, detail.row_values, detail.cash_flows, detail.cash_flow_sums)
 
+    @property
+    def wants_cash_flows(self) -> bool:
+        """The run must compute cash flows by month (of the selected scenarios, or their sums)."""
+        return self.cash_flows or self.cash_flow_sums
+
     def run_count(self, scenario_count: int) -> int:
         """Scenarios the chunk runs: all of them for the sums, else [0, max(selected) + 1)."""
         if self.cash_flow_sums or not self.scenarios:
@@ -69,7 +74,7 @@ def detail_piece_blocks(ask: DetailAsk, *, outputs: int, run_scenarios: int, usu
     per_block = 0
     if ask.row_values:
         per_block += BLOCK_SIZE * outputs * run_scenarios * 8
-    if ask.cash_flows or ask.cash_flow_sums:
+    if ask.wants_cash_flows:
         per_block += outputs * run_scenarios * SIZING_MONTHS * 8
     if per_block == 0:
         return usual

@@ -17,6 +17,8 @@ package declares) on the engine's `WasmPool`:
 - a job with a scenario set (`ChunkWork.scenario_set`) gives its arrays to every piece as
   scenario data, the generator not run, once the set is seen to cover the piece's horizons;
 - after each piece the chunk yields one `BlockPartial` per block, then a progress event;
+  a chunk that asks for detail (`ChunkWork.detail`, chunk_detail.py) yields each block's
+  `RowValues` and `BlockCashFlows` just before its partial, from pieces of few blocks;
   block partials do not depend on how blocks are grouped into pieces, so the bits are those
   of one run over the whole dataset. A partial carries every output the model declares, in
   declared order (`BlockPartial.values`, f64 [K][n]; K from the pipeline's partials).
@@ -42,11 +44,12 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
-from services.common.errors import InvalidArgument
+from services.common.errors import Internal, InvalidArgument
+from services.engine.chunk_detail import DetailAsk, cash_flow_message, detail_piece_blocks, row_value_messages
 from services.engine.metrics import EngineMetrics
 from services.engine.non_finite import is_finite, locate
 from services.engine.package_loader import LoadedPackage
-from services.engine.pipeline import PipelineResult, PipelineRunner, RunInputs
+from services.engine.pipeline import PipelineResult, PipelineRunner, RunDetail, RunInputs
 from services.engine.row_reader import Sample
 from services.engine.scenario_sets import ScenarioSet
 from services.engine.workers import RunControl, WasmPool
@@ -90,6 +93,10 @@ class ChunkWork:
     """Policies per sample group (1..B); 0: the sample's blocks folded into one partial."""
     scenario_set: ScenarioSet | None = None
     """The job's scenario inputs as data (they replace the generator), or None."""
+    detail: DetailAsk | None = None
+    """Detail to answer besides the partials (blocks only); ``scenarios`` are then those it runs."""
+    job_scenarios: int = 0
+    """The job's scenario count, when ``detail`` runs fewer (what cash-flow sums are over)."""
 
     @property
     def is_sample(self) -> bool:
@@ -222,6 +229,9 @@ class ChunkRunner:
                     f"{work.dataset_id!r}"
                 )
             step = piece_blocks_for(self.piece_blocks, work.scenarios.count)
+            if work.detail is not None:
+                outputs = len(package.interface.outputs)
+                step = detail_piece_blocks(work.detail, outputs=outputs, run_scenarios=work.scenarios.count, usual=step)
             pieces = [(b, min(b + step, last)) for b in range(first, last, step)]
             total_blocks = count
         yield _progress(0, total_blocks, 0)
@@ -241,21 +251,63 @@ class ChunkRunner:
                     given = work.scenario_set
                     if given is not None:
                         given.check_covers(item.records, item.row_of)
+                    data = {k: a[: work.scenarios.count] for k, a in given.arrays.items()} if given else None
                     result, seconds = await self._compute(runner, package, item, work.scenarios, control=control,
-                                                          scenario_data=given.arrays if given else None)  # fmt: skip
+                                                          scenario_data=data, detail=work.detail)  # fmt: skip
                     steps = steps_of(item.records, work.scenarios.count)
                     stats.steps += steps
                     stats.policies += len(item.records)
                     self.metrics.steps.inc(steps)
                     if self._on_speed is not None:
                         self._on_speed(steps, seconds)
-                    for message in self._partials(item, result, work):
-                        yield engine_service_pb2.RunChunkResponse(partial=message)
+                    for message in self._messages(package, item, result, work):
+                        yield message
                     done_blocks += 1 if work.is_sample and not work.sample_groups else result.partials.shape[0]
                     stats.blocks = done_blocks
                     yield _progress(done_blocks, total_blocks, stats.steps)
         finally:
             reader.cancel()
+
+    def _messages(
+        self, package: LoadedPackage, piece: _Piece, result: PipelineResult, work: ChunkWork
+    ) -> list[engine_service_pb2.RunChunkResponse]:
+        """A piece's partials, each block's detail (when asked) just before its partial."""
+        partials = self._partials(piece, result, work)
+        if work.detail is None:
+            return [engine_service_pb2.RunChunkResponse(partial=p) for p in partials]
+        out = []
+        for p in partials:
+            if p.first_scenario == 0:  # a block's detail goes once, before its (first) partial message
+                out += self._detail(package, piece, result, work, p)
+            out.append(engine_service_pb2.RunChunkResponse(partial=p))
+        return out
+
+    @staticmethod
+    def _detail(
+        package: LoadedPackage, piece: _Piece, result: PipelineResult, work: ChunkWork, p: engine_pb2.BlockPartial
+    ) -> list[engine_service_pb2.RunChunkResponse]:
+        """Block ``p``'s RowValues and BlockCashFlows, as ``work.detail`` asks."""
+        ask = work.detail
+        assert ask is not None
+        out = []
+        start, count = int(p.first_row) - piece.first_row, int(p.row_count)
+        if ask.row_values:
+            if result.row_values is None:
+                raise Internal("the pipeline answered no row values")
+            key = package.interface.key
+            ids = piece.records.columns.get(key) if key else None
+            names = [str(v) for v in ids[start : start + count].tolist()] if ids is not None else []
+            rows = result.row_values[start : start + count]
+            messages = row_value_messages(int(p.block_index), int(p.first_row), rows, ask.scenarios, policy_ids=names)
+            out += [engine_service_pb2.RunChunkResponse(row_values=m) for m in messages]
+        if ask.cash_flows or ask.cash_flow_sums:
+            if result.cash_flows is None:
+                raise Internal("the pipeline answered no cash flows")
+            flows = result.cash_flows[int(p.block_index) - piece.first_block]
+            total = work.job_scenarios or work.scenarios.count
+            message = cash_flow_message(int(p.block_index), result.monthly_outputs, flows, ask, total)
+            out.append(engine_service_pb2.RunChunkResponse(cash_flows=message))
+        return out
 
     @staticmethod
     def _partials(piece: _Piece, result: PipelineResult, work: ChunkWork) -> list[engine_pb2.BlockPartial]:
@@ -336,7 +388,7 @@ class ChunkRunner:
 
     async def _compute(
         self, runner: PipelineRunner, package: LoadedPackage, piece: _Piece, scenarios: ScenarioParams, *,
-        control: RunControl, scenario_data: Mapping[str, F64] | None = None,
+        control: RunControl, scenario_data: Mapping[str, F64] | None = None, detail: DetailAsk | None = None,
     ) -> tuple[PipelineResult, float]:  # fmt: skip
         row_of = piece.row_of
 
@@ -351,7 +403,8 @@ class ChunkRunner:
             self.metrics.wasm_calls_in_flight.inc()
             started = time.monotonic()
             try:
-                result = runner.run(package.nodes, inputs_of(piece.records), control=control)
+                asked = None if detail is None else RunDetail(detail.row_values, detail.wants_cash_flows)
+                result = runner.run(package.nodes, inputs_of(piece.records), control=control, detail=asked)
                 if not is_finite(result.partials):
                     raise locate(piece.records, result.partials, rerun, row_of, result.outputs.names)
                 return result, time.monotonic() - started

@@ -6,8 +6,9 @@ memory cap is refused up front, RESOURCE_EXHAUSTED marked ``livecalc-fault: too-
 chunks share one `WasmPool` of K threads, computing one at a time in arrival order while the
 others read their package and rows (see chunk_runner). A chunk whose job reads its scenarios
 from a dataset (`ScenarioSpec.dataset_id`) gets them from the engine's cache of scenario sets,
-read once per engine (scenario_sets.py). Errors leave as the project's error types, which the
-server interceptor maps to statuses.
+read once per engine (scenario_sets.py). A chunk may also ask for detail (per-policy values,
+cash flows by month: chunk_detail.py); it then runs only the scenarios that detail needs.
+Errors leave as the project's error types, which the server interceptor maps to statuses.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from livecalc.engine.v1 import engine_pb2, engine_service_pb2, engine_service_pb
 from services.common.auth.interceptor import current_principal
 from services.common.errors import InvalidArgument, LivecalcError, ResourceExhausted
 from services.common.metrics import code_label
+from services.engine.chunk_detail import DetailAsk
 from services.engine.chunk_runner import ChunkRunner, ChunkStats, ChunkWork
 from services.engine.errors import ModelMemoryExceeded
 from services.engine.footprint import least_engine_bytes, max_scenarios
@@ -138,6 +140,10 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
             raise InvalidArgument("sample.n must be ≥ 1")
         if which == "sample" and not 0 <= request.sample.group_rows <= BLOCK_SIZE:
             raise InvalidArgument(f"sample.group_rows must be in 0..{BLOCK_SIZE}")
+        if request.HasField("detail"):
+            if which != "blocks":
+                raise InvalidArgument("detail is answered for a blocks selection only")
+            DetailAsk.from_request(request.detail, request.scenarios.count)
 
     def _check_fits(self, scenarios: int) -> None:
         """Refuse, before any download, read or allocation, a count whose smallest run (one block
@@ -153,8 +159,9 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
     @staticmethod
     def _work(request: engine_service_pb2.RunChunkRequest, package: LoadedPackage) -> ChunkWork:
         spec = request.scenarios
+        ask = DetailAsk.from_request(request.detail, spec.count) if request.HasField("detail") else None
         scenarios = package.scenarios(
-            spec.count,
+            spec.count if ask is None else ask.run_count(spec.count),
             spec.seed,
             spec.mean_reversion if spec.HasField("mean_reversion") else None,
             spec.volatility if spec.HasField("volatility") else None,
@@ -165,7 +172,8 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
                              sample_n=request.sample.n, sample_seed=request.sample.seed,
                              sample_group_rows=request.sample.group_rows)  # fmt: skip
         return ChunkWork(request.dataset_id, request.dataset_version, scenarios,
-                         first_block=request.blocks.first_block, block_count=request.blocks.block_count)  # fmt: skip
+                         first_block=request.blocks.first_block, block_count=request.blocks.block_count,
+                         detail=ask, job_scenarios=spec.count)  # fmt: skip
 
     async def _scenario_set(
         self, request: engine_service_pb2.RunChunkRequest, package: LoadedPackage, rows: TenantRows, tenant: str
