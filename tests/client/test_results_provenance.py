@@ -283,7 +283,8 @@ def test_job_metrics_after_jobs(mesh: Mesh) -> None:
     durations = samples(text, "livecalc_gateway_job_duration_seconds_count")
     assert durations[(("state", "succeeded"),)] == len(succeeded)
     assert samples(text, "livecalc_gateway_job_duration_seconds_sum")[(("state", "succeeded"),)] > 0
-    policies = sum(int(j["result"]["policy_count"]) for j in succeeded)
+    # the base and each variant value every policy
+    policies = sum(int(j["result"]["policy_count"]) * (1 + len(j["result"].get("variants", []))) for j in succeeded)
     assert samples(text, "livecalc_gateway_policies_valued_total")[()] == policies
     if shutil.which("promtool"):
         lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False)
@@ -302,3 +303,33 @@ def test_job_metrics_after_jobs(mesh: Mesh) -> None:
 )
 def test_end_reason_is_a_bounded_status_label(state: Any, code: str, reason: str) -> None:
     assert end_reason(job_pb2.Job(state=state, error=job_pb2.JobError(code=code))) == reason
+
+
+def test_replay_of_a_variant_job_checks_each_variants_hash(mesh: Mesh) -> None:
+    out = mesh.tmp / "variants.json"
+    done = mesh.cli(
+        "submit",
+        "--package",
+        mesh.package_hash,
+        "--dataset",
+        "pol",
+        "--scenarios",
+        "4",
+        "--variant",
+        "lapse_down: table.lapse*0.5",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    recorded = json.loads(out.read_text())
+    assert [v["name"] for v in recorded["spec"]["variants"]] == ["lapse_down"]
+    assert mesh.cli("submit", "--replay", str(out)).stdout.splitlines()[-1].startswith("replayed: hash equal")
+
+    recorded["variants"][0]["result_hash"] = "f" * 64  # a recorded variant the replay does not reproduce
+    tampered = mesh.tmp / "variants-tampered.json"
+    tampered.write_text(json.dumps(recorded))
+    differs = mesh.cli("submit", "--replay", str(tampered))
+    assert differs.returncode == 1
+    assert f"replayed: base hash equal, variants differ: variant lapse_down: recorded {'f' * 64}, replay " in (
+        differs.stdout
+    )
