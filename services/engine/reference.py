@@ -314,14 +314,7 @@ def term_life(policies: Policies, assumptions: Assumptions, shocks: F64) -> Term
     still indexing DF_s(t), the inflation factor and the shocks. duration_mth = 12·policy_term
     matured at t = 0 (M = 0): every PV is 0.
     """
-    assumptions.check_covers(policies)
-    months = int(policies.projection_months.max(initial=0))
-    shocks = np.asarray(shocks, dtype=np.float64)
-    if shocks.ndim != 2 or shocks.shape[1] < months:
-        raise ModelInputError(
-            "scenarios", [Violation("shocks", f"need shape (scenarios, ≥ {months}), got {shocks.shape}")]
-        )
-    shocks = shocks[:, :months]
+    shocks = _checked_shocks(policies, assumptions, shocks)
     n_pol, n_scen = len(policies), shocks.shape[0]
     prem_pp = premium_pp(policies, assumptions)
     pvs = {name: np.zeros((n_pol, n_scen)) for name in TERM_LIFE_CASH_FLOWS}
@@ -338,8 +331,42 @@ def term_life(policies: Policies, assumptions: Assumptions, shocks: F64) -> Term
     return TermLifePVs(net_cf=net_cf, premium_pp=prem_pp, **pvs)
 
 
-def _project_group(policies: Policies, prem_pp: F64, assumptions: Assumptions, df: F64, dl: F64) -> dict[str, F64]:
-    """Project one group of policies under all scenarios: month loop over (policies, scenarios) arrays."""
+def term_life_cash_flows(policies: Policies, assumptions: Assumptions, shocks: F64) -> dict[str, F64]:
+    """Each output's undiscounted cash flow by month, summed over the policies: name → f64
+    [scenarios][months + 1], month t the one whose DF_s(t) the present values discount it with
+    (`term_life`'s docstring; month ``months``, the horizon, holds nothing for term life), and
+    net_cf(t) = premiums(t) − claims(t) − expenses(t) − commissions(t)."""
+    shocks = _checked_shocks(policies, assumptions, shocks)
+    n_pol, (n_scen, months) = len(policies), shocks.shape
+    prem_pp = premium_pp(policies, assumptions)
+    df = disc_factors(assumptions, shocks)
+    dl = dynamic_lapse_factor(assumptions, shocks)
+    flows = {name: np.zeros((n_scen, months + 1)) for name in TERM_LIFE_CASH_FLOWS}
+    group = max(1, _MAX_CELLS_PER_GROUP // max(1, n_scen))
+    for start in range(0, n_pol, group):
+        rows = np.arange(start, min(start + group, n_pol))
+        _project_group(policies.take(rows), prem_pp[rows], assumptions, df, dl, flows=flows)
+    flows["net_cf"] = flows["premiums"] - flows["claims"] - flows["expenses"] - flows["commissions"]
+    return flows
+
+
+def _checked_shocks(policies: Policies, assumptions: Assumptions, shocks: F64) -> F64:
+    """``shocks`` cut to the policies' months, after checking the tables cover the policies."""
+    assumptions.check_covers(policies)
+    months = int(policies.projection_months.max(initial=0))
+    shocks = np.asarray(shocks, dtype=np.float64)
+    if shocks.ndim != 2 or shocks.shape[1] < months:
+        raise ModelInputError(
+            "scenarios", [Violation("shocks", f"need shape (scenarios, ≥ {months}), got {shocks.shape}")]
+        )
+    return shocks[:, :months]
+
+
+def _project_group(
+    policies: Policies, prem_pp: F64, assumptions: Assumptions, df: F64, dl: F64, *, flows: dict[str, F64] | None = None
+) -> dict[str, F64]:
+    """Project one group of policies under all scenarios: month loop over (policies, scenarios) arrays
+    (adding each month's cash flows, summed over the group, to ``flows[name][:, t]`` when given)."""
     a = assumptions
     n_pol, n_scen = len(policies), df.shape[0]
     months = int(policies.projection_months.max(initial=0))
@@ -366,6 +393,8 @@ def _project_group(policies: Policies, prem_pp: F64, assumptions: Assumptions, d
         }
         for name, cf in cash_flows.items():
             pv[name] += cf * df[None, :, t]
+            if flows is not None:
+                flows[name][:, t] += cf.sum(axis=0)
         pols = pols_if_next(pols, deaths, lapses)
     return pv
 

@@ -210,8 +210,31 @@ def savings(policies: SavingsPolicies, basis: SavingsBasis, std_norm: F64) -> Sa
     return SavingsPVs(**out)
 
 
-def _project_group(p: SavingsPolicies, basis: SavingsBasis, returns: F64) -> dict[str, F64]:
-    """One group of policies under every scenario: a month loop over (policies, scenarios) arrays."""
+def savings_cash_flows(policies: SavingsPolicies, basis: SavingsBasis, std_norm: F64) -> dict[str, F64]:
+    """Each output's undiscounted cash flow by month, summed over the policies: name → f64
+    [scenarios][months + 1], month t the one whose DF(t) the present values discount it with
+    (maturities, and their account value change, at t = M), and net_cf(t) as the PV's formula."""
+    check_covers(policies, basis)
+    months = int(policies.projection_months.max(initial=0))
+    returns = inv_return_mth(basis, np.asarray(std_norm, dtype=np.float64)[:, :months])
+    n_pol, n_scen = len(policies.policy_count), returns.shape[0]
+    flows = {name: np.zeros((n_scen, months + 1)) for name in OUTPUTS if name != "net_cf"}
+    group = max(1, _MAX_CELLS_PER_GROUP // max(1, n_scen))
+    for start in range(0, n_pol, group):
+        _project_group(policies.take(slice(start, min(start + group, n_pol))), basis, returns, flows)
+    f = flows
+    f["net_cf"] = (
+        f["premiums"] + f["inv_income"] - (f["death"] + f["surrender"] + f["maturity"])
+        - f["expenses"] - f["commissions"] - f["av_change"]
+    )  # fmt: skip
+    return flows
+
+
+def _project_group(
+    p: SavingsPolicies, basis: SavingsBasis, returns: F64, flows: dict[str, F64] | None = None
+) -> dict[str, F64]:
+    """One group of policies under every scenario: a month loop over (policies, scenarios) arrays
+    (adding each month's cash flows, summed over the group, to ``flows[name][:, t]`` when given)."""
     n_pol, n_scen = len(p.policy_count), returns.shape[0]
     maturity_month = p.projection_months
     months = int(maturity_month.max(initial=0))
@@ -236,6 +259,9 @@ def _project_group(p: SavingsPolicies, basis: SavingsBasis, returns: F64) -> dic
             paid = av[maturing] * pols_if[maturing, None]
             pv["maturity"][maturing] += paid * df[t]
             pv["av_change"][maturing] += -paid * df[t]
+            if flows is not None:
+                flows["maturity"][:, t] += paid.sum(axis=0)
+                flows["av_change"][:, t] -= paid.sum(axis=0)
             pols_if = np.where(maturing, 0.0, pols_if)
         if t == months:
             break
@@ -267,6 +293,18 @@ def _project_group(p: SavingsPolicies, basis: SavingsBasis, returns: F64) -> dic
         pv["surrender"] += (mid * lps - sc[:, None] * mid * lps) * df[t]
         pv["inv_income"] += (ii * pn + 0.5 * ii * exits) * df[t]
         pv["av_change"] += (nxt * pn - av * pols_if[:, None]) * df[t]
+        if flows is not None:
+            month = {
+                "premiums": prem_cf.sum(),
+                "expenses": (basis.expense_acq * nb + pols * maint[t]).sum(),
+                "commissions": (basis.commission_rate * prem_cf).sum(),
+                "death": (np.maximum(sa, mid) * dth).sum(axis=0),
+                "surrender": (mid * lps - sc[:, None] * mid * lps).sum(axis=0),
+                "inv_income": (ii * pn + 0.5 * ii * exits).sum(axis=0),
+                "av_change": (nxt * pn - av * pols_if[:, None]).sum(axis=0),
+            }
+            for name, cf in month.items():
+                flows[name][:, t] += cf
         av = np.where(live[:, None], nxt, av)  # a matured policy's account stays put (and finite)
         pols_if = pols_next
     premiums, expenses, commissions = (det[k][:, None] for k in ("premiums", "expenses", "commissions"))
