@@ -1,7 +1,8 @@
 """Per-policy detail on demand through a mesh (issue 21 item 1): GetJobDetail recomputes a
 finished job's blocks on the engines, and the rows it streams, exported to Parquet or CSV by
 `livecalc jobs detail` or read by the Python client, fold to the job's own per-scenario values
-bit for bit.
+bit for bit; GetJobCashFlows' profiles by month discount to the job's PVs, and their mean is
+the scenarios' average.
 
 One in-process mesh (tests.inprocess): a data service over 5,000 generated term-life policies
 (five blocks, the last partial), two engines and a gateway; one job of 64 scenarios in chunks of
@@ -12,6 +13,7 @@ the exported rows itself — each block's 1024 rows in row order from +0.0, bloc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,14 @@ import pytest
 from livecalc.gateway.v1 import job_pb2
 from livecalc_client.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.data.generate import generate
+from services.engine.reference import disc_factors_base
+from services.engine.reference_inputs import term_life_arguments
 from services.valuation.blocks import BLOCK_SIZE
-from tests.client.clitools import livecalc_in_process
+from services.valuation.interface.parser import interface_of
+from services.valuation.interface.records import Records
+from services.valuation.interface.tables import load_assets
+from services.valuation.packages.package import verify_archive
+from tests.client.clitools import livecalc_in_process, png_size
 from tests.engine.mesh import datasets_dir, stochastic_package, upload_package
 from tests.gateway.jobmesh import get_job, spec, submit
 from tests.inprocess import InProcessMesh, threaded_mesh
@@ -43,6 +51,8 @@ class Detail:
     mesh: InProcessMesh
     job: job_pb2.Job
     package_hash: str
+    archive: bytes
+    dataset: Path
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +65,8 @@ def detail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Detail]:
         package_hash = upload_package(mesh.gateway, archive)
         events = submit(mesh.gateway, spec(package_hash, "policies", SCENARIOS, chunk_blocks=1))
         assert events[-1].WhichOneof("event") == "result", events[-1]
-        yield Detail(mesh, get_job(mesh.gateway, events[0].job_id), package_hash)
+        job = get_job(mesh.gateway, events[0].job_id)
+        yield Detail(mesh, job, package_hash, archive, root / "policies.parquet")
 
 
 def job_values(job: job_pb2.Job) -> dict[str, np.ndarray]:
@@ -152,3 +163,55 @@ def test_bad_requests(detail: Detail) -> None:
             lc.job_detail(long_id)
     out = livecalc_in_process("jobs", "detail", job_id, "--address", detail.mesh.gateway, "--out", "x.xlsx")
     assert out.returncode != 0 and ".parquet or .csv" in out.stderr
+
+
+def base_discount_factors(archive: bytes, dataset: Path, months: int) -> np.ndarray:
+    """DF0(t), t = 0 … months−1, on the package's base curve (scenario 0 has no shock)."""
+    package = verify_archive(archive)
+    interface = interface_of(package.config)
+    assets = load_assets(interface, package.files.get)
+    records = Records.from_table(pq.read_table(dataset), interface, assets.bounds)
+    _, assumptions = term_life_arguments(records, assets, interface)
+    return disc_factors_base(assumptions, months)
+
+
+def test_cash_flows_discount_to_the_pv_and_the_mean_is_the_scenarios_average(detail: Detail) -> None:
+    job_id = detail.job.job_id
+    values = job_values(detail.job)
+    with detail.mesh.client() as lc:
+        first = lc.cash_flows(job_id, scenarios=range(32), mean=True)
+        second = lc.cash_flows(job_id, scenarios=range(32, SCENARIOS))
+    assert list(first.outputs) == ["premiums", "claims", "expenses", "commissions", "net_cf"]
+    assert first.scenario_count == SCENARIOS and first.months == second.months > 0
+    profiles = {(p.name, p.scenario): np.asarray(p.values) for p in [*first.profiles, *second.profiles]}
+    assert len(profiles) == 5 * (SCENARIOS + 1)
+    # scenario 0, the base curve: the profile discounted month by month is the job's PV
+    df = base_discount_factors(detail.archive, detail.dataset, first.months)
+    for name in first.outputs:
+        pv = float(np.dot(profiles[name, 0], df))
+        assert pv == pytest.approx(values[name][0], rel=1e-9), name
+    # the mean over scenarios, folded like PVs, is the average of the 64 profiles
+    for name in first.outputs:
+        average = sum(profiles[name, s] for s in range(SCENARIOS)) / SCENARIOS
+        assert np.allclose(profiles[name, -1], average, rtol=1e-12, atol=1e-6), name
+    # the net cash flow is its components' balance, month by month
+    net = profiles["premiums", 5] - profiles["claims", 5] - profiles["expenses", 5] - profiles["commissions", 5]
+    assert np.allclose(profiles["net_cf", 5], net, rtol=1e-12, atol=1e-6)
+
+
+def test_cashflows_cli_writes_csv_json_and_a_plot(detail: Detail, tmp_path: Path) -> None:
+    argv = ["jobs", "cashflows", detail.job.job_id, "--address", detail.mesh.gateway, "--scenario", "0", "--mean"]
+    out = livecalc_in_process(*argv, "--out", str(tmp_path / "cf.csv"), "--plot", str(tmp_path / "cf.png"))
+    assert out.returncode == 0, out.stderr
+    frame = pd.read_csv(tmp_path / "cf.csv", index_col="month")
+    assert list(frame.columns) == [f"{n}_{s}" for n in ("premiums", "claims", "expenses", "commissions", "net_cf")
+                                   for s in ("s0", "mean")]  # fmt: skip
+    assert png_size(tmp_path / "cf.png")[0] > 0
+    out = livecalc_in_process(*argv, "--out", str(tmp_path / "cf.json"))
+    assert out.returncode == 0, out.stderr
+    document = json.loads((tmp_path / "cf.json").read_text())
+    net = next(p for p in document["profiles"] if p["output"] == "net_cf" and p["scenario"] == 0)
+    assert net["values"] == frame["net_cf_s0"].tolist()
+    out = livecalc_in_process("jobs", "cashflows", detail.job.job_id, "--address", detail.mesh.gateway,
+                              "--out", str(tmp_path / "cf.csv"))  # fmt: skip
+    assert out.returncode != 0 and "--mean" in out.stderr
