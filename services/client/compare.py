@@ -1,7 +1,8 @@
 """Two results side by side: every output's statistics, their differences, and what differs in
 their inputs.
 
-`compare(a, b)` lines up the outputs by name (A's order, then B's own), and for each the
+`compare(a, b)` lines up the outputs by name (A's primary output first, then A's others in
+declared order, then B's own), and for each the
 statistics of the results document (mean, std, standard error, min, max, each percentile and
 CTE) as A, B, B − A and (B − A)/|A| (services.valuation.statistics.relative_difference: ±inf or
 0 at A = 0). It says whether the result hashes are equal, and warns, naming what differs, when
@@ -131,6 +132,8 @@ def _rows(a: Results, b: Results) -> tuple[list[StatisticRow], list[str]]:
     stats_a = {str(o["name"]): dict(statistics_of(o.get("statistics") or {})) for o in a.outputs}
     stats_b = {str(o["name"]): dict(statistics_of(o.get("statistics") or {})) for o in b.outputs}
     names = list(stats_a) + [n for n in stats_b if n not in stats_a]
+    primary = a.document.get("primary_output")
+    names.sort(key=lambda n: n != primary)  # the primary output first, the others in declared order
     rows, warnings = [], []
     for name in names:
         if name not in stats_a or name not in stats_b:
