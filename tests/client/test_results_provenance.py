@@ -333,3 +333,16 @@ def test_replay_of_a_variant_job_checks_each_variants_hash(mesh: Mesh) -> None:
     assert f"replayed: base hash equal, variants differ: variant lapse_down: recorded {'f' * 64}, replay " in (
         differs.stdout
     )
+
+
+def test_provenance_survives_a_gateway_restart(tmp_path: Path) -> None:
+    root = datasets_dir(tmp_path)
+    policies_csv(root / "pol.csv", BLOCK_SIZE)
+    archive = stochastic_package(tmp_path / "model")
+    with threaded_mesh(tmp_path, datasets=root) as first:
+        package_hash = upload_package(first.gateway, archive)
+        job_id = submit(first.gateway, package_hash, "pol", 5, tmp_path / "r.json")
+        before = get_job(first.gateway, job_id).result.provenance
+    assert before.package_hash == package_hash and before.engine_versions
+    with threaded_mesh(tmp_path, datasets=root) as second:  # a new gateway on the same job store
+        assert get_job(second.gateway, job_id).result.provenance == before
