@@ -1,4 +1,6 @@
-"""`livecalc submit` and `livecalc jobs list|get|watch|cancel|plot`: jobs from the command line.
+"""`livecalc submit` and `livecalc jobs list|get|watch|wait|cancel|plot`: jobs from the command line
+(`jobs compare` is cli_compare.py's, `jobs detail|cashflows` cli_detail.py's, the variant flags
+cli_variants.py's; `submit --replay` is replay.py's, `--out` FILE.json|.csv|.parquet exports.py's).
 
 Built on the Python client (`services.client.Client`). Client conventions:
 `--address` (the gateway; else $LIVECALC_ADDRESS, the current context, 127.0.0.1:50051:
@@ -392,7 +394,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     jobs = sub.add_parser(
         "jobs",
-        help="jobs on the gateway: list, get, watch, wait, cancel, plot (JOB_ID: the id or a unique prefix)",
+        help="jobs on the gateway: list, get, watch, wait, cancel, plot, compare, detail, cashflows "
+        "(JOB_ID: the id or a unique prefix)",
     )
     cmds = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
     p = cmds.add_parser("list", help="jobs, newest first")
