@@ -10,13 +10,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
 import wasmtime
 
 from services.cli import main
 from services.common.wasm_binary import StaticData, read_module, static_data
+from services.engine import reference
+from services.engine.abi import FEATURE_CASH_FLOWS, FEATURE_ROW_VALUES
 from services.engine.bench_term_life import scenario_layout_wasm
+from services.engine.pipeline import PipelineRunner, RunDetail
+from services.engine.runtime import Runtime
+from services.engine.workers import WasmPool
 from services.valuation.interface.parser import interface_of
+from services.valuation.interface.records import Records
 from services.valuation.packages.package import build_directory, check_directory
 from services.valuation.packages.report import Issue
 from services.valuation.packages.wasm_checks import check_binary
@@ -25,6 +33,7 @@ from services.valuation.sdk.build import STATIC_LIMIT, BuildError, build_model, 
 from services.valuation.sdk.c_header import render_header
 from services.valuation.sdk.digest import digest_text, interface_digest
 from services.valuation.sdk.template import init_c_template
+from tests.sdk.endowment import Package, discount_factors, endowment_pvs
 from tests.support import ROOT
 
 pytestmark = pytest.mark.timeout(120)
@@ -262,3 +271,39 @@ def test_build_command_writes_dir_zip_and_init_keeps_the_reference(
     assert "interface" in _config(reference) and check_directory(reference) == []
     assert main(["package", "build", str(reference), "--out", str(tmp_path / "ref.zip")]) == 0
     assert (tmp_path / "ref.zip").is_file()
+
+
+def test_the_template_writes_row_values_and_cash_flows(template: Path) -> None:
+    """The template's model says it writes both (lc_features 3): its row values add up to its block
+    partials bit for bit and agree with the numpy endowment, and its monthly cash flows, discounted,
+    are its present values."""
+    wasm = (template / "wasm" / "model.wasm").read_bytes()
+    assert read_module(wasm).constants["lc_features"] == FEATURE_ROW_VALUES | FEATURE_CASH_FLOWS
+    package = Package.read(template)
+    rng = np.random.default_rng(11)
+    n = 1500
+    term = rng.integers(1, 21, n)
+    table = pa.table({
+        "policy_id": np.arange(n, dtype=np.int64), "age_at_entry": rng.integers(20, 60, n).astype(np.int32),
+        "sex": rng.integers(0, 2, n).astype(np.int32), "policy_term": term.astype(np.int32),
+        "duration_mth": (rng.random(n) * 12 * term).astype(np.int32), "sum_assured": rng.uniform(1e4, 1e6, n),
+        "premium_pp": rng.uniform(10.0, 500.0, n), "policy_count": rng.uniform(1.0, 3.0, n),
+    })  # fmt: skip
+    records = Records.from_table(table, package.interface, package.bounds)
+    with WasmPool(Runtime(), threads=2) as pool:
+        run = PipelineRunner(pool, package.binaries()).run(
+            package.config["pipeline"], package.run_inputs(records), detail=RunDetail(row_values=True, cash_flows=True)
+        )
+    assert run.row_values is not None and run.cash_flows is not None
+    blocks = np.zeros_like(run.partials)
+    for i, row in enumerate(run.row_values):
+        blocks[i // 1024] += row
+    assert np.array_equal(blocks.view(np.uint64), run.partials.view(np.uint64))
+    pvs = endowment_pvs(package, records)
+    for k, name in enumerate(run.outputs.names):
+        np.testing.assert_allclose(run.row_values[:, k, :], pvs[name], rtol=1e-9, atol=1e-9, err_msg=name)
+    assert run.monthly_outputs == run.outputs.names
+    months = records.horizon_months
+    df = discount_factors(package.parameter("valuation_rate"), reference.esg(package.scenarios, months))
+    discounted = np.einsum("bmst,st->bms", run.cash_flows, df)
+    np.testing.assert_allclose(discounted, run.partials, rtol=1e-9, atol=1e-6)

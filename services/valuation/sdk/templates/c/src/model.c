@@ -38,7 +38,12 @@
  *   lc_prepare_scenarios   scenarios [s0, s1): DF_s(t) into the workspace
  *   lc_run_blocks          blocks [b0, b1): partials[b][k][s], the sum over block b's rows, in
  *                          row order from +0.0, of output k under scenario s (the block rule:
- *                          it makes the result the same bits whichever engine computes a block)
+ *                          it makes the result the same bits whichever engine computes a block);
+ *                          and, when the run asks, each row's values (row_values[i][k][s]) and
+ *                          each block's undiscounted cash flows by month of the outputs declared
+ *                          "monthly" (cash_flows[b][m][s][t], at the month t whose DF_s(t)
+ *                          discounts them: a claim of month t at t + 1, the maturity at M).
+ *                          LC_FEATURES below says this model writes both (the export lc_features).
  * Every entry point returns LC_OK (0) or a status: LC_E_ABI, LC_E_RANGE, LC_E_TABLE, LC_E_INPUT,
  * or 16 and above for your own.
  */
@@ -46,6 +51,8 @@
 #include <stdint.h>
 
 #include "livecalc_model.h"
+/* lc_run_blocks writes row values and cash flows when a run asks (delete a bit if you drop one) */
+#define LC_FEATURES (LC_FEATURE_ROW_VALUES | LC_FEATURE_CASH_FLOWS)
 #include "model_interface.h"
 
 LC_EXPORT(lc_abi_version) int32_t lc_abi_version(void) { return LC_ABI_VERSION; }
@@ -156,10 +163,18 @@ typedef struct pvs {
     double v[LC_N_OUTPUTS];
 } pvs;
 
+/* Adds x to the block's cash flow of monthly output m at month t (cf: the block's cash flows of
+ * this scenario, the outputs stride apart), net_cf with it when it counts there with `sign`. */
+static void add_flow(double *cf, uint64_t stride, uint32_t m, uint32_t t, double x, double sign) {
+    cf[m * stride + t] += x;
+    cf[MONTHLY_NET_CF * stride + t] += sign * x;
+}
+
 /* q_sex: q_mth of the row's sex (every 2nd value from the table's first age); age_row: the row's age
- * at entry less that first age; df: DF_s(0..M) of the scenario. */
+ * at entry less that first age; df: DF_s(0..M) of the scenario; cf: NULL, or where the row's
+ * cash flows are added (the block's at this scenario, month 0; monthly outputs `stride` apart). */
 static pvs project(const basis *b, const double *q_sex, int32_t age_row, uint32_t dur, uint32_t M, double count,
-                   double sum_assured, double premium_pp, const double *df) {
+                   double sum_assured, double premium_pp, const double *df, double *cf, uint64_t stride) {
     double pols = count, premiums = 0.0, claims = 0.0, expenses = 0.0;
     for (uint32_t t = 0; t < M; t++) {
         uint32_t year = (dur + t) / 12;
@@ -168,9 +183,15 @@ static pvs project(const basis *b, const double *q_sex, int32_t age_row, uint32_
         expenses += b->expense_mth * pols * df[t];
         double deaths = pols * q_mth;
         claims += sum_assured * deaths * df[t + 1];
+        if (cf) { /* the same flows undiscounted, at the month whose DF discounts them */
+            add_flow(cf, stride, MONTHLY_PREMIUMS, t, premium_pp * pols, 1.0);
+            add_flow(cf, stride, MONTHLY_EXPENSES, t, b->expense_mth * pols, -1.0);
+            add_flow(cf, stride, MONTHLY_CLAIMS, t + 1, sum_assured * deaths, -1.0);
+        }
         double lapses = (pols - deaths) * b->lapse_mth;
         pols = pols - deaths - lapses;
     }
+    if (cf) add_flow(cf, stride, MONTHLY_MATURITIES, M, sum_assured * pols, -1.0);
     pvs out;
     out.v[OUT_PREMIUMS] = premiums;
     out.v[OUT_CLAIMS] = claims;
@@ -199,8 +220,10 @@ int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b
     const double *q_mth = region(LC_BASE c, w.q_mth);
     const double *disc = region(LC_BASE c, w.disc);
     double *partials = lc_partials(LC_BASE c);
+    double *row_values = lc_row_values(LC_BASE c), *cash_flows = lc_cash_flows(LC_BASE c);
     basis b = read_basis(LC_BASE c);
-    uint32_t N = c->n_scen, T = c->n_months;
+    uint32_t N = c->n_scen, T = c->n_months, months = lc_cash_flow_months(c);
+    uint64_t stride = (uint64_t)N * months; /* between two monthly outputs of a block's cash flows */
     for (uint32_t blk = b_begin; blk < b_end; blk++) {
         uint32_t r0 = blk * LC_BLOCK, r1 = r0 + LC_BLOCK < c->n_rows ? r0 + LC_BLOCK : c->n_rows;
         for (uint32_t i = r0; i < r1; i++)
@@ -208,12 +231,16 @@ int32_t lc_run_blocks(LC_BASE_ARG uint32_t ctx_off, uint32_t b_begin, uint32_t b
         double *out = partials + (uint64_t)blk * LC_N_OUTPUTS * N;
         for (uint32_t s = 0; s < N; s++) {
             const double *df = disc + (uint64_t)s * (T + 1);
+            double *cf = cash_flows ? cash_flows + (uint64_t)blk * LC_N_MONTHLY * stride + (uint64_t)s * months : 0;
             double sum[LC_N_OUTPUTS] = {0};
             for (uint32_t i = r0; i < r1; i++) {
                 uint32_t M = 12 * (uint32_t)term[i] - (uint32_t)dur[i];
                 pvs pv = project(&b, q_mth + sex[i], age[i] - w.first_age, (uint32_t)dur[i], M, count[i],
-                                 sum_assured[i], premium_pp[i], df);
+                                 sum_assured[i], premium_pp[i], df, cf, stride);
                 for (uint32_t k = 0; k < LC_N_OUTPUTS; k++) sum[k] += pv.v[k];
+                if (row_values)
+                    for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
+                        row_values[((uint64_t)i * LC_N_OUTPUTS + k) * N + s] = pv.v[k];
             }
             for (uint32_t k = 0; k < LC_N_OUTPUTS; k++) out[(uint64_t)k * N + s] = sum[k];
         }
