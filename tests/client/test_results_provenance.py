@@ -346,3 +346,18 @@ def test_provenance_survives_a_gateway_restart(tmp_path: Path) -> None:
     assert before.package_hash == package_hash and before.engine_versions
     with threaded_mesh(tmp_path, datasets=root) as second:  # a new gateway on the same job store
         assert get_job(second.gateway, job_id).result.provenance == before
+
+
+def test_a_previews_provenance_names_its_sample_and_replays(mesh: Mesh) -> None:
+    out = mesh.tmp / "preview.json"
+    done = mesh.cli(
+        "submit", "--package", mesh.package_hash, "--dataset", "pol", "--preview", "500", "--sample-seed", "4",
+        "--out", str(out), "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    p = get_job(mesh.served.gateway, json.loads(done.stdout)["job_id"]).result.provenance
+    assert (p.preview.sample_rows, p.preview.seed) == (500, 4)
+    assert p.engine_versions and p.model_abi_version > 0
+    replayed = mesh.cli("submit", "--replay", str(out))
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.splitlines()[-1] == f"replayed: hash equal ({json.loads(out.read_text())['result_hash']})"
