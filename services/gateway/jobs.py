@@ -1,7 +1,7 @@
 """Jobs: submit, watch, read, cancel — the live jobs of one gateway (`JobManager`).
 
 A job is validated (submission.py: the spec's own rules and sizes; admission.py refuses what
-could never finish), planned on submit, recorded in the job store, and answered with its
+could never finish; variants.py derives and stores its variants' packages), planned on submit, recorded in the job store, and answered with its
 `accepted` event; its task then runs it (job_runner.py) through the phases job_state.py names.
 Everything is written to the store as it happens, off the event loop (`JobStore`'s writer
 thread). Only three steps wait for writes: start-up recovery, SubmitJob (it answers a job's id
@@ -172,7 +172,6 @@ class JobManager:
         check_variants(spec)
         check_hash(spec.package_hash)
         await self.packages.get(spec.package_hash, tenant)  # NOT_FOUND when the tenant has not stored it
-        variants = await derive_variants(self.packages, spec, tenant)
         dataset = await self.datasets.get(spec.dataset_id, tenant)  # NOT_FOUND from the data service
         configured = await self.configs.scenarios(spec.package_hash, tenant)
         outputs = await self.configs.outputs(spec.package_hash, tenant)
@@ -186,6 +185,8 @@ class JobManager:
         # a job that cannot finish is refused here, not failed later (see admission.py)
         declaration = await self.configs.declaration(spec.package_hash, tenant)
         await self.rules.check(spec.dataset_id, dataset.version, declaration, tenant)
+        # derived and stored only for a job the other checks let through
+        variants = await derive_variants(self.packages, spec, tenant)
         for variant in variants:  # a changed table may move the bounds the rules read
             variant_rules = await self.configs.declaration(variant.package_hash, tenant)
             await self.rules.check(spec.dataset_id, dataset.version, variant_rules, tenant)
