@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
-from livecalc_client.detail import cash_flow_frame, detail_columns, need
+from livecalc_client.detail import detail_columns, need
 from services.client.ids import resolve_job_id
 from services.client.sync import Client
 from services.common.client import emit_json, write_out
@@ -246,16 +246,25 @@ def cash_flow_document(flows: job_service_pb2.CashFlows) -> dict[str, Any]:
     }
 
 
+def cash_flow_table(flows: job_service_pb2.CashFlows) -> Any:
+    """A pyarrow table of the profiles: ``month``, then a column per output and profile
+    (``net_cf_s17``; ``net_cf_mean`` for the mean), as `livecalc_client.detail.cash_flow_frame`."""
+    pa = need("pyarrow")
+    columns: dict[str, Any] = {"month": pa.array(np.arange(flows.months, dtype=np.int64))}
+    for p in flows.profiles:
+        label = "mean" if p.scenario < 0 else f"s{p.scenario}"
+        columns[f"{p.name}_{label}"] = pa.array(np.asarray(p.values, dtype=np.float64))
+    return pa.table(columns)
+
+
 def write_cash_flows(flows: job_service_pb2.CashFlows, out: Path) -> None:
     """``out`` by its suffix: .json (the document), .csv or .parquet (a row per month)."""
     if out.suffix == ".json":
         out.write_text(json.dumps(cash_flow_document(flows), indent=1) + "\n")
-        return
-    frame = cash_flow_frame(flows)
-    if out.suffix == ".csv":
-        frame.to_csv(out)
+    elif out.suffix == ".csv":
+        need("pyarrow.csv").write_csv(cash_flow_table(flows), out)
     else:
-        frame.to_parquet(out)
+        need("pyarrow.parquet").write_table(cash_flow_table(flows), out)
 
 
 def write_cash_flow_plot(flows: job_service_pb2.CashFlows, path: Path) -> None:
