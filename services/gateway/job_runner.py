@@ -6,8 +6,9 @@ gateway knows it), checks the dataset is still the version it validated, dispatc
 (only those after the checkpoint for a resumed job), folds the partials, reports progress,
 running statistics and checkpoints (reporting.py), values each of the job's variants in a pass
 of its own after the base (`_variant_passes`: same plan, dataset version and scenarios, the
-variant's package), and ends the job with exactly one of result, error or cancelled. The end is one unit in the store (`_write_end`: checkpoint dropped, result
-row, final record, terminal event); readers see it once it is committed (`finish`), and while
+variant's package), and ends the job with exactly one of result, error or cancelled. The end
+is one unit in the store (`_write_end`: checkpoint dropped, result row, final record, terminal
+event); readers see it once it is committed (`finish`), and while
 the store cannot commit it, it is written again every `RECORD_RETRY_SECONDS`.
 
 Phases and their transitions are job_state.py's; each step below moves the job through them.

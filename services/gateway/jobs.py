@@ -1,8 +1,9 @@
 """Jobs: submit, watch, read, cancel — the live jobs of one gateway (`JobManager`).
 
 A job is validated (submission.py: the spec's own rules and sizes; admission.py refuses what
-could never finish; variants.py derives and stores its variants' packages), planned on submit, recorded in the job store, and answered with its
-`accepted` event; its task then runs it (job_runner.py) through the phases job_state.py names.
+could never finish; variants.py derives and stores its variants' packages), planned on submit,
+recorded in the job store, and answered with its `accepted` event; its task then runs it
+(job_runner.py) through the phases job_state.py names.
 Everything is written to the store as it happens, off the event loop (`JobStore`'s writer
 thread). Only three steps wait for writes: start-up recovery, SubmitJob (it answers a job's id
 once the job's record is committed) and an ended job (it leaves the live set, so that reads go
