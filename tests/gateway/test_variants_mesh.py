@@ -77,7 +77,7 @@ def result_of(address: str, job: job_pb2.JobSpec) -> tuple[job_pb2.JobResult, li
 
 
 def job_on(package_hash: str, **fields: object) -> job_pb2.JobSpec:
-    return spec(package_hash, "pol", SCENARIOS, chunk_blocks=CHUNK_BLOCKS, **fields)  # type: ignore[arg-type]
+    return spec(package_hash, "pol", SCENARIOS, chunk_blocks=CHUNK_BLOCKS, **fields)
 
 
 def edited_package(model_dir: Path, dest: Path) -> dict[str, Path]:
