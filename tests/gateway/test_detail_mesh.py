@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2
 from livecalc_client.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.data.generate import generate
@@ -215,3 +216,23 @@ def test_cashflows_cli_writes_csv_json_and_a_plot(detail: Detail, tmp_path: Path
     out = livecalc_in_process("jobs", "cashflows", detail.job.job_id, "--address", detail.mesh.gateway,
                               "--out", str(tmp_path / "cf.csv"))  # fmt: skip
     assert out.returncode != 0 and "--mean" in out.stderr
+
+
+def test_detail_of_a_job_on_a_scenario_set(detail: Detail, tmp_path: Path) -> None:
+    """A job whose scenarios are data: the engines cut the set to the scenarios a detail runs."""
+    package = verify_archive(detail.archive)
+    interface = interface_of(package.config)
+    bounds = load_assets(interface, package.files.get).bounds
+    months = Records.from_table(pq.read_table(detail.dataset), interface, bounds).horizon_months
+    rates = np.random.default_rng(8).normal(0.0, 0.01, (12, months))
+    lines = ["scenario,month,rates", *(f"{s},{m},{float(rates[s, m])!r}" for s in range(12) for m in range(months))]
+    (tmp_path / "rates.csv").write_text("\n".join(lines) + "\n")
+    with detail.mesh.client() as lc:
+        lc.upload_dataset(tmp_path / "rates.csv")
+        scenarios = engine_pb2.ScenarioSpec(count=12, dataset_id="rates")
+        job_spec = job_pb2.JobSpec(package_hash=detail.package_hash, dataset_id="policies", scenarios=scenarios)
+        events = submit(detail.mesh.gateway, job_spec)
+        assert events[-1].WhichOneof("event") == "result", events[-1]
+        job = get_job(detail.mesh.gateway, events[0].job_id)
+        frame = lc.job_detail(job.job_id, scenarios=[0, 4])  # runs the set's first 5 scenarios
+        check_folds_to_job(frame, job, (0, 4))
