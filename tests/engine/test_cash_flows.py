@@ -69,7 +69,8 @@ def close(got: F64, expected: F64, axis: tuple[int, ...]) -> bool:
 
 def discounted(cash_flows: F64, df: F64) -> F64:
     """Σ_t cf[b][m][s][t]·DF_s(t): f64 [blocks][monthly][N]."""
-    return np.einsum("bmst,st->bms", cash_flows[..., : df.shape[1]], df)
+    out: F64 = np.einsum("bmst,st->bms", cash_flows[..., : df.shape[1]], df)
+    return out
 
 
 @pytest.fixture(scope="module")
