@@ -125,7 +125,7 @@ class RunDetail:
     """Each block's cash flows by month of the outputs declared monthly, f64 [blocks][monthly][N][T + 1]."""
 
 
-class _OnceLog:
+class OnceLog:
     """Logs a message once per key (a model that makes every detail run take the slow path)."""
 
     def __init__(self) -> None:
@@ -140,8 +140,9 @@ class _OnceLog:
         log.warning(message, *args)
 
 
-ROW_BY_ROW_LOG: Final = _OnceLog()
-"""Models already reported as valuing row values one row at a time (once per model name)."""
+ROW_BY_ROW_LOG: Final = OnceLog()
+"""Models already reported as valuing row values one row at a time, once per model name for the
+process: the engine makes a pipeline runner per chunk, so a runner's own log would repeat."""
 
 
 @dataclass(frozen=True)
