@@ -24,7 +24,7 @@ import importlib.metadata
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 from grpc import aio
@@ -40,7 +40,15 @@ from livecalc.gateway.v1 import (
     package_service_pb2_grpc,
 )
 from livecalc_client.channels import ChannelSecurity, channel_security, open_aio_channel
-from livecalc_client.detail import BATCH_ROWS, blocks_span, cash_flow_frame, detail_batches, need
+from livecalc_client.detail import (
+    BATCH_ROWS,
+    DataFrame,
+    RecordBatch,
+    blocks_span,
+    cash_flow_frame,
+    detail_batches,
+    need,
+)
 from livecalc_client.errors import (
     RETRYABLE,
     InvalidArgument,
@@ -52,10 +60,6 @@ from livecalc_client.errors import (
 )
 from livecalc_client.results import Job, JobResult, JobState, job_from_proto, result_from_proto
 from livecalc_client.retry import Backoff, Retry
-
-if TYPE_CHECKING:
-    import pandas as pd  # type: ignore[import-untyped]
-    import pyarrow as pa
 
 T = TypeVar("T")
 
@@ -471,7 +475,7 @@ class AsyncClient:
         blocks: range | slice | None = None,
         batch_rows: int = BATCH_ROWS,
         on_progress: Callable[[job_pb2.JobProgress], None] | None = None,
-    ) -> AsyncGenerator[tuple[job_service_pb2.DetailHeader, pa.RecordBatch], None]:
+    ) -> AsyncGenerator[tuple[job_service_pb2.DetailHeader, RecordBatch], None]:
         """Per-policy detail as (header, pyarrow RecordBatch) pairs of ``batch_rows`` rows, in row
         order, for bounded memory (columns: livecalc_client.detail). ``scenarios``: default the
         base scenario 0; ``blocks``: blocks of 1024 rows, ``range(a, b)`` or ``slice(a, None)``
@@ -482,7 +486,7 @@ class AsyncClient:
 
     async def job_detail(
         self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | slice | None = None
-    ) -> pd.DataFrame:
+    ) -> DataFrame:
         """Per-policy detail as one pandas DataFrame (all rows in memory: for millions of policies
         use `job_detail_batches`)."""
         pa = need("pyarrow")
@@ -514,7 +518,7 @@ class AsyncClient:
             call.cancel()
         raise Unavailable(f"job {job_id}: the cash-flow stream ended without the cash flows")
 
-    async def job_cash_flows(self, job_id: str, *, scenarios: Sequence[int] = (), mean: bool = False) -> pd.DataFrame:
+    async def job_cash_flows(self, job_id: str, *, scenarios: Sequence[int] = (), mean: bool = False) -> DataFrame:
         """`cash_flows` as a pandas DataFrame: a row per month, a column per output and scenario
         (``net_cf_s3``; ``net_cf_mean`` for the mean)."""
         return cash_flow_frame(await self.cash_flows(job_id, scenarios=scenarios, mean=mean))

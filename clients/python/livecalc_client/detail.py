@@ -18,14 +18,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from livecalc_client.errors import InvalidArgument, Unavailable
 
-if TYPE_CHECKING:
-    import pandas as pd  # type: ignore[import-untyped]
-    import pyarrow as pa
+#: pyarrow's RecordBatch and pandas' DataFrame: the light client's own dependencies are grpcio and
+#: protobuf, so pyarrow and pandas are imported only when used (`need`), and typed Any here.
+RecordBatch = Any
+DataFrame = Any
 
 #: Rows in one RecordBatch of a detail (a Parquet row group when written batch by batch).
 BATCH_ROWS: Final = 65536
@@ -82,7 +83,7 @@ class DetailBatches:
     def columns(self) -> list[str]:
         return detail_columns(self.header)
 
-    def add(self, rows: job_service_pb2.PolicyRows) -> pa.RecordBatch | None:
+    def add(self, rows: job_service_pb2.PolicyRows) -> RecordBatch | None:
         """Take one PolicyRows; a batch once ``batch_rows`` rows are in."""
         expected = self.header.first_block * self.header.block_size + self.rows_seen
         if rows.first_row != expected:
@@ -92,14 +93,14 @@ class DetailBatches:
         self._pending_rows += int(rows.row_count)
         return self.flush() if self._pending_rows >= self.batch_rows else None
 
-    def flush(self) -> pa.RecordBatch | None:
+    def flush(self) -> RecordBatch | None:
         """The rows taken and not yet batched, as a batch (None when there are none)."""
         if not self._pending:
             return None
         pending, self._pending, self._pending_rows = self._pending, [], 0
         return self.batch(pending)
 
-    def batch(self, pieces: Sequence[job_service_pb2.PolicyRows]) -> pa.RecordBatch:
+    def batch(self, pieces: Sequence[job_service_pb2.PolicyRows]) -> RecordBatch:
         pa = need("pyarrow")
         np = need("numpy")
         h = self.header
@@ -113,7 +114,7 @@ class DetailBatches:
         return pa.RecordBatch.from_arrays(arrays, names=self.columns)
 
 
-def policy_ids(ids: list[str]) -> pa.Array:
+def policy_ids(ids: list[str]) -> Any:
     """The key column: int64 when every id is an integer, else text."""
     pa = need("pyarrow")
     text = pa.array(ids, type=pa.string())
@@ -128,7 +129,7 @@ async def detail_batches(
     *,
     batch_rows: int = BATCH_ROWS,
     on_progress: Callable[[job_pb2.JobProgress], None] | None = None,
-) -> AsyncIterator[tuple[job_service_pb2.DetailHeader, pa.RecordBatch]]:
+) -> AsyncIterator[tuple[job_service_pb2.DetailHeader, RecordBatch]]:
     """(header, batch) pairs of a GetJobDetail stream, rows in row order; checks every row came.
     ``on_progress`` is called with the stream's progress messages."""
     builder: DetailBatches | None = None
@@ -153,7 +154,7 @@ async def detail_batches(
         raise Unavailable(f"the detail stream ended after {builder.rows_seen} of {builder.header.row_count} rows")
 
 
-def cash_flow_frame(flows: job_service_pb2.CashFlows) -> pd.DataFrame:
+def cash_flow_frame(flows: job_service_pb2.CashFlows) -> DataFrame:
     """The profiles as a DataFrame: one row per month, a column per output and scenario
     (``premiums_s0``, ``net_cf_mean`` for the mean), months 0 … T−1 as the index."""
     pd = need("pandas")

@@ -12,18 +12,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from livecalc.data.v1 import data_pb2, data_service_pb2
 from livecalc.gateway.v1 import job_pb2, job_service_pb2, package_pb2, package_service_pb2
 from livecalc_client.aio import DEFAULT_GATEWAY, AsyncClient, ResultAssembler
-from livecalc_client.detail import BATCH_ROWS
+from livecalc_client.detail import BATCH_ROWS, DataFrame, RecordBatch
 from livecalc_client.errors import Unavailable
 from livecalc_client.results import Job, JobResult, JobState, result_from_proto
-
-if TYPE_CHECKING:
-    import pandas as pd  # type: ignore[import-untyped]
-    import pyarrow as pa
 
 T = TypeVar("T")
 
@@ -165,7 +161,7 @@ class Client:
         blocks: range | slice | None = None,
         batch_rows: int = BATCH_ROWS,
         on_progress: Callable[[job_pb2.JobProgress], None] | None = None,
-    ) -> Iterator[tuple[job_service_pb2.DetailHeader, pa.RecordBatch]]:
+    ) -> Iterator[tuple[job_service_pb2.DetailHeader, RecordBatch]]:
         """Per-policy detail as (header, RecordBatch) pairs in row order, for bounded memory."""
         return self._iterate(
             self.aio.job_detail_batches(
@@ -175,7 +171,7 @@ class Client:
 
     def job_detail(
         self, job_id: str, *, scenarios: Sequence[int] = (), blocks: range | slice | None = None
-    ) -> pd.DataFrame:
+    ) -> DataFrame:
         """Per-policy detail as a pandas DataFrame (see `AsyncClient.job_detail`)."""
         return self._run(self.aio.job_detail(job_id, scenarios=scenarios, blocks=blocks))
 
@@ -190,7 +186,7 @@ class Client:
         """The job's cash flows by month (see `AsyncClient.cash_flows`)."""
         return self._run(self.aio.cash_flows(job_id, scenarios=scenarios, mean=mean, on_progress=on_progress))
 
-    def job_cash_flows(self, job_id: str, *, scenarios: Sequence[int] = (), mean: bool = False) -> pd.DataFrame:
+    def job_cash_flows(self, job_id: str, *, scenarios: Sequence[int] = (), mean: bool = False) -> DataFrame:
         """The job's cash flows by month as a pandas DataFrame."""
         return self._run(self.aio.job_cash_flows(job_id, scenarios=scenarios, mean=mean))
 
