@@ -190,7 +190,10 @@ class DetailFold:
         ids: list[str] = []
         if self.row_values:
             if not held.rows_done:
-                raise Internal(f"block {block}: its partial came before all its row values")
+                raise Internal(
+                    f"block {block}: its partial came before all its row values (an engine that predates "
+                    "detail answers partials alone: every engine must serve RunChunkRequest.detail)"
+                )
             values = np.concatenate([np.asarray(r.values, dtype=np.float64) for r in held.rows]).reshape(
                 stop - start, self.outputs, len(self.scenarios)
             )
