@@ -254,7 +254,7 @@ class DetailService:
                         progress=self._progress(found, fold, dispatcher, started)
                     )
             if count == found.blocks:
-                self._check_job(found, fold.total, scenarios)
+                self._check_job(found, fold.total(), scenarios)
             yield job_service_pb2.GetJobDetailResponse(progress=self._progress(found, fold, dispatcher, started))
 
     def _check_job(self, found: FinishedJob, total: F64, scenarios: Sequence[int]) -> None:

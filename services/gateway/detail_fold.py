@@ -10,8 +10,8 @@ detail never leaves the gateway unless it is the computation that made the parti
 first block the reader has not taken (`folded_blocks`), so a slow reader holds the engines back
 and the gateway holds only the blocks of the window, never the whole portfolio.
 
-The reader also folds the selected scenarios' partials in block order from +0.0 (`total`): over
-every block of a job that is the job's own per-scenario value, bit for bit.
+The reader also folds the selected scenarios' partials in block order (`total`, with the job's
+`BlockFolder`): over every block of a job that is the job's own per-scenario value, bit for bit.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.common.errors import Internal
 from services.gateway.fold import partial_array
 from services.valuation.arrays import F64
-from services.valuation.blocks import BLOCK_SIZE
+from services.valuation.blocks import BLOCK_SIZE, BlockFolder
 
 
 def row_sums(values: F64) -> F64:
@@ -104,8 +104,8 @@ class DetailFold:
         self._steps = 0
         self._changed = asyncio.Event()
         self._failure: BaseException | None = None
-        #: The selected scenarios' partials folded in block order from +0.0, f64 [K][S].
-        self.total = np.zeros((outputs, len(self.scenarios)))
+        #: The selected scenarios' partials folded in block order, as the job's fold folds them.
+        self._folder = BlockFolder(block_count, first_block)
 
     # the dispatcher's side (dispatcher.ChunkFold)
 
@@ -246,6 +246,11 @@ class DetailFold:
         self._failure = failure
         self._changed.set()
 
+    def total(self) -> F64:
+        """The selected scenarios' partials of every block, folded in block order, f64 [K][S]
+        (raises until the reader has taken every block)."""
+        return self._folder.total()
+
     @property
     def taken(self) -> int:
         """Blocks the reader has taken."""
@@ -266,6 +271,6 @@ class DetailFold:
             self._changed.clear()
             await self._changed.wait()
         ready = self._ready.pop(self._next)
-        self.total += ready.partial
+        self._folder.add(ready.block, ready.partial)
         self._next += 1
         return ready

@@ -73,7 +73,7 @@ def test_blocks_reach_the_reader_in_block_order() -> None:
             assert np.array_equal(ready.values, values[b][:, :, CHOSEN])
         assert fold.done and fold.folded_blocks == 3
         expected = (row_sums(values[0]) + row_sums(values[1])) + row_sums(values[2])
-        assert np.array_equal(fold.total, (0.0 + expected)[:, CHOSEN])
+        assert np.array_equal(fold.total(), (0.0 + expected)[:, CHOSEN])
 
     asyncio.run(main())
 
