@@ -300,7 +300,7 @@ class ChunkRunner:
             rows = result.row_values[start : start + count]
             messages = row_value_messages(int(p.block_index), int(p.first_row), rows, ask.scenarios, policy_ids=names)
             out += [engine_service_pb2.RunChunkResponse(row_values=m) for m in messages]
-        if ask.cash_flows or ask.cash_flow_sums:
+        if ask.wants_cash_flows:
             if result.cash_flows is None:
                 raise Internal("the pipeline answered no cash flows")
             flows = result.cash_flows[int(p.block_index) - piece.first_block]
