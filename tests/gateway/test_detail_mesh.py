@@ -219,7 +219,8 @@ def test_cashflows_cli_writes_csv_json_and_a_plot(detail: Detail, tmp_path: Path
 
 
 def test_detail_of_a_job_on_a_scenario_set(detail: Detail, tmp_path: Path) -> None:
-    """A job whose scenarios are data: the engines cut the set to the scenarios a detail runs."""
+    """A job whose scenarios are data: the engines cut the set to the scenarios a detail runs; a job
+    that failed (a NaN in its set) has no detail."""
     package = verify_archive(detail.archive)
     interface = interface_of(package.config)
     bounds = load_assets(interface, package.files.get).bounds
@@ -236,3 +237,13 @@ def test_detail_of_a_job_on_a_scenario_set(detail: Detail, tmp_path: Path) -> No
         job = get_job(detail.mesh.gateway, events[0].job_id)
         frame = lc.job_detail(job.job_id, scenarios=[0, 4])  # runs the set's first 5 scenarios
         check_folds_to_job(frame, job, (0, 4))
+        # a failed job has no detail: a set with a NaN fails its job at once
+        lines[1 + 3 * months + 7] = f"3,7,{float('nan')!r}"
+        (tmp_path / "nanrates.csv").write_text("\n".join(lines) + "\n")
+        lc.upload_dataset(tmp_path / "nanrates.csv")
+        failing = job_pb2.JobSpec(package_hash=detail.package_hash, dataset_id="policies",
+                                  scenarios=engine_pb2.ScenarioSpec(count=12, dataset_id="nanrates"))  # fmt: skip
+        events = submit(detail.mesh.gateway, failing)
+        assert events[-1].WhichOneof("event") == "error", events[-1]
+        with pytest.raises(FailedPrecondition, match="is failed"):
+            lc.job_detail(events[0].job_id)
