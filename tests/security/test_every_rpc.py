@@ -288,6 +288,30 @@ def check_list_jobs(w: World) -> None:
     assert w.job_id not in ids(w.globex)
 
 
+def check_get_job_detail(w: World) -> None:
+    """A reader of acme gets every row of its job's detail (the engines read acme's rows for
+    it); globex gets what a missing job gets."""
+
+    def call(token: str) -> Callable[[str], Any]:
+        request = lambda j: job_service_pb2.GetJobDetailRequest(job_id=j, scenarios=[0])  # noqa: E731
+        return lambda j: list(w.jobs.GetJobDetail(request(j), timeout=60, metadata=bearer(token)))
+
+    messages = call(w.mesh.token("acme", "read"))(w.job_id)
+    assert messages[0].WhichOneof("event") == "header"
+    assert sum(m.rows.row_count for m in messages if m.WhichOneof("event") == "rows") == w.mesh.table.num_rows
+    same_as_missing(call(w.globex), w.job_id, MISSING_JOB)
+
+
+def check_get_job_cash_flows(w: World) -> None:
+    def call(token: str) -> Callable[[str], Any]:
+        request = lambda j: job_service_pb2.GetJobCashFlowsRequest(job_id=j, scenarios=[0])  # noqa: E731
+        return lambda j: list(w.jobs.GetJobCashFlows(request(j), timeout=60, metadata=bearer(token)))
+
+    messages = call(w.mesh.token("acme", "read"))(w.job_id)
+    assert messages[-1].WhichOneof("event") == "cash_flows" and messages[-1].cash_flows.profiles
+    same_as_missing(call(w.globex), w.job_id, MISSING_JOB)
+
+
 # ---- PackageService ----------------------------------------------------------------------
 
 
@@ -382,6 +406,8 @@ CHECKS: dict[str, Callable[[World], None]] = {
     "/livecalc.gateway.v1.JobService/GetJob": check_get_job,
     "/livecalc.gateway.v1.JobService/ListJobs": check_list_jobs,
     "/livecalc.gateway.v1.JobService/CancelJob": check_cancel_job,
+    "/livecalc.gateway.v1.JobService/GetJobDetail": check_get_job_detail,
+    "/livecalc.gateway.v1.JobService/GetJobCashFlows": check_get_job_cash_flows,
     "/livecalc.gateway.v1.PackageService/UploadPackage": check_upload_package,
     "/livecalc.gateway.v1.PackageService/GetPackage": check_get_package,
     "/livecalc.gateway.v1.PackageService/ListPackages": check_list_packages,

@@ -55,6 +55,9 @@ REQUIRED_ROLE: Final[Mapping[str, Role]] = {
     f"/{_JOBS}/GetJob": Role.READ,
     f"/{_JOBS}/ListJobs": Role.READ,
     f"/{_JOBS}/CancelJob": Role.SUBMIT,
+    # detail recomputes a finished job's blocks but changes nothing: reading, like GetJob
+    f"/{_JOBS}/GetJobDetail": Role.READ,
+    f"/{_JOBS}/GetJobCashFlows": Role.READ,
     f"/{_PACKAGES}/UploadPackage": Role.UPLOAD,
     f"/{_PACKAGES}/GetPackage": Role.READ,
     f"/{_PACKAGES}/ListPackages": Role.READ,
