@@ -2,9 +2,12 @@
 policy's value of every declared output under chosen scenarios (`RowValues`), and each block's
 cash flows by month (`BlockCashFlows`).
 
-The chunk runs its blocks under scenarios [0, max(selected) + 1) — every scenario when the
-scenario sums are asked — so a policy's value under scenario s is the job's own: it does not
-depend on which other scenarios run beside it. Detail buffers are large (row values are rows ×
+The chunk runs its blocks under the *window* of scenarios [min(selected), max(selected) + 1) —
+every scenario when the scenario sums are asked — and its block partials cover that window
+(`BlockPartial.first_scenario` is the window's first). Scenario s of a generator is a pure
+function of (seed, s), and a policy's value under s does not depend on which other scenarios run
+beside it, so the values are the job's own, bit for bit, without running the scenarios below the
+window. Detail buffers are large (row values are rows ×
 outputs × scenarios doubles, cash flows blocks × monthly outputs × scenarios × months), so a
 detail chunk computes in pieces of few blocks (`detail_piece_blocks`), and every message stays
 well under gRPC's 4 MiB.
@@ -20,7 +23,7 @@ from typing import Final
 import numpy as np
 
 from livecalc.engine.v1 import engine_pb2
-from services.common.errors import InvalidArgument
+from services.common.errors import Internal, InvalidArgument
 from services.valuation.arrays import F64
 from services.valuation.blocks import BLOCK_SIZE
 
@@ -61,11 +64,12 @@ class DetailAsk:
         """The run must compute cash flows by month (of the selected scenarios, or their sums)."""
         return self.cash_flows or self.cash_flow_sums
 
-    def run_count(self, scenario_count: int) -> int:
-        """Scenarios the chunk runs: all of them for the sums, else [0, max(selected) + 1)."""
+    def run_window(self, scenario_count: int) -> tuple[int, int]:
+        """Scenarios [first, end) the chunk runs: all of them for the sums, else
+        [min(selected), max(selected) + 1)."""
         if self.cash_flow_sums or not self.scenarios:
-            return scenario_count
-        return self.scenarios[-1] + 1
+            return 0, scenario_count
+        return self.scenarios[0], self.scenarios[-1] + 1
 
 
 def detail_piece_blocks(ask: DetailAsk, *, outputs: int, run_scenarios: int, usual: int) -> int:
@@ -81,19 +85,26 @@ def detail_piece_blocks(ask: DetailAsk, *, outputs: int, run_scenarios: int, usu
     return max(1, min(usual, PIECE_DETAIL_BYTES // per_block))
 
 
+def window_indexes(scenarios: Sequence[int], first_scenario: int) -> list[int]:
+    """Where ``scenarios`` are on the scenario axis of a run whose first scenario is ``first_scenario``."""
+    return [s - first_scenario for s in scenarios]
+
+
 def row_value_messages(
     block: int,
     first_row: int,
     values: F64,
     scenarios: Sequence[int],
     *,
+    first_scenario: int = 0,
     policy_ids: Sequence[str] = (),
     budget: int = DETAIL_MESSAGE_BYTES,
 ) -> list[engine_pb2.RowValues]:
-    """One block's rows (``values`` f64 [rows][K][run scenarios]) under ``scenarios`` as RowValues
-    messages of at most ``budget`` bytes of values each (one row at least), the last marked."""
+    """One block's rows (``values`` f64 [rows][K][run scenarios], the run's scenarios from
+    ``first_scenario``) under ``scenarios`` as RowValues messages of at most ``budget`` bytes of
+    values each (one row at least), the last marked."""
     rows, outputs, _ = values.shape
-    chosen = values[:, :, list(scenarios)]
+    chosen = values[:, :, window_indexes(scenarios, first_scenario)]
     per_message = max(1, budget // (8 * max(1, outputs * len(scenarios))))
     out = []
     for r0 in range(0, rows, per_message):
@@ -123,16 +134,19 @@ def scenario_sums(cash_flows: F64) -> F64:
 
 
 def cash_flow_message(
-    block: int, names: Sequence[str], cash_flows: F64, ask: DetailAsk, scenario_count: int
+    block: int, names: Sequence[str], cash_flows: F64, ask: DetailAsk, scenario_count: int, *, first_scenario: int = 0
 ) -> engine_pb2.BlockCashFlows:
-    """One block's cash flows (f64 [M][run scenarios][T]) as asked: the selected scenarios' and/or
-    the sums over all ``scenario_count`` scenarios."""
+    """One block's cash flows (f64 [M][run scenarios][T], the run's scenarios from
+    ``first_scenario``) as asked: the selected scenarios' and/or the sums over all
+    ``scenario_count`` scenarios (a run of them all, from scenario 0)."""
     months = cash_flows.shape[2]
     message = engine_pb2.BlockCashFlows(
         block_index=block, outputs=names, months=months, scenarios=ask.scenarios, scenario_count=scenario_count
     )
     if ask.cash_flows:
-        message.values.extend(cash_flows[:, list(ask.scenarios), :].ravel().tolist())
+        message.values.extend(cash_flows[:, window_indexes(ask.scenarios, first_scenario), :].ravel().tolist())
     if ask.cash_flow_sums:
+        if first_scenario != 0 or cash_flows.shape[1] != scenario_count:
+            raise Internal(f"scenario sums need a run of all {scenario_count} scenarios from scenario 0")
         message.scenario_sums.extend(scenario_sums(cash_flows).ravel().tolist())
     return message

@@ -18,7 +18,9 @@ package declares) on the engine's `WasmPool`:
   scenario data, the generator not run, once the set is seen to cover the piece's horizons;
 - after each piece the chunk yields one `BlockPartial` per block, then a progress event;
   a chunk that asks for detail (`ChunkWork.detail`, chunk_detail.py) yields each block's
-  `RowValues` and `BlockCashFlows` just before its partial, from pieces of few blocks;
+  `RowValues` and `BlockCashFlows` just before its partial, from pieces of few blocks; it runs
+  only the detail's window of scenarios (`ChunkWork.first_scenario`), and its partials cover
+  the window (`BlockPartial.first_scenario` from the window's first);
   block partials do not depend on how blocks are grouped into pieces, so the bits are those
   of one run over the whole dataset. A partial carries every output the model declares, in
   declared order (`BlockPartial.values`, f64 [K][n]; K from the pipeline's partials).
@@ -94,13 +96,24 @@ class ChunkWork:
     scenario_set: ScenarioSet | None = None
     """The job's scenario inputs as data (they replace the generator), or None."""
     detail: DetailAsk | None = None
-    """Detail to answer besides the partials (blocks only); ``scenarios`` are then those it runs."""
+    """Detail to answer besides the partials (blocks only); ``scenarios`` then end where its window does."""
     job_scenarios: int = 0
     """The job's scenario count, when ``detail`` runs fewer (what cash-flow sums are over)."""
 
     @property
     def is_sample(self) -> bool:
         return self.sample_n > 0
+
+    @property
+    def first_scenario(self) -> int:
+        """The first scenario the chunk runs: a detail's window starts at its lowest scenario (the
+        scenarios below it are not run); 0 otherwise."""
+        return 0 if self.detail is None else self.detail.run_window(self.scenarios.count)[0]
+
+    @property
+    def run_scenarios(self) -> int:
+        """Scenarios the chunk runs: [first_scenario, scenarios.count)."""
+        return self.scenarios.count - self.first_scenario
 
     @property
     def sample_groups(self) -> int:
@@ -156,10 +169,17 @@ def records_at(table: pa.Table, package: LoadedPackage, row_of: Callable[[int], 
 
 
 def block_partials(
-    block: int, first_row: int, rows: int, values: F64, budget: int = MESSAGE_BUDGET_BYTES
+    block: int,
+    first_row: int,
+    rows: int,
+    values: F64,
+    budget: int = MESSAGE_BUDGET_BYTES,
+    *,
+    first_scenario: int = 0,
 ) -> list[engine_pb2.BlockPartial]:
-    """One block's partial (values f64 [K][N]: K outputs in declared order) as one message, or as
-    several scenario ranges when the values would not fit ``budget`` bytes."""
+    """One block's partial (values f64 [K][N]: K outputs in declared order, scenarios from
+    ``first_scenario``) as one message, or as several scenario ranges when the values would not
+    fit ``budget`` bytes."""
     outputs, n = values.shape
     per_message = max(1, budget // (8 * max(1, outputs)))
     out = []
@@ -170,7 +190,7 @@ def block_partials(
                 block_index=block,
                 first_row=first_row,
                 row_count=rows,
-                first_scenario=s0,
+                first_scenario=first_scenario + s0,
                 output_count=outputs,
                 values=values[:, s0:s1].ravel().tolist(),
             )
@@ -228,10 +248,10 @@ class ChunkRunner:
                     f"blocks [{first}, {first + count}) run past the last block ({last - 1}) of dataset "
                     f"{work.dataset_id!r}"
                 )
-            step = piece_blocks_for(self.piece_blocks, work.scenarios.count)
+            step = piece_blocks_for(self.piece_blocks, work.run_scenarios)
             if work.detail is not None:
                 outputs = len(package.interface.outputs)
-                step = detail_piece_blocks(work.detail, outputs=outputs, run_scenarios=work.scenarios.count, usual=step)
+                step = detail_piece_blocks(work.detail, outputs=outputs, run_scenarios=work.run_scenarios, usual=step)
             pieces = [(b, min(b + step, last)) for b in range(first, last, step)]
             total_blocks = count
         yield _progress(0, total_blocks, 0)
@@ -251,10 +271,11 @@ class ChunkRunner:
                     given = work.scenario_set
                     if given is not None:
                         given.check_covers(item.records, item.row_of)
-                    data = {k: a[: work.scenarios.count] for k, a in given.arrays.items()} if given else None
-                    result, seconds = await self._compute(runner, package, item, work.scenarios, control=control,
-                                                          scenario_data=data, detail=work.detail)  # fmt: skip
-                    steps = steps_of(item.records, work.scenarios.count)
+                    window = slice(work.first_scenario, work.scenarios.count)
+                    data = {k: a[window] for k, a in given.arrays.items()} if given else None
+                    result, seconds = await self._compute(runner, package, item, work, control=control,
+                                                          scenario_data=data)  # fmt: skip
+                    steps = steps_of(item.records, work.run_scenarios)
                     stats.steps += steps
                     stats.policies += len(item.records)
                     self.metrics.steps.inc(steps)
@@ -277,7 +298,7 @@ class ChunkRunner:
             return [engine_service_pb2.RunChunkResponse(partial=p) for p in partials]
         out = []
         for p in partials:
-            if p.first_scenario == 0:  # a block's detail goes once, before its (first) partial message
+            if p.first_scenario == work.first_scenario:  # a block's detail goes once, before its first partial message
                 out += self._detail(package, piece, result, work, p)
             out.append(engine_service_pb2.RunChunkResponse(partial=p))
         return out
@@ -298,14 +319,16 @@ class ChunkRunner:
             ids = piece.records.columns.get(key) if key else None
             names = [str(v) for v in ids[start : start + count].tolist()] if ids is not None else []
             rows = result.row_values[start : start + count]
-            messages = row_value_messages(int(p.block_index), int(p.first_row), rows, ask.scenarios, policy_ids=names)
+            messages = row_value_messages(int(p.block_index), int(p.first_row), rows, ask.scenarios,
+                                          first_scenario=work.first_scenario, policy_ids=names)  # fmt: skip
             out += [engine_service_pb2.RunChunkResponse(row_values=m) for m in messages]
         if ask.wants_cash_flows:
             if result.cash_flows is None:
                 raise Internal("the pipeline answered no cash flows")
             flows = result.cash_flows[int(p.block_index) - piece.first_block]
             total = work.job_scenarios or work.scenarios.count
-            message = cash_flow_message(int(p.block_index), result.monthly_outputs, flows, ask, total)
+            message = cash_flow_message(int(p.block_index), result.monthly_outputs, flows, ask, total,
+                                        first_scenario=work.first_scenario)  # fmt: skip
             out.append(engine_service_pb2.RunChunkResponse(cash_flows=message))
         return out
 
@@ -321,7 +344,8 @@ class ChunkRunner:
         n_rows = len(piece.records)
         for i in range(parts.shape[0]):
             rows = min(BLOCK_SIZE, n_rows - i * BLOCK_SIZE)
-            out += block_partials(piece.first_block + i, piece.first_row + i * BLOCK_SIZE, rows, parts[i])
+            out += block_partials(piece.first_block + i, piece.first_row + i * BLOCK_SIZE, rows, parts[i],
+                                  first_scenario=work.first_scenario)  # fmt: skip
         return out
 
     async def _read_ahead(
@@ -387,14 +411,15 @@ class ChunkRunner:
             ahead.add_done_callback(_consume)
 
     async def _compute(
-        self, runner: PipelineRunner, package: LoadedPackage, piece: _Piece, scenarios: ScenarioParams, *,
-        control: RunControl, scenario_data: Mapping[str, F64] | None = None, detail: DetailAsk | None = None,
+        self, runner: PipelineRunner, package: LoadedPackage, piece: _Piece, chunk: ChunkWork, *,
+        control: RunControl, scenario_data: Mapping[str, F64] | None = None,
     ) -> tuple[PipelineResult, float]:  # fmt: skip
         row_of = piece.row_of
+        detail = chunk.detail
 
         def inputs_of(records: Records) -> RunInputs:
-            return RunInputs(package.interface, records, package.assets, scenarios, scenario_data or {},
-                             first_row=row_of(0))  # fmt: skip
+            return RunInputs(package.interface, records, package.assets, chunk.scenarios, scenario_data or {},
+                             first_row=row_of(0), first_scenario=chunk.first_scenario)  # fmt: skip
 
         def rerun(records: Records) -> F64:
             return runner.run(package.nodes, inputs_of(records), control=control).partials

@@ -16,6 +16,13 @@ declared scenario input, by name; one output, block partials f64 [blocks][output
 twins of the shipped models.
 Scenario buffers a run is given (a scenario dataset) replace the generator that would make them.
 
+A run may value a *window* of the scenarios, [first_scenario, count) (`RunInputs.first_scenario`:
+a detail of high scenarios): the generator makes only the window's rows, and every buffer the
+projection reads and every result it writes has the window's scenarios on its scenario axis,
+window scenario i being scenario first_scenario + i. A scenario is a pure function of (seed, s)
+and a policy's value under it does not depend on the other scenarios of the run, so the window's
+values are those of a run from scenario 0, bit for bit.
+
 A run may also ask (`RunDetail`) for the projection's row values f64 [rows][outputs][N] (a
 policy's value of each output under each scenario: summed in row order from +0.0 they are the
 block partials, bit for bit) and its blocks' cash flows by month f64 [blocks][monthly][N][T + 1]
@@ -68,8 +75,9 @@ def plan(config: Sequence[Mapping[str, Any] | PipelineNode]) -> list[PipelineNod
 class RunInputs:
     """The ``$`` inputs of a run. A chunk's records must start at a block boundary of the dataset.
 
-    ``scenario_data``: scenario buffers given as data (name → f64 [N][≥ months]); a generator
-    node whose outputs are all given is not run.
+    ``scenario_data``: scenario buffers given as data (name → f64 [N][≥ months], N the run's
+    scenarios: those of the window when ``first_scenario`` > 0); a generator node whose outputs are
+    all given is not run.
     """
 
     interface: ModelInterface
@@ -78,6 +86,13 @@ class RunInputs:
     scenarios: ScenarioParams
     scenario_data: Mapping[str, F64] = field(default_factory=dict)
     first_row: int = 0
+    first_scenario: int = 0
+    """The run values scenarios [first_scenario, scenarios.count) (a window; 0: all of them)."""
+
+    @property
+    def run_scenarios(self) -> int:
+        """Scenarios the run values: the length of every scenario axis of its buffers and results."""
+        return self.scenarios.count - self.first_scenario
 
 
 @dataclass(frozen=True)
@@ -165,7 +180,9 @@ class PipelineRunner:
         detail: RunDetail,
     ) -> PipelineResult:
         months = max(1, inputs.records.horizon_months)
-        n_scen = inputs.scenarios.count
+        first, n_scen = inputs.first_scenario, inputs.run_scenarios
+        if not 0 <= first < inputs.scenarios.count:
+            raise PipelineError(f"first scenario {first} is outside the run's {inputs.scenarios.count} scenarios")
         mem = lease.memory
         alloc = LayoutBuilder(mem.run_base)
         bus: dict[str, ScenarioBuffer] = {}
@@ -189,13 +206,14 @@ class PipelineRunner:
                 control.check(f"node {node.id!r}")
                 if node.scheme == "wasm":
                     bus.update(run_generator(lease, node.model, alloc, inputs.scenarios, months, control=control,
-                                             outputs=outputs, name=node.id))  # fmt: skip
+                                             outputs=outputs, name=node.id, first_scenario=first))  # fmt: skip
                 else:
+                    window = range(first, inputs.scenarios.count)
                     for out in outputs:
                         region = scenario_buffer(alloc, f"{node.id}.{out}", n_scen, months)
                         mem.ensure(alloc.end)
                         twin = reference.esg if kind == "esg" else reference.standard_normals
-                        mem.view(region, np.float64, (n_scen, months))[:] = twin(inputs.scenarios, months)
+                        mem.view(region, np.float64, (n_scen, months))[:] = twin(inputs.scenarios, months, window)
                         bus[out] = ScenarioBuffer(region, n_scen, months)
             elif kind in ("projection", "term_life", "savings"):
                 self._need(node, ("$policies", "$assumptions"), len(inputs.interface.scenario_inputs))

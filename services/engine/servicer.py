@@ -161,7 +161,7 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
         spec = request.scenarios
         ask = DetailAsk.from_request(request.detail, spec.count) if request.HasField("detail") else None
         scenarios = package.scenarios(
-            spec.count if ask is None else ask.run_count(spec.count),
+            spec.count if ask is None else ask.run_window(spec.count)[1],
             spec.seed,
             spec.mean_reversion if spec.HasField("mean_reversion") else None,
             spec.volatility if spec.HasField("volatility") else None,

@@ -89,15 +89,22 @@ def run_generator(
     control: RunControl,
     outputs: Sequence[str] = ("rates",),
     name: str = "generator",
+    first_scenario: int = 0,
 ) -> dict[str, ScenarioBuffer]:
-    """Fill one f64 [N][months] buffer per name in ``outputs`` with the generator ``model``."""
+    """Fill one f64 [N][months] buffer per name in ``outputs`` with the generator ``model``.
+
+    With ``first_scenario`` > 0 the generator makes only scenarios [first_scenario, N) (its
+    buffers are sized for all N, as its context says) and the buffers returned are the window's,
+    f64 [N − first_scenario][stride] from row first_scenario; the stride is then even, so that
+    row starts 16-byte aligned as every array a model is given."""
     n = params.count
-    buffers = {out: ScenarioBuffer(scenario_buffer(alloc, f"{name}.{out}", n, months), n, months) for out in outputs}
+    stride = months + months % 2 if first_scenario else months
+    whole = {out: scenario_buffer(alloc, f"{name}.{out}", n, stride) for out in outputs}
     r = generator_regions(alloc, name, n_buffers=len(outputs), n_params=len(GENERATOR_PARAMS))
     ex.memory.ensure(alloc.end)
     mem = ex.memory
     mem.write(r["scenario_inputs"].offset, pack_arrays([
-        ArrayDescriptor(b.region.offset, TYPE_FLOAT64, (n, months)) for b in buffers.values()
+        ArrayDescriptor(region.offset, TYPE_FLOAT64, (n, stride)) for region in whole.values()
     ]))  # fmt: skip
     values = (params.seed, params.a, params.sigma, int(params.include_base))
     mem.write(r["params"].offset, pack_params(values, [t for _, t in GENERATOR_PARAMS]))
@@ -110,8 +117,15 @@ def run_generator(
     mem.write(c, ctx.pack())
     if ex.has_export(model, "lc_prepare"):
         ex.call(model, "lc_prepare", (c,), control)
-    ex.map(model, "lc_prepare_scenarios", c, scenario_ranges(n, ex.threads), control)
-    return buffers
+    window = [(first_scenario + a, first_scenario + b) for a, b in scenario_ranges(n - first_scenario, ex.threads)]
+    ex.map(model, "lc_prepare_scenarios", c, window, control)
+    return {out: window_buffer(region, first_scenario, n - first_scenario, stride) for out, region in whole.items()}
+
+
+def window_buffer(region: Region, first_scenario: int, n_scen: int, stride: int) -> ScenarioBuffer:
+    """Rows [first_scenario, first_scenario + n_scen) of the scenario buffer f64 [·][stride] at ``region``."""
+    skip = first_scenario * stride * 8
+    return ScenarioBuffer(Region(region.name, region.offset + skip, region.size - skip), n_scen, stride)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ run again with the job's package hash, dataset version and resolved scenarios: R
 pool, slots, retry and fault rules — into a `DetailFold`, which checks every block's rows
 against its partial and hands blocks to the stream in block order within a window.
 
+The engines run only the scenarios [min(S), max(S)] of the chosen scenarios S (`detail_window`;
+every scenario for a cash-flow mean): a scenario is a pure function of (seed, s) and a policy's
+value under it does not depend on the other scenarios of a run, so scenario 999 alone costs a
+thousandth of the job, not the job.
+
 What makes the detail the job's computation: every block's rows sum, in row order from +0.0,
 to the block's partial bit for bit (detail_fold.py), and when every block is recomputed the
 partials folded in block order are the job's stored per-scenario values for the chosen
@@ -84,6 +89,15 @@ def chosen_scenarios(asked: Sequence[int], scenario_count: int, *, limit: int) -
     if bad:
         raise InvalidArgument(f"scenario {bad[0]} is out of range: the job has scenarios 0..{scenario_count - 1}")
     return sorted(int(s) for s in asked)
+
+
+def detail_window(scenarios: Sequence[int], scenario_count: int, *, every: bool = False) -> tuple[int, int]:
+    """(first, count) of the scenarios the engines run for ``scenarios`` (ascending): [min, max],
+    or all ``scenario_count`` when ``every`` (a mean over scenarios) or none is chosen — as the
+    engine derives it from the DetailRequest (chunk_detail.DetailAsk.run_window)."""
+    if every or not scenarios:
+        return 0, scenario_count
+    return scenarios[0], scenarios[-1] - scenarios[0] + 1
 
 
 def block_span(first_block: int, count: int, blocks: int) -> tuple[int, int]:
@@ -224,8 +238,9 @@ class DetailService:
         scenarios = chosen_scenarios(list(request.scenarios) or [0], found.scenario_count, limit=MAX_DETAIL_SCENARIOS)
         first, count = block_span(int(request.first_block), int(request.block_count), found.blocks)
         outputs = len(found.outputs.names)
-        fold = DetailFold(first_block=first, block_count=count, rows=found.rows, run_scenarios=scenarios[-1] + 1,
-                          outputs=outputs, scenarios=scenarios, row_values=True)  # fmt: skip
+        window_first, window = detail_window(scenarios, found.scenario_count)
+        fold = DetailFold(first_block=first, block_count=count, rows=found.rows, first_scenario=window_first,
+                          run_scenarios=window, outputs=outputs, scenarios=scenarios, row_values=True)  # fmt: skip
         yield job_service_pb2.GetJobDetailResponse(
             header=job_service_pb2.DetailHeader(
                 job_id=found.job.job_id,
@@ -241,7 +256,7 @@ class DetailService:
         )
         detail = engine_pb2.DetailRequest(scenarios=scenarios, row_values=True)
         started = last = time.monotonic()
-        block_bytes = BLOCK_SIZE * outputs * (scenarios[-1] + 1) * 8
+        block_bytes = BLOCK_SIZE * outputs * window * 8
         async with self._recompute(found, fold, detail, block_bytes=block_bytes) as dispatcher:
             while not fold.done:
                 block = await fold.next_block()
@@ -284,11 +299,11 @@ class DetailService:
         if not scenarios and not request.mean:
             raise InvalidArgument("name at least one scenario, or ask for the mean over scenarios")
         n = found.scenario_count
-        run_count = n if request.mean else scenarios[-1] + 1
+        window_first, window = detail_window(scenarios, n, every=request.mean)
         outputs = len(found.outputs.names)
-        fold = DetailFold(first_block=0, block_count=found.blocks, rows=found.rows, run_scenarios=run_count,
-                          outputs=outputs, scenarios=scenarios, row_values=False, cash_flows=bool(scenarios),
-                          cash_flow_sums=request.mean)  # fmt: skip
+        fold = DetailFold(first_block=0, block_count=found.blocks, rows=found.rows, first_scenario=window_first,
+                          run_scenarios=window, outputs=outputs, scenarios=scenarios, row_values=False,
+                          cash_flows=bool(scenarios), cash_flow_sums=request.mean)  # fmt: skip
         detail = engine_pb2.DetailRequest(scenarios=scenarios, cash_flows=bool(scenarios), cash_flow_sums=request.mean)
         profile = CashFlowTotals(len(scenarios))
         started = last = time.monotonic()

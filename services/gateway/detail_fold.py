@@ -76,9 +76,11 @@ class _Assembling:
 
 class DetailFold:
     """Blocks [first_block, first_block + block_count) of a dataset of ``rows`` rows, computed
-    under ``run_scenarios`` scenarios with ``outputs`` declared outputs; the detail is that of
-    ``scenarios`` (ascending). ``row_values`` / ``cash_flows`` / ``cash_flow_sums``: what each
-    block must carry before it is ready."""
+    under the window of ``run_scenarios`` scenarios from ``first_scenario`` with ``outputs``
+    declared outputs (a block's partial covers the window: its values start at scenario
+    ``first_scenario``); the detail is that of ``scenarios`` (ascending, in the window).
+    ``row_values`` / ``cash_flows`` / ``cash_flow_sums``: what each block must carry before it is
+    ready."""
 
     def __init__(
         self,
@@ -92,10 +94,20 @@ class DetailFold:
         row_values: bool,
         cash_flows: bool = False,
         cash_flow_sums: bool = False,
+        first_scenario: int = 0,
     ) -> None:
         self.first, self.end, self.rows = first_block, first_block + block_count, rows
-        self.run_scenarios, self.outputs = run_scenarios, outputs
+        self.first_scenario, self.run_scenarios, self.outputs = first_scenario, run_scenarios, outputs
         self.scenarios = list(scenarios)
+        if (
+            self.scenarios
+            and not first_scenario <= self.scenarios[0] <= self.scenarios[-1] < first_scenario + run_scenarios
+        ):
+            raise Internal(
+                f"scenarios {self.scenarios} are outside the window of {run_scenarios} from {first_scenario}"
+            )
+        #: Where the selected scenarios are on a partial's scenario axis (the window's).
+        self._selected = [s - first_scenario for s in self.scenarios]
         self.row_values, self.cash_flows, self.cash_flow_sums = row_values, cash_flows, cash_flow_sums
         self._assembling: dict[int, _Assembling] = {}
         self._ready: dict[int, BlockDetail] = {}
@@ -167,18 +179,23 @@ class DetailFold:
         block = int(partial.block_index)
         start, stop = self._block_range(block)
         held = self._open(block)
-        values = partial_array(partial, self.run_scenarios, self.outputs)
-        first, n = int(partial.first_scenario), values.shape[1]
+        values = partial_array(partial, self.first_scenario + self.run_scenarios, self.outputs)
+        first, n = int(partial.first_scenario) - self.first_scenario, values.shape[1]
         if held.partial is None:
             held.partial = np.empty((self.outputs, self.run_scenarios))
         if first != held.filled:
-            raise Internal(f"block {block}: partial piece from scenario {first}, expected {held.filled}")
+            # an engine that predates detail windows runs a detail from scenario 0, whatever it is asked
+            older = " (an engine that runs every detail from scenario 0 predates detail windows)" if first < 0 else ""
+            raise Internal(
+                f"block {block}: partial piece from scenario {partial.first_scenario}, "
+                f"expected {self.first_scenario + held.filled}{older}"
+            )
         held.partial[:, first : first + n] = values
         held.filled = first + n
         if held.filled < self.run_scenarios:
             return False
         del self._assembling[block]
-        self._ready[block] = self._checked(block, start, stop, held, held.partial[:, self.scenarios])
+        self._ready[block] = self._checked(block, start, stop, held, held.partial[:, self._selected])
         self._added += 1
         self._changed.set()
         return True

@@ -1,5 +1,6 @@
 """What an engine answers for RunChunkRequest.detail (services/engine/chunk_detail.py): the
-request checked, the scenarios run, piece sizes within the detail budget, RowValues split under a
+request checked, the scenarios run (the window [min, max] of those asked), values picked from a
+window by scenario, piece sizes within the detail budget, RowValues split under a
 message budget, and scenario sums in scenario order from +0.0."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from livecalc.engine.v1 import engine_pb2
-from services.common.errors import InvalidArgument
+from services.common.errors import Internal, InvalidArgument
 from services.engine.chunk_detail import (
     PIECE_DETAIL_BYTES,
     DetailAsk,
@@ -36,10 +37,15 @@ def test_bad_detail_requests_are_refused(detail: engine_pb2.DetailRequest, messa
 
 
 def test_the_scenarios_run() -> None:
+    """A detail runs the window [min, max] of its scenarios; every scenario for the sums."""
     rows = DetailAsk.from_request(engine_pb2.DetailRequest(scenarios=[2, 7], row_values=True), 100)
-    assert rows.run_count(100) == 8 and not rows.wants_cash_flows
+    assert rows.run_window(100) == (2, 8) and not rows.wants_cash_flows
+    high = DetailAsk.from_request(engine_pb2.DetailRequest(scenarios=[999], cash_flows=True), 1000)
+    assert high.run_window(1000) == (999, 1000)
     sums = DetailAsk.from_request(engine_pb2.DetailRequest(cash_flow_sums=True), 100)
-    assert sums.scenarios == () and sums.run_count(100) == 100 and sums.wants_cash_flows
+    assert sums.scenarios == () and sums.run_window(100) == (0, 100) and sums.wants_cash_flows
+    both = DetailAsk.from_request(engine_pb2.DetailRequest(scenarios=[40], cash_flows=True, cash_flow_sums=True), 100)
+    assert both.run_window(100) == (0, 100)
 
 
 def test_detail_pieces_stay_within_the_budget() -> None:
@@ -63,6 +69,20 @@ def test_row_values_are_split_under_the_budget_in_row_order() -> None:
     assert np.array_equal(joined, values[:, :, [1, 5]])
     assert [i for m in messages for i in m.policy_ids] == ids
     assert all(list(m.scenarios) == [1, 5] and m.output_count == 3 and m.block_index == 4 for m in messages)
+
+
+def test_a_windows_values_are_picked_by_scenario() -> None:
+    """Values of a run from scenario 10 (window scenario i is scenario 10 + i) are picked by scenario."""
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal((5, 2, 6))  # rows × outputs × scenarios 10..15
+    [message] = row_value_messages(0, 0, values, [11, 15], first_scenario=10)
+    assert list(message.scenarios) == [11, 15]
+    assert np.array_equal(np.asarray(message.values).reshape(5, 2, 2), values[:, :, [1, 5]])
+    flows = rng.standard_normal((2, 6, 9))  # monthly × scenarios 10..15 × months
+    message = cash_flow_message(3, ["a", "b"], flows, DetailAsk((12, 15), cash_flows=True), 100, first_scenario=10)
+    assert np.array_equal(np.asarray(message.values).reshape(2, 2, 9), flows[:, [2, 5], :])
+    with pytest.raises(Internal, match="all 100 scenarios"):
+        cash_flow_message(3, ["a", "b"], flows, DetailAsk((12,), cash_flow_sums=True), 100, first_scenario=10)
 
 
 def test_scenario_sums_fold_in_scenario_order() -> None:
