@@ -135,6 +135,21 @@ def test_client_dataframe_folds_to_the_job_and_blocks_select_rows(detail: Detail
         assert tail["row"].tolist() == list(range(4 * BLOCK_SIZE, ROWS))
 
 
+def test_high_scenarios_run_alone_and_fold_to_the_job(detail: Detail) -> None:
+    """A detail of [37, 63] runs only that window (its partials start at scenario 37): its rows
+    fold to the job bit for bit, and are the rows of a detail that runs from scenario 3."""
+    with detail.mesh.client() as lc:
+        high = lc.job_detail(detail.job.job_id, scenarios=[37, 63])
+        check_folds_to_job(high, detail.job, (37, 63))
+        wide = lc.job_detail(detail.job.job_id, scenarios=[3, 63])
+        assert high["net_cf_s63"].to_numpy().tobytes() == wide["net_cf_s63"].to_numpy().tobytes()
+        # cash flows of a window are those of a run of every scenario (the mean's), bit for bit
+        alone = lc.cash_flows(detail.job.job_id, scenarios=[40])
+        every = lc.cash_flows(detail.job.job_id, scenarios=[40], mean=True)
+    for p, q in zip(alone.profiles, (p for p in every.profiles if p.scenario == 40), strict=True):
+        assert p.name == q.name and np.asarray(p.values).tobytes() == np.asarray(q.values).tobytes(), p.name
+
+
 def test_bad_requests(detail: Detail) -> None:
     job_id = detail.job.job_id
     with detail.mesh.client() as lc:
@@ -237,6 +252,8 @@ def test_detail_of_a_job_on_a_scenario_set(detail: Detail, tmp_path: Path) -> No
         job = get_job(detail.mesh.gateway, events[0].job_id)
         frame = lc.job_detail(job.job_id, scenarios=[0, 4])  # runs the set's first 5 scenarios
         check_folds_to_job(frame, job, (0, 4))
+        frame = lc.job_detail(job.job_id, scenarios=[7, 11])  # runs the set's scenarios 7 … 11 alone
+        check_folds_to_job(frame, job, (7, 11))
         # a failed job has no detail: a set with a NaN fails its job at once
         lines[1 + 3 * months + 7] = f"3,7,{float('nan')!r}"
         (tmp_path / "nanrates.csv").write_text("\n".join(lines) + "\n")
