@@ -200,7 +200,9 @@ class BlockPartial(_message.Message):
     """Scenario index of the first value of each output in `values`. 0 unless the values of one
     block would exceed a gRPC message (above about 78,000 scenarios for five outputs): then
     the block's partial comes as several messages, each with the same block and a
-    consecutive scenario range.
+    consecutive scenario range. A chunk with a DetailRequest runs only the window of
+    scenarios [min(scenarios), max(scenarios)] (every scenario for cash_flow_sums): its
+    partials cover the window, the first message of a block starting at min(scenarios).
     """
     output_count: _builtins.int
     """Number of outputs K in `values`: the package's declared outputs (at least 1)."""
@@ -334,7 +336,9 @@ class DetailRequest(_message.Message):
     @_builtins.property
     def scenarios(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Scenario indexes to return, ascending and distinct, each below the job's scenario count;
-        at least one when row_values or cash_flows is set.
+        at least one when row_values or cash_flows is set. The engine runs scenarios
+        [scenarios[0], scenarios[last]] only (a scenario's values do not depend on the others),
+        unless cash_flow_sums asks for every scenario.
         """
 
     def __init__(
