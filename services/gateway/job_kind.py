@@ -5,7 +5,9 @@ testing the spec for a preview.
 A **full run** values every block of the dataset: it is planned in chunks of blocks, each chunk
 asks its blocks (RunChunkRequest.blocks), the dispatcher keeps its chunks within the window ahead
 of the fold, its fold is checkpointed (a restarted gateway resumes it) and it reports running
-statistics while it runs.
+statistics while it runs. A full run with variants (JobSpec.variants) is the same kind: it values
+the plan once more per variant, each pass checkpointed in turn (job_runner.py), and its running
+statistics describe the base.
 
 A **preview** values a sample of ``sample_rows`` policies (`planner.preview_plan`): one chunk of
 sample groups, asked as a SampleSelection; its groups are the fold's blocks, so no window applies,
@@ -105,22 +107,12 @@ class Preview(FullRun):
         return difference, uncertainty
 
 
-@dataclass(frozen=True)
-class WithVariants(FullRun):
-    """A full run of the base package, then one of each variant's (JobSpec.variants), over the
-    same plan. Not checkpointed: the passes done live in the gateway's memory only, so a
-    restarted gateway fails the job (ABORTED, submit it again) rather than resume half of it."""
-
-    checkpointed = False
-
-
-JobKind = FullRun | Preview | WithVariants
+JobKind = FullRun | Preview
 FULL_RUN = FullRun()
-WITH_VARIANTS = WithVariants()
 
 
 def kind_of(spec: job_pb2.JobSpec) -> JobKind:
     """The kind of valuation ``spec`` asks for."""
     if spec.HasField("preview"):
         return Preview(sample_rows=int(spec.preview.sample_rows), seed=int(spec.preview.seed))
-    return WITH_VARIANTS if spec.variants else FULL_RUN
+    return FULL_RUN

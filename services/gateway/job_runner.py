@@ -5,8 +5,9 @@ the job's first record to commit (a job never recorded is dropped: no reader and
 gateway knows it), checks the dataset is still the version it validated, dispatches the chunks
 (only those after the checkpoint for a resumed job), folds the partials, reports progress,
 running statistics and checkpoints (reporting.py), values each of the job's variants in a pass
-of its own after the base (`_variant_passes`: same plan, dataset version and scenarios, the
-variant's package), and ends the job with exactly one of result, error or cancelled. The end
+of its own after the base (`_passes`: same plan, dataset version and scenarios, the variant's
+package; a resumed job goes on in the pass it was in, the passes it had finished restored from
+the store), and ends the job with exactly one of result, error or cancelled. The end
 is one unit in the store (`_write_end`: checkpoint dropped, result row, final record, terminal
 event); readers see it once it is committed (`finish`), and while
 the store cannot commit it, it is written again every `RECORD_RETRY_SECONDS`.
@@ -37,7 +38,7 @@ from services.gateway.events import now_timestamp
 from services.gateway.fold import FoldState, JobFold
 from services.gateway.inputs import Datasets, PackageConfigs
 from services.gateway.job_state import Phase
-from services.gateway.live_job import LiveJob, S
+from services.gateway.live_job import FinishedPass, LiveJob, S
 from services.gateway.metrics import GatewayMetrics, state_label
 from services.gateway.planner import Plan, resumed_plan
 from services.gateway.provenance import provenance
@@ -95,8 +96,7 @@ class JobRunner:
             await self._start(live)
             assert live.dispatcher is not None
             ticker = asyncio.get_running_loop().create_task(self.reporter.tick(live))
-            await live.dispatcher.run()
-            await self._variant_passes(live)
+            await self._passes(live)
             ticker.cancel()
             # cached since submit (or since _start, for a resumed job): its name and version
             self._succeed(live, await self.configs.get(job.spec.package_hash, live.tenant))
@@ -135,12 +135,17 @@ class JobRunner:
             )
         if live.outputs is None:  # a resumed job: its package says
             live.outputs = await self.configs.outputs(job.spec.package_hash, live.tenant)
-        live.fold = self._fold(live)
         todo = live.plan
         if live.resume is not None:
-            live.fold.resume(FoldState(live.resume.next_block, live.resume.total, live.resume.steps))
+            for done in live.resume.finished:  # the passes it had finished before the stop
+                fold = self._fold(live)
+                fold.resume(FoldState(live.plan.blocks_total, done.total, done.steps))
+                live.finished.append(FinishedPass(fold))
             todo = resumed_plan(live.plan, live.resume.next_block)
-        live.dispatcher = self._dispatcher(live, job.spec.package_hash, todo)
+        live.fold = self._fold(live)
+        if live.resume is not None:
+            live.fold.resume(FoldState(live.resume.next_block, live.resume.total, live.resume.steps))
+        live.dispatcher = self._dispatcher(live, live.package_hash, todo)
         if live.resume is None:
             self.metrics.transition(job.state, S.JOB_STATE_RUNNING)
             job.state = S.JOB_STATE_RUNNING
@@ -153,7 +158,7 @@ class JobRunner:
                 since = max(since, time.time() - job.start_time.ToNanoseconds() / 1e9)
             live.started = time.monotonic() - since
         self.watch(job.job_id, self.store.put_job(job))
-        self.reporter.checkpoint(live)  # from here on a restarted gateway resumes the job (not a preview)
+        self.reporter.first_checkpoint(live)  # from here on a restarted gateway resumes the job (not a preview)
         self.reporter.report(live)
 
     def _fold(self, live: LiveJob) -> JobFold:
@@ -191,16 +196,22 @@ class JobRunner:
             tenant=live.tenant,
         )
 
-    async def _variant_passes(self, live: LiveJob) -> None:
-        """Value each variant's package over the whole plan, one pass after the other, with the
+    async def _passes(self, live: LiveJob) -> None:
+        """Run the pass `_start` set up (the base's, or the one a resumed job was in), then each
+        remaining variant's package over the whole plan, one pass after the other, with the
         job's dataset version and scenarios; progress runs on over the passes (cancelling the
         job's task cancels the running one)."""
-        for variant in live.variants:
-            assert live.fold is not None and live.dispatcher is not None
-            self.reporter.report(live)  # the pass's last progress (and the base's exact statistics)
-            live.finished.append((live.fold, live.dispatcher))
-            live.fold = self._fold(live)
-            live.dispatcher = self._dispatcher(live, variant.package_hash, live.plan)
+        assert live.dispatcher is not None
+        await live.dispatcher.run()
+        for variant in live.variants[len(live.finished) :]:
+            assert live.dispatcher is not None
+            # no await from here to the next pass's run: a stopping gateway checkpoints one pass or the other
+            with self.store.transaction():
+                self.reporter.report(live)  # the pass's last progress (and the base's exact statistics)
+                live.finish_pass(frozenset(live.dispatcher.builds))
+                live.fold = self._fold(live)
+                live.dispatcher = self._dispatcher(live, variant.package_hash, live.plan)
+                self.reporter.pass_finished(live)
             log.info("variant pass started", extra={"fields": {"job": live.job_id, "variant": variant.name}})
             await live.dispatcher.run()
 
@@ -288,10 +299,10 @@ class JobRunner:
     def _succeed(self, live: LiveJob, package_config: Mapping[str, Any]) -> None:
         assert live.fold is not None and live.outputs is not None and live.dispatcher is not None
         self.reporter.report(live)  # the last progress (100 %) always precedes the result
-        passes = [*live.finished, (live.fold, live.dispatcher)]
-        (fold, _), variants = passes[0], [f for f, _ in passes[1:]]
+        passes = [*live.finished, FinishedPass(live.fold, frozenset(live.dispatcher.builds))]
+        fold, variants = passes[0].fold, [p.fold for p in passes[1:]]
         job, outputs, kind = live.job, live.outputs, live.kind
-        builds = set().union(*(d.builds for _, d in passes))
+        builds = set().union(*(p.builds for p in passes))
         values = kind.values(fold.total(), live.rows, live.plan)  # f64 [K][N], the declared outputs' order
         full = self.store.latest_full_mean(live.key) if kind.preview else None
         difference, uncertainty = kind.figures(
@@ -303,7 +314,7 @@ class JobRunner:
             policy_count=live.plan.rows,
             dataset_version=live.key.dataset_version,
             package_hash=job.spec.package_hash,
-            steps=sum(f.steps for f, _ in passes),
+            steps=sum(p.fold.steps for p in passes),
             elapsed_seconds=time.monotonic() - live.started,
             preview=kind.preview,
             preview_relative_difference=difference,

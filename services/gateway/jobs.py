@@ -48,7 +48,7 @@ from services.gateway.job_runner import JobRunner
 from services.gateway.live_job import LiveJob, S
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.package_store import PackageStore, check_hash
-from services.gateway.recovery import abort, record_logged_end, resumed_job
+from services.gateway.recovery import abort, record_logged_end, resumable, resumed_job
 from services.gateway.results import attach_values
 from services.gateway.scenario_sets import (
     DataServiceScenarioSets,
@@ -134,7 +134,7 @@ class JobManager:
                 ended += 1
                 continue
             cp = self.store.checkpoint(job.job_id)
-            if cp is None or not kind_of(job.spec).checkpointed:
+            if cp is None or not resumable(job, cp):
                 abort(self.store, job, logbook)
                 continue
             live = resumed_job(job, logbook, events, cp, self.store.tenant_of(job.job_id) or "")

@@ -9,8 +9,11 @@ allow; the invariants below are checked where they can break, and a broken one r
 
 - progress never steps back: `reported_blocks` only grows (`note_reported`), so a resumed job
   reports each block once (it stays silent until it passes what it reported before the stop);
-- checkpoints only go forward (`note_checkpoint`), and one written with a progress report never
-  runs ahead of the progress reported (a restarted gateway resumes where clients last saw it);
+- checkpoints only go forward (`note_checkpoint`; a job with variants counts its position over
+  every pass, as its progress does), and one written with a progress report never runs ahead
+  of the progress reported (a restarted gateway resumes where clients last saw it);
+- a job's passes run in order, each to its end: a pass joins `finished` only with its fold
+  complete, and only while a variant's pass follows it (`finish_pass`);
 - only an active job (RESUMED, RUNNING) takes a write failure (`fail_write`); only an ending
   job has a final record, and it has one until its end is committed (`end`, `ended`).
 
@@ -33,6 +36,7 @@ from services.gateway.fold import JobFold
 from services.gateway.job_kind import FULL_RUN, JobKind
 from services.gateway.job_state import ACTIVE, TRANSITIONS, JobStateError, Phase, check_transition
 from services.gateway.planner import Plan
+from services.gateway.provenance import EngineBuild
 from services.gateway.store import Checkpoint, ResultKey
 from services.gateway.store_writer import Written
 from services.gateway.variants import VariantPackage
@@ -40,6 +44,16 @@ from services.valuation.interface.declaration import Outputs
 from services.valuation.scenarios import ScenarioParams
 
 S = job_pb2.JobState
+
+
+@dataclass(frozen=True)
+class FinishedPass:
+    """A pass of the job's plan that has ended: its complete fold and the builds of the engines
+    whose partials it folded (none for a pass that ended before a restart: the store keeps its
+    total and steps, not its engines)."""
+
+    fold: JobFold
+    builds: frozenset[EngineBuild] = frozenset()
 
 
 @dataclass
@@ -90,12 +104,12 @@ class LiveJob:
     checkpointed_at: float = 0.0
     checkpointed_block: int = -1
     started: float = field(default_factory=time.monotonic)
-    #: The job's variants (JobSpec.variants, their derived packages), each valued after the
-    #: base in a pass of its own over the same plan; a resumed job has none (variant jobs are
-    #: not checkpointed). `finished` holds the passes done, the base's first: `fold` and
-    #: `dispatcher` are the running pass's.
+    #: The job's variants (JobSpec.variants, their derived packages; a resumed job's from its
+    #: checkpoint), each valued after the base in a pass of its own over the same plan.
+    #: `finished` holds the passes done, the base's first (a resumed job's include those done
+    #: before the stop): `fold` and `dispatcher` are the running pass's.
     variants: tuple[VariantPackage, ...] = ()
-    finished: list[tuple[JobFold, Dispatcher]] = field(default_factory=list)
+    finished: list[FinishedPass] = field(default_factory=list)
 
     @property
     def job_id(self) -> str:
@@ -107,9 +121,24 @@ class LiveJob:
         return 1 + len(self.variants)
 
     @property
+    def package_hash(self) -> str:
+        """The package the running pass values: the base's, then each variant's."""
+        return self.variants[len(self.finished) - 1].package_hash if self.finished else self.job.spec.package_hash
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """Every pass's package hash, the base's first."""
+        return (self.job.spec.package_hash, *(v.package_hash for v in self.variants))
+
+    @property
+    def pass_blocks(self) -> int:
+        """Blocks of the passes before the running one (where its block 0 stands in the job's progress)."""
+        return len(self.finished) * self.plan.blocks_total
+
+    @property
     def blocks_done(self) -> int:
         """Blocks folded over every pass so far (progress counts each pass's blocks)."""
-        return len(self.finished) * self.plan.blocks_total + (self.fold.folded_blocks if self.fold else 0)
+        return self.pass_blocks + (self.fold.folded_blocks if self.fold else 0)
 
     @property
     def policies_done(self) -> int:
@@ -135,15 +164,28 @@ class LiveJob:
             raise self._broken(f"progress stepping back from {self.reported_blocks} to {blocks_done} blocks")
         self.reported_blocks = blocks_done
 
-    def note_checkpoint(self, next_block: int, *, with_progress: bool) -> None:
-        """A checkpoint at ``next_block`` is written: never behind the last one, and (written with
-        a progress report) never ahead of the progress reported."""
-        if next_block < self.checkpointed_block:
-            raise self._broken(f"checkpoint stepping back from block {self.checkpointed_block} to {next_block}")
-        if with_progress and next_block > self.reported_blocks:
-            raise self._broken(f"checkpoint at block {next_block} ahead of the {self.reported_blocks} reported")
+    def note_checkpoint(self, position: int, *, with_progress: bool) -> None:
+        """A checkpoint at ``position`` (its next block, counted over every pass as progress
+        counts blocks) is written: never behind the last one, and (written with a progress
+        report) never ahead of the progress reported."""
+        if position < self.checkpointed_block:
+            raise self._broken(f"checkpoint stepping back from block {self.checkpointed_block} to {position}")
+        if with_progress and position > self.reported_blocks:
+            raise self._broken(f"checkpoint at block {position} ahead of the {self.reported_blocks} reported")
         self.checkpointed_at = time.monotonic()
-        self.checkpointed_block = next_block
+        self.checkpointed_block = position
+
+    def finish_pass(self, builds: frozenset[EngineBuild] = frozenset()) -> FinishedPass:
+        """The running pass has ended with its fold complete: it joins `finished`, and the next
+        variant's pass is to run (the last pass ends the job instead). `fold` and `dispatcher`
+        are left for the caller to set to the next pass's."""
+        if self.fold is None or not self.fold.complete:
+            raise self._broken(f"pass {len(self.finished)} finished with its fold incomplete")
+        if len(self.finished) >= len(self.variants):
+            raise self._broken(f"a pass after the last of {self.passes}")
+        done = FinishedPass(self.fold, builds)
+        self.finished.append(done)
+        return done
 
     def fail_write(self, error: BaseException) -> bool:
         """A write of the job was not committed: True when that fails the job (an active job's

@@ -5,9 +5,10 @@ Each such job ends up in exactly one of three ways (`JobManager.recover` sorts t
 - its event log holds its terminal event: it has ended, whatever its record says (a store
   written before a job's end was one unit): the record is set from the log
   (`record_logged_end`), never resumed, never recomputed;
-- it has a checkpoint of its fold and is not a preview: it resumes from the checkpoint
-  (`resumed_job` rebuilds its live state: only forward progress, statistics after the last
-  reported, its event log going on from the highest persisted sequence);
+- it has a checkpoint of its fold and is not a preview (`resumable`): it resumes from the
+  checkpoint (`resumed_job` rebuilds its live state: only forward progress, statistics after the
+  last reported, its event log going on from the highest persisted sequence; a job with
+  variants goes on in the pass it was in, with the passes it had finished);
 - otherwise it cannot resume: FAILED (ABORTED), in one unit with its error event (`abort`).
 """
 
@@ -28,6 +29,7 @@ from services.gateway.planner import plan
 from services.gateway.results import with_parts
 from services.gateway.scenario_sets import result_scenarios_key
 from services.gateway.store import Checkpoint, JobStore, ResultKey
+from services.gateway.variants import VariantPackage
 from services.valuation.arrays import F64
 
 log = logging.getLogger(__name__)
@@ -105,11 +107,23 @@ def _logged_values(terminal: job_pb2.JobEvent, events: list[job_pb2.JobEvent]) -
     return np.asarray([primary], dtype=np.float64) if primary and len(primary) == n else None
 
 
+def resumable(job: job_pb2.Job, cp: Checkpoint) -> bool:
+    """Whether ``job`` can resume from ``cp``: a kind that is checkpointed, and for a job with
+    variants a checkpoint that records every pass's package, with a pass still to run."""
+    if not kind_of(job.spec).checkpointed:
+        return False
+    if not job.spec.variants:
+        return not cp.packages
+    passes = 1 + len(job.spec.variants)
+    return len(cp.packages) == passes and cp.packages[0] == job.spec.package_hash and len(cp.finished) < passes
+
+
 def resumed_job(
     job: job_pb2.Job, logbook: EventLog, events: list[job_pb2.JobEvent], cp: Checkpoint, tenant: str
 ) -> LiveJob:
     """The live state of a job resuming from checkpoint ``cp``: its plan as it was made (the
-    recorded chunk size), and what it reported before the stop, so it reports each block once."""
+    recorded chunk size), its variants' packages as the checkpoint recorded them (`resumable`
+    has checked them), and what it reported before the stop, so it reports each block once."""
     params = scenario_params(job.spec.scenarios, {})  # the record holds every parameter
     live = LiveJob(
         job=job,
@@ -122,6 +136,10 @@ def resumed_job(
         kind=kind_of(job.spec),
         phase=Phase.RESUMED,
         resume=cp,
+        variants=tuple(
+            VariantPackage(v.name, package_hash)
+            for v, package_hash in zip(job.spec.variants, cp.packages[1:], strict=True)
+        ),
     )
     progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
     if progress:

@@ -7,6 +7,9 @@ complete (so the last running mean a client shows is the result's mean), and the
 checkpointed at most every `checkpoint_seconds`, in one transaction with the progress event
 that reports it (or alone when the fold has not moved since), so a checkpoint never runs ahead
 of the reported progress and a restarted gateway resumes the job where its clients last saw it.
+A job with variants checkpoints the running pass's fold; when a pass ends (`pass_finished`) its
+total is recorded in one transaction with the progress that reports it and the next pass's
+first checkpoint, so a restarted gateway resumes the pass it was in with the others' totals.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from livecalc.gateway.v1 import job_pb2
 from services.gateway.config import JobConfig
 from services.gateway.live_job import LiveJob
 from services.gateway.results import running_statistics
-from services.gateway.store import Checkpoint, JobStore
+from services.gateway.store import Checkpoint, JobStore, PassTotal
 from services.gateway.store_writer import Written
 
 
@@ -60,7 +63,7 @@ class JobReporter:
         due = (
             fold is not None
             and not fold.complete
-            and fold.folded_blocks > live.checkpointed_block
+            and live.pass_blocks + fold.folded_blocks > live.checkpointed_block
             and live.kind.checkpointed
             and time.monotonic() - live.checkpointed_at >= self.config.checkpoint_seconds
         )
@@ -91,10 +94,32 @@ class JobReporter:
             if report:
                 live.log.append(progress=live.job.progress)
 
+    def first_checkpoint(self, live: LiveJob) -> None:
+        """The job's first checkpoint as it starts running (or resumes); a new job with variants
+        records its passes with it (their package hashes: a restarted gateway resumes them)."""
+        with self.store.transaction():
+            if live.resume is None and live.variants and live.kind.checkpointed:
+                for index, package_hash in enumerate(live.packages):
+                    self.watch(live.job_id, self.store.put_pass(live.job_id, index, package_hash))
+            self.checkpoint(live)
+
+    def pass_finished(self, live: LiveJob) -> None:
+        """The pass before the running one has ended (`LiveJob.finish_pass`; the running pass's
+        fold is new): its total and steps, and the new pass's first checkpoint, in one
+        transaction (the caller's, with the progress that reports the pass done)."""
+        done = live.finished[-1]
+        index = len(live.finished) - 1
+        with self.store.transaction():
+            if live.kind.checkpointed:
+                total = PassTotal(done.fold.steps, done.fold.total())
+                self.watch(live.job_id, self.store.put_pass(live.job_id, index, live.packages[index], total))
+                self.checkpoint(live)
+
     def checkpoint(self, live: LiveJob, *, with_progress: bool = False) -> None:
-        """Write the fold's checkpoint (a preview has none), when the fold has one to give;
-        ``with_progress``: in the transaction of a progress report, which it never runs ahead of
-        (the others: the job's first, at its start, and its latest fold when the gateway stops)."""
+        """Write the running pass's fold checkpoint (a preview has none), when the fold has one
+        to give; ``with_progress``: in the transaction of a progress report, which it never runs
+        ahead of (the others: the job's first, at its start, a pass's first, and its latest fold
+        when the gateway stops)."""
         fold = live.fold
         if fold is None or not live.kind.checkpointed:
             return
@@ -113,7 +138,7 @@ class JobReporter:
             )
         )
         self.watch(live.job.job_id, written)
-        live.note_checkpoint(state.next_block, with_progress=with_progress)
+        live.note_checkpoint(live.pass_blocks + state.next_block, with_progress=with_progress)
 
     async def tick(self, live: LiveJob) -> None:
         """Coalesced progress and about-once-a-second running statistics."""

@@ -20,6 +20,10 @@ A running job's fold is checkpointed (`Checkpoint`: the next block to fold, the 
 running total of every output as float64 bytes, the steps of the folded blocks) in the same
 transaction as the progress event that reports it, so a restarted gateway resumes the job
 from that block and ends with the same bits (docs/architecture.md "8. The store, checkpoints and resume").
+A job with variants values its plan in passes (the base's, then each variant's): its passes are
+recorded with its first checkpoint (`put_pass`: each pass's package hash), a finished pass's
+total and steps in one transaction with the next pass's first checkpoint, and the checkpoint is
+then the running pass's, the first one without a total.
 """
 
 from __future__ import annotations
@@ -68,6 +72,14 @@ class ResultKey:
 
 
 @dataclass(frozen=True)
+class PassTotal:
+    """A finished pass of a job with variants: its fold's total (f64 [K][N]) and its steps."""
+
+    steps: int
+    total: F64
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """Where a running job's fold stands: blocks before `next_block` are folded into `total`
     (f64 [K][N], K outputs)."""
@@ -79,6 +91,12 @@ class Checkpoint:
     next_block: int
     steps: int
     total: F64 | None
+    #: A job with variants (read back, never written by `put_checkpoint`: `put_pass` writes
+    #: them): each pass's package hash (the base's first) and the passes finished, in order;
+    #: the fold above is then the running pass's, pass ``len(finished)``. Empty for a job
+    #: without variants.
+    packages: tuple[str, ...] = ()
+    finished: tuple[PassTotal, ...] = ()
 
 
 class StoreDataLoss(LivecalcError):
@@ -343,12 +361,52 @@ class JobStore:
         total = None
         if row[6] is not None:
             total = np.frombuffer(row[6], dtype="<f8").astype(np.float64).reshape(max(1, int(row[7])), -1)
-        return Checkpoint(str(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]), int(row[5]), total)
+        packages, finished = self._passes(job_id)
+        return Checkpoint(
+            str(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]), int(row[5]), total, packages, finished
+        )
 
     def drop_checkpoint(self, job_id: str) -> Written:
-        return self._writer.execute(
-            "DELETE FROM checkpoints WHERE job_id = ?", (job_id,), supersedes=f"checkpoint {job_id}"
+        """Drop the job's checkpoint and its passes (one unit)."""
+        with self.transaction() as unit:
+            self._writer.execute(
+                "DELETE FROM checkpoints WHERE job_id = ?", (job_id,), supersedes=f"checkpoint {job_id}"
+            )
+            self._writer.execute("DELETE FROM job_passes WHERE job_id = ?", (job_id,))
+        return unit
+
+    def put_pass(self, job_id: str, index: int, package_hash: str, done: PassTotal | None = None) -> Written:
+        """Record pass ``index`` of a job with variants (0: the base) with its package hash, and
+        its total and steps once it is ``done``."""
+        total = None if done is None else np.ascontiguousarray(done.total, dtype="<f8").tobytes()
+        row = (
+            job_id,
+            index,
+            package_hash,
+            None if done is None else done.steps,
+            total,
+            0 if done is None else int(done.total.shape[0]),
         )
+        return self._writer.execute(
+            "INSERT OR REPLACE INTO job_passes (job_id, pass_index, package_hash, steps, total, output_count) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            row,
+        )
+
+    def _passes(self, job_id: str) -> tuple[tuple[str, ...], tuple[PassTotal, ...]]:
+        """The job's passes: every package hash in pass order and the finished passes' totals
+        (those before the first pass without one: passes finish in order)."""
+        rows = self._db.execute(
+            "SELECT package_hash, steps, total, output_count FROM job_passes WHERE job_id = ? ORDER BY pass_index",
+            (job_id,),
+        ).fetchall()
+        finished: list[PassTotal] = []
+        for _, steps, total, outputs in rows:
+            if total is None:
+                break
+            values = np.frombuffer(total, dtype="<f8").astype(np.float64).reshape(max(1, int(outputs)), -1)
+            finished.append(PassTotal(int(steps), values))
+        return tuple(str(r[0]) for r in rows), tuple(finished)
 
     # results
 

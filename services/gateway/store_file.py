@@ -79,6 +79,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     total BLOB,
     output_count INTEGER NOT NULL DEFAULT 5
 )""",
+    # added to schema 2 as it stands (no migration): a store without it has no variant job to
+    # resume, and a gateway from before it never resumes a variant job (it fails it ABORTED)
+    """
+CREATE TABLE IF NOT EXISTS job_passes (
+    job_id TEXT NOT NULL,
+    pass_index INTEGER NOT NULL,
+    package_hash TEXT NOT NULL,
+    steps INTEGER,
+    total BLOB,
+    output_count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, pass_index)
+)""",
     "CREATE INDEX IF NOT EXISTS full_runs ON results (package_hash, dataset_version, scenarios_key, preview, end_ns)",
     "CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, ns INTEGER NOT NULL)",
 )

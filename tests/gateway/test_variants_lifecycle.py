@@ -2,9 +2,11 @@
 
 The job (24 blocks, 2 variants: 72 blocks in three passes) is long enough that the point where
 the test acts leaves more than a whole pass to run. Cancelled in a variant's pass, it ends
-CANCELLED and its progress stops there. A gateway stopped during the base pass leaves no
-checkpoint to resume from (a variant job keeps its finished passes in memory only): the next
-gateway on the same store marks it FAILED, ABORTED, rather than resume half of it.
+CANCELLED and its progress stops there. A gateway stopped during the base pass, or during the
+first variant's, leaves a checkpoint of the running pass with the finished passes' totals; the
+next gateway on the same store resumes the job in that pass and ends it with the base's and
+every variant's result hash and the steps of the same job run without a stop, its progress
+never stepping back across the restart.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
-from services.gateway.recovery import RESTART_MESSAGE
+from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package, upload_package
-from tests.gateway.jobmesh import get_job, spec, stub
+from tests.gateway.jobmesh import get_job, spec, stub, submit, watch
 from tests.inprocess import threaded_mesh
 
 pytestmark = pytest.mark.timeout(120)
@@ -69,12 +71,47 @@ def test_cancel_in_a_variant_pass_stops_the_job(tmp_path: Path) -> None:
         assert get_job(mesh.gateway, job_id).progress.blocks_done == ended.progress.blocks_done
 
 
-def test_a_gateway_stopped_mid_job_fails_it_cleanly_at_the_next_start(tmp_path: Path) -> None:
-    root, archive = inputs(tmp_path)
-    with threaded_mesh(tmp_path, datasets=root) as mesh:
+def stopped_and_resumed(tmp: Path, reached: Callable[[job_pb2.JobProgress], bool], finished: int) -> None:
+    """Stop the gateway once the job's progress has ``reached``, check the store holds a
+    checkpoint of pass ``finished`` (the passes before it done), and check that the next gateway
+    on the same store resumes the job to the result of the same job run without a stop."""
+    root, archive = inputs(tmp)
+    with threaded_mesh(tmp, datasets=root) as mesh:
         package_hash = upload_package(mesh.gateway, archive)
-        job_id = submit_until(mesh.gateway, big_job(package_hash), lambda p: 2 <= p.blocks_done < BLOCKS)
-    with threaded_mesh(tmp_path, datasets=root) as mesh:  # the same job store and packages
-        job = get_job(mesh.gateway, job_id)
-    assert job.state == job_pb2.JOB_STATE_FAILED, job
-    assert (job.error.code, job.error.message) == ("ABORTED", RESTART_MESSAGE)
+        job_id = submit_until(mesh.gateway, big_job(package_hash), reached)
+    store = JobStore(tmp / "gw" / "jobs.sqlite3")  # the stopped gateway's, between the two
+    try:
+        checkpoint = store.checkpoint(job_id)
+    finally:
+        store.close()
+    assert checkpoint is not None and len(checkpoint.packages) == 1 + len(VARIANTS)
+    assert len(checkpoint.finished) == finished, "the gateway stopped in another pass than the test meant"
+
+    with threaded_mesh(tmp, datasets=root) as mesh:  # the same job store and packages
+        events = watch(mesh.gateway, job_id)
+        assert events[-1].WhichOneof("event") == "result", events[-1]
+        resumed = events[-1].result
+        again = submit(mesh.gateway, big_job(package_hash))  # the same job, not stopped
+        assert again[-1].WhichOneof("event") == "result", again[-1]
+        uninterrupted = again[-1].result
+
+    assert resumed.result_hash == uninterrupted.result_hash
+    assert resumed.steps == uninterrupted.steps, "a block counted twice or never across the restart"
+    assert [(v.name, v.package_hash, v.result_hash) for v in resumed.variants] == [
+        (v.name, v.package_hash, v.result_hash) for v in uninterrupted.variants
+    ]
+    assert [v.statistics for v in resumed.variants] == [v.statistics for v in uninterrupted.variants]
+    progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
+    done = [p.blocks_done for p in progress]
+    assert done == sorted(done) and done[-1] == 3 * BLOCKS, f"progress stepped back: {done}"
+    policies = [p.policies_done for p in progress]
+    assert policies == sorted(policies), f"policies done stepped back: {policies}"
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+
+
+def test_a_gateway_stopped_in_the_base_pass_resumes_the_job_to_the_same_hashes(tmp_path: Path) -> None:
+    stopped_and_resumed(tmp_path, lambda p: 2 <= p.blocks_done < BLOCKS // 2, finished=0)
+
+
+def test_a_gateway_stopped_in_a_variants_pass_resumes_it_to_the_same_hashes(tmp_path: Path) -> None:
+    stopped_and_resumed(tmp_path, lambda p: BLOCKS + 2 <= p.blocks_done < BLOCKS + BLOCKS // 2, finished=1)
