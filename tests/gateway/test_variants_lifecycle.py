@@ -91,6 +91,9 @@ def stopped_and_resumed(tmp: Path, reached: Callable[[job_pb2.JobProgress], bool
         events = watch(mesh.gateway, job_id)
         assert events[-1].WhichOneof("event") == "result", events[-1]
         resumed = events[-1].result
+        # resumed, not rerun: only the running pass's blocks after its checkpoint and the later passes
+        dispatched = mesh.metric(mesh.gateway, "livecalc_gateway_chunks_dispatched_total")
+        assert 0 < dispatched <= (3 - finished) * BLOCKS - checkpoint.next_block, f"{dispatched:g} chunks dispatched"
         again = submit(mesh.gateway, big_job(package_hash))  # the same job, not stopped
         assert again[-1].WhichOneof("event") == "result", again[-1]
         uninterrupted = again[-1].result
