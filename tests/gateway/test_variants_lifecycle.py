@@ -6,11 +6,14 @@ CANCELLED and its progress stops there. A gateway stopped during the base pass, 
 first variant's, leaves a checkpoint of the running pass with the finished passes' totals; the
 next gateway on the same store resumes the job in that pass and ends it with the base's and
 every variant's result hash and the steps of the same job run without a stop, its progress
-never stepping back across the restart.
+never stepping back across the restart, and only the blocks after the checkpoint dispatched
+again. The same holds from the checkpoint a variant's pass writes as it starts (all that a
+gateway killed just after the base pass ended leaves of the pass).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,10 +75,14 @@ def test_cancel_in_a_variant_pass_stops_the_job(tmp_path: Path) -> None:
         assert get_job(mesh.gateway, job_id).progress.blocks_done == ended.progress.blocks_done
 
 
-def stopped_and_resumed(tmp: Path, reached: Callable[[job_pb2.JobProgress], bool], finished: int) -> None:
+def stopped_and_resumed(
+    tmp: Path, reached: Callable[[job_pb2.JobProgress], bool], finished: int, *, at_pass_start: bool = False
+) -> None:
     """Stop the gateway once the job's progress has ``reached``, check the store holds a
     checkpoint of pass ``finished`` (the passes before it done), and check that the next gateway
-    on the same store resumes the job to the result of the same job run without a stop."""
+    on the same store resumes the job to the result of the same job run without a stop.
+    ``at_pass_start``: the checkpoint is set back to the one the pass's start wrote (what a
+    gateway killed just after the pass before ended leaves)."""
     root, archive = inputs(tmp)
     with threaded_mesh(tmp, datasets=root) as mesh:
         package_hash = upload_package(mesh.gateway, archive)
@@ -83,6 +90,11 @@ def stopped_and_resumed(tmp: Path, reached: Callable[[job_pb2.JobProgress], bool
     store = JobStore(tmp / "gw" / "jobs.sqlite3")  # the stopped gateway's, between the two
     try:
         checkpoint = store.checkpoint(job_id)
+        assert checkpoint is not None
+        if at_pass_start:
+            store.put_checkpoint(dataclasses.replace(checkpoint, next_block=0, steps=0, total=None))
+            store.flush()
+            checkpoint = store.checkpoint(job_id)
     finally:
         store.close()
     assert checkpoint is not None and len(checkpoint.packages) == 1 + len(VARIANTS)
@@ -127,3 +139,9 @@ def test_a_gateway_stopped_in_the_base_pass_resumes_the_job_to_the_same_hashes(t
 
 def test_a_gateway_stopped_in_a_variants_pass_resumes_it_to_the_same_hashes(tmp_path: Path) -> None:
     stopped_and_resumed(tmp_path, lambda p: BLOCKS + 2 <= p.blocks_done < BLOCKS + BLOCKS // 2, finished=1)
+
+
+def test_a_variants_pass_resumes_from_the_checkpoint_its_start_wrote(tmp_path: Path) -> None:
+    stopped_and_resumed(
+        tmp_path, lambda p: BLOCKS + 2 <= p.blocks_done < BLOCKS + BLOCKS // 2, finished=1, at_pass_start=True
+    )
