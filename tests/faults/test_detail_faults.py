@@ -4,8 +4,9 @@ another engine, its half-received blocks are dropped and computed again, and the
 to the job's values bit for bit.
 
 The mesh of tests.faults.faultmesh (every service its own process): a job of 24 blocks × 1000
-scenarios, then its detail under scenario 999 (every block runs all 1000 scenarios again, a few
-seconds on three single-thread engines), with one engine SIGKILLed once it computes.
+scenarios, then its detail under scenarios 0 and 999 (a detail runs the window min … max, so every
+block runs all 1000 scenarios again, a few seconds on three single-thread engines: scenario 999
+alone would be done before the kill), with one engine SIGKILLed once it computes.
 """
 
 from __future__ import annotations
@@ -45,19 +46,19 @@ def test_detail_survives_an_engine_killed_mid_recomputation(mesh: FaultMesh) -> 
     killer = threading.Thread(target=kill_once_computing, daemon=True)
     killer.start()
     with Client(mesh.gateway.address, timeout=60) as lc:
-        frame = lc.job_detail(job.job_id, scenarios=[SCENARIOS - 1])
+        frame = lc.job_detail(job.job_id, scenarios=[0, SCENARIOS - 1])
     killer.join(timeout=30)
     assert victim.proc.poll() is not None, "the victim was never killed"
     assert matching(mesh.gateway.log()[before:], "chunk failed on an engine; requeued", engine=victim.address)
-    values = {o.name: o.values[SCENARIOS - 1] for o in job.result.outputs}
+    values = {(o.name, s): o.values[s] for o in job.result.outputs for s in (0, SCENARIOS - 1)}
     assert len(frame) == ROWS
-    for name, expected in values.items():
-        column = frame[f"{name}_s{SCENARIOS - 1}"].to_numpy()
+    for (name, s), expected in values.items():
+        column = frame[f"{name}_s{s}"].to_numpy()
         total = 0.0
         for start in range(0, ROWS, BLOCK_SIZE):
             block = 0.0
             for v in column[start : start + BLOCK_SIZE]:
                 block += float(v)
             total += block
-        assert np.float64(total).tobytes() == np.float64(expected).tobytes(), name
+        assert np.float64(total).tobytes() == np.float64(expected).tobytes(), (name, s)
     mesh.engines[0] = mesh.services.restart(victim)
