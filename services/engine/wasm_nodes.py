@@ -2,7 +2,8 @@
 the entry points over K threads (`Executor`: the WASM pool, or the native baseline).
 
 - a scenario generator (exports `lc_prepare_scenarios`, no `lc_run_blocks`): fills its
-  scenario buffers f64 [N][months], split over scenario ranges;
+  scenario buffers f64 [N][months], split over scenario ranges (or only the rows of a window
+  [first, N) that a detail runs: its scenario s depends on s alone);
 - a projection (exports `lc_run_blocks`): policy columns, tables, parameters and scenario
   buffers in; `lc_prepare` once, `lc_prepare_scenarios` over scenario ranges, then block
   partials f64 [blocks][outputs][N], ``blocks_per_call`` blocks per call pulled by the threads;

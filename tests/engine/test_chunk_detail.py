@@ -18,6 +18,7 @@ from services.engine.chunk_detail import (
     row_value_messages,
     scenario_sums,
 )
+from services.engine.chunk_runner import block_partials
 from services.valuation.blocks import BLOCK_SIZE
 
 
@@ -83,6 +84,14 @@ def test_a_windows_values_are_picked_by_scenario() -> None:
     assert np.array_equal(np.asarray(message.values).reshape(2, 2, 9), flows[:, [2, 5], :])
     with pytest.raises(Internal, match="all 100 scenarios"):
         cash_flow_message(3, ["a", "b"], flows, DetailAsk((12,), cash_flow_sums=True), 100, first_scenario=10)
+
+
+def test_a_windows_partial_starts_at_its_first_scenario() -> None:
+    """A detail chunk's partials cover its window: split under a budget, the pieces go on from it."""
+    values = np.arange(20.0).reshape(2, 10)  # outputs × scenarios 37..46
+    pieces = block_partials(3, 3 * BLOCK_SIZE, 10, values, 8 * 2 * 4, first_scenario=37)
+    assert [p.first_scenario for p in pieces] == [37, 41, 45]
+    assert np.array_equal(np.asarray(pieces[1].values).reshape(2, 4), values[:, 4:8])
 
 
 def test_scenario_sums_fold_in_scenario_order() -> None:
