@@ -80,8 +80,8 @@ def test_a_windows_values_are_picked_by_scenario() -> None:
     assert list(message.scenarios) == [11, 15]
     assert np.array_equal(np.asarray(message.values).reshape(5, 2, 2), values[:, :, [1, 5]])
     flows = rng.standard_normal((2, 6, 9))  # monthly × scenarios 10..15 × months
-    message = cash_flow_message(3, ["a", "b"], flows, DetailAsk((12, 15), cash_flows=True), 100, first_scenario=10)
-    assert np.array_equal(np.asarray(message.values).reshape(2, 2, 9), flows[:, [2, 5], :])
+    cash = cash_flow_message(3, ["a", "b"], flows, DetailAsk((12, 15), cash_flows=True), 100, first_scenario=10)
+    assert np.array_equal(np.asarray(cash.values).reshape(2, 2, 9), flows[:, [2, 5], :])
     with pytest.raises(Internal, match="all 100 scenarios"):
         cash_flow_message(3, ["a", "b"], flows, DetailAsk((12,), cash_flow_sums=True), 100, first_scenario=10)
 

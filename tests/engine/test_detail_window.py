@@ -128,7 +128,7 @@ def test_a_savings_window_is_the_whole_runs_scenarios(pool: WasmPool, first: int
 
 def test_the_numpy_twins_value_a_window(pool: WasmPool) -> None:
     """python://esg makes the window's rows; python://term_life values them."""
-    twins = [{**node, "engine": node["engine"].replace("wasm://", "python://")} for node in REFERENCE_PIPELINE]
+    twins = [{**node, "engine": str(node["engine"]).replace("wasm://", "python://")} for node in REFERENCE_PIPELINE]
     runner, asked = PipelineRunner(pool), RunDetail(row_values=True)
     whole = runner.run(twins, run_inputs(300, 3, 20), detail=asked)
     part = runner.run(twins, window(run_inputs(300, 3, 20), 13, 20), detail=asked)
