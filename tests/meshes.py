@@ -25,6 +25,9 @@ from tests.support import ServiceProcess, restart_service, start_service
 
 #: How long each kind of service may take to stop before it is killed (and the test fails).
 STOP_SECONDS = 15.0
+#: No drain on SIGTERM: it lets probes and balancers see NOT_SERVING before the port closes, and
+#: no balancer watches a test's services; it cost a mesh's stop 1 s per stage (5.0 → 1.7 s).
+NO_DRAIN = {"LIVECALC_DRAIN_SECONDS": "0"}
 
 
 @dataclass(frozen=True)
@@ -46,13 +49,14 @@ class Services:
 
     Leaving the `with` block stops every one still running, newest first (a SIGSTOPped one is
     continued first: it holds SIGTERM until then). `extra` and `env` are given to every
-    service, before and under each one's own.
+    service, before and under each one's own; `env` over `NO_DRAIN` (a test of draining sets
+    its own LIVECALC_DRAIN_SECONDS).
     """
 
     def __init__(self, tmp: Path, *, extra: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
         self.tmp = tmp
         self.extra = tuple(extra)
-        self.env = dict(env or {})
+        self.env = {**NO_DRAIN, **(env or {})}
         self.started: list[ServiceProcess] = []
 
     def start(self, name: str, *, extra: Sequence[str] = (), env: Mapping[str, str] | None = None) -> ServiceProcess:
