@@ -19,6 +19,8 @@ from services.gateway.engines import DEFAULT_KEEPALIVE_SECONDS, EngineTargets
 DEFAULT_ENGINE_WAIT_SECONDS: Final = 120.0
 #: Unfinished jobs a gateway holds before SubmitJob answers RESOURCE_EXHAUSTED.
 DEFAULT_MAX_PENDING_JOBS: Final = 100
+#: Least time between two progress events of a running job: a few a second, however fast blocks fold.
+DEFAULT_PROGRESS_SECONDS: Final = 0.25
 DEFAULT_MAX_ATTEMPTS: Final = 4
 DEFAULT_STALL_SECONDS: Final = 60.0
 
@@ -50,7 +52,7 @@ class JobConfig:
 
     package_address: str
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
-    progress_seconds: float = 0.25
+    progress_seconds: float = DEFAULT_PROGRESS_SECONDS
     statistics_seconds: float = 1.0
     #: Blocks a job may have in flight ahead of its fold, per engine slot, in chunks.
     window_chunks_per_slot: int = 2

@@ -43,6 +43,7 @@ from services.gateway.config import (
     DEFAULT_ENGINE_WAIT_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_PENDING_JOBS,
+    DEFAULT_PROGRESS_SECONDS,
     DEFAULT_STALL_SECONDS,
     DispatchConfig,
     GatewayConfig,
@@ -156,6 +157,16 @@ MAX_PENDING_JOBS = Setting(
     rule="≥ 0 (0: no limit)",
     what="max pending jobs",
 )
+PROGRESS_SECONDS = Setting(
+    "LIVECALC_PROGRESS_SECONDS",
+    _number(float, "progress seconds"),
+    DEFAULT_PROGRESS_SECONDS,
+    flag="--progress-seconds",
+    help="least seconds between two progress events of a running job (its running statistics: one a second)",
+    check=lambda s: s > 0,
+    rule="> 0",
+    what="progress seconds",
+)
 PACKAGES_ROOT: Setting[str | None] = Setting(
     "LIVECALC_PACKAGES_ROOT",
     str,
@@ -189,6 +200,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     ENGINE_WAIT_SECONDS,
     ENGINE_KEEPALIVE_SECONDS,
     MAX_PENDING_JOBS,
+    PROGRESS_SECONDS,
     PACKAGES_ROOT,
     PACKAGES_AZURE_CONNECTION_STRING,
     PACKAGES_AZURE_CONTAINER,
@@ -223,6 +235,7 @@ def resolve_jobs_config(args: argparse.Namespace, env: Mapping[str, str]) -> Gat
         jobs=JobConfig(
             package_address=advertise,
             max_pending_jobs=MAX_PENDING_JOBS.read(args, env),
+            progress_seconds=PROGRESS_SECONDS.read(args, env),
             dispatch=DispatchConfig(
                 max_attempts=CHUNK_ATTEMPTS.read(args, env),
                 stall_seconds=CHUNK_STALL_SECONDS.read(args, env),

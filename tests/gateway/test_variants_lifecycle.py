@@ -58,6 +58,12 @@ def submit_until(address: str, job: job_pb2.JobSpec, reached: Callable[[job_pb2.
     raise AssertionError("the job ended before the point the test waited for")
 
 
+#: A progress event after (nearly) every one-block chunk, so the windows the stop tests wait for
+#: (a few blocks of one pass) always see one: at the default 0.25 s, a fast machine folds a
+#: whole pass between two events and the test would read the job to its end.
+EVERY_BLOCK = {"progress_seconds": 0.005}
+
+
 def big_job(package_hash: str) -> job_pb2.JobSpec:
     return spec(package_hash, "pol", 64, chunk_blocks=1, variants=VARIANTS)
 
@@ -84,7 +90,7 @@ def stopped_and_resumed(
     ``at_pass_start``: the checkpoint is set back to the one the pass's start wrote (what a
     gateway killed just after the pass before ended leaves)."""
     root, archive = inputs(tmp)
-    with threaded_mesh(tmp, datasets=root) as mesh:
+    with threaded_mesh(tmp, datasets=root, gateway_flags=EVERY_BLOCK) as mesh:
         package_hash = upload_package(mesh.gateway, archive)
         job_id = submit_until(mesh.gateway, big_job(package_hash), reached)
     store = JobStore(tmp / "gw" / "jobs.sqlite3")  # the stopped gateway's, between the two
