@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.processes import stop_in_stages
-from tests.support import ServiceProcess, restart_service, start_service
+from tests.support import ServiceProcess, free_port, restart_service, start_service, wait_started
 
 #: How long each kind of service may take to stop before it is killed (and the test fails).
 STOP_SECONDS = 15.0
@@ -59,15 +59,30 @@ class Services:
         self.env = {**NO_DRAIN, **(env or {})}
         self.started: list[ServiceProcess] = []
 
-    def start(self, name: str, *, extra: Sequence[str] = (), env: Mapping[str, str] | None = None) -> ServiceProcess:
-        """`livecalc serve NAME` with the shared flags and environment, then `extra` and `env`."""
-        service = start_service(name, self.tmp, extra=[*self.extra, *extra], env={**self.env, **(env or {})})
+    def start(
+        self, name: str, *, extra: Sequence[str] = (), env: Mapping[str, str] | None = None, wait: bool = True
+    ) -> ServiceProcess:
+        """`livecalc serve NAME` with the shared flags and environment, then `extra` and `env`
+        (`wait=False`: not waited for, see tests.support.wait_started)."""
+        env = {**self.env, **(env or {})}
+        ports = self._unused_ports()
+        service = start_service(name, self.tmp, extra=[*self.extra, *extra], env=env, wait=wait, ports=ports)
         self.started.append(service)
         return service
 
-    def data(self, root: Path, *, env: Mapping[str, str] | None = None) -> ServiceProcess:
+    def _unused_ports(self) -> tuple[int, int]:
+        """Two free ports that none of these services was given: a service not yet listening
+        leaves its ports free, and a free port may be handed out again."""
+        taken = {port for s in self.started for port in (s.port, s.metrics_port)}
+        ports: list[int] = []
+        while len(ports) < 2:
+            if (port := free_port()) not in taken and port not in ports:
+                ports.append(port)
+        return ports[0], ports[1]
+
+    def data(self, root: Path, *, env: Mapping[str, str] | None = None, wait: bool = True) -> ServiceProcess:
         """A data service over the datasets in `root`."""
-        return self.start("data", extra=["--root", str(root)], env=env)
+        return self.start("data", extra=["--root", str(root)], env=env, wait=wait)
 
     def engine(
         self,
@@ -78,6 +93,7 @@ class Services:
         slots: int | None = 1,
         extra: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        wait: bool = True,
     ) -> ServiceProcess:
         """An engine reading from `data`, its module cache in TMP/cache-NAME and its key in TMP/state-NAME
         (`slots=None`: no --slots flag)."""
@@ -85,7 +101,7 @@ class Services:
         # its module cache and the key that signs it, both under the test's directory
         cache = ["--cache-dir", str(self.tmp / f"cache-{name}"), "--state-dir", str(self.tmp / f"state-{name}")]
         flags = ["--data", data.address, "--threads", str(threads), *slots_flag, *extra, *cache]
-        return self.start("engine", extra=flags, env=env)
+        return self.start("engine", extra=flags, env=env, wait=wait)
 
     def gateway(
         self,
@@ -106,9 +122,15 @@ class Services:
         self, root: Path, engines: int = 1, *, slots: int | None = 1, gateway_extra: Sequence[str] = ()
     ) -> MeshProcesses:
         """A data service over `root`, `engines` engines on it (e0, e1, …, each with `slots`) and a
-        gateway over them all (with `gateway_extra`)."""
-        data = self.data(root)
-        started = [self.engine(data, f"e{i}", slots=slots) for i in range(engines)]
+        gateway over them all (with `gateway_extra`).
+
+        The data service and the engines start together (an engine reaches the data service only
+        when it reads rows; together they take about half the time they take one by one on two
+        cores), the gateway once they serve: its engine pool connects at start."""
+        data = self.data(root, wait=False)
+        started = [self.engine(data, f"e{i}", slots=slots, wait=False) for i in range(engines)]
+        for service in (data, *started):
+            wait_started(service)
         return MeshProcesses(data, started, self.gateway(data, started, extra=gateway_extra))
 
     def restart(self, service: ServiceProcess) -> ServiceProcess:

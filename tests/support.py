@@ -36,6 +36,7 @@ __all__ = [
     "read_until_up",
     "restart_service",
     "start_service",
+    "wait_started",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,12 +88,19 @@ def _start(
     while log_path.exists():  # a restart on the same port keeps the earlier log
         restarts += 1
         log_path = tmp / f"{name}-{ports[0]}-{restarts}.log"
+    service = ServiceProcess.start(name, log_path, extra=flags, env=env, ports=ports, ready_timeout=None, cwd=ROOT)
+    if wait:
+        wait_started(service)
+    return service
+
+
+def wait_started(service: ServiceProcess) -> None:
+    """Wait until a service started with ``wait=False`` is SERVING (TimeoutError with its log when
+    it is not, after killing it): several started first and waited for together start in parallel."""
     try:
-        return ServiceProcess.start(
-            name, log_path, extra=flags, env=env, ports=ports, ready_timeout=30.0 if wait else None, cwd=ROOT
-        )
+        service.wait_ready(30.0)
     except Unavailable as exc:
-        raise TimeoutError(f"{exc}:\n{log_path.read_text(errors='replace')}") from None
+        raise TimeoutError(f"{exc}:\n{service.log()}") from None
 
 
 def metrics_text(service: ServiceProcess) -> str:
