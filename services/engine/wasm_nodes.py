@@ -271,19 +271,7 @@ def run_projection(
     )  # fmt: skip
     c = r["ctx"].offset
     mem.write(c, ctx.pack())
-    if ex.has_export(model, "lc_workspace_size"):
-        size = ex.call_value(model, "lc_workspace_size", (c,), control)
-        if size < 0:
-            raise PipelineError(f"{name}: lc_workspace_size returned status {-size}")
-        if size:
-            workspace = alloc.add(f"{name}.workspace", size)
-            mem.ensure(alloc.end)
-            ctx = Context(**{**ctx.__dict__, "workspace": workspace.offset, "workspace_bytes": size})
-            mem.write(c, ctx.pack())
-    if ex.has_export(model, "lc_prepare"):
-        ex.call(model, "lc_prepare", (c,), control)
-    if ex.has_export(model, "lc_prepare_scenarios"):
-        ex.map(model, "lc_prepare_scenarios", c, scenario_ranges(n_scen, ex.threads), control)
+    ctx = _prepare(ex, model, alloc=alloc, ctx=ctx, c=c, name=name, workspace=f"{name}.workspace", control=control)
     ex.map(model, "lc_run_blocks", c, _ranges(blocks, blocks_per_call), control)
     partials = np.array(mem.view(r["partials"], np.float64, (blocks, n_out, n_scen)))
     row_values = None
@@ -301,6 +289,30 @@ def run_projection(
     if n_monthly:
         cash_flows = np.array(mem.view(r["cash_flows"], np.float64, (blocks, n_monthly, n_scen, months + 1)))
     return ProjectionResult(partials, r["partials"], row_values, cash_flows)
+
+
+def _prepare(
+    ex: Executor, model: str, *, alloc: LayoutBuilder, ctx: Context, c: int, name: str, workspace: str,
+    control: RunControl,
+) -> Context:  # fmt: skip
+    """A projection's context at offset ``c`` made ready to run: the workspace the model asks for
+    (`lc_workspace_size`, laid out after everything else and written into the context), then
+    `lc_prepare` once and `lc_prepare_scenarios` over the threads. The context as written."""
+    mem = ex.memory
+    if ex.has_export(model, "lc_workspace_size"):
+        size = ex.call_value(model, "lc_workspace_size", (c,), control)
+        if size < 0:
+            raise PipelineError(f"{name}: lc_workspace_size returned status {-size}")
+        if size:
+            region = alloc.add(workspace, size)
+            mem.ensure(alloc.end)
+            ctx = dataclasses.replace(ctx, workspace=region.offset, workspace_bytes=size)
+            mem.write(c, ctx.pack())
+    if ex.has_export(model, "lc_prepare"):
+        ex.call(model, "lc_prepare", (c,), control)
+    if ex.has_export(model, "lc_prepare_scenarios"):
+        ex.map(model, "lc_prepare_scenarios", c, scenario_ranges(ctx.n_scen, ex.threads), control)
+    return ctx
 
 
 def _row_by_row(
@@ -341,19 +353,7 @@ def _row_by_row(
     mem.write(c, ctx.pack())
     for col in interface.columns:  # row 0 in place, so the workspace size and preparation see a valid row
         mem.view(one[f"column.{col.name}"], col.dtype)[:] = records.columns[col.name][:1]
-    if ex.has_export(model, "lc_workspace_size"):
-        size = ex.call_value(model, "lc_workspace_size", (c,), control)
-        if size < 0:
-            raise PipelineError(f"{name}: lc_workspace_size returned status {-size}")
-        if size:
-            workspace = alloc.add(f"{name}.row.workspace", size)
-            mem.ensure(alloc.end)
-            ctx = dataclasses.replace(ctx, workspace=workspace.offset, workspace_bytes=size)
-            mem.write(c, ctx.pack())
-    if ex.has_export(model, "lc_prepare"):
-        ex.call(model, "lc_prepare", (c,), control)
-    if ex.has_export(model, "lc_prepare_scenarios"):
-        ex.map(model, "lc_prepare_scenarios", c, scenario_ranges(n_scen, ex.threads), control)
+    _prepare(ex, model, alloc=alloc, ctx=ctx, c=c, name=name, workspace=f"{name}.row.workspace", control=control)
     values = np.empty((n_rows, n_out, n_scen))
     partial = mem.view(one["partials"], np.float64, (n_out, n_scen))
     views = [(mem.view(one[f"column.{col.name}"], col.dtype), records.columns[col.name]) for col in interface.columns]
