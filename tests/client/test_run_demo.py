@@ -5,6 +5,8 @@ progress bar advances and the table follows.
 
 The exact command comes from `make --dry-run run` (its last line), run with a smaller
 portfolio (`RUN_ARGS`) to keep the suite quick; the full 100,000 × 1,000 run takes ~15 s here.
+The demo's services stop without draining (`NO_DRAIN` in their environment): no balancer
+watches them, and the drain cost each stop 1 s per stage.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pytest
 from services.client.report import PLOT_DPI, PLOT_INCHES
 from services.valuation.statistics import result_hash, statistics
 from tests.client.clitools import LIVECALC, free_port_offset, hash_line, livecalc, png_size
+from tests.meshes import NO_DRAIN
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -54,7 +57,7 @@ def test_make_run_hash_equals_local_json_and_png(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     out_dir = tmp_path / "out"
     command = make_run_command([*SMALL, "--port-offset", str(free_port_offset()), "--out-dir", str(out_dir)])
-    env = {**os.environ, "LIVECALC_DATA_DIR": str(data_dir)}
+    env = {**os.environ, **NO_DRAIN, "LIVECALC_DATA_DIR": str(data_dir)}
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=240, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -120,7 +123,7 @@ def test_terminal_shows_an_advancing_progress_bar_and_the_table(tmp_path: Path) 
     ]
     main, sub = pty.openpty()
     fcntl.ioctl(sub, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160"}
+    env = {**os.environ, **NO_DRAIN, "TERM": "xterm-256color", "COLUMNS": "160"}
     proc = subprocess.Popen(argv, stdin=sub, stdout=sub, stderr=sub, cwd=ROOT, env=env, close_fds=True)
     os.close(sub)
     chunks: list[bytes] = []
@@ -173,7 +176,7 @@ def test_a_hangup_or_term_stops_the_demo_and_its_services(tmp_path: Path, signum
     # would leave them serving (issue 19)
     data_dir = tmp_path / "data"
     argv = [str(LIVECALC), "run", *SMALL, "--port-offset", str(free_port_offset()), "--out-dir", str(tmp_path)]
-    env = {**os.environ, "LIVECALC_DATA_DIR": str(data_dir)}
+    env = {**os.environ, **NO_DRAIN, "LIVECALC_DATA_DIR": str(data_dir)}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env, text=True)
     assert proc.stdout is not None
     seen = []
