@@ -49,6 +49,7 @@ from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import CALL_TIMEOUT, get_job, spec, stub, submit, watch
+from tests.meshes import NO_DRAIN
 from tests.support import ROOT, VENV_BIN, free_offset
 
 #: The default restart pauses without their jitter, so the lines say them exactly.
@@ -271,13 +272,15 @@ def pids_serving(ports: list[int]) -> list[int]:
 
 class Up:
     """`livecalc up --engines 3` over `data_dir` as a real process (its own process group, as a
-    shell's foreground job), its output in a log file; every process of it is gone after `close()`."""
+    shell's foreground job), its output in a log file; every process of it is gone after `close()`.
+    Its services stop without draining (tests.meshes.NO_DRAIN, under `env`): no balancer watches
+    them, and each stage's drain cost a stop 1 s."""
 
     def __init__(self, data_dir: Path, offset: int, log: Path, env: dict[str, str] | None = None) -> None:
         self.offset, self.log_path = offset, log
         self.gateway = f"127.0.0.1:{DEFAULT_PORTS['gateway'][0] + offset}"
         args = ["--engines", str(ENGINES), "--data-dir", str(data_dir), "--port-offset", str(offset)]
-        env = {**os.environ, "LIVECALC_DATA_DIR": str(data_dir), **(env or {})}
+        env = {**os.environ, **NO_DRAIN, "LIVECALC_DATA_DIR": str(data_dir), **(env or {})}
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [str(VENV_BIN / "livecalc"), "up", *args],
