@@ -21,13 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.processes import stop_in_stages
-from tests.support import ServiceProcess, free_port, restart_service, start_service, wait_started
+from tests.support import NO_DRAIN, ServiceProcess, free_port, restart_service, start_service, wait_started
 
 #: How long each kind of service may take to stop before it is killed (and the test fails).
 STOP_SECONDS = 15.0
-#: No drain on SIGTERM: it lets probes and balancers see NOT_SERVING before the port closes, and
-#: no balancer watches a test's services; it cost a mesh's stop 1 s per stage (5.0 → 1.7 s).
-NO_DRAIN = {"LIVECALC_DRAIN_SECONDS": "0"}
 
 
 @dataclass(frozen=True)

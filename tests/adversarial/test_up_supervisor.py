@@ -49,8 +49,7 @@ from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import CALL_TIMEOUT, get_job, spec, stub, submit, watch
-from tests.meshes import NO_DRAIN
-from tests.support import ROOT, VENV_BIN, free_offset
+from tests.support import NO_DRAIN, ROOT, VENV_BIN, free_offset
 
 #: The default restart pauses without their jitter, so the lines say them exactly.
 EXACT = Backoff(first=0.5, cap=10.0)
@@ -273,7 +272,7 @@ def pids_serving(ports: list[int]) -> list[int]:
 class Up:
     """`livecalc up --engines 3` over `data_dir` as a real process (its own process group, as a
     shell's foreground job), its output in a log file; every process of it is gone after `close()`.
-    Its services stop without draining (tests.meshes.NO_DRAIN, under `env`): no balancer watches
+    Its services stop without draining (tests.support.NO_DRAIN, under `env`): no balancer watches
     them, and each stage's drain cost a stop 1 s."""
 
     def __init__(self, data_dir: Path, offset: int, log: Path, env: dict[str, str] | None = None) -> None:

@@ -14,19 +14,21 @@ from pathlib import Path
 
 from services.cli import main
 from services.common.config import DEFAULT_PORTS
-from tests.support import ROOT, VENV_BIN, free_offset
+from tests.support import NO_DRAIN, ROOT, VENV_BIN, free_offset
 
 LIVECALC = str(VENV_BIN / "livecalc")
 
 
 def livecalc(*argv: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`livecalc ARGV…` as a process, `env` on top of this process's environment and `NO_DRAIN` (the
+    services that `run` and `bench` start stop without draining)."""
     return subprocess.run(
         [LIVECALC, *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **NO_DRAIN, **(env or {})},
         check=False,
     )
 

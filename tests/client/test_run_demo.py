@@ -31,8 +31,7 @@ import pytest
 from services.client.report import PLOT_DPI, PLOT_INCHES
 from services.valuation.statistics import result_hash, statistics
 from tests.client.clitools import LIVECALC, free_port_offset, hash_line, livecalc, png_size
-from tests.meshes import NO_DRAIN
-from tests.support import ROOT
+from tests.support import NO_DRAIN, ROOT
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 SMALL = ["--rows", "20000", "--scenarios", "300", "--preview", "2000"]
