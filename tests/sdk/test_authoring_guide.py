@@ -6,7 +6,8 @@ the same package run in-process on the WASM host.
 
 The only changes to the guide's commands: `livecalc up` gets a free `--port-offset` (and runs in
 the background until the test ends), and commands that talk to a service get `--address` of that
-mesh. A guide command that stops working fails this test.
+mesh. Its services stop without draining (tests.support.NO_DRAIN): no balancer watches them. A
+guide command that stops working fails this test.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
 from services.valuation.blocks import fold
 from tests.sdk.endowment import OUTPUTS, Package, endowment_pvs
-from tests.support import ROOT, VENV_BIN, free_offset, read_until_up
+from tests.support import NO_DRAIN, ROOT, VENV_BIN, free_offset, read_until_up
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -134,7 +135,8 @@ class Reader:
     ran: list[str] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+        path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**os.environ, **NO_DRAIN, "PATH": path, "PYTHONUNBUFFERED": "1"}
 
     def shell(self, block: str) -> None:
         for line in block.splitlines():
