@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from services.valuation.blocks import BLOCK_SIZE
-from tests.client.clitools import livecalc
+from tests.client.clitools import livecalc_in_process
 from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package
 from tests.gateway.jobmesh import get_job
-from tests.meshes import Services
+from tests.inprocess import threaded_mesh
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 SEED = 987_654_321
 SIGMA = 0.025
@@ -36,7 +36,8 @@ class Mesh:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    """Data, engine and gateway processes; a package whose config sets its own seed and volatility."""
+    """Data, engine and gateway in this process (tests.inprocess: the seed is the CLI's and the
+    gateway's business, not a process's); a package whose config sets its own seed and volatility."""
     tmp = tmp_path_factory.mktemp("seed")
     root = datasets_dir(tmp)
     policies_csv(root / "pol.csv", 2 * BLOCK_SIZE)
@@ -46,13 +47,13 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     config = json.loads(config_path.read_text())
     config["scenarios"].update(seed=SEED, sigma=SIGMA)
     config_path.write_text(json.dumps(config, indent=2) + "\n")
-    with Services(tmp) as services:
-        yield Mesh(services.mesh(root).gateway.address, model_dir)
+    with threaded_mesh(tmp, datasets=root) as mesh:
+        yield Mesh(mesh.gateway, model_dir)
 
 
 def submit(mesh: Mesh, *args: str) -> dict[str, str]:
     """The job's id and its result document (the job document's `result`)."""
-    done = livecalc("submit", "--dataset", "pol", "--json", "--address", mesh.gateway, *args)
+    done = livecalc_in_process("submit", "--dataset", "pol", "--json", "--address", mesh.gateway, *args)
     assert done.returncode == 0, done.stderr
     job = json.loads(done.stdout)
     doc: dict[str, str] = job["result"]
