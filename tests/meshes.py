@@ -107,13 +107,14 @@ class Services:
         *,
         store: str = "gw",
         extra: Sequence[str] = (),
+        wait: bool = True,
     ) -> ServiceProcess:
         """A gateway over `engines` and `data` (each flag left out when not given), its job store
         and packages in TMP/STORE."""
         engines_flag = ["--engines", ",".join(e.address for e in engines)] if engines else []
         data_flag = [] if data is None else ["--data-address", data.address]
         env = {"LIVECALC_DATA_DIR": str(self.tmp / store)}
-        return self.start("gateway", extra=[*engines_flag, *data_flag, *extra], env=env)
+        return self.start("gateway", extra=[*engines_flag, *data_flag, *extra], env=env, wait=wait)
 
     def mesh(
         self, root: Path, engines: int = 1, *, slots: int | None = 1, gateway_extra: Sequence[str] = ()
@@ -123,7 +124,8 @@ class Services:
 
         The data service and the engines start together (an engine reaches the data service only
         when it reads rows; together they take about half the time they take one by one on two
-        cores), the gateway once they serve: its engine pool connects at start."""
+        cores), the gateway once they serve: its engine pool asks them for their capabilities, and
+        a channel to an engine not yet listening would back off for a second or more."""
         data = self.data(root, wait=False)
         started = [self.engine(data, f"e{i}", slots=slots, wait=False) for i in range(engines)]
         for service in (data, *started):

@@ -24,7 +24,7 @@ from services.valuation.statistics import CTE_LEVELS, PERCENTILES, cte_count, re
 from tests.engine.mesh import datasets_dir, in_process_hash, policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import get_job, grpcurl, kinds, primary, spec, submit, values, watch
 from tests.meshes import Services
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, wait_started
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -54,9 +54,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     policies_csv(root / "bad.csv", ROWS, bad_row=BAD_ROW)
     archive = stochastic_package(tmp / "model")
     with Services(tmp) as services:
-        data = services.data(root)
-        engines = [services.engine(data, f"e{i}") for i in range(3)]
-        gateways = {n: services.gateway(data, engines[:n], store=f"gw{n}") for n in (1, 2, 3)}
+        # started together kind by kind, the gateways once the engines serve (as in Services.mesh)
+        data = services.data(root, wait=False)
+        engines = [services.engine(data, f"e{i}", wait=False) for i in range(3)]
+        for service in (data, *engines):
+            wait_started(service)
+        gateways = {n: services.gateway(data, engines[:n], store=f"gw{n}", wait=False) for n in (1, 2, 3)}
+        for gateway in gateways.values():
+            wait_started(gateway)
         package_hash = ""
         for gateway in gateways.values():
             package_hash = upload_package(gateway.address, archive)
