@@ -28,8 +28,7 @@ from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package, upload_package
 from tests.gateway.fakes import HASH, FakeDatasets, FakeEngineStub, fake_engine, fake_manager, partial_table
 from tests.gateway.jobmesh import kinds, spec, submit
-from tests.meshes import Services
-from tests.support import ServiceProcess
+from tests.inprocess import threaded_mesh
 
 BROKEN = Validation(
     "pol",
@@ -100,7 +99,10 @@ async def test_a_refused_job_is_not_recorded_and_holds_no_slot(tmp_path: Path) -
 
 @dataclass
 class Mesh:
-    gateway: ServiceProcess
+    """The gateway's address (of a mesh in this process: the refusals are the gateway's and the
+    engine's answers, not a process's) and the uploaded package."""
+
+    gateway: str
     package_hash: str
 
 
@@ -136,51 +138,46 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
     rewrite(root / "noprem.csv", drop_premium)
     archive = stochastic_package(tmp / "model")
-    with Services(tmp) as services:
-        gateway = services.mesh(root).gateway
-        yield Mesh(gateway, upload_package(gateway.address, archive))
+    with threaded_mesh(tmp, datasets=root) as started:
+        yield Mesh(started.gateway, upload_package(started.gateway, archive))
 
 
 def refused(mesh: Mesh, job_spec: job_pb2.JobSpec) -> str:
     with pytest.raises(grpc.RpcError) as info:
-        submit(mesh.gateway.address, job_spec)
+        submit(mesh.gateway, job_spec)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
     return str(info.value.details())
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_duplicate_ids_in_two_chunks_are_refused_before_dispatch(mesh: Mesh) -> None:
     details = refused(mesh, spec(mesh.package_hash, "dups", 3, chunk_blocks=1))
     assert f"dataset.rows[{3 * BLOCK_SIZE + 5}].policy_id" in details and "duplicate_policy_id" in details
-    events = submit(mesh.gateway.address, spec(mesh.package_hash, "pol", 3, chunk_blocks=1))
+    events = submit(mesh.gateway, spec(mesh.package_hash, "pol", 3, chunk_blocks=1))
     assert events[-1].WhichOneof("event") == "result", kinds(events)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_in_force_rows_without_a_premium_column_are_refused_naming_row_and_column(mesh: Mesh) -> None:
     details = refused(mesh, spec(mesh.package_hash, "noprem", 3))
     assert "premium_pp" in details and "dataset.rows[" in details and "INTERNAL" not in details
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_count_no_engine_can_hold_is_refused_naming_the_limit(mesh: Mesh) -> None:
     details = refused(mesh, spec(mesh.package_hash, "pol", 4_294_967_295))
     assert "spec.scenarios.count" in details and "GetCapabilities.max_scenarios" in details
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_count_too_large_for_the_datasets_horizon_fails_at_the_engines_refusal_not_never(mesh: Mesh) -> None:
     # 10,000,000 scenarios of one month would fit; of this dataset's horizon (years) they do
     # not: the engine's refusal is permanent (marked too-large) and fails the job at once
     started = time.monotonic()
-    events = submit(mesh.gateway.address, spec(mesh.package_hash, "pol", 10_000_000, chunk_blocks=1))
+    events = submit(mesh.gateway, spec(mesh.package_hash, "pol", 10_000_000, chunk_blocks=1))
     last = events[-1]
     assert last.WhichOneof("event") == "error", kinds(events)
     assert last.error.code == "RESOURCE_EXHAUSTED" and "no engine can run chunk" in last.error.message
     assert time.monotonic() - started < 60
     # the slot it held is free again: a job after it runs
-    assert submit(mesh.gateway.address, spec(mesh.package_hash, "pol", 3))[-1].WhichOneof("event") == "result"
+    assert submit(mesh.gateway, spec(mesh.package_hash, "pol", 3))[-1].WhichOneof("event") == "result"
