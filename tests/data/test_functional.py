@@ -1,4 +1,8 @@
-"""The data service as people and engines meet it: real processes, grpcurl, the CLI, Azurite."""
+"""The data service as people and engines meet it: real processes, grpcurl, the CLI, Azurite.
+
+The CLI's successful commands run through its `main` in this process (what they print is the
+same; a process adds a second each); its errors run as `livecalc` processes, whose stderr must be
+the one line the user sees."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from livecalc.data.v1 import data_service_pb2, data_service_pb2_grpc
-from tests.client.clitools import livecalc
+from tests.client.clitools import livecalc, livecalc_in_process
 from tests.data.conftest import copy_into
 from tests.support import VENV_BIN
 
@@ -23,7 +27,7 @@ GRPCURL = VENV_BIN / "grpcurl"
 
 
 def as_json(*args: str) -> Any:
-    result = livecalc(*args, "--json")
+    result = livecalc_in_process(*args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -48,7 +52,7 @@ def test_local_service_cli_grpcurl_and_statuses(
     # ints as ints, columns in schema order, and the same bytes every time
     assert isinstance(sample["rows"][0]["values"]["policy_id"], int)
     assert list(sample["rows"][0]["values"]) == [c["name"] for c in schema["columns"]]
-    again = livecalc("datasets", "sample", "pol", "--n", "5", "--seed", "42", *addr, "--json")
+    again = livecalc_in_process("datasets", "sample", "pol", "--n", "5", "--seed", "42", *addr, "--json")
     assert again.stdout == json.dumps(sample, indent=2) + "\n"
     report = as_json("datasets", "validate", "pol", *addr)
     assert report["valid"] is True
