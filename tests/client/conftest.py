@@ -1,6 +1,7 @@
-"""A small mesh (data, one engine, gateway) shared by a client test module: as real processes
-(`small_mesh`, for the tests about processes: signals, the README run, a fresh venv) or in this
-process (`inprocess_small_mesh`, tests.inprocess: the same servicers, started in milliseconds)."""
+"""A small mesh (data, one engine, gateway) shared by a client test module, in this process
+(`inprocess_small_mesh`, tests.inprocess: the real servicers over loopback gRPC, started in
+milliseconds); a client in a process of its own (a `livecalc jobs watch` that gets SIGINT, the
+README run, a fresh venv) reaches it the same way."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ import pytest
 from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import datasets_dir, policies_csv, stochastic_package
 from tests.inprocess import threaded_mesh
-from tests.meshes import Services
-from tests.support import ServiceProcess
 
 ROWS = 6 * BLOCK_SIZE - 100
 LONG_ROWS = 40 * BLOCK_SIZE
@@ -43,23 +42,8 @@ def small_inputs(tmp: Path) -> SmallInputs:
 
 
 @dataclass
-class SmallMesh(SmallInputs):
-    data: ServiceProcess
-    engine: ServiceProcess
-    gateway: ServiceProcess
-
-
-@pytest.fixture(scope="module")
-def small_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmallMesh]:
-    inputs = small_inputs(tmp_path_factory.mktemp("client"))
-    with Services(inputs.tmp) as services:
-        mesh = services.mesh(inputs.root)
-        yield SmallMesh(**vars(inputs), data=mesh.data, engine=mesh.engine, gateway=mesh.gateway)
-
-
-@dataclass
 class InProcessSmallMesh(SmallInputs):
-    """`SmallMesh`'s datasets and package, served in this process: `data` and `gateway` are addresses."""
+    """The small inputs, served in this process: `data` and `gateway` are addresses."""
 
     data: str
     gateway: str

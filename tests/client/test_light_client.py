@@ -1,7 +1,8 @@
 """The light client alone: a fresh virtual environment that installs only livecalc-client
 (clients/python: grpcio and protobuf) has none of the services' dependencies nor a `services`
-package, and runs the README's client example verbatim against a real mesh, uploading a
-package file (building a directory needs livecalc-mesh)."""
+package, and runs the README's client example verbatim against a mesh, uploading a package
+file (building a directory needs livecalc-mesh). The example runs in that environment's own
+process; the mesh serves it from this one (tests.inprocess: the same servicers over loopback gRPC)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client.conftest import SmallMesh
+from tests.client.conftest import InProcessSmallMesh
 from tests.client.test_readme_example import readme_python_example
 from tests.support import ROOT
 
@@ -29,7 +30,10 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subp
     return done
 
 
-def test_the_light_client_installs_alone_and_runs_the_readme_example(small_mesh: SmallMesh, tmp_path: Path) -> None:
+def test_the_light_client_installs_alone_and_runs_the_readme_example(
+    inprocess_small_mesh: InProcessSmallMesh, tmp_path: Path
+) -> None:
+    small_mesh = inprocess_small_mesh
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["HOME"] = str(tmp_path / "home")
     env["PIP_CACHE_DIR"] = os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
@@ -55,7 +59,7 @@ def test_the_light_client_installs_alone_and_runs_the_readme_example(small_mesh:
     package = work / "term-life.zip"
     package.write_bytes(small_mesh.archive)
     env |= {
-        "LIVECALC_GATEWAY": small_mesh.gateway.address,
+        "LIVECALC_GATEWAY": small_mesh.gateway,
         "LIVECALC_DATASET": "pol",
         "LIVECALC_PACKAGE": str(package),
     }
@@ -70,7 +74,7 @@ def test_the_light_client_installs_alone_and_runs_the_readme_example(small_mesh:
     script = (
         "from livecalc_client import Client\n"
         "from livecalc_client.errors import InvalidArgument\n"
-        f"lc = Client({small_mesh.gateway.address!r})\n"
+        f"lc = Client({small_mesh.gateway!r})\n"
         "try:\n"
         f"    lc.upload_package({str(small_mesh.model_dir)!r})\n"
         "except InvalidArgument as exc:\n"

@@ -1,7 +1,8 @@
-"""The README's Python client example, executed verbatim (the first ```python block) against a
-real mesh; its environment variables point it at the test's gateway, dataset and package (here a
-package directory, which livecalc-mesh builds; tests/client/test_light_client.py runs it with
-livecalc-client alone and a package file)."""
+"""The README's Python client example, executed verbatim (the first ```python block) in a process
+of its own against a mesh served from the test's process (tests.inprocess: the same servicers over
+loopback gRPC); its environment variables point it at the test's gateway, dataset and package
+(here a package directory, which livecalc-mesh builds; tests/client/test_light_client.py runs it
+with livecalc-client alone and a package file)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.client.conftest import SmallMesh
+from tests.client.conftest import InProcessSmallMesh
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
@@ -24,10 +25,11 @@ def readme_python_example() -> str:
     return str(blocks[0])
 
 
-def test_readme_python_example_runs_verbatim(small_mesh: SmallMesh) -> None:
+def test_readme_python_example_runs_verbatim(inprocess_small_mesh: InProcessSmallMesh) -> None:
+    small_mesh = inprocess_small_mesh
     env = {
         **os.environ,
-        "LIVECALC_GATEWAY": small_mesh.gateway.address,
+        "LIVECALC_GATEWAY": small_mesh.gateway,
         "LIVECALC_DATASET": "pol",
         "LIVECALC_PACKAGE": str(small_mesh.model_dir),
     }
