@@ -36,7 +36,7 @@ from tests.engine.mesh import (
     upload_package,
 )
 from tests.meshes import Services
-from tests.support import VENV_BIN, ServiceProcess, metric
+from tests.support import VENV_BIN, ServiceProcess, metric, wait_started
 from tests.waits import wait_for
 
 ROWS = 5 * BLOCK_SIZE - 300  # 5 blocks, the last one partial
@@ -64,9 +64,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     policies_csv(root / "long.csv", LONG_ROWS, seed=5)
     archive = stochastic_package(tmp / "model")
     with Services(tmp) as services:
-        data = services.data(root)
-        gateway = services.gateway()  # a package source only: no engines, no data service
-        engine = services.engine(data, "engine", threads=2, extra=["--piece-blocks", "2"])
+        # started together: none of them reaches another before a test asks it to
+        data = services.data(root, wait=False)
+        gateway = services.gateway(wait=False)  # a package source only: no engines, no data service
+        engine = services.engine(data, "engine", threads=2, extra=["--piece-blocks", "2"], wait=False)
+        for service in (data, gateway, engine):
+            wait_started(service)
         package_hash = upload_package(gateway.address, archive)
         yield Mesh(data, gateway, engine, package_hash, archive, table, root)
 
