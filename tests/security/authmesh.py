@@ -22,7 +22,7 @@ from services.valuation.blocks import BLOCK_SIZE
 from tests.engine.mesh import policies_csv, stochastic_package, upload_package
 from tests.gateway.jobmesh import submit
 from tests.meshes import Services
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, wait_started
 
 ROWS = 2 * BLOCK_SIZE - 100
 SCENARIOS = 8
@@ -76,8 +76,11 @@ def start_auth_mesh(tmp: Path) -> Iterator[AuthMesh]:
     table = policies_csv(tmp / "pol.csv", ROWS)
     archive = stochastic_package(tmp / "model")
     with Services(tmp, extra=["--auth-dev"], env={"LIVECALC_AUTH_HS256_SECRET": secret}) as services:
-        data = services.data(tmp / "datasets", env={"LIVECALC_DATA_DIR": str(tmp / "dd")})
-        engine = services.engine(data, "e0", slots=None, env={"LIVECALC_DATA_DIR": str(tmp / "ed")})
+        # data service and engine together, the gateway once they serve (as in Services.mesh)
+        data = services.data(tmp / "datasets", env={"LIVECALC_DATA_DIR": str(tmp / "dd")}, wait=False)
+        engine = services.engine(data, "e0", slots=None, env={"LIVECALC_DATA_DIR": str(tmp / "ed")}, wait=False)
+        wait_started(data)
+        wait_started(engine)
         gateway = services.gateway(data, [engine])
         mesh = AuthMesh(tmp, secret, data, engine, gateway, archive, table)
         for tenant in TENANTS:
