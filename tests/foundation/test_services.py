@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from livecalc.gateway.v1 import job_service_pb2, job_service_pb2_grpc
 from services.common.metrics import code_label
-from tests.support import VENV_BIN, ServiceProcess, free_port
+from tests.support import VENV_BIN, ServiceProcess, free_port, wait_started
 
 pytestmark = pytest.mark.slow
 
@@ -122,8 +122,9 @@ def query_prometheus(port: int, promql: str) -> list[dict[str, object]]:
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="`make test` installs Debian prometheus as root")
 def test_real_prometheus_scrapes_grpc_metrics(service_factory: Callable[..., ServiceProcess], tmp_path: Path) -> None:
-    services = [service_factory(name) for name in sorted(OWN_SERVICES)]
+    services = [service_factory(name, wait=False) for name in sorted(OWN_SERVICES)]  # started together
     for service in services:
+        wait_started(service)
         with grpc.insecure_channel(service.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             health.Check(health_pb2.HealthCheckRequest(), timeout=5)  # unary
