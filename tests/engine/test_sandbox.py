@@ -146,8 +146,11 @@ def test_cancel_of_one_run_leaves_another_intact(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(workers._Worker, "call", watched)
     runtime = Runtime()
     big = inputs(8 * 1024, 256)
+    # all 8 blocks in one lc_run_blocks call (~0.3 s): a cancel that lands between two short
+    # per-block calls, or after the last one, leaves the healthy run uninterrupted (failed in CI)
+    one_call = 8
     with WasmPool(runtime, threads=1) as a, WasmPool(runtime, threads=1, memory_cap=CAP) as b:
-        expected = PipelineRunner(a).run(REFERENCE_PIPELINE, big).result_hash
+        expected = PipelineRunner(a).run(REFERENCE_PIPELINE, big, blocks_per_call=one_call).result_hash
         projecting.clear()
         control = RunControl()
         errors: list[BaseException] = []
@@ -169,7 +172,7 @@ def test_cancel_of_one_run_leaves_another_intact(monkeypatch: pytest.MonkeyPatch
         assert looping.wait(60), "the rogue never started its endless call"
         canceller = threading.Thread(target=cancel_mid_projection)
         canceller.start()
-        got = PipelineRunner(a).run(REFERENCE_PIPELINE, big).result_hash
+        got = PipelineRunner(a).run(REFERENCE_PIPELINE, big, blocks_per_call=one_call).result_hash
         canceller.join(60)
         thread.join(5)
         assert got == expected
