@@ -35,7 +35,7 @@ from services.client.sync import Client
 from services.common.client import emit_json, write_out
 from services.common.errors import InvalidArgument, LivecalcError
 from services.valuation.arrays import F64
-from services.valuation.blocks import BLOCK_SIZE
+from services.valuation.blocks import BLOCK_SIZE, row_sums
 
 DETAIL_SUFFIXES: Final = (".parquet", ".csv")
 CASH_FLOW_SUFFIXES: Final = (".csv", ".parquet", ".json")
@@ -75,8 +75,8 @@ class RowFold:
             if blocks[start] != self._block:
                 self._close()
                 self._block = int(blocks[start])
-            # a running sum on from the block's sum so far: sequential, in row order
-            self._block_sum = np.cumsum(np.concatenate([self._block_sum[None], values[start:stop]]), axis=0)[-1]
+            # on from the block's sum so far (+0.0 at its first row): sequential, in row order
+            self._block_sum = row_sums(np.concatenate([self._block_sum[None], values[start:stop]]))
 
     def _close(self) -> None:
         if self._block >= 0:

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from services.common.errors import FailedPrecondition
-from services.engine.bench_timing import NATIVE_BUILDS, BenchSize, best_of, bits_equal, projection_once, ratio, timed
+from services.engine.bench_timing import NATIVE_BUILDS, BenchSize, best_of, projection_once, ratio, timed
 from services.engine.memory import Arena
 from services.engine.native import NativePool
 from services.engine.pipeline import PipelineRunner, RunInputs
@@ -32,6 +32,7 @@ from services.engine.reference_savings import savings_inputs, savings_partials
 from services.engine.runtime import Runtime, RuntimeConfig
 from services.engine.workers import Executor, RunControl, WasmPool
 from services.valuation.arrays import F64
+from services.valuation.blocks import same_bits
 from services.valuation.packages.reference import SAVINGS_PIPELINE, savings_config
 from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
@@ -241,7 +242,7 @@ def measure_savings(
             "wasm_vs_lanes8": timings["wasm_lanes8"].seconds / timings[f"wasm{threads[0]}"].seconds,
             "threads_speedup": {k: v / one for k, v in wasm.items()},
         },
-        "bit_identical_to_wasm": {k: bits_equal(v, wasm_bits) for k, v in partials.items() if k != f"wasm{threads[0]}"},
+        "bit_identical_to_wasm": {k: same_bits(v, wasm_bits) for k, v in partials.items() if k != f"wasm{threads[0]}"},
         "partials_sha256": hashlib.sha256(np.ascontiguousarray(wasm_bits).tobytes()).hexdigest(),
         "seconds": {k: v.seconds for k, v in timings.items()} | {"numpy": t},
         "seconds_by_entry_point": {k: v.entry_points for k, v in timings.items()},

@@ -37,7 +37,7 @@ import numpy as np
 from services.common.errors import FailedPrecondition
 from services.engine.assumption_assets import shipped_assumptions
 from services.engine.bench_abi_v1 import run_esg_v1, run_term_life_v1, v1_models
-from services.engine.bench_timing import NATIVE_BUILDS, BenchSize, best_of, bits_equal, projection_once, ratio
+from services.engine.bench_timing import NATIVE_BUILDS, BenchSize, best_of, projection_once, ratio
 from services.engine.layout import LayoutBuilder
 from services.engine.model_points import synthetic_policies
 from services.engine.native import NativePool
@@ -48,6 +48,7 @@ from services.engine.wasm_nodes import run_generator
 from services.engine.workers import Executor, RunControl, RunLease, WasmPool
 from services.valuation.arrays import F64
 from services.valuation.assumptions import Assumptions
+from services.valuation.blocks import same_bits
 from services.valuation.policies import Policies
 from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
@@ -183,9 +184,9 @@ def measure_term_life(threads: list[int], size: BenchSize, cache_dir: Path | Non
         "native_steps_per_s": native["native"],
         "native_same_bits_steps_per_s": native["native_same_bits"],
         "native_vw2_nofma_steps_per_s": native["native_vw2_nofma"],
-        "bit_identical_to_wasm": {k: bits_equal(v, wasm_bits) for k, v in partials.items() if k != f"wasm{threads[0]}"},
+        "bit_identical_to_wasm": {k: same_bits(v, wasm_bits) for k, v in partials.items() if k != f"wasm{threads[0]}"},
         "v1_v2_bit_identical": {
-            "partials": all(bits_equal(partials[f"wasm{k}_v1"], partials[f"wasm{k}"]) for k in threads),
+            "partials": all(same_bits(partials[f"wasm{k}_v1"], partials[f"wasm{k}"]) for k in threads),
             "esg_rates": esg_same,
         },
         "numpy_steps_per_s": numpy_rate,
@@ -228,7 +229,7 @@ def _one_scenario(
         "policies": size.one_scenario_policies,
         "steps": steps,
         "wasm_steps_per_s": {"policy_layout": after, "scenario_layout": before},
-        "bit_identical": bits_equal(best["policy_layout"][1], best["scenario_layout"][1]),
+        "bit_identical": same_bits(best["policy_layout"][1], best["scenario_layout"][1]),
         "ratios": {
             "one_scenario_vs_many": after / many,
             "one_scenario_vs_many_before": before / many,

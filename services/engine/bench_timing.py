@@ -68,10 +68,6 @@ def best_of(repeats: int, run: Callable[[], F64]) -> tuple[float, F64]:
     return best, out
 
 
-def bits_equal(a: F64, b: F64) -> bool:
-    return a.shape == b.shape and bool(np.array_equal(a.view(np.uint64), b.view(np.uint64)))
-
-
 def ratio(wasm: float, other: float | None) -> float | None:
     return wasm / other if other else None
 

@@ -26,20 +26,7 @@ from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.common.errors import Internal
 from services.gateway.fold import partial_array
 from services.valuation.arrays import F64
-from services.valuation.blocks import BLOCK_SIZE, BlockFolder
-
-
-def row_sums(values: F64) -> F64:
-    """f64 [rows][…] → […]: the rows summed in row order from +0.0 (a running sum is sequential,
-    unlike numpy's pairwise sum; + 0.0 makes an all -0.0 sum the fold's +0.0)."""
-    if values.shape[0] == 0:
-        return np.zeros(values.shape[1:])
-    total: F64 = np.cumsum(values, axis=0)[-1] + 0.0
-    return total
-
-
-def same_bits(a: F64, b: F64) -> bool:
-    return a.shape == b.shape and bool(np.array_equal(a.view(np.uint64), b.view(np.uint64)))
+from services.valuation.blocks import BLOCK_SIZE, BlockFolder, row_sums, same_bits
 
 
 @dataclass

@@ -53,6 +53,22 @@ def fold(partials: F64) -> F64:
     return total
 
 
+def row_sums(values: F64) -> F64:
+    """f64 [rows][…] → […]: the rows summed in row order from +0.0, a block partial from its rows'
+    values — the same bits as `fold`, vectorised (a running sum is sequential, unlike numpy's
+    pairwise sum; + 0.0 turns an all −0.0 sum into the fold's +0.0)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape[0] == 0:
+        return np.zeros(values.shape[1:])
+    total: F64 = np.cumsum(values, axis=0)[-1] + 0.0
+    return total
+
+
+def same_bits(a: F64, b: F64) -> bool:
+    """Equal shapes and equal float64 bit patterns (NaNs and signed zeros told apart)."""
+    return a.shape == b.shape and bool(np.array_equal(a.view(np.uint64), b.view(np.uint64)))
+
+
 class BlockFolder:
     """Folds block partials (any trailing shape) in block order as they arrive in any order.
 

@@ -27,12 +27,12 @@ from services.engine.reference_savings import disc_factors, savings_arguments, s
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
 from services.valuation.arrays import F64
-from services.valuation.blocks import BLOCK_SIZE
+from services.valuation.blocks import BLOCK_SIZE, same_bits
 from services.valuation.packages.config import REFERENCE_PIPELINE
 from services.valuation.packages.reference import SAVINGS_PIPELINE
 from services.valuation.reference_model import shipped_models
 from tests.engine.savings_points import draws, generated_rows
-from tests.engine.test_row_values import pipeline, same_bits
+from tests.engine.test_row_values import pipeline
 from tests.engine.test_term_life_lanes import run_inputs
 
 ROWS = BLOCK_SIZE + 200

@@ -24,7 +24,7 @@ from services.engine.reference_savings import savings_inputs
 from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
 from services.valuation.arrays import F64
-from services.valuation.blocks import BLOCK_SIZE
+from services.valuation.blocks import BLOCK_SIZE, same_bits
 from services.valuation.packages.config import REFERENCE_PIPELINE
 from services.valuation.packages.reference import SAVINGS_PIPELINE
 from services.valuation.reference_model import shipped_models
@@ -45,10 +45,6 @@ def sequential_block_sums(rows: F64) -> F64:
         for row in rows[b * BLOCK_SIZE : (b + 1) * BLOCK_SIZE]:
             acc += row
     return out
-
-
-def same_bits(a: F64, b: F64) -> bool:
-    return a.shape == b.shape and bool(np.array_equal(a.view(np.uint64), b.view(np.uint64)))
 
 
 def pipeline(nodes: tuple[dict[str, Any], ...], scheme: str = "wasm") -> list[dict[str, Any]]:

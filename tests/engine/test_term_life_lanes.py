@@ -23,6 +23,7 @@ from services.engine.runtime import Runtime
 from services.engine.workers import WasmPool
 from services.valuation.arrays import F64
 from services.valuation.assumptions import Assumptions
+from services.valuation.blocks import same_bits
 from services.valuation.policies import Policies
 from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
@@ -78,10 +79,6 @@ def partials(pool: WasmPool, wasm: bytes, inputs: RunInputs, rates: F64) -> F64:
     with pool.lease() as lease:
         lease.load("term_life", wasm)
         return term_life_once(lease, inputs, np.ascontiguousarray(rates))()
-
-
-def same_bits(a: F64, b: F64) -> bool:
-    return a.shape == b.shape and bool(np.array_equal(a.view(np.uint64), b.view(np.uint64)))
 
 
 @pytest.mark.parametrize(("rows", "seed"), [(2500, 3), (700, 8), (3 * 1024, 21)])

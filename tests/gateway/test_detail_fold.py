@@ -12,8 +12,8 @@ import pytest
 
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.common.errors import Internal
-from services.gateway.detail_fold import DetailFold, row_sums
-from services.valuation.blocks import BLOCK_SIZE
+from services.gateway.detail_fold import DetailFold
+from services.valuation.blocks import BLOCK_SIZE, row_sums
 
 ROWS = 2 * BLOCK_SIZE + 10  # three blocks, the last of 10 rows
 OUTPUTS, RUN = 2, 4  # partials of scenarios 0..3; detail of scenarios 1 and 3

@@ -7,7 +7,16 @@ import hashlib
 import numpy as np
 import pytest
 
-from services.valuation.blocks import BlockFolder, BlockOrderError, block_count, block_rows, chunks, fold
+from services.valuation.blocks import (
+    BlockFolder,
+    BlockOrderError,
+    block_count,
+    block_rows,
+    chunks,
+    fold,
+    row_sums,
+    same_bits,
+)
 from services.valuation.statistics import result_hash
 
 
@@ -69,3 +78,16 @@ def test_folded_is_a_running_total_in_block_order() -> None:
     running[0] = -1.0  # a copy: the fold is not disturbed
     folder.add(2, np.array([100.0]))
     assert folder.total().tolist() == [111.0]
+
+
+def test_row_sums_are_the_fold_bit_for_bit() -> None:
+    """The vectorised row sum gives the left fold's bits: values over many magnitudes (where the
+    order shows), a column of −0.0 alone (the fold's +0.0), no rows at all."""
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(1024, 3, 7)) * 10.0 ** rng.integers(-8, 9, size=(1024, 3, 7))
+    values[:, 1, 2] = -0.0
+    assert same_bits(row_sums(values), fold(values))
+    column = np.ascontiguousarray(values[:, 0, 0])
+    assert not same_bits(row_sums(column), np.asarray(column.sum()))  # numpy's pairwise sum: other bits
+    assert np.signbit(row_sums(values)[1, 2]) == np.signbit(fold(values)[1, 2]) == False  # noqa: E712
+    assert same_bits(row_sums(np.zeros((0, 2))), np.zeros(2))
