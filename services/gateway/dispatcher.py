@@ -64,6 +64,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import Plan, ranges
 from services.gateway.provenance import EngineBuild
 from services.gateway.scenario_sets import SET_MESSAGE_PREFIX
+from services.gateway.speeds import speed_shape
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,9 @@ class Dispatcher:
         self.waiting_reason = ""
         #: Calls on which the engine has sent something and that have not ended.
         self._answering = 0
+        job = requests.job
+        #: What the engines' speeds measured on this job's chunks are kept under (speeds.py).
+        self.shape = speed_shape(job.package_hash, int(job.scenarios.count), detail=job.HasField("detail"))
 
     @property
     def steps(self) -> int:
@@ -392,7 +396,7 @@ class Dispatcher:
                     settle(int(message.progress.steps_done))
                 elif kind == "summary":
                     settle(int(message.summary.steps))
-                    engine.observe(int(message.summary.steps), float(message.summary.elapsed_seconds))
+                    engine.observe(self.shape, int(message.summary.steps), float(message.summary.elapsed_seconds))
         except aio.AioRpcError as exc:
             self.fold.settle(piece, 0)  # their steps were never reported
             self._refused(engine, work, wanted - received, exc, answered=answered)

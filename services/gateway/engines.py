@@ -25,6 +25,7 @@ from services.common.client import ChannelSecurity, open_aio_channel
 from services.common.errors import InvalidArgument
 from services.common.retry import Backoff
 from services.gateway.provenance import EngineBuild
+from services.gateway.speeds import SlotSpeeds, SpeedShape, median_speed
 
 if TYPE_CHECKING:
     from livecalc.engine.v1.engine_service_pb2_grpc import EngineServiceAsyncStub
@@ -44,8 +45,6 @@ CHANNEL_OPTIONS: Final = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
-#: Weight of a new chunk's speed in an engine's smoothed slot speed.
-SPEED_SMOOTHING: Final = 0.3
 #: HTTP/2 PINGs on an engine's channel while calls are open, every this many seconds.
 DEFAULT_KEEPALIVE_SECONDS: Final = 10.0
 
@@ -109,9 +108,9 @@ class Engine:
     failures: int = 0
     down_until: float = 0.0
     gone: bool = False
-    #: Projection steps per second one of its slots delivers: a finished chunk's steps over its
-    #: elapsed time (slots share the engine's threads), smoothed; 0 until one is known.
-    slot_steps_per_second: float = 0.0
+    #: Projection steps per second one of its slots delivers, by job shape: a finished chunk's
+    #: steps over its elapsed time (slots share the engine's threads), smoothed.
+    speeds: SlotSpeeds = field(default_factory=SlotSpeeds)
     #: The most shared memory a chunk may take on it (GetCapabilities.memory_limit_bytes), and the
     #: most scenarios a chunk can have there (GetCapabilities.max_scenarios; 0: not said).
     memory_limit_bytes: int = 0
@@ -119,13 +118,9 @@ class Engine:
     #: Its version and model ABI version (GetCapabilities), for results' provenance.
     build: EngineBuild = field(default_factory=lambda: EngineBuild("", 0))
 
-    def observe(self, steps: int, seconds: float) -> None:
-        """A chunk of `steps` took `seconds` on one slot of this engine."""
-        if steps <= 0 or seconds <= 0:
-            return
-        speed = steps / seconds
-        old = self.slot_steps_per_second
-        self.slot_steps_per_second = speed if old <= 0 else old + SPEED_SMOOTHING * (speed - old)
+    def observe(self, shape: SpeedShape, steps: int, seconds: float) -> None:
+        """A chunk of ``shape`` and `steps` took `seconds` on one slot of this engine."""
+        self.speeds.observe(shape, steps, seconds)
 
     def failed(self, base: float) -> float:
         """Record a failure; returns how long the engine is left alone: `base` doubling with each
@@ -141,11 +136,10 @@ class Engine:
         self.down_until = 0.0
 
 
-def median_slot_speed(engines: list[Engine]) -> float:
-    """The median slot speed of the engines that have finished a chunk (0: none yet), for the
-    planner's chunk size; the median, so one slow engine does not set it for all."""
-    speeds = sorted(e.slot_steps_per_second for e in engines if e.slot_steps_per_second > 0)
-    return speeds[len(speeds) // 2] if speeds else 0.0
+def median_slot_speed(engines: list[Engine], shape: SpeedShape) -> float:
+    """The median slot speed for a job of ``shape`` over the engines that have finished a chunk
+    of it (0: none yet), for the planner's chunk size."""
+    return median_speed((e.speeds for e in engines), shape)
 
 
 class EnginePool:
@@ -241,8 +235,8 @@ class EnginePool:
     def total_slots(self) -> int:
         return sum(e.slots for e in self.engines())
 
-    def slot_steps_per_second(self) -> float:
-        return median_slot_speed(self.engines())
+    def slot_steps_per_second(self, shape: SpeedShape) -> float:
+        return median_slot_speed(self.engines(), shape)
 
     async def close(self) -> None:
         for engine in self._engines.values():

@@ -56,6 +56,7 @@ from services.gateway.scenario_sets import (
     job_scenario_set,
     result_scenarios_key,
 )
+from services.gateway.speeds import speed_shape
 from services.gateway.store import JobStore, ResultKey
 from services.gateway.submission import check_spec, limit_violations, spec_differences
 from services.gateway.variants import check_variants, derive_variants
@@ -198,7 +199,7 @@ class JobManager:
             slots=sum(e.slots for e in engines) or 1,
             scenarios=params.count,
             chunk_blocks=int(spec.chunk_blocks),
-            slot_steps_per_second=self.pool.slot_steps_per_second(),
+            slot_steps_per_second=self.pool.slot_steps_per_second(speed_shape(spec.package_hash, params.count)),
         )
 
         recorded = job_pb2.JobSpec()

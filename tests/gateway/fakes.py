@@ -32,6 +32,7 @@ from services.gateway.job_kind import FULL_RUN
 from services.gateway.jobs import JobManager
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.planner import plan
+from services.gateway.speeds import SpeedShape
 from services.gateway.store import JobStore
 from services.valuation.blocks import BLOCK_SIZE, block_rows
 from services.valuation.interface.declaration import Outputs
@@ -169,8 +170,8 @@ class FakePool:
     def total_slots(self) -> int:
         return sum(e.slots for e in self._engines)
 
-    def slot_steps_per_second(self) -> float:
-        return median_slot_speed(self._engines)
+    def slot_steps_per_second(self, shape: SpeedShape) -> float:
+        return median_slot_speed(self._engines, shape)
 
     async def close(self) -> None:
         pass
@@ -272,7 +273,13 @@ def fake_dispatcher(
     fold = JobFold(rows, job_plan.blocks_total, scenarios, outputs=5)
     dispatcher = Dispatcher(
         FakePool(engines),  # type: ignore[arg-type]
-        ChunkRequests(engine_service_pb2.RunChunkRequest(job_id="j"), FULL_RUN, job_plan),
+        ChunkRequests(
+            engine_service_pb2.RunChunkRequest(
+                job_id="j", package_hash="p", scenarios=engine_pb2.ScenarioSpec(count=scenarios)
+            ),
+            FULL_RUN,
+            job_plan,
+        ),
         job_plan,
         fold,
         config=DispatchConfig(**config),

@@ -220,7 +220,7 @@ async def test_dispatch_retries_only_the_missing_blocks_elsewhere() -> None:
     await asyncio.wait_for(d.run(), 10)
     assert f.total().tobytes() == fold(table).tobytes()
     # each finished chunk's summary measured its engine's slot: 10 steps a block in 0.5 s a block
-    speeds = {e.slot_steps_per_second for e in engines}
+    speeds = {e.speeds.of(d.shape) for e in engines}
     assert speeds <= {0.0, 20.0} and 20.0 in speeds
     sent = sorted((r.blocks.first_block, r.blocks.block_count) for s in (bad, other) for r in s.requests)
     assert sent == [(0, 3), (3, 3), (4, 2)]  # block 3 had arrived: only 4 and 5 went out again

@@ -7,7 +7,7 @@ import heapq
 
 import pytest
 
-from services.gateway.engines import SPEED_SMOOTHING, Engine, median_slot_speed
+from services.gateway.engines import Engine, median_slot_speed
 from services.gateway.planner import (
     CHUNKS_PER_SLOT,
     MONTHS_PER_POLICY,
@@ -17,6 +17,7 @@ from services.gateway.planner import (
     max_chunk_blocks,
     plan,
 )
+from services.gateway.speeds import SHAPES_KEPT, SPEED_SMOOTHING, SlotSpeeds, speed_shape
 from services.valuation.blocks import BLOCK_SIZE
 
 
@@ -106,12 +107,41 @@ def test_the_cap_is_a_second_of_a_slot_once_the_engines_speed_is_known() -> None
 
 def test_an_engines_slot_speed_is_its_chunks_smoothed_and_the_pool_takes_the_median() -> None:
     engines = [Engine(address=f"e{i}", channel=None, stub=None, slots=2) for i in range(3)]  # type: ignore[arg-type]
-    assert median_slot_speed(engines) == 0.0  # nothing measured yet
-    engines[0].observe(4_000_000_000, 2.0)
-    assert engines[0].slot_steps_per_second == 2e9  # the first chunk sets it
-    engines[0].observe(1_000_000_000, 1.0)
-    assert engines[0].slot_steps_per_second == pytest.approx(2e9 + SPEED_SMOOTHING * (1e9 - 2e9))
-    engines[0].observe(0, 1.0)  # an empty chunk says nothing
-    engines[1].observe(3_000_000_000, 1.0)
-    engines[2].observe(1_000_000_000, 10.0)  # a slow one
-    assert median_slot_speed(engines) == engines[0].slot_steps_per_second
+    shape = speed_shape("pkg", 1000)
+    assert median_slot_speed(engines, shape) == 0.0  # nothing measured yet
+    engines[0].observe(shape, 4_000_000_000, 2.0)
+    assert engines[0].speeds.of(shape) == 2e9  # the first chunk sets it
+    engines[0].observe(shape, 1_000_000_000, 1.0)
+    assert engines[0].speeds.of(shape) == pytest.approx(2e9 + SPEED_SMOOTHING * (1e9 - 2e9))
+    engines[0].observe(shape, 0, 1.0)  # an empty chunk says nothing
+    engines[1].observe(shape, 3_000_000_000, 1.0)
+    engines[2].observe(shape, 1_000_000_000, 10.0)  # a slow one
+    assert median_slot_speed(engines, shape) == engines[0].speeds.of(shape)
+
+
+def test_a_one_scenario_jobs_speed_does_not_size_a_many_scenario_jobs_chunks() -> None:
+    """A deterministic run computes about a fifth of the steps per second of a 1,000-scenario
+    run; sized by its speed, 100K × 1K went out in 22 chunks of a third of a second on one
+    engine (bench mesh: +30 % over in process) instead of about a second each."""
+    engine = Engine(address="e", channel=None, stub=None, slots=2)  # type: ignore[arg-type]
+    one, many = speed_shape("pkg", 1), speed_shape("pkg", 1000)
+    engine.observe(one, 155_000_000, 0.55)  # 800K × 1: 2.8e8 steps/s
+    assert median_slot_speed([engine], many) == 0.0
+    unmeasured = plan(100_000, slots=2, scenarios=1000, slot_steps_per_second=median_slot_speed([engine], many))
+    assert unmeasured == plan(100_000, slots=2, scenarios=1000)
+    engine.observe(many, 19_460_000_000, 13.4)  # 100K × 1K at 1.45e9 steps/s a slot
+    measured = plan(100_000, slots=2, scenarios=1000, slot_steps_per_second=median_slot_speed([engine], many))
+    assert len(measured.chunks) <= 13
+    # other models, scenario classes and detail runs are shapes of their own; 64+ scenarios are one
+    assert engine.speeds.of(speed_shape("other", 1000)) == 0.0
+    assert engine.speeds.of(speed_shape("pkg", 1000, detail=True)) == 0.0
+    assert engine.speeds.of(speed_shape("pkg", 7)) == 0.0
+    assert engine.speeds.of(speed_shape("pkg", 64)) == engine.speeds.of(many) > 0
+
+
+def test_an_engine_remembers_a_bounded_number_of_shapes() -> None:
+    speeds = SlotSpeeds()
+    for i in range(SHAPES_KEPT + 10):
+        speeds.observe(speed_shape(f"p{i}", 1), 100, 1.0)
+    assert speeds.of(speed_shape("p0", 1)) == 0.0  # the oldest dropped
+    assert speeds.of(speed_shape(f"p{SHAPES_KEPT + 9}", 1)) == 100.0
