@@ -9,6 +9,7 @@ result hash; `--model savings` the same through the savings package (normals →
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -58,6 +59,10 @@ def test_quick_json_has_every_figure_and_identical_hashes(tmp_path: Path) -> Non
         assert 0 < figures["first_progress_s"] <= figures["seconds"]
         assert figures["steps_reported"] == size["steps"]  # every chunk's steps reached the result
         assert "first_statistics_s" in figures and figures["chunks"] >= 1
+        # runs go in rounds (in process, engine alone, each engine count): the ratio pairs each
+        # run with the in-process run of its round
+        rounds = zip(figures["seconds_all"], size["in_process"]["seconds_all"], strict=True)
+        assert figures["ratio_to_in_process"] == pytest.approx(statistics.median(m / i for m, i in rounds))
     rss = size["peak_rss_bytes"]
     assert {"data", "engine-0", "engine-1", "gateway-1", "gateway-2"} <= set(rss)
     assert all(v > 0 for v in rss.values())

@@ -16,7 +16,7 @@ from livecalc.gateway.v1 import job_pb2
 from services.bench.mesh.config import DATASET_SEED, BenchConfig, Size
 from services.bench.mesh.inputs import build_package, dataset_version, scenarios_of, upload
 from services.bench.mesh.report import SizeReport, document, median
-from services.bench.mesh.runs import InProcess, chunk_totals, engine_slots, run_direct, run_job
+from services.bench.mesh.runs import DirectRun, InProcess, chunk_totals, engine_slots, run_direct, run_job
 from services.common import rss
 from services.common.processes import ServiceProcess, stop_in_stages
 from services.gateway.inputs import scenario_spec
@@ -119,51 +119,68 @@ def measure_size(
     package_hash: str,
     progress: IO[str] | None,
 ) -> SizeReport:
-    """One dataset of ``model``: in process, engine alone, then each engine count through its gateway."""
+    """One dataset of ``model``: in process, engine alone and each engine count through its
+    gateway, one untimed run of each first, then rounds of one timed run of every way in turn,
+    so the machine's load, which drifts over a run on a shared machine, falls on every way alike
+    and the ratios to in process are measured side by side."""
     data, engines, gateways = mesh.data, mesh.engines, mesh.gateways
     label = size.label if model == "term_life" else f"{model} {size.label}"
     dataset_id = size.dataset_of(model)
     sc = scenarios_of(in_process.config, size.scenarios)
     report = SizeReport(size, model)
     path = mesh.datasets / f"{dataset_id}.parquet"
+    version = dataset_version(data.address, dataset_id)
+    first_gw = gateways[min(gateways)]
+    spec = job_pb2.JobSpec(package_hash=package_hash, dataset_id=dataset_id, scenarios=scenario_spec(sc))
+    equal_spec: dict[int, job_pb2.JobSpec] = {}
+    if cfg.compare_equal:
+        for n in gateways:
+            slots = n * engine_slots(engines[0].address)
+            equal_spec[n] = job_pb2.JobSpec()
+            equal_spec[n].CopyFrom(spec)
+            equal_spec[n].chunk_blocks = choose_chunk_blocks(block_count(size.policies), slots, size.scenarios)
+
+    def direct() -> DirectRun:
+        return run_direct(engines[0].address, first_gw.address, package_hash, size=size, version=version, sc=sc,
+                          dataset_id=dataset_id)  # fmt: skip
+
     if cfg.warm_up:
         _, h, report.steps = in_process.run(path, sc)
         report.hashes.append(h)
+        for gateway in gateways.values():
+            report.hashes.append(run_job(gateway.address, spec).result_hash)
+    if cfg.engine_alone:
+        direct()  # the engine's first run of the dataset (always: it compiles nothing for the gateways)
+    chunk_seconds = dict.fromkeys(gateways, 0.0)
+    chunk_count = dict.fromkeys(gateways, 0.0)
     for _ in range(cfg.repeats):
         seconds, h, report.steps = in_process.run(path, sc)
         report.in_process_s.append(seconds)
         report.hashes.append(h)
+        if cfg.engine_alone:
+            report.direct.append(direct())
+        for n, gateway in gateways.items():
+            before = chunk_totals(engines[:n])
+            run = run_job(gateway.address, spec)
+            after = chunk_totals(engines[:n])
+            chunk_seconds[n] += sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+            chunk_count[n] += sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+            report.mesh.setdefault(n, []).append(run)
+            report.hashes.append(run.result_hash)
+            if n in equal_spec:
+                equal = run_job(gateway.address, equal_spec[n])
+                report.mesh_equal.setdefault(n, []).append(equal)
+                report.hashes.append(equal.result_hash)
+    for n in gateways:
+        report.engine_chunk_seconds[n] = chunk_seconds[n] / cfg.repeats
+        report.engine_chunks[n] = chunk_count[n] / cfg.repeats
     _say(progress, f"{label} in-process: {median(report.in_process_s):.3f} s")
-    version = dataset_version(data.address, dataset_id)
-    first_gw = gateways[min(gateways)]
-    for i in range(cfg.repeats + 1 if cfg.engine_alone else 0):
-        run = run_direct(
-            engines[0].address, first_gw.address, package_hash, size=size, version=version, sc=sc, dataset_id=dataset_id
-        )
-        if i:
-            report.direct.append(run)
     if report.direct:
         _say(progress, f"{label} engine alone: {median([d.seconds for d in report.direct]):.3f} s")
-    spec = job_pb2.JobSpec(package_hash=package_hash, dataset_id=dataset_id, scenarios=scenario_spec(sc))
-    for n, gateway in gateways.items():
-        if cfg.warm_up:
-            report.hashes.append(run_job(gateway.address, spec).result_hash)
-        before = chunk_totals(engines[:n])
-        runs = [run_job(gateway.address, spec) for _ in range(cfg.repeats)]
-        after = chunk_totals(engines[:n])
-        report.engine_chunk_seconds[n] = sum(a[0] - b[0] for a, b in zip(after, before, strict=True)) / cfg.repeats
-        report.engine_chunks[n] = sum(a[1] - b[1] for a, b in zip(after, before, strict=True)) / cfg.repeats
-        report.mesh[n] = runs
-        report.hashes += [r.result_hash for r in runs]
-        _say(progress, f"{label} mesh, {n} engine(s): {median([r.seconds for r in runs]):.3f} s")
-        if cfg.compare_equal:
-            slots = n * engine_slots(engines[0].address)
-            equal = choose_chunk_blocks(block_count(size.policies), slots, size.scenarios)
-            equal_spec = job_pb2.JobSpec()
-            equal_spec.CopyFrom(spec)
-            equal_spec.chunk_blocks = equal
-            report.mesh_equal[n] = [run_job(gateway.address, equal_spec) for _ in range(cfg.repeats)]
-            report.hashes += [r.result_hash for r in report.mesh_equal[n]]
+    for n in gateways:
+        _say(progress, f"{label} mesh, {n} engine(s): {median([r.seconds for r in report.mesh[n]]):.3f} s")
+        if n in equal_spec:
             seconds = median([r.seconds for r in report.mesh_equal[n]])
-            _say(progress, f"{label} mesh, {n} engine(s), equal chunks of {equal}: {seconds:.3f} s")
+            blocks = equal_spec[n].chunk_blocks
+            _say(progress, f"{label} mesh, {n} engine(s), equal chunks of {blocks}: {seconds:.3f} s")
     return report

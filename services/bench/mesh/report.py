@@ -50,6 +50,12 @@ def machine() -> dict[str, Any]:
     }
 
 
+def paired_ratio(way: list[float], in_process: list[float]) -> float:
+    """The median over rounds of a way's time over the in-process time of the same round (the
+    runs of a round follow each other, so a change in the machine's load between rounds cancels)."""
+    return median([w / i for w, i in zip(way, in_process, strict=True)])
+
+
 def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
     sizes = []
     for r in reports:
@@ -63,7 +69,7 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                 "seconds_all": [x.seconds for x in runs],
                 "steps_per_s": r.steps / e2e,
                 "policies_per_s": r.size.policies / e2e,
-                "ratio_to_in_process": e2e / ip,
+                "ratio_to_in_process": paired_ratio([x.seconds for x in runs], r.in_process_s),
                 "gateway_elapsed_s": median([x.gateway_elapsed_s for x in runs]),
                 "first_progress_s": median([x.first_progress_s or 0.0 for x in runs]),
                 "first_block_progress_s": median([x.first_block_progress_s or 0.0 for x in runs]),
@@ -92,7 +98,7 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                 "engine_elapsed_s": median([d.engine_elapsed_s for d in r.direct]),
                 "read_wait_s": median([d.read_wait_s for d in r.direct]),
                 "policies_per_s": r.size.policies / direct,
-                "ratio_to_in_process": direct / ip,
+                "ratio_to_in_process": paired_ratio([d.seconds for d in r.direct], r.in_process_s),
             }
         sizes.append(
             {
@@ -120,6 +126,7 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
         "threads_per_engine": cfg.threads,
         "repeats": cfg.repeats,
         "statistic": "median",
+        "ratio_statistic": "ratio_to_in_process: the median over rounds of each round's ratio",
         "warm_up": "one untimed run per configuration" if cfg.warm_up else "none",
         "models": list(cfg.models),
         "dynamic_lapse_beta": DYN_LAPSE_BETA if "term_life" in cfg.models else None,
@@ -160,8 +167,8 @@ def text(doc: dict[str, Any]) -> str:
     packages = "; ".join(PIPELINES[m].format(beta=doc["dynamic_lapse_beta"]) for m in models)
     lines = [
         f"mesh benchmark: reference package{'s' if len(models) > 1 else ''} ({packages}), "
-        f"{doc['threads_per_engine']} thread(s) per engine and in process; median of {doc['repeats']} "
-        f"timed run(s), warm-up: {doc['warm_up']}",
+        f"{doc['threads_per_engine']} thread(s) per engine and in process; {doc['repeats']} round(s) of one "
+        f"timed run of every way in turn, medians (× in-proc: of each round's ratio), warm-up: {doc['warm_up']}",
         "machine: {cpu}, {cores} cores, {platform}, Python {python}, load {load_average_1m_at_end}".format(
             **doc["machine"]
         ),
