@@ -118,3 +118,66 @@ def test_policy_layout_agrees_with_the_numpy_twin(pool: WasmPool) -> None:
     expected = reference_partials(few, rates)
     scale = np.abs(expected).max(axis=0, keepdims=True)
     assert (np.abs(got - expected) <= RTOL * scale).all()
+
+
+def premium_key_policies(rows: int, seed: int) -> Policies:
+    """New business whose premiums are computed, on few mortality rows (sex, age at entry), so
+    that many rows share one: terms from 1 to 25 years (each a different stopping point on the
+    shared schedule, several in one five-year stretch), sums assured drawn from a few values (rows
+    equal but for their term, sex or issue month), issue months now and up to 5 years on; a few
+    keys with one row, some with hundreds (more than a group of lanes, and odd counts), rows with
+    a premium given and in-force rows among them."""
+    base = synthetic_policies(rows, seed, in_force=0.0)
+    rng = np.random.default_rng(seed + 2)
+    age = rng.choice(np.array([30, 31, 45], dtype=np.int32), rows)
+    female = rng.integers(0, 2, rows).astype(np.int8)
+    term = rng.choice(np.array([1, 3, 5, 10, 15, 20, 25], dtype=np.int32), rows)
+    sa = rng.choice(np.array([50_000.0, 100_000.0, 123_456.0, 1_000_000.0]), rows)
+    dur = -rng.choice(np.array([0, 0, 0, 1, 5, 12, 13, 60]), rows).astype(np.int32)
+    lone = rng.choice(rows, 6, replace=False)  # keys of one row: ages no other row has
+    age[lone] = np.arange(50, 56, dtype=np.int32)
+    premium = np.full(rows, np.nan)
+    given = rng.random(rows) < 0.05
+    premium[given] = 80.0
+    in_force = ~given & (rng.random(rows) < 0.05)
+    dur[in_force] = rng.integers(1, 12, int(in_force.sum()))
+    premium[in_force] = 90.0
+    return dataclasses.replace(
+        base, age_at_entry=age, female=female, policy_term=term, sum_assured=sa, duration_mth=dur, premium_pp=premium
+    )
+
+
+@pytest.mark.parametrize(("rows", "seed"), [(2500, 4), (300, 9)])
+def test_shared_premium_schedules_have_the_bits_of_one_row_at_a_time(pool: WasmPool, rows: int, seed: int) -> None:
+    """Computed premiums project one schedule per mortality row (sex, age at entry) of a block and
+    value each row's claims on it: the frozen build, which projected every row alone, gives the
+    same bits, in both layouts (the premiums are the same code in each)."""
+    policies = premium_key_policies(rows, seed)
+    assumptions = lane_assumptions()
+    rng = np.random.default_rng(seed)
+    for n in (1, 3, MANY):
+        few = term_life_inputs(policies, assumptions, ScenarioParams(count=n, seed=seed))
+        rates = np.ascontiguousarray(rng.normal(0.03, 0.03, (n, few.records.horizon_months)))
+        now = partials(pool, shipped_models()["term_life"], few, rates)
+        before = partials(pool, scenario_layout_wasm(), few, rates)
+        assert same_bits(now, before), f"{n} scenarios"
+
+
+def test_premium_keys_cover_shared_and_lone_rows() -> None:
+    """The dataset has what the shared schedules must get right: keys with many rows, keys with
+    one, rows alike but for their sex or their issue month."""
+    p = premium_key_policies(2500, 4)
+    computed = np.isnan(p.premium_pp)
+    keys = p.female.astype(np.int64) * 1000 + p.age_at_entry
+    _, counts = np.unique(keys[computed], return_counts=True)
+    assert counts.max() > 64 and (counts == 1).sum() >= 1
+    rows = np.stack([p.age_at_entry, p.policy_term, p.sum_assured, p.duration_mth], axis=1)[computed]
+    sexes = p.female[computed]
+    same_but_sex = {tuple(r) for r, s in zip(rows, sexes, strict=True) if s == 0} & {
+        tuple(r) for r, s in zip(rows, sexes, strict=True) if s == 1
+    }
+    assert same_but_sex
+    alike: dict[tuple[int, ...], set[int]] = {}
+    for r in rows:
+        alike.setdefault(tuple(r[:3]), set()).add(int(r[3]))
+    assert any(len(issues) > 1 for issues in alike.values())  # rows alike but for the issue month
