@@ -29,6 +29,8 @@
  *   dlap         f64 [groups][n_months][LANES]  dl(t, s)
  *   premium_eff  f64 [n_rows]                the premium each row is valued with
  *   row_pv       f64 [n_rows][5]             policy layout only: each row's PVs under one scenario
+ *   prem_deaths  f64 [2·n_ages][Y·12]        computed premiums: deaths(t) of one policy per mortality row
+ *   prem_pols    f64 [2·n_ages][Y]           and Σ_{t<12(y+1)} pols(t)·DF0(t), Y = ⌊n_months / 12⌋
  * with groups = ⌈n_scen / LANES⌉; lanes past n_scen hold DF 0, dl 1 and reach no output.
  *
  * A row with duration_mth < 0 is future new business (lifelib's BasicTerm_ME): written at
@@ -73,7 +75,7 @@ typedef struct tl_layout {
     uint32_t n_ages, n_sel, n_lapse, n_curve; /* mortality [n_ages][n_sel], lapse, curve */
     int32_t min_age;                          /* attained age of mortality row 0 */
     uint64_t groups;                          /* ⌈n_scen / LANES⌉ */
-    uint64_t q_mth, l_base, df0, maint_infl, disc, dlap, premium_eff, row_pv, bytes;
+    uint64_t q_mth, l_base, df0, maint_infl, disc, dlap, premium_eff, row_pv, prem_deaths, prem_pols, bytes;
 } tl_layout;
 
 /* The layout of context c; LC_OK, or the status of a context this model cannot run. */
@@ -102,6 +104,9 @@ static int32_t layout(LC_BASE_ARG const lc_ctx *c, tl_layout *w) {
     w->premium_eff = at, at += align16((uint64_t)c->n_rows * 8);
     w->row_pv = at;
     if (policy_layout(c)) at += (uint64_t)c->n_rows * LC_N_OUTPUTS * 8;
+    uint64_t keys = 2 * (uint64_t)w->n_ages, years = T / 12;
+    w->prem_deaths = at, at += align16(keys * 12 * years * 8);
+    w->prem_pols = at, at += align16(keys * years * 8);
     w->bytes = at;
     return LC_OK;
 }
@@ -123,6 +128,8 @@ int32_t lc_workspace_size(LC_BASE_ARG uint32_t ctx_off) {
     if (rc != LC_OK) return -rc;
     return w.bytes <= INT32_MAX ? (int32_t)w.bytes : -LC_E_RANGE;
 }
+
+static void prem_schedules(LC_BASE_ARG const lc_ctx *c, const tl_layout *w);
 
 /* q_mth[f][a][d] = 1 − (1 − min(1, q[a][d]·sexfactor))^(1/12); l_base[y] = 1 − (1 − lapse[y])^(1/12);
  * DF0(t) = (1 + ((1 + z[⌊t/12⌋])^(1/12) − 1))^(−t); maint_infl(t) = maint/12·(1 + infl)^(t/12). */
@@ -157,6 +164,7 @@ int32_t lc_prepare(LC_BASE_ARG uint32_t ctx_off) {
         df0[t] = pow(1.0 + disc_rate_mth, -(double)t);
         maint_infl[t] = expense_maint / 12.0 * pow(1.0 + inflation, (double)t / 12.0);
     }
+    prem_schedules(LC_BASE c, &w);
     return LC_OK;
 }
 
@@ -603,31 +611,66 @@ static void run_block_policy_lanes(const pl_inputs *in, uint32_t r0, uint32_t r1
     }
 }
 
+/* The schedules computed premiums value rows on (see `premiums`): per mortality row k = f·n_ages + a
+ * (sex f, attained age row a at issue), one policy from issue on the base curve with dl ≡ 1:
+ * deaths(t) = pols·q, lapses = (pols − deaths)·min(1, l_base), pols ← pols − deaths − lapses, and
+ * Σ pols·DF0 at each year end; q = 0 past the table (no row projects there: row_check). PL
+ * mortality rows to a group, each lane the scalar arithmetic of one policy. Needs q_mth, l_base, df0. */
+static void prem_schedules(LC_BASE_ARG const lc_ctx *c, const tl_layout *w) {
+    const double *q_mth = region(LC_BASE c, w->q_mth), *l_base = region(LC_BASE c, w->l_base);
+    const double *df0 = region(LC_BASE c, w->df0);
+    double *deaths = region(LC_BASE c, w->prem_deaths), *pv_pols = region(LC_BASE c, w->prem_pols);
+    uint32_t keys = 2 * w->n_ages, years = c->n_months / 12, S = w->n_sel - 1;
+    for (uint32_t g = 0; g < keys; g += PL) {
+        vd pols[PV], pv[PV];
+        for (uint32_t v = 0; v < PV; v++) pols[v] = (vd){0} + 1.0, pv[v] = (vd){0};
+        for (uint32_t y = 0; y < years; y++) {
+            vd q[PV];
+            for (uint32_t j = 0; j < PL; j++) {
+                uint32_t k = g + j, a = k % w->n_ages; /* lanes past the keys: row 0, never stored */
+                LANE(q, j) = k < keys && a + y < w->n_ages ? q_mth[((uint64_t)k + y) * w->n_sel + min_u32(y, S)] : 0.0;
+            }
+            double l = l_base[min_u32(y, w->n_lapse - 1)];
+            l = l < 1.0 ? l : 1.0;
+            for (uint32_t t = 12 * y; t < 12 * y + 12; t++) {
+                double df = df0[t];
+                vd d[PV];
+                for (uint32_t v = 0; v < PV; v++) {
+                    d[v] = pols[v] * q[v];
+                    vd lapses = (pols[v] - d[v]) * l;
+                    pv[v] += pols[v] * df;
+                    pols[v] = pols[v] - d[v] - lapses;
+                }
+                for (uint32_t j = 0; j < PL && g + j < keys; j++) deaths[(uint64_t)(g + j) * 12 * years + t] = LANE(d, j);
+            }
+            for (uint32_t j = 0; j < PL && g + j < keys; j++) pv_pols[(uint64_t)(g + j) * years + y] = LANE(pv, j);
+        }
+    }
+}
+
 /* premium_eff[i] for rows [r_begin, r_end) of one block (checked by row_check): premium_pp if
  * > 0, else round(100·((1 + loading)·net))/100 (half to even) with net = Σ_t SA·deaths(t)·DF0(t) /
  * Σ_t pols(t)·DF0(t) for one policy on the base curve, dl ≡ 1, months counted from issue (new
  * business, now or future; LC_E_INPUT for an in-force row without a premium).
  *
  * Months count from issue, so every such row reads DF0(t) and turns its years at the same t, and
- * pols(t), deaths(t) and Σ pols·DF0 depend only on the row's mortality row (sex, age at entry):
- * rows with the same one (a "key"; its term only says where the row stops) have the same bits
- * of them. So the rows are sorted by key (then by horizon, longest first), each key's schedule
- * is projected once, PL keys to a group in vector lanes (scalar arithmetic per lane, keys sorted
- * by their longest horizon), PREM_YEARS years at a time into deaths[month][PL]; then each row of
- * the group's keys adds (SA·deaths(t))·DF0(t) of its own SA, rows in vector lanes too, and takes its premium
- * at its own horizon with its key's Σ pols·DF0 at that month: for every row the operations, and
- * so the bits, of projecting it alone. */
-#define PREM_YEARS 5 /* years of the keys' schedules tabulated at a time */
+ * pols(t), deaths(t) and Σ pols·DF0 depend only on the row's mortality row (sex, age at entry): rows
+ * with the same one (a "key"; its term only says where the row stops) have the same bits of them.
+ * lc_prepare projects each key's schedule once (`prem_schedules`); here the rows are sorted by key
+ * (then by horizon, longest first) and each key's rows, PL at a time in vector lanes, add
+ * (SA·deaths(t))·DF0(t) of their own SA in month order and take their premiums at their own
+ * horizons with the key's Σ pols·DF0 there: for every row the operations, and so the bits, of
+ * projecting it alone. */
 
-/* acc += (SA·deaths(t))·DF0(t) for `months` months, in month order; deaths with a stride of PL
- * (a key's lane in the tabulated schedules); `months` is whole years. Its own function: a few vectors. */
+/* acc += (SA·deaths(t))·DF0(t) for `months` months (whole years), in month order. Its own
+ * function: its few vectors stay in registers. */
 static __attribute__((noinline)) void prem_claims(vd acc_io[PV], const vd sa_v[PV], const double *restrict deaths,
                                                   const double *restrict df, uint32_t months) {
     vd acc[PV], s[PV];
     for (uint32_t v = 0; v < PV; v++) acc[v] = acc_io[v], s[v] = sa_v[v];
     for (uint32_t t = 0; t < months; t += 4) /* 4 months a pass (as pl_months: fewer spills; 4 measured best) */
         _Pragma("clang loop unroll(full)") for (uint32_t m = 0; m < 4; m++) {
-            double d = deaths[(t + m) * PL], f = df[t + m];
+            double d = deaths[t + m], f = df[t + m];
             for (uint32_t v = 0; v < PV; v++) acc[v] += s[v] * d * f;
         }
     for (uint32_t v = 0; v < PV; v++) acc_io[v] = acc[v];
@@ -640,16 +683,9 @@ static int32_t premiums(LC_BASE_ARG const lc_ctx *c, const tl_layout *w, uint32_
     const double *sa = col_sum_assured(LC_BASE c);
     const double *prem_in = col_premium_pp(LC_BASE c);
     double *prem_out = region(LC_BASE c, w->premium_eff);
-    const double *q_mth = region(LC_BASE c, w->q_mth);
-    const double *l_base = region(LC_BASE c, w->l_base);
     const double *df0 = region(LC_BASE c, w->df0);
     double premium_loading = param_premium_loading(LC_BASE c);
-    uint32_t S = w->n_sel - 1;
-    uint64_t keys[LC_BLOCK];
-    union {
-        uint64_t u[LC_BLOCK];
-        double d[LC_BLOCK];
-    } tmp; /* the sort's scratch, then each sorted row's Σ SA·deaths·DF0 */
+    uint64_t keys[LC_BLOCK], tmp[LC_BLOCK];
     /* sort key: mortality row (when its bits fit; else a key's rows are grouped where they fall
      * together), horizon (longest first), row */
     uint32_t mbits = 1;
@@ -668,8 +704,8 @@ static int32_t premiums(LC_BASE_ARG const lc_ctx *c, const tl_layout *w, uint32_
         keys[n++] = (k << mbits | (mmax - 12 * (uint64_t)term[i])) << 10 | (i - r_begin);
     }
     if (n == 0) return LC_OK;
-    sort_keys(keys, tmp.u, n);
-    /* rows in sorted order, and runs of one mortality row ("keys"): first row, rows, longest horizon */
+    sort_keys(keys, tmp, n);
+    /* rows in sorted order, and runs of one mortality row ("keys"): first row, rows */
     uint16_t order[LC_BLOCK], run_first[LC_BLOCK], run_len[LC_BLOCK];
     uint32_t runs = 0;
     for (uint32_t k = 0; k < n; k++) {
@@ -681,79 +717,30 @@ static int32_t premiums(LC_BASE_ARG const lc_ctx *c, const tl_layout *w, uint32_
         }
         run_len[runs - 1]++;
     }
-    /* runs by their longest horizon, longest first (keys[] is free now) */
+    /* each key's rows, PL at a time (longest horizon first), on its schedule from lc_prepare */
+    const double *deaths = region(LC_BASE c, w->prem_deaths), *pv_pols = region(LC_BASE c, w->prem_pols);
+    uint32_t years = c->n_months / 12;
     for (uint32_t r = 0; r < runs; r++) {
-        uint32_t i = r_begin + order[run_first[r]];
-        keys[r] = (mmax - 12 * (uint64_t)term[i]) << 10 | r;
-    }
-    sort_keys(keys, tmp.u, runs);
-    double *claims = tmp.d;
-    for (uint32_t k = 0; k < n; k++) claims[k] = 0.0;
-    for (uint32_t g = 0; g < runs; g += PL) {
-        uint32_t first[PL], len[PL], M[PL], last = 0;
-        int32_t age_row[PL];
-        const double *qf[PL];
-        vd pols[PV], pv_pols[PV];
-        for (uint32_t j = 0; j < PL; j++) {
-            uint32_t r = g + j < runs ? (uint32_t)(keys[g + j] & 1023) : 0, i = r_begin + order[run_first[r]];
-            first[j] = run_first[r], len[j] = g + j < runs ? run_len[r] : 0;
-            M[j] = g + j < runs ? 12 * (uint32_t)term[i] : 0; /* a lane past the runs never runs */
-            last = M[j] > last ? M[j] : last;
-            qf[j] = q_mth + (sex[i] == SEX_F ? w->n_ages * w->n_sel : 0);
-            age_row[j] = age[i] - w->min_age;
-            LANE(pols, j) = 1.0;
-            LANE(pv_pols, j) = 0.0;
-        }
-        for (uint32_t c0 = 0; c0 < last; c0 += 12 * PREM_YEARS) {
-            /* the keys' schedules over years [y0, y1): deaths by month, Σ pols·DF0 at each year end */
-            uint32_t y0 = c0 / 12, y1 = min_u32(last, c0 + 12 * PREM_YEARS) / 12;
-            vd deaths[12 * PREM_YEARS][PV], pv_end[PREM_YEARS][PV];
-            for (uint32_t y = y0; y < y1; y++) {
-                vd q[PV];
-                for (uint32_t j = 0; j < PL; j++)
-                    LANE(q, j) = 12 * y < M[j] ? qf[j][(uint32_t)(age_row[j] + (int32_t)y) * w->n_sel + min_u32(y, S)] : 0.0;
-                double l = l_base[min_u32(y, w->n_lapse - 1)];
-                l = l < 1.0 ? l : 1.0;
-                const double *df_y = df0 + 12 * y;
-                vd *d_y = deaths[12 * (y - y0)];
-                _Pragma("clang loop unroll(full)") for (uint32_t t = 0; t < 12; t++) {
-                    double df = df_y[t];
-                    for (uint32_t v = 0; v < PV; v++) {
-                        vd d = pols[v] * q[v];
-                        vd lapses = (pols[v] - d) * l;
-                        pv_pols[v] += pols[v] * df;
-                        pols[v] = pols[v] - d - lapses;
-                        d_y[t * PV + v] = d;
-                    }
-                }
-                for (uint32_t v = 0; v < PV; v++) pv_end[y - y0][v] = pv_pols[v];
+        uint32_t i0 = r_begin + order[run_first[r]];
+        uint64_t key = (uint64_t)(sex[i0] == SEX_F ? w->n_ages : 0) + (uint64_t)(age[i0] - w->min_age);
+        const double *d_key = deaths + key * 12 * years, *pv_key = pv_pols + key * years;
+        for (uint32_t k = run_first[r]; k < run_first[r] + run_len[r]; k += PL) {
+            uint32_t lanes = min_u32(PL, run_first[r] + run_len[r] - k), ends[PL];
+            vd acc[PV], sa_v[PV];
+            for (uint32_t l = 0; l < PL; l++) {
+                uint32_t i = r_begin + order[k + (l < lanes ? l : 0)];
+                LANE(sa_v, l) = sa[i];
+                LANE(acc, l) = 0.0;
+                ends[l] = l < lanes ? 12 * (uint32_t)term[i] : 0;
             }
-            /* each key's rows still running (horizon > c0: a prefix, longest first), PL at a time */
-            const double *dd = (const double *)deaths;
-            for (uint32_t j = 0; j < PL; j++) {
-                while (len[j] && 12 * (uint32_t)term[r_begin + order[first[j] + len[j] - 1]] <= c0) len[j]--;
-                for (uint32_t k = first[j]; k < first[j] + len[j]; k += PL) {
-                    uint32_t lanes = min_u32(PL, first[j] + len[j] - k), ends[PL];
-                    vd acc[PV], sa_v[PV];
-                    for (uint32_t l2 = 0; l2 < PL; l2++) {
-                        uint32_t i = r_begin + order[k + (l2 < lanes ? l2 : 0)];
-                        LANE(sa_v, l2) = sa[i];
-                        LANE(acc, l2) = claims[k + (l2 < lanes ? l2 : 0)];
-                        ends[l2] = l2 < lanes ? 12 * (uint32_t)term[i] : 0;
-                    }
-                    /* months [c0, c1), stopping at each lane's horizon (lanes: longest first) to take its premium */
-                    uint32_t t = c0, c1 = min_u32(12 * y1, ends[0]);
-                    for (uint32_t e = lanes; t < c1;) {
-                        while (e > 0 && ends[e - 1] <= t) e--;
-                        uint32_t stop = min_u32(c1, ends[e - 1]);
-                        prem_claims(acc, sa_v, dd + (t - c0) * PL + j, df0 + t, stop - t);
-                        t = stop;
-                        for (uint32_t l2 = e; l2 > 0 && ends[l2 - 1] == t; l2--) {
-                            double net = LANE(acc, l2 - 1) / LANE(pv_end[t / 12 - 1 - y0], j);
-                            prem_out[r_begin + order[k + l2 - 1]] = nearbyint(100.0 * ((1.0 + premium_loading) * net)) / 100.0;
-                        }
-                    }
-                    for (uint32_t l2 = 0; l2 < lanes; l2++) claims[k + l2] = LANE(acc, l2);
+            /* months from issue, stopping at each lane's horizon (lanes: longest first) for its premium */
+            for (uint32_t t = 0, e = lanes; t < ends[0];) {
+                while (e > 0 && ends[e - 1] <= t) e--;
+                prem_claims(acc, sa_v, d_key + t, df0 + t, ends[e - 1] - t);
+                t = ends[e - 1];
+                for (uint32_t l = e; l > 0 && ends[l - 1] == t; l--) {
+                    double net = LANE(acc, l - 1) / pv_key[t / 12 - 1];
+                    prem_out[r_begin + order[k + l - 1]] = nearbyint(100.0 * ((1.0 + premium_loading) * net)) / 100.0;
                 }
             }
         }
