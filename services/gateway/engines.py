@@ -104,6 +104,8 @@ class Engine:
     channel: aio.Channel
     stub: EngineServiceAsyncStub
     slots: int = 0
+    #: Worker threads its chunks' pieces are spread over (GetCapabilities.threads; 0: not said).
+    threads: int = 0
     semaphore: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     failures: int = 0
     down_until: float = 0.0
@@ -140,6 +142,12 @@ def median_slot_speed(engines: list[Engine], shape: SpeedShape) -> float:
     """The median slot speed for a job of ``shape`` over the engines that have finished a chunk
     of it (0: none yet), for the planner's chunk size."""
     return median_speed((e.speeds for e in engines), shape)
+
+
+def block_granule(engines: list[Engine]) -> int:
+    """Blocks a chunk is best sized in multiples of (`planner.guided_sizes`): the most worker
+    threads an engine has (1 when none said)."""
+    return max((e.threads for e in engines), default=1) or 1
 
 
 class EnginePool:
@@ -221,6 +229,7 @@ class EnginePool:
             return
         slots = max(1, int(caps.slots))
         engine.slots = slots
+        engine.threads = int(caps.threads)
         engine.memory_limit_bytes = int(caps.memory_limit_bytes)
         engine.max_scenarios = int(caps.max_scenarios)
         engine.build = EngineBuild(caps.engine_version, int(caps.abi_version))
@@ -234,6 +243,9 @@ class EnginePool:
     @property
     def total_slots(self) -> int:
         return sum(e.slots for e in self.engines())
+
+    def block_granule(self) -> int:
+        return block_granule(self.engines())
 
     def slot_steps_per_second(self, shape: SpeedShape) -> float:
         return median_slot_speed(self.engines(), shape)

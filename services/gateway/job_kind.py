@@ -43,13 +43,23 @@ class FullRun:
     #: The fold keeps each block's means (what a preview's sampling error is measured from).
     keeps_block_means = False
 
-    def plan(self, rows: int, *, slots: int, scenarios: int, chunk_blocks: int, slot_steps_per_second: float) -> Plan:
+    def plan(
+        self,
+        rows: int,
+        *,
+        slots: int,
+        scenarios: int,
+        chunk_blocks: int,
+        slot_steps_per_second: float,
+        granule: int = 1,
+    ) -> Plan:
         return plan(
             rows,
             slots=slots,
             scenarios=scenarios,
             chunk_blocks=chunk_blocks,
             slot_steps_per_second=slot_steps_per_second,
+            granule=granule,
         )
 
     def select(self, request: engine_service_pb2.RunChunkRequest, job_plan: Plan, first: int, count: int) -> None:
@@ -79,7 +89,16 @@ class Preview(FullRun):
     running_statistics = False
     keeps_block_means = True
 
-    def plan(self, rows: int, *, slots: int, scenarios: int, chunk_blocks: int, slot_steps_per_second: float) -> Plan:
+    def plan(
+        self,
+        rows: int,
+        *,
+        slots: int,
+        scenarios: int,
+        chunk_blocks: int,
+        slot_steps_per_second: float,
+        granule: int = 1,
+    ) -> Plan:
         return preview_plan(self.sample_rows)
 
     def select(self, request: engine_service_pb2.RunChunkRequest, job_plan: Plan, first: int, count: int) -> None:

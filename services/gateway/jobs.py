@@ -200,6 +200,7 @@ class JobManager:
             scenarios=params.count,
             chunk_blocks=int(spec.chunk_blocks),
             slot_steps_per_second=self.pool.slot_steps_per_second(speed_shape(spec.package_hash, params.count)),
+            granule=self.pool.block_granule(),
         )
 
         recorded = job_pb2.JobSpec()

@@ -79,26 +79,42 @@ def max_chunk_blocks(scenarios: int, slot_steps_per_second: float = 0.0) -> int:
     return max(1, int(steps // steps_per_block))
 
 
-def guided_sizes(blocks: int, slots: int, cap: int) -> list[int]:
+def guided_sizes(blocks: int, slots: int, cap: int, granule: int = 1) -> list[int]:
     """Chunk sizes covering ``blocks``: each ⌈remaining / (CHUNKS_PER_SLOT · slots)⌉ clamped to
     [floor, cap] (never more than remain), so the sizes never grow and the last ones are small.
     The floor, ⌈cap/4⌉, keeps the tail from a pipeline run per block; it drops to the equal
-    share for jobs too small to give every slot CHUNKS_PER_SLOT chunks of it."""
+    share for jobs too small to give every slot CHUNKS_PER_SLOT chunks of it.
+
+    Each size is then rounded up to a multiple of ``granule``, the engines' worker threads: an
+    engine computes a chunk's blocks on its K threads, one block each at a time, and waits for
+    the last before the next chunk starts, so a chunk of 11 blocks on 2 threads leaves one thread
+    idle for a block's time (at 1,000 scenarios ~85 ms), in every such chunk."""
     share = CHUNKS_PER_SLOT * max(1, slots)
     floor = max(1, min(-(-cap // 4), blocks // share))
+    step = max(1, granule)
     sizes: list[int] = []
     remaining = blocks
     while remaining > 0:
         size = min(remaining, cap, max(floor, -(-remaining // share)))
+        size = min(remaining, -(-size // step) * step)
         sizes.append(size)
         remaining -= size
     return sizes
 
 
-def plan(rows: int, *, slots: int, scenarios: int, chunk_blocks: int = 0, slot_steps_per_second: float = 0.0) -> Plan:
+def plan(
+    rows: int,
+    *,
+    slots: int,
+    scenarios: int,
+    chunk_blocks: int = 0,
+    slot_steps_per_second: float = 0.0,
+    granule: int = 1,
+) -> Plan:
     """Plan ``rows`` dataset rows over ``slots`` engine slots; ``chunk_blocks`` > 0 fixes the chunk
     size, else chunks shrink towards the end (guided_sizes) from a cap of about a second of a slot
-    at ``slot_steps_per_second`` (measured; 0: not yet). ``Plan.chunk_blocks`` is the largest."""
+    at ``slot_steps_per_second`` (measured; 0: not yet), in multiples of ``granule`` blocks (the
+    engines' threads). ``Plan.chunk_blocks`` is the largest."""
     if rows < 1:
         raise InvalidArgument(f"the dataset has no rows to value ({rows})")
     if chunk_blocks < 0:
@@ -107,7 +123,7 @@ def plan(rows: int, *, slots: int, scenarios: int, chunk_blocks: int = 0, slot_s
     if chunk_blocks:
         sizes = [min(chunk_blocks, blocks - b0) for b0 in range(0, blocks, chunk_blocks)]
     else:
-        sizes = guided_sizes(blocks, slots, max_chunk_blocks(scenarios, slot_steps_per_second))
+        sizes = guided_sizes(blocks, slots, max_chunk_blocks(scenarios, slot_steps_per_second), granule)
     chunks, first = [], 0
     for i, size in enumerate(sizes):
         chunks.append(Chunk(i, first, size))

@@ -25,7 +25,7 @@ from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.gateway.chunk_requests import ChunkRequests
 from services.gateway.config import DispatchConfig, JobConfig
 from services.gateway.dispatcher import Dispatcher
-from services.gateway.engines import Engine, median_slot_speed
+from services.gateway.engines import Engine, block_granule, median_slot_speed
 from services.gateway.fold import JobFold
 from services.gateway.inputs import DatasetInfo, Declaration, Validation
 from services.gateway.job_kind import FULL_RUN
@@ -169,6 +169,9 @@ class FakePool:
     @property
     def total_slots(self) -> int:
         return sum(e.slots for e in self._engines)
+
+    def block_granule(self) -> int:
+        return block_granule(self._engines)
 
     def slot_steps_per_second(self, shape: SpeedShape) -> float:
         return median_slot_speed(self._engines, shape)

@@ -7,13 +7,14 @@ import heapq
 
 import pytest
 
-from services.gateway.engines import Engine, median_slot_speed
+from services.gateway.engines import Engine, block_granule, median_slot_speed
 from services.gateway.planner import (
     CHUNKS_PER_SLOT,
     MONTHS_PER_POLICY,
     TARGET_CHUNK_SECONDS,
     TARGET_CHUNK_STEPS,
     choose_chunk_blocks,
+    guided_sizes,
     max_chunk_blocks,
     plan,
 )
@@ -145,3 +146,30 @@ def test_an_engine_remembers_a_bounded_number_of_shapes() -> None:
         speeds.observe(speed_shape(f"p{i}", 1), 100, 1.0)
     assert speeds.of(speed_shape("p0", 1)) == 0.0  # the oldest dropped
     assert speeds.of(speed_shape(f"p{SHAPES_KEPT + 9}", 1)) == 100.0
+
+
+@pytest.mark.parametrize(
+    ("blocks", "slots", "cap", "granule"),
+    [(98, 2, 11, 2), (98, 2, 8, 2), (782, 8, 40, 4), (99, 2, 11, 2), (5, 4, 16, 2)],
+)
+def test_chunks_are_multiples_of_the_engines_threads_but_the_last(
+    blocks: int, slots: int, cap: int, granule: int
+) -> None:
+    """An engine spreads a chunk's blocks over its threads and waits for the last: a chunk of 11
+    blocks on 2 threads leaves one idle for a block's time, so sizes go in multiples of the threads."""
+    sizes = guided_sizes(blocks, slots, cap, granule)
+    assert sum(sizes) == blocks
+    assert all(size % granule == 0 for size in sizes[:-1])
+    assert sizes == sorted(sizes, reverse=True)  # still never growing: the large chunks first
+    assert max(sizes) < cap + granule
+    ungrouped = guided_sizes(blocks, slots, cap)
+    assert len(sizes) <= len(ungrouped)
+    assert any(size % granule for size in ungrouped) or blocks % granule == 0  # the cases do need it
+
+
+def test_the_pool_plans_in_multiples_of_its_engines_most_threads() -> None:
+    engines = [Engine(address=f"e{i}", channel=None, stub=None, slots=2, threads=t) for i, t in enumerate((2, 4, 0))]  # type: ignore[arg-type]
+    assert block_granule(engines) == 4
+    assert block_granule([]) == 1
+    p = plan(100_000, slots=6, scenarios=1000, slot_steps_per_second=1.4e9, granule=4)
+    assert all(c.block_count % 4 == 0 for c in p.chunks[:-1]) and p.chunks[-1].end_block == p.blocks_total
