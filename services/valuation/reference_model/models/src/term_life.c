@@ -662,19 +662,31 @@ static void prem_schedules(LC_BASE_ARG const lc_ctx *c, const tl_layout *w) {
  * horizons with the key's Σ pols·DF0 there: for every row the operations, and so the bits, of
  * projecting it alone. */
 
-/* acc += (SA·deaths(t))·DF0(t) for `months` months (whole years), in month order. Its own
- * function: its few vectors stay in registers. */
-static __attribute__((noinline)) void prem_claims(vd acc_io[PV], const vd sa_v[PV], const double *restrict deaths,
-                                                  const double *restrict df, uint32_t months) {
+/* acc += (SA·deaths(t))·DF0(t) for `months` months (whole years), in month order, for the first
+ * `nv` vectors of rows (a key's last rows fill fewer than PV). Its own function: its few vectors
+ * stay in registers. */
+static inline __attribute__((always_inline)) void prem_claims_nv(vd *acc_io, const vd *sa_v, const double *restrict deaths,
+                                                                 const double *restrict df, uint32_t months, uint32_t nv) {
     vd acc[PV], s[PV];
-    for (uint32_t v = 0; v < PV; v++) acc[v] = acc_io[v], s[v] = sa_v[v];
+    for (uint32_t v = 0; v < nv; v++) acc[v] = acc_io[v], s[v] = sa_v[v];
     for (uint32_t t = 0; t < months; t += 4) /* 4 months a pass (as pl_months: fewer spills; 4 measured best) */
         _Pragma("clang loop unroll(full)") for (uint32_t m = 0; m < 4; m++) {
             double d = deaths[t + m], f = df[t + m];
-            for (uint32_t v = 0; v < PV; v++) acc[v] += s[v] * d * f;
+            for (uint32_t v = 0; v < nv; v++) acc[v] += s[v] * d * f;
         }
-    for (uint32_t v = 0; v < PV; v++) acc_io[v] = acc[v];
+    for (uint32_t v = 0; v < nv; v++) acc_io[v] = acc[v];
 }
+static __attribute__((noinline)) void prem_claims(vd *acc, const vd *sa_v, const double *restrict deaths,
+                                                  const double *restrict df, uint32_t months, uint32_t nv) {
+    _Static_assert(PV == 4, "prem_claims has a case per vector count");
+    switch (nv) {
+    case 1: prem_claims_nv(acc, sa_v, deaths, df, months, 1); break;
+    case 2: prem_claims_nv(acc, sa_v, deaths, df, months, 2); break;
+    case 3: prem_claims_nv(acc, sa_v, deaths, df, months, 3); break;
+    default: prem_claims_nv(acc, sa_v, deaths, df, months, 4); break;
+    }
+}
+
 static int32_t premiums(LC_BASE_ARG const lc_ctx *c, const tl_layout *w, uint32_t r_begin, uint32_t r_end) {
     const int32_t *age = col_age_at_entry(LC_BASE c);
     const int32_t *sex = col_sex(LC_BASE c);
@@ -736,7 +748,7 @@ static int32_t premiums(LC_BASE_ARG const lc_ctx *c, const tl_layout *w, uint32_
             /* months from issue, stopping at each lane's horizon (lanes: longest first) for its premium */
             for (uint32_t t = 0, e = lanes; t < ends[0];) {
                 while (e > 0 && ends[e - 1] <= t) e--;
-                prem_claims(acc, sa_v, d_key + t, df0 + t, ends[e - 1] - t);
+                prem_claims(acc, sa_v, d_key + t, df0 + t, ends[e - 1] - t, (e + VW - 1) / VW);
                 t = ends[e - 1];
                 for (uint32_t l = e; l > 0 && ends[l - 1] == t; l--) {
                     double net = LANE(acc, l - 1) / pv_key[t / 12 - 1];
