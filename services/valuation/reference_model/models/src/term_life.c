@@ -14,8 +14,9 @@
  *    policy years (q, l_base are constant in a year) and inside it over months with the LANES
  *    scenario states in registers: a few multiply-adds per policy·scenario·month.
  *    With fewer than LC_POLICY_LANES_BELOW scenarios most of those lanes would be empty, so
- *    the block runs in the policy layout instead (`run_block_policy_lanes`): per scenario, PL
- *    policies in the lanes, each lane doing the scalar arithmetic of `project` for its own policy.
+ *    the block runs in the policy layout instead (`run_block_policy_lanes`): PL policies in
+ *    the lanes, each lane doing the scalar arithmetic of `project` for its own policy, under
+ *    one scenario after the other.
  * Each (policy, scenario) value is computed by the same operations whatever the thread,
  * chunk, scenario grouping or layout, and a block partial is summed in row order: the results
  * are bit-identical for any split of blocks over threads and for either layout.
@@ -28,7 +29,7 @@
  *   disc         f64 [groups][n_months][LANES]  DF_s(t), scenario s = LANES·group + lane
  *   dlap         f64 [groups][n_months][LANES]  dl(t, s)
  *   premium_eff  f64 [n_rows]                the premium each row is valued with
- *   row_pv       f64 [n_rows][5]             policy layout only: each row's PVs under one scenario
+ *   row_pv       f64 [n_rows][5][n_scen]     policy layout only: each row's PVs (row_values' layout)
  *   prem_deaths  f64 [2·n_ages][Y·12]        computed premiums: deaths(t) of one policy per mortality row
  *   prem_pols    f64 [2·n_ages][Y]           and Σ_{t<12(y+1)} pols(t)·DF0(t), Y = ⌊n_months / 12⌋
  * with groups = ⌈n_scen / LANES⌉; lanes past n_scen hold DF 0, dl 1 and reach no output.
@@ -103,7 +104,7 @@ static int32_t layout(LC_BASE_ARG const lc_ctx *c, tl_layout *w) {
     w->dlap = at, at += w->groups * T * LANES * 8;
     w->premium_eff = at, at += align16((uint64_t)c->n_rows * 8);
     w->row_pv = at;
-    if (policy_layout(c)) at += (uint64_t)c->n_rows * LC_N_OUTPUTS * 8;
+    if (policy_layout(c)) at += (uint64_t)c->n_rows * LC_N_OUTPUTS * c->n_scen * 8;
     uint64_t keys = 2 * (uint64_t)w->n_ages, years = T / 12;
     w->prem_deaths = at, at += align16(keys * 12 * years * 8);
     w->prem_pols = at, at += align16(keys * years * 8);
@@ -396,8 +397,10 @@ static __attribute__((noinline)) void project_cash_flows(PROJECT_ARGS) { project
  * by (phase, issue, end) and packed PL at a time within a phase, so a group's lanes share their
  * year ends and mostly their start and end: a lane starts at the group's first month or on a
  * year end, and is captured (its five PVs written to row_pv) at its own end; outside
- * [issue, end) it is idle (q = l_base = 0) and reaches no output. The block partial is then
- * Σ row_pv over the block's rows in row order from +0.0, as `project` adds to acc.
+ * [issue, end) it is idle (q = l_base = 0) and reaches no output. A group's schedule (segments,
+ * each lane's q and l_base in each) is tabulated once and run under each scenario in turn. The
+ * block partial of scenario s is then Σ row_pv over the block's rows in row order from +0.0, as
+ * `project` adds to acc.
  */
 #ifndef LC_POLICY_VECTORS
 #define LC_POLICY_VECTORS 4 /* vectors of VW policies per group */
@@ -466,7 +469,8 @@ static inline void pl_months(pl_sums *m, const vd *p, const vd *plb, const vd *l
 
 /* Lane j's five PVs, as `project` ends: from its month sums and, for new business, the
  * acquisition expense discounted at its issue month. */
-static void pl_capture(const pl_inputs *in, const pl_lanes *L, const pl_sums *m, uint32_t j, const double *disc_s) {
+static void pl_capture(const pl_inputs *in, const pl_lanes *L, const pl_sums *m, uint32_t j, const double *disc_s,
+                       uint32_t s) {
     uint32_t i = L->row[j];
     double prem = in->prem[i], a0 = LANE(m->a0, j), a1 = LANE(m->a1, j);
     double acq_cf = L->dur[j] == 0 ? in->acq * in->count[i] : 0.0;
@@ -474,12 +478,12 @@ static void pl_capture(const pl_inputs *in, const pl_lanes *L, const pl_sums *m,
     double claims = in->sa[i] * LANE(m->cl, j);
     double expenses = LANE(m->ex, j) + acq_cf * disc_s[(uint64_t)L->start[j] * LANES];
     double commissions = in->comm_rate * prem * a0;
-    double *pv = in->row_pv + (uint64_t)i * LC_N_OUTPUTS;
-    pv[OUT_PREMIUMS] = premiums;
-    pv[OUT_CLAIMS] = claims;
-    pv[OUT_EXPENSES] = expenses;
-    pv[OUT_COMMISSIONS] = commissions;
-    pv[OUT_NET_CF] = premiums - claims - expenses - commissions;
+    double *pv = in->row_pv + (uint64_t)i * LC_N_OUTPUTS * in->N + s;
+    pv[OUT_PREMIUMS * in->N] = premiums;
+    pv[OUT_CLAIMS * in->N] = claims;
+    pv[OUT_EXPENSES * in->N] = expenses;
+    pv[OUT_COMMISSIONS * in->N] = commissions;
+    pv[OUT_NET_CF * in->N] = premiums - claims - expenses - commissions;
 }
 
 /* The month of a group's segment k: segment 0 starts at the group's first month, segment 1 at
@@ -487,41 +491,49 @@ static void pl_capture(const pl_inputs *in, const pl_lanes *L, const pl_sums *m,
 static inline uint32_t pl_month(uint32_t k, uint32_t first, uint32_t turn) { return k == 0 ? first : turn + 12 * (k - 1); }
 static inline uint32_t pl_segment(uint32_t tau, uint32_t first, uint32_t turn) { return tau == first ? 0 : (tau - turn) / 12 + 1; }
 
-/* The group's first `n` lanes (sorted by start) under one scenario, segment by segment (a
- * segment: months in which no lane's policy year turns). Each lane's q and l_base per segment
- * are tabulated first (0 outside its [start, end): it runs on, reaching no output, so the vector
- * arithmetic needs no mask); a lane is reset at its start and captured at its end. Its year-end
- * sums: a0 (first policy year) or a1 gets w_year; the other gets nothing or +0.0, which leaves
- * it as it was (a sum from +0.0 is never −0.0). */
-static void pl_group(const pl_inputs *in, const pl_lanes *L, uint32_t n, uint32_t phase, const double *disc_s,
-                     const double *dlap_s) {
+/* A group's schedule, the same under every scenario: its segments and, per segment, each lane's
+ * q and l_base and which lanes start, end or are in their first policy year there. */
+typedef struct pl_schedule {
     vd qt[PL_SEGMENTS][PV], lt[PL_SEGMENTS][PV];
     uint32_t starts[PL_SEGMENTS], ends[PL_SEGMENTS], firsts[PL_SEGMENTS], clamps[PL_SEGMENTS];
+    uint32_t first, turn, last, segments;
+} pl_schedule;
+
+static void pl_tabulate(const pl_inputs *in, const pl_lanes *L, uint32_t n, uint32_t phase, pl_schedule *g) {
     uint32_t first = L->start[0], last = 0, S = in->n_sel - 1;
     for (uint32_t j = 0; j < n; j++) last = L->end[j] > last ? L->end[j] : last;
     uint32_t to_phase = (phase + 12 - first % 12) % 12, turn = first + (to_phase ? to_phase : 12);
     uint32_t segments = pl_segment(last, first, turn);
+    g->first = first, g->turn = turn, g->last = last, g->segments = segments;
     for (uint32_t k = 0; k < segments; k++) {
-        starts[k] = ends[k] = firsts[k] = clamps[k] = 0;
-        for (uint32_t v = 0; v < PV; v++) qt[k][v] = lt[k][v] = (vd){0};
+        g->starts[k] = g->ends[k] = g->firsts[k] = g->clamps[k] = 0;
+        for (uint32_t v = 0; v < PV; v++) g->qt[k][v] = g->lt[k][v] = (vd){0};
     }
     for (uint32_t j = 0; j < n; j++) {
         uint32_t i = L->row[j], k0 = pl_segment(L->start[j], first, turn), k1 = pl_segment(L->end[j], first, turn);
         const double *q_row = in->q_mth + (in->sex[i] == SEX_F ? in->n_ages * in->n_sel : 0) +
                               (uint32_t)(in->age[i] - in->min_age) * in->n_sel;
         uint32_t y = L->dur[j] / 12;
-        starts[k0] |= 1u << j, ends[k1 - 1] |= 1u << j, firsts[k0] |= y == 0 ? 1u << j : 0;
+        g->starts[k0] |= 1u << j, g->ends[k1 - 1] |= 1u << j, g->firsts[k0] |= y == 0 ? 1u << j : 0;
         for (uint32_t k = k0; k < k1; k++, y++) {
             double lb = in->l_base[min_u32(y, in->n_lapse - 1)];
-            LANE(qt[k], j) = q_row[y * in->n_sel + min_u32(y, S)];
-            LANE(lt[k], j) = lb;
-            clamps[k] |= lb * in->hi <= 1.0 ? 0 : 1;
+            LANE(g->qt[k], j) = q_row[y * in->n_sel + min_u32(y, S)];
+            LANE(g->lt[k], j) = lb;
+            g->clamps[k] |= lb * in->hi <= 1.0 ? 0 : 1;
         }
     }
+}
+
+/* The group under scenario s, segment by segment, as pl_group describes (its own function: inlined
+ * in pl_group's scenario loop it ran 2 % slower at 1 scenario, 4 % at 7). */
+static __attribute__((noinline)) void pl_run(const pl_inputs *in, const pl_lanes *L, const pl_schedule *g, uint32_t s) {
+    uint64_t lane0 = (uint64_t)(s / LANES) * in->T * LANES + s % LANES;
+    const double *disc_s = in->disc + lane0, *dlap_s = in->dlap + lane0;
+    uint32_t first = g->first, turn = g->turn, last = g->last;
     pl_sums m;
     for (uint32_t v = 0; v < PV; v++) m.pols[v] = m.ex[v] = m.a0[v] = m.a1[v] = m.cl[v] = (vd){0};
-    for (uint32_t k = 0; k < segments; k++) {
-        for (uint32_t bits = starts[k]; bits; bits &= bits - 1) { /* as project: (vd){0} + count, sums +0.0 */
+    for (uint32_t k = 0; k < g->segments; k++) {
+        for (uint32_t bits = g->starts[k]; bits; bits &= bits - 1) { /* as project: (vd){0} + count, sums +0.0 */
             uint32_t j = (uint32_t)__builtin_ctz(bits);
             LANE(m.pols, j) = 0.0 + in->count[L->row[j]];
             LANE(m.ex, j) = LANE(m.a0, j) = LANE(m.a1, j) = LANE(m.cl, j) = 0.0;
@@ -529,25 +541,38 @@ static void pl_group(const pl_inputs *in, const pl_lanes *L, uint32_t n, uint32_
         vd p[PV], plb[PV];
         vi clamp[PV];
         for (uint32_t v = 0; v < PV; v++) {
-            p[v] = 1.0 - qt[k][v], plb[v] = p[v] * lt[k][v];
-            clamp[v] = ~(vi)(lt[k][v] * in->hi <= 1.0);
+            p[v] = 1.0 - g->qt[k][v], plb[v] = p[v] * g->lt[k][v];
+            clamp[v] = ~(vi)(g->lt[k][v] * in->hi <= 1.0);
         }
         uint32_t t0 = pl_month(k, first, turn), t1 = min_u32(last, pl_month(k + 1, first, turn));
-        if (!clamps[k]) pl_months(&m, p, plb, lt[k], clamp, disc_s, dlap_s, in->maint_infl, t0, t1, 0);
-        else pl_months(&m, p, plb, lt[k], clamp, disc_s, dlap_s, in->maint_infl, t0, t1, 1);
+        if (!g->clamps[k]) pl_months(&m, p, plb, g->lt[k], clamp, disc_s, dlap_s, in->maint_infl, t0, t1, 0);
+        else pl_months(&m, p, plb, g->lt[k], clamp, disc_s, dlap_s, in->maint_infl, t0, t1, 1);
         vi firstv[PV];
-        for (uint32_t j = 0; j < PL; j++) LANE(firstv, j) = firsts[k] >> j & 1 ? -1 : 0;
+        for (uint32_t j = 0; j < PL; j++) LANE(firstv, j) = g->firsts[k] >> j & 1 ? -1 : 0;
         for (uint32_t v = 0; v < PV; v++) {
-            m.cl[v] += qt[k][v] * m.wy[v];
-            if (firsts[k]) {
+            m.cl[v] += g->qt[k][v] * m.wy[v];
+            if (g->firsts[k]) {
                 m.a0[v] += (vd)((vi)m.wy[v] & firstv[v]);
                 m.a1[v] += (vd)((vi)m.wy[v] & ~firstv[v]);
             } else {
                 m.a1[v] += m.wy[v];
             }
         }
-        for (uint32_t bits = ends[k]; bits; bits &= bits - 1) pl_capture(in, L, &m, (uint32_t)__builtin_ctz(bits), disc_s);
+        for (uint32_t bits = g->ends[k]; bits; bits &= bits - 1)
+            pl_capture(in, L, &m, (uint32_t)__builtin_ctz(bits), disc_s, s);
     }
+}
+
+/* The group's first `n` lanes (sorted by start) under every scenario, segment by segment (a
+ * segment: months in which no lane's policy year turns). Each lane's q and l_base per segment
+ * are tabulated first, once for all scenarios (0 outside its [start, end): it runs on, reaching
+ * no output, so the vector arithmetic needs no mask); a lane is reset at its start and captured
+ * at its end. Its year-end sums: a0 (first policy year) or a1 gets w_year; the other gets nothing
+ * or +0.0, which leaves it as it was (a sum from +0.0 is never −0.0). */
+static void pl_group(const pl_inputs *in, const pl_lanes *L, uint32_t n, uint32_t phase) {
+    pl_schedule g; /* 8 KiB of a worker's 64 KiB stack */
+    pl_tabulate(in, L, n, phase, &g);
+    for (uint32_t s = 0; s < in->N; s++) pl_run(in, L, &g, s); /* one schedule for every scenario */
 }
 
 /* Sort keys (bits 10..55) in place, stably, by LSD radix on bytes; tmp is scratch. */
@@ -581,35 +606,36 @@ static void run_block_policy_lanes(const pl_inputs *in, uint32_t r0, uint32_t r1
     pl_sums zero; /* the sums of a row that matures at t = 0 */
     for (uint32_t v = 0; v < PV; v++)
         zero.pols[v] = zero.wy[v] = zero.ex[v] = zero.a0[v] = zero.a1[v] = zero.cl[v] = (vd){0};
-    for (uint32_t s = 0; s < in->N; s++) {
-        uint64_t lane0 = (uint64_t)(s / LANES) * in->T * LANES + s % LANES;
-        const double *disc_s = in->disc + lane0, *dlap_s = in->dlap + lane0;
-        for (uint32_t k = 0; k < n;) {
-            uint32_t phase = (uint32_t)(keys[k] >> 52), filled = 0;
-            for (; k < n && filled < PL && (uint32_t)(keys[k] >> 52) == phase; k++) {
-                uint32_t i = r0 + (uint32_t)(keys[k] & 1023), dur = in->dur[i] < 0 ? 0 : (uint32_t)in->dur[i];
-                uint32_t start = (uint32_t)(keys[k] >> 31) & 0x1FFFFF, end = (uint32_t)(keys[k] >> 10) & 0x1FFFFF;
-                L.row[filled] = i, L.dur[filled] = dur, L.start[filled] = start, L.end[filled] = end;
-                if (start == end) { /* matured at t = 0: project's PVs of no month */
-                    pl_capture(in, &L, &zero, filled, disc_s);
-                } else {
-                    filled++;
+    for (uint32_t k = 0; k < n;) {
+        uint32_t phase = (uint32_t)(keys[k] >> 52), filled = 0;
+        for (; k < n && filled < PL && (uint32_t)(keys[k] >> 52) == phase; k++) {
+            uint32_t i = r0 + (uint32_t)(keys[k] & 1023), dur = in->dur[i] < 0 ? 0 : (uint32_t)in->dur[i];
+            uint32_t start = (uint32_t)(keys[k] >> 31) & 0x1FFFFF, end = (uint32_t)(keys[k] >> 10) & 0x1FFFFF;
+            L.row[filled] = i, L.dur[filled] = dur, L.start[filled] = start, L.end[filled] = end;
+            if (start == end) { /* matured at t = 0: project's PVs of no month */
+                for (uint32_t s = 0; s < in->N; s++) {
+                    uint64_t lane0 = (uint64_t)(s / LANES) * in->T * LANES + s % LANES;
+                    pl_capture(in, &L, &zero, filled, in->disc + lane0, s);
                 }
+            } else {
+                filled++;
             }
-            for (uint32_t j = filled; j < PL; j++) L.start[j] = L.end[j] = UINT32_MAX;
-            if (filled) pl_group(in, &L, filled, phase, disc_s, dlap_s);
         }
+        for (uint32_t j = filled; j < PL; j++) L.start[j] = L.end[j] = UINT32_MAX;
+        if (filled) pl_group(in, &L, filled, phase);
+    }
+    uint64_t N = in->N;
+    const double *pv = in->row_pv + (uint64_t)r0 * LC_N_OUTPUTS * N;
+    for (uint32_t s = 0; s < N; s++)
         for (uint32_t k = 0; k < LC_N_OUTPUTS; k++) {
             double acc = 0.0;
-            for (uint32_t i = r0; i < r1; i++) acc += in->row_pv[(uint64_t)i * LC_N_OUTPUTS + k];
-            out[(uint64_t)k * in->N + s] = acc;
+            for (uint32_t i = 0; i < n; i++) acc += pv[((uint64_t)i * LC_N_OUTPUTS + k) * N + s];
+            out[k * N + s] = acc;
         }
-        if (in->rv)
-            for (uint32_t i = r0; i < r1; i++)
-                for (uint32_t k = 0; k < LC_N_OUTPUTS; k++)
-                    in->rv[((uint64_t)i * LC_N_OUTPUTS + k) * in->N + s] = in->row_pv[(uint64_t)i * LC_N_OUTPUTS + k];
-    }
+    if (in->rv) /* row values: the same layout */
+        for (uint64_t x = 0; x < (uint64_t)n * LC_N_OUTPUTS * N; x++) in->rv[(uint64_t)r0 * LC_N_OUTPUTS * N + x] = pv[x];
 }
+
 
 /* The schedules computed premiums value rows on (see `premiums`): per mortality row k = f·n_ages + a
  * (sex f, attained age row a at issue), one policy from issue on the base curve with dl ≡ 1:
