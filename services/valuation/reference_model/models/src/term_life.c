@@ -547,16 +547,16 @@ static __attribute__((noinline)) void pl_run(const pl_inputs *in, const pl_lanes
         uint32_t t0 = pl_month(k, first, turn), t1 = min_u32(last, pl_month(k + 1, first, turn));
         if (!g->clamps[k]) pl_months(&m, p, plb, g->lt[k], clamp, disc_s, dlap_s, in->maint_infl, t0, t1, 0);
         else pl_months(&m, p, plb, g->lt[k], clamp, disc_s, dlap_s, in->maint_infl, t0, t1, 1);
-        vi firstv[PV];
-        for (uint32_t j = 0; j < PL; j++) LANE(firstv, j) = g->firsts[k] >> j & 1 ? -1 : 0;
-        for (uint32_t v = 0; v < PV; v++) {
-            m.cl[v] += g->qt[k][v] * m.wy[v];
-            if (g->firsts[k]) {
-                m.a0[v] += (vd)((vi)m.wy[v] & firstv[v]);
-                m.a1[v] += (vd)((vi)m.wy[v] & ~firstv[v]);
-            } else {
-                m.a1[v] += m.wy[v];
+        for (uint32_t v = 0; v < PV; v++) m.cl[v] += g->qt[k][v] * m.wy[v];
+        if (g->firsts[k]) {
+            for (uint32_t v = 0; v < PV; v++) {
+                vi fm;
+                for (uint32_t l = 0; l < VW; l++) fm[l] = -(int64_t)(g->firsts[k] >> (v * VW + l) & 1);
+                m.a0[v] += (vd)((vi)m.wy[v] & fm);
+                m.a1[v] += (vd)((vi)m.wy[v] & ~fm);
             }
+        } else {
+            for (uint32_t v = 0; v < PV; v++) m.a1[v] += m.wy[v];
         }
         for (uint32_t bits = g->ends[k]; bits; bits &= bits - 1)
             pl_capture(in, L, &m, (uint32_t)__builtin_ctz(bits), disc_s, s);
@@ -577,10 +577,12 @@ static void pl_group(const pl_inputs *in, const pl_lanes *L, uint32_t n, uint32_
 
 /* Sort keys (bits 10..55) in place, stably, by LSD radix on bytes; tmp is scratch. */
 static void sort_keys(uint64_t *keys, uint64_t *tmp, uint32_t n) {
+    uint64_t any = 0, all = ~(uint64_t)0;
+    for (uint32_t i = 0; i < n; i++) any |= keys[i], all &= keys[i];
     for (uint32_t shift = 10; shift < 56; shift += 8) {
+        if (!((any ^ all) >> shift & 255)) continue; /* one digit: nothing to move */
         uint32_t hist[256] = {0};
         for (uint32_t i = 0; i < n; i++) hist[(keys[i] >> shift) & 255]++;
-        if (hist[(keys[0] >> shift) & 255] == n) continue; /* one digit: nothing to move */
         uint32_t at = 0;
         for (uint32_t b = 0; b < 256; b++) {
             uint32_t h = hist[b];
@@ -626,12 +628,12 @@ static void run_block_policy_lanes(const pl_inputs *in, uint32_t r0, uint32_t r1
     }
     uint64_t N = in->N;
     const double *pv = in->row_pv + (uint64_t)r0 * LC_N_OUTPUTS * N;
-    for (uint32_t s = 0; s < N; s++)
-        for (uint32_t k = 0; k < LC_N_OUTPUTS; k++) {
-            double acc = 0.0;
-            for (uint32_t i = 0; i < n; i++) acc += pv[((uint64_t)i * LC_N_OUTPUTS + k) * N + s];
-            out[k * N + s] = acc;
-        }
+    for (uint32_t s = 0; s < N; s++) {
+        double acc[LC_N_OUTPUTS] = {0.0, 0.0, 0.0, 0.0, 0.0}; /* the five sums in one pass, each in row order */
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t k = 0; k < LC_N_OUTPUTS; k++) acc[k] += pv[((uint64_t)i * LC_N_OUTPUTS + k) * N + s];
+        for (uint32_t k = 0; k < LC_N_OUTPUTS; k++) out[k * N + s] = acc[k];
+    }
     if (in->rv) /* row values: the same layout */
         for (uint64_t x = 0; x < (uint64_t)n * LC_N_OUTPUTS * N; x++) in->rv[(uint64_t)r0 * LC_N_OUTPUTS * N + x] = pv[x];
 }
