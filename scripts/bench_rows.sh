@@ -20,8 +20,10 @@ for side in after before; do
   tree=$root
   if [ "$side" = before ]; then tree=$work/before; fi
   echo "running $side ($([ "$side" = before ] && echo "$rev" || echo "this tree")) ..." >&2
-  # the services (and the processes the bench starts) import from the tree on PYTHONPATH
-  PYTHONPATH="$tree:$tree/gen" "$py" -m services.cli "${args[@]}" >"$work/$side.json"
+  # the services (and the processes the bench starts) import from the tree on PYTHONPATH; run
+  # from inside it, because `python -m` puts the working directory first on sys.path, so from the
+  # repository's root the "before" side would import this tree's code
+  (cd "$tree" && PYTHONPATH="$tree" "$py" -m services.cli "${args[@]}") >"$work/$side.json"
 done
 "$py" - "$work/after.json" "$work/before.json" "$rev" <<'EOF'
 import json
