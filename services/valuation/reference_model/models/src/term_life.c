@@ -385,10 +385,10 @@ static __attribute__((noinline)) void project_values(PROJECT_ARGS) { project(PRO
 static __attribute__((noinline)) void project_cash_flows(PROJECT_ARGS) { project(PROJECT_CALL, 1); }
 
 /*
- * The policy layout, for runs with fewer scenarios than LC_POLICY_LANES_BELOW: per scenario, PL
- * policies of a block in the lanes. Each lane repeats `project` for its own policy, operation
- * for operation: the same per-year q, l_base and clamp test (the clamped or unclamped factor
- * chosen per lane), the same month sums, the same five PVs from them. Only the schedule
+ * The policy layout, for runs with fewer scenarios than LC_POLICY_LANES_BELOW: PL policies of a
+ * block in the lanes, under one scenario after another. Each lane repeats `project` for its own
+ * policy, operation for operation: the same per-year q, l_base and clamp test (the clamped or
+ * unclamped factor chosen per lane), the same month sums, the same five PVs from them. Only the schedule
  * differs: lanes step through calendar months τ of the scenario tables (τ = issue + t), so
  * disc, dlap and maint_infl are one broadcast per month, even for future new business.
  *
