@@ -80,6 +80,17 @@ def piece_blocks_for(configured: int, scenarios: int) -> int:
     return max(configured, min(grown, MAX_PIECE_BLOCKS))
 
 
+def piece_ranges(first: int, last: int, step: int, *, lead: int = 0) -> list[tuple[int, int]]:
+    """Blocks [first, last) in pieces of ``step``; with ``lead`` > 0 the first piece holds only
+    ``lead`` blocks (one per worker thread). The engine does so for a job's first chunk (the one
+    from block 0): its first partials, and so the client's first progress with work done, then
+    come after one block's time rather than a whole piece's (at 1,000 scenarios a piece of 8
+    blocks on 2 threads is ~0.35 s), for one more pipeline run in the job."""
+    if 0 < lead < step and last - first > lead:
+        return [(first, first + lead), *piece_ranges(first + lead, last, step)]
+    return [(b, min(b + step, last)) for b in range(first, last, step)]
+
+
 @dataclass(frozen=True)
 class ChunkWork:
     """What a chunk computes: blocks [first_block, first_block + block_count), or a sample."""
@@ -252,7 +263,8 @@ class ChunkRunner:
             if work.detail is not None:
                 outputs = len(package.interface.outputs)
                 step = detail_piece_blocks(work.detail, outputs=outputs, run_scenarios=work.run_scenarios, usual=step)
-            pieces = [(b, min(b + step, last)) for b in range(first, last, step)]
+            lead = self.pool.threads if first == 0 and work.detail is None else 0
+            pieces = piece_ranges(first, last, step, lead=lead)
             total_blocks = count
         yield _progress(0, total_blocks, 0)
         queue: asyncio.Queue[_Piece | BaseException] = asyncio.Queue(maxsize=1)

@@ -1,7 +1,8 @@
 """A running job's reports: coalesced progress, running statistics and fold checkpoints.
 
 Progress goes out when the fold passes the last block reported (and when a wait for an engine
-starts, ends, and about every second it lasts), running statistics about every
+starts, ends, and about every second it lasts), at most every `progress_seconds` once the first
+blocks are reported, which go out within `FIRST_PROGRESS_POLL_SECONDS` of their fold, running statistics about every
 `statistics_seconds` and once more, exact, just before the progress event that reports the fold
 complete (so the last running mean a client shows is the result's mean), and the fold is
 checkpointed at most every `checkpoint_seconds`, in one transaction with the progress event
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Final
 
 from livecalc.gateway.v1 import job_pb2
 from services.gateway.config import JobConfig
@@ -24,6 +26,9 @@ from services.gateway.live_job import LiveJob
 from services.gateway.results import running_statistics
 from services.gateway.store import Checkpoint, JobStore, PassTotal
 from services.gateway.store_writer import Written
+
+#: How often a running job is looked at until its first blocks are reported.
+FIRST_PROGRESS_POLL_SECONDS: Final = 0.02
 
 
 class JobReporter:
@@ -145,7 +150,11 @@ class JobReporter:
         cfg = self.config
         next_stats = time.monotonic() + cfg.statistics_seconds
         while True:
-            await asyncio.sleep(cfg.progress_seconds)
+            # until blocks are first reported, look often: the first work done is news at once
+            # (a client sees the job move after a block's time, not a tick later); then coalesced
+            first = live.reported_blocks <= 0
+            pause = cfg.progress_seconds
+            await asyncio.sleep(min(FIRST_PROGRESS_POLL_SECONDS, pause) if first else pause)
             fold = live.fold
             if fold is None or live.outputs is None:
                 continue
