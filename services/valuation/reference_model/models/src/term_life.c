@@ -467,23 +467,12 @@ static inline void pl_months(pl_sums *m, const vd *p, const vd *plb, const vd *l
     for (uint32_t v = 0; v < PV; v++) m->pols[v] = pols[v], m->wy[v] = wy[v], m->ex[v] = ex[v];
 }
 
-/* Lane j's five PVs, as `project` ends: from its month sums and, for new business, the
- * acquisition expense discounted at its issue month. */
-static void pl_capture(const pl_inputs *in, const pl_lanes *L, const pl_sums *m, uint32_t j, const double *disc_s,
-                       uint32_t s) {
-    uint32_t i = L->row[j];
-    double prem = in->prem[i], a0 = LANE(m->a0, j), a1 = LANE(m->a1, j);
-    double acq_cf = L->dur[j] == 0 ? in->acq * in->count[i] : 0.0;
-    double premiums = prem * (a0 + a1);
-    double claims = in->sa[i] * LANE(m->cl, j);
-    double expenses = LANE(m->ex, j) + acq_cf * disc_s[(uint64_t)L->start[j] * LANES];
-    double commissions = in->comm_rate * prem * a0;
-    double *pv = in->row_pv + (uint64_t)i * LC_N_OUTPUTS * in->N + s;
-    pv[OUT_PREMIUMS * in->N] = premiums;
-    pv[OUT_CLAIMS * in->N] = claims;
-    pv[OUT_EXPENSES * in->N] = expenses;
-    pv[OUT_COMMISSIONS * in->N] = commissions;
-    pv[OUT_NET_CF * in->N] = premiums - claims - expenses - commissions;
+/* Lane j's month sums at its end (a0, a1, cl, ex, in its row's first four row_pv slots of scenario
+ * s): `pl_values` makes its five PVs of them once the block's groups have run. */
+static inline void pl_keep(const pl_inputs *in, const pl_lanes *L, const pl_sums *m, uint32_t j, uint32_t s) {
+    double *kept = in->row_pv + (uint64_t)L->row[j] * LC_N_OUTPUTS * in->N + s;
+    kept[0] = LANE(m->a0, j), kept[in->N] = LANE(m->a1, j), kept[2 * (uint64_t)in->N] = LANE(m->cl, j);
+    kept[3 * (uint64_t)in->N] = LANE(m->ex, j);
 }
 
 /* The month of a group's segment k: segment 0 starts at the group's first month, segment 1 at
@@ -559,7 +548,7 @@ static __attribute__((noinline)) void pl_run(const pl_inputs *in, const pl_lanes
             for (uint32_t v = 0; v < PV; v++) m.a1[v] += m.wy[v];
         }
         for (uint32_t bits = g->ends[k]; bits; bits &= bits - 1)
-            pl_capture(in, L, &m, (uint32_t)__builtin_ctz(bits), disc_s, s);
+            pl_keep(in, L, &m, (uint32_t)__builtin_ctz(bits), s);
     }
 }
 
@@ -614,11 +603,8 @@ static void run_block_policy_lanes(const pl_inputs *in, uint32_t r0, uint32_t r1
             uint32_t i = r0 + (uint32_t)(keys[k] & 1023), dur = in->dur[i] < 0 ? 0 : (uint32_t)in->dur[i];
             uint32_t start = (uint32_t)(keys[k] >> 31) & 0x1FFFFF, end = (uint32_t)(keys[k] >> 10) & 0x1FFFFF;
             L.row[filled] = i, L.dur[filled] = dur, L.start[filled] = start, L.end[filled] = end;
-            if (start == end) { /* matured at t = 0: project's PVs of no month */
-                for (uint32_t s = 0; s < in->N; s++) {
-                    uint64_t lane0 = (uint64_t)(s / LANES) * in->T * LANES + s % LANES;
-                    pl_capture(in, &L, &zero, filled, in->disc + lane0, s);
-                }
+            if (start == end) { /* matured at t = 0: project's sums of no month */
+                for (uint32_t s = 0; s < in->N; s++) pl_keep(in, &L, &zero, filled, s);
             } else {
                 filled++;
             }
@@ -627,11 +613,28 @@ static void run_block_policy_lanes(const pl_inputs *in, uint32_t r0, uint32_t r1
         if (filled) pl_group(in, &L, filled, phase);
     }
     uint64_t N = in->N;
-    const double *pv = in->row_pv + (uint64_t)r0 * LC_N_OUTPUTS * N;
+    double *pv = in->row_pv + (uint64_t)r0 * LC_N_OUTPUTS * N;
     for (uint32_t s = 0; s < N; s++) {
-        double acc[LC_N_OUTPUTS] = {0.0, 0.0, 0.0, 0.0, 0.0}; /* the five sums in one pass, each in row order */
-        for (uint32_t i = 0; i < n; i++)
-            for (uint32_t k = 0; k < LC_N_OUTPUTS; k++) acc[k] += pv[((uint64_t)i * LC_N_OUTPUTS + k) * N + s];
+        /* each row's five PVs from its kept sums, as `project` ends (new business: the acquisition
+         * expense discounted at its issue month), and the five block sums, each in row order */
+        const double *disc_s = in->disc + (uint64_t)(s / LANES) * in->T * LANES + s % LANES;
+        double acc[LC_N_OUTPUTS] = {0.0, 0.0, 0.0, 0.0, 0.0};
+        for (uint32_t r = 0; r < n; r++) {
+            uint32_t i = r0 + r;
+            int32_t dur = in->dur[i];
+            double *x = pv + (uint64_t)r * LC_N_OUTPUTS * N + s;
+            double a0 = x[0], a1 = x[N], cl = x[2 * N], ex = x[3 * N], prem = in->prem[i];
+            double acq_cf = dur <= 0 ? in->acq * in->count[i] : 0.0;
+            double premiums = prem * (a0 + a1);
+            double claims = in->sa[i] * cl;
+            double expenses = ex + acq_cf * disc_s[(uint64_t)(dur < 0 ? -dur : 0) * LANES];
+            double commissions = in->comm_rate * prem * a0;
+            double net = premiums - claims - expenses - commissions;
+            x[OUT_PREMIUMS * N] = premiums, x[OUT_CLAIMS * N] = claims, x[OUT_EXPENSES * N] = expenses;
+            x[OUT_COMMISSIONS * N] = commissions, x[OUT_NET_CF * N] = net;
+            acc[OUT_PREMIUMS] += premiums, acc[OUT_CLAIMS] += claims, acc[OUT_EXPENSES] += expenses;
+            acc[OUT_COMMISSIONS] += commissions, acc[OUT_NET_CF] += net;
+        }
         for (uint32_t k = 0; k < LC_N_OUTPUTS; k++) out[k * N + s] = acc[k];
     }
     if (in->rv) /* row values: the same layout */
