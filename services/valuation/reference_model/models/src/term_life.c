@@ -396,11 +396,11 @@ static __attribute__((noinline)) void project_cash_flows(PROJECT_ARGS) { project
  * (issue − dur) mod 12, and it matures (end = issue + M) on one. The block's rows are sorted
  * by (phase, issue, end) and packed PL at a time within a phase, so a group's lanes share their
  * year ends and mostly their start and end: a lane starts at the group's first month or on a
- * year end, and is captured (its five PVs written to row_pv) at its own end; outside
- * [issue, end) it is idle (q = l_base = 0) and reaches no output. A group's schedule (segments,
- * each lane's q and l_base in each) is tabulated once and run under each scenario in turn. The
- * block partial of scenario s is then Σ row_pv over the block's rows in row order from +0.0, as
- * `project` adds to acc.
+ * year end, and its month sums are kept (in row_pv) at its own end; outside [issue, end) it
+ * is idle (q = l_base = 0) and reaches no output. A group's schedule (segments, each lane's q
+ * and l_base in each) is tabulated once and run under each scenario in turn. Then, in row order,
+ * each row's five PVs are made from its kept sums as `project` ends, and the block partial of
+ * scenario s is their sum over the block's rows from +0.0, as `project` adds to acc.
  */
 #ifndef LC_POLICY_VECTORS
 #define LC_POLICY_VECTORS 4 /* vectors of VW policies per group */
@@ -468,7 +468,7 @@ static inline void pl_months(pl_sums *m, const vd *p, const vd *plb, const vd *l
 }
 
 /* Lane j's month sums at its end (a0, a1, cl, ex, in its row's first four row_pv slots of scenario
- * s): `pl_values` makes its five PVs of them once the block's groups have run. */
+ * s): run_block_policy_lanes makes its five PVs of them once the block's groups have run. */
 static inline void pl_keep(const pl_inputs *in, const pl_lanes *L, const pl_sums *m, uint32_t j, uint32_t s) {
     double *kept = in->row_pv + (uint64_t)L->row[j] * LC_N_OUTPUTS * in->N + s;
     kept[0] = LANE(m->a0, j), kept[in->N] = LANE(m->a1, j), kept[2 * (uint64_t)in->N] = LANE(m->cl, j);
@@ -555,8 +555,8 @@ static __attribute__((noinline)) void pl_run(const pl_inputs *in, const pl_lanes
 /* The group's first `n` lanes (sorted by start) under every scenario, segment by segment (a
  * segment: months in which no lane's policy year turns). Each lane's q and l_base per segment
  * are tabulated first, once for all scenarios (0 outside its [start, end): it runs on, reaching
- * no output, so the vector arithmetic needs no mask); a lane is reset at its start and captured
- * at its end. Its year-end sums: a0 (first policy year) or a1 gets w_year; the other gets nothing
+ * no output, so the vector arithmetic needs no mask); a lane is reset at its start and its sums
+ * are kept at its end. Its year-end sums: a0 (first policy year) or a1 gets w_year; the other gets nothing
  * or +0.0, which leaves it as it was (a sum from +0.0 is never −0.0). */
 static void pl_group(const pl_inputs *in, const pl_lanes *L, uint32_t n, uint32_t phase) {
     pl_schedule g; /* 8 KiB of a worker's 64 KiB stack */
