@@ -168,9 +168,15 @@ class _Piece:
 class RowSource(Protocol):
     """Reads a chunk's rows (`services.engine.row_reader.RowReader`, or a fake in tests)."""
 
-    async def read(self, dataset_id: str, version: str, start_row: int, end_row: int) -> pa.Table: ...
+    async def read(
+        self, dataset_id: str, version: str, start_row: int, end_row: int, *, columns: Sequence[str] = ()
+    ) -> pa.Table:
+        """Rows [start_row, end_row): only ``columns`` (those the dataset has) when some are named."""
+        ...
 
-    async def sample(self, dataset_id: str, version: str, n: int, seed: int) -> Sample: ...
+    async def sample(self, dataset_id: str, version: str, n: int, seed: int, *, columns: Sequence[str] = ()) -> Sample:
+        """A seeded sample of n rows: only ``columns`` (those the dataset has) when some are named."""
+        ...
 
 
 def records_at(table: pa.Table, package: LoadedPackage, row_of: Callable[[int], int]) -> Records:
@@ -372,7 +378,9 @@ class ChunkRunner:
     ) -> None:
         try:
             if work.is_sample:
-                sample = await rows.sample(work.dataset_id, work.dataset_version, work.sample_n, work.sample_seed)
+                declared = [c.name for c in package.interface.columns]
+                sample = await rows.sample(work.dataset_id, work.dataset_version, work.sample_n, work.sample_seed,
+                                           columns=declared)  # fmt: skip
                 numbers = sample.rows
                 records = await asyncio.to_thread(records_at, sample.table, package, lambda r: int(numbers[r]))
                 if not work.sample_groups:
@@ -405,9 +413,12 @@ class ChunkRunner:
         if not spans:
             return
 
+        # the declared columns only: a dataset may carry columns no model reads (notes, spec ids)
+        declared = [c.name for c in package.interface.columns]
+
         def read(i: int) -> asyncio.Future[pa.Table]:
             _, start, end = spans[i]
-            return asyncio.ensure_future(rows.read(work.dataset_id, work.dataset_version, start, end))
+            return asyncio.ensure_future(rows.read(work.dataset_id, work.dataset_version, start, end, columns=declared))
 
         ahead = read(0)
         try:

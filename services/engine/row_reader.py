@@ -123,6 +123,7 @@ class RowReader:
         )
         self._stub = data_service_pb2_grpc.DataServiceStub(self._channel)
         self._rows: dict[tuple[str, str, str], int] = {}
+        self._columns: dict[tuple[str, str, str], tuple[str, ...]] = {}
 
     def acting_for(self, tenant: str) -> TenantRows:
         """This reader reading ``tenant``'s datasets (a job's; '' with auth off)."""
@@ -151,7 +152,18 @@ class RowReader:
             )
         if version:
             self._rows[key] = int(found.row_count)
+            self._columns[key] = tuple(c.name for c in found.columns)
         return int(found.row_count)
+
+    async def present(self, dataset_id: str, version: str, wanted: Sequence[str], *, tenant: str = "") -> list[str]:
+        """The columns of ``wanted`` the dataset at ``version`` has, in the dataset's order; all of
+        its columns ([]) when it has none of them (the row checks then name what is missing) or
+        when there is no version to remember its columns by."""
+        key = (tenant, dataset_id, version)
+        if key not in self._columns:
+            await self.row_count(dataset_id, version, tenant=tenant)
+        asked = set(wanted)
+        return [c for c in self._columns.get(key, ()) if c in asked]
 
     async def read(
         self,
@@ -209,9 +221,12 @@ class RowReader:
             return pa.table({})
         return pa.Table.from_batches(batches, schema)
 
-    async def sample(self, dataset_id: str, version: str, n: int, seed: int, *, tenant: str = "") -> Sample:
-        """A seeded sample of n rows (SampleRows), as a table in sample order."""
-        request = data_service_pb2.SampleRowsRequest(dataset_id=dataset_id, n=n, seed=seed)
+    async def sample(
+        self, dataset_id: str, version: str, n: int, seed: int, *, tenant: str = "", columns: Sequence[str] = ()
+    ) -> Sample:
+        """A seeded sample of n rows (SampleRows), as a table in sample order (only ``columns``
+        when some are named)."""
+        request = data_service_pb2.SampleRowsRequest(dataset_id=dataset_id, n=n, seed=seed, columns=list(columns))
         answer = await self._unary(
             lambda: self._stub.SampleRows(
                 request, timeout=READ_TIMEOUT_SECONDS, metadata=self.credentials.metadata(tenant)
@@ -222,13 +237,13 @@ class RowReader:
             raise FailedPrecondition(
                 f"dataset {dataset_id!r} changed: version {answer.version}, the job needs {version}"
             )
-        columns: dict[str, list[Any]] = {c.name: [] for c in answer.columns}
+        cells: dict[str, list[Any]] = {c.name: [] for c in answer.columns}
         names = [c.name for c in answer.columns]
         for row in answer.rows:
             for name, cell in zip(names, row.cells, strict=True):
                 kind = cell.WhichOneof("value")
-                columns[name].append(None if kind is None else getattr(cell, kind))
-        arrays = {c.name: pa.array(columns[c.name], type=_ARROW_TYPES.get(c.type, pa.string())) for c in answer.columns}
+                cells[name].append(None if kind is None else getattr(cell, kind))
+        arrays = {c.name: pa.array(cells[c.name], type=_ARROW_TYPES.get(c.type, pa.string())) for c in answer.columns}
         rows = np.array([r.row for r in answer.rows], dtype=np.int64)
         return Sample(pa.table(arrays), rows, int(answer.dataset_row_count))
 
@@ -261,10 +276,18 @@ class TenantRows:
     async def read(
         self, dataset_id: str, version: str, start_row: int, end_row: int, *, columns: Sequence[str] = ()
     ) -> pa.Table:
+        """Rows [start_row, end_row); with ``columns``, only those of them the dataset has (a
+        model's optional column may be absent), so columns no model reads are neither read from
+        storage nor sent."""
+        if columns:
+            columns = await self.reader.present(dataset_id, version, columns, tenant=self.tenant)
         return await self.reader.read(dataset_id, version, start_row, end_row, tenant=self.tenant, columns=columns)
 
-    async def sample(self, dataset_id: str, version: str, n: int, seed: int) -> Sample:
-        return await self.reader.sample(dataset_id, version, n, seed, tenant=self.tenant)
+    async def sample(self, dataset_id: str, version: str, n: int, seed: int, *, columns: Sequence[str] = ()) -> Sample:
+        """A seeded sample; with ``columns``, only those of them the dataset has (as `read`)."""
+        if columns:
+            columns = await self.reader.present(dataset_id, version, columns, tenant=self.tenant)
+        return await self.reader.sample(dataset_id, version, n, seed, tenant=self.tenant, columns=columns)
 
 
 def _read_error(exc: grpc.RpcError, dataset_id: str, address: str) -> LivecalcError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -101,10 +101,12 @@ class Rows:
     async def row_count(self, dataset_id: str, version: str) -> int:
         return int(self.table.num_rows)
 
-    async def read(self, dataset_id: str, version: str, start_row: int, end_row: int) -> pa.Table:
+    async def read(
+        self, dataset_id: str, version: str, start_row: int, end_row: int, *, columns: Sequence[str] = ()
+    ) -> pa.Table:
         return self.table.slice(start_row, end_row - start_row)
 
-    async def sample(self, dataset_id: str, version: str, n: int, seed: int) -> Sample:
+    async def sample(self, dataset_id: str, version: str, n: int, seed: int, *, columns: Sequence[str] = ()) -> Sample:
         raise NotImplementedError
 
 
