@@ -48,6 +48,7 @@ import pyarrow as pa
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from services.common.errors import Internal, InvalidArgument
 from services.engine.chunk_detail import DetailAsk, cash_flow_message, detail_piece_blocks, row_value_messages
+from services.engine.generated_scenarios import GeneratedScenarios
 from services.engine.metrics import EngineMetrics
 from services.engine.non_finite import is_finite, locate
 from services.engine.package_loader import LoadedPackage
@@ -237,6 +238,14 @@ class ChunkRunner:
         self.piece_blocks = max(1, piece_blocks)
         self._gate = asyncio.Lock()
         self._on_speed = on_speed
+        #: Scenarios the generator made for a run, given to the next runs of the same job's scenarios.
+        self.generated = GeneratedScenarios()
+
+    def _keep_generated(self, package: LoadedPackage, work: ChunkWork, result: PipelineResult) -> None:
+        names = [s.name for s in package.interface.scenario_inputs]
+        made = {n: result.buffers[n] for n in names if n in result.buffers}
+        if names and len(made) == len(names):
+            self.generated.keep(package.package_hash, work.scenarios, made)
 
     async def run(
         self,
@@ -291,8 +300,13 @@ class ChunkRunner:
                         given.check_covers(item.records, item.row_of)
                     window = slice(work.first_scenario, work.scenarios.count)
                     data = {k: a[window] for k, a in given.arrays.items()} if given else None
+                    generating = given is None and work.first_scenario == 0
+                    if generating:
+                        data = self.generated.get(package.package_hash, work.scenarios, item.records.horizon_months)
                     result, seconds = await self._compute(runner, package, item, work, control=control,
                                                           scenario_data=data)  # fmt: skip
+                    if generating and data is None:
+                        self._keep_generated(package, work, result)
                     steps = steps_of(item.records, work.run_scenarios)
                     stats.steps += steps
                     stats.policies += len(item.records)
