@@ -154,14 +154,17 @@ def measure_size(
     chunk_seconds = dict.fromkeys(gateways, 0.0)
     chunk_count = dict.fromkeys(gateways, 0.0)
     for _ in range(cfg.repeats):
-        seconds, h, report.steps = in_process.run(path, sc)
+        with report.cpu_of("in_process", []):
+            seconds, h, report.steps = in_process.run(path, sc)
         report.in_process_s.append(seconds)
         report.hashes.append(h)
         if cfg.engine_alone:
-            report.direct.append(direct())
+            with report.cpu_of("engine_alone", [engines[0], data]):
+                report.direct.append(direct())
         for n, gateway in gateways.items():
             before = chunk_totals(engines[:n])
-            run = run_job(gateway.address, spec)
+            with report.cpu_of(f"mesh_{n}", [*engines[:n], data, gateway]):
+                run = run_job(gateway.address, spec)
             after = chunk_totals(engines[:n])
             chunk_seconds[n] += sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
             chunk_count[n] += sum(a[1] - b[1] for a, b in zip(after, before, strict=True))

@@ -6,12 +6,15 @@ import contextlib
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.bench.mesh.config import DYN_LAPSE_BETA, PIPELINES, SCALE_TARGETS, TARGETS, BenchConfig, Size
 from services.bench.mesh.runs import DirectRun, JobRun
+from services.common.process_cpu import cpu_seconds
+from services.common.processes import ServiceProcess
 
 
 @dataclass
@@ -27,6 +30,35 @@ class SizeReport:
     engine_chunk_seconds: dict[int, float] = field(default_factory=dict)
     engine_chunks: dict[int, float] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)
+    #: CPU seconds of each timed run, by way ("in_process", "engine_alone", "mesh_N"): every process
+    #: the way runs in (the bench for in process; the engines, data service and gateway it uses).
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def cpu_of(self, way: str, services: Sequence[ServiceProcess]) -> Iterator[None]:
+        """Add the CPU seconds the block's run used to ``way``'s: the services' (processes), or
+        this process's when none are named (in process)."""
+
+        def now() -> float | None:
+            if not services:
+                return time.process_time()
+            used = [cpu_seconds(s.proc.pid) for s in services]
+            return None if any(u is None for u in used) else sum(u or 0.0 for u in used)
+
+        before = now()
+        yield
+        after = now()
+        if before is not None and after is not None:
+            self.cpu.setdefault(way, []).append(after - before)
+
+    def cpu_figures(self, way: str) -> dict[str, float] | None:
+        """The way's median CPU seconds and the median over rounds of its ratio to in process."""
+        runs, base = self.cpu.get(way), self.cpu.get("in_process")
+        if not runs:
+            return None
+        if not base or min(base) <= 0:
+            return {"cpu_seconds": median(runs)}
+        return {"cpu_seconds": median(runs), "cpu_ratio_to_in_process": paired_ratio(runs, base)}
 
 
 def median(values: Sequence[float]) -> float:
@@ -77,6 +109,7 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                 "chunks": runs[0].chunks,
                 "engine_chunk_seconds_sum": r.engine_chunk_seconds.get(n, 0.0),
                 "steps_reported": runs[0].steps,
+                **(r.cpu_figures(f"mesh_{n}") or {}),
             }
         if "1" in mesh:
             for m in mesh.values():
@@ -99,6 +132,7 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                 "read_wait_s": median([d.read_wait_s for d in r.direct]),
                 "policies_per_s": r.size.policies / direct,
                 "ratio_to_in_process": paired_ratio([d.seconds for d in r.direct], r.in_process_s),
+                **(r.cpu_figures("engine_alone") or {}),
             }
         sizes.append(
             {
@@ -111,6 +145,7 @@ def document(cfg: BenchConfig, reports: list[SizeReport]) -> dict[str, Any]:
                     "seconds_all": r.in_process_s,
                     "steps_per_s": r.steps / ip,
                     "policies_per_s": r.size.policies / ip,
+                    **({"cpu_seconds": median(r.cpu["in_process"])} if r.cpu.get("in_process") else {}),
                 },
                 "engine_alone": engine_alone,
                 "mesh": mesh,
@@ -161,6 +196,14 @@ def _policies_per_s(size: dict[str, Any]) -> str:
     return "  policies/s: " + ", ".join(f"{label} {way['policies_per_s']:.3e}" for label, way in ways)
 
 
+def _cpu(way: dict[str, Any]) -> str:
+    """The CPU columns of a way: its CPU seconds and their ratio to in process (blank if unknown)."""
+    if "cpu_seconds" not in way:
+        return ""
+    ratio = way.get("cpu_ratio_to_in_process")
+    return f"{way['cpu_seconds']:>9.2f}" + (f"{ratio:>7.2f}" if ratio is not None else f"{1.0:>7.2f}")
+
+
 def text(doc: dict[str, Any]) -> str:
     mb = 1 << 20
     models = doc.get("models", ["term_life"])
@@ -180,15 +223,17 @@ def text(doc: dict[str, Any]) -> str:
         lines.append(_policies_per_s(s))
         ip = s["in_process"]
         head: list[tuple[str, int]] = [("seconds", 9), ("steps/s", 11), ("× in-proc", 11), ("1st prog", 10)]
-        head += [("1st block", 10), ("1st stats", 10), ("chunks", 8), ("× 1 eng", 9)]
+        head += [("1st block", 10), ("1st stats", 10), ("chunks", 8), ("× 1 eng", 9), ("CPU s", 9), ("× CPU", 7)]
         lines.append(f"  {'':<14}" + "".join(f"{name:>{width}}" for name, width in head))
-        lines.append(f"  {'in-process':<14}{ip['seconds']:>9.3f}{ip['steps_per_s']:>11.3e}{1.0:>11.2f}")
+        lines.append(
+            f"  {'in-process':<14}{ip['seconds']:>9.3f}{ip['steps_per_s']:>11.3e}{1.0:>11.2f}{'':>47}{_cpu(ip)}"
+        )
         ea = s["engine_alone"]
         if ea is not None:
             steps_alone = s["steps"] / ea["seconds"]
             lines.append(
                 f"  {'engine alone':<14}{ea['seconds']:>9.3f}{steps_alone:>11.3e}{ea['ratio_to_in_process']:>11.2f}"
-                f"{'':>30}{1:>8}   (read wait {ea['read_wait_s']:.3f} s)"
+                f"{'':>30}{1:>8}{'':>9}{_cpu(ea)}   (read wait {ea['read_wait_s']:.3f} s)"
             )
         for n, m in s["mesh"].items():
             stats = "-" if m["first_statistics_s"] is None else f"{m['first_statistics_s']:.3f}"
@@ -196,7 +241,8 @@ def text(doc: dict[str, Any]) -> str:
                 f"  {'mesh, ' + n + ' eng':<14}{m['seconds']:>9.3f}{m['steps_per_s']:>11.3e}"
                 f"{m['ratio_to_in_process']:>11.2f}{m['first_progress_s']:>10.3f}{m['first_block_progress_s']:>10.3f}"
                 f"{stats:>10}{m['chunks']:>8}"
-                + (f"{m['speedup_vs_1_engine']:>9.2f}" if "speedup_vs_1_engine" in m else "")
+                + (f"{m['speedup_vs_1_engine']:>9.2f}" if "speedup_vs_1_engine" in m else f"{'':>9}")
+                + _cpu(m)
             )
             eq = s.get("mesh_equal_chunks", {}).get(n)
             if eq is not None:
