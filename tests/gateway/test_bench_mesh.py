@@ -121,7 +121,9 @@ def test_model_choice_and_savings_sizes() -> None:
     def cfg(*args: str) -> BenchConfig:
         return config_from(build_parser().parse_args(["bench", "mesh", *args]))
 
-    assert cfg().models == ("term_life",) and cfg().sizes_of("term_life") == (Size(10_000, 1_000),)
+    # one deterministic and one stochastic job by default, both shapes larger with --large
+    assert cfg().models == ("term_life",) and cfg().sizes_of("term_life") == (Size(100_000, 1), Size(10_000, 1_000))
+    assert cfg("--large").sizes_of("term_life")[2:] == (Size(800_000, 1), Size(100_000, 1_000))
     assert cfg("--model", "savings").models == ("savings",)
     assert cfg("--model", "both").models == ("term_life", "savings")
     assert cfg("--model", "savings").sizes_of("savings") == (Size(10_000, 100),)

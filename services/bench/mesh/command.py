@@ -36,7 +36,11 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
         "mesh",
         help="the mesh as real processes (1, 2, 3 engines) against the in-process pipeline, same inputs",
     )
-    p.add_argument("--large", action="store_true", help="also 100K policies × 1K scenarios")
+    p.add_argument(
+        "--large",
+        action="store_true",
+        help="also 800K policies × 1 scenario and 100K × 1K (by default 100K × 1 and 10K × 1K)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes (2K × 50, 1 and 2 engines), one timed run")
     p.add_argument(
         "--scale",

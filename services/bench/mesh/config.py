@@ -100,7 +100,9 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         counts: tuple[int, ...] = (1, 2)
         repeats = 1
     else:
-        sizes = (Size(10_000, 1_000),) + ((Size(100_000, 1_000),) if args.large else ())
+        # a deterministic (1-scenario) job beside the stochastic ones, the two shapes of one run
+        sizes = (Size(100_000, 1), Size(10_000, 1_000))
+        sizes += (Size(800_000, 1), Size(100_000, 1_000)) if args.large else ()
         savings_sizes = (Size(10_000, 100),) + ((Size(100_000, 100),) if args.large else ())
         counts = (1, 2, 3)
         repeats = 3
