@@ -52,10 +52,10 @@
 #define LANES LC_LANES
 #ifndef LC_POLICY_LANES_BELOW
 /* runs with fewer scenarios put policies in the lanes (0: never). Measured (CPU time, 16,384 bench
- * policies, 20 % in force): the policy layout runs ×1.51 the scenario layout at 8 scenarios, ×1.13-1.16
- * at 11, ×1.06-1.09 at 12, ×0.98-1.00 at 13; all in force ×1.10 at 10, ×1.00 at 11, ×0.92 at 12.
- * Its workspace: 40·N bytes a row (row_pv), at most 440 below 12. */
-#define LC_POLICY_LANES_BELOW 12
+ * policies, 20 % in force, the scenario layout's months in memory): the policy layout runs ×1.30 the
+ * scenario layout at 8 scenarios, ×1.09-1.11 at 10, ×0.99-1.03 at 11, ×0.91 at 12; all in force ×1.18
+ * at 8, ×1.04 at 9, ×0.96 at 10, ×0.88 at 11. Its workspace: 40·N bytes a row (row_pv), at most 400 below 11. */
+#define LC_POLICY_LANES_BELOW 11
 #endif
 #define PL_SEGMENTS 62 /* a policy-layout group tabulates ≤ 62 segments (≈ years) of its schedule */
 
@@ -331,7 +331,8 @@ static inline __attribute__((always_inline)) void month_in_memory(vd (*st)[NV], 
 /* Months [t0, t1) of one policy year (12 months or fewer) on st: w_year from +0.0 (as `project`). */
 static inline __attribute__((always_inline)) void year_in_memory(vd (*st)[NV], const double *disc, const double *dlap,
                                                                  const double *restrict maint_infl, uint32_t t0,
-                                                                 uint32_t t1, double p, double plb, double lb, int clamp) {
+                                                                 uint32_t t1, double p, double plb, double lb,
+                                                                 int clamp) {
     for (uint32_t v = 0; v < NV; v++) st[1][v] = (vd){0};
     if (t1 - t0 == 12) {
         _Pragma("clang loop unroll(full)") for (uint32_t k = 0; k < 12; k++)
