@@ -16,7 +16,7 @@ partials (and esg rates) have v2's bits.
 
 The ``one_scenario`` section runs term_life on one scenario (a deterministic run: more policies,
 the first of the same scenarios), on one thread, in the policy layout the shipped build picks
-for fewer than 8 scenarios, beside the build from before that layout existed
+for fewer than 11 scenarios, beside the build from before that layout existed
 (``bench_data/term_life_scenario_layout.wasm``, built at commit 565c739: one policy × 16
 scenario lanes, 15 of them idle), alternating leases; its ratio ``one_scenario_vs_many``
 divides its steps/s by the many-scenario figure of the same thread count.

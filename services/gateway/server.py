@@ -162,7 +162,8 @@ PROGRESS_SECONDS = Setting(
     _number(float, "progress seconds"),
     DEFAULT_PROGRESS_SECONDS,
     flag="--progress-seconds",
-    help="least seconds between two progress events of a running job (its running statistics: one a second)",
+    help="least seconds between two progress events of a running job once its first blocks are reported "
+    "(those go out at once; its running statistics: one a second)",
     check=lambda s: s > 0,
     rule="> 0",
     what="progress seconds",

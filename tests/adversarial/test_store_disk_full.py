@@ -47,9 +47,15 @@ S = job_pb2.JobState
 #: Every output's portfolio values (the fakes' declared order) and the primary's.
 EXPECTED_ALL = fold(TABLE)
 EXPECTED = EXPECTED_ALL[PRIMARY]
-#: No progress, statistics or checkpoint between the job's start and its end: the first write
-#: after the disk fills is the job's end.
+#: No progress, statistics or checkpoint between the job's first blocks and its end: the first
+#: write after the disk fills (once `worked`) is the job's end.
 QUIET = {"progress_seconds": 30.0, "statistics_seconds": 30.0, "checkpoint_seconds": 30.0}
+
+
+def worked(m: JobManager, job_id: str) -> bool:
+    """The job's first blocks are reported (at once, whatever `progress_seconds`): its last
+    progress before its end, in a QUIET gateway."""
+    return any(e.WhichOneof("event") == "progress" and e.progress.blocks_done > 0 for e in m.store.events(job_id))
 
 
 def kinds(events: list[job_pb2.JobEvent]) -> list[str]:
@@ -135,7 +141,7 @@ async def test_a_job_ending_on_a_full_disk_is_recorded_once_there_is_room_and_su
         call = jobs.SubmitJob(job_service_pb2.SubmitJobRequest(spec=job_spec()))
         seen = [await call.read()]
         job_id = seen[0].event.job_id
-        await until(lambda: (j := m.store.get_job(job_id)) is not None and j.state == S.JOB_STATE_RUNNING, "running")
+        await until(lambda: worked(m, job_id), "the first blocks reported")
         disk.full.set()
         with pytest.raises(aio.AioRpcError) as info:
             while True:
@@ -181,7 +187,7 @@ async def test_a_job_whose_end_was_never_persisted_resumes_without_reusing_a_seq
             streamed.append(e)
 
     follower = asyncio.create_task(follow())
-    await until(lambda: (j := m.store.get_job(job_id)) is not None and j.state == S.JOB_STATE_RUNNING, "running")
+    await until(lambda: worked(m, job_id), "the first blocks reported")
     disk.full.set()
     with pytest.raises(Exception, match="could not record event"):
         await asyncio.wait_for(follower, 10)
@@ -255,7 +261,7 @@ async def full_tmpfs(disk: Path, caplog: pytest.LogCaptureFixture) -> None:
     m = manager(disk, delay=0.05, readiness=readiness, **QUIET)
     async with serving(m, readiness) as running:
         job_id = await m.submit(job_spec())
-        await until(lambda: (j := m.store.get_job(job_id)) is not None and j.state == S.JOB_STATE_RUNNING, "running")
+        await until(lambda: worked(m, job_id), "the first blocks reported")
         filler = fill(disk, leave=0)
         await until(lambda: m.store.failure is not None, "the store failing", seconds=15)
         await until(lambda: readiness._failing, "readiness told")

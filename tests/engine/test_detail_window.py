@@ -21,13 +21,13 @@ from services.engine.reference_savings import savings_inputs
 from services.engine.runtime import Runtime
 from services.engine.wasm_nodes import run_generator
 from services.engine.workers import RunControl, WasmPool
-from services.valuation.blocks import BLOCK_SIZE
+from services.valuation.blocks import BLOCK_SIZE, same_bits
 from services.valuation.packages.config import REFERENCE_PIPELINE
 from services.valuation.packages.reference import SAVINGS_PIPELINE
 from services.valuation.reference_model import shipped_models
 from services.valuation.scenarios import ScenarioParams
 from tests.engine.savings_points import draws, generated_rows
-from tests.engine.test_row_values import pipeline, same_bits
+from tests.engine.test_row_values import pipeline
 from tests.engine.test_term_life_lanes import run_inputs
 
 ROWS = BLOCK_SIZE + 300
