@@ -37,6 +37,7 @@ from livecalc.engine.v1 import engine_pb2
 from livecalc.gateway.v1 import job_pb2, job_service_pb2
 from services.common.auth.interceptor import current_principal
 from services.common.errors import FailedPrecondition, Internal, InvalidArgument
+from services.common.tasks import cancel_and_wait
 from services.gateway.chunk_requests import ChunkRequests, job_part
 from services.gateway.detail_fold import BlockDetail, DetailFold
 from services.gateway.dispatcher import Dispatcher
@@ -211,9 +212,7 @@ class DetailService:
         try:
             yield dispatcher
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     @staticmethod
     def _progress(found: FinishedJob, fold: DetailFold, dispatcher: Dispatcher, started: float) -> job_pb2.JobProgress:

@@ -30,6 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from livecalc.gateway.v1 import job_pb2
 from services.common.auth.service import ServiceCredentials
 from services.common.errors import FailedPrecondition, LivecalcError
+from services.common.tasks import cancel_and_wait
 from services.gateway.chunk_requests import ChunkRequests, job_part
 from services.gateway.config import JobConfig
 from services.gateway.dispatcher import Dispatcher
@@ -118,9 +119,7 @@ class JobRunner:
             self.failed(live, "INTERNAL", f"internal error: {type(exc).__name__}: {exc}")
         finally:
             if ticker is not None:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
+                await cancel_and_wait(ticker)
             if live.log.closed:
                 await asyncio.shield(self.finished(live))  # an ended job is read from the store
 

@@ -10,11 +10,12 @@ sleeps `interval` seconds at a time and records the overshoot in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from services.common.tasks import cancel_and_wait
 
 INTERVAL_SECONDS: Final = 0.05
 BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -54,7 +55,5 @@ class LoopLagMonitor:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None

@@ -207,6 +207,41 @@ async def test_a_job_whose_end_was_never_persisted_resumes_without_reusing_a_seq
     await stopped(again)
 
 
+async def test_a_gateway_stopping_while_a_failed_jobs_end_cannot_be_written_stops_and_the_job_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills before the job's first progress: that write fails, so the job fails, and its
+    end cannot be written either. The gateway then stops with the disk still full. Its job task was
+    waiting for its progress ticker to end when the stop came: the stop's cancellation reached the
+    ticker, came back out of the await and was taken for the ticker's own (`suppress(CancelledError)`),
+    and the task went on to wait for ever for an end the disk would not take: the stop hung."""
+    disk = FullDisk(monkeypatch)
+    m = manager(tmp_path, delay=0.05, **QUIET)
+    job_id = await m.submit(job_spec())
+
+    async def follow() -> None:  # a client watching the job
+        async for _ in m.follow(job_id):
+            pass
+
+    follower = asyncio.create_task(follow())
+    await until(lambda: (j := m.store.get_job(job_id)) is not None and j.state == S.JOB_STATE_RUNNING, "running")
+    disk.full.set()
+    with pytest.raises(Exception, match="could not record event"):
+        await asyncio.wait_for(follower, 10)
+    await until(lambda: m._live[job_id].log.closed, "the job's end (failed: the first progress was not recorded)")
+    closing = asyncio.create_task(m.close())
+    stopped_in_time, _ = await asyncio.wait([closing], timeout=10)  # a liveness bound: it hung for ever
+    assert stopped_in_time, "the gateway did not stop while the job's end could not be written"
+    m.store.close()
+    disk.full.clear()
+    again, resumed = await restarted(tmp_path)
+    assert resumed == 1  # its end was never persisted: it runs again
+    rest = [e async for e in again.follow(job_id)]
+    assert kinds(rest)[-1] == "result" and rest[-1].result.result_hash == result_hash(EXPECTED)
+    await until(lambda: job_id not in again._live, "recorded")
+    await stopped(again)
+
+
 async def test_a_write_that_fails_mid_run_fails_the_job_and_the_failure_is_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
