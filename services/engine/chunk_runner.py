@@ -390,9 +390,10 @@ class ChunkRunner:
         dataset_rows: int,
         queue: asyncio.Queue[_Piece | BaseException],
     ) -> None:
+        # the declared columns only: a dataset may carry columns no model reads (notes, spec ids)
+        declared = [c.name for c in package.interface.columns]
         try:
             if work.is_sample:
-                declared = [c.name for c in package.interface.columns]
                 sample = await rows.sample(work.dataset_id, work.dataset_version, work.sample_n, work.sample_seed,
                                            columns=declared)  # fmt: skip
                 numbers = sample.rows
@@ -405,7 +406,9 @@ class ChunkRunner:
                     at = slice(g0 * q, min(len(records), g1 * q))
                     await queue.put(_Piece(g0, g0 * q, records.take(at), numbers[at]))
                 return
-            await self._read_blocks(package, work, pieces=pieces, rows=rows, dataset_rows=dataset_rows, queue=queue)
+            await self._read_blocks(
+                package, work, pieces=pieces, rows=rows, columns=declared, dataset_rows=dataset_rows, queue=queue
+            )
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
@@ -418,21 +421,19 @@ class ChunkRunner:
         *,
         pieces: Sequence[tuple[int, int]],
         rows: RowSource,
+        columns: Sequence[str],
         dataset_rows: int,
         queue: asyncio.Queue[_Piece | BaseException],
     ) -> None:
-        """Each piece's rows read and checked, in order; the next piece's read is in flight while
+        """Each piece's rows (``columns`` of them) read and checked, in order; the next piece's read is in flight while
         this one's rows are checked (the data service serves while the engine validates)."""
         spans = [(b0, b0 * BLOCK_SIZE, min(b1 * BLOCK_SIZE, dataset_rows)) for b0, b1 in pieces]
         if not spans:
             return
 
-        # the declared columns only: a dataset may carry columns no model reads (notes, spec ids)
-        declared = [c.name for c in package.interface.columns]
-
         def read(i: int) -> asyncio.Future[pa.Table]:
             _, start, end = spans[i]
-            return asyncio.ensure_future(rows.read(work.dataset_id, work.dataset_version, start, end, columns=declared))
+            return asyncio.ensure_future(rows.read(work.dataset_id, work.dataset_version, start, end, columns=columns))
 
         ahead = read(0)
         try:

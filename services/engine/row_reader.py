@@ -122,20 +122,30 @@ class RowReader:
             ],
         )
         self._stub = data_service_pb2_grpc.DataServiceStub(self._channel)
-        self._rows: dict[tuple[str, str, str], int] = {}
-        self._columns: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        #: (row count, column names) per (tenant, id, version): a version names immutable content.
+        self._known: dict[tuple[str, str, str], tuple[int, tuple[str, ...]]] = {}
 
     def acting_for(self, tenant: str) -> TenantRows:
         """This reader reading ``tenant``'s datasets (a job's; '' with auth off)."""
         return TenantRows(self, tenant)
 
     async def row_count(self, dataset_id: str, version: str, *, tenant: str = "") -> int:
-        """Rows of the dataset (GetDataset), FAILED_PRECONDITION unless it is at ``version``.
+        """Rows of the dataset (GetDataset), FAILED_PRECONDITION unless it is at ``version``."""
+        rows, _ = await self._describe(dataset_id, version, tenant)
+        return rows
 
-        Remembered per (tenant, id, version): a version names immutable content.
-        """
+    async def present(self, dataset_id: str, version: str, wanted: Sequence[str], *, tenant: str = "") -> list[str]:
+        """The columns of ``wanted`` the dataset at ``version`` has, in the dataset's order ([]: it
+        has none of them, so all of its columns are read and the row checks name what is missing)."""
+        _, columns = await self._describe(dataset_id, version, tenant)
+        asked = set(wanted)
+        return [c for c in columns if c in asked]
+
+    async def _describe(self, dataset_id: str, version: str, tenant: str) -> tuple[int, tuple[str, ...]]:
+        """(row count, column names) of the dataset (GetDataset, remembered when ``version`` is
+        named), FAILED_PRECONDITION unless it is at ``version``."""
         key = (tenant, dataset_id, version)
-        known = self._rows.get(key)
+        known = self._known.get(key)
         if known is not None:
             return known
         request = data_service_pb2.GetDatasetRequest(dataset_id=dataset_id)
@@ -150,20 +160,10 @@ class RowReader:
             raise FailedPrecondition(
                 f"dataset {dataset_id!r} changed: version {found.version}, the job needs {version}"
             )
+        described = (int(found.row_count), tuple(c.name for c in found.columns))
         if version:
-            self._rows[key] = int(found.row_count)
-            self._columns[key] = tuple(c.name for c in found.columns)
-        return int(found.row_count)
-
-    async def present(self, dataset_id: str, version: str, wanted: Sequence[str], *, tenant: str = "") -> list[str]:
-        """The columns of ``wanted`` the dataset at ``version`` has, in the dataset's order; all of
-        its columns ([]) when it has none of them (the row checks then name what is missing) or
-        when there is no version to remember its columns by."""
-        key = (tenant, dataset_id, version)
-        if key not in self._columns:
-            await self.row_count(dataset_id, version, tenant=tenant)
-        asked = set(wanted)
-        return [c for c in self._columns.get(key, ()) if c in asked]
+            self._known[key] = described
+        return described
 
     async def read(
         self,

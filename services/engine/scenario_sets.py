@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -33,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.common.errors import FAULT_MODEL, InvalidArgument
+from services.engine.byte_lru import ByteLru
 from services.engine.errors import EngineError
 from services.valuation.arrays import F64
 from services.valuation.interface.records import Records
@@ -202,14 +202,17 @@ class ScenarioSetCache:
 
     max_bytes: int = DEFAULT_CACHE_BYTES
     piece_rows: int = PIECE_ROWS
-    _sets: OrderedDict[tuple[str, SetRequest], ScenarioSet] = field(default_factory=OrderedDict)
+    _sets: ByteLru[tuple[str, SetRequest], ScenarioSet] = field(init=False)
     _loading: dict[tuple[str, SetRequest], asyncio.Task[ScenarioSet]] = field(default_factory=dict)
     loads: int = 0
     """Sets read from the data service (a cache miss each)."""
 
+    def __post_init__(self) -> None:
+        self._sets = ByteLru(self.max_bytes, lambda s: s.nbytes)
+
     @property
     def size_bytes(self) -> int:
-        return sum(s.nbytes for s in self._sets.values())
+        return self._sets.size_bytes
 
     async def get(self, rows: SetRows, tenant: str, request: SetRequest) -> ScenarioSet:
         """The set, from the cache or read once for every chunk that asks for it meanwhile (the
@@ -217,7 +220,6 @@ class ScenarioSetCache:
         key = (tenant, request)
         found = self._sets.get(key)
         if found is not None:
-            self._sets.move_to_end(key)
             return found
         task = self._loading.get(key)
         if task is None:
@@ -231,11 +233,4 @@ class ScenarioSetCache:
         self._loading.pop(key, None)
         if task.cancelled() or task.exception() is not None:
             return  # the exception is retrieved here; waiters re-raise it
-        self._keep(key, task.result())
-
-    def _keep(self, key: tuple[str, SetRequest], loaded: ScenarioSet) -> None:
-        if loaded.nbytes > self.max_bytes:
-            return
-        self._sets[key] = loaded
-        while self.size_bytes > self.max_bytes:
-            self._sets.popitem(last=False)
+        self._sets.put(key, task.result())

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from livecalc.engine.v1 import engine_pb2, engine_service_pb2
 from livecalc.gateway.v1 import job_pb2
 from services.gateway.fold import JobFold
-from services.gateway.planner import Plan, plan, preview_plan
+from services.gateway.planner import Plan, Sizing, plan, preview_plan
 from services.valuation.arrays import F64
 from services.valuation.preview_error import PreviewUncertainty, preview_uncertainty
 from services.valuation.statistics import relative_difference, statistics
@@ -43,23 +43,14 @@ class FullRun:
     #: The fold keeps each block's means (what a preview's sampling error is measured from).
     keeps_block_means = False
 
-    def plan(
-        self,
-        rows: int,
-        *,
-        slots: int,
-        scenarios: int,
-        chunk_blocks: int,
-        slot_steps_per_second: float,
-        granule: int = 1,
-    ) -> Plan:
+    def plan(self, rows: int, sizing: Sizing) -> Plan:
         return plan(
             rows,
-            slots=slots,
-            scenarios=scenarios,
-            chunk_blocks=chunk_blocks,
-            slot_steps_per_second=slot_steps_per_second,
-            granule=granule,
+            slots=sizing.slots,
+            scenarios=sizing.scenarios,
+            chunk_blocks=sizing.chunk_blocks,
+            slot_steps_per_second=sizing.slot_steps_per_second,
+            granule=sizing.granule,
         )
 
     def select(self, request: engine_service_pb2.RunChunkRequest, job_plan: Plan, first: int, count: int) -> None:
@@ -89,16 +80,7 @@ class Preview(FullRun):
     running_statistics = False
     keeps_block_means = True
 
-    def plan(
-        self,
-        rows: int,
-        *,
-        slots: int,
-        scenarios: int,
-        chunk_blocks: int,
-        slot_steps_per_second: float,
-        granule: int = 1,
-    ) -> Plan:
+    def plan(self, rows: int, sizing: Sizing) -> Plan:
         return preview_plan(self.sample_rows)
 
     def select(self, request: engine_service_pb2.RunChunkRequest, job_plan: Plan, first: int, count: int) -> None:

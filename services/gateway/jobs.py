@@ -48,6 +48,7 @@ from services.gateway.job_runner import JobRunner
 from services.gateway.live_job import LiveJob, S
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.package_store import PackageStore, check_hash
+from services.gateway.planner import Sizing
 from services.gateway.recovery import abort, record_logged_end, resumable, resumed_job
 from services.gateway.results import attach_values
 from services.gateway.scenario_sets import (
@@ -194,14 +195,14 @@ class JobManager:
             await self.rules.check(spec.dataset_id, dataset.version, variant_rules, tenant)
         engines = await self.pool.refresh()
         check_capacity(params.count, engines)
-        job_plan = kind.plan(
-            dataset.rows,
+        sizing = Sizing(
             slots=sum(e.slots for e in engines) or 1,
             scenarios=params.count,
             chunk_blocks=int(spec.chunk_blocks),
             slot_steps_per_second=self.pool.slot_steps_per_second(speed_shape(spec.package_hash, params.count)),
             granule=self.pool.block_granule(),
         )
+        job_plan = kind.plan(dataset.rows, sizing)
 
         recorded = job_pb2.JobSpec()
         recorded.CopyFrom(spec)

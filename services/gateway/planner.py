@@ -102,6 +102,17 @@ def guided_sizes(blocks: int, slots: int, cap: int, granule: int = 1) -> list[in
     return sizes
 
 
+@dataclass(frozen=True)
+class Sizing:
+    """What a full run's chunk sizes are planned from besides its rows (`plan`'s arguments)."""
+
+    slots: int
+    scenarios: int
+    chunk_blocks: int = 0
+    slot_steps_per_second: float = 0.0
+    granule: int = 1
+
+
 def plan(
     rows: int,
     *,
